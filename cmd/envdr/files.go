@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/policy"
+)
+
+// openInput opens IN, or stdin for "-".
+func openInput(path string) (io.ReadCloser, error) {
+	if path == "-" {
+		return io.NopCloser(os.Stdin), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// output writes OUT through a temporary file in the same directory, renamed into place only on
+// success, so a failure never leaves a partial output file. "-" is stdout.
+type output struct {
+	w    io.Writer
+	f    *os.File
+	path string
+}
+
+func createOutput(path string) (*output, error) {
+	if path == "-" {
+		return &output{w: os.Stdout}, nil
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".envdr-tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &output{w: f, f: f, path: path}, nil
+}
+
+// commit syncs and renames the temporary file into place.
+func (o *output) commit() error {
+	if o.f == nil {
+		return nil
+	}
+	if err := o.f.Sync(); err != nil {
+		o.abort()
+		return err
+	}
+	if err := o.f.Close(); err != nil {
+		o.abort()
+		return err
+	}
+	if err := os.Rename(o.f.Name(), o.path); err != nil {
+		_ = os.Remove(o.f.Name())
+		return err
+	}
+	return nil
+}
+
+// abort removes the temporary file; safe after commit.
+func (o *output) abort() {
+	if o.f == nil {
+		return
+	}
+	_ = o.f.Close()
+	_ = os.Remove(o.f.Name())
+}
+
+// parseContextFlags turns repeated k=v flags into a map; a bad pair is a usage error.
+func parseContextFlags(pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, usageError("--context %q: want key=value", p)
+		}
+		if _, dup := m[k]; dup {
+			return nil, usageError("--context key %q given twice", k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// readHeaderKeep reads an envelope's header from r and returns it with a reader that yields the
+// whole stream again from its first byte (the header bytes read are replayed).
+func readHeaderKeep(r io.Reader) (*envelope.Header, io.Reader, error) {
+	var buf bytes.Buffer
+	hdr, err := envelope.ReadHeader(io.TeeReader(r, &buf))
+	if err != nil {
+		return nil, nil, err
+	}
+	return hdr, io.MultiReader(&buf, r), nil
+}
+
+// sortedKeys returns m's keys, sorted.
+func sortedKeys(m map[string]string) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// describeContext renders user context pairs for messages (values are not secret).
+func describeContext(m map[string]string) string {
+	var b strings.Builder
+	for i, k := range sortedKeys(m) {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, "%s=%s", k, m[k])
+	}
+	return b.String()
+}
+
+// replicationPolicy is the config's replication policy.
+func replicationPolicy(cfg *config.Config) policy.Replication {
+	return policy.ReplicationFromConfig(cfg)
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/kms"
+)
+
+func init() { register(newLocalCmd) }
+
+func newLocalCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "local",
+		Short: "Run and control the local three-region AWS stand-in (make local-up / local-down)",
+		Long: `The local stand-in serves us-east-1, eu-west-1 and ap-southeast-2 on 127.0.0.1: per region its own
+KMS (envdr's KMS stand-in), SQS (fauxqs) and DynamoDB (DynamoDB Local) endpoints. "envdr local down R"
+closes one region's endpoints (connections refused) to simulate losing it; "envdr local up R"
+restores it. See docs/LOCAL.md.
+
+The control commands find the stand-in's admin endpoint in the config's local.admin
+(--config local/envdr.yaml; local/envdr.yaml is also tried when --config is not given) or --admin.`,
+	}
+	var admin string
+	cmd.PersistentFlags().StringVar(&admin, "admin", os.Getenv("ENVDR_LOCAL_ADMIN"), "admin endpoint URL (default: the config's local.admin); env ENVDR_LOCAL_ADMIN")
+	client := func(c *cobra.Command) (*localaws.AdminClient, error) {
+		if admin != "" {
+			return localaws.NewAdminClient(admin), nil
+		}
+		path := globalConfigPath
+		if !c.Flags().Changed("config") && os.Getenv("ENVDR_CONFIG") == "" {
+			if _, err := os.Stat(path); err != nil {
+				path = "local/" + localaws.ConfigFile
+			}
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			return nil, withCode(exitUsage, fmt.Errorf("%w (is the stand-in running? make local-up writes local/envdr.yaml)", err))
+		}
+		if cfg.Local == nil || cfg.Local.Admin == "" {
+			return nil, usageError("config %s has no local.admin: it is not a local stand-in config", path)
+		}
+		return localaws.NewAdminClient(cfg.Local.Admin), nil
+	}
+	cmd.AddCommand(newLocalServeCmd(), newLocalRegionCmd("down", client), newLocalRegionCmd("up", client),
+		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalReadyCmd(client))
+	return cmd
+}
+
+type adminClientFunc func(*cobra.Command) (*localaws.AdminClient, error)
+
+func newLocalServeCmd() *cobra.Command {
+	var (
+		dir, tools string
+		basePort   int
+		persistDDB bool
+	)
+	base := localaws.DefaultBasePort
+	if v := os.Getenv("ENVDR_LOCAL_BASE_PORT"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			base = n
+		}
+	}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the stand-in in the foreground until SIGTERM (make local-up runs this in the background)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if basePort < 1024 || basePort > 65535-40 {
+				return usageError("--base-port %d: use 1024..65495", basePort)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			svc, err := kms.NewService(kms.Options{Dir: filepath.Join(dir, "kms"), Regions: localaws.DefaultRegions})
+			if err != nil {
+				return err
+			}
+			defer svc.Close()
+			return localaws.Serve(ctx, localaws.ServeOptions{
+				Dir: dir, Tools: tools, BasePort: basePort, Regions: localaws.DefaultRegions,
+				KMS: svc.Handler, KMSHooks: svc, PersistDynamoDB: persistDDB,
+				Log: cmd.ErrOrStderr(),
+			})
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "local", "directory for envdr.yaml, backends.json, logs/ and KMS state (kms/)")
+	cmd.Flags().StringVar(&tools, "tools", ".tools/localaws", "where scripts/localaws-install.sh installed fauxqs and DynamoDB Local")
+	cmd.Flags().IntVar(&basePort, "base-port", base, "first of the fixed ports (admin; see docs/LOCAL.md); env ENVDR_LOCAL_BASE_PORT")
+	cmd.Flags().BoolVar(&persistDDB, "persist-dynamodb", false, "keep DynamoDB data in DIR/dynamodb across restarts (default: in memory)")
+	return cmd
+}
+
+func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
+	short := "Lose a region: close its KMS, SQS and DynamoDB endpoints (connections refused)"
+	if action == "up" {
+		short = "Restore a lost region on the same ports"
+	}
+	return &cobra.Command{
+		Use:   action + " REGION",
+		Short: short,
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			if action == "down" {
+				err = c.Down(cmd.Context(), args[0])
+			} else {
+				err = c.Up(cmd.Context(), args[0])
+			}
+			if err != nil {
+				return fmt.Errorf("region %s: %w", args[0], err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", args[0], action)
+			return nil
+		},
+	}
+}
+
+func newLocalReadyCmd(client adminClientFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ready",
+		Short: "Exit 0 if the stand-in is up and provisioned (make local-up polls this)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			return c.Ready(cmd.Context())
+		},
+	}
+}
+
+func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show each region's state and endpoints",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), st)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "REGION\tSTATE\tKMS\tSQS\tDYNAMODB")
+			for _, r := range sortedRegions(st) {
+				s := st[r]
+				state := "up"
+				if !s.Up {
+					state = "down"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
+	var asJSON, reset bool
+	cmd := &cobra.Command{
+		Use:   "counters",
+		Short: "Show KMS calls per region and operation (--reset zeroes them afterwards)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			n, err := c.Counters(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = printJSON(cmd.OutOrStdout(), n)
+			} else {
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "REGION\tOPERATION\tCALLS")
+				for _, r := range sortedRegions(n) {
+					ops := n[r]
+					names := make([]string, 0, len(ops))
+					for op := range ops {
+						names = append(names, op)
+					}
+					sort.Strings(names)
+					for _, op := range names {
+						fmt.Fprintf(tw, "%s\t%s\t%d\n", r, op, ops[op])
+					}
+				}
+				err = tw.Flush()
+			}
+			if err == nil && reset {
+				err = c.ResetCounters(cmd.Context())
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {region: {operation: calls}}")
+	cmd.Flags().BoolVar(&reset, "reset", false, "zero the counters after printing them")
+	return cmd
+}
+
+func newLocalThrottleCmd(client adminClientFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "throttle REGION RPS",
+		Short: "Limit a region's KMS to RPS requests/s (ThrottlingException past it); 0 removes the limit",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rps, err := strconv.ParseFloat(args[1], 64)
+			if err != nil || rps < 0 {
+				return usageError("RPS %q: want a number >= 0", args[1])
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.SetRateLimit(cmd.Context(), args[0], rps); err != nil {
+				return fmt.Errorf("region %s: %w", args[0], err)
+			}
+			if rps == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s kms: no rate limit\n", args[0])
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s kms: %g requests/s\n", args[0], rps)
+			}
+			return nil
+		},
+	}
+}
+
+func sortedRegions[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/envdr/envdr/replicate"
+)
+
+func init() {
+	register(func() *cobra.Command {
+		var (
+			adminAddr string
+			logLevel  string
+			waitTime  time.Duration
+			retryBase time.Duration
+			drain     bool
+		)
+		cmd := &cobra.Command{
+			Use:   "run",
+			Short: "Run the replicator daemon: wrap every new DEK in every region and prove each region can open it",
+			Long: `run consumes replication events from the SQS queue (queue_url). For each event it wraps the
+same data key under the key of every configured region (ReEncrypt inside KMS for multi-Region
+replica keys; Decrypt once + Encrypt for independent keys, wiping the key at once), merges the
+wraps into the record in the DynamoDB table with conditional writes, verifies each region alone
+(its own table endpoint, its own KMS, key commitment), and deletes the message only when the
+replication policy is met. Poison events go to dlq_url with a reason attribute.
+
+Admin endpoints on --admin-addr: /healthz, /readyz (ready once every required region answered),
+/metrics (Prometheus). Logs are JSON on stderr, one line per event outcome.
+
+SIGTERM or SIGINT stops receiving at once, lets in-flight events finish within worker.grace, and
+leaves unfinished messages for redelivery; exit status 0.`,
+			Example: `  envdr --config local/envdr.yaml run --admin-addr 127.0.0.1:9090
+  envdr --config local/envdr.yaml run --drain      # exit 0 once the queue is empty (demos, backfills)`,
+			Args: noArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				cfg, err := loadConfig()
+				if err != nil {
+					return err
+				}
+				log, err := newLogger(logLevel)
+				if err != nil {
+					return err
+				}
+				defer func() { _ = log.Sync() }()
+				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+				defer stop()
+				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase})
+				if err != nil {
+					return err
+				}
+				if err := d.Start(context.Background()); err != nil {
+					return err
+				}
+				if drain {
+					go waitDrained(ctx, d, stop, log)
+				}
+				<-ctx.Done()
+				log.Info("stopping: no new messages; finishing in-flight work", zap.Duration("grace", cfg.Worker.Grace))
+				gctx, cancel := context.WithTimeout(context.Background(), cfg.Worker.Grace)
+				defer cancel()
+				d.Stop(gctx)
+				log.Info("stopped")
+				return nil
+			},
+		}
+		f := cmd.Flags()
+		def := os.Getenv("ENVDR_ADMIN_ADDR")
+		if def == "" {
+			def = "127.0.0.1:9090"
+		}
+		f.StringVar(&adminAddr, "admin-addr", def, "address of /healthz, /readyz, /metrics (empty: off); env ENVDR_ADMIN_ADDR")
+		f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+		f.DurationVar(&waitTime, "wait-time", 20*time.Second, "SQS long-poll wait (1s-20s)")
+		f.DurationVar(&retryBase, "retry-base", 2*time.Second, "first redelivery delay of an event whose regions are not all done")
+		f.BoolVar(&drain, "drain", false, "exit once the queue (visible, in flight and delayed) stays empty")
+		return cmd
+	})
+}
+
+// waitDrained stops the daemon once the queue has been empty for two checks in a row.
+func waitDrained(ctx context.Context, d *replicate.Daemon, stop func(), log *zap.Logger) {
+	empty := 0
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := d.QueueDepth(ctx)
+		if err != nil {
+			log.Warn("reading the queue depth failed", zap.Error(err))
+			empty = 0
+			continue
+		}
+		if n == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		if empty >= 2 {
+			log.Info("queue drained")
+			stop()
+			return
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
+)
+
+// regionStatus counts records by their state in one region.
+type regionStatus struct {
+	Region   string `json:"region"`
+	Wrapped  int    `json:"wrapped"`
+	Verified int    `json:"verified"`
+	Failing  int    `json:"failing"` // no wrap (or unverified) with a last error
+	Missing  int    `json:"missing"` // no wrap
+}
+
+type statusReport struct {
+	Records    int            `json:"records"`
+	Replicated int            `json:"replicated"` // records meeting the replication policy
+	Regions    []regionStatus `json:"regions"`
+	Queued     int            `json:"queued"`      // events in the queue (visible, in flight, delayed)
+	DeadLetter int            `json:"dead_letter"` // events in the DLQ
+}
+
+func init() {
+	register(func() *cobra.Command {
+		var (
+			asJSON   bool
+			segments int
+		)
+		cmd := &cobra.Command{
+			Use:   "status",
+			Short: "Summarise replication: records per region wrapped and verified, queue and DLQ depth",
+			Long: `status scans the records table in the home region (parallel scan segments, constant memory) and
+counts, per region, the records wrapped, verified, missing a wrap and failing (a last error is
+recorded). It also reports the events still queued and the events in the dead-letter queue. It
+reads only; use verify to re-check that each region can decrypt, and drill to rehearse a loss.`,
+			Example: `  envdr --config local/envdr.yaml status
+  envdr status --json | jq .regions`,
+			Args: noArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				cfg, err := loadConfig()
+				if err != nil {
+					return err
+				}
+				ctx := cmd.Context()
+				topo, err := regions.New(ctx, cfg, regions.Options{})
+				if err != nil {
+					return err
+				}
+				home, err := topo.HomeRegion()
+				if err != nil {
+					return err
+				}
+				pol := replicationPolicy(cfg)
+				rep := statusReport{}
+				idx := map[string]int{}
+				for i, n := range cfg.RegionNames() {
+					idx[n] = i
+					rep.Regions = append(rep.Regions, regionStatus{Region: n})
+				}
+				var mu sync.Mutex
+				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB())
+				g, gctx := errgroup.WithContext(ctx)
+				for seg := 0; seg < segments; seg++ {
+					g.Go(func() error {
+						return store.Scan(gctx, seg, segments, func(r *envelope.Record) error {
+							ok, _ := pol.Met(r)
+							mu.Lock()
+							defer mu.Unlock()
+							rep.Records++
+							if ok {
+								rep.Replicated++
+							}
+							for name, i := range idx {
+								w := r.Regions[name]
+								rs := &rep.Regions[i]
+								switch {
+								case w.Verified():
+									rs.Verified++
+									rs.Wrapped++
+								case w.HasWrap():
+									rs.Wrapped++
+								default:
+									rs.Missing++
+								}
+								if w != nil && w.LastError != "" && !w.Verified() {
+									rs.Failing++
+								}
+							}
+							return nil
+						})
+					})
+				}
+				if err := g.Wait(); err != nil {
+					return err
+				}
+				if cfg.QueueURL != "" {
+					if rep.Queued, err = replicate.QueueDepth(ctx, home.SQS(), cfg.QueueURL); err != nil {
+						return fmt.Errorf("region %s: queue %s: %w", home.Name, cfg.QueueURL, err)
+					}
+				}
+				if cfg.DLQURL != "" {
+					if rep.DeadLetter, err = replicate.QueueDepth(ctx, home.SQS(), cfg.DLQURL); err != nil {
+						return fmt.Errorf("region %s: DLQ %s: %w", home.Name, cfg.DLQURL, err)
+					}
+				}
+				out := cmd.OutOrStdout()
+				if asJSON {
+					enc := json.NewEncoder(out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(rep)
+				}
+				fmt.Fprintf(out, "records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
+					rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "REGION\tWRAPPED\tVERIFIED\tMISSING\tFAILING")
+				for _, rs := range rep.Regions {
+					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
+				}
+				return tw.Flush()
+			},
+		}
+		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
+		return cmd
+	})
+}

@@ -1,0 +1,333 @@
+package envelope_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+	"testing/iotest"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/envelope/envelopetest"
+)
+
+func TestSealOpenSizes(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "sizes", nil)
+	for _, cs := range []int{envelope.MinChunkSize, 1000, envelope.DefaultChunkSize} {
+		for _, n := range []int{0, 1, cs - 1, cs, cs + 1, 2 * cs, 3*cs + 7} {
+			t.Run(fmt.Sprintf("chunk=%d/size=%d", cs, n), func(t *testing.T) {
+				t.Parallel()
+				pt := payload(n)
+				var sealed bytes.Buffer
+				hdr, err := envelope.Seal(context.Background(), &sealed, bytes.NewReader(pt), kms,
+					envelope.SealOptions{ChunkSize: cs, Context: map[string]string{"k": "v"}})
+				require.NoError(t, err)
+				chunks := max(1, (n+cs-1)/cs)
+				hl, err := hdr.MarshalBinary()
+				require.NoError(t, err)
+				require.Equal(t, len(hl)+n+chunks*envelope.TagSize, sealed.Len(), "ciphertext size")
+				require.Len(t, hdr.ID, 32, "random IDs are 32 hex digits")
+				require.Equal(t, testRegion, hdr.HomeRegion, "home region comes from the data key")
+
+				var out bytes.Buffer
+				got, err := envelope.Open(context.Background(), &out, bytes.NewReader(sealed.Bytes()), kms,
+					envelope.OpenOptions{Context: map[string]string{"k": "v"}})
+				require.NoError(t, err)
+				require.Equal(t, hdr, got)
+				requireBytes(t, pt, out.Bytes())
+			})
+		}
+	}
+}
+
+// TestWriterPaths: Write in odd pieces, ReadFrom and Seal produce identical bytes for the
+// same header and salt, and Reader.Read with tiny buffers agrees with WriteTo.
+func TestWriterPaths(t *testing.T) {
+	t.Parallel()
+	dek := testDEK(3)
+	const cs = 100
+	pt := payload(1234)
+	hdr := &envelope.Header{ID: "paths", ChunkSize: cs, Salt: testSalt("paths"), KeyARN: testARN, WrappedDEK: []byte("w"),
+		Context: mustContext(t, "paths", nil)}
+	want := sealWith(t, dek, hdr, pt)
+
+	for _, piece := range []int{1, 7, cs - 1, cs, cs + 1, 1000} {
+		var buf bytes.Buffer
+		w, err := envelope.NewWriter(&buf, dek, hdr)
+		require.NoError(t, err)
+		for rest := pt; len(rest) > 0; {
+			k := min(piece, len(rest))
+			n, err := w.Write(rest[:k])
+			require.NoError(t, err)
+			require.Equal(t, k, n)
+			rest = rest[k:]
+		}
+		require.NoError(t, w.Close())
+		require.NoError(t, w.Close(), "Close twice is harmless")
+		_, err = w.Write([]byte{1})
+		require.Error(t, err, "write after Close")
+		requireBytes(t, want, buf.Bytes())
+	}
+	// ReadFrom with readers that return short reads and data together with EOF.
+	for name, src := range map[string]io.Reader{
+		"one byte": iotest.OneByteReader(bytes.NewReader(pt)),
+		"half":     iotest.HalfReader(bytes.NewReader(pt)),
+		"data+EOF": iotest.DataErrReader(bytes.NewReader(pt)),
+	} {
+		var buf bytes.Buffer
+		w, err := envelope.NewWriter(&buf, dek, hdr)
+		require.NoError(t, err)
+		n, err := w.ReadFrom(src)
+		require.NoError(t, err, name)
+		require.EqualValues(t, len(pt), n)
+		require.NoError(t, w.Close())
+		requireBytes(t, want, buf.Bytes())
+	}
+	// Reading back: tiny Read buffers and a one-byte source.
+	r, err := envelope.NewReader(iotest.OneByteReader(bytes.NewReader(want)), dek)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	p := make([]byte, 3)
+	for {
+		n, err := r.Read(p)
+		out.Write(p[:n])
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err)
+	}
+	requireBytes(t, pt, out.Bytes())
+	require.NoError(t, iotest.TestReader(mustReader(t, want, dek), pt))
+}
+
+func mustReader(t *testing.T, file, dek []byte) *envelope.Reader {
+	t.Helper()
+	r, err := envelope.NewReader(bytes.NewReader(file), dek)
+	require.NoError(t, err)
+	return r
+}
+
+func TestNewWriterRejects(t *testing.T) {
+	t.Parallel()
+	good := func() *envelope.Header {
+		return &envelope.Header{ID: "x1", Context: mustContext(t, "x1", nil), KeyARN: testARN, WrappedDEK: []byte("w")}
+	}
+	for name, c := range map[string]struct {
+		dek  []byte
+		edit func(h *envelope.Header)
+		want error
+	}{
+		"short DEK":          {dek: make([]byte, 16), want: envelope.ErrBadKey},
+		"wrong commitment":   {dek: testDEK(1), edit: func(h *envelope.Header) { h.Commitment = make([]byte, 32) }, want: envelope.ErrCommitmentMismatch},
+		"chunk too small":    {dek: testDEK(1), edit: func(h *envelope.Header) { h.ChunkSize = 10 }, want: envelope.ErrBadHeader},
+		"chunk too big":      {dek: testDEK(1), edit: func(h *envelope.Header) { h.ChunkSize = envelope.MaxChunkSize + 1 }, want: envelope.ErrBadHeader},
+		"short salt":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.Salt = []byte{1} }, want: envelope.ErrBadHeader},
+		"id not in context":  {dek: testDEK(1), edit: func(h *envelope.Header) { h.ID = "x2" }, want: envelope.ErrBadContext},
+		"no context":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.Context = envelope.Context{} }, want: envelope.ErrBadContext},
+		"bad region":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.HomeRegion = "US_EAST" }, want: envelope.ErrBadHeader},
+		"oversize wrap":      {dek: testDEK(1), edit: func(h *envelope.Header) { h.WrappedDEK = make([]byte, envelope.MaxWrappedDEKLen+1) }, want: envelope.ErrBadHeader},
+		"control char key":   {dek: testDEK(1), edit: func(h *envelope.Header) { h.KeyARN = "arn\n" }, want: envelope.ErrBadHeader},
+		"unsupported format": {dek: testDEK(1), edit: func(h *envelope.Header) { h.Version = 2 }, want: envelope.ErrUnknownVersion},
+	} {
+		h := good()
+		if c.edit != nil {
+			c.edit(h)
+		}
+		var buf bytes.Buffer
+		_, err := envelope.NewWriter(&buf, c.dek, h)
+		require.ErrorIs(t, err, c.want, name)
+		require.Zero(t, buf.Len(), "%s: nothing written", name)
+	}
+}
+
+// failingWriter fails after n bytes, to check that Writer errors stick.
+type failingWriter struct{ n int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, errors.New("disk full")
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+func TestWriterErrorsStick(t *testing.T) {
+	t.Parallel()
+	hdr := &envelope.Header{ID: "sticky", ChunkSize: 64, Context: mustContext(t, "sticky", nil)}
+	w, err := envelope.NewWriter(&failingWriter{n: 1000}, testDEK(1), hdr)
+	require.NoError(t, err)
+	_, err = w.Write(payload(5000))
+	require.ErrorContains(t, err, "disk full")
+	_, err = w.Write([]byte{1})
+	require.ErrorContains(t, err, "disk full")
+	require.ErrorContains(t, w.Close(), "disk full")
+}
+
+func TestSealValidation(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "validation", nil)
+	ctx := context.Background()
+	for name, c := range map[string]struct {
+		opts envelope.SealOptions
+		gen  envelope.KeyGenerator
+		want error
+	}{
+		"reserved key":     {opts: envelope.SealOptions{Context: map[string]string{"envdr:id": "x"}}, want: envelope.ErrBadContext},
+		"reserved prefix":  {opts: envelope.SealOptions{Context: map[string]string{"envdr:other": "x"}}, want: envelope.ErrBadContext},
+		"bad id":           {opts: envelope.SealOptions{ID: "../etc"}, want: envelope.ErrBadContext},
+		"bad chunk":        {opts: envelope.SealOptions{ChunkSize: 1}},
+		"region mismatch":  {opts: envelope.SealOptions{HomeRegion: "eu-west-1"}, want: envelope.ErrBadKey},
+		"short DEK":        {gen: badGen{plain: make([]byte, 8), wrapped: []byte("w")}, want: envelope.ErrBadKey},
+		"no wrap":          {gen: badGen{plain: make([]byte, 32)}, want: envelope.ErrBadKey},
+		"generator failed": {gen: badGen{err: errors.New("ThrottlingException")}},
+	} {
+		gen := c.gen
+		if gen == nil {
+			gen = kms
+		}
+		var buf bytes.Buffer
+		_, err := envelope.Seal(ctx, &buf, bytes.NewReader(payload(10)), gen, c.opts)
+		require.Error(t, err, name)
+		if c.want != nil {
+			require.ErrorIs(t, err, c.want, name)
+		}
+		require.Zero(t, buf.Len(), "%s: nothing written", name)
+	}
+}
+
+type badGen struct {
+	plain, wrapped []byte
+	err            error
+}
+
+func (b badGen) GenerateDataKey(context.Context, envelope.Context) (*envelope.DataKey, error) {
+	if b.err != nil {
+		return nil, b.err
+	}
+	return &envelope.DataKey{Plaintext: b.plain, Wrapped: b.wrapped, KeyARN: testARN, Region: testRegion}, nil
+}
+
+// wipeCheckGen records the DataKey it handed out so the test can see Seal wiped it.
+type wipeCheckGen struct {
+	kms  *envelopetest.FakeKMS
+	last *envelope.DataKey
+}
+
+func (g *wipeCheckGen) GenerateDataKey(ctx context.Context, ec envelope.Context) (*envelope.DataKey, error) {
+	dk, err := g.kms.GenerateDataKey(ctx, ec)
+	g.last = dk
+	return dk, err
+}
+
+func TestSealWipesDEK(t *testing.T) {
+	t.Parallel()
+	g := &wipeCheckGen{kms: envelopetest.NewFakeKMS(testRegion, testARN, "wipe", nil)}
+	_, err := envelope.Seal(context.Background(), io.Discard, bytes.NewReader(payload(100)), g, envelope.SealOptions{})
+	require.NoError(t, err)
+	require.Equal(t, make([]byte, envelope.DEKSize), g.last.Plaintext, "Seal must wipe the DEK it was given")
+}
+
+func TestCommitment(t *testing.T) {
+	t.Parallel()
+	c1, err := envelope.Commitment(testDEK(1))
+	require.NoError(t, err)
+	c2, err := envelope.Commitment(testDEK(2))
+	require.NoError(t, err)
+	require.Len(t, c1, envelope.CommitmentSize)
+	require.NotEqual(t, c1, c2)
+	require.NoError(t, envelope.CheckCommitment(testDEK(1), c1))
+	require.ErrorIs(t, envelope.CheckCommitment(testDEK(2), c1), envelope.ErrCommitmentMismatch)
+	require.ErrorIs(t, envelope.CheckCommitment(testDEK(1), c1[:31]), envelope.ErrCommitmentMismatch)
+	require.ErrorIs(t, envelope.CheckCommitment(make([]byte, 5), c1), envelope.ErrBadKey)
+	require.NoError(t, envelope.VerifyCommitment(testDEK(1), &envelope.Header{Commitment: c1}))
+	// Known answer, computed independently (Python hmac/hashlib HKDF) from FORMAT.md's
+	// definition: HKDF-SHA256(IKM=DEK, salt=none, info="envdr v1 key commitment").
+	require.Equal(t, "b1fdf3d30fdc3714bf41642baa8cd38c2e4c3a1a87b9acb6d4cfe550f2f8f14c", fmt.Sprintf("%x", c1))
+}
+
+// patternReader yields n bytes of a cheap repeating pattern without holding them.
+type patternReader struct{ n, off int64 }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	k := min(int64(len(b)), p.n-p.off)
+	for i := range b[:k] {
+		b[i] = byte((p.off + int64(i)) * 7)
+	}
+	p.off += k
+	return int(k), nil
+}
+
+// TestConstantMemory seals and opens a large stream through a pipe and checks that the heap
+// allocated does not grow with the payload: a whole 256 MiB round trip allocates about as much
+// as a 1 MiB one (the chunk buffers, the header, the AEAD).
+func TestConstantMemory(t *testing.T) {
+	size := int64(256 << 20)
+	if testing.Short() {
+		size = 32 << 20
+	}
+	dek := testDEK(4)
+	roundTrip := func(n int64) (alloc uint64) {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		pr, pw := io.Pipe()
+		go func() {
+			hdr := &envelope.Header{ID: "big", Context: mustContext(t, "big", nil)}
+			w, err := envelope.NewWriter(pw, dek, hdr)
+			if err == nil {
+				_, err = w.ReadFrom(&patternReader{n: n})
+			}
+			if err == nil {
+				err = w.Close()
+			}
+			pw.CloseWithError(err)
+		}()
+		r, err := envelope.NewReader(pr, dek)
+		require.NoError(t, err)
+		h := sha256.New()
+		got, err := r.WriteTo(h)
+		require.NoError(t, err)
+		require.Equal(t, n, got)
+		runtime.ReadMemStats(&after)
+		want := sha256.New()
+		_, _ = io.Copy(want, &patternReader{n: n})
+		require.Equal(t, want.Sum(nil), h.Sum(nil))
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small := roundTrip(1 << 20)
+	large := roundTrip(size)
+	t.Logf("heap allocated: %d bytes for 1 MiB, %d bytes for %d MiB", small, large, size>>20)
+	require.Less(t, large, small+256<<10, "allocation grows with payload size")
+	require.Less(t, large, uint64(1<<20), "a round trip should allocate well under 1 MiB")
+}
+
+// TestAllocsPerChunk: steady-state sealing and opening allocate nothing per chunk.
+func TestAllocsPerChunk(t *testing.T) {
+	dek := testDEK(5)
+	hdr := &envelope.Header{ID: "allocs", ChunkSize: 4096, Context: mustContext(t, "allocs", nil)}
+	w, err := envelope.NewWriter(io.Discard, dek, hdr)
+	require.NoError(t, err)
+	chunk := payload(4096)
+	allocs := testing.AllocsPerRun(200, func() {
+		_, _ = w.Write(chunk)
+	})
+	require.Zero(t, allocs, "Writer.Write allocates per chunk")
+
+	sealed := sealWith(t, dek, hdr, payload(200*4096))
+	r := mustReader(t, sealed, dek)
+	buf := make([]byte, 4096)
+	allocs = testing.AllocsPerRun(150, func() {
+		_, _ = io.ReadFull(r, buf)
+	})
+	require.Zero(t, allocs, "Reader.Read allocates per chunk")
+}

@@ -1,0 +1,368 @@
+// Package localaws is envdr's three-region AWS stand-in on loopback: per region, its own ports
+// for KMS (our own server, package kms), SQS (fauxqs) and DynamoDB (DynamoDB Local), so that one
+// region can be lost (its ports refuse connections) while the others keep working.
+//
+// fauxqs and DynamoDB Local each serve every region from one process; small per-region reverse
+// proxies in front of them give every region endpoints of its own. DynamoDB Local runs with
+// -sharedDb, one store behind every region's endpoint: a global table with no replication lag.
+//
+// `envdr local serve` runs the stack for developers and drills (fixed ports, local/envdr.yaml);
+// package localtest runs one per test on ephemeral ports in front of the same backends.
+package localaws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/envdr/envdr/internal/config"
+)
+
+// Defaults of the stand-in.
+const (
+	// HomeRegion holds the multi-Region primary key and the queue.
+	HomeRegion = "us-east-1"
+	// AccessKey and SecretKey are the fixed fake credentials written into local/envdr.yaml.
+	// Nothing checks them (no IAM); they only have to be well-formed for SigV4 signing.
+	AccessKey = "AKIAENVDRLOCAL000000"
+	SecretKey = "envdr-local-secret-not-a-secret"
+)
+
+// DefaultRegions are the three regions of the stand-in; the first is the home region.
+var DefaultRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2"}
+
+// ErrUnknownRegion is returned for a region the stack does not serve.
+var ErrUnknownRegion = errors.New("localaws: unknown region")
+
+// Service names, as in SigV4 credential scopes.
+const (
+	ServiceKMS      = "kms"
+	ServiceSQS      = "sqs"
+	ServiceDynamoDB = "dynamodb"
+)
+
+// Services lists the per-region services in a fixed order.
+var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB}
+
+// RegionPorts fixes one region's ports; 0 picks an ephemeral port.
+type RegionPorts struct {
+	KMS      int `json:"kms"`
+	SQS      int `json:"sqs"`
+	DynamoDB int `json:"dynamodb"`
+}
+
+// StackOptions configures NewStack.
+type StackOptions struct {
+	// Regions served; DefaultRegions if empty.
+	Regions []string
+	// KMS returns the KMS handler of a region (kms.Service.Handler).
+	KMS func(region string) http.Handler
+	// Backends are the shared SQS and DynamoDB emulators.
+	Backends Backends
+	// Ports per region; missing regions or zero ports get ephemeral ports.
+	Ports map[string]RegionPorts
+}
+
+// Stack is the set of per-region endpoints. Down/Up cut and restore one region.
+type Stack struct {
+	regions []string
+	eps     map[string]map[string]*endpoint // region -> service -> endpoint
+	tr      *http.Transport
+}
+
+// NewStack listens on every region's endpoints (127.0.0.1 only).
+func NewStack(opts StackOptions) (*Stack, error) {
+	if opts.KMS == nil {
+		return nil, errors.New("localaws: StackOptions.KMS is required")
+	}
+	sqsURL, err := url.Parse(opts.Backends.SQS)
+	if err != nil || sqsURL.Host == "" {
+		return nil, fmt.Errorf("localaws: bad SQS backend URL %q", opts.Backends.SQS)
+	}
+	ddbURL, err := url.Parse(opts.Backends.DynamoDB)
+	if err != nil || ddbURL.Host == "" {
+		return nil, fmt.Errorf("localaws: bad DynamoDB backend URL %q", opts.Backends.DynamoDB)
+	}
+	regions := opts.Regions
+	if len(regions) == 0 {
+		regions = DefaultRegions
+	}
+	// One transport for all proxies: pooled connections to the two backends, never an
+	// environment proxy (HTTP_PROXY must not capture loopback traffic).
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr}
+	for _, r := range regions {
+		p := opts.Ports[r]
+		s.eps[r] = map[string]*endpoint{
+			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: regionGuard(r, ServiceKMS, opts.KMS(r))},
+			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: regionGuard(r, ServiceSQS, newProxy(sqsURL, tr))},
+			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: regionGuard(r, ServiceDynamoDB, newProxy(ddbURL, tr))},
+		}
+	}
+	for _, r := range regions {
+		if err := s.Up(r); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Regions returns the served regions in order.
+func (s *Stack) Regions() []string { return append([]string(nil), s.regions...) }
+
+// Endpoints returns a region's endpoint URLs (stable across Down/Up).
+func (s *Stack) Endpoints(region string) (config.Endpoints, error) {
+	m, ok := s.eps[region]
+	if !ok {
+		return config.Endpoints{}, fmt.Errorf("%w %q", ErrUnknownRegion, region)
+	}
+	return config.Endpoints{
+		KMS:      m[ServiceKMS].url(),
+		SQS:      m[ServiceSQS].url(),
+		DynamoDB: m[ServiceDynamoDB].url(),
+	}, nil
+}
+
+// Down closes a region's listeners and every open connection to them: clients get connection
+// refused (new calls) or a reset (calls in flight), as when a region is unreachable.
+func (s *Stack) Down(region string) error {
+	m, ok := s.eps[region]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, region)
+	}
+	for _, svc := range Services {
+		m[svc].down(true)
+	}
+	return nil
+}
+
+// Up listens again on a region's ports (the same ones as before Down).
+func (s *Stack) Up(region string) error {
+	m, ok := s.eps[region]
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, region)
+	}
+	for _, svc := range Services {
+		if err := m[svc].up(); err != nil {
+			for _, o := range Services {
+				m[o].down(true)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// IsUp reports whether a region's endpoints are listening.
+func (s *Stack) IsUp(region string) bool {
+	m, ok := s.eps[region]
+	if !ok {
+		return false
+	}
+	return m[ServiceKMS].isUp()
+}
+
+// Close takes every region down for good.
+func (s *Stack) Close() error {
+	for _, r := range s.regions {
+		for _, e := range s.eps[r] {
+			e.down(false)
+		}
+	}
+	s.tr.CloseIdleConnections()
+	return nil
+}
+
+// RegionStatus is one region's state, as the admin endpoint reports it.
+type RegionStatus struct {
+	Up        bool          `json:"up"`
+	Endpoints EndpointsJSON `json:"endpoints"`
+}
+
+// EndpointsJSON is config.Endpoints with lower-case JSON names, as in the YAML config.
+type EndpointsJSON struct {
+	KMS      string `json:"kms"`
+	SQS      string `json:"sqs"`
+	DynamoDB string `json:"dynamodb"`
+}
+
+// Status reports every region.
+func (s *Stack) Status() map[string]RegionStatus {
+	out := map[string]RegionStatus{}
+	for _, r := range s.regions {
+		ep, _ := s.Endpoints(r)
+		out[r] = RegionStatus{Up: s.IsUp(r), Endpoints: EndpointsJSON(ep)}
+	}
+	return out
+}
+
+// endpoint is one service's listener in one region.
+type endpoint struct {
+	region, service string
+	handler         http.Handler
+
+	mu   sync.Mutex
+	port int // fixed after the first listen, so Up re-listens on the same port
+	srv  *http.Server
+	hold int // while down: a bound, non-listening socket that keeps the port ours; else -1
+}
+
+func (e *endpoint) url() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return fmt.Sprintf("http://127.0.0.1:%d", e.port)
+}
+
+func (e *endpoint) isUp() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv != nil
+}
+
+func (e *endpoint) up() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		return nil
+	}
+	if e.hold >= 0 {
+		_ = syscall.Close(e.hold)
+		e.hold = -1
+	}
+	// Go sets SO_REUSEADDR, so the port can be taken again right after Down even with
+	// connections in TIME_WAIT.
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", e.port))
+	if err != nil {
+		return fmt.Errorf("localaws: %s %s endpoint: %w", e.region, e.service, err)
+	}
+	e.port = ln.Addr().(*net.TCPAddr).Port
+	srv := &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
+	e.srv = srv
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+// down closes the listener and every connection. With hold, the port stays reserved until up:
+// an ephemeral port (tests) could otherwise be handed to another socket while the region is
+// down, and Up would fail. A bound socket that does not listen answers connects with a reset,
+// so clients still see connection refused.
+func (e *endpoint) down(hold bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		// Close, not Shutdown: a lost region does not let calls in flight finish.
+		_ = e.srv.Close()
+		e.srv = nil
+		if hold && e.port != 0 {
+			e.hold = holdPort(e.port)
+		}
+	}
+	if !hold && e.hold >= 0 {
+		_ = syscall.Close(e.hold)
+		e.hold = -1
+	}
+}
+
+// holdPort binds 127.0.0.1:port without listening; -1 if that fails (the port is then merely
+// free, which is fine for fixed ports).
+func holdPort(port int) int {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		_ = syscall.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// newProxy forwards to a backend, keeping the client's Host header: fauxqs builds queue URLs
+// from it, so the URLs it returns point at this region's SQS endpoint.
+func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, context.Canceled) {
+				return // the client went away (or the region went down)
+			}
+			writeAWSError(w, http.StatusBadGateway, "ServiceUnavailable",
+				"envdr local stand-in: backend unreachable: "+err.Error())
+		},
+	}
+}
+
+// regionGuard refuses requests signed for another region or service, as AWS does: a client
+// for us-east-1 pointed at eu-west-1's endpoint fails instead of silently working.
+func regionGuard(region, service string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sr, ss, ok := credentialScope(r.Header.Get("Authorization"))
+		if !ok {
+			writeAWSError(w, http.StatusForbidden, "MissingAuthenticationTokenException",
+				"Request is missing Authentication Token (AWS SigV4 signature)")
+			return
+		}
+		if sr != region || ss != service {
+			writeAWSError(w, http.StatusForbidden, "InvalidSignatureException", fmt.Sprintf(
+				"Credential should be scoped to a valid region and service: this endpoint is %s %s, the request is signed for %s %s",
+				region, service, sr, ss))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// credentialScope extracts region and service from
+// "AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/kms/aws4_request, SignedHeaders=...".
+func credentialScope(auth string) (region, service string, ok bool) {
+	_, rest, found := strings.Cut(auth, "Credential=")
+	if !found {
+		return "", "", false
+	}
+	cred, _, _ := strings.Cut(rest, ",")
+	p := strings.Split(strings.TrimSpace(cred), "/")
+	if len(p) != 5 || p[4] != "aws4_request" {
+		return "", "", false
+	}
+	return p[2], p[3], true
+}
+
+// writeAWSError answers in the AWS JSON protocol's error shape, which every SDK client we use
+// (KMS, SQS JSON, DynamoDB) decodes into a typed API error.
+func writeAWSError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	w.Header().Set("X-Amzn-ErrorType", code)
+	w.Header().Set("X-Amzn-Query-Error", code+";Sender")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"__type":%q,"message":%q}`, code, msg)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,161 @@
+package localaws
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// These tests need no emulators: fake backends stand behind the stack.
+
+func fakeBackend(t *testing.T, name string) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, name+" "+r.Host)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func fakeStack(t *testing.T) *Stack {
+	kms := func(region string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "kms "+region) })
+	}
+	s, err := NewStack(StackOptions{KMS: kms, Backends: Backends{SQS: fakeBackend(t, "sqs").URL, DynamoDB: fakeBackend(t, "ddb").URL}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func signedPost(t *testing.T, c *http.Client, url, region, service string) (*http.Response, string, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
+	require.NoError(t, err)
+	if region != "" {
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/20261123/"+region+"/"+service+
+			"/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b), nil
+}
+
+func TestCredentialScope(t *testing.T) {
+	for _, tc := range []struct {
+		auth, region, service string
+		ok                    bool
+	}{
+		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/eu-west-1/kms/aws4_request, SignedHeaders=host, Signature=ab", "eu-west-1", "kms", true},
+		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/sqs/aws4_request,SignedHeaders=host", "us-east-1", "sqs", true},
+		{"", "", "", false},
+		{"Bearer x", "", "", false},
+		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/sqs, SignedHeaders=host", "", "", false},
+	} {
+		r, s, ok := credentialScope(tc.auth)
+		require.Equal(t, tc.ok, ok, tc.auth)
+		require.Equal(t, tc.region, r, tc.auth)
+		require.Equal(t, tc.service, s, tc.auth)
+	}
+}
+
+func TestStackRoutesAndGuardsRegions(t *testing.T) {
+	s := fakeStack(t)
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	ep, err := s.Endpoints("eu-west-1")
+	require.NoError(t, err)
+
+	_, body, err := signedPost(t, c, ep.KMS, "eu-west-1", "kms")
+	require.NoError(t, err)
+	require.Equal(t, "kms eu-west-1", body)
+	// The proxy keeps the client's Host: fauxqs builds queue URLs from it.
+	_, body, err = signedPost(t, c, ep.SQS, "eu-west-1", "sqs")
+	require.NoError(t, err)
+	require.Equal(t, "sqs "+strings.TrimPrefix(ep.SQS, "http://"), body)
+
+	for _, tc := range []struct{ region, service, code string }{
+		{"us-east-1", "dynamodb", "InvalidSignatureException"},
+		{"eu-west-1", "kms", "InvalidSignatureException"}, // right region, wrong service
+		{"", "", "MissingAuthenticationTokenException"},
+	} {
+		resp, body, err := signedPost(t, c, ep.DynamoDB, tc.region, tc.service)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		var e struct {
+			Type string `json:"__type"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(body), &e), body)
+		require.Equal(t, tc.code, e.Type)
+	}
+
+	_, err = s.Endpoints("mars-north-1")
+	require.ErrorIs(t, err, ErrUnknownRegion)
+	require.ErrorIs(t, s.Down("mars-north-1"), ErrUnknownRegion)
+}
+
+func TestStackDownRefusesAndCutsConnectionsUpRestores(t *testing.T) {
+	s := fakeStack(t)
+	ep, err := s.Endpoints("ap-southeast-2")
+	require.NoError(t, err)
+	before, err := s.Endpoints("ap-southeast-2")
+	require.NoError(t, err)
+
+	// An open keep-alive connection to the region's KMS.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(ep.KMS, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+
+	require.NoError(t, s.Down("ap-southeast-2"))
+	require.False(t, s.IsUp("ap-southeast-2"))
+	require.True(t, s.IsUp("us-east-1"))
+	require.False(t, s.Status()["ap-southeast-2"].Up)
+
+	// The open connection is closed by the server.
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = conn.Read(make([]byte, 1))
+	require.Error(t, err)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "connection still open after Down")
+
+	// New connections are refused on every service of the region, not elsewhere.
+	for _, u := range []string{ep.KMS, ep.SQS, ep.DynamoDB} {
+		_, err := net.DialTimeout("tcp", strings.TrimPrefix(u, "http://"), time.Second)
+		require.True(t, errors.Is(err, syscall.ECONNREFUSED), "%s: %v", u, err)
+	}
+	us, _ := s.Endpoints("us-east-1")
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(us.KMS, "http://"), time.Second)
+	require.NoError(t, err)
+	_ = c.Close()
+
+	// Down twice is fine; Up restores the same ports.
+	require.NoError(t, s.Down("ap-southeast-2"))
+	require.NoError(t, s.Up("ap-southeast-2"))
+	require.NoError(t, s.Up("ap-southeast-2"))
+	after, err := s.Endpoints("ap-southeast-2")
+	require.NoError(t, err)
+	require.Equal(t, before, after)
+	_, body, err := signedPost(t, &http.Client{Transport: &http.Transport{Proxy: nil}}, after.KMS, "ap-southeast-2", "kms")
+	require.NoError(t, err)
+	require.Equal(t, "kms ap-southeast-2", body)
+}
+
+func TestPortLayout(t *testing.T) {
+	p := PortLayout(DefaultBasePort, DefaultRegions)
+	require.Equal(t, 45660, p.Admin)
+	require.Equal(t, 45661, p.Fauxqs)
+	require.Equal(t, 45662, p.DynamoDB)
+	require.Equal(t, RegionPorts{KMS: 45670, SQS: 45671, DynamoDB: 45672}, p.Regions["us-east-1"])
+	require.Equal(t, RegionPorts{KMS: 45680, SQS: 45681, DynamoDB: 45682}, p.Regions["eu-west-1"])
+	require.Equal(t, RegionPorts{KMS: 45690, SQS: 45691, DynamoDB: 45692}, p.Regions["ap-southeast-2"])
+}

@@ -1,0 +1,365 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/envdr/envdr/internal/config"
+)
+
+// Options are the inputs of Render that the envdr config does not hold.
+type Options struct {
+	// DaemonRole, ProducerRole and OperatorRole are the role ARNs named in the key policies.
+	// Empty means arn:PARTITION:iam::ACCOUNT:role/envdr-daemon (-producer, -operator).
+	DaemonRole, ProducerRole, OperatorRole string
+	// Admins are the key administrators (the only principals that may change the key policy or
+	// schedule deletion). Empty means the account root, which keeps the key manageable through
+	// IAM without delegating any use of it.
+	Admins []string
+	// QueueKey is the KMS key of the queue's SSE-KMS encryption, if the queue uses one instead
+	// of SQS-managed encryption. Producers and the daemon then get that key only through SQS.
+	QueueKey string
+}
+
+// Named is a policy document with the name it is rendered or read under.
+type Named struct {
+	// Name is the file name for rendered documents, the path for linted files.
+	Name string
+	Doc  *Document
+}
+
+// File names of rendered documents; key policies are KeyPolicyPrefix + region + ".json".
+const (
+	KeyPolicyPrefix = "kms-key-policy."
+	DaemonPolicy    = "iam-daemon.json"
+	ProducerPolicy  = "iam-producer.json"
+	OperatorPolicy  = "iam-operator.json"
+)
+
+// Actions by role. Kept as variables so tests and the linter share them.
+var (
+	// adminActions manage a key but never use it: a key administrator cannot decrypt.
+	adminActions = []string{
+		"kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey",
+		"kms:DisableKey", "kms:DisableKeyRotation", "kms:EnableKey", "kms:EnableKeyRotation",
+		"kms:GetKeyPolicy", "kms:GetKeyRotationStatus", "kms:ListAliases", "kms:ListGrants",
+		"kms:ListKeyPolicies", "kms:ListKeyRotations", "kms:ListResourceTags", "kms:PutKeyPolicy",
+		"kms:ReplicateKey", "kms:RevokeGrant", "kms:RotateKeyOnDemand", "kms:ScheduleKeyDeletion",
+		"kms:TagResource", "kms:UntagResource", "kms:UpdateAlias", "kms:UpdateKeyDescription",
+		"kms:UpdatePrimaryRegion",
+	}
+	operatorKeyReadActions = []string{"kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus"}
+	daemonTableActions     = []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+	operatorTableActions   = []string{
+		"dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:GetItem",
+		"dynamodb:Query", "dynamodb:Scan",
+	}
+	daemonQueueActions = []string{"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"}
+)
+
+// keyRef is one region's key as IAM sees it.
+type keyRef struct {
+	region, mode string
+	// resource is the key ARN, or key/* in the key's account and region when the config names
+	// an alias (an alias ARN in Resource would match the alias, not the key).
+	resource string
+	// alias is "alias/NAME" when the config names an alias ARN; it becomes a
+	// kms:ResourceAliases condition.
+	alias string
+	// family groups the keys whose policies must be identical (an MRK and its replicas).
+	family string
+}
+
+// env is everything Render derives from the config.
+type env struct {
+	partition, account, home string
+	keys                     []keyRef
+	queueARN, dlqARN         string
+	tableARNs                []string
+	opts                     Options
+}
+
+// Render generates, for cfg, the key policy of every region's key and the IAM policies of the
+// daemon, producer and operator roles, sorted by name.
+func Render(cfg *config.Config, opts Options) ([]Named, error) {
+	e, err := derive(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	var out []Named
+	for _, k := range e.keys {
+		out = append(out, Named{Name: KeyPolicyPrefix + k.region + ".json", Doc: e.keyPolicy(k)})
+	}
+	out = append(out,
+		Named{Name: DaemonPolicy, Doc: e.daemon()},
+		Named{Name: ProducerPolicy, Doc: e.producer()},
+		Named{Name: OperatorPolicy, Doc: e.operator()},
+	)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+var accountRE = regexp.MustCompile(`^[0-9]{12}$`)
+
+func derive(cfg *config.Config, opts Options) (*env, error) {
+	if cfg == nil || len(cfg.Regions) == 0 {
+		return nil, errors.New("policy: config has no regions")
+	}
+	e := &env{home: cfg.HomeRegion, opts: opts}
+	for _, r := range cfg.Regions {
+		p := strings.SplitN(r.Key, ":", 6)
+		if len(p) != 6 || p[0] != "arn" || p[2] != "kms" {
+			return nil, fmt.Errorf("policy: region %s: key %q is not a KMS key or alias ARN", r.Name, r.Key)
+		}
+		part, region, acct, res := p[1], p[3], p[4], p[5]
+		if !accountRE.MatchString(acct) {
+			return nil, fmt.Errorf("policy: region %s: key %q has no 12-digit account ID", r.Name, r.Key)
+		}
+		if e.account == "" {
+			e.partition, e.account = part, acct
+		} else if acct != e.account || part != e.partition {
+			return nil, fmt.Errorf("policy: region %s: key %q is in account %s, other keys in %s; envdr's roles and keys live in one account", r.Name, r.Key, acct, e.account)
+		}
+		k := keyRef{region: region, mode: r.Mode}
+		switch {
+		case strings.HasPrefix(res, "alias/"):
+			k.resource = fmt.Sprintf("arn:%s:kms:%s:%s:key/*", part, region, acct)
+			k.alias = res
+		case strings.HasPrefix(res, "key/"):
+			k.resource = r.Key
+		default:
+			return nil, fmt.Errorf("policy: region %s: key %q is neither key/ID nor alias/NAME", r.Name, r.Key)
+		}
+		if r.Mode == config.ModeMRK {
+			// Replicas share the key ID (mrk-...) or, in an alias-based config, the alias name.
+			_, id, _ := strings.Cut(res, "/")
+			k.family = "mrk-" + strings.TrimPrefix(id, "mrk-")
+		} else {
+			k.family = "key-" + region
+		}
+		e.keys = append(e.keys, k)
+	}
+	if cfg.Table == "" {
+		return nil, errors.New("policy: config has no table")
+	}
+	for _, k := range e.keys {
+		e.tableARNs = append(e.tableARNs, fmt.Sprintf("arn:%s:dynamodb:%s:%s:table/%s", e.partition, k.region, e.account, cfg.Table))
+	}
+	var err error
+	if e.queueARN, err = queueARN(cfg.QueueURL, e.partition, e.home, e.account); err != nil {
+		return nil, fmt.Errorf("policy: queue_url: %w", err)
+	}
+	if cfg.DLQURL != "" {
+		if e.dlqARN, err = queueARN(cfg.DLQURL, e.partition, e.home, e.account); err != nil {
+			return nil, fmt.Errorf("policy: dlq_url: %w", err)
+		}
+	}
+	if e.opts.DaemonRole == "" {
+		e.opts.DaemonRole = e.role("envdr-daemon")
+	}
+	if e.opts.ProducerRole == "" {
+		e.opts.ProducerRole = e.role("envdr-producer")
+	}
+	if e.opts.OperatorRole == "" {
+		e.opts.OperatorRole = e.role("envdr-operator")
+	}
+	if len(e.opts.Admins) == 0 {
+		e.opts.Admins = []string{fmt.Sprintf("arn:%s:iam::%s:root", e.partition, e.account)}
+	}
+	if e.opts.QueueKey != "" && config.ARNRegion(e.opts.QueueKey) == "" {
+		return nil, fmt.Errorf("policy: queue key %q is not a KMS key ARN", e.opts.QueueKey)
+	}
+	return e, nil
+}
+
+func (e *env) role(name string) string {
+	return fmt.Sprintf("arn:%s:iam::%s:role/%s", e.partition, e.account, name)
+}
+
+// queueARN turns a queue URL into its ARN. The region comes from the host
+// (sqs.REGION.amazonaws.com or REGION.queue.amazonaws.com); other hosts, such as the local
+// stand-in's, mean the home region.
+func queueARN(raw, partition, home, account string) (string, error) {
+	if raw == "" {
+		return "", errors.New("missing; set the SQS queue URL")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("%q is not a queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)", raw)
+	}
+	parts := strings.Split(strings.Trim(u.Path, "/"), "/")
+	if len(parts) != 2 || parts[1] == "" {
+		return "", fmt.Errorf("%q: want the path /ACCOUNT/NAME", raw)
+	}
+	acct, name := parts[0], parts[1]
+	if !accountRE.MatchString(acct) {
+		acct = account
+	}
+	region := home
+	host := strings.Split(u.Hostname(), ".")
+	switch {
+	case len(host) >= 3 && host[0] == "sqs":
+		region = host[1]
+	case len(host) >= 3 && host[1] == "queue":
+		region = host[0]
+	}
+	return fmt.Sprintf("arn:%s:sqs:%s:%s:%s", partition, region, acct, name), nil
+}
+
+// contextCondition requires the envelope ID in the encryption context. kms:EncryptionContextKeys
+// is multivalued: ForAnyValue:StringEquals is true only if the request's context has the key,
+// while ForAllValues would also pass a request with no context at all.
+func contextCondition() map[string]Strings {
+	return map[string]Strings{"kms:EncryptionContextKeys": {ContextKey}}
+}
+
+// keyUse is an IAM statement allowing actions on one region's key, scoped by alias when the
+// config names one (kms:ResourceAliases is multivalued, hence ForAnyValue).
+func keyUse(sid string, k keyRef, actions []string, requireContext bool) Statement {
+	anyValue := map[string]Strings{}
+	if requireContext {
+		anyValue = contextCondition()
+	}
+	if k.alias != "" {
+		anyValue["kms:ResourceAliases"] = Strings{k.alias}
+	}
+	s := Statement{Sid: sid, Effect: "Allow", Action: actions, Resource: Strings{k.resource}}
+	if len(anyValue) > 0 {
+		s.Condition = Conditions{"ForAnyValue:StringEquals": anyValue}
+	}
+	return s
+}
+
+// sidRegion turns us-east-1 into UsEast1 for statement IDs (alphanumeric only).
+func sidRegion(r string) string {
+	var b strings.Builder
+	for _, p := range strings.Split(r, "-") {
+		if p != "" {
+			b.WriteString(strings.ToUpper(p[:1]) + p[1:])
+		}
+	}
+	return b.String()
+}
+
+// daemonKeyActions: every region decrypts (verification, and the source side of independent
+// mode) and encrypts (independent mode targets); MRK regions also re-encrypt inside KMS.
+func daemonKeyActions(mode string) []string {
+	if mode == config.ModeMRK {
+		return []string{"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
+	}
+	return []string{"kms:Decrypt", "kms:Encrypt"}
+}
+
+func (e *env) daemon() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("WrapAndVerify"+sidRegion(k.region), k, daemonKeyActions(k.mode), true))
+	}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+	}
+	d.Statement = append(d.Statement,
+		Statement{Sid: "Records", Effect: "Allow", Action: daemonTableActions, Resource: e.tableARNs},
+		Statement{Sid: "ConsumeEvents", Effect: "Allow", Action: daemonQueueActions, Resource: Strings{e.queueARN}},
+	)
+	if e.dlqARN != "" {
+		d.Statement = append(d.Statement, Statement{Sid: "DeadLetter", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: Strings{e.dlqARN}})
+	}
+	// Receiving from (and dead-lettering to) an SSE-KMS queue needs its key, through SQS only.
+	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
+	return d
+}
+
+func (e *env) producer() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		if k.region == e.home {
+			d.Statement = append(d.Statement, keyUse("Seal"+sidRegion(k.region), k, []string{"kms:GenerateDataKey"}, true))
+		}
+	}
+	d.Statement = append(d.Statement, Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: Strings{e.queueARN}})
+	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
+	return d
+}
+
+func (e *env) operator() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("Open"+sidRegion(k.region), k, []string{"kms:Decrypt"}, true))
+	}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("InspectKey"+sidRegion(k.region), k, operatorKeyReadActions, false))
+	}
+	queues := Strings{e.queueARN}
+	if e.dlqARN != "" {
+		queues = append(queues, e.dlqARN)
+	}
+	d.Statement = append(d.Statement,
+		Statement{Sid: "ReadRecords", Effect: "Allow", Action: operatorTableActions, Resource: e.tableARNs},
+		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: queues},
+	)
+	return d
+}
+
+// queueKey grants the queue's SSE-KMS key only when SQS calls KMS on the role's behalf
+// (kms:ViaService) for this account's callers (kms:CallerAccount); both are single-valued keys,
+// hence plain StringEquals.
+func (e *env) queueKey(actions []string) []Statement {
+	if e.opts.QueueKey == "" {
+		return nil
+	}
+	region := config.ARNRegion(e.opts.QueueKey)
+	return []Statement{{
+		Sid: "QueueEncryption", Effect: "Allow", Action: actions, Resource: Strings{e.opts.QueueKey},
+		Condition: Conditions{"StringEquals": {
+			"kms:CallerAccount": {e.account},
+			"kms:ViaService":    {"sqs." + region + ".amazonaws.com"},
+		}},
+	}}
+}
+
+// keyPolicy is the key policy of one region's key. It names no region, so an MRK's primary and
+// replicas carry the identical document (Lint checks that); the producer's statement is pinned to
+// the home region with aws:RequestedRegion instead.
+func (e *env) keyPolicy(k keyRef) *Document {
+	use := func(sid, principal string, actions []string, cond Conditions) Statement {
+		return Statement{Sid: sid, Effect: "Allow", Principal: AWS(principal), Action: actions, Resource: Strings{"*"}, Condition: cond}
+	}
+	withContext := func(extra Conditions) Conditions {
+		c := Conditions{"ForAnyValue:StringEquals": contextCondition()}
+		for op, kv := range extra {
+			c[op] = kv
+		}
+		return c
+	}
+	modes := config.ModeIndependent
+	if k.mode == config.ModeMRK {
+		modes = config.ModeMRK
+	}
+	return &Document{
+		Version: Version,
+		ID:      "envdr-" + k.family,
+		Statement: []Statement{
+			{
+				Sid: "KeyAdministration", Effect: "Allow", Principal: AWS(e.opts.Admins...),
+				Action: adminActions, Resource: Strings{"*"},
+			},
+			{
+				// A guard against later edits or grants that open the key to other accounts.
+				Sid: "DenyOtherAccounts", Effect: "Deny", Principal: &Principal{ByType: map[string]Strings{"AWS": {"*"}}},
+				Action: Strings{"kms:*"}, Resource: Strings{"*"},
+				Condition: Conditions{"StringNotEquals": {"kms:CallerAccount": {e.account}}},
+			},
+			use("DaemonWrapAndVerify", e.opts.DaemonRole, daemonKeyActions(modes), withContext(nil)),
+			use("DaemonDescribeKey", e.opts.DaemonRole, []string{"kms:DescribeKey"}, nil),
+			use("ProducerSeal", e.opts.ProducerRole, []string{"kms:GenerateDataKey"},
+				withContext(Conditions{"StringEquals": {"aws:RequestedRegion": {e.home}}})),
+			use("OperatorOpen", e.opts.OperatorRole, []string{"kms:Decrypt"}, withContext(nil)),
+			use("OperatorInspectKey", e.opts.OperatorRole, operatorKeyReadActions, nil),
+		},
+	}
+}

@@ -1,0 +1,201 @@
+package policy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/internal/config"
+)
+
+func render(t *testing.T, path string, opts Options) map[string]*Document {
+	t.Helper()
+	cfg, err := config.Load(path)
+	require.NoError(t, err)
+	docs, err := Render(cfg, opts)
+	require.NoError(t, err)
+	m := map[string]*Document{}
+	for _, d := range docs {
+		m[d.Name] = d.Doc
+	}
+	return m
+}
+
+func stmt(t *testing.T, d *Document, sid string) Statement {
+	t.Helper()
+	for _, s := range d.Statement {
+		if s.Sid == sid {
+			return s
+		}
+	}
+	t.Fatalf("no statement %s in %s", sid, d.JSON())
+	return Statement{}
+}
+
+func TestRenderScopesToConfiguredARNs(t *testing.T) {
+	t.Parallel()
+	m := render(t, "testdata/envdr.yaml", Options{})
+	require.Len(t, m, 6)
+	const (
+		us  = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+		eu  = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+		ap  = "arn:aws:kms:ap-southeast-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321"
+		ctx = "ForAnyValue:StringEquals"
+	)
+	d := m[DaemonPolicy]
+	for sid, key := range map[string]string{"WrapAndVerifyUsEast1": us, "WrapAndVerifyEuWest1": eu, "WrapAndVerifyApSoutheast2": ap} {
+		s := stmt(t, d, sid)
+		require.Equal(t, Strings{key}, s.Resource)
+		require.Equal(t, Strings{ContextKey}, s.Condition[ctx]["kms:EncryptionContextKeys"])
+	}
+	// The independent key never needs ReEncrypt; MRK replicas do.
+	require.Equal(t, Strings{"kms:Decrypt", "kms:Encrypt"}, stmt(t, d, "WrapAndVerifyApSoutheast2").Action)
+	require.Contains(t, stmt(t, d, "WrapAndVerifyEuWest1").Action, "kms:ReEncryptTo")
+	// DescribeKey carries no encryption context, so its statement must not require one.
+	require.Empty(t, stmt(t, d, "DescribeKeyUsEast1").Condition)
+	require.Equal(t, Strings{
+		"arn:aws:dynamodb:us-east-1:111122223333:table/envdr-records",
+		"arn:aws:dynamodb:eu-west-1:111122223333:table/envdr-records",
+		"arn:aws:dynamodb:ap-southeast-2:111122223333:table/envdr-records",
+	}, stmt(t, d, "Records").Resource)
+	require.Equal(t, Strings{"arn:aws:sqs:us-east-1:111122223333:envdr-events"}, stmt(t, d, "ConsumeEvents").Resource)
+	require.Equal(t, Strings{"arn:aws:sqs:us-east-1:111122223333:envdr-events-dlq"}, stmt(t, d, "DeadLetter").Resource)
+
+	p := m[ProducerPolicy]
+	require.Len(t, p.Statement, 2, "producers seal in the home region only")
+	require.Equal(t, Strings{us}, stmt(t, p, "SealUsEast1").Resource)
+	require.Equal(t, Strings{"kms:GenerateDataKey"}, stmt(t, p, "SealUsEast1").Action)
+
+	o := m[OperatorPolicy]
+	for _, s := range o.Statement {
+		for _, a := range s.Action {
+			require.NotContains(t, []string{"kms:Encrypt", "kms:ReEncryptTo", "kms:GenerateDataKey", "dynamodb:PutItem", "sqs:DeleteMessage"}, a, "operators are read-only")
+		}
+	}
+}
+
+func TestRenderKeyPolicies(t *testing.T) {
+	t.Parallel()
+	m := render(t, "testdata/envdr.yaml", Options{})
+	us, eu, ap := m[KeyPolicyPrefix+"us-east-1.json"], m[KeyPolicyPrefix+"eu-west-1.json"], m[KeyPolicyPrefix+"ap-southeast-2.json"]
+	require.Equal(t, string(us.JSON()), string(eu.JSON()), "an MRK's replicas carry the primary's policy")
+	require.Equal(t, "envdr-mrk-1234abcd12ab34cd56ef1234567890ab", us.ID)
+	require.Equal(t, "envdr-key-ap-southeast-2", ap.ID)
+	require.Equal(t, AWS("arn:aws:iam::111122223333:root"), stmt(t, us, "KeyAdministration").Principal)
+	require.NotContains(t, stmt(t, us, "KeyAdministration").Action, "kms:Decrypt", "administrators cannot use the key")
+	seal := stmt(t, us, "ProducerSeal")
+	require.Equal(t, AWS("arn:aws:iam::111122223333:role/envdr-producer"), seal.Principal)
+	require.Equal(t, Strings{"us-east-1"}, seal.Condition["StringEquals"]["aws:RequestedRegion"])
+	deny := stmt(t, us, "DenyOtherAccounts")
+	require.Equal(t, "Deny", deny.Effect)
+	require.Equal(t, Strings{"111122223333"}, deny.Condition["StringNotEquals"]["kms:CallerAccount"])
+}
+
+func TestRenderAliasConfig(t *testing.T) {
+	t.Parallel()
+	m := render(t, "testdata/envdr-alias.yaml", Options{})
+	s := stmt(t, m[DaemonPolicy], "WrapAndVerifyEuWest1")
+	// An alias ARN in Resource would match the alias, not the key: scope key/* by alias instead.
+	require.Equal(t, Strings{"arn:aws:kms:eu-west-1:111122223333:key/*"}, s.Resource)
+	require.Equal(t, Strings{"alias/envdr"}, s.Condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"])
+	require.Equal(t, Strings{ContextKey}, s.Condition["ForAnyValue:StringEquals"]["kms:EncryptionContextKeys"])
+	require.Equal(t, "envdr-mrk-envdr", m[KeyPolicyPrefix+"ap-southeast-2.json"].ID)
+}
+
+func TestRenderQueueKeyViaService(t *testing.T) {
+	t.Parallel()
+	key := "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	m := render(t, "testdata/envdr.yaml", Options{QueueKey: key, DaemonRole: "arn:aws:iam::111122223333:role/w"})
+	for _, name := range []string{DaemonPolicy, ProducerPolicy} {
+		s := stmt(t, m[name], "QueueEncryption")
+		require.Equal(t, Strings{key}, s.Resource)
+		require.Equal(t, Conditions{"StringEquals": {
+			"kms:CallerAccount": {"111122223333"},
+			"kms:ViaService":    {"sqs.us-east-1.amazonaws.com"},
+		}}, s.Condition)
+	}
+	require.Equal(t, AWS("arn:aws:iam::111122223333:role/w"), stmt(t, m[KeyPolicyPrefix+"us-east-1.json"], "DaemonWrapAndVerify").Principal)
+}
+
+func TestRenderErrors(t *testing.T) {
+	t.Parallel()
+	base := func() *config.Config {
+		c, err := config.Load("testdata/envdr.yaml")
+		require.NoError(t, err)
+		return c
+	}
+	c := base()
+	c.Regions[1].Key = "arn:aws:kms:eu-west-1:444455556666:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+	_, err := Render(c, Options{})
+	require.ErrorContains(t, err, "account 444455556666")
+	c = base()
+	c.QueueURL = "not a url"
+	_, err = Render(c, Options{})
+	require.ErrorContains(t, err, "queue_url")
+	_, err = Render(base(), Options{QueueKey: "alias/x"})
+	require.ErrorContains(t, err, "queue key")
+}
+
+func TestQueueARN(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"https://sqs.eu-west-1.amazonaws.com/111122223333/q":      "arn:aws:sqs:eu-west-1:111122223333:q",
+		"https://eu-west-1.queue.amazonaws.com/111122223333/q":    "arn:aws:sqs:eu-west-1:111122223333:q",
+		"http://127.0.0.1:4566/000000000000/envdr-events":         "arn:aws:sqs:us-east-1:000000000000:envdr-events",
+		"http://localhost:9324/queue/envdr-events":                "arn:aws:sqs:us-east-1:999999999999:envdr-events",
+		"https://sqs.us-east-1.amazonaws.com/111122223333/q.fifo": "arn:aws:sqs:us-east-1:111122223333:q.fifo",
+	} {
+		got, err := queueARN(in, "aws", "us-east-1", "999999999999")
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	_, err := queueARN("https://sqs.us-east-1.amazonaws.com/q", "aws", "us-east-1", "1")
+	require.Error(t, err)
+}
+
+func TestParseForms(t *testing.T) {
+	t.Parallel()
+	a, err := Parse([]byte(`{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":true}}}}`))
+	require.NoError(t, err)
+	require.True(t, a.Statement[0].Principal.Any)
+	require.Equal(t, Strings{"true"}, a.Statement[0].Condition["Bool"]["aws:SecureTransport"])
+	b, err := Canonical([]byte(`{"Statement":[{"Resource":["*"],"Action":["kms:Decrypt"],"Principal":"*","Effect":"Allow","Condition":{"Bool":{"aws:SecureTransport":"true"}}}],"Version":"2012-10-17"}`))
+	require.NoError(t, err)
+	require.Equal(t, string(a.JSON()), string(b), "layout, key order and string-or-list do not matter")
+
+	for _, bad := range []string{
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*","Condtion":{}}]}`,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Permit","Action":"kms:Decrypt","Resource":"*"}]}`,
+		`{"Version":"2012-10-17","Statement":[]}`,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"someone","Action":"kms:Decrypt"}]}`,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":{"a":1}}]}`,
+	} {
+		_, err := Parse([]byte(bad))
+		require.Error(t, err, bad)
+	}
+}
+
+func TestLoadShapes(t *testing.T) {
+	t.Parallel()
+	doc := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sqs:SendMessage","Resource":"arn:aws:sqs:us-east-1:111122223333:q"}]}`
+	iam, _ := json.Marshal(map[string]string{"RoleName": "r", "PolicyName": "p", "PolicyDocument": url.QueryEscape(doc)})
+	kms, _ := json.Marshal(map[string]string{"PolicyName": "default", "Policy": doc})
+	rendered := fmt.Sprintf(`{"a.json": %s, "b.json": %s}`, doc, doc)
+	for name, in := range map[string]string{"bare": doc, "iam": string(iam), "kms": string(kms), "render": rendered} {
+		ns, err := Load(name, []byte(in))
+		require.NoError(t, err, name)
+		require.NotEmpty(t, ns)
+		require.Equal(t, "sqs:SendMessage", ns[0].Doc.Statement[0].Action[0])
+		if name == "render" {
+			require.Equal(t, []string{"render#a.json", "render#b.json"}, []string{ns[0].Name, ns[1].Name})
+		}
+	}
+	for _, bad := range []string{`[]`, `{}`, `{"Policy": "{"}`, `{"x": {"Statement": 1}}`, strings.Repeat("x", 3)} {
+		_, err := Load("bad", []byte(bad))
+		require.Error(t, err, bad)
+	}
+}

@@ -1,0 +1,140 @@
+package regions
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"syscall"
+
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/smithy-go"
+)
+
+// Sentinels callers branch on with errors.Is.
+var (
+	// ErrRegionUnavailable: the region's endpoint could not be reached (connection refused,
+	// reset, DNS, timeout) or the region is marked unhealthy and its work is deferred.
+	ErrRegionUnavailable = errors.New("region unavailable")
+	// ErrThrottled: KMS answered ThrottlingException and retries within the attempt ran out.
+	ErrThrottled = errors.New("throttled")
+	// ErrKeyNotFound: the key (or alias) does not exist in that region.
+	ErrKeyNotFound = errors.New("key not found")
+	// ErrKeyDisabled: the key is disabled or pending deletion.
+	ErrKeyDisabled = errors.New("key disabled or pending deletion")
+	// ErrInvalidCiphertext: KMS rejected the wrapped DEK (corrupt, another key's, or a different
+	// encryption context).
+	ErrInvalidCiphertext = errors.New("invalid ciphertext")
+	// ErrWrongRegion: a key ARN of another region was handed to this region (a bug, never sent).
+	ErrWrongRegion = errors.New("key ARN belongs to another region")
+	// ErrNotConfigured: the region is not in the topology (or excluded, as in a drill).
+	ErrNotConfigured = errors.New("region not configured")
+)
+
+// Error is a failed call in one region, naming the region, the operation and the key.
+type Error struct {
+	Region string
+	Op     string // KMS or service operation, e.g. "ReEncrypt"
+	KeyARN string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "region %s: %s", e.Region, e.Op)
+	if e.KeyARN != "" {
+		fmt.Fprintf(&b, " with key %s", e.KeyARN)
+	}
+	fmt.Fprintf(&b, ": %v", e.Err)
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// classify maps an SDK error onto our sentinels (keeping the original for the message), and says
+// whether another try within this attempt can help.
+func classify(err error) (mapped error, retryable bool) {
+	if err == nil {
+		return nil, false
+	}
+	var (
+		nf   *kmstypes.NotFoundException
+		dis  *kmstypes.DisabledException
+		inv  *kmstypes.KMSInvalidStateException
+		ict  *kmstypes.InvalidCiphertextException
+		ike  *kmstypes.IncorrectKeyException
+		kue  *kmstypes.KeyUnavailableException
+		dte  *kmstypes.DependencyTimeoutException
+		kie  *kmstypes.KMSInternalException
+		apie smithy.APIError
+	)
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("%w: %s", ErrKeyNotFound, nf.ErrorMessage()), false
+	case errors.As(err, &dis):
+		return fmt.Errorf("%w: %s", ErrKeyDisabled, dis.ErrorMessage()), false
+	case errors.As(err, &inv):
+		return fmt.Errorf("%w: %s", ErrKeyDisabled, inv.ErrorMessage()), false
+	case errors.As(err, &ict), errors.As(err, &ike):
+		return fmt.Errorf("%w (corrupt wrap, another key's wrap, or a different encryption context)", ErrInvalidCiphertext), false
+	case errors.As(err, &kue), errors.As(err, &dte), errors.As(err, &kie):
+		return err, true
+	case errors.As(err, &apie):
+		code := apie.ErrorCode()
+		if code == "ThrottlingException" || code == "ThrottledException" || code == "RequestLimitExceeded" ||
+			code == "ProvisionedThroughputExceededException" || code == "TooManyRequestsException" {
+			return fmt.Errorf("%w: %s", ErrThrottled, apie.ErrorMessage()), true
+		}
+		if apie.ErrorFault() == smithy.FaultServer {
+			return err, true
+		}
+		return err, false
+	}
+	if isConnError(err) {
+		return fmt.Errorf("%w: %v", ErrRegionUnavailable, err), true
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+		return err, true
+	}
+	return err, false
+}
+
+// isConnError reports a failure to reach the endpoint at all.
+func isConnError(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var oe *net.OpError
+	var de *net.DNSError
+	return errors.As(err, &oe) || errors.As(err, &de)
+}
+
+// IsConnError reports whether err is a failure to reach an endpoint at all.
+func IsConnError(err error) bool { return errors.Is(err, ErrRegionUnavailable) || isConnError(err) }
+
+// WithoutUnavailable drops the ErrRegionUnavailable errors from a joined error (as CheckKeys
+// returns), keeping every other finding; nil when none is left.
+func WithoutUnavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	var errs []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	} else {
+		errs = []error{err}
+	}
+	var keep []error
+	for _, e := range errs {
+		if !errors.Is(e, ErrRegionUnavailable) {
+			keep = append(keep, e)
+		}
+	}
+	return errors.Join(keep...)
+}

@@ -1,0 +1,321 @@
+// Package regions is envdr's topology: the configured regions, their keys (multi-Region replica
+// or independent), one set of AWS clients per region built once at start-up with that region's
+// endpoints only, a token-bucket limiter sized by the region's KMS quota share, and health.
+//
+// Each Region is also the per-region key: it implements envelope.KeyGenerator (GenerateDataKey)
+// and envelope.Unwrapper (Decrypt), and offers ReEncrypt and Encrypt for replication. Nothing in
+// a Region ever reaches another region's endpoint: a key ARN of another region is refused before
+// any call is made.
+package regions
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"golang.org/x/time/rate"
+
+	"github.com/envdr/envdr/internal/config"
+)
+
+// KMSAPI is the part of the KMS client the hot paths use; tests may put a fake behind it.
+type KMSAPI interface {
+	GenerateDataKey(context.Context, *kms.GenerateDataKeyInput, ...func(*kms.Options)) (*kms.GenerateDataKeyOutput, error)
+	Decrypt(context.Context, *kms.DecryptInput, ...func(*kms.Options)) (*kms.DecryptOutput, error)
+	Encrypt(context.Context, *kms.EncryptInput, ...func(*kms.Options)) (*kms.EncryptOutput, error)
+	ReEncrypt(context.Context, *kms.ReEncryptInput, ...func(*kms.Options)) (*kms.ReEncryptOutput, error)
+	DescribeKey(context.Context, *kms.DescribeKeyInput, ...func(*kms.Options)) (*kms.DescribeKeyOutput, error)
+}
+
+var _ KMSAPI = (*kms.Client)(nil)
+
+// Observer receives per-call measurements (the daemon turns them into Prometheus metrics).
+type Observer interface {
+	// KMSCall is called once per KMS request sent, with its latency and outcome.
+	KMSCall(region, op string, d time.Duration, err error)
+	// Throttled is called for each ThrottlingException answer.
+	Throttled(region, op string)
+}
+
+// Options tune New.
+type Options struct {
+	// Exclude names regions for which no client is built (a drill's lost region). Any use of
+	// them fails with ErrNotConfigured.
+	Exclude []string
+	// Attempts is the number of tries of one call within one operation (throttling, 5xx,
+	// connection errors); default from config worker.attempts.
+	Attempts int
+	// BaseBackoff is the first retry delay (exponential, jittered, capped at MaxBackoff).
+	BaseBackoff, MaxBackoff time.Duration
+	// UnhealthyAfter consecutive unreachable answers mark a region unhealthy; it is then probed
+	// again after a cool-down that doubles up to MaxCooldown.
+	UnhealthyAfter int
+	MaxCooldown    time.Duration
+	// Observer, optional.
+	Observer Observer
+	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
+	// connections per host for the daemon's concurrency).
+	HTTPClient aws.HTTPClient
+}
+
+func (o *Options) withDefaults(c *config.Config) {
+	if o.Attempts == 0 {
+		o.Attempts = c.Worker.Attempts
+	}
+	if o.Attempts == 0 {
+		o.Attempts = 5
+	}
+	if o.BaseBackoff == 0 {
+		o.BaseBackoff = 25 * time.Millisecond
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 2 * time.Second
+	}
+	if o.UnhealthyAfter == 0 {
+		o.UnhealthyAfter = 3
+	}
+	if o.MaxCooldown == 0 {
+		o.MaxCooldown = 30 * time.Second
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConns = 1024
+			t.MaxIdleConnsPerHost = 256
+		}).WithTimeout(30 * time.Second)
+	}
+}
+
+// Topology is every configured region with its clients, built once.
+type Topology struct {
+	Home    string
+	cfg     *config.Config
+	order   []string
+	regions map[string]*Region
+}
+
+// New builds the clients of every configured region (except Options.Exclude). It makes no
+// network calls; use CheckKeys to check the key setup.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, error) {
+	opts.withDefaults(cfg)
+	excluded := map[string]bool{}
+	for _, r := range opts.Exclude {
+		if _, ok := cfg.Region(r); !ok {
+			return nil, fmt.Errorf("region %s: %w (configured: %v)", r, ErrNotConfigured, cfg.RegionNames())
+		}
+		excluded[r] = true
+	}
+	t := &Topology{Home: cfg.HomeRegion, cfg: cfg, regions: map[string]*Region{}}
+	for _, rc := range cfg.Regions {
+		if excluded[rc.Name] {
+			continue
+		}
+		awsCfg, err := AWSConfig(ctx, cfg, rc, opts.HTTPClient)
+		if err != nil {
+			return nil, fmt.Errorf("region %s: %w", rc.Name, err)
+		}
+		r := newRegion(rc, awsCfg, opts)
+		t.order = append(t.order, rc.Name)
+		t.regions[rc.Name] = r
+	}
+	return t, nil
+}
+
+// AWSConfig returns the SDK config for one region: the region's endpoint overrides, the stand-in's
+// fixed credentials when cfg.Local is set (without reading the shared AWS config files, so a stray
+// AWS_CA_BUNDLE or profile cannot break local runs), else the standard credential chain. SDK
+// retries are off: Region.do retries with its own limiter and backoff.
+func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws.HTTPClient) (aws.Config, error) {
+	if cfg.Local != nil {
+		return aws.Config{
+			Region:      rc.Name,
+			Credentials: credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, ""),
+			HTTPClient:  hc,
+			Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
+		}, nil
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(rc.Name), awsconfig.WithHTTPClient(hc),
+		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }))
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("AWS credentials and config: %w", err)
+	}
+	return ac, nil
+}
+
+// Names lists the regions with clients, in config order.
+func (t *Topology) Names() []string { return append([]string(nil), t.order...) }
+
+// Config returns the config the topology was built from.
+func (t *Topology) Config() *config.Config { return t.cfg }
+
+// Region returns the named region, or an error naming it when it is not configured or excluded.
+func (t *Topology) Region(name string) (*Region, error) {
+	r, ok := t.regions[name]
+	if !ok {
+		return nil, fmt.Errorf("region %s: %w", name, ErrNotConfigured)
+	}
+	return r, nil
+}
+
+// HomeRegion returns the home region (where producers seal).
+func (t *Topology) HomeRegion() (*Region, error) { return t.Region(t.Home) }
+
+// Region is one region: its key, its clients, its limiter and its health.
+type Region struct {
+	Name   string
+	KeyARN string // as configured: key ARN or alias ARN
+	Mode   string // config.ModeMRK or config.ModeIndependent
+
+	kms      KMSAPI
+	kmsFull  *kms.Client
+	ddb      *dynamodb.Client
+	sqs      *sqs.Client
+	limiter  *rate.Limiter
+	maxRate  rate.Limit
+	opts     Options
+	observer Observer
+
+	mu             sync.Mutex
+	consecutive    int
+	unhealthyUntil time.Time
+	cooldown       time.Duration
+	lastErr        error
+}
+
+func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
+	kc := kms.NewFromConfig(ac, func(o *kms.Options) {
+		if rc.Endpoints.KMS != "" {
+			o.BaseEndpoint = aws.String(rc.Endpoints.KMS)
+		}
+	})
+	dc := dynamodb.NewFromConfig(ac, func(o *dynamodb.Options) {
+		if rc.Endpoints.DynamoDB != "" {
+			o.BaseEndpoint = aws.String(rc.Endpoints.DynamoDB)
+		}
+		// DynamoDB Local's error responses carry no valid checksum; the SDK would only warn.
+		o.DisableValidateResponseChecksum = true
+		o.Retryer = storageRetryer()
+	})
+	sc := sqs.NewFromConfig(ac, func(o *sqs.Options) {
+		if rc.Endpoints.SQS != "" {
+			o.BaseEndpoint = aws.String(rc.Endpoints.SQS)
+		}
+		o.Retryer = storageRetryer()
+	})
+	lim := rate.Limit(rc.KMSRate)
+	burst := int(rc.KMSRate / 10)
+	if burst < 1 {
+		burst = 1
+	}
+	return &Region{
+		Name: rc.Name, KeyARN: rc.Key, Mode: rc.Mode,
+		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
+		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
+		opts: opts, observer: opts.Observer,
+	}
+}
+
+// storageRetryer retries DynamoDB and SQS calls a few times (throttling, 5xx, a connection
+// dropped under a reused keep-alive) without the SDK's client-side retry quota, which would turn a
+// long outage into quota errors. KMS calls are retried by Region.do instead.
+func storageRetryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 3
+		o.RateLimiter = ratelimit.None
+	})
+}
+
+// NewRegionForTest builds a Region over a given KMS implementation (a fake in unit tests).
+func NewRegionForTest(rc config.Region, k KMSAPI, opts Options) *Region {
+	opts.withDefaults(&config.Config{})
+	if rc.KMSRate == 0 {
+		rc.KMSRate = 1e6
+	}
+	r := newRegion(rc, aws.Config{Region: rc.Name, Retryer: func() aws.Retryer { return aws.NopRetryer{} }}, opts)
+	r.kms = k
+	return r
+}
+
+// KMS returns the full KMS client for admin checks (doctor, rewrap), bound to this region.
+func (r *Region) KMS() *kms.Client { return r.kmsFull }
+
+// DynamoDB returns this region's DynamoDB client (the region's replica of the global table).
+func (r *Region) DynamoDB() *dynamodb.Client { return r.ddb }
+
+// SQS returns this region's SQS client.
+func (r *Region) SQS() *sqs.Client { return r.sqs }
+
+// Healthy reports whether the region is currently considered reachable.
+func (r *Region) Healthy() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.consecutive < r.opts.UnhealthyAfter
+}
+
+// LastError is the last failure seen in this region (nil after a success).
+func (r *Region) LastError() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
+}
+
+// available reports whether calls should be sent now: an unhealthy region is only probed once
+// its cool-down has passed, so its work is deferred at once instead of waiting on timeouts.
+func (r *Region) available(now time.Time) (bool, time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.consecutive < r.opts.UnhealthyAfter || !now.Before(r.unhealthyUntil) {
+		return true, time.Time{}
+	}
+	return false, r.unhealthyUntil
+}
+
+func (r *Region) noteUnreachable(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.consecutive++
+	r.lastErr = err
+	if r.consecutive >= r.opts.UnhealthyAfter {
+		if r.cooldown == 0 {
+			r.cooldown = 500 * time.Millisecond
+		} else if r.cooldown *= 2; r.cooldown > r.opts.MaxCooldown {
+			r.cooldown = r.opts.MaxCooldown
+		}
+		r.unhealthyUntil = time.Now().Add(r.cooldown)
+	}
+}
+
+func (r *Region) noteReachable() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.consecutive, r.cooldown, r.lastErr = 0, 0, nil
+	// Recover the rate after throttling, additively, up to the configured share.
+	if cur := r.limiter.Limit(); cur < r.maxRate {
+		next := cur + r.maxRate/50
+		if next > r.maxRate {
+			next = r.maxRate
+		}
+		r.limiter.SetLimit(next)
+	}
+}
+
+// noteThrottled halves the region's rate (not below 1 req/s) so a throttled KMS is given room.
+func (r *Region) noteThrottled() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := r.limiter.Limit() / 2
+	if next < 1 {
+		next = 1
+	}
+	r.limiter.SetLimit(next)
+}

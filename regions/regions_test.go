@@ -1,0 +1,229 @@
+package regions_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/regions"
+)
+
+const (
+	mrkUS = "arn:aws:kms:us-east-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef"
+	mrkEU = "arn:aws:kms:eu-west-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef"
+)
+
+// fakeKMS answers from a function and counts calls.
+type fakeKMS struct {
+	calls atomic.Int64
+	fail  func(n int64) error // error for the n-th call (1-based), nil for success
+	last  atomic.Value        // last ReEncrypt input
+}
+
+func (f *fakeKMS) next() error {
+	n := f.calls.Add(1)
+	if f.fail != nil {
+		return f.fail(n)
+	}
+	return nil
+}
+
+func (f *fakeKMS) GenerateDataKey(_ context.Context, in *kms.GenerateDataKeyInput, _ ...func(*kms.Options)) (*kms.GenerateDataKeyOutput, error) {
+	if err := f.next(); err != nil {
+		return nil, err
+	}
+	return &kms.GenerateDataKeyOutput{Plaintext: make([]byte, 32), CiphertextBlob: []byte("wrapped"), KeyId: in.KeyId}, nil
+}
+func (f *fakeKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
+	if err := f.next(); err != nil {
+		return nil, err
+	}
+	return &kms.DecryptOutput{Plaintext: make([]byte, 32), KeyId: in.KeyId}, nil
+}
+func (f *fakeKMS) Encrypt(_ context.Context, in *kms.EncryptInput, _ ...func(*kms.Options)) (*kms.EncryptOutput, error) {
+	if err := f.next(); err != nil {
+		return nil, err
+	}
+	return &kms.EncryptOutput{CiphertextBlob: []byte("wrapped"), KeyId: in.KeyId}, nil
+}
+func (f *fakeKMS) ReEncrypt(_ context.Context, in *kms.ReEncryptInput, _ ...func(*kms.Options)) (*kms.ReEncryptOutput, error) {
+	f.last.Store(in)
+	if err := f.next(); err != nil {
+		return nil, err
+	}
+	return &kms.ReEncryptOutput{CiphertextBlob: []byte("rewrapped"), KeyId: in.DestinationKeyId}, nil
+}
+func (f *fakeKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
+	if err := f.next(); err != nil {
+		return nil, err
+	}
+	return &kms.DescribeKeyOutput{KeyMetadata: &kmstypes.KeyMetadata{Arn: in.KeyId, KeyId: aws.String("mrk-0123456789abcdef0123456789abcdef"),
+		KeyState: kmstypes.KeyStateEnabled, MultiRegion: aws.Bool(true)}}, nil
+}
+
+func region(t *testing.T, name, key string, f *fakeKMS, rate float64) *regions.Region {
+	t.Helper()
+	return regions.NewRegionForTest(config.Region{Name: name, Key: key, Mode: config.ModeMRK, KMSRate: rate}, f,
+		regions.Options{Attempts: 4, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, UnhealthyAfter: 2, MaxCooldown: 50 * time.Millisecond})
+}
+
+var throttle = &smithy.GenericAPIError{Code: "ThrottlingException", Message: "slow down", Fault: smithy.FaultClient}
+
+func TestRetriesThrottlingThenSucceeds(t *testing.T) {
+	t.Parallel()
+	f := &fakeKMS{fail: func(n int64) error {
+		if n < 3 {
+			return throttle
+		}
+		return nil
+	}}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	wrapped, arn, err := r.ReEncrypt(context.Background(), []byte("w"), mrkEU, "", map[string]string{"envdr:id": "x"})
+	require.NoError(t, err)
+	require.Equal(t, []byte("rewrapped"), wrapped)
+	require.Equal(t, mrkEU, arn)
+	require.EqualValues(t, 3, f.calls.Load())
+	in := f.last.Load().(*kms.ReEncryptInput)
+	require.Equal(t, map[string]string{"envdr:id": "x"}, in.SourceEncryptionContext)
+	require.Equal(t, in.SourceEncryptionContext, in.DestinationEncryptionContext)
+}
+
+func TestThrottlingExhaustedIsTypedAndNamed(t *testing.T) {
+	t.Parallel()
+	f := &fakeKMS{fail: func(int64) error { return throttle }}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+	require.ErrorIs(t, err, regions.ErrThrottled)
+	var re *regions.Error
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, "eu-west-1", re.Region)
+	require.Equal(t, "Decrypt", re.Op)
+	require.Equal(t, mrkEU, re.KeyARN)
+	require.EqualValues(t, 4, f.calls.Load(), "Attempts bounds the tries")
+}
+
+func TestPermanentErrorsAreNotRetried(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		err  error
+		want error
+	}{
+		"invalid ciphertext": {&kmstypes.InvalidCiphertextException{Message: aws.String("bad")}, regions.ErrInvalidCiphertext},
+		"not found":          {&kmstypes.NotFoundException{Message: aws.String("no key")}, regions.ErrKeyNotFound},
+		"disabled":           {&kmstypes.DisabledException{Message: aws.String("off")}, regions.ErrKeyDisabled},
+		"pending deletion":   {&kmstypes.KMSInvalidStateException{Message: aws.String("pending")}, regions.ErrKeyDisabled},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeKMS{fail: func(int64) error { return tc.err }}
+			r := region(t, "eu-west-1", mrkEU, f, 1000)
+			_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+			require.ErrorIs(t, err, tc.want)
+			require.EqualValues(t, 1, f.calls.Load())
+			require.True(t, r.Healthy(), "a KMS answer means the region is reachable")
+		})
+	}
+}
+
+func TestUnreachableRegionIsDeferredThenProbed(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	down.Store(true)
+	f := &fakeKMS{fail: func(int64) error {
+		if down.Load() {
+			return &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+		}
+		return nil
+	}}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+	require.ErrorIs(t, err, regions.ErrRegionUnavailable)
+	require.False(t, r.Healthy())
+	calls := f.calls.Load()
+	require.EqualValues(t, 2, calls, "stops retrying once marked unhealthy")
+
+	// While cooling down, calls are deferred without reaching KMS.
+	_, err = r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+	require.ErrorIs(t, err, regions.ErrRegionUnavailable)
+	require.Equal(t, calls, f.calls.Load())
+
+	down.Store(false)
+	require.Eventually(t, func() bool {
+		_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+		return err == nil
+	}, 2*time.Second, 10*time.Millisecond)
+	require.True(t, r.Healthy())
+}
+
+func TestKeyOfAnotherRegionIsRefusedBeforeAnyCall(t *testing.T) {
+	t.Parallel()
+	f := &fakeKMS{}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkUS, nil)
+	require.ErrorIs(t, err, regions.ErrWrongRegion)
+	_, _, err = r.ReEncrypt(context.Background(), []byte("w"), mrkUS, "", nil)
+	require.ErrorIs(t, err, regions.ErrWrongRegion)
+	require.Zero(t, f.calls.Load())
+}
+
+func TestLimiterBoundsTheRate(t *testing.T) {
+	t.Parallel()
+	f := &fakeKMS{}
+	r := region(t, "eu-west-1", mrkEU, f, 50) // burst 5
+	start := time.Now()
+	for i := 0; i < 15; i++ {
+		_, err := r.DecryptRaw(context.Background(), []byte("w"), mrkEU, nil)
+		require.NoError(t, err)
+	}
+	// 15 calls at 50/s with a burst of 5 need at least (15-5)/50 s = 200 ms.
+	require.GreaterOrEqual(t, time.Since(start), 180*time.Millisecond)
+}
+
+func TestReplicaARN(t *testing.T) {
+	t.Parallel()
+	got, err := regions.ReplicaARN(mrkUS, "eu-west-1")
+	require.NoError(t, err)
+	require.Equal(t, mrkEU, got)
+	_, err = regions.ReplicaARN("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "eu-west-1")
+	require.Error(t, err)
+	_, err = regions.ReplicaARN("arn:aws:kms:us-east-1:111122223333:alias/x", "eu-west-1")
+	require.Error(t, err)
+	require.True(t, regions.IsMultiRegionKeyARN(mrkEU))
+	require.Equal(t, "eu-west-1", regions.ARNRegion(mrkEU))
+}
+
+func TestNewExcludesRegions(t *testing.T) {
+	t.Parallel()
+	cfg := &config.Config{HomeRegion: "us-east-1", Table: "t", Local: &config.Local{AccessKey: "a", SecretKey: "b"},
+		Regions: []config.Region{{Name: "us-east-1", Key: mrkUS}, {Name: "eu-west-1", Key: mrkEU}}}
+	cfg.WithDefaults()
+	require.NoError(t, cfg.Validate())
+	topo, err := regions.New(context.Background(), cfg, regions.Options{Exclude: []string{"eu-west-1"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"us-east-1"}, topo.Names())
+	_, err = topo.Region("eu-west-1")
+	require.ErrorIs(t, err, regions.ErrNotConfigured)
+	_, err = regions.New(context.Background(), cfg, regions.Options{Exclude: []string{"mars-1"}})
+	require.ErrorIs(t, err, regions.ErrNotConfigured)
+}
+
+func TestWithoutUnavailable(t *testing.T) {
+	t.Parallel()
+	un := &regions.Error{Region: "eu-west-1", Op: "DescribeKey", Err: regions.ErrRegionUnavailable}
+	bad := &regions.Error{Region: "ap-southeast-2", Op: "DescribeKey", Err: regions.ErrKeyDisabled}
+	require.NoError(t, regions.WithoutUnavailable(errors.Join(un)))
+	err := regions.WithoutUnavailable(errors.Join(un, bad))
+	require.ErrorIs(t, err, regions.ErrKeyDisabled)
+	require.NotErrorIs(t, err, regions.ErrRegionUnavailable)
+}

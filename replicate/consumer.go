@@ -1,0 +1,496 @@
+package replicate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"go.uber.org/zap"
+)
+
+// SQSAPI is the part of the SQS client the consumer uses.
+type SQSAPI interface {
+	ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessageBatch(context.Context, *sqs.DeleteMessageBatchInput, ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
+	ChangeMessageVisibility(context.Context, *sqs.ChangeMessageVisibilityInput, ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	SendMessage(context.Context, *sqs.SendMessageInput, ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+	GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}
+
+var _ SQSAPI = (*sqs.Client)(nil)
+
+// Message is one received SQS message.
+type Message struct {
+	ID            string
+	Body          string
+	ReceiptHandle string
+	ReceiveCount  int
+	SentAt        time.Time
+}
+
+// Verdict says what to do with a message after handling it.
+type Verdict int
+
+const (
+	// Ack: the replication policy is met; delete the message.
+	Ack Verdict = iota
+	// Retry: progress is recorded but the policy is not met; leave the message for redelivery.
+	Retry
+	// Poison: the event can never succeed; send it to the DLQ with Reason, then delete it.
+	Poison
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Ack:
+		return "acked"
+	case Retry:
+		return "retry"
+	case Poison:
+		return "poison"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of handling one message.
+type Result struct {
+	Verdict    Verdict
+	Reason     string // short machine reason: for poison the DLQ reason, for retry what is missing
+	Err        error
+	EnvelopeID string
+	Regions    map[string]string // region -> state (wrapped, verified, failed: ..., deferred)
+}
+
+// Handler handles one message; it must be safe for concurrent use and idempotent.
+type Handler interface {
+	Handle(ctx context.Context, m Message) Result
+}
+
+// ConsumerConfig tunes the consumer.
+type ConsumerConfig struct {
+	QueueURL string
+	DLQURL   string
+	// Concurrency bounds the messages worked on at once; the consumer fetches only when a slot
+	// is free.
+	Concurrency int
+	// Visibility is the visibility timeout asked for on receive and renewed while working.
+	Visibility time.Duration
+	// WaitTime is the long-poll wait (≤ 20 s).
+	WaitTime time.Duration
+	// RetryBase is the first redelivery delay for a Retry verdict (doubling with the receive count,
+	// capped at Visibility).
+	RetryBase time.Duration
+	// MaxReceives is the queue's redrive maxReceiveCount (0: read it from the queue). A Retry at
+	// the last receive before redrive re-sends the event as a fresh message first, so a long
+	// region outage never pushes valid events into the DLQ.
+	MaxReceives int
+}
+
+func (c *ConsumerConfig) withDefaults() {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
+	}
+	if c.Visibility <= 0 {
+		c.Visibility = 60 * time.Second
+	}
+	if c.WaitTime <= 0 || c.WaitTime > 20*time.Second {
+		c.WaitTime = 20 * time.Second
+	}
+	if c.RetryBase <= 0 {
+		c.RetryBase = 2 * time.Second
+	}
+}
+
+// Consumer is the SQS side of the daemon: it long-polls in batches of up to 10, bounded by free
+// worker slots, keeps the visibility of messages being worked on, deletes acknowledged ones in
+// batches, routes poison to the DLQ, and stops in two steps (stop fetching, then cancel work).
+type Consumer struct {
+	cfg     ConsumerConfig
+	q       SQSAPI
+	h       Handler
+	log     *zap.Logger
+	metrics *Metrics
+
+	slots     chan struct{}
+	deletes   chan string
+	fetchStop context.CancelFunc
+	workStop  context.CancelFunc
+	workers   sync.WaitGroup
+	stopOnce  sync.Once
+	startOnce sync.Once
+	stopped   chan struct{}
+	fetchDone chan struct{}
+	delDone   chan struct{}
+}
+
+// NewConsumer builds a consumer; Start runs it.
+func NewConsumer(cfg ConsumerConfig, q SQSAPI, h Handler, log *zap.Logger, m *Metrics) *Consumer {
+	cfg.withDefaults()
+	if m == nil {
+		m = NewMetrics()
+	}
+	return &Consumer{
+		cfg: cfg, q: q, h: h, log: log, metrics: m,
+		slots:     make(chan struct{}, cfg.Concurrency),
+		deletes:   make(chan string, 4*cfg.Concurrency),
+		stopped:   make(chan struct{}),
+		fetchDone: make(chan struct{}),
+		delDone:   make(chan struct{}),
+	}
+}
+
+// Start begins fetching and working; it returns at once. ctx bounds the whole service.
+func (c *Consumer) Start(ctx context.Context) error {
+	err := errors.New("consumer already started")
+	c.startOnce.Do(func() {
+		err = nil
+		if c.cfg.MaxReceives == 0 {
+			c.cfg.MaxReceives = c.readMaxReceives(ctx)
+		}
+		fetchCtx, fetchStop := context.WithCancel(ctx)
+		workCtx, workStop := context.WithCancel(context.WithoutCancel(ctx))
+		c.fetchStop, c.workStop = fetchStop, workStop
+		go c.deleter()
+		go func() {
+			defer close(c.fetchDone)
+			c.fetchLoop(fetchCtx, workCtx)
+		}()
+		go func() {
+			<-c.fetchDone
+			c.workers.Wait()
+			close(c.deletes)
+			<-c.delDone
+			workStop()
+			close(c.stopped)
+		}()
+	})
+	return err
+}
+
+// Stop stops fetching at once, lets in-flight work finish until ctx is done, then cancels it.
+// Unfinished messages are not deleted and come back after their visibility timeout. Safe to
+// call more than once.
+func (c *Consumer) Stop(ctx context.Context) {
+	c.stopOnce.Do(func() {
+		if c.fetchStop == nil {
+			close(c.stopped)
+			return
+		}
+		c.fetchStop()
+		select {
+		case <-c.stopped:
+		case <-ctx.Done():
+			c.log.Warn("grace period over: cancelling in-flight work; unfinished messages will be redelivered")
+			c.workStop()
+		}
+	})
+	<-c.stopped
+}
+
+// Stopped is closed when the consumer has fully stopped.
+func (c *Consumer) Stopped() <-chan struct{} { return c.stopped }
+
+func (c *Consumer) readMaxReceives(ctx context.Context) int {
+	out, err := c.q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(c.cfg.QueueURL), AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameRedrivePolicy},
+	})
+	if err != nil {
+		c.log.Warn("cannot read the queue's redrive policy; events are not re-sent before redrive", zap.Error(err))
+		return 0
+	}
+	var rp struct {
+		MaxReceiveCount json.Number `json:"maxReceiveCount"`
+	}
+	if s := out.Attributes[string(sqstypes.QueueAttributeNameRedrivePolicy)]; s != "" && json.Unmarshal([]byte(s), &rp) == nil {
+		if n, err := strconv.Atoi(rp.MaxReceiveCount.String()); err == nil {
+			return n
+		}
+	}
+	return 0
+}
+
+func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
+	backoff := time.Duration(0)
+	for {
+		// Take at least one free slot before fetching: fetch only when a worker can start.
+		select {
+		case c.slots <- struct{}{}:
+		case <-fetchCtx.Done():
+			return
+		}
+		free := 1
+		for free < 10 {
+			select {
+			case c.slots <- struct{}{}:
+				free++
+				continue
+			default:
+			}
+			break
+		}
+		msgs, err := c.receive(fetchCtx, free)
+		for i := len(msgs); i < free; i++ {
+			<-c.slots // give back what this fetch did not use
+		}
+		if err != nil {
+			if fetchCtx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, 200*time.Millisecond), 10*time.Second)
+			c.log.Warn("receive failed; backing off", zap.String("queue", c.cfg.QueueURL), zap.Duration("backoff", backoff), zap.Error(err))
+			select {
+			case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff/4)+1))):
+			case <-fetchCtx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		var oldest time.Duration
+		for _, m := range msgs {
+			if !m.SentAt.IsZero() {
+				oldest = max(oldest, time.Since(m.SentAt))
+			}
+			c.workers.Add(1)
+			go func(m Message) {
+				defer func() { <-c.slots; c.workers.Done() }()
+				c.work(workCtx, m)
+			}(m)
+		}
+		c.metrics.OldestAge.Set(oldest.Seconds())
+	}
+}
+
+func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
+	out, err := c.q.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+		QueueUrl:            aws.String(c.cfg.QueueURL),
+		MaxNumberOfMessages: int32(n),
+		WaitTimeSeconds:     int32(c.cfg.WaitTime / time.Second),
+		VisibilityTimeout:   int32(c.cfg.Visibility / time.Second),
+		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
+			sqstypes.MessageSystemAttributeNameApproximateReceiveCount, sqstypes.MessageSystemAttributeNameSentTimestamp},
+	})
+	if err != nil {
+		return nil, err
+	}
+	msgs := make([]Message, 0, len(out.Messages))
+	for _, m := range out.Messages {
+		msg := Message{ID: aws.ToString(m.MessageId), Body: aws.ToString(m.Body), ReceiptHandle: aws.ToString(m.ReceiptHandle)}
+		if s, ok := m.Attributes[string(sqstypes.MessageSystemAttributeNameApproximateReceiveCount)]; ok {
+			msg.ReceiveCount, _ = strconv.Atoi(s)
+		}
+		if s, ok := m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)]; ok {
+			if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+				msg.SentAt = time.UnixMilli(ms)
+			}
+		}
+		msgs = append(msgs, msg)
+	}
+	return msgs, nil
+}
+
+// work handles one message while keeping it invisible to other consumers.
+func (c *Consumer) work(ctx context.Context, m Message) {
+	c.metrics.InFlight.Inc()
+	defer c.metrics.InFlight.Dec()
+	start := time.Now()
+	log := c.log.With(zap.String("message_id", m.ID), zap.Int("receive_count", m.ReceiveCount))
+
+	hbCtx, hbStop := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() { defer close(hbDone); c.heartbeat(hbCtx, m, log) }()
+	res := c.h.Handle(ctx, m)
+	hbStop()
+	<-hbDone
+
+	fields := []zap.Field{zap.String("id", res.EnvelopeID), zap.String("outcome", res.Verdict.String()),
+		zap.Any("regions", res.Regions), zap.Duration("duration", time.Since(start))}
+	if res.Reason != "" {
+		fields = append(fields, zap.String("reason", res.Reason))
+	}
+	if res.Err != nil {
+		fields = append(fields, zap.Error(res.Err))
+	}
+	switch res.Verdict {
+	case Ack:
+		c.metrics.Events.WithLabelValues("acked", "").Inc()
+		log.Info("event replicated", fields...)
+		c.deletes <- m.ReceiptHandle
+	case Poison:
+		if err := c.toDLQ(context.WithoutCancel(ctx), m, res); err != nil {
+			c.metrics.Events.WithLabelValues("retry", "dlq_send_failed").Inc()
+			log.Error("poison event, but sending it to the DLQ failed; leaving it for redelivery",
+				append(fields, zap.NamedError("dlq_error", err))...)
+			return
+		}
+		c.metrics.Events.WithLabelValues("poison", res.Reason).Inc()
+		c.metrics.DLQ.WithLabelValues(res.Reason).Inc()
+		log.Warn("poison event sent to the DLQ", fields...)
+		c.deletes <- m.ReceiptHandle
+	default:
+		if ctx.Err() != nil {
+			c.metrics.Events.WithLabelValues("retry", "shutdown").Inc()
+			log.Info("shutting down: event left for redelivery", fields...)
+			return
+		}
+		if c.cfg.MaxReceives > 0 && m.ReceiveCount >= c.cfg.MaxReceives-1 {
+			if err := c.requeue(ctx, m); err == nil {
+				c.metrics.Requeued.Inc()
+				c.metrics.Events.WithLabelValues("requeued", res.Reason).Inc()
+				log.Warn("policy not met before redrive: event re-sent as a fresh message", fields...)
+				c.deletes <- m.ReceiptHandle
+				return
+			} else {
+				log.Error("re-sending the event failed; leaving it for redelivery", zap.Error(err))
+			}
+		}
+		c.metrics.Events.WithLabelValues("retry", res.Reason).Inc()
+		log.Warn("policy not met: event left for redelivery", fields...)
+		c.delayRedelivery(ctx, m)
+	}
+}
+
+// heartbeat renews the message's visibility at a third of the timeout until ctx ends.
+func (c *Consumer) heartbeat(ctx context.Context, m Message, log *zap.Logger) {
+	every := c.cfg.Visibility / 3
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, err := c.q.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+				QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle),
+				VisibilityTimeout: int32(c.cfg.Visibility / time.Second),
+			})
+			if err != nil && ctx.Err() == nil {
+				log.Warn("extending visibility failed", zap.Error(err))
+			}
+		}
+	}
+}
+
+// delayRedelivery sets the message to come back after a backoff that grows with its receive
+// count, instead of a full visibility timeout, so a short outage heals quickly.
+func (c *Consumer) delayRedelivery(ctx context.Context, m Message) {
+	d := c.cfg.RetryBase << min(max(m.ReceiveCount-1, 0), 10)
+	d = min(d, c.cfg.Visibility)
+	d += time.Duration(rand.Int64N(int64(d/4) + 1))
+	secs := int32(d / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	_, _ = c.q.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle), VisibilityTimeout: secs,
+	})
+}
+
+func (c *Consumer) requeue(ctx context.Context, m Message) error {
+	delay := int32(min(c.cfg.Visibility, 15*time.Minute) / time.Second)
+	_, err := c.q.SendMessage(ctx, &sqs.SendMessageInput{
+		QueueUrl: aws.String(c.cfg.QueueURL), MessageBody: aws.String(m.Body), DelaySeconds: delay,
+		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
+			"envdr-requeued-from": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+		},
+	})
+	return err
+}
+
+// toDLQ sends a poison message to the DLQ with its reason as message attributes.
+func (c *Consumer) toDLQ(ctx context.Context, m Message, res Result) error {
+	if c.cfg.DLQURL == "" {
+		return errors.New("no dlq_url configured")
+	}
+	errText := ""
+	if res.Err != nil {
+		errText = res.Err.Error()
+		if len(errText) > 1024 {
+			errText = errText[:1024]
+		}
+	}
+	attrs := map[string]sqstypes.MessageAttributeValue{
+		"reason":            {DataType: aws.String("String"), StringValue: aws.String(res.Reason)},
+		"source_message_id": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+	}
+	if errText != "" {
+		attrs["error"] = sqstypes.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(errText)}
+	}
+	if res.EnvelopeID != "" {
+		attrs["envelope_id"] = sqstypes.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(res.EnvelopeID)}
+	}
+	body := m.Body
+	if body == "" {
+		body = "(empty)" // SQS refuses empty bodies; the reason attribute says what was wrong
+	}
+	_, err := c.q.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(c.cfg.DLQURL), MessageBody: aws.String(body), MessageAttributes: attrs})
+	if err != nil {
+		return fmt.Errorf("send to DLQ %s: %w", c.cfg.DLQURL, err)
+	}
+	return nil
+}
+
+// deleter deletes acknowledged messages in batches of up to 10, flushing at least every 50 ms.
+func (c *Consumer) deleter() {
+	defer close(c.delDone)
+	batch := make([]string, 0, 10)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		c.deleteBatch(batch)
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case h, ok := <-c.deletes:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, h)
+			if len(batch) == 10 {
+				flush()
+			}
+		case <-tick.C:
+			flush()
+		}
+	}
+}
+
+func (c *Consumer) deleteBatch(handles []string) {
+	entries := make([]sqstypes.DeleteMessageBatchRequestEntry, len(handles))
+	for i, h := range handles {
+		entries[i] = sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: aws.String(h)}
+	}
+	// Deleting finished work must not be cut short by shutdown.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err := c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+		if err == nil && len(out.Failed) == 0 {
+			return
+		}
+		if err == nil {
+			failed := entries[:0]
+			for _, f := range out.Failed {
+				i, _ := strconv.Atoi(aws.ToString(f.Id))
+				failed = append(failed, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(failed))), ReceiptHandle: entries[i].ReceiptHandle})
+			}
+			entries = failed
+			err = fmt.Errorf("%d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+		}
+		c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
+		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+	}
+}

@@ -1,0 +1,149 @@
+// Package replicate is the envdr worker: the SQS consumer lifecycle, the per-event pipeline
+// (wrap in every region, merge the multi-wrapped record with conditional writes, verify each
+// region alone), the DynamoDB record store, DLQ routing, the admin endpoints and metrics.
+package replicate
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"go.uber.org/zap"
+
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/regions"
+)
+
+// DaemonOptions tune NewDaemon.
+type DaemonOptions struct {
+	// AdminAddr is where /healthz, /readyz and /metrics are served; empty: none.
+	AdminAddr string
+	// WaitTime is the SQS long-poll wait (default 20 s).
+	WaitTime time.Duration
+	// RetryBase is the first redelivery delay of an event whose policy is not met yet.
+	RetryBase time.Duration
+	// Regions are passed to regions.New.
+	Regions regions.Options
+}
+
+// Daemon is envdr run: topology, pipeline, consumer and admin server.
+type Daemon struct {
+	Metrics  *Metrics
+	Ready    *Readiness
+	topo     *regions.Topology
+	consumer *Consumer
+	admin    *AdminServer
+	queueURL string
+	sqs      SQSAPI
+	log      *zap.Logger
+}
+
+// NewDaemon builds the clients of every region, checks every region's key (a bad setup stops
+// start-up with an error naming region and key), and prepares the consumer.
+func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts DaemonOptions) (*Daemon, error) {
+	if cfg.QueueURL == "" {
+		return nil, fmt.Errorf("queue_url: missing; set the SQS queue URL of replication events")
+	}
+	if cfg.DLQURL == "" {
+		return nil, fmt.Errorf("dlq_url: missing; set the dead-letter queue URL for poison events")
+	}
+	m := NewMetrics()
+	opts.Regions.Observer = m
+	topo, err := regions.New(ctx, cfg, opts.Regions)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := topo.CheckKeys(ctx)
+	if err != nil {
+		// A region that cannot be reached is an outage, not a bad setup: start anyway so the
+		// healthy regions are served, and leave that region's work for when it returns. Any
+		// other finding (missing, disabled or unrelated key) stops start-up.
+		if setupErr := regions.WithoutUnavailable(err); setupErr != nil {
+			return nil, fmt.Errorf("key setup: %w", setupErr)
+		}
+		log.Warn("some regions are unreachable at start-up; their work is deferred until they answer", zap.Error(err))
+	}
+	ready := NewReadiness(cfg.Policy.Required)
+	for name := range keys {
+		ready.Answered(name)
+	}
+	p, err := NewPipeline(topo, keys, log, m, ready)
+	if err != nil {
+		return nil, err
+	}
+	home, err := topo.HomeRegion()
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: cfg.QueueURL, sqs: home.SQS(), log: log}
+	d.consumer = NewConsumer(ConsumerConfig{
+		QueueURL: cfg.QueueURL, DLQURL: cfg.DLQURL, Concurrency: cfg.Worker.Concurrency,
+		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase,
+	}, home.SQS(), p, log, m)
+	if opts.AdminAddr != "" {
+		if d.admin, err = StartAdmin(opts.AdminAddr, m, ready); err != nil {
+			return nil, fmt.Errorf("admin endpoint %s: %w", opts.AdminAddr, err)
+		}
+	}
+	return d, nil
+}
+
+// AdminAddr is the admin server's address ("" when none).
+func (d *Daemon) AdminAddr() string {
+	if d.admin == nil {
+		return ""
+	}
+	return d.admin.Addr()
+}
+
+// Start starts consuming.
+func (d *Daemon) Start(ctx context.Context) error {
+	if err := d.consumer.Start(ctx); err != nil {
+		return err
+	}
+	d.Ready.SetRunning(true)
+	d.log.Info("envdr run started", zap.Strings("regions", d.topo.Names()), zap.String("queue", d.queueURL), zap.String("admin", d.AdminAddr()))
+	return nil
+}
+
+// Stop stops fetching, waits for in-flight work until ctx ends, then cancels it, and closes the
+// admin server.
+func (d *Daemon) Stop(ctx context.Context) {
+	d.Ready.SetRunning(false)
+	d.consumer.Stop(ctx)
+	if d.admin != nil {
+		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = d.admin.Close(c)
+	}
+}
+
+// Stopped is closed once the consumer has stopped.
+func (d *Daemon) Stopped() <-chan struct{} { return d.consumer.Stopped() }
+
+// QueueDepth returns the messages visible, in flight and delayed in the queue.
+func (d *Daemon) QueueDepth(ctx context.Context) (int, error) {
+	return QueueDepth(ctx, d.sqs, d.queueURL)
+}
+
+// QueueDepth returns the messages visible, in flight and delayed in queueURL.
+func QueueDepth(ctx context.Context, q SQSAPI, queueURL string) (int, error) {
+	out, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(queueURL),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+			sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible, sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed},
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, v := range out.Attributes {
+		i, _ := strconv.Atoi(v)
+		n += i
+	}
+	return n, nil
+}

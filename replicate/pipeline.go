@@ -1,0 +1,364 @@
+package replicate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/policy"
+	"github.com/envdr/envdr/regions"
+)
+
+// DLQ reasons besides the event decoder's own (envelope.EventError.Reason()).
+const (
+	ReasonUnknownRegion      = "unknown_region"
+	ReasonUnknownKey         = "unknown_key"
+	ReasonInvalidWrap        = "invalid_wrap"
+	ReasonCommitmentMismatch = "commitment_mismatch"
+	ReasonRecordConflict     = "record_conflict"
+	ReasonBadEvent           = "bad_event"
+)
+
+// poisonError marks a failure that no retry can fix.
+type poisonError struct {
+	reason string
+	err    error
+}
+
+func (e *poisonError) Error() string { return e.err.Error() }
+func (e *poisonError) Unwrap() error { return e.err }
+
+func poison(reason string, format string, a ...any) error {
+	return &poisonError{reason: reason, err: fmt.Errorf(format, a...)}
+}
+
+// Pipeline handles one replication event end to end: wrap in every region, record, verify each
+// region alone, and decide the verdict from the replication policy.
+type Pipeline struct {
+	topo    *regions.Topology
+	home    *Store            // writes go to the home region's replica of the table
+	stores  map[string]*Store // each region's replica, for verification reads
+	policy  policy.Replication
+	keys    map[string]*regions.KeyInfo // resolved keys by region (from CheckKeys)
+	log     *zap.Logger
+	metrics *Metrics
+	ready   *Readiness
+	now     func() time.Time
+}
+
+// NewPipeline builds the pipeline over a checked topology.
+func NewPipeline(topo *regions.Topology, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
+	cfg := topo.Config()
+	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: policy.ReplicationFromConfig(cfg),
+		keys: keys, log: log, metrics: m, ready: ready, now: time.Now}
+	for _, name := range topo.Names() {
+		r, _ := topo.Region(name)
+		s := NewStore(cfg.Table, name, r.DynamoDB())
+		if m != nil {
+			s.OnConflict = func() { m.RecordCASs.WithLabelValues("conflict").Inc() }
+		}
+		p.stores[name] = s
+	}
+	home, ok := p.stores[topo.Home]
+	if !ok {
+		return nil, fmt.Errorf("home region %s has no clients", topo.Home)
+	}
+	p.home = home
+	return p, nil
+}
+
+// Handle implements Handler.
+func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
+	res := Result{Regions: map[string]string{}}
+	ev, err := envelope.DecodeEvent([]byte(m.Body))
+	if err != nil {
+		reason := ReasonBadEvent
+		var ee *envelope.EventError
+		if errors.As(err, &ee) {
+			reason = ee.Reason()
+		}
+		res.Verdict, res.Reason, res.Err = Poison, reason, err
+		return res
+	}
+	res.EnvelopeID = ev.ID
+	err = p.process(ctx, ev, &res)
+	var pe *poisonError
+	switch {
+	case errors.As(err, &pe):
+		res.Verdict, res.Reason, res.Err = Poison, pe.reason, err
+	case err != nil:
+		res.Verdict, res.Err = Retry, err
+		if res.Reason == "" {
+			res.Reason = "error"
+		}
+	}
+	return res
+}
+
+// checkEvent refuses events whose source region or key this deployment does not know.
+func (p *Pipeline) checkEvent(ev *envelope.Event) (*regions.Region, error) {
+	src, err := p.topo.Region(ev.SourceRegion)
+	if err != nil {
+		return nil, poison(ReasonUnknownRegion, "record %s: source region %s is not configured", ev.ID, ev.SourceRegion)
+	}
+	if regions.ARNRegion(ev.KeyARN) != ev.SourceRegion {
+		return nil, poison(ReasonUnknownKey, "record %s: key %s is not in the source region %s", ev.ID, ev.KeyARN, ev.SourceRegion)
+	}
+	if ki := p.keys[ev.SourceRegion]; ki != nil && ki.ARN != ev.KeyARN {
+		return nil, poison(ReasonUnknownKey, "record %s: key %s is not the key configured for %s (%s)", ev.ID, ev.KeyARN, ev.SourceRegion, ki.ARN)
+	}
+	return src, nil
+}
+
+func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result) error {
+	src, err := p.checkEvent(ev)
+	if err != nil {
+		return err
+	}
+	ec := ev.Context.Map()
+	base := ev.Record()
+
+	cur, err := p.home.Get(ctx, ev.ID)
+	switch {
+	case errors.Is(err, ErrRecordNotFound):
+		cur = base.Clone()
+	case err != nil:
+		res.Reason = "record_read"
+		return err
+	default:
+		if err := cur.Merge(base); err != nil {
+			return poison(ReasonRecordConflict, "record %s: the event does not match the stored record: %w", ev.ID, err)
+		}
+	}
+
+	// Wrap in every region that has no wrap yet, in parallel (bounded by the region count; each
+	// region's own limiter bounds its KMS rate).
+	delta := base.Clone()
+	var (
+		mu      sync.Mutex
+		dekOnce sync.Once
+		dek     []byte
+		dekErr  error
+	)
+	defer func() { envelope.Wipe(dek) }()
+	sourceDEK := func(ctx context.Context) ([]byte, error) {
+		dekOnce.Do(func() {
+			d, err := src.DecryptRaw(ctx, ev.WrappedDEK, ev.KeyARN, ec)
+			if err != nil {
+				dekErr = err
+				return
+			}
+			if err := envelope.CheckCommitment(d, ev.Commitment); err != nil {
+				envelope.Wipe(d)
+				dekErr = poison(ReasonCommitmentMismatch, "record %s: the wrapped DEK does not match the event's commitment: %w", ev.ID, err)
+				return
+			}
+			dek = d
+		})
+		return dek, dekErr
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range p.topo.Names() {
+		if cur.Regions[name].HasWrap() {
+			mu.Lock()
+			res.Regions[name] = "wrapped"
+			mu.Unlock()
+			continue
+		}
+		r, _ := p.topo.Region(name)
+		g.Go(func() error {
+			start := p.now()
+			wrapped, keyARN, err := p.wrapIn(gctx, r, ev, ec, sourceDEK)
+			mu.Lock()
+			defer mu.Unlock()
+			now := p.now()
+			if err != nil {
+				var pe *poisonError
+				if errors.As(err, &pe) {
+					return err
+				}
+				delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
+				res.Regions[name] = "failed: " + trimErr(err)
+				return nil
+			}
+			p.answered(name)
+			if p.metrics != nil {
+				p.metrics.Wrap.WithLabelValues(name).Observe(now.Sub(start).Seconds())
+			}
+			delta.Regions[name] = &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, LastErrorAt: now}
+			res.Regions[name] = "wrapped"
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	envelope.Wipe(dek)
+
+	rec, err := p.home.Update(ctx, ev.ID, mergeInto(delta))
+	if err != nil {
+		res.Reason = "record_write"
+		return err
+	}
+	if p.metrics != nil {
+		p.metrics.RecordCASs.WithLabelValues("ok").Inc()
+	}
+
+	if p.policy.Sampled(ev.ID) {
+		vdelta := rec.Clone()
+		changed := false
+		g, gctx := errgroup.WithContext(ctx)
+		for _, name := range p.topo.Names() {
+			w := rec.Regions[name]
+			if !w.HasWrap() {
+				continue
+			}
+			if w.Verified() {
+				mu.Lock()
+				res.Regions[name] = "verified"
+				mu.Unlock()
+				continue
+			}
+			r, _ := p.topo.Region(name)
+			g.Go(func() error {
+				start := p.now()
+				err := p.verifyIn(gctx, r, rec)
+				mu.Lock()
+				defer mu.Unlock()
+				now := p.now()
+				vw := vdelta.Regions[name]
+				changed = true
+				if err != nil {
+					vw.LastError, vw.LastErrorAt = "verify: "+trimErr(err), now
+					res.Regions[name] = "verify failed: " + trimErr(err)
+					if errors.Is(err, envelope.ErrCommitmentMismatch) && name == ev.SourceRegion {
+						return poison(ReasonCommitmentMismatch, "record %s: the source wrap does not match the commitment: %w", ev.ID, err)
+					}
+					return nil
+				}
+				p.answered(name)
+				if p.metrics != nil {
+					p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
+				}
+				vw.VerifiedAt, vw.LastError, vw.LastErrorAt = now, "", now
+				res.Regions[name] = "verified"
+				return nil
+			})
+		}
+		verr := g.Wait()
+		if changed {
+			if rec, err = p.home.Update(ctx, ev.ID, mergeInto(vdelta)); err != nil {
+				res.Reason = "record_write"
+				return err
+			}
+		}
+		if verr != nil {
+			return verr
+		}
+	}
+
+	if ok, missing := p.policy.Met(rec); !ok {
+		res.Reason = "regions_pending"
+		return fmt.Errorf("record %s: replication policy not met; waiting for %s", ev.ID, strings.Join(missing, ", "))
+	}
+	res.Verdict = Ack
+	return nil
+}
+
+// wrapIn makes region r's wrap of the event's DEK: ReEncrypt inside KMS when r holds a replica of
+// the source multi-Region key, else Decrypt once in the source region and Encrypt in r.
+func (p *Pipeline) wrapIn(ctx context.Context, r *regions.Region, ev *envelope.Event, ec map[string]string,
+	sourceDEK func(context.Context) ([]byte, error)) ([]byte, string, error) {
+	if r.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(ev.KeyARN) {
+		srcARN, err := regions.ReplicaARN(ev.KeyARN, r.Name)
+		if err != nil {
+			return nil, "", err
+		}
+		wrapped, arn, err := r.ReEncrypt(ctx, ev.WrappedDEK, srcARN, "", ec)
+		if errors.Is(err, regions.ErrInvalidCiphertext) {
+			return nil, "", poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
+		}
+		return wrapped, arn, err
+	}
+	dek, err := sourceDEK(ctx)
+	if err != nil {
+		if errors.Is(err, regions.ErrInvalidCiphertext) {
+			return nil, "", poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
+		}
+		return nil, "", err
+	}
+	return r.EncryptRaw(ctx, dek, ec)
+}
+
+// verifyIn proves region r can open the record alone: it reads the record from r's own table
+// endpoint, decrypts r's wrap with r's KMS, and checks the key commitment.
+func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record) error {
+	rec, err := p.stores[r.Name].Get(ctx, want.ID)
+	if err != nil {
+		return err
+	}
+	w := rec.Regions[r.Name]
+	if !w.HasWrap() {
+		return fmt.Errorf("region %s: record %s has no wrap for this region in the region's table yet", r.Name, want.ID)
+	}
+	if !bytes.Equal(rec.Commitment, want.Commitment) {
+		return fmt.Errorf("region %s: record %s: %w (the region's table holds another commitment)", r.Name, want.ID, envelope.ErrCommitmentMismatch)
+	}
+	dek, err := r.DecryptRaw(ctx, w.Wrapped, w.KeyARN, rec.Context.Map())
+	if err != nil {
+		return err
+	}
+	defer envelope.Wipe(dek)
+	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
+		return fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
+	}
+	return nil
+}
+
+func (p *Pipeline) answered(region string) {
+	if p.ready != nil {
+		p.ready.Answered(region)
+	}
+}
+
+// mergeInto returns a Store.Update mutation that merges delta into the current record and
+// writes only when something changed.
+func mergeInto(delta *envelope.Record) func(cur *envelope.Record) (*envelope.Record, error) {
+	return func(cur *envelope.Record) (*envelope.Record, error) {
+		if cur == nil {
+			return delta.Clone(), nil
+		}
+		next := cur.Clone()
+		if err := next.Merge(delta); err != nil {
+			return nil, poison(ReasonRecordConflict, "%w", err)
+		}
+		next.Version = cur.Version
+		if recordsEqual(cur, next) {
+			return nil, nil
+		}
+		return next, nil
+	}
+}
+
+func recordsEqual(a, b *envelope.Record) bool {
+	ja, err1 := envelope.EncodeRecord(a)
+	jb, err2 := envelope.EncodeRecord(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}

@@ -1,0 +1,497 @@
+package replicate_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
+)
+
+// bundle is one test's stand-in, topology and captured logs.
+type bundle struct {
+	env   *localtest.Env
+	cfg   *config.Config
+	topo  *regions.Topology
+	logs  *observer.ObservedLogs
+	log   *zap.Logger
+	plain [][]byte // plaintexts sealed, to check logs never hold them
+	deks  [][]byte // DEKs seen by the test (via a recording generator), same purpose
+	mu    sync.Mutex
+}
+
+// setup gives a test its own three-region stand-in with the given per-region modes.
+func setup(t *testing.T, modes map[string]string) *bundle {
+	t.Helper()
+	env := localtest.New(t)
+	cfg := *env.Config
+	cfg.Regions = append([]config.Region(nil), env.Config.Regions...)
+	for i, r := range cfg.Regions {
+		if m, ok := modes[r.Name]; ok && m == config.ModeIndependent {
+			cfg.Regions[i].Mode = config.ModeIndependent
+			cfg.Regions[i].Key = env.Keys[r.Name].Independent
+		}
+	}
+	cfg.Worker.Visibility = 6 * time.Second
+	cfg.Worker.Concurrency = 8
+	require.NoError(t, cfg.Validate())
+	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
+	require.NoError(t, err)
+	core, logs := observer.New(zap.DebugLevel)
+	b := &bundle{env: env, cfg: &cfg, topo: topo, logs: logs, log: zap.New(core)}
+	t.Cleanup(func() { b.checkNoSecretsInLogs(t) })
+	return b
+}
+
+// recordingGen records the DEKs it hands out (test only) so log checks can look for them.
+type recordingGen struct {
+	b   *bundle
+	gen envelope.KeyGenerator
+}
+
+func (g recordingGen) GenerateDataKey(ctx context.Context, ec envelope.Context) (*envelope.DataKey, error) {
+	dk, err := g.gen.GenerateDataKey(ctx, ec)
+	if err == nil {
+		g.b.mu.Lock()
+		g.b.deks = append(g.b.deks, bytes.Clone(dk.Plaintext))
+		g.b.mu.Unlock()
+	}
+	return dk, err
+}
+
+// seal seals a random plaintext in the home region and returns the envelope and its event body.
+func (b *bundle) seal(t *testing.T) (sealed []byte, body string, hdr *envelope.Header) {
+	t.Helper()
+	home, err := b.topo.HomeRegion()
+	require.NoError(t, err)
+	pt := make([]byte, 1000)
+	_, _ = rand.Read(pt)
+	b.mu.Lock()
+	b.plain = append(b.plain, pt)
+	b.mu.Unlock()
+	var buf bytes.Buffer
+	hdr, err = envelope.Seal(context.Background(), &buf, bytes.NewReader(pt), recordingGen{b, home}, envelope.SealOptions{Context: map[string]string{"app": "test"}})
+	require.NoError(t, err)
+	ev, err := envelope.NewEvent(hdr, time.Now(), "")
+	require.NoError(t, err)
+	raw, err := envelope.EncodeEvent(ev)
+	require.NoError(t, err)
+	return buf.Bytes(), string(raw), hdr
+}
+
+func (b *bundle) sqs(t *testing.T) *sqs.Client {
+	home, err := b.topo.HomeRegion()
+	require.NoError(t, err)
+	return home.SQS()
+}
+
+func (b *bundle) send(t *testing.T, body string) {
+	t.Helper()
+	_, err := b.sqs(t).SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(b.cfg.QueueURL), MessageBody: aws.String(body)})
+	require.NoError(t, err)
+}
+
+func (b *bundle) daemon(t *testing.T) *replicate.Daemon {
+	t.Helper()
+	d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{
+		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second,
+		Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
+	})
+	require.NoError(t, err)
+	require.NoError(t, d.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d.Stop(ctx)
+	})
+	return d
+}
+
+// waitDrained waits until the queue is empty (visible, in flight, delayed) twice in a row.
+func (b *bundle) waitDrained(t *testing.T, d *replicate.Daemon, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	empty := 0
+	for time.Now().Before(deadline) {
+		n, err := d.QueueDepth(context.Background())
+		require.NoError(t, err)
+		if n == 0 {
+			if empty++; empty >= 2 {
+				return
+			}
+		} else {
+			empty = 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("queue not drained within %s", within)
+}
+
+func (b *bundle) record(t *testing.T, region, id string) *envelope.Record {
+	t.Helper()
+	r, err := b.topo.Region(region)
+	require.NoError(t, err)
+	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB()).Get(context.Background(), id)
+	require.NoError(t, err)
+	return rec
+}
+
+// openIn opens sealed through region alone, with that region's wrap from the record.
+func (b *bundle) openIn(t *testing.T, region string, sealed []byte) []byte {
+	t.Helper()
+	hdr, err := envelope.ReadHeader(bytes.NewReader(sealed))
+	require.NoError(t, err)
+	rec := b.record(t, region, hdr.RecordID())
+	r, err := b.topo.Region(region)
+	require.NoError(t, err)
+	var out bytes.Buffer
+	_, err = envelope.Open(context.Background(), &out, bytes.NewReader(sealed), r, envelope.OpenOptions{Wrap: rec.Wrap(region)})
+	require.NoError(t, err, "open through %s", region)
+	return out.Bytes()
+}
+
+func (b *bundle) dlq(t *testing.T) []sqstypes.Message {
+	t.Helper()
+	var all []sqstypes.Message
+	for i := 0; i < 5; i++ {
+		out, err := b.sqs(t).ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
+			QueueUrl: aws.String(b.cfg.DLQURL), MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 60,
+			MessageAttributeNames: []string{"All"},
+		})
+		require.NoError(t, err)
+		all = append(all, out.Messages...)
+		if len(out.Messages) == 0 {
+			break
+		}
+	}
+	return all
+}
+
+// checkNoSecretsInLogs fails if any DEK or plaintext seen by the test appears in the logs, raw,
+// base64 or hex.
+func (b *bundle) checkNoSecretsInLogs(t *testing.T) {
+	var all strings.Builder
+	for _, e := range b.logs.All() {
+		all.WriteString(e.Message)
+		for k, v := range e.ContextMap() {
+			fmt.Fprintf(&all, " %s=%v", k, v)
+		}
+		all.WriteString("\n")
+	}
+	text := all.String()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range append(append([][]byte(nil), b.deks...), b.plain...) {
+		for _, enc := range []string{string(s), base64.StdEncoding.EncodeToString(s), fmt.Sprintf("%x", s)} {
+			if strings.Contains(text, enc) {
+				t.Errorf("a secret (DEK or plaintext) appears in the daemon's logs")
+				return
+			}
+		}
+	}
+}
+
+func TestReplicateModes(t *testing.T) {
+	t.Parallel()
+	for name, modes := range map[string]map[string]string{
+		"mrk":         {},
+		"independent": {"us-east-1": config.ModeIndependent, "eu-west-1": config.ModeIndependent, "ap-southeast-2": config.ModeIndependent},
+		"mixed":       {"ap-southeast-2": config.ModeIndependent},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, modes)
+			const n = 12
+			sealed := make([][]byte, n)
+			ids := make([]string, n)
+			for i := range sealed {
+				var body string
+				var hdr *envelope.Header
+				sealed[i], body, hdr = b.seal(t)
+				ids[i] = hdr.RecordID()
+				b.send(t, body)
+			}
+			b.env.ResetCounters()
+			d := b.daemon(t)
+			b.waitDrained(t, d, 60*time.Second)
+			for i, id := range ids {
+				for _, region := range b.env.Regions {
+					rec := b.record(t, region, id)
+					require.Truef(t, rec.Regions[region].Verified(), "record %s region %s: %+v", id, region, rec.Regions[region])
+					require.Equal(t, b.plain[i], b.openIn(t, region, sealed[i]))
+				}
+			}
+			c := b.env.Counters()
+			switch name {
+			case "mrk": // the DEK never leaves KMS outside verification: no Encrypt anywhere
+				for _, r := range b.env.Regions {
+					require.Zero(t, c[r]["Encrypt"], "region %s", r)
+				}
+				require.EqualValues(t, n, c["eu-west-1"]["ReEncrypt"])
+				require.EqualValues(t, n, c["ap-southeast-2"]["ReEncrypt"])
+			case "independent":
+				require.Zero(t, c["eu-west-1"]["ReEncrypt"])
+				require.EqualValues(t, n, c["eu-west-1"]["Encrypt"])
+			case "mixed":
+				require.EqualValues(t, n, c["eu-west-1"]["ReEncrypt"])
+				require.EqualValues(t, n, c["ap-southeast-2"]["Encrypt"])
+			}
+			require.Equal(t, float64(n), testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
+			require.Empty(t, b.dlq(t))
+		})
+	}
+}
+
+func TestRedeliveryAndTwoWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"ap-southeast-2": config.ModeIndependent})
+	const n = 10
+	var ids []string
+	for i := 0; i < n; i++ {
+		_, body, hdr := b.seal(t)
+		ids = append(ids, hdr.RecordID())
+		for k := 0; k < 3; k++ { // deliberate duplicates
+			b.send(t, body)
+		}
+	}
+	d1 := b.daemon(t)
+	d2 := b.daemon(t)
+	b.waitDrained(t, d1, 90*time.Second)
+	b.waitDrained(t, d2, 10*time.Second)
+	for _, id := range ids {
+		rec := b.record(t, "us-east-1", id)
+		for _, r := range b.env.Regions {
+			require.True(t, rec.Regions[r].Verified(), "record %s region %s", id, r)
+		}
+		require.GreaterOrEqual(t, rec.Version, int64(2))
+	}
+	require.Empty(t, b.dlq(t))
+}
+
+func TestRegionDownThenBack(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	const n = 6
+	var ids []string
+	var sealed [][]byte
+	for i := 0; i < n; i++ {
+		s, body, hdr := b.seal(t)
+		ids, sealed = append(ids, hdr.RecordID()), append(sealed, s)
+		b.send(t, body)
+	}
+	b.env.Down("eu-west-1")
+	d := b.daemon(t)
+	// The healthy regions progress while eu-west-1 is down, and no message is deleted.
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			r, err := b.topo.Region("us-east-1")
+			require.NoError(t, err)
+			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB()).Get(context.Background(), id)
+			if err != nil || !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
+				return false
+			}
+			if w := rec.Regions["eu-west-1"]; w.HasWrap() || w == nil || w.LastError == "" {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 200*time.Millisecond)
+	depth, err := d.QueueDepth(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, n, depth, "no message may be deleted before the policy is met")
+	require.Zero(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
+
+	b.env.Up("eu-west-1")
+	b.waitDrained(t, d, 60*time.Second)
+	for i, id := range ids {
+		rec := b.record(t, "eu-west-1", id)
+		require.True(t, rec.Regions["eu-west-1"].Verified())
+		require.Empty(t, rec.Regions["eu-west-1"].LastError)
+		require.Equal(t, b.plain[i], b.openIn(t, "eu-west-1", sealed[i]))
+	}
+	require.Empty(t, b.dlq(t))
+}
+
+func TestThrottledKMS(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	const n = 20
+	var ids []string
+	for i := 0; i < n; i++ {
+		_, body, hdr := b.seal(t)
+		ids = append(ids, hdr.RecordID())
+		b.send(t, body)
+	}
+	// Far below demand: 8 workers each need 2-3 calls per region at once.
+	for _, r := range b.env.Regions {
+		b.env.SetRateLimit(r, 5)
+	}
+	d := b.daemon(t)
+	b.waitDrained(t, d, 90*time.Second)
+	for _, id := range ids {
+		rec := b.record(t, "us-east-1", id)
+		for _, r := range b.env.Regions {
+			require.True(t, rec.Regions[r].Verified())
+		}
+	}
+	var throttles float64
+	for _, r := range b.env.Regions {
+		for _, op := range []string{"ReEncrypt", "Decrypt"} {
+			throttles += testutil.ToFloat64(d.Metrics.Throttles.WithLabelValues(r, op))
+		}
+	}
+	require.Greater(t, throttles, 0.0, "the stand-in throttled, and the daemon saw it")
+	require.Equal(t, float64(n), testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
+	require.Empty(t, b.dlq(t))
+}
+
+func TestPoisonGoesToDLQWithReason(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"ap-southeast-2": config.ModeIndependent})
+	_, good, _ := b.seal(t)
+	var ev map[string]any
+	require.NoError(t, json.Unmarshal([]byte(good), &ev))
+	mutate := func(f func(m map[string]any)) string {
+		m := map[string]any{}
+		raw, _ := json.Marshal(ev)
+		_ = json.Unmarshal(raw, &m)
+		f(m)
+		out, _ := json.Marshal(m)
+		return string(out)
+	}
+	_, other, _ := b.seal(t)
+	var otherEv map[string]any
+	require.NoError(t, json.Unmarshal([]byte(other), &otherEv))
+
+	cases := map[string]struct{ body, reason string }{
+		"bad json":        {`{"version":1,`, "bad_json"},
+		"unknown version": {mutate(func(m map[string]any) { m["version"] = 99 }), "unknown_version"},
+		"missing field":   {mutate(func(m map[string]any) { delete(m, "wrapped_dek") }), "missing_field"},
+		"bad base64":      {mutate(func(m map[string]any) { m["commitment"] = "!!!" }), "bad_base64"},
+		"unknown key": {mutate(func(m map[string]any) {
+			m["key_arn"] = "arn:aws:kms:us-east-1:111122223333:key/mrk-00000000000000000000000000000000"
+		}), replicate.ReasonUnknownKey},
+		"context without envdr:id":        {mutate(func(m map[string]any) { m["context"] = map[string]string{"app": "test"} }), "bad_context"},
+		"commitment mismatch":             {mutate(func(m map[string]any) { m["commitment"] = otherEv["commitment"] }), replicate.ReasonCommitmentMismatch},
+		"wrapped DEK of another envelope": {mutate(func(m map[string]any) { m["wrapped_dek"] = otherEv["wrapped_dek"] }), replicate.ReasonInvalidWrap},
+		"oversize":                        {`{"version":1,"id":"` + strings.Repeat("a", 300<<10) + `"}`, "oversize"},
+	}
+	want := map[string]string{}
+	for name, c := range cases {
+		b.send(t, c.body)
+		want[c.reason] = name
+	}
+	d := b.daemon(t)
+	b.waitDrained(t, d, 60*time.Second)
+	got := map[string]bool{}
+	for _, m := range b.dlq(t) {
+		reason := aws.ToString(m.MessageAttributes["reason"].StringValue)
+		require.Contains(t, want, reason, "unexpected DLQ reason %q (error %q)", reason, aws.ToString(m.MessageAttributes["error"].StringValue))
+		got[reason] = true
+	}
+	for reason, name := range want {
+		require.True(t, got[reason], "case %q: no DLQ message with reason %q", name, reason)
+	}
+	// The daemon keeps serving: a good event still replicates.
+	_, body, hdr := b.seal(t)
+	b.send(t, body)
+	b.waitDrained(t, d, 30*time.Second)
+	require.True(t, b.record(t, "eu-west-1", hdr.RecordID()).Regions["eu-west-1"].Verified())
+}
+
+func TestStopMidBatchLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	const n = 40
+	var ids []string
+	for i := 0; i < n; i++ {
+		_, body, hdr := b.seal(t)
+		ids = append(ids, hdr.RecordID())
+		b.send(t, body)
+	}
+	for _, r := range b.env.Regions {
+		b.env.SetRateLimit(r, 40) // slow enough that work is in flight when we stop
+	}
+	d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{WaitTime: time.Second, RetryBase: time.Second})
+	require.NoError(t, err)
+	require.NoError(t, d.Start(context.Background()))
+	time.Sleep(700 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	d.Stop(ctx) // grace shorter than the work: in-flight work is cancelled
+	cancel()
+	<-d.Stopped()
+	for _, r := range b.env.Regions {
+		b.env.SetRateLimit(r, 0)
+	}
+	d2 := b.daemon(t)
+	b.waitDrained(t, d2, 60*time.Second)
+	for _, id := range ids {
+		rec := b.record(t, "us-east-1", id)
+		for _, r := range b.env.Regions {
+			require.True(t, rec.Regions[r].Verified(), "record %s region %s", id, r)
+		}
+	}
+	require.Empty(t, b.dlq(t))
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, body, _ := b.seal(t)
+	b.send(t, body)
+	d := b.daemon(t)
+	b.waitDrained(t, d, 30*time.Second)
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + d.AdminAddr() + path)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(raw)
+	}
+	code, _ := get("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	code, ready := get("/readyz")
+	require.Equal(t, http.StatusOK, code, ready)
+	code, metrics := get("/metrics")
+	require.Equal(t, http.StatusOK, code)
+	for _, want := range []string{
+		`envdr_events_total{outcome="acked",reason=""} 1`,
+		`envdr_kms_calls_total{op="ReEncrypt",region="eu-west-1",result="ok"} 1`,
+		`envdr_wrap_seconds_count{region="ap-southeast-2"} 1`,
+		`envdr_verify_seconds_count{region="us-east-1"} 1`,
+		`envdr_inflight_events 0`,
+		`envdr_region_healthy{region="eu-west-1"} 1`,
+	} {
+		require.Contains(t, metrics, want)
+	}
+
+	// Not ready while stopping.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d.Ready.SetRunning(false)
+	ok, _ := d.Ready.Status()
+	require.False(t, ok)
+	d.Stop(ctx)
+}

@@ -1,0 +1,80 @@
+package replicate
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/envdr/envdr/envelope"
+)
+
+// Page is one page of a parallel-scan segment.
+type Page struct {
+	// Records decoded from the page, in table order.
+	Records []*envelope.Record
+	// Bad holds the IDs (or "?") and errors of items that did not decode; the scan goes on.
+	Bad []BadItem
+	// Next is the ID to resume after ("" at the end of the segment). The table's only key is
+	// the id, so one string is a complete, persistable resume point.
+	Next string
+}
+
+// BadItem is an item of the table that is not a valid record.
+type BadItem struct {
+	ID  string
+	Err error
+}
+
+// ScanPage reads one page (at most limit items; 0: DynamoDB's 1 MB default) of a parallel-scan
+// segment, starting after the record ID after ("" from the start). Resumable scans (rewrap's
+// checkpoint) persist Page.Next and pass it back as after.
+func (s *Store) ScanPage(ctx context.Context, segment, total int, after string, limit int32) (*Page, error) {
+	in := &dynamodb.ScanInput{TableName: aws.String(s.Table), ConsistentRead: aws.Bool(true)}
+	if total > 1 {
+		in.Segment, in.TotalSegments = aws.Int32(int32(segment)), aws.Int32(int32(total))
+	}
+	if limit > 0 {
+		in.Limit = aws.Int32(limit)
+	}
+	if after != "" {
+		in.ExclusiveStartKey = map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: after}}
+	}
+	out, err := s.db.Scan(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("region %s: scan table %s (segment %d of %d): %w", s.Region, s.Table, segment, total, err)
+	}
+	p := &Page{Records: make([]*envelope.Record, 0, len(out.Items))}
+	for _, item := range out.Items {
+		rec, err := decodeItem(item)
+		if err != nil {
+			id := "?"
+			if v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS); ok {
+				id = v.Value
+			}
+			p.Bad = append(p.Bad, BadItem{ID: id, Err: fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, err)})
+			continue
+		}
+		p.Records = append(p.Records, rec)
+	}
+	if k, ok := out.LastEvaluatedKey[attrID].(*ddbtypes.AttributeValueMemberS); ok {
+		p.Next = k.Value
+	} else if len(out.LastEvaluatedKey) > 0 {
+		return nil, fmt.Errorf("region %s: scan table %s: unexpected key schema in LastEvaluatedKey (want the string attribute %q only)", s.Region, s.Table, attrID)
+	}
+	return p, nil
+}
+
+// ApproxCount returns DynamoDB's approximate item count of the table (updated about every six
+// hours in AWS; exact on DynamoDB Local), for progress bars only.
+func (s *Store) ApproxCount(ctx context.Context, db interface {
+	DescribeTable(context.Context, *dynamodb.DescribeTableInput, ...func(*dynamodb.Options)) (*dynamodb.DescribeTableOutput, error)
+}) (int64, error) {
+	out, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(s.Table)})
+	if err != nil {
+		return 0, fmt.Errorf("region %s: describe table %s: %w", s.Region, s.Table, err)
+	}
+	return aws.ToInt64(out.Table.ItemCount), nil
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# make test: the whole CI check. Brings the local stand-in up (integration tests fail, not skip,
+# with ENVDR_REQUIRE_LOCAL=1 when it is missing), runs every check, and stops the stand-in again
+# if this script started it (a stand-in someone else was using is left running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ENVDR_REQUIRE_LOCAL=1
+go build -o bin/envdr ./cmd/envdr
+started=0
+bin/envdr local ready >/dev/null 2>&1 || started=1
+trap '[[ $started == 1 ]] && make -s local-down >/dev/null 2>&1 || true' EXIT
+make -s local-up
+echo "== go vet"
+go vet ./...
+echo "== go test"
+go test -count=1 -timeout 20m ./...
+if make -n fuzz-short >/dev/null 2>&1; then echo "== fuzz (short)"; make -s fuzz-short; fi
+if make -n validate >/dev/null 2>&1; then echo "== validate (offline infra)"; make -s validate; fi

@@ -22,8 +22,8 @@ type KeyGenerator interface {
 	GenerateDataKey(ctx context.Context, ec Context) (*DataKey, error)
 }
 
-// Unwrapper recovers a DEK from a wrap made under keyARN and bound to ec (KMS Decrypt). The
-// caller owns and wipes the returned slice.
+// Unwrapper recovers a DEK from a wrap made under keyARN and bound to ec (KMS Decrypt). It must
+// return a fresh slice: the caller owns it and wipes it.
 type Unwrapper interface {
 	Unwrap(ctx context.Context, wrapped []byte, keyARN string, ec Context) ([]byte, error)
 }

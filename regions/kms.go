@@ -26,13 +26,10 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 			Err: fmt.Errorf("%w: marked unhealthy after repeated failures, next probe in %s",
 				ErrRegionUnavailable, time.Until(until).Round(time.Millisecond))}
 	}
-	b := retry.NewExponential(r.opts.BaseBackoff)
-	b = retry.WithCappedDuration(r.opts.MaxBackoff, b)
-	b = retry.WithJitterPercent(30, b)
-	b = retry.WithMaxRetries(uint64(r.opts.Attempts-1), b)
-	err := retry.Do(ctx, b, func(ctx context.Context) error {
+	// attempt makes one call and says whether another try can help.
+	attempt := func(ctx context.Context) (bool, error) {
 		if err := r.limiter.Wait(ctx); err != nil {
-			return err
+			return false, err
 		}
 		start := time.Now()
 		err := f(ctx)
@@ -41,7 +38,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 		}
 		if err == nil {
 			r.noteReachable()
-			return nil
+			return false, nil
 		}
 		mapped, retryable := classify(err)
 		switch {
@@ -53,16 +50,34 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 		case errors.Is(mapped, ErrRegionUnavailable):
 			r.noteUnreachable(mapped)
 			if ok, _ := r.available(time.Now()); !ok {
-				return mapped // now marked unhealthy: defer instead of retrying
+				return false, mapped // now marked unhealthy: defer instead of retrying
 			}
 		default:
 			r.noteReachable() // the region answered
 		}
-		if retryable {
-			return retry.RetryableError(mapped)
-		}
-		return mapped
-	})
+		return retryable, mapped
+	}
+	// The first try runs outside go-retry: the common case builds no backoff (go-retry seeds a
+	// new random source per jittered backoff, measurable at thousands of calls per second).
+	again, err := attempt(ctx)
+	if again && r.opts.Attempts > 1 {
+		b := retry.NewExponential(r.opts.BaseBackoff)
+		b = retry.WithCappedDuration(r.opts.MaxBackoff, b)
+		b = retry.WithJitterPercent(30, b)
+		b = retry.WithMaxRetries(uint64(r.opts.Attempts-1), b)
+		first := true
+		err = retry.Do(ctx, b, func(ctx context.Context) error {
+			if first { // retry.Do calls at once; the first retry must wait like the later ones
+				first = false
+				return retry.RetryableError(err)
+			}
+			again, e := attempt(ctx)
+			if again {
+				return retry.RetryableError(e)
+			}
+			return e
+		})
+	}
 	if err == nil {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -127,14 +129,16 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	ec := ev.Context.Map()
 	base := ev.Record()
 
-	cur, err := p.home.Get(ctx, ev.ID)
+	stored, err := p.home.Get(ctx, ev.ID)
+	var cur *envelope.Record
 	switch {
 	case errors.Is(err, ErrRecordNotFound):
-		cur = base.Clone()
+		stored, cur = nil, base.Clone()
 	case err != nil:
 		res.Reason = "record_read"
 		return err
 	default:
+		cur = stored.Clone()
 		if err := cur.Merge(base); err != nil {
 			return poison(ReasonRecordConflict, "record %s: the event does not match the stored record: %w", ev.ID, err)
 		}
@@ -204,7 +208,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	}
 	envelope.Wipe(dek)
 
-	rec, err := p.home.Update(ctx, ev.ID, mergeInto(delta))
+	rec, err := p.home.UpdateFrom(ctx, stored, ev.ID, mergeInto(delta))
 	if err != nil {
 		res.Reason = "record_write"
 		return err
@@ -256,7 +260,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 		}
 		verr := g.Wait()
 		if changed {
-			if rec, err = p.home.Update(ctx, ev.ID, mergeInto(vdelta)); err != nil {
+			if rec, err = p.home.UpdateFrom(ctx, rec, ev.ID, mergeInto(vdelta)); err != nil {
 				res.Reason = "record_write"
 				return err
 			}
@@ -355,10 +359,21 @@ func recordsEqual(a, b *envelope.Record) bool {
 	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
+// trimErr renders err for a record's last_error: printable (the record codec refuses control
+// characters) and short, cut at a rune boundary.
 func trimErr(err error) string {
-	s := err.Error()
+	s := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, err.Error())
 	if len(s) > 300 {
-		s = s[:300] + "…"
+		cut := 300
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }

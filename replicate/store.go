@@ -87,9 +87,26 @@ func (s *Store) Get(ctx context.Context, id string) (*envelope.Record, error) {
 // conditionally on the version it read, retrying on conflict with a fresh read. mutate must be a
 // pure function of its input (it may run several times) and return nil to write nothing.
 func (s *Store) Update(ctx context.Context, id string, mutate func(cur *envelope.Record) (*envelope.Record, error)) (*envelope.Record, error) {
+	return s.update(ctx, id, nil, false, mutate)
+}
+
+// UpdateFrom is Update starting from cur, a record the caller has just read (nil: known to be
+// absent), which saves a read when nobody else wrote in between; a conflict reads afresh.
+func (s *Store) UpdateFrom(ctx context.Context, cur *envelope.Record, id string, mutate func(cur *envelope.Record) (*envelope.Record, error)) (*envelope.Record, error) {
+	return s.update(ctx, id, cur, true, mutate)
+}
+
+func (s *Store) update(ctx context.Context, id string, known *envelope.Record, haveKnown bool, mutate func(cur *envelope.Record) (*envelope.Record, error)) (*envelope.Record, error) {
 	for attempt := 0; attempt < 16; attempt++ {
-		cur, err := s.Get(ctx, id)
-		if err != nil && !errors.Is(err, ErrRecordNotFound) {
+		var (
+			cur *envelope.Record
+			err error
+		)
+		if attempt == 0 && haveKnown {
+			if known != nil {
+				cur = known.Clone()
+			}
+		} else if cur, err = s.Get(ctx, id); err != nil && !errors.Is(err, ErrRecordNotFound) {
 			return nil, err
 		}
 		next, err := mutate(cur)

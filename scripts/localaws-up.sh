@@ -4,7 +4,7 @@
 # and table exist and local/envdr.yaml is written. Idempotent: a ready stand-in is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BASE="${ENVDR_LOCAL_BASE_PORT:-45660}"
+BASE="${ENVDR_LOCAL_BASE_PORT:-24660}"
 ADMIN="http://127.0.0.1:$BASE"
 PIDF=local/serve.pid
 start=$SECONDS

@@ -17,13 +17,14 @@ import (
 )
 
 // DefaultBasePort is the first of the stand-in's fixed ports (see Ports), chosen so that
-// local/envdr.yaml is the same on every run.
-const DefaultBasePort = 45660
+// local/envdr.yaml is the same on every run, and below Linux's ephemeral range (32768-60999) so
+// that a busy machine's outgoing connections never hold one of them.
+const DefaultBasePort = 24660
 
 // Ports is the fixed port layout of `envdr local serve` from a base port B:
 // B admin, B+1 fauxqs, B+2 DynamoDB Local, and for the i-th region B+10+10i (KMS), +1 (SQS),
-// +2 (DynamoDB): with B=45660, us-east-1 is 45670-45672, eu-west-1 45680-45682 and
-// ap-southeast-2 45690-45692.
+// +2 (DynamoDB): with B=24660, us-east-1 is 24670-24672, eu-west-1 24680-24682 and
+// ap-southeast-2 24690-24692.
 type Ports struct {
 	Admin, Fauxqs, DynamoDB int
 	Regions                 map[string]RegionPorts

@@ -152,10 +152,10 @@ func TestStackDownRefusesAndCutsConnectionsUpRestores(t *testing.T) {
 
 func TestPortLayout(t *testing.T) {
 	p := PortLayout(DefaultBasePort, DefaultRegions)
-	require.Equal(t, 45660, p.Admin)
-	require.Equal(t, 45661, p.Fauxqs)
-	require.Equal(t, 45662, p.DynamoDB)
-	require.Equal(t, RegionPorts{KMS: 45670, SQS: 45671, DynamoDB: 45672}, p.Regions["us-east-1"])
-	require.Equal(t, RegionPorts{KMS: 45680, SQS: 45681, DynamoDB: 45682}, p.Regions["eu-west-1"])
-	require.Equal(t, RegionPorts{KMS: 45690, SQS: 45691, DynamoDB: 45692}, p.Regions["ap-southeast-2"])
+	require.Equal(t, 24660, p.Admin)
+	require.Equal(t, 24661, p.Fauxqs)
+	require.Equal(t, 24662, p.DynamoDB)
+	require.Equal(t, RegionPorts{KMS: 24670, SQS: 24671, DynamoDB: 24672}, p.Regions["us-east-1"])
+	require.Equal(t, RegionPorts{KMS: 24680, SQS: 24681, DynamoDB: 24682}, p.Regions["eu-west-1"])
+	require.Equal(t, RegionPorts{KMS: 24690, SQS: 24691, DynamoDB: 24692}, p.Regions["ap-southeast-2"])
 }

@@ -1,0 +1,13 @@
+# Benchmarks (docs/BENCH.md): envelope library vs raw AES-256-GCM, envdr CLI vs age (pinned,
+# installed into .tools/bin), the replicator as a process on an isolated stand-in. Results and the
+# summary table go to the git-ignored .bench/. Needs the shared stand-in (make local-up, which
+# these targets run and leave running).
+.PHONY: bench-short
+AGE_VERSION ?= v1.2.1
+export AGE_VERSION
+
+bench: ## figures: library vs AES-GCM, CLI vs age on 1 GiB, replicator (2,000 envelopes); summary in .bench/summary.txt
+	@bash scripts/bench.sh
+
+bench-short: ## the bench harness end to end at tiny sizes (~1 min, figures not meaningful); summary in .bench/short/
+	@BENCH_SHORT=1 bash scripts/bench.sh

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# make bench / make bench-short: envdr's figures, measured side by side in one run (docs/BENCH.md).
+#   1. envelope library vs raw AES-256-GCM   (go test -bench ./envelope/)
+#   2. envdr seal/open vs age on one file      (1 GiB; wall, CPU and peak RSS via envdr-bench measure)
+#   3. the replicator as a process             (2,000 envelopes, unthrottled and KMS limited to 200 req/s)
+# then prints the summary table and writes it to $BENCH_DIR/summary.txt.
+# BENCH_SHORT=1: tiny sizes (~1 minute), exercises the whole harness; figures are not meaningful.
+# Orchestration only; the measuring is done by test/bench (bin/envdr-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SHORT="${BENCH_SHORT:-0}"
+AGE_VERSION="${AGE_VERSION:-v1.2.1}"
+THROTTLE="${BENCH_THROTTLE:-200}"
+if [[ "$SHORT" == 1 ]]; then
+  DIR="${BENCH_DIR:-.bench/short}"
+  FILE_MIB="${BENCH_FILE_MIB:-16}"
+  REPEAT="${BENCH_REPEAT:-1}"
+  N="${BENCH_ENVELOPES:-100}"
+  GOBENCH_FLAGS="${BENCH_GOFLAGS:--benchtime 20x -count 1}"
+  TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-3m}"
+else
+  DIR="${BENCH_DIR:-.bench}"
+  FILE_MIB="${BENCH_FILE_MIB:-1024}"
+  REPEAT="${BENCH_REPEAT:-3}"
+  N="${BENCH_ENVELOPES:-2000}"
+  GOBENCH_FLAGS="${BENCH_GOFLAGS:--benchtime 1s -count 3}"
+  TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-20m}"
+fi
+DATA=".bench/data-${FILE_MIB}MiB.bin" # shared by full and short runs; reused when present
+TOOLS=.tools/bin
+ENVDR=bin/envdr
+BENCH=bin/envdr-bench
+LOCAL_PORT="${BENCH_LOCAL_BASE_PORT:-24760}"
+failed=()
+
+step() { printf '\n== bench: %s\n' "$*"; }
+
+step "build"
+go build -o "$ENVDR" ./cmd/envdr
+go build -o "$BENCH" ./test/bench
+if [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
+  echo "installing filippo.io/age/cmd/...@$AGE_VERSION into $TOOLS"
+  GOBIN="$(pwd)/$TOOLS" go install "filippo.io/age/cmd/...@$AGE_VERSION"
+fi
+echo "age $($TOOLS/age --version)"
+
+step "private stand-in (.bench/local, base port $LOCAL_PORT; stopped at exit)"
+# A stand-in of its own: the shared one (make local-up) is torn down and has regions lost by
+# other users' tests and drills at any time. Same binary and backends, other ports and dir.
+bash scripts/localaws-install.sh
+LOCAL=.bench/local
+ADMIN="http://127.0.0.1:$LOCAL_PORT"
+stop_standin() {
+  local pid
+  pid="$(cat "$LOCAL/serve.pid" 2>/dev/null)" || return 0
+  # Only our own serve, never a process that reused the pid.
+  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "local serve --dir $LOCAL"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$LOCAL/serve.pid"
+}
+W="$DIR/work"
+cleanup() { rm -rf "$W"; stop_standin; }
+trap cleanup EXIT
+stop_standin # a leftover of an interrupted run
+mkdir -p "$LOCAL"
+SETSID=""
+command -v setsid >/dev/null && SETSID=setsid
+$SETSID "$ENVDR" local serve --dir "$LOCAL" --base-port "$LOCAL_PORT" --tools .tools/localaws \
+  >"$LOCAL/serve.log" 2>&1 </dev/null &
+echo $! >"$LOCAL/serve.pid"
+deadline=$((SECONDS + 120))
+until "$ENVDR" local ready --admin "$ADMIN" >/dev/null 2>&1; do
+  if ! kill -0 "$(cat "$LOCAL/serve.pid")" 2>/dev/null || ((SECONDS > deadline)); then
+    echo "bench: the private stand-in did not come up; $LOCAL/serve.log:" >&2
+    tail -n 20 "$LOCAL/serve.log" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+CONFIG="$LOCAL/envdr.yaml"
+export ENVDR_LOCAL_BACKENDS="$LOCAL/backends.json"
+echo "ready: $CONFIG"
+
+mkdir -p "$DIR"
+rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-throttled.json,replicate-throttled.log,summary.txt}
+
+# 1. Envelope library.
+step "1/3 envelope library: go test -run '^\$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/"
+# shellcheck disable=SC2086 # GOBENCH_FLAGS is a flag list
+if ! go test -run '^$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/ 2>&1 | tee "$DIR/envelope-bench.txt"; then
+  failed+=("envelope benchmarks")
+fi
+
+# 2. CLI vs age.
+step "2/3 envdr seal/open vs age on ${FILE_MIB} MiB, $REPEAT run(s) each"
+if [[ ! -f $DATA || $(stat -c %s "$DATA") -ne $((FILE_MIB << 20)) ]]; then
+  echo "generating $DATA"
+  head -c "$((FILE_MIB << 20))" /dev/urandom >"$DATA.tmp" && mv "$DATA.tmp" "$DATA"
+fi
+BYTES=$(stat -c %s "$DATA")
+KEY="$DIR/age.key"
+[[ -f $KEY ]] || $TOOLS/age-keygen -o "$KEY" 2>/dev/null
+RCPT=$($TOOLS/age-keygen -y "$KEY")
+mkdir -p "$W"
+cat "$DATA" >/dev/null # warm the page cache for everyone alike
+measure() { "$BENCH" measure --out "$DIR/cli.jsonl" --bytes "$BYTES" --label "$@"; }
+cli_ok=ok
+# To files once (includes the disk; checks open's output with cmp), keeping the sealed files ...
+echo "-- to files, checked with cmp"
+if measure envdr-seal-file -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/data.envdr" >/dev/null &&
+  measure envdr-open-file -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/data.envdr.out" &&
+  cmp "$DATA" "$W/data.envdr.out"; then :; else
+  cli_ok="FAIL: envdr seal/open to files or cmp failed"
+fi
+if measure age-seal-file -- $TOOLS/age -r "$RCPT" -o "$W/data.age" "$DATA" &&
+  measure age-open-file -- $TOOLS/age -d -i "$KEY" -o "$W/data.age.out" "$W/data.age" &&
+  cmp "$DATA" "$W/data.age.out"; then :; else
+  cli_ok="FAIL: age to files or cmp failed"
+fi
+rm -f "$W/data.envdr.out" "$W/data.age.out"
+# ... then streamed to /dev/null, $REPEAT times, alternating the tools: the tools' own speed.
+for ((i = 1; i <= REPEAT; i++)); do
+  echo "-- to /dev/null, run $i of $REPEAT"
+  measure envdr-seal -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - >/dev/null || cli_ok="FAIL: envdr seal"
+  measure age-seal -- $TOOLS/age -r "$RCPT" "$DATA" >/dev/null || cli_ok="FAIL: age seal"
+  measure envdr-open -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - >/dev/null || cli_ok="FAIL: envdr open"
+  measure age-open -- $TOOLS/age -d -i "$KEY" "$W/data.age" >/dev/null || cli_ok="FAIL: age open"
+done
+rm -rf "$W"
+echo "$cli_ok" >"$DIR/cli-check.txt"
+[[ $cli_ok == ok ]] || failed+=("CLI vs age: $cli_ok")
+
+# 3. Replicator.
+step "3/3 replicator: $N envelopes, envdr run --drain as a process (unthrottled)"
+"$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
+  --out "$DIR/replicate.json" || failed+=("replicator (unthrottled)")
+step "3/3 replicator: $N envelopes, each region's KMS limited to $THROTTLE req/s, kms_rate $THROTTLE"
+"$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --throttle "$THROTTLE" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
+  --out "$DIR/replicate-throttled.json" || failed+=("replicator (throttled)")
+
+SUMMARY_FLAGS=()
+[[ "$SHORT" == 1 ]] && SUMMARY_FLAGS+=(--short)
+"$BENCH" summary --dir "$DIR" "${SUMMARY_FLAGS[@]}"
+echo "(written to $DIR/summary.txt; daemon logs in $DIR/replicate*.log)"
+if ((${#failed[@]})); then
+  printf 'bench: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi

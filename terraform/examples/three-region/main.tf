@@ -1,0 +1,75 @@
+locals {
+  regions = concat([var.home_region], var.replica_regions)
+  # The config names alias ARNs: they are known before apply, so every policy below is fully
+  # known at plan time and can be reviewed (and is checked by make validate) before anything exists.
+  key_arns = { for r in local.regions : r => "arn:aws:kms:${r}:${var.account_id}:alias/${var.name}" }
+
+  config = {
+    home_region = var.home_region
+    queue_url   = module.queue.queue_url
+    dlq_url     = module.queue.dlq_url
+    table       = module.table.name
+    regions     = [for r in local.regions : { name = r, key = module.key.alias_arns[r], mode = "mrk", kms_rate = var.kms_rate }]
+    policy      = { required = local.regions, verify = "all" }
+    worker      = { concurrency = 16, visibility = "60s", grace = "30s", attempts = 5 }
+  }
+}
+
+module "iam" {
+  source                = "../../modules/iam"
+  account_id            = var.account_id
+  name_prefix           = var.name
+  home_region           = var.home_region
+  regions               = [for r in local.regions : { name = r, key_arn = local.key_arns[r], mode = "mrk" }]
+  table_name            = "${var.name}-records"
+  queue_arn             = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events"
+  dlq_arn               = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events-dlq"
+  eks_oidc_provider_arn = var.eks_oidc_provider_arn
+  config_parameter_arn  = "arn:aws:ssm:${var.home_region}:${var.account_id}:parameter/${var.name}/config"
+}
+
+module "key" {
+  source          = "../../modules/kms-mrk"
+  account_id      = var.account_id
+  alias           = var.name
+  primary_region  = var.home_region
+  replica_regions = var.replica_regions
+  # Identical on the primary and every replica.
+  policy = module.iam.key_policies[var.home_region]
+}
+
+module "queue" {
+  source     = "../../modules/queue"
+  account_id = var.account_id
+  region     = var.home_region
+  name       = "${var.name}-events"
+}
+
+module "table" {
+  source              = "../../modules/table"
+  account_id          = var.account_id
+  name                = "${var.name}-records"
+  home_region         = var.home_region
+  replica_regions     = var.replica_regions
+  deletion_protection = var.deletion_protection
+}
+
+module "trail" {
+  source     = "../../modules/cloudtrail"
+  count      = var.cloudtrail ? 1 : 0
+  name       = "${var.name}-kms"
+  account_id = var.account_id
+  region     = var.home_region
+}
+
+# The config for ECS: an init container copies it to /etc/envdr/envdr.yaml (deploy/ecs).
+resource "aws_ssm_parameter" "config" {
+  region = var.home_region
+  name   = "/${var.name}/config"
+  type   = "String"
+  value  = local.envdr_yaml
+}
+
+locals {
+  envdr_yaml = templatefile("${path.module}/envdr.yaml.tftpl", local.config)
+}

@@ -1,0 +1,54 @@
+variable "account_id" {
+  description = "AWS account ID to deploy into (composes ARNs at plan time; checked against real ARNs after apply)."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.account_id))
+    error_message = "account_id must be a 12-digit AWS account ID."
+  }
+}
+
+variable "home_region" {
+  description = "Region where producers seal and the queue lives; holds the MRK primary."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "replica_regions" {
+  description = "Regions that must open envelopes on their own if the home region is lost."
+  type        = list(string)
+  default     = ["eu-west-1", "ap-southeast-2"]
+  validation {
+    condition     = length(var.replica_regions) > 0
+    error_message = "A DR setup needs at least one replica region."
+  }
+}
+
+variable "name" {
+  description = "Prefix of every resource name and the key alias."
+  type        = string
+  default     = "envdr"
+}
+
+variable "eks_oidc_provider_arn" {
+  description = "IAM OIDC provider of the EKS cluster that runs envdr (IRSA); empty for ECS only."
+  type        = string
+  default     = ""
+}
+
+variable "kms_rate" {
+  description = "Each daemon's share of a region's KMS request quota (requests per second)."
+  type        = number
+  default     = 1000
+}
+
+variable "cloudtrail" {
+  description = "Create a multi-Region trail for KMS events (skip if an organisation trail already records them)."
+  type        = bool
+  default     = false
+}
+
+variable "deletion_protection" {
+  description = "Deletion protection on the table; false only for throw-away test setups."
+  type        = bool
+  default     = true
+}

@@ -1,0 +1,45 @@
+# The three envdr roles for existing keys (an MRK in two regions, an independent key in a third)
+# and an SSE-KMS queue; the ECS task role and an EKS IRSA trust on the daemon role.
+provider "aws" {
+  region = "us-east-1"
+}
+
+locals {
+  config = {
+    home_region = "us-east-1"
+    queue_url   = "https://sqs.us-east-1.amazonaws.com/111122223333/envdr-events"
+    dlq_url     = "https://sqs.us-east-1.amazonaws.com/111122223333/envdr-events-dlq"
+    table       = "envdr-records"
+    regions = [
+      { name = "us-east-1", key = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", mode = "mrk" },
+      { name = "eu-west-1", key = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", mode = "mrk" },
+      { name = "ap-southeast-2", key = "arn:aws:kms:ap-southeast-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321", mode = "independent" },
+    ]
+  }
+  queue_key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+}
+
+module "iam" {
+  source                = "../.."
+  account_id            = "111122223333"
+  home_region           = local.config.home_region
+  regions               = [for r in local.config.regions : { name = r.name, key_arn = r.key, mode = r.mode }]
+  table_name            = local.config.table
+  queue_arn             = "arn:aws:sqs:us-east-1:111122223333:envdr-events"
+  dlq_arn               = "arn:aws:sqs:us-east-1:111122223333:envdr-events-dlq"
+  queue_kms_key_arn     = local.queue_key
+  eks_oidc_provider_arn = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+}
+
+# What `envdr policy render` needs to produce the same documents (make validate compares them).
+output "envdr_config" {
+  value = yamlencode(local.config)
+}
+
+output "policy_render_options" {
+  value = { queue_key = local.queue_key, admins = [], roles = module.iam.role_arns }
+}
+
+output "key_policies" {
+  value = module.iam.key_policies
+}

@@ -1,0 +1,120 @@
+locals {
+  oidc_host = var.eks_oidc_provider_arn == "" ? "" : split("oidc-provider/", var.eks_oidc_provider_arn)[1]
+
+  daemon_trust = concat(
+    var.ecs ? [{
+      Sid       = "EcsTasks"
+      Effect    = "Allow"
+      Principal = { Service = "ecs-tasks.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      # Confused-deputy guard: only ECS tasks of this account.
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = var.account_id }
+        ArnLike      = { "aws:SourceArn" = "arn:${var.partition}:ecs:*:${var.account_id}:*" }
+      }
+    }] : [],
+    [for p in compact([var.eks_oidc_provider_arn]) : {
+      Sid       = "EksServiceAccount"
+      Effect    = "Allow"
+      Principal = { Federated = p }
+      Action    = "sts:AssumeRoleWithWebIdentity"
+      Condition = { StringEquals = {
+        "${local.oidc_host}:sub" = "system:serviceaccount:${var.eks_namespace}:${var.eks_service_account}"
+        "${local.oidc_host}:aud" = "sts.amazonaws.com"
+      } }
+    }],
+  )
+
+  human_trust = { for r, arns in { producer = var.producer_trusted_arns, operator = var.operator_trusted_arns } : r => jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { AWS = length(arns) > 0 ? arns : [local.root] }
+      Action    = "sts:AssumeRole"
+    }]
+  }) }
+}
+
+resource "aws_iam_role" "daemon" {
+  name                 = "${var.name_prefix}-daemon"
+  description          = "envdr run: wraps data keys into every region, writes records, consumes events"
+  max_session_duration = 3600
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = local.daemon_trust
+  })
+  tags = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = length(local.daemon_trust) > 0
+      error_message = "Enable ecs or set eks_oidc_provider_arn: nothing could assume the daemon role."
+    }
+  }
+}
+
+resource "aws_iam_role" "producer" {
+  name               = "${var.name_prefix}-producer"
+  description        = "envdr seal --enqueue: data keys in the home region, events on the queue"
+  assume_role_policy = local.human_trust.producer
+  tags               = var.tags
+}
+
+resource "aws_iam_role" "operator" {
+  name               = "${var.name_prefix}-operator"
+  description        = "envdr verify/drill/open: decrypt and read-only"
+  assume_role_policy = local.human_trust.operator
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "daemon" {
+  name   = "envdr"
+  role   = aws_iam_role.daemon.id
+  policy = local.daemon_policy
+}
+
+resource "aws_iam_role_policy" "producer" {
+  name   = "envdr"
+  role   = aws_iam_role.producer.id
+  policy = local.producer_policy
+}
+
+resource "aws_iam_role_policy" "operator" {
+  name   = "envdr"
+  role   = aws_iam_role.operator.id
+  policy = local.operator_policy
+}
+
+resource "aws_iam_role" "execution" {
+  count = var.ecs && var.ecs_execution_role ? 1 : 0
+
+  name = "${var.name_prefix}-ecs-execution"
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = [{
+      Effect    = "Allow"
+      Principal = { Service = "ecs-tasks.amazonaws.com" }
+      Action    = "sts:AssumeRole"
+      Condition = { StringEquals = { "aws:SourceAccount" = var.account_id } }
+    }]
+  })
+  tags = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  count = length(aws_iam_role.execution)
+
+  role       = aws_iam_role.execution[0].name
+  policy_arn = "arn:${var.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+resource "aws_iam_role_policy" "execution_config" {
+  count = length(aws_iam_role.execution) > 0 && var.config_parameter_arn != "" ? 1 : 0
+
+  name = "envdr-config"
+  role = aws_iam_role.execution[0].id
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Sid = "ReadConfig", Effect = "Allow", Action = ["ssm:GetParameters"], Resource = [var.config_parameter_arn] }]
+  })
+}

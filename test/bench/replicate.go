@@ -1,0 +1,679 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
+)
+
+// ReplicateResult is what one replicator run measured (the JSON written by --out).
+type ReplicateResult struct {
+	N           int     `json:"n"`
+	ThrottleRPS float64 `json:"throttle_rps"` // the stand-in's KMS limit per region; 0: none
+	KMSRate     float64 `json:"kms_rate"`     // the daemon's per-region limiter (config kms_rate)
+	Concurrency int     `json:"concurrency"`
+	Mode        string  `json:"mode"`
+	Verify      string  `json:"verify"`
+
+	SealS  float64     `json:"seal_s"` // sealing and enqueueing (not part of the rate)
+	Daemon Measurement `json:"daemon"` // the whole `envdr run --drain` process
+
+	// ActiveS runs from the start of the first event's work (just after the first receive) to
+	// the last acknowledgement; EventsPerS = acknowledged events / ActiveS.
+	ActiveS     float64 `json:"active_s"`
+	EventsPerS  float64 `json:"events_per_s"`
+	CPUPerEnvMs float64 `json:"cpu_per_envelope_ms"` // daemon user+sys / N
+
+	// Calls are the KMS stand-in's counters for the daemon's run (throttled calls included);
+	// Throttled the calls answered with ThrottlingException, per region and operation.
+	Calls     map[string]map[string]int64 `json:"calls"`
+	Throttled map[string]map[string]int64 `json:"throttled"`
+	// PerEnvelope: successful KMS calls per envelope by operation (all regions), and by region.
+	PerEnvelope          map[string]float64 `json:"per_envelope"`
+	PerRegionPerEnvelope map[string]float64 `json:"per_region_per_envelope"`
+	MaxRegionPerEnvelope float64            `json:"max_region_per_envelope"`
+	// QuotaBoundRate = ThrottleRPS / MaxRegionPerEnvelope; Fraction = EventsPerS / QuotaBoundRate.
+	QuotaBoundRate float64 `json:"quota_bound_rate,omitempty"`
+	Fraction       float64 `json:"fraction,omitempty"`
+
+	Outcomes map[string]int `json:"outcomes"` // daemon log lines by message
+
+	Records         int      `json:"records"`
+	RecordsVerified int      `json:"records_verified"`  // verified_at set in every region
+	RegionUnwrapsOK int      `json:"region_unwraps_ok"` // independent re-check: Decrypt in the region alone + commitment
+	FailedEnvelopes int      `json:"failed_envelopes"`
+	DLQ             int      `json:"dlq"`
+	QueueLeft       int      `json:"queue_left"`
+	Problems        []string `json:"problems,omitempty"`
+}
+
+func runReplicate(args []string) error {
+	fs := flag.NewFlagSet("replicate", flag.ExitOnError)
+	bin := fs.String("envdr", "bin/envdr", "the envdr binary to run as the daemon")
+	n := fs.Int("n", 2000, "envelopes to seal and replicate")
+	throttle := fs.Float64("throttle", 0, "limit each region's KMS to this many requests/s (0: no limit); the daemon's kms_rate is set to it")
+	concurrency := fs.Int("concurrency", 0, "worker.concurrency of the daemon (0: config default)")
+	mode := fs.String("mode", config.ModeMRK, "key mode of every region: mrk or independent")
+	out := fs.String("out", "", "write the result JSON here")
+	logPath := fs.String("log", "", "write the daemon's log here (default: next to --out)")
+	timeout := fs.Duration("timeout", 20*time.Minute, "stop the daemon after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *logPath == "" {
+		if *out != "" {
+			*logPath = strings.TrimSuffix(*out, ".json") + ".log"
+		} else {
+			*logPath = filepath.Join(os.TempDir(), "envdr-bench-daemon.log")
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := replicateBench(ctx, replicateOptions{
+		Bin: *bin, N: *n, Throttle: *throttle, Concurrency: *concurrency, Mode: *mode,
+		LogPath: *logPath, Timeout: *timeout,
+	})
+	if res != nil && *out != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if werr := os.WriteFile(*out, append(b, '\n'), 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "replicate: %d envelopes, %.1f events/s, %.2f ms CPU/envelope, failed %d, DLQ %d\n",
+		res.N, res.EventsPerS, res.CPUPerEnvMs, res.FailedEnvelopes, res.DLQ)
+	return nil
+}
+
+type replicateOptions struct {
+	Bin         string
+	N           int
+	Throttle    float64
+	Concurrency int
+	Mode        string
+	LogPath     string
+	Timeout     time.Duration
+}
+
+// standIn is an isolated three-region stand-in: an in-process KMS and per-region endpoints on
+// ephemeral ports in front of the shared backends, with its own queue, DLQ and table.
+type standIn struct {
+	svc      *kms.Service
+	stack    *localaws.Stack
+	backends localaws.Backends
+	cfg      *config.Config
+	keys     map[string]localaws.RegionKeys
+	throttle *throttleCounter
+}
+
+func newStandIn(ctx context.Context) (*standIn, error) {
+	b, err := localaws.FindBackends()
+	if err != nil {
+		return nil, fmt.Errorf("no running SQS and DynamoDB backends (envdr local serve; set ENVDR_LOCAL_BACKENDS): %w", err)
+	}
+	svc, err := kms.NewService(kms.Options{Regions: localaws.DefaultRegions})
+	if err != nil {
+		return nil, fmt.Errorf("KMS stand-in: %w", err)
+	}
+	tc := newThrottleCounter()
+	stack, err := localaws.NewStack(localaws.StackOptions{
+		Regions:  localaws.DefaultRegions,
+		KMS:      func(r string) http.Handler { return tc.wrap(r, svc.Handler(r)) },
+		Backends: b,
+	})
+	if err != nil {
+		_ = svc.Close()
+		return nil, err
+	}
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	suffix := "bench-" + hex.EncodeToString(rb[:])
+	s := &standIn{svc: svc, stack: stack, backends: b, throttle: tc}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	prov, err := localaws.Provision(pctx, localaws.ProvisionOptions{
+		Regions: localaws.DefaultRegions,
+		Endpoints: func(r string) config.Endpoints {
+			ep, _ := stack.Endpoints(r)
+			return ep
+		},
+		Queue: "envdr-events-" + suffix,
+		DLQ:   "envdr-events-dlq-" + suffix,
+		Table: "envdr-records-" + suffix,
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("provision: %w", err)
+	}
+	s.cfg, s.keys = prov.Config, prov.Keys
+	return s, nil
+}
+
+// close deletes the queue, DLQ and table straight on the shared backends and stops serving.
+func (s *standIn) close() {
+	if s.cfg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		direct := localaws.AWSConfig(s.cfg.HomeRegion, config.Endpoints{SQS: s.backends.SQS, DynamoDB: s.backends.DynamoDB},
+			localaws.AccessKey, localaws.SecretKey)
+		sc := sqs.NewFromConfig(direct)
+		for _, u := range []string{s.cfg.QueueURL, s.cfg.DLQURL} {
+			if _, err := sc.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)}); err != nil {
+				fmt.Fprintf(os.Stderr, "replicate: cleanup: DeleteQueue %s: %v\n", u, err)
+			}
+		}
+		if _, err := localaws.NewDynamoDB(direct).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(s.cfg.Table)}); err != nil {
+			fmt.Fprintf(os.Stderr, "replicate: cleanup: DeleteTable %s: %v\n", s.cfg.Table, err)
+		}
+	}
+	_ = s.stack.Close()
+	_ = s.svc.Close()
+}
+
+// throttleCounter counts the KMS answers that are ThrottlingException, per region and operation
+// (the stand-in's own counters include throttled calls; this separates them).
+type throttleCounter struct {
+	mu sync.Mutex
+	n  map[string]map[string]int64
+}
+
+func newThrottleCounter() *throttleCounter { return &throttleCounter{n: map[string]map[string]int64{}} }
+
+func (t *throttleCounter) wrap(region string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &sniffWriter{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusBadRequest && bytes.Contains(rec.head, []byte("ThrottlingException")) {
+			op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "TrentService.")
+			t.mu.Lock()
+			if t.n[region] == nil {
+				t.n[region] = map[string]int64{}
+			}
+			t.n[region][op]++
+			t.mu.Unlock()
+		}
+	})
+}
+
+func (t *throttleCounter) snapshot() map[string]map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]map[string]int64{}
+	for r, m := range t.n {
+		out[r] = map[string]int64{}
+		for op, v := range m {
+			out[r][op] = v
+		}
+	}
+	return out
+}
+
+func (t *throttleCounter) reset() {
+	t.mu.Lock()
+	t.n = map[string]map[string]int64{}
+	t.mu.Unlock()
+}
+
+// sniffWriter records the status and the first bytes of an error answer.
+type sniffWriter struct {
+	http.ResponseWriter
+	status int
+	head   []byte
+}
+
+func (w *sniffWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *sniffWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if w.status >= 400 && len(w.head) < 256 {
+		w.head = append(w.head, p[:min(len(p), 256-len(w.head))]...)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, error) {
+	if o.N < 1 {
+		return nil, errors.New("--n must be at least 1")
+	}
+	if o.Mode != config.ModeMRK && o.Mode != config.ModeIndependent {
+		return nil, fmt.Errorf("--mode %q: use mrk or independent", o.Mode)
+	}
+	bin, err := filepath.Abs(o.Bin)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("--envdr: %w (make build)", err)
+	}
+	s, err := newStandIn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+
+	// The daemon's config: this stand-in, the chosen mode, kms_rate = the quota when throttled.
+	dcfg := *s.cfg
+	dcfg.Regions = append([]config.Region(nil), s.cfg.Regions...)
+	for i := range dcfg.Regions {
+		r := &dcfg.Regions[i]
+		if o.Mode == config.ModeIndependent {
+			r.Key, r.Mode = s.keys[r.Name].Independent, config.ModeIndependent
+		}
+		if o.Throttle > 0 {
+			r.KMSRate = o.Throttle
+		}
+	}
+	if o.Concurrency > 0 {
+		dcfg.Worker.Concurrency = o.Concurrency
+	}
+	if err := dcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("daemon config: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "envdr-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "envdr.yaml")
+	if err := localaws.WriteConfig(cfgPath, &dcfg); err != nil {
+		return nil, err
+	}
+
+	res := &ReplicateResult{
+		N: o.N, ThrottleRPS: o.Throttle, KMSRate: dcfg.Regions[0].KMSRate, Concurrency: dcfg.Worker.Concurrency,
+		Mode: o.Mode, Verify: dcfg.Policy.Verify,
+	}
+
+	// Seal and enqueue (not timed as part of the rate). The bench's own clients get a high
+	// kms_rate: the limiter under test is the daemon's.
+	bcfg := dcfg
+	bcfg.Regions = append([]config.Region(nil), dcfg.Regions...)
+	for i := range bcfg.Regions {
+		bcfg.Regions[i].KMSRate = 1e6
+	}
+	topo, err := regions.New(ctx, &bcfg, regions.Options{})
+	if err != nil {
+		return nil, err
+	}
+	t0 := time.Now()
+	ids, err := sealAndEnqueue(ctx, topo, dcfg.QueueURL, o.N)
+	if err != nil {
+		return nil, err
+	}
+	res.SealS = time.Since(t0).Seconds()
+	fmt.Fprintf(os.Stderr, "replicate: sealed and enqueued %d envelopes in %.1fs\n", o.N, res.SealS)
+
+	s.svc.ResetCounters()
+	s.throttle.reset()
+	if o.Throttle > 0 {
+		for _, r := range localaws.DefaultRegions {
+			s.svc.SetRateLimit(r, o.Throttle)
+		}
+	}
+
+	logf, err := os.Create(o.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(dctx, bin, "--config", cfgPath, "run", "--drain", "--wait-time", "1s",
+		"--admin-addr", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 45 * time.Second
+	start := time.Now()
+	runErr := cmd.Run()
+	res.Daemon = Measurement{Label: "envdr-run", WallS: time.Since(start).Seconds(), Command: strings.Join(cmd.Args, " ")}
+	fillUsage(&res.Daemon, cmd.ProcessState)
+	_ = logf.Close()
+	res.CPUPerEnvMs = (res.Daemon.UserS + res.Daemon.SysS) / float64(o.N) * 1000
+
+	// Counters first: the checks below call KMS too.
+	res.Calls = s.svc.Counters()
+	res.Throttled = s.throttle.snapshot()
+	for _, r := range localaws.DefaultRegions {
+		s.svc.SetRateLimit(r, 0)
+	}
+	summarizeCalls(res)
+
+	lr, err := parseDaemonLog(o.LogPath)
+	if err != nil {
+		res.Problems = append(res.Problems, "daemon log: "+err.Error())
+	}
+	res.Outcomes = lr.Outcomes
+	if lr.Acked > 0 && lr.Last.After(lr.First) {
+		res.ActiveS = lr.Last.Sub(lr.First).Seconds()
+		res.EventsPerS = float64(lr.Acked) / res.ActiveS
+	}
+	if res.MaxRegionPerEnvelope > 0 && o.Throttle > 0 {
+		res.QuotaBoundRate = o.Throttle / res.MaxRegionPerEnvelope
+		res.Fraction = res.EventsPerS / res.QuotaBoundRate
+	}
+	if runErr != nil || res.Daemon.Exit != 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("daemon: %v (exit %d; log %s)", runErr, res.Daemon.Exit, o.LogPath))
+	}
+
+	if err := checkResults(ctx, topo, &dcfg, ids, res); err != nil {
+		res.Problems = append(res.Problems, "checks: "+err.Error())
+	}
+	if len(res.Problems) > 0 {
+		return res, fmt.Errorf("replicate: %s", strings.Join(res.Problems, "; "))
+	}
+	return res, nil
+}
+
+// sealAndEnqueue seals n small envelopes in the home region (GenerateDataKey) and puts their
+// events on the queue in batches of 10. It returns ID -> commitment.
+func sealAndEnqueue(ctx context.Context, topo *regions.Topology, queueURL string, n int) (map[string][]byte, error) {
+	home, err := topo.HomeRegion()
+	if err != nil {
+		return nil, err
+	}
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	run := hex.EncodeToString(rb[:])
+	payload := make([]byte, 1024)
+	_, _ = rand.Read(payload)
+
+	bodies := make([]string, n)
+	ids := make(map[string][]byte, n)
+	var mu sync.Mutex
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for w := 0; w < 8; w++ {
+		g.Go(func() error {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return nil
+				}
+				id := fmt.Sprintf("bench-%s-%05d", run, i)
+				hdr, err := envelope.Seal(gctx, io.Discard, bytes.NewReader(payload), home,
+					envelope.SealOptions{ID: id, Context: map[string]string{"bench": "replicate"}, HomeRegion: home.Name})
+				if err != nil {
+					return fmt.Errorf("seal %s: %w", id, err)
+				}
+				ev, err := envelope.NewEvent(hdr, time.Now(), "")
+				if err != nil {
+					return err
+				}
+				body, err := envelope.EncodeEvent(ev)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				bodies[i] = string(body)
+				ids[hdr.RecordID()] = hdr.Commitment
+				mu.Unlock()
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	var batch atomic.Int64
+	g, gctx = errgroup.WithContext(ctx)
+	for w := 0; w < 8; w++ {
+		g.Go(func() error {
+			for {
+				lo := int(batch.Add(1)-1) * 10
+				if lo >= n {
+					return nil
+				}
+				hi := min(lo+10, n)
+				in := &sqs.SendMessageBatchInput{QueueUrl: aws.String(queueURL)}
+				for i := lo; i < hi; i++ {
+					in.Entries = append(in.Entries, sqstypes.SendMessageBatchRequestEntry{
+						Id: aws.String(fmt.Sprintf("m%d", i-lo)), MessageBody: aws.String(bodies[i])})
+				}
+				out, err := home.SQS().SendMessageBatch(gctx, in)
+				if err != nil {
+					return fmt.Errorf("SendMessageBatch: %w", err)
+				}
+				if len(out.Failed) > 0 {
+					return fmt.Errorf("SendMessageBatch: %d entries failed: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// summarizeCalls derives successful calls per envelope by operation and by region. DescribeKey
+// (the daemon's start-up check) is left out of the per-region figures.
+func summarizeCalls(res *ReplicateResult) {
+	res.PerEnvelope = map[string]float64{}
+	res.PerRegionPerEnvelope = map[string]float64{}
+	n := float64(res.N)
+	for region, ops := range res.Calls {
+		var regionCalls int64
+		for op, c := range ops {
+			if op == "Throttled" {
+				continue
+			}
+			ok := c - res.Throttled[region][op]
+			res.PerEnvelope[op] += float64(ok) / n
+			if op != "DescribeKey" {
+				regionCalls += ok
+			}
+		}
+		res.PerRegionPerEnvelope[region] = float64(regionCalls) / n
+		res.MaxRegionPerEnvelope = max(res.MaxRegionPerEnvelope, float64(regionCalls)/n)
+	}
+}
+
+type logReport struct {
+	First, Last time.Time
+	Acked       int
+	Outcomes    map[string]int
+}
+
+// parseDaemonLog reads the daemon's JSON log: one line per event outcome with its ts and
+// duration (seconds). First is the earliest start of an event's work, Last the latest ack.
+func parseDaemonLog(path string) (logReport, error) {
+	lr := logReport{Outcomes: map[string]int{}}
+	f, err := os.Open(path)
+	if err != nil {
+		return lr, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	seen := map[string]bool{}
+	for sc.Scan() {
+		var l struct {
+			TS       string  `json:"ts"`
+			Msg      string  `json:"msg"`
+			Level    string  `json:"level"`
+			ID       string  `json:"id"`
+			Duration float64 `json:"duration"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			lr.Outcomes["(not JSON)"]++
+			continue
+		}
+		ts, err := parseLogTime(l.TS)
+		if err != nil {
+			continue
+		}
+		if l.ID == "" {
+			if l.Level != "info" {
+				lr.Outcomes[l.Level+": "+l.Msg]++
+			}
+			continue
+		}
+		lr.Outcomes[l.Msg]++
+		begin := ts.Add(-time.Duration(l.Duration * float64(time.Second)))
+		if lr.First.IsZero() || begin.Before(lr.First) {
+			lr.First = begin
+		}
+		if l.Msg == "event replicated" {
+			if !seen[l.ID] {
+				seen[l.ID] = true
+				lr.Acked++
+			}
+			if ts.After(lr.Last) {
+				lr.Last = ts
+			}
+		}
+	}
+	return lr, sc.Err()
+}
+
+func parseLogTime(s string) (time.Time, error) {
+	for _, layout := range []string{"2006-01-02T15:04:05.000Z0700", time.RFC3339Nano} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("bad ts %q", s)
+}
+
+// checkResults checks that the queue and the DLQ are empty and that every sealed envelope's
+// record is verified in every region, then re-checks each region's wrap independently: Decrypt
+// through that region's KMS alone and compare the key commitment.
+func checkResults(ctx context.Context, topo *regions.Topology, cfg *config.Config, ids map[string][]byte, res *ReplicateResult) error {
+	home, err := topo.HomeRegion()
+	if err != nil {
+		return err
+	}
+	if res.QueueLeft, err = replicate.QueueDepth(ctx, home.SQS(), cfg.QueueURL); err != nil {
+		return err
+	}
+	if res.DLQ, err = replicate.QueueDepth(ctx, home.SQS(), cfg.DLQURL); err != nil {
+		return err
+	}
+	store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB())
+	var recs []*envelope.Record
+	if err := store.Scan(ctx, 0, 1, func(r *envelope.Record) error {
+		recs = append(recs, r)
+		return nil
+	}); err != nil {
+		return err
+	}
+	res.Records = len(recs)
+	good := map[string]bool{}
+	var (
+		mu       sync.Mutex
+		problems []string
+	)
+	note := func(format string, a ...any) {
+		mu.Lock()
+		if len(problems) < 5 {
+			problems = append(problems, fmt.Sprintf(format, a...))
+		}
+		mu.Unlock()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, rec := range recs {
+		want, ok := ids[rec.ID]
+		if !ok {
+			note("record %s was not sealed by this run", rec.ID)
+			continue
+		}
+		if !bytes.Equal(want, rec.Commitment) {
+			note("record %s: commitment differs from the sealed header's", rec.ID)
+			continue
+		}
+		verified := true
+		for _, name := range topo.Names() {
+			if !rec.Regions[name].Verified() {
+				verified = false
+				note("record %s: region %s not verified (last error %q)", rec.ID, name, errString(rec.Regions[name]))
+			}
+		}
+		if !verified {
+			continue
+		}
+		res.RecordsVerified++
+		g.Go(func() error {
+			all := true
+			for _, name := range topo.Names() {
+				r, _ := topo.Region(name)
+				w := rec.Regions[name]
+				dek, err := r.Unwrap(gctx, w.Wrapped, w.KeyARN, rec.Context)
+				if err == nil {
+					err = envelope.CheckCommitment(dek, rec.Commitment)
+					envelope.Wipe(dek)
+				}
+				if err != nil {
+					all = false
+					note("record %s: region %s alone cannot open it: %v", rec.ID, name, err)
+					continue
+				}
+				mu.Lock()
+				res.RegionUnwrapsOK++
+				mu.Unlock()
+			}
+			if all {
+				mu.Lock()
+				good[rec.ID] = true
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	res.FailedEnvelopes = len(ids) - len(good)
+	if res.FailedEnvelopes > 0 || res.DLQ > 0 || res.QueueLeft > 0 {
+		sort.Strings(problems)
+		return fmt.Errorf("%d of %d envelopes failed, DLQ %d, queue %d: %s",
+			res.FailedEnvelopes, len(ids), res.DLQ, res.QueueLeft, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func errString(w *envelope.RegionWrap) string {
+	if w == nil {
+		return "no wrap"
+	}
+	return w.LastError
+}

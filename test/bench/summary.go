@@ -1,0 +1,555 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Files of a bench directory (written by scripts/bench.sh and the subcommands).
+const (
+	fileEnvelope    = "envelope-bench.txt" // go test -bench output of ./envelope/
+	fileCLI         = "cli.jsonl"          // measure lines: envdr-seal, envdr-open, age-seal, age-open
+	fileCLICheck    = "cli-check.txt"      // "ok" once open's output equalled the input
+	fileReplicate   = "replicate.json"     // unthrottled replicator run
+	fileReplicateTh = "replicate-throttled.json"
+	fileSummary     = "summary.txt"
+)
+
+// Goals from the acceptance criteria (issues 3 and 4).
+const (
+	goalLibRatio   = 0.9
+	goalCLIRatio   = 1.5
+	goalRSSMiB     = 32
+	goalQuotaShare = 0.9
+)
+
+func runSummary(args []string) error {
+	fs := flag.NewFlagSet("summary", flag.ExitOnError)
+	dir := fs.String("dir", ".bench", "bench directory")
+	short := fs.Bool("short", false, "short mode: sizes too small for meaningful figures; goals are not judged")
+	strict := fs.Bool("strict", false, "exit non-zero when a goal is missed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	missed, err := writeSummary(&buf, *dir, *short)
+	if err != nil {
+		return err
+	}
+	os.Stdout.Write(buf.Bytes())
+	if err := os.WriteFile(filepath.Join(*dir, fileSummary), buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if *strict && missed > 0 {
+		return fmt.Errorf("%d goal(s) missed", missed)
+	}
+	return nil
+}
+
+// judge renders a goal check; in short mode figures are not judged.
+type judge struct {
+	short  bool
+	missed int
+}
+
+func (j *judge) check(ok bool) string {
+	switch {
+	case j.short:
+		return "(short run)"
+	case ok:
+		return "PASS"
+	default:
+		j.missed++
+		return "MISS"
+	}
+}
+
+func writeSummary(w io.Writer, dir string, short bool) (missed int, err error) {
+	j := &judge{short: short}
+	mode := "full"
+	if short {
+		mode = "SHORT (harness check only; figures are not meaningful)"
+	}
+	fmt.Fprintf(w, "\n== envdr bench summary  %s  mode: %s  %s/%s, %d CPUs, load %s\n",
+		time.Now().UTC().Format(time.RFC3339), mode, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), loadAvg())
+
+	// 1. Envelope library.
+	fmt.Fprintf(w, "\n-- 1. envelope library vs raw AES-256-GCM (go test -bench ./envelope/; goal: ratio >= %.2f)\n", goalLibRatio)
+	if b, err := os.ReadFile(filepath.Join(dir, fileEnvelope)); err != nil {
+		fmt.Fprintf(w, "   not run: %v\n", err)
+	} else {
+		benches := parseGoBench(bytes.NewReader(b))
+		writeLibrary(w, benches, j)
+	}
+
+	// 2. CLI vs age.
+	fmt.Fprintf(w, "\n-- 2. envdr CLI vs age on the same file (best of runs; goals: envdr/age >= %.1fx, peak RSS <= %d MiB)\n", goalCLIRatio, goalRSSMiB)
+	if ms, err := readMeasurements(filepath.Join(dir, fileCLI)); err != nil {
+		fmt.Fprintf(w, "   not run: %v\n", err)
+	} else {
+		writeCLI(w, ms, dir, j)
+	}
+
+	// 3. Replicator.
+	fmt.Fprintf(w, "\n-- 3. replicator: envdr run --drain as a process, isolated three-region stand-in\n")
+	var free, th *ReplicateResult
+	if free, err = readReplicate(filepath.Join(dir, fileReplicate)); err != nil {
+		fmt.Fprintf(w, "   unthrottled run: not run: %v\n", err)
+	}
+	if th, err = readReplicate(filepath.Join(dir, fileReplicateTh)); err != nil {
+		fmt.Fprintf(w, "   throttled run: not run: %v\n", err)
+	}
+	writeReplicate(w, free, th, j)
+
+	if !short {
+		fmt.Fprintf(w, "\n   goals missed: %d\n", j.missed)
+	}
+	return j.missed, nil
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// GoBench is one line of `go test -bench` output.
+type GoBench struct {
+	Name    string // without the Benchmark prefix and the -GOMAXPROCS suffix
+	Iter    int64
+	Metrics map[string]float64 // unit -> value (ns/op, MB/s, B/op, custom b.ReportMetric units)
+	Units   []string           // in output order
+	Runs    int                // lines seen (-count)
+}
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// parseGoBench reads benchmark result lines; with -count > 1 each metric of a repeated name is
+// the median of its runs (Runs says how many).
+func parseGoBench(r io.Reader) []GoBench {
+	var out []GoBench
+	samples := map[string]map[string][]float64{}
+	idx := map[string]int{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		iter, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(strings.TrimPrefix(f[0], "Benchmark"), "")
+		k, ok := idx[name]
+		if !ok {
+			k = len(out)
+			idx[name] = k
+			out = append(out, GoBench{Name: name, Iter: iter, Metrics: map[string]float64{}})
+			samples[name] = map[string][]float64{}
+		}
+		b := &out[k]
+		b.Runs++
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			u := f[i+1]
+			if _, seen := samples[name][u]; !seen {
+				b.Units = append(b.Units, u)
+			}
+			samples[name][u] = append(samples[name][u], v)
+		}
+	}
+	for i := range out {
+		for u, vs := range samples[out[i].Name] {
+			out[i].Metrics[u] = median(vs)
+		}
+	}
+	return out
+}
+
+func median(vs []float64) float64 {
+	s := append([]float64(nil), vs...)
+	sort.Float64s(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+var standardUnits = map[string]bool{"ns/op": true, "MB/s": true, "B/op": true, "allocs/op": true}
+
+// isRatioUnit: a custom metric comparing with raw AES-GCM ("x-raw", "ratio", "vs-aes", "x");
+// throughputs such as "raw-MB/s" are not ratios.
+func isRatioUnit(u string) bool {
+	l := strings.ToLower(u)
+	if standardUnits[u] || strings.Contains(l, "/s") || strings.Contains(l, "/op") {
+		return false
+	}
+	return l == "x" || strings.HasPrefix(l, "x-") || strings.HasPrefix(l, "x_") ||
+		strings.Contains(l, "ratio") || strings.Contains(l, "vs")
+}
+
+// Ratio is one library-to-raw comparison.
+type Ratio struct {
+	Name  string
+	Unit  string // the custom metric, or "computed"
+	Value float64
+}
+
+// libraryRatios returns the ratios the benchmarks report themselves; without any, it pairs each
+// envelope benchmark with the raw AES-GCM benchmark of the same size (last name element) and
+// direction (seal/encrypt, open/decrypt).
+func libraryRatios(bs []GoBench) []Ratio {
+	var out []Ratio
+	for _, b := range bs {
+		for _, u := range b.Units {
+			if isRatioUnit(u) {
+				out = append(out, Ratio{Name: b.Name, Unit: u, Value: b.Metrics[u]})
+			}
+		}
+	}
+	if len(out) > 0 {
+		return out
+	}
+	isRaw := func(n string) bool {
+		l := strings.ToLower(n)
+		return strings.Contains(l, "raw") || strings.Contains(l, "aesgcm") || strings.Contains(l, "aes_gcm") || strings.Contains(l, "stdlib")
+	}
+	dir := func(n string) string {
+		l := strings.ToLower(n)
+		switch {
+		case strings.Contains(l, "open"), strings.Contains(l, "decrypt"), strings.Contains(l, "unseal"):
+			return "open"
+		case strings.Contains(l, "seal"), strings.Contains(l, "encrypt"):
+			return "seal"
+		}
+		return ""
+	}
+	size := func(n string) string { return n[strings.LastIndex(n, "/")+1:] }
+	for _, b := range bs {
+		if isRaw(b.Name) || b.Metrics["MB/s"] == 0 {
+			continue
+		}
+		for _, r := range bs {
+			if !isRaw(r.Name) || r.Metrics["MB/s"] == 0 || size(r.Name) != size(b.Name) {
+				continue
+			}
+			if dr := dir(r.Name); dr != "" && dr != dir(b.Name) {
+				continue
+			}
+			out = append(out, Ratio{Name: b.Name + " ÷ " + r.Name, Unit: "computed", Value: b.Metrics["MB/s"] / r.Metrics["MB/s"]})
+			break
+		}
+	}
+	return out
+}
+
+func writeLibrary(w io.Writer, bs []GoBench, j *judge) {
+	if len(bs) == 0 {
+		fmt.Fprintf(w, "   no benchmark results (is envelope/bench_test.go there?)\n")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "   benchmark (median of runs)\truns\tMB/s\tns/op\tB/op\tallocs/op\tother\t\n")
+	for _, b := range bs {
+		var other []string
+		for _, u := range b.Units {
+			if !standardUnits[u] {
+				other = append(other, fmt.Sprintf("%.3f %s", b.Metrics[u], u))
+			}
+		}
+		fmt.Fprintf(tw, "   %s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", b.Name, b.Runs, num(b.Metrics, "MB/s", 1), num(b.Metrics, "ns/op", 0),
+			num(b.Metrics, "B/op", 0), num(b.Metrics, "allocs/op", 0), strings.Join(other, ", "))
+	}
+	tw.Flush()
+	rs := libraryRatios(bs)
+	if len(rs) == 0 {
+		fmt.Fprintf(w, "   no ratio to raw AES-256-GCM found (no custom ratio metric, no raw baseline to pair with)\n")
+		return
+	}
+	fmt.Fprintf(w, "\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "   ratio to raw AES-256-GCM\tvalue\tgoal >= %.2f\t\n", goalLibRatio)
+	worst := rs[0]
+	for _, r := range rs {
+		fmt.Fprintf(tw, "   %s [%s]\t%.3f\t%s\t\n", r.Name, r.Unit, r.Value, j.check(r.Value >= goalLibRatio))
+		if r.Value < worst.Value {
+			worst = r
+		}
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "   lowest ratio: %.3f (%s)\n", worst.Value, worst.Name)
+}
+
+func num(m map[string]float64, unit string, prec int) string {
+	v, ok := m[unit]
+	if !ok {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+func readMeasurements(path string) ([]Measurement, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []Measurement
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var m Measurement
+		if err := json.Unmarshal(line, &m); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// cliStat is the best run of one label (lowest wall time) and the highest peak RSS of its runs.
+type cliStat struct {
+	Best   Measurement
+	MaxRSS int64
+	MinCPU float64 // lowest user+sys of the runs
+	Runs   int
+}
+
+func bestByLabel(ms []Measurement) map[string]*cliStat {
+	out := map[string]*cliStat{}
+	for _, m := range ms {
+		if m.Exit != 0 {
+			continue
+		}
+		s := out[m.Label]
+		if s == nil {
+			s = &cliStat{Best: m, MinCPU: m.UserS + m.SysS}
+			out[m.Label] = s
+		}
+		s.MinCPU = min(s.MinCPU, m.UserS+m.SysS)
+		s.Runs++
+		if m.WallS < s.Best.WallS {
+			s.Best = m
+		}
+		s.MaxRSS = max(s.MaxRSS, m.MaxRSSKiB)
+	}
+	return out
+}
+
+func writeCLI(w io.Writer, ms []Measurement, dir string, j *judge) {
+	st := bestByLabel(ms)
+	var size int64
+	for _, s := range st {
+		size = max(size, s.Best.Bytes)
+	}
+	fmt.Fprintf(w, "   file: %d random bytes (%.0f MiB), in the page cache; output streamed to /dev/null\n", size, float64(size)/(1<<20))
+	fmt.Fprintf(w, "   (the tools' own speed), and once to a file on disk (checked with cmp; envdr fsyncs the file\n")
+	fmt.Fprintf(w, "   before renaming it into place, age does not, so the file rows are disk-bound and not like for like)\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "   command\toutput\truns\tbest wall s\tMB/s\tleast CPU s (user+sys)\tpeak RSS MiB\t\n")
+	for _, l := range []string{"envdr-seal", "age-seal", "envdr-open", "age-open", "envdr-seal-file", "age-seal-file", "envdr-open-file", "age-open-file"} {
+		out := "/dev/null"
+		name := l
+		if strings.HasSuffix(l, "-file") {
+			out, name = "file", strings.TrimSuffix(l, "-file")
+		}
+		s := st[l]
+		if s == nil {
+			fmt.Fprintf(tw, "   %s\t%s\t0\t-\t-\t-\t-\t\n", name, out)
+			continue
+		}
+		fmt.Fprintf(tw, "   %s\t%s\t%d\t%.3f\t%.1f\t%.3f\t%.1f\t\n", name, out, s.Runs, s.Best.WallS, s.Best.MBps(),
+			s.MinCPU, float64(s.MaxRSS)/1024)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\n")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "   figure\tvalue\tgoal\t\n")
+	ratio := func(op, suffix string) (float64, bool) {
+		e, a := st["envdr-"+op+suffix], st["age-"+op+suffix]
+		if e == nil || a == nil || a.Best.MBps() == 0 {
+			return 0, false
+		}
+		return e.Best.MBps() / a.Best.MBps(), true
+	}
+	for _, op := range []string{"seal", "open"} {
+		if r, ok := ratio(op, ""); ok {
+			fmt.Fprintf(tw, "   envdr %s / age throughput\t%.2fx\t>= %.1fx %s\t\n", op, r, goalCLIRatio, j.check(r >= goalCLIRatio))
+		} else {
+			fmt.Fprintf(tw, "   envdr %s / age throughput\t-\t>= %.1fx\t\n", op, goalCLIRatio)
+		}
+	}
+	for _, op := range []string{"seal", "open"} {
+		e, a := st["envdr-"+op], st["age-"+op]
+		if e != nil && a != nil && e.MinCPU > 0 {
+			r := a.MinCPU / e.MinCPU
+			fmt.Fprintf(tw, "   age CPU / envdr CPU, %s (steadier on a busy machine)\t%.2fx\t\t\n", op, r)
+		}
+	}
+	for _, op := range []string{"seal", "open"} {
+		if r, ok := ratio(op, "-file"); ok {
+			fmt.Fprintf(tw, "   envdr %s / age, to a file (disk-bound)\t%.2fx\t\t\n", op, r)
+		}
+	}
+	for _, op := range []string{"seal", "open"} {
+		var rss int64
+		for _, l := range []string{"envdr-" + op, "envdr-" + op + "-file"} {
+			if s := st[l]; s != nil {
+				rss = max(rss, s.MaxRSS)
+			}
+		}
+		if rss == 0 {
+			continue
+		}
+		mib := float64(rss) / 1024
+		fmt.Fprintf(tw, "   envdr %s peak RSS (all runs)\t%.1f MiB\t<= %d MiB %s\t\n", op, mib, goalRSSMiB, j.check(mib <= goalRSSMiB))
+	}
+	check := "not checked"
+	if b, err := os.ReadFile(filepath.Join(dir, fileCLICheck)); err == nil {
+		check = strings.TrimSpace(string(b))
+	}
+	fmt.Fprintf(tw, "   open output == input (cmp)\t%s\t\t\n", check)
+	tw.Flush()
+}
+
+func readReplicate(path string) (*ReplicateResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, errors.New("no " + filepath.Base(path))
+		}
+		return nil, err
+	}
+	var r ReplicateResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "   figure\tunthrottled\tKMS throttled\tgoal\t\n")
+	col := func(r *ReplicateResult, f func(*ReplicateResult) string) string {
+		if r == nil {
+			return "-"
+		}
+		return f(r)
+	}
+	row := func(name string, f func(*ReplicateResult) string, goal string) {
+		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t\n", name, col(free, f), col(th, f), goal)
+	}
+	row("envelopes / regions / mode", func(r *ReplicateResult) string {
+		return fmt.Sprintf("%d / %d / %s", r.N, len(r.PerRegionPerEnvelope), r.Mode)
+	}, "")
+	row("stand-in KMS limit per region", func(r *ReplicateResult) string {
+		if r.ThrottleRPS == 0 {
+			return "none"
+		}
+		return fmt.Sprintf("%g req/s", r.ThrottleRPS)
+	}, "")
+	row("daemon kms_rate / concurrency", func(r *ReplicateResult) string { return fmt.Sprintf("%g / %d", r.KMSRate, r.Concurrency) }, "")
+	row("events/s (first receive -> last ack)", func(r *ReplicateResult) string { return fmt.Sprintf("%.1f", r.EventsPerS) }, "")
+	row("active time s / daemon wall s", func(r *ReplicateResult) string { return fmt.Sprintf("%.2f / %.2f", r.ActiveS, r.Daemon.WallS) }, "")
+	row("daemon CPU per envelope", func(r *ReplicateResult) string {
+		return fmt.Sprintf("%.3f ms (%.2fs user + %.2fs sys)", r.CPUPerEnvMs, r.Daemon.UserS, r.Daemon.SysS)
+	}, "")
+	row("daemon peak RSS", func(r *ReplicateResult) string { return fmt.Sprintf("%.1f MiB", float64(r.Daemon.MaxRSSKiB)/1024) }, "")
+	ops := map[string]bool{}
+	for _, r := range []*ReplicateResult{free, th} {
+		if r != nil {
+			for op := range r.PerEnvelope {
+				ops[op] = true
+			}
+		}
+	}
+	for _, op := range sortedKeys(ops) {
+		row("KMS "+op+" per envelope", func(r *ReplicateResult) string { return fmt.Sprintf("%.3f", r.PerEnvelope[op]) }, "")
+	}
+	regs := map[string]bool{}
+	for _, r := range []*ReplicateResult{free, th} {
+		if r != nil {
+			for reg := range r.PerRegionPerEnvelope {
+				regs[reg] = true
+			}
+		}
+	}
+	for _, reg := range sortedKeys(regs) {
+		row("KMS calls per envelope in "+reg, func(r *ReplicateResult) string { return fmt.Sprintf("%.3f", r.PerRegionPerEnvelope[reg]) }, "")
+	}
+	row("KMS ThrottlingException answers", func(r *ReplicateResult) string {
+		var n int64
+		for _, m := range r.Throttled {
+			for _, v := range m {
+				n += v
+			}
+		}
+		return strconv.FormatInt(n, 10)
+	}, "")
+	if th != nil {
+		fmt.Fprintf(tw, "   quota-bound rate (limit / max region calls per envelope)\t\t%.1f\t\t\n", th.QuotaBoundRate)
+		fmt.Fprintf(tw, "   achieved / quota-bound rate\t\t%.3f\t>= %.2f %s\t\n", th.Fraction, goalQuotaShare, j.check(th.Fraction >= goalQuotaShare))
+	}
+	defer func() {
+		if th != nil && free != nil && th.QuotaBoundRate > 0 && free.EventsPerS < 1.1*th.QuotaBoundRate {
+			fmt.Fprintf(w, "   note: unthrottled, this machine replicated %.1f envelopes/s, not clearly above the quota-bound %.1f/s:\n"+
+				"   the machine, not the KMS quota, bounded the throttled run, so its fraction says little about the limiter.\n",
+				free.EventsPerS, th.QuotaBoundRate)
+		}
+	}()
+	row("failed envelopes (not verified+opened in every region)", func(r *ReplicateResult) string { return strconv.Itoa(r.FailedEnvelopes) }, "0 "+
+		j.check((free == nil || free.FailedEnvelopes == 0) && (th == nil || th.FailedEnvelopes == 0)))
+	row("DLQ / left in queue", func(r *ReplicateResult) string { return fmt.Sprintf("%d / %d", r.DLQ, r.QueueLeft) }, "0 / 0")
+	row("region unwraps re-checked by the bench", func(r *ReplicateResult) string { return strconv.Itoa(r.RegionUnwrapsOK) }, "")
+	row("event outcomes (daemon log)", func(r *ReplicateResult) string { return outcomes(r.Outcomes) }, "")
+	tw.Flush()
+	for _, r := range []*ReplicateResult{free, th} {
+		if r != nil && len(r.Problems) > 0 {
+			fmt.Fprintf(w, "   problems (limit %g): %s\n", r.ThrottleRPS, strings.Join(r.Problems, "; "))
+		}
+	}
+}
+
+func outcomes(m map[string]int) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,494 @@
+//go:build infra
+
+package infra
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/policy"
+)
+
+// repo is the repository root, relative to this package.
+const repo = "../.."
+
+// Terraform roots that make validate plans, and the variables each needs.
+var roots = map[string][]string{
+	"modules/kms-mrk/examples/basic":         nil,
+	"modules/kms-independent/examples/basic": nil,
+	"modules/queue/examples/basic":           nil,
+	"modules/table/examples/basic":           nil,
+	"modules/iam/examples/basic":             nil,
+	"modules/cloudtrail/examples/basic":      nil,
+	"examples/three-region": {
+		"account_id=111122223333", "cloudtrail=true",
+		"eks_oidc_provider_arn=arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
+	},
+}
+
+// overrideTF gives the provider fake credentials and turns off every call it would make before
+// planning; it is written only into the temporary copy the checks plan.
+const overrideTF = `provider "aws" {
+  access_key                  = "AKIAOFFLINECHECK0000"
+  secret_key                  = "offline-check"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  skip_region_validation      = true
+}
+`
+
+var unpackOnce sync.Once
+
+// terraformOffline returns the wrapper that runs terraform with the offline AWS provider.
+func terraformOffline(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("ENVDR_TF_OFFLINE")
+	if p == "" {
+		p = filepath.Join(repo, "..", "shared", "tools", "terraform-offline")
+	}
+	abs, err := filepath.Abs(p)
+	require.NoError(t, err)
+	_, err = os.Stat(abs)
+	require.NoError(t, err, "terraform-offline not found; set ENVDR_TF_OFFLINE")
+	// The wrapper unpacks the provider on first use; do it once, before parallel runs race on it.
+	unpackOnce.Do(func() {
+		out, err := exec.Command(abs, "version").CombinedOutput()
+		require.NoError(t, err, "%s", out)
+	})
+	return abs
+}
+
+func tf(t *testing.T, dir string, args ...string) ([]byte, error) {
+	t.Helper()
+	cmd := exec.Command(terraformOffline(t), append([]string{"-chdir=" + dir}, args...)...)
+	cmd.Env = append(os.Environ(), "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.Bytes(), fmt.Errorf("terraform %s in %s: %v\n%s%s", args[0], dir, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+// copyTree copies src into dst, leaving out Terraform's working files.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	require.NoError(t, filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() && (d.Name() == ".terraform") {
+			return filepath.SkipDir
+		}
+		if strings.HasPrefix(d.Name(), "terraform.tfstate") || d.Name() == ".terraform.lock.hcl" {
+			return nil
+		}
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	}))
+}
+
+// tfCopy copies the repo's terraform/ into a temp dir and returns the copy's root.
+func tfCopy(t *testing.T) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "terraform")
+	copyTree(t, filepath.Join(repo, "terraform"), dst)
+	return dst
+}
+
+// plan runs get, validate, plan and show -json in root (inside a temp copy) and decodes the plan.
+func plan(t *testing.T, tfRoot, root string, vars []string) (*Plan, error) {
+	t.Helper()
+	dir := filepath.Join(tfRoot, root)
+	if err := os.WriteFile(filepath.Join(dir, "zz_offline_check_override.tf"), []byte(overrideTF), 0o644); err != nil {
+		return nil, err
+	}
+	if _, err := tf(t, dir, "get", "-no-color"); err != nil {
+		return nil, err
+	}
+	if _, err := tf(t, dir, "validate", "-no-color"); err != nil {
+		return nil, err
+	}
+	args := []string{"plan", "-no-color", "-input=false", "-lock=false", "-refresh=false", "-out=plan.bin"}
+	for _, v := range vars {
+		args = append(args, "-var", v)
+	}
+	if _, err := tf(t, dir, args...); err != nil {
+		return nil, err
+	}
+	out, err := tf(t, dir, "show", "-json", "plan.bin")
+	if err != nil {
+		return nil, err
+	}
+	var p Plan
+	if err := json.Unmarshal(out, &p); err != nil {
+		return nil, fmt.Errorf("show -json: %w", err)
+	}
+	return &p, nil
+}
+
+// Plan is the part of `terraform show -json` the checks read.
+type Plan struct {
+	PlannedValues struct {
+		Outputs    map[string]struct{ Value any } `json:"outputs"`
+		RootModule Module                         `json:"root_module"`
+	} `json:"planned_values"`
+}
+
+// Module is a module's planned resources and its children.
+type Module struct {
+	Resources    []Resource `json:"resources"`
+	ChildModules []Module   `json:"child_modules"`
+}
+
+// Resource is one planned resource instance.
+type Resource struct {
+	Address string         `json:"address"`
+	Type    string         `json:"type"`
+	Name    string         `json:"name"`
+	Values  map[string]any `json:"values"`
+}
+
+// All lists every resource of type typ in the plan, in all modules.
+func (p *Plan) All(typ string) []Resource {
+	var out []Resource
+	var walk func(m Module)
+	walk = func(m Module) {
+		for _, r := range m.Resources {
+			if r.Type == typ {
+				out = append(out, r)
+			}
+		}
+		for _, c := range m.ChildModules {
+			walk(c)
+		}
+	}
+	walk(p.PlannedValues.RootModule)
+	return out
+}
+
+func (p *Plan) output(name string) (any, bool) {
+	o, ok := p.PlannedValues.Outputs[name]
+	return o.Value, ok
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+// blocks returns a nested block list (Terraform plans render blocks as lists of objects).
+func blocks(v any) []map[string]any {
+	l, _ := v.([]any)
+	var out []map[string]any
+	for _, e := range l {
+		if m, ok := e.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// checkPolicies renders the plan's envdr config with the plan's render options and requires every
+// IAM role policy and key policy in the plan (and in its key_policies output) to equal the
+// rendered document; then lints everything it compared.
+func checkPolicies(p *Plan) error {
+	rawCfg, ok := p.output("envdr_config")
+	if !ok {
+		return fmt.Errorf("plan has no envdr_config output")
+	}
+	cfg, err := config.Parse([]byte(str(rawCfg)))
+	if err != nil {
+		return fmt.Errorf("envdr_config output is not a valid envdr config: %w", err)
+	}
+	var opts policy.Options
+	if raw, ok := p.output("policy_render_options"); ok {
+		m, _ := raw.(map[string]any)
+		opts.QueueKey = str(m["queue_key"])
+		for _, a := range m["admins"].([]any) {
+			opts.Admins = append(opts.Admins, str(a))
+		}
+		roles, _ := m["roles"].(map[string]any)
+		opts.DaemonRole, opts.ProducerRole, opts.OperatorRole = str(roles["daemon"]), str(roles["producer"]), str(roles["operator"])
+	}
+	rendered, err := policy.Render(cfg, opts)
+	if err != nil {
+		return err
+	}
+	want := map[string]*policy.Document{}
+	for _, d := range rendered {
+		want[d.Name] = d.Doc
+	}
+	var errs []string
+	var linted []policy.Named
+	compare := func(where, name, got string) {
+		w, ok := want[name]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s: envdr policy render has no %s", where, name))
+			return
+		}
+		g, err := policy.Parse([]byte(got))
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", where, err))
+			return
+		}
+		linted = append(linted, policy.Named{Name: where, Doc: g})
+		if gj, wj := string(g.JSON()), string(w.JSON()); gj != wj {
+			errs = append(errs, fmt.Sprintf("%s differs from `envdr policy render` %s:\n%s", where, name, lineDiff(wj, gj)))
+		}
+	}
+	roles := 0
+	for _, r := range p.All("aws_iam_role_policy") {
+		name := "iam-" + r.Name + ".json"
+		if _, ok := want[name]; !ok {
+			continue // not an envdr role policy (e.g. the ECS execution role's)
+		}
+		roles++
+		compare(r.Address, name, str(r.Values["policy"]))
+	}
+	keys := 0
+	for _, typ := range []string{"aws_kms_key", "aws_kms_replica_key"} {
+		for _, r := range p.All(typ) {
+			if _, ok := r.Values["policy"]; !ok {
+				continue
+			}
+			keys++
+			compare(r.Address, policy.KeyPolicyPrefix+str(r.Values["region"])+".json", str(r.Values["policy"]))
+		}
+	}
+	if raw, ok := p.output("key_policies"); ok {
+		for region, doc := range raw.(map[string]any) {
+			keys++
+			compare("output.key_policies."+region, policy.KeyPolicyPrefix+region+".json", str(doc))
+		}
+	}
+	if roles != 3 {
+		errs = append(errs, fmt.Sprintf("want the 3 envdr role policies in the plan, found %d", roles))
+	}
+	if keys == 0 {
+		errs = append(errs, "no key policies in the plan")
+	}
+	linter := policy.Linter{Admins: opts.Admins}
+	for _, f := range linter.Lint(linted) {
+		errs = append(errs, fmt.Sprintf("lint: %s %s %s %s: %s", f.Severity, f.Rule, f.Document, f.Statement, f.Reason))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// lineDiff shows the lines of got that are not in want and vice versa.
+func lineDiff(want, got string) string {
+	wl, gl := strings.Split(want, "\n"), strings.Split(got, "\n")
+	count := func(ls []string) map[string]int {
+		m := map[string]int{}
+		for _, l := range ls {
+			m[l]++
+		}
+		return m
+	}
+	wm, gm := count(wl), count(gl)
+	var b strings.Builder
+	for _, l := range wl {
+		if gm[l] == 0 {
+			fmt.Fprintf(&b, "  - %s\n", strings.TrimSpace(l))
+		}
+	}
+	for _, l := range gl {
+		if wm[l] == 0 {
+			fmt.Fprintf(&b, "  + %s\n", strings.TrimSpace(l))
+		}
+	}
+	return b.String()
+}
+
+// checkKeys: every key has rotation on; every MRK primary has a replica in each wanted region.
+func checkKeys(p *Plan, replicaRegions []string) error {
+	var errs []string
+	primaries := 0
+	for _, k := range p.All("aws_kms_key") {
+		if k.Values["enable_key_rotation"] != true {
+			errs = append(errs, k.Address+": enable_key_rotation is not true")
+		}
+		if k.Values["multi_region"] == true {
+			primaries++
+		}
+	}
+	if replicaRegions != nil {
+		if primaries != 1 {
+			errs = append(errs, fmt.Sprintf("want 1 multi-Region primary key, found %d", primaries))
+		}
+		var got []string
+		for _, r := range p.All("aws_kms_replica_key") {
+			got = append(got, str(r.Values["region"]))
+		}
+		sort.Strings(got)
+		want := append([]string(nil), replicaRegions...)
+		sort.Strings(want)
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			errs = append(errs, fmt.Sprintf("replica keys in %v, want one in each of %v", got, want))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkTable: the records table has PITR, deletion protection, and a replica (with both) in
+// each wanted region.
+func checkTable(p *Plan, replicaRegions []string) error {
+	tables := p.All("aws_dynamodb_table")
+	if len(tables) != 1 {
+		return fmt.Errorf("want 1 DynamoDB table, found %d", len(tables))
+	}
+	t := tables[0].Values
+	var errs []string
+	if t["deletion_protection_enabled"] != true {
+		errs = append(errs, "table: deletion_protection_enabled is not true")
+	}
+	pitr := blocks(t["point_in_time_recovery"])
+	if len(pitr) != 1 || pitr[0]["enabled"] != true {
+		errs = append(errs, "table: point_in_time_recovery is not enabled")
+	}
+	var got []string
+	for _, r := range blocks(t["replica"]) {
+		got = append(got, str(r["region_name"]))
+		if r["point_in_time_recovery"] != true || r["deletion_protection_enabled"] != true {
+			errs = append(errs, fmt.Sprintf("replica %s: want point_in_time_recovery and deletion_protection_enabled", r["region_name"]))
+		}
+	}
+	sort.Strings(got)
+	want := append([]string(nil), replicaRegions...)
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		errs = append(errs, fmt.Sprintf("table replicas in %v, want %v", got, want))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkQueue: the event queue redrives to the DLQ planned beside it, and both are encrypted.
+func checkQueue(p *Plan) error {
+	byName := map[string]map[string]any{}
+	for _, q := range p.All("aws_sqs_queue") {
+		byName[str(q.Values["name"])] = q.Values
+	}
+	for name, q := range byName {
+		if q["sqs_managed_sse_enabled"] != true && str(q["kms_master_key_id"]) == "" {
+			return fmt.Errorf("queue %s: no server-side encryption", name)
+		}
+		rp := str(q["redrive_policy"])
+		if rp == "" {
+			continue
+		}
+		var r struct {
+			DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+			MaxReceiveCount     int    `json:"maxReceiveCount"`
+		}
+		if err := json.Unmarshal([]byte(rp), &r); err != nil {
+			return fmt.Errorf("queue %s: redrive_policy: %w", name, err)
+		}
+		dlq := r.DeadLetterTargetArn[strings.LastIndex(r.DeadLetterTargetArn, ":")+1:]
+		if _, ok := byName[dlq]; !ok || dlq == name {
+			return fmt.Errorf("queue %s redrives to %q, which is not the DLQ planned with it", name, r.DeadLetterTargetArn)
+		}
+		if r.MaxReceiveCount < 1 {
+			return fmt.Errorf("queue %s: maxReceiveCount %d", name, r.MaxReceiveCount)
+		}
+		return nil
+	}
+	return fmt.Errorf("no queue with a redrive policy to a DLQ in %d queues", len(byName))
+}
+
+// checks per root, run on its plan.
+var rootChecks = map[string]func(p *Plan) error{
+	"modules/kms-mrk/examples/basic": func(p *Plan) error {
+		return checkKeys(p, []string{"eu-west-1", "ap-southeast-2"})
+	},
+	"modules/kms-independent/examples/basic": func(p *Plan) error {
+		if n := len(p.All("aws_kms_key")); n != 2 {
+			return fmt.Errorf("want 2 independent keys, found %d", n)
+		}
+		return checkKeys(p, nil)
+	},
+	"modules/queue/examples/basic": checkQueue,
+	"modules/table/examples/basic": func(p *Plan) error {
+		return checkTable(p, []string{"eu-west-1", "ap-southeast-2"})
+	},
+	"modules/iam/examples/basic": checkPolicies,
+	"modules/cloudtrail/examples/basic": func(p *Plan) error {
+		trails := p.All("aws_cloudtrail")
+		if len(trails) != 1 || trails[0].Values["is_multi_region_trail"] != true || trails[0].Values["enable_log_file_validation"] != true {
+			return fmt.Errorf("want one multi-Region trail with log file validation")
+		}
+		return nil
+	},
+	"examples/three-region": func(p *Plan) error {
+		replicas := []string{"eu-west-1", "ap-southeast-2"}
+		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p))
+	},
+}
+
+func TestTerraformRoots(t *testing.T) {
+	t.Parallel()
+	terraformOffline(t)
+	tfRoot := tfCopy(t)
+	for root, vars := range roots {
+		check, ok := rootChecks[root]
+		require.True(t, ok, "no checks for %s", root)
+		t.Run(root, func(t *testing.T) {
+			t.Parallel()
+			p, err := plan(t, tfRoot, root, vars)
+			require.NoError(t, err)
+			require.NoError(t, check(p))
+		})
+	}
+}
+
+// Every module has the usual layout and a planned example.
+func TestTerraformModuleLayout(t *testing.T) {
+	t.Parallel()
+	mods, err := os.ReadDir(filepath.Join(repo, "terraform", "modules"))
+	require.NoError(t, err)
+	require.NotEmpty(t, mods)
+	for _, m := range mods {
+		for _, f := range []string{"main.tf", "variables.tf", "outputs.tf", "versions.tf", "README.md", "examples/basic/main.tf"} {
+			_, err := os.Stat(filepath.Join(repo, "terraform", "modules", m.Name(), f))
+			require.NoError(t, err, "module %s", m.Name())
+		}
+		_, ok := roots["modules/"+m.Name()+"/examples/basic"]
+		require.True(t, ok, "module %s's example is not planned", m.Name())
+		v, err := os.ReadFile(filepath.Join(repo, "terraform", "modules", m.Name(), "versions.tf"))
+		require.NoError(t, err)
+		require.Contains(t, string(v), `version = "~> 6.0"`, "module %s must pin the AWS provider", m.Name())
+	}
+	// A lock file would pin the registry's hashes, which the offline provider does not match.
+	require.NoError(t, filepath.WalkDir(filepath.Join(repo, "terraform"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		require.NotEqual(t, ".terraform.lock.hcl", d.Name(), p)
+		return nil
+	}))
+}

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
-	"sort"
 	"sync"
 	"testing"
 
@@ -158,15 +157,6 @@ func join(parts ...[]byte) []byte {
 		b = append(b, p...)
 	}
 	return b
-}
-
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // staticUnwrapper returns a fixed DEK whatever the wrap: vectors test the format, not KMS.

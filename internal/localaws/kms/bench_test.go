@@ -16,25 +16,14 @@ import (
 // BenchmarkDecryptSDK measures a full round trip through the SDK client over
 // loopback HTTP, the way the daemon calls the stand-in.
 func BenchmarkDecryptSDK(b *testing.B) {
-	svc, err := NewService(Options{Regions: []string{"us-east-1"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer svc.Close()
-	srv := httptest.NewServer(svc.Handler("us-east-1"))
-	defer srv.Close()
-	c := newClient("us-east-1", srv.URL, true)
+	_, c, k := benchSetup(b)
 	ctx := context.Background()
-	k, err := c.CreateKey(ctx, &awskms.CreateKeyInput{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	ec := map[string]string{"envdr:id": "bench"}
-	gd, err := c.GenerateDataKey(ctx, &awskms.GenerateDataKeyInput{KeyId: k.KeyMetadata.KeyId, KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
+	gd, err := c.GenerateDataKey(ctx, &awskms.GenerateDataKeyInput{KeyId: k.KeyId, KeySpec: types.DataKeySpecAes256, EncryptionContext: ec})
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := &awskms.DecryptInput{CiphertextBlob: gd.CiphertextBlob, EncryptionContext: ec, KeyId: aws.String(*k.KeyMetadata.Arn)}
+	in := &awskms.DecryptInput{CiphertextBlob: gd.CiphertextBlob, EncryptionContext: ec, KeyId: aws.String(*k.Arn)}
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -48,25 +37,13 @@ func BenchmarkDecryptSDK(b *testing.B) {
 
 // BenchmarkReEncryptHandler measures the server side alone.
 func BenchmarkReEncryptHandler(b *testing.B) {
-	svc, err := NewService(Options{Regions: []string{"us-east-1"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer svc.Close()
-	srv := httptest.NewServer(svc.Handler("us-east-1"))
-	defer srv.Close()
-	c := newClient("us-east-1", srv.URL, true)
-	ctx := context.Background()
-	k, err := c.CreateKey(ctx, &awskms.CreateKeyInput{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	enc, err := c.Encrypt(ctx, &awskms.EncryptInput{KeyId: k.KeyMetadata.KeyId, Plaintext: make([]byte, 32)})
+	svc, c, k := benchSetup(b)
+	enc, err := c.Encrypt(context.Background(), &awskms.EncryptInput{KeyId: k.KeyId, Plaintext: make([]byte, 32)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	h := svc.Handler("us-east-1")
-	body := `{"CiphertextBlob":"` + b64(enc.CiphertextBlob) + `","DestinationKeyId":"` + *k.KeyMetadata.KeyId + `"}`
+	body := `{"CiphertextBlob":"` + b64(enc.CiphertextBlob) + `","DestinationKeyId":"` + *k.KeyId + `"}`
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -81,6 +58,25 @@ func BenchmarkReEncryptHandler(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchSetup serves a one-region service over loopback HTTP and creates a key
+// through an SDK client that does not retry.
+func benchSetup(b *testing.B) (*Service, *awskms.Client, *types.KeyMetadata) {
+	b.Helper()
+	svc, err := NewService(Options{Regions: []string{"us-east-1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { svc.Close() })
+	srv := httptest.NewServer(svc.Handler("us-east-1"))
+	b.Cleanup(srv.Close)
+	c := newClient("us-east-1", srv.URL, true)
+	k, err := c.CreateKey(context.Background(), &awskms.CreateKeyInput{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, c, k.KeyMetadata
 }
 
 func b64(p []byte) string { return base64.StdEncoding.EncodeToString(p) }

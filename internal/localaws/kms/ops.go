@@ -65,6 +65,76 @@ const (
 	maxPendingDays      = 30
 )
 
+// ---- shapes the operations share ----
+
+// viewKey resolves keyID in region under the read lock and returns what fn
+// reads from the key. fn must not change the state and must copy out all it
+// returns that is used after the lock is released.
+func viewKey[T any](s *Service, region, keyID string, allowAlias bool, fn func(st *state, k *key) (T, *apiError)) (T, *apiError) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	k, e := s.st.resolve(region, keyID, allowAlias)
+	if e != nil {
+		var zero T
+		return zero, e
+	}
+	return fn(s.st, k)
+}
+
+// mutateOp is Service.mutate for an operation: fn also gives its output.
+func (s *Service) mutateOp(fn func(st *state) (any, *apiError)) (any, *apiError) {
+	var out any
+	e := s.mutate(func(st *state) *apiError {
+		var e *apiError
+		out, e = fn(st)
+		return e
+	})
+	if e != nil {
+		return nil, e
+	}
+	return out, nil
+}
+
+// updateKey resolves keyID in region (key ID or key ARN only, as the
+// management operations require) and applies fn to it under the write lock;
+// the state is persisted if fn succeeds.
+func updateKey(s *Service, region, keyID string, fn func(st *state, k *key) (any, *apiError)) (any, *apiError) {
+	return s.mutateOp(func(st *state) (any, *apiError) {
+		k, e := st.resolve(region, keyID, false)
+		if e != nil {
+			return nil, e
+		}
+		return fn(st, k)
+	})
+}
+
+// viewKeyOp and updateKeyOp are viewKey (without aliases) and updateKey for
+// an operation whose request is only a KeyId.
+func viewKeyOp(s *Service, region string, body []byte, fn func(st *state, k *key) (any, *apiError)) (any, *apiError) {
+	var req keyIDRequest
+	if e := decode(body, &req); e != nil {
+		return nil, e
+	}
+	return viewKey(s, region, str(req.KeyId), false, fn)
+}
+
+func updateKeyOp(s *Service, region string, body []byte, fn func(st *state, k *key) (any, *apiError)) (any, *apiError) {
+	var req keyIDRequest
+	if e := decode(body, &req); e != nil {
+		return nil, e
+	}
+	return updateKey(s, region, str(req.KeyId), fn)
+}
+
+// notPendingDeletion is the error AWS gives for managing a key that is
+// pending deletion.
+func notPendingDeletion(k *key) *apiError {
+	if k.pendingDeletion() {
+		return errInvalidState(k.Arn + " is pending deletion.")
+	}
+	return nil
+}
+
 // ---- keys ----
 
 func opCreateKey(s *Service, region string, body []byte) (any, *apiError) {
@@ -109,8 +179,7 @@ func opCreateKey(s *Service, region string, body []byte) (any, *apiError) {
 	if err != nil {
 		return nil, errInternal(err.Error())
 	}
-	var md keyMetadata
-	e = s.mutate(func(st *state) *apiError {
+	return s.mutateOp(func(st *state) (any, *apiError) {
 		k := &key{
 			ID:          id,
 			Region:      region,
@@ -127,13 +196,8 @@ func opCreateKey(s *Service, region string, body []byte) (any, *apiError) {
 			k.PrimaryRegion = region
 		}
 		st.Regions[region].Keys[id] = k
-		md = st.metadata(k)
-		return nil
+		return map[string]any{"KeyMetadata": st.metadata(k)}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"KeyMetadata": md}, nil
 }
 
 func opDescribeKey(s *Service, region string, body []byte) (any, *apiError) {
@@ -141,13 +205,9 @@ func opDescribeKey(s *Service, region string, body []byte) (any, *apiError) {
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, e := s.st.resolve(region, str(req.KeyId), true)
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"KeyMetadata": s.st.metadata(k)}, nil
+	return viewKey(s, region, str(req.KeyId), true, func(st *state, k *key) (any, *apiError) {
+		return map[string]any{"KeyMetadata": st.metadata(k)}, nil
+	})
 }
 
 func opListKeys(s *Service, region string, body []byte) (any, *apiError) {
@@ -155,7 +215,7 @@ func opListKeys(s *Service, region string, body []byte) (any, *apiError) {
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	limit, e := pageLimit(req.Limit, 100, 1000)
+	limit, e := inRange("Limit", req.Limit, 100, 1, 1000)
 	if e != nil {
 		return nil, e
 	}
@@ -172,12 +232,7 @@ func opListKeys(s *Service, region string, body []byte) (any, *apiError) {
 		names[i] = k.ID
 	}
 	s.mu.RUnlock()
-	from, to, next := page(names, str(req.Marker), limit)
-	out := map[string]any{"Keys": all[from:to], "Truncated": next != ""}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return out, nil
+	return listPage("Keys", all, names, str(req.Marker), limit), nil
 }
 
 func opReplicateKey(s *Service, region string, body []byte) (any, *apiError) {
@@ -196,29 +251,18 @@ func opReplicateKey(s *Service, region string, body []byte) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	var out map[string]any
-	e = s.mutate(func(st *state) *apiError {
-		p, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if !p.MultiRegion {
-			return errUnsupported(p.Arn + " is not a multi-Region key.")
-		}
-		if !p.isPrimary() {
-			return errUnsupported(p.Arn + " is not a multi-Region primary key.")
-		}
-		if p.pendingDeletion() {
-			return errInvalidState(p.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(st *state, p *key) (any, *apiError) {
+		if e := multiRegionPrimary(p); e != nil {
+			return nil, e
 		}
 		if target == region {
-			return errValidation("ReplicaRegion " + target + " is the primary key's Region.")
+			return nil, errValidation("ReplicaRegion " + target + " is the primary key's Region.")
 		}
 		if !s.ensureRegion(st, target) {
-			return errValidation("ReplicaRegion " + target + " is not a Region this stand-in serves.")
+			return nil, errValidation("ReplicaRegion " + target + " is not a Region this stand-in serves.")
 		}
 		if r := st.Regions[target].Keys[p.ID]; r != nil {
-			return clientErr("AlreadyExistsException", "Key '"+r.Arn+"' already exists")
+			return nil, clientErr("AlreadyExistsException", "Key '"+r.Arn+"' already exists")
 		}
 		r := &key{
 			ID:                 p.ID,
@@ -239,17 +283,24 @@ func opReplicateKey(s *Service, region string, body []byte) (any, *apiError) {
 			Materials: append([]*material(nil), p.Materials...),
 		}
 		st.Regions[target].Keys[r.ID] = r
-		out = map[string]any{
+		return map[string]any{
 			"ReplicaKeyMetadata": st.metadata(r),
 			"ReplicaPolicy":      r.Policy,
 			"ReplicaTags":        tagList(r.Tags),
-		}
-		return nil
+		}, nil
 	})
-	if e != nil {
-		return nil, e
+}
+
+// multiRegionPrimary is the check ReplicateKey and UpdatePrimaryRegion
+// share: k must be a multi-Region primary key that is not pending deletion.
+func multiRegionPrimary(k *key) *apiError {
+	if !k.MultiRegion {
+		return errUnsupported(k.Arn + " is not a multi-Region key.")
 	}
-	return out, nil
+	if !k.isPrimary() {
+		return errUnsupported(k.Arn + " is not a multi-Region primary key.")
+	}
+	return notPendingDeletion(k)
 }
 
 func opUpdatePrimaryRegion(s *Service, region string, body []byte) (any, *apiError) {
@@ -258,36 +309,22 @@ func opUpdatePrimaryRegion(s *Service, region string, body []byte) (any, *apiErr
 		return nil, e
 	}
 	target := str(req.PrimaryRegion)
-	e := s.mutate(func(st *state) *apiError {
-		p, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if !p.MultiRegion {
-			return errUnsupported(p.Arn + " is not a multi-Region key.")
-		}
-		if !p.isPrimary() {
-			return errUnsupported(p.Arn + " is not a multi-Region primary key.")
-		}
-		if p.pendingDeletion() {
-			return errInvalidState(p.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(st *state, p *key) (any, *apiError) {
+		if e := multiRegionPrimary(p); e != nil {
+			return nil, e
 		}
 		if target == region {
-			return errValidation("PrimaryRegion " + target + " is already the primary Region.")
+			return nil, errValidation("PrimaryRegion " + target + " is already the primary Region.")
 		}
 		rs := st.Regions[target]
 		if rs == nil || rs.Keys[p.ID] == nil {
-			return errNotFound("Key '" + keyArn(target, st.Account, p.ID) + "' does not exist")
+			return nil, errNotFound("Key '" + keyArn(target, st.Account, p.ID) + "' does not exist")
 		}
 		for _, k := range st.related(p) {
 			k.PrimaryRegion = target
 		}
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 // ---- aliases ----
@@ -313,26 +350,29 @@ func opCreateAlias(s *Service, region string, body []byte) (any, *apiError) {
 	if e := validateAliasName(name); e != nil {
 		return nil, e
 	}
-	e := s.mutate(func(st *state) *apiError {
+	return s.mutateOp(func(st *state) (any, *apiError) {
 		rs := st.Regions[region]
 		if rs.Aliases[name] != nil {
-			return clientErr("AlreadyExistsException", "An alias with the name "+aliasArn(region, st.Account, name)+" already exists")
+			return nil, clientErr("AlreadyExistsException", "An alias with the name "+aliasArn(region, st.Account, name)+" already exists")
 		}
-		k, e := st.resolve(region, str(req.TargetKeyId), false)
+		k, e := aliasTarget(st, region, req.TargetKeyId)
 		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+			return nil, e
 		}
 		now := s.now()
 		rs.Aliases[name] = &alias{Name: name, TargetID: k.ID, Created: now, UpdatedAt: now}
-		return nil
+		return struct{}{}, nil
 	})
+}
+
+// aliasTarget resolves the key an alias is to point to: a key ID or key ARN
+// of a key that is not pending deletion.
+func aliasTarget(st *state, region string, keyID *string) (*key, *apiError) {
+	k, e := st.resolve(region, str(keyID), false)
 	if e != nil {
 		return nil, e
 	}
-	return struct{}{}, nil
+	return k, notPendingDeletion(k)
 }
 
 func opUpdateAlias(s *Service, region string, body []byte) (any, *apiError) {
@@ -341,26 +381,19 @@ func opUpdateAlias(s *Service, region string, body []byte) (any, *apiError) {
 		return nil, e
 	}
 	name := str(req.AliasName)
-	e := s.mutate(func(st *state) *apiError {
+	return s.mutateOp(func(st *state) (any, *apiError) {
 		a := st.Regions[region].Aliases[name]
 		if a == nil {
-			return errNotFound("Alias " + aliasArn(region, st.Account, name) + " is not found.")
+			return nil, errAliasNotFound(st, region, name)
 		}
-		k, e := st.resolve(region, str(req.TargetKeyId), false)
+		k, e := aliasTarget(st, region, req.TargetKeyId)
 		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+			return nil, e
 		}
 		a.TargetID = k.ID
 		a.UpdatedAt = s.now()
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opDeleteAlias(s *Service, region string, body []byte) (any, *apiError) {
@@ -369,18 +402,14 @@ func opDeleteAlias(s *Service, region string, body []byte) (any, *apiError) {
 		return nil, e
 	}
 	name := str(req.AliasName)
-	e := s.mutate(func(st *state) *apiError {
+	return s.mutateOp(func(st *state) (any, *apiError) {
 		rs := st.Regions[region]
 		if rs.Aliases[name] == nil {
-			return errNotFound("Alias " + aliasArn(region, st.Account, name) + " is not found.")
+			return nil, errAliasNotFound(st, region, name)
 		}
 		delete(rs.Aliases, name)
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opListAliases(s *Service, region string, body []byte) (any, *apiError) {
@@ -388,7 +417,7 @@ func opListAliases(s *Service, region string, body []byte) (any, *apiError) {
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	limit, e := pageLimit(req.Limit, 50, 100)
+	limit, e := inRange("Limit", req.Limit, 50, 1, 100)
 	if e != nil {
 		return nil, e
 	}
@@ -423,12 +452,7 @@ func opListAliases(s *Service, region string, body []byte) (any, *apiError) {
 	for _, a := range all {
 		names = append(names, a.AliasName)
 	}
-	from, to, next := page(names, str(req.Marker), limit)
-	out := map[string]any{"Aliases": append([]entry{}, all[from:to]...), "Truncated": next != ""}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return out, nil
+	return listPage("Aliases", all, names, str(req.Marker), limit), nil
 }
 
 // ---- cryptographic operations ----
@@ -442,16 +466,12 @@ type encryptTarget struct {
 }
 
 func (s *Service) encryptTarget(region, keyID string) (encryptTarget, *apiError) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, e := s.st.resolve(region, keyID, true)
-	if e != nil {
-		return encryptTarget{}, e
-	}
-	if e := k.usable(); e != nil {
-		return encryptTarget{}, e
-	}
-	return encryptTarget{arn: k.Arn, id: k.ID, version: uint32(len(k.Materials) - 1), m: k.current()}, nil
+	return viewKey(s, region, keyID, true, func(_ *state, k *key) (encryptTarget, *apiError) {
+		if e := k.usable(); e != nil {
+			return encryptTarget{}, e
+		}
+		return encryptTarget{arn: k.Arn, id: k.ID, version: uint32(len(k.Materials) - 1), m: k.current()}, nil
+	})
 }
 
 func (t encryptTarget) seal(plaintext []byte, ctx map[string]string) ([]byte, *apiError) {
@@ -696,48 +716,23 @@ func opGenerateRandom(s *Service, region string, body []byte) (any, *apiError) {
 
 // ---- key state ----
 
-// keyMutation resolves a key (key ID or key ARN only, as the management
-// operations require) and applies fn to it under the write lock.
-func keyMutation(s *Service, region string, body []byte, fn func(st *state, k *key) *apiError) *apiError {
-	var req keyIDRequest
-	if e := decode(body, &req); e != nil {
-		return e
-	}
-	return s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		return fn(st, k)
-	})
-}
-
 func opEnableKey(s *Service, region string, body []byte) (any, *apiError) {
-	e := keyMutation(s, region, body, func(_ *state, k *key) *apiError {
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
-		}
-		k.State = stateEnabled
-		return nil
-	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
+	return setKeyState(s, region, body, stateEnabled)
 }
 
 func opDisableKey(s *Service, region string, body []byte) (any, *apiError) {
-	e := keyMutation(s, region, body, func(_ *state, k *key) *apiError {
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+	return setKeyState(s, region, body, stateDisabled)
+}
+
+// setKeyState is EnableKey and DisableKey; neither applies to a key pending deletion.
+func setKeyState(s *Service, region string, body []byte, to string) (any, *apiError) {
+	return updateKeyOp(s, region, body, func(_ *state, k *key) (any, *apiError) {
+		if e := notPendingDeletion(k); e != nil {
+			return nil, e
 		}
-		k.State = stateDisabled
-		return nil
+		k.State = to
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opScheduleKeyDeletion(s *Service, region string, body []byte) (any, *apiError) {
@@ -745,25 +740,16 @@ func opScheduleKeyDeletion(s *Service, region string, body []byte) (any, *apiErr
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	days := int32(defaultPendingDays)
-	if req.PendingWindowInDays != nil {
-		days = *req.PendingWindowInDays
-		if days < minPendingDays || days > maxPendingDays {
-			return nil, errValidation("PendingWindowInDays must be 7 to 30.")
-		}
+	days, e := inRange("PendingWindowInDays", req.PendingWindowInDays, defaultPendingDays, minPendingDays, maxPendingDays)
+	if e != nil {
+		return nil, e
 	}
-	out := map[string]any{}
-	e := s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(st *state, k *key) (any, *apiError) {
+		if e := notPendingDeletion(k); e != nil {
+			return nil, e
 		}
 		k.PendingWindowDays = days
-		out["KeyId"] = k.Arn
-		out["PendingWindowInDays"] = days
+		out := map[string]any{"KeyId": k.Arn, "PendingWindowInDays": days}
 		if k.MultiRegion && k.isPrimary() && len(st.related(k)) > 1 {
 			// A primary outlives its replicas: its waiting period starts
 			// when the last replica is deleted (ScheduleKeyDeletion, API reference).
@@ -775,31 +761,21 @@ func opScheduleKeyDeletion(s *Service, region string, body []byte) (any, *apiErr
 			out["DeletionDate"] = ept(k.DeletionDate)
 		}
 		out["KeyState"] = k.State
-		return nil
+		return out, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return out, nil
 }
 
 func opCancelKeyDeletion(s *Service, region string, body []byte) (any, *apiError) {
-	var arn string
-	e := keyMutation(s, region, body, func(_ *state, k *key) *apiError {
+	return updateKeyOp(s, region, body, func(_ *state, k *key) (any, *apiError) {
 		if !k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is not pending deletion.")
+			return nil, errInvalidState(k.Arn + " is not pending deletion.")
 		}
 		// AWS leaves a key whose deletion is cancelled Disabled.
 		k.State = stateDisabled
 		k.DeletionDate = time.Time{}
 		k.PendingWindowDays = 0
-		arn = k.Arn
-		return nil
+		return map[string]any{"KeyId": k.Arn}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"KeyId": arn}, nil
 }
 
 // ---- rotation ----
@@ -819,20 +795,13 @@ func opEnableKeyRotation(s *Service, region string, body []byte) (any, *apiError
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	period := int32(defaultRotationDays)
-	if req.RotationPeriodInDays != nil {
-		period = *req.RotationPeriodInDays
-		if period < minRotationDays || period > maxRotationDays {
-			return nil, errValidation("RotationPeriodInDays must be 90 to 2560.")
-		}
+	period, e := inRange("RotationPeriodInDays", req.RotationPeriodInDays, defaultRotationDays, minRotationDays, maxRotationDays)
+	if e != nil {
+		return nil, e
 	}
-	e := s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
+	return updateKey(s, region, str(req.KeyId), func(st *state, k *key) (any, *apiError) {
 		if e := rotationManageable(k); e != nil {
-			return e
+			return nil, e
 		}
 		next := s.now().AddDate(0, 0, int(period))
 		// Rotation status is a shared property of related multi-Region keys.
@@ -841,55 +810,39 @@ func opEnableKeyRotation(s *Service, region string, body []byte) (any, *apiError
 			r.RotationPeriodDays = period
 			r.NextRotation = next
 		}
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opDisableKeyRotation(s *Service, region string, body []byte) (any, *apiError) {
-	e := keyMutation(s, region, body, func(st *state, k *key) *apiError {
+	return updateKeyOp(s, region, body, func(st *state, k *key) (any, *apiError) {
 		if e := rotationManageable(k); e != nil {
-			return e
+			return nil, e
 		}
 		for _, r := range st.related(k) {
 			r.RotationEnabled = false
 			r.RotationPeriodDays = 0
 			r.NextRotation = time.Time{}
 		}
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opGetKeyRotationStatus(s *Service, region string, body []byte) (any, *apiError) {
-	var req keyIDRequest
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, e := s.st.resolve(region, str(req.KeyId), false)
-	if e != nil {
-		return nil, e
-	}
-	// While a key is pending deletion its rotation status reads false; it
-	// comes back if the deletion is cancelled (GetKeyRotationStatus, API reference).
-	enabled := k.RotationEnabled && !k.pendingDeletion()
-	out := map[string]any{"KeyId": k.Arn, "KeyRotationEnabled": enabled}
-	if enabled {
-		out["RotationPeriodInDays"] = k.RotationPeriodDays
-		out["NextRotationDate"] = ept(k.NextRotation)
-	}
-	if !k.LastOnDemand.IsZero() {
-		out["OnDemandRotationStartDate"] = ept(k.LastOnDemand)
-	}
-	return out, nil
+	return viewKeyOp(s, region, body, func(_ *state, k *key) (any, *apiError) {
+		// While a key is pending deletion its rotation status reads false; it
+		// comes back if the deletion is cancelled (GetKeyRotationStatus, API reference).
+		enabled := k.RotationEnabled && !k.pendingDeletion()
+		out := map[string]any{"KeyId": k.Arn, "KeyRotationEnabled": enabled}
+		if enabled {
+			out["RotationPeriodInDays"] = k.RotationPeriodDays
+			out["NextRotationDate"] = ept(k.NextRotation)
+		}
+		if !k.LastOnDemand.IsZero() {
+			out["OnDemandRotationStartDate"] = ept(k.LastOnDemand)
+		}
+		return out, nil
+	})
 }
 
 // rotate adds a new material version to k and every related key, so
@@ -909,10 +862,9 @@ func rotate(st *state, k *key, now time.Time, rotationType string) *apiError {
 }
 
 func opRotateKeyOnDemand(s *Service, region string, body []byte) (any, *apiError) {
-	var id string
-	e := keyMutation(s, region, body, func(st *state, k *key) *apiError {
+	return updateKeyOp(s, region, body, func(st *state, k *key) (any, *apiError) {
 		if e := rotationManageable(k); e != nil {
-			return e
+			return nil, e
 		}
 		n := 0
 		for _, m := range k.Materials {
@@ -921,15 +873,13 @@ func opRotateKeyOnDemand(s *Service, region string, body []byte) (any, *apiError
 			}
 		}
 		if n >= maxOnDemandRotation {
-			return clientErr("LimitExceededException", fmt.Sprintf("%s has reached the limit of %d on-demand rotations.", k.Arn, maxOnDemandRotation))
+			return nil, clientErr("LimitExceededException", fmt.Sprintf("%s has reached the limit of %d on-demand rotations.", k.Arn, maxOnDemandRotation))
 		}
-		id = k.ID
-		return rotate(st, k, s.now(), "ON_DEMAND")
+		if e := rotate(st, k, s.now(), "ON_DEMAND"); e != nil {
+			return nil, e
+		}
+		return map[string]any{"KeyId": k.ID}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"KeyId": id}, nil
 }
 
 func opListKeyRotations(s *Service, region string, body []byte) (any, *apiError) {
@@ -940,7 +890,7 @@ func opListKeyRotations(s *Service, region string, body []byte) (any, *apiError)
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	limit, e := pageLimit(req.Limit, 100, 1000)
+	limit, e := inRange("Limit", req.Limit, 100, 1, 1000)
 	if e != nil {
 		return nil, e
 	}
@@ -951,15 +901,14 @@ func opListKeyRotations(s *Service, region string, body []byte) (any, *apiError)
 		RotationDate     *epochTime `json:"RotationDate,omitempty"`
 		RotationType     string     `json:"RotationType,omitempty"`
 	}
-	s.mu.RLock()
-	k, e := s.st.resolve(region, str(req.KeyId), false)
+	src, e := viewKey(s, region, str(req.KeyId), false, func(_ *state, k *key) (*key, *apiError) {
+		// Copy what is used after the lock is released.
+		return &key{ID: k.ID, Materials: append([]*material(nil), k.Materials...)}, nil
+	})
 	if e != nil {
-		s.mu.RUnlock()
 		return nil, e
 	}
-	mats := append([]*material(nil), k.Materials...)
-	id := k.ID
-	s.mu.RUnlock()
+	mats := src.Materials
 	var all []entry
 	var names []string
 	for i, m := range mats {
@@ -970,19 +919,14 @@ func opListKeyRotations(s *Service, region string, body []byte) (any, *apiError)
 		if i == len(mats)-1 {
 			state = "CURRENT"
 		}
-		e := entry{KeyId: id, KeyMaterialId: m.ID, KeyMaterialState: state, RotationType: m.RotationType}
+		e := entry{KeyId: src.ID, KeyMaterialId: m.ID, KeyMaterialState: state, RotationType: m.RotationType}
 		if m.RotationType != "" {
 			e.RotationDate = ept(m.Created)
 		}
 		all = append(all, e)
 		names = append(names, fmt.Sprintf("%08d", i))
 	}
-	from, to, next := page(names, str(req.Marker), limit)
-	out := map[string]any{"Rotations": append([]entry{}, all[from:to]...), "Truncated": next != ""}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return out, nil
+	return listPage("Rotations", all, names, str(req.Marker), limit), nil
 }
 
 // ---- policies, tags, description ----
@@ -995,13 +939,9 @@ func opGetKeyPolicy(s *Service, region string, body []byte) (any, *apiError) {
 	if e := checkPolicyName(req.PolicyName); e != nil {
 		return nil, e
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, e := s.st.resolve(region, str(req.KeyId), false)
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"Policy": k.Policy, "PolicyName": "default"}, nil
+	return viewKey(s, region, str(req.KeyId), false, func(_ *state, k *key) (any, *apiError) {
+		return map[string]any{"Policy": k.Policy, "PolicyName": "default"}, nil
+	})
 }
 
 func opPutKeyPolicy(s *Service, region string, body []byte) (any, *apiError) {
@@ -1018,31 +958,16 @@ func opPutKeyPolicy(s *Service, region string, body []byte) (any, *apiError) {
 	if e := validatePolicy(req.Policy); e != nil {
 		return nil, e
 	}
-	e := s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
+	return updateKey(s, region, str(req.KeyId), func(_ *state, k *key) (any, *apiError) {
 		k.Policy = *req.Policy
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opListKeyPolicies(s *Service, region string, body []byte) (any, *apiError) {
-	var req keyIDRequest
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if _, e := s.st.resolve(region, str(req.KeyId), false); e != nil {
-		return nil, e
-	}
-	return map[string]any{"PolicyNames": []string{"default"}, "Truncated": false}, nil
+	return viewKeyOp(s, region, body, func(*state, *key) (any, *apiError) {
+		return map[string]any{"PolicyNames": []string{"default"}, "Truncated": false}, nil
+	})
 }
 
 func opTagResource(s *Service, region string, body []byte) (any, *apiError) {
@@ -1054,13 +979,9 @@ func opTagResource(s *Service, region string, body []byte) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	e = s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(_ *state, k *key) (any, *apiError) {
+		if e := notPendingDeletion(k); e != nil {
+			return nil, e
 		}
 		if k.Tags == nil {
 			k.Tags = map[string]string{}
@@ -1068,12 +989,8 @@ func opTagResource(s *Service, region string, body []byte) (any, *apiError) {
 		for tk, tv := range tags {
 			k.Tags[tk] = tv
 		}
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opUntagResource(s *Service, region string, body []byte) (any, *apiError) {
@@ -1081,37 +998,21 @@ func opUntagResource(s *Service, region string, body []byte) (any, *apiError) {
 	if e := decode(body, &req); e != nil {
 		return nil, e
 	}
-	e := s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(_ *state, k *key) (any, *apiError) {
+		if e := notPendingDeletion(k); e != nil {
+			return nil, e
 		}
 		for _, tk := range req.TagKeys {
 			delete(k.Tags, tk)
 		}
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 func opListResourceTags(s *Service, region string, body []byte) (any, *apiError) {
-	var req keyIDRequest
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	k, e := s.st.resolve(region, str(req.KeyId), false)
-	if e != nil {
-		return nil, e
-	}
-	return map[string]any{"Tags": tagList(k.Tags), "Truncated": false}, nil
+	return viewKeyOp(s, region, body, func(_ *state, k *key) (any, *apiError) {
+		return map[string]any{"Tags": tagList(k.Tags), "Truncated": false}, nil
+	})
 }
 
 func opUpdateKeyDescription(s *Service, region string, body []byte) (any, *apiError) {
@@ -1122,21 +1023,13 @@ func opUpdateKeyDescription(s *Service, region string, body []byte) (any, *apiEr
 	if e := validateDescription(req.Description); e != nil {
 		return nil, e
 	}
-	e := s.mutate(func(st *state) *apiError {
-		k, e := st.resolve(region, str(req.KeyId), false)
-		if e != nil {
-			return e
-		}
-		if k.pendingDeletion() {
-			return errInvalidState(k.Arn + " is pending deletion.")
+	return updateKey(s, region, str(req.KeyId), func(_ *state, k *key) (any, *apiError) {
+		if e := notPendingDeletion(k); e != nil {
+			return nil, e
 		}
 		k.Description = str(req.Description)
-		return nil
+		return struct{}{}, nil
 	})
-	if e != nil {
-		return nil, e
-	}
-	return struct{}{}, nil
 }
 
 // ---- validation and paging helpers ----
@@ -1201,14 +1094,16 @@ func tagList(tags map[string]string) []tag {
 	return out
 }
 
-func pageLimit(l *int32, def, max int) (int, *apiError) {
-	if l == nil {
+// inRange is an optional integer member: def when absent, else a value from
+// lo to hi.
+func inRange(member string, p *int32, def, lo, hi int32) (int32, *apiError) {
+	if p == nil {
 		return def, nil
 	}
-	if *l < 1 || int(*l) > max {
-		return 0, errValidation(fmt.Sprintf("Limit must be 1 to %d.", max))
+	if *p < lo || *p > hi {
+		return 0, errValidation(fmt.Sprintf("%s must be %d to %d.", member, lo, hi))
 	}
-	return int(*l), nil
+	return *p, nil
 }
 
 // page selects names[from:to] after marker (the last name of the previous
@@ -1225,4 +1120,15 @@ func page(names []string, marker string, limit int) (from, to int, next string) 
 		next = names[to-1]
 	}
 	return from, to, next
+}
+
+// listPage is a List operation's answer: the page of all (whose entries
+// names names) after marker, under field, with Truncated and NextMarker.
+func listPage[T any](field string, all []T, names []string, marker string, limit int32) map[string]any {
+	from, to, next := page(names, marker, int(limit))
+	out := map[string]any{field: append([]T{}, all[from:to]...), "Truncated": next != ""}
+	if next != "" {
+		out["NextMarker"] = next
+	}
+	return out
 }

@@ -135,6 +135,10 @@ func aliasArn(region, account, name string) string {
 	return "arn:aws:kms:" + region + ":" + account + ":" + name
 }
 
+func errAliasNotFound(st *state, region, name string) *apiError {
+	return errNotFound("Alias " + aliasArn(region, st.Account, name) + " is not found.")
+}
+
 // resolve finds the key a KeyId names in region: a key ID, key ARN, and
 // (where the operation accepts them, allowAlias) an alias name or alias ARN.
 // Caller holds s.mu (read or write).
@@ -173,11 +177,11 @@ func (st *state) resolve(region, id string, allowAlias bool) (*key, *apiError) {
 		}
 		a := rs.Aliases[resource]
 		if a == nil {
-			return nil, errNotFound("Alias " + aliasArn(region, st.Account, resource) + " is not found.")
+			return nil, errAliasNotFound(st, region, resource)
 		}
 		k := rs.Keys[a.TargetID]
 		if k == nil {
-			return nil, errNotFound("Alias " + aliasArn(region, st.Account, resource) + " is not found.")
+			return nil, errAliasNotFound(st, region, resource)
 		}
 		return k, nil
 	}

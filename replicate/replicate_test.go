@@ -100,6 +100,30 @@ func (b *bundle) seal(t *testing.T) (sealed []byte, body string, hdr *envelope.H
 	return buf.Bytes(), string(raw), hdr
 }
 
+// sealAndSend seals n envelopes and sends each one's event copies times.
+func (b *bundle) sealAndSend(t *testing.T, n, copies int) (ids []string, sealed [][]byte) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		s, body, hdr := b.seal(t)
+		ids, sealed = append(ids, hdr.RecordID()), append(sealed, s)
+		for k := 0; k < copies; k++ {
+			b.send(t, body)
+		}
+	}
+	return ids, sealed
+}
+
+// verifiedEverywhere fails unless every record is verified in every region.
+func (b *bundle) verifiedEverywhere(t *testing.T, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		rec := b.record(t, "us-east-1", id)
+		for _, r := range b.env.Regions {
+			require.True(t, rec.Regions[r].Verified(), "record %s region %s", id, r)
+		}
+	}
+}
+
 func (b *bundle) sqs(t *testing.T) *sqs.Client {
 	home, err := b.topo.HomeRegion()
 	require.NoError(t, err)
@@ -267,24 +291,14 @@ func TestRedeliveryAndTwoWorkers(t *testing.T) {
 	t.Parallel()
 	b := setup(t, map[string]string{"ap-southeast-2": config.ModeIndependent})
 	const n = 10
-	var ids []string
-	for i := 0; i < n; i++ {
-		_, body, hdr := b.seal(t)
-		ids = append(ids, hdr.RecordID())
-		for k := 0; k < 3; k++ { // deliberate duplicates
-			b.send(t, body)
-		}
-	}
+	ids, _ := b.sealAndSend(t, n, 3) // deliberate duplicates
 	d1 := b.daemon(t)
 	d2 := b.daemon(t)
 	b.waitDrained(t, d1, 90*time.Second)
 	b.waitDrained(t, d2, 10*time.Second)
+	b.verifiedEverywhere(t, ids)
 	for _, id := range ids {
-		rec := b.record(t, "us-east-1", id)
-		for _, r := range b.env.Regions {
-			require.True(t, rec.Regions[r].Verified(), "record %s region %s", id, r)
-		}
-		require.GreaterOrEqual(t, rec.Version, int64(2))
+		require.GreaterOrEqual(t, b.record(t, "us-east-1", id).Version, int64(2))
 	}
 	require.Empty(t, b.dlq(t))
 }
@@ -293,13 +307,7 @@ func TestRegionDownThenBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	const n = 6
-	var ids []string
-	var sealed [][]byte
-	for i := 0; i < n; i++ {
-		s, body, hdr := b.seal(t)
-		ids, sealed = append(ids, hdr.RecordID()), append(sealed, s)
-		b.send(t, body)
-	}
+	ids, sealed := b.sealAndSend(t, n, 1)
 	b.env.Down("eu-west-1")
 	d := b.daemon(t)
 	// The healthy regions progress while eu-west-1 is down, and no message is deleted.
@@ -337,24 +345,14 @@ func TestThrottledKMS(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	const n = 20
-	var ids []string
-	for i := 0; i < n; i++ {
-		_, body, hdr := b.seal(t)
-		ids = append(ids, hdr.RecordID())
-		b.send(t, body)
-	}
+	ids, _ := b.sealAndSend(t, n, 1)
 	// Far below demand: 8 workers each need 2-3 calls per region at once.
 	for _, r := range b.env.Regions {
 		b.env.SetRateLimit(r, 5)
 	}
 	d := b.daemon(t)
 	b.waitDrained(t, d, 90*time.Second)
-	for _, id := range ids {
-		rec := b.record(t, "us-east-1", id)
-		for _, r := range b.env.Regions {
-			require.True(t, rec.Regions[r].Verified())
-		}
-	}
+	b.verifiedEverywhere(t, ids)
 	var throttles float64
 	for _, r := range b.env.Regions {
 		for _, op := range []string{"ReEncrypt", "Decrypt"} {
@@ -424,12 +422,7 @@ func TestStopMidBatchLosesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	const n = 40
-	var ids []string
-	for i := 0; i < n; i++ {
-		_, body, hdr := b.seal(t)
-		ids = append(ids, hdr.RecordID())
-		b.send(t, body)
-	}
+	ids, _ := b.sealAndSend(t, n, 1)
 	for _, r := range b.env.Regions {
 		b.env.SetRateLimit(r, 40) // slow enough that work is in flight when we stop
 	}
@@ -446,12 +439,7 @@ func TestStopMidBatchLosesNothing(t *testing.T) {
 	}
 	d2 := b.daemon(t)
 	b.waitDrained(t, d2, 60*time.Second)
-	for _, id := range ids {
-		rec := b.record(t, "us-east-1", id)
-		for _, r := range b.env.Regions {
-			require.True(t, rec.Regions[r].Verified(), "record %s region %s", id, r)
-		}
-	}
+	b.verifiedEverywhere(t, ids)
 	require.Empty(t, b.dlq(t))
 }
 

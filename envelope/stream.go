@@ -416,10 +416,16 @@ func (r *Reader) release() {
 // push drives the source's WriteTo into a sink that authenticates chunks in place in the
 // source's memory; only a chunk split across Write calls is copied into cbuf.
 func (r *Reader) push(w io.Writer) (int64, error) {
-	s := &pushSink{r: r, dst: w}
+	s := &pushSink{r: r, dst: w, left: -1}
+	if l, ok := r.src.(interface{ Len() int }); ok {
+		// bytes.Reader and bytes.Buffer know how much they will hand over, so the sink can
+		// tell the final chunk by its position instead of copying it into cbuf to wait for
+		// the end of the input.
+		s.left = int64(l.Len())
+	}
 	defer r.release()
 	_, err := r.src.(io.WriterTo).WriteTo(s)
-	if err == nil && s.err == nil {
+	if err == nil && s.err == nil && !r.done {
 		// Whatever is buffered is the final chunk.
 		pt, ferr := r.authChunk(r.cbuf[:s.buffered], true)
 		if ferr == nil {
@@ -440,11 +446,16 @@ func (r *Reader) push(w io.Writer) (int64, error) {
 // pushSink receives ciphertext from an in-memory source. Invariant: cbuf[:buffered] holds the
 // start of the next chunk; a chunk is opened only once a byte after it has been seen, which
 // proves it is not the final one.
+//
+// When the source's length is known (left ≥ 0), a Write that starts on a chunk boundary and
+// ends exactly at the end of the input holds the whole final chunk: it is opened as final
+// straight from the source, as the look-ahead would have concluded once the input ended.
 type pushSink struct {
 	r        *Reader
 	dst      io.Writer
 	buffered int
 	total    int64
+	left     int64 // input bytes still to come, or -1 if unknown
 	err      error
 }
 
@@ -461,11 +472,22 @@ func (s *pushSink) Write(b []byte) (int, error) {
 	r := s.r
 	enc := r.chunkSize + TagSize
 	n := len(b)
+	if s.left >= 0 {
+		if int64(n) > s.left {
+			// The source handed over more than it said it held; refuse rather than guess.
+			s.err = errors.New("envelope: in-memory source grew while being read")
+			return 0, s.err
+		}
+		s.left -= int64(n) // now: bytes still to come after b
+	}
 	for len(b) > 0 {
 		var ct []byte
+		final := false
 		switch {
 		case s.buffered == 0 && len(b) > enc:
 			ct, b = b[:enc], b[enc:] // whole chunk with more after it, straight from the source
+		case s.buffered == 0 && s.left == 0:
+			ct, b, final = b, nil, true // the rest of the input, starting on a chunk boundary
 		default:
 			c := copy(r.cbuf[s.buffered:enc+1], b)
 			s.buffered += c
@@ -475,13 +497,16 @@ func (s *pushSink) Write(b []byte) (int, error) {
 			}
 			ct = r.cbuf[:enc]
 		}
-		pt, err := r.authChunk(ct, false)
+		pt, err := r.authChunk(ct, final)
 		if err == nil {
 			err = s.emit(pt)
 		}
 		if err != nil {
 			s.err = err
 			return n - len(b), err
+		}
+		if final {
+			r.done = true
 		}
 		if s.buffered > enc {
 			r.cbuf[0] = r.cbuf[enc]

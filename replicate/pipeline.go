@@ -150,10 +150,16 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	var (
 		mu      sync.Mutex
 		dekOnce sync.Once
+		dekOK   bool // the source wrap decrypted in the source region and matched the commitment
 		dek     []byte
 		dekErr  error
 	)
 	defer func() { envelope.Wipe(dek) }()
+	sourceChecked := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return dekOK
+	}
 	sourceDEK := func(ctx context.Context) ([]byte, error) {
 		dekOnce.Do(func() {
 			d, err := src.DecryptRaw(ctx, ev.WrappedDEK, ev.KeyARN, ec)
@@ -167,8 +173,22 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				return
 			}
 			dek = d
+			mu.Lock()
+			dekOK = true
+			mu.Unlock()
 		})
 		return dek, dekErr
+	}
+	// A new record must not be created from an event whose wrap does not match its commitment:
+	// in mrk mode nothing else checks it before the write, and a record with a forged
+	// commitment would make the genuine event conflict (and be dead-lettered) forever.
+	if stored == nil {
+		if _, err := sourceDEK(ctx); err != nil {
+			if errors.Is(err, regions.ErrInvalidCiphertext) {
+				return poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
+			}
+			return err
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range p.topo.Names() {
@@ -218,8 +238,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	}
 
 	if p.policy.Sampled(ev.ID) {
-		vdelta := rec.Clone()
-		changed := false
+		stamps := map[string]verifyStamp{}
 		g, gctx := errgroup.WithContext(ctx)
 		for _, name := range p.topo.Names() {
 			w := rec.Regions[name]
@@ -235,14 +254,19 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			r, _ := p.topo.Region(name)
 			g.Go(func() error {
 				start := p.now()
-				err := p.verifyIn(gctx, r, rec)
+				// The source region's wrap was just decrypted there and its commitment checked
+				// (sourceDEK): the table read still proves the record is in that region's
+				// table, without a second Decrypt of the same ciphertext.
+				var proven *envelope.Wrap
+				if name == ev.SourceRegion && sourceChecked() {
+					proven = ev.Wrap()
+				}
+				checked, err := p.verifyIn(gctx, r, rec, proven)
 				mu.Lock()
 				defer mu.Unlock()
 				now := p.now()
-				vw := vdelta.Regions[name]
-				changed = true
+				stamps[name] = verifyStamp{wrap: checked, at: now, err: err}
 				if err != nil {
-					vw.LastError, vw.LastErrorAt = "verify: "+trimErr(err), now
 					res.Regions[name] = "verify failed: " + trimErr(err)
 					if errors.Is(err, envelope.ErrCommitmentMismatch) && name == ev.SourceRegion {
 						return poison(ReasonCommitmentMismatch, "record %s: the source wrap does not match the commitment: %w", ev.ID, err)
@@ -253,14 +277,13 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				if p.metrics != nil {
 					p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 				}
-				vw.VerifiedAt, vw.LastError, vw.LastErrorAt = now, "", now
 				res.Regions[name] = "verified"
 				return nil
 			})
 		}
 		verr := g.Wait()
-		if changed {
-			if rec, err = p.home.UpdateFrom(ctx, rec, ev.ID, mergeInto(vdelta)); err != nil {
+		if len(stamps) > 0 {
+			if rec, err = p.home.UpdateFrom(ctx, rec, ev.ID, stampVerified(stamps)); err != nil {
 				res.Reason = "record_write"
 				return err
 			}
@@ -304,28 +327,38 @@ func (p *Pipeline) wrapIn(ctx context.Context, r *regions.Region, ev *envelope.E
 }
 
 // verifyIn proves region r can open the record alone: it reads the record from r's own table
-// endpoint, decrypts r's wrap with r's KMS, and checks the key commitment.
-func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record) error {
+// endpoint, decrypts r's wrap with r's KMS, and checks the key commitment. With proven (a wrap
+// already decrypted in r and checked against the commitment) it checks that r's table holds
+// exactly that wrap instead of decrypting it again. It returns the wrap it checked.
+func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record, proven *envelope.Wrap) (*envelope.RegionWrap, error) {
 	rec, err := p.stores[r.Name].Get(ctx, want.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w := rec.Regions[r.Name]
 	if !w.HasWrap() {
-		return fmt.Errorf("region %s: record %s has no wrap for this region in the region's table yet", r.Name, want.ID)
+		return nil, fmt.Errorf("region %s: record %s has no wrap for this region in the region's table yet", r.Name, want.ID)
 	}
 	if !bytes.Equal(rec.Commitment, want.Commitment) {
-		return fmt.Errorf("region %s: record %s: %w (the region's table holds another commitment)", r.Name, want.ID, envelope.ErrCommitmentMismatch)
+		return nil, fmt.Errorf("region %s: record %s: %w (the region's table holds another commitment)", r.Name, want.ID, envelope.ErrCommitmentMismatch)
+	}
+	if proven != nil && proven.KeyARN == w.KeyARN && bytes.Equal(proven.Wrapped, w.Wrapped) {
+		return w, nil
 	}
 	dek, err := r.DecryptRaw(ctx, w.Wrapped, w.KeyARN, rec.Context.Map())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer envelope.Wipe(dek)
 	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
+		return nil, fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
 	}
-	return nil
+	return w, nil
+}
+
+// sameWrap reports whether a and b hold the same wrap (key and bytes).
+func sameWrap(a, b *envelope.RegionWrap) bool {
+	return a != nil && b != nil && a.KeyARN == b.KeyARN && bytes.Equal(a.Wrapped, b.Wrapped)
 }
 
 func (p *Pipeline) answered(region string) {
@@ -347,6 +380,47 @@ func mergeInto(delta *envelope.Record) func(cur *envelope.Record) (*envelope.Rec
 		}
 		next.Version = cur.Version
 		if recordsEqual(cur, next) {
+			return nil, nil
+		}
+		return next, nil
+	}
+}
+
+// verifyStamp is the outcome of verifying one region: the wrap that was decrypted (nil on
+// error), when, and the error.
+type verifyStamp struct {
+	wrap *envelope.RegionWrap
+	at   time.Time
+	err  error
+}
+
+// stampVerified returns a Store.Update mutation that records verification outcomes without ever
+// changing a wrap: verified_at is set only on a region whose current wrap is exactly the one that
+// was decrypted (another worker may have replaced an unverified wrap meanwhile; that one is
+// verified on its own delivery), and a failure is recorded only on a region not yet verified. So
+// a verified wrap is never displaced and verified_at only moves forward.
+func stampVerified(stamps map[string]verifyStamp) func(cur *envelope.Record) (*envelope.Record, error) {
+	return func(cur *envelope.Record) (*envelope.Record, error) {
+		if cur == nil {
+			return nil, nil // nothing to stamp: the record is gone (not expected)
+		}
+		next := cur.Clone()
+		changed := false
+		for name, st := range stamps {
+			w := next.Regions[name]
+			if w == nil {
+				continue
+			}
+			switch {
+			case st.err == nil && sameWrap(st.wrap, w) && st.at.After(w.VerifiedAt):
+				w.VerifiedAt, w.LastError, w.LastErrorAt = st.at, "", st.at
+				changed = true
+			case st.err != nil && !w.Verified() && st.at.After(w.LastErrorAt):
+				w.LastError, w.LastErrorAt = "verify: "+trimErr(st.err), st.at
+				changed = true
+			}
+		}
+		if !changed {
 			return nil, nil
 		}
 		return next, nil

@@ -10,9 +10,11 @@ started=0
 bin/envdr local ready >/dev/null 2>&1 || started=1
 trap '[[ $started == 1 ]] && make -s local-down >/dev/null 2>&1 || true' EXIT
 make -s local-up
-echo "== go vet"
-go vet ./...
-echo "== go test"
+echo "== go vet + staticcheck (pinned)"
+make -s lint
+echo "== go test (unit, integration, fault-injection short form)"
 go test -count=1 -timeout 20m ./...
+echo "== go test -race (replicate, regions, internal/localaws)"
+make -s race
 if make -n fuzz-short >/dev/null 2>&1; then echo "== fuzz (short)"; make -s fuzz-short; fi
 if make -n validate >/dev/null 2>&1; then echo "== validate (offline infra)"; make -s validate; fi

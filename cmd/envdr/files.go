@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/envdr/envdr/envelope"
@@ -103,28 +101,6 @@ func readHeaderKeep(r io.Reader) (*envelope.Header, io.Reader, error) {
 		return nil, nil, err
 	}
 	return hdr, io.MultiReader(&buf, r), nil
-}
-
-// sortedKeys returns m's keys, sorted.
-func sortedKeys(m map[string]string) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
-// describeContext renders user context pairs for messages (values are not secret).
-func describeContext(m map[string]string) string {
-	var b strings.Builder
-	for i, k := range sortedKeys(m) {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, "%s=%s", k, m[k])
-	}
-	return b.String()
 }
 
 // replicationPolicy is the config's replication policy.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -116,6 +117,10 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 	explicit := region != ""
 	if !explicit {
 		region = hdr.HomeRegion
+		if _, ok := cfg.Region(region); !ok {
+			return nil, nil, fmt.Errorf("record %s: the envelope's home region %s is not configured (configured: %v); add it, or open through a configured region with --region",
+				hdr.RecordID(), region, cfg.RegionNames())
+		}
 	}
 	r, err := onlyRegion(ctx, cfg, region)
 	if err != nil {
@@ -127,6 +132,12 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 	id := hdr.RecordID()
 	store := replicate.NewStore(cfg.Table, r.Name, r.DynamoDB())
 	rec, recErr := store.Get(ctx, id)
+	if recErr == nil && (!rec.Context.Equal(hdr.Context) || !bytes.Equal(rec.Commitment, hdr.Commitment)) {
+		// A record that disagrees with the authenticated header was tampered with (or belongs to
+		// another envelope): refuse it rather than trust its wrap.
+		return nil, nil, fmt.Errorf("region %s: record %s: %w: the record's context or key commitment differs from the envelope header's",
+			region, id, envelope.ErrRecordConflict)
+	}
 	if recErr == nil {
 		if w := rec.Wrap(r.Name); w != nil && len(w.Wrapped) > 0 {
 			return r, w, nil

@@ -26,10 +26,9 @@ type bundle struct {
 }
 
 type setupOpts struct {
-	dir      string
-	noRetry  bool
-	regions  []string
-	noServer bool
+	dir     string
+	noRetry bool
+	regions []string
 }
 
 func setup(t *testing.T, o ...setupOpts) *bundle {

@@ -1,0 +1,32 @@
+# Fault-injection and security suite (docs/FAULTS.md), static and race checks.
+# `make faults` is the long soak; its short form runs inside `go test ./...` (make test).
+.PHONY: faults faults-short lint race staticcheck-install
+
+# staticcheck 2026.2.2 (v0.8.2) is the first line that supports Go 1.26.
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK         := .tools/bin/staticcheck
+# A stamp per version, so bumping STATICCHECK_VERSION reinstalls.
+STATICCHECK_STAMP   := .tools/bin/.staticcheck-$(STATICCHECK_VERSION)
+FAULTS_N            ?= 10000
+
+faults: local-up ## fault-injection suite, long form (FAULTS_N envelopes in the crash run, default 10000)
+	@mkdir -p .bench
+	set -o pipefail; ENVDR_REQUIRE_LOCAL=1 ENVDR_FAULTS_LONG=1 ENVDR_FAULTS_N=$(FAULTS_N) \
+		$(GO) test -count=1 -timeout 90m -v ./test/faults/ 2>&1 | tee .bench/faults.log
+
+faults-short: local-up ## fault-injection suite, short form (what make test runs)
+	ENVDR_REQUIRE_LOCAL=1 $(GO) test -count=1 -timeout 10m -v ./test/faults/
+
+# Installed from the module proxy at a pinned version into .tools/bin, never by hand.
+$(STATICCHECK_STAMP):
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	@touch $@
+
+staticcheck-install: $(STATICCHECK_STAMP) ## install the pinned staticcheck into .tools/bin
+
+lint: $(STATICCHECK_STAMP) ## go vet and staticcheck (pinned) on every package
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+race: ## go test -race on the packages with concurrency
+	$(GO) test -race -count=1 -timeout 15m ./replicate/... ./regions/... ./internal/localaws/...

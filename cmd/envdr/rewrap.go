@@ -1,0 +1,156 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envdr/envdr/recovery"
+)
+
+func init() {
+	register(func() *cobra.Command {
+		var (
+			opts       recovery.RewrapOptions
+			since      string
+			asJSON     bool
+			quiet      bool
+			checkpoint string
+		)
+		cmd := &cobra.Command{
+			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run]",
+			Short: "Re-wrap data keys after a key rotation, a key change, or a new region (backfill)",
+			Long: `rewrap re-makes region R's wrap of every record that needs it:
+
+  - after a rotation of R's key: wraps made before the key's latest rotation (ListKeyRotations;
+    override with --since) move to the new key material;
+  - when moving R to another key (--to-key, a key or alias ARN in R): wraps under any other key;
+  - after adding R to the config: records with no wrap for R are backfilled.
+
+For multi-Region keys the new wrap is made with ReEncrypt inside KMS in R, so the data key never
+leaves KMS; for independent keys a backfill decrypts once in a region that holds a wrap and
+encrypts in R, wiping the data key at once. Every new wrap is decrypted once in R and its key
+commitment checked before a conditional write replaces the old one.
+
+Progress is saved per scan page in a checkpoint file (--checkpoint; default under
+$XDG_STATE_HOME/envdr or ~/.local/state/envdr): an interrupted run resumes where it stopped, and
+because a re-made wrap no longer needs re-making, every record is re-wrapped exactly once. The
+checkpoint is removed when the run finishes. KMS calls obey the region's kms_rate; --rate caps
+records per second further.
+
+Without --region every configured region is rewrapped in turn. Exit status: 0 done, 1 some
+records failed (named) or the run was interrupted, 2 bad usage or config.`,
+			Example: `  # after aws kms rotate-key-on-demand on the primary
+  envdr --config local/envdr.yaml rewrap --region eu-west-1
+  # preview only
+  envdr rewrap --region eu-west-1 --dry-run
+  # move a region to another key
+  envdr rewrap --region eu-west-1 --to-key arn:aws:kms:eu-west-1:111122223333:key/1234abcd-...
+  # backfill a region just added to the config
+  envdr rewrap --region us-west-2`,
+			Args: cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				cfg, err := loadConfig()
+				if err != nil {
+					return err
+				}
+				if since != "" {
+					t, err := time.Parse(time.RFC3339, since)
+					if err != nil {
+						return usageError("--since %q: want an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", since)
+					}
+					opts.Since = t
+				}
+				targets := cfg.RegionNames()
+				if opts.Region != "" {
+					if _, ok := cfg.Region(opts.Region); !ok {
+						return usageError("--region %s is not configured (configured: %v)", opts.Region, cfg.RegionNames())
+					}
+					targets = []string{opts.Region}
+				} else if opts.ToKey != "" || checkpoint != "" {
+					return usageError("--to-key and --checkpoint need --region (they belong to one region)")
+				}
+				var reports []*recovery.RewrapReport
+				var failed int64
+				for _, region := range targets {
+					o := opts
+					o.Region, o.Checkpoint = region, checkpoint
+					p := recovery.NewProgress(c.ErrOrStderr(), "rewrap "+region, quiet)
+					o.Progress, o.Total = p.Add, p.SetTotal
+					rep, err := recovery.Rewrap(c.Context(), cfg, o)
+					p.Finish()
+					if err != nil {
+						return withCode(exitFailure, err)
+					}
+					reports = append(reports, rep)
+					if !asJSON {
+						writeRewrapSummary(c.OutOrStdout(), rep)
+					}
+					failed += rep.Failed
+					if rep.Interrupted {
+						break
+					}
+				}
+				if asJSON {
+					enc := json.NewEncoder(c.OutOrStdout())
+					enc.SetIndent("", "  ")
+					if err := enc.Encode(reports); err != nil {
+						return withCode(exitFailure, err)
+					}
+				}
+				last := reports[len(reports)-1]
+				switch {
+				case last.Interrupted:
+					return withCode(exitFailure, fmt.Errorf("rewrap %s interrupted after %d records; run the same command again to resume from %s",
+						last.Region, last.Records, last.Checkpoint))
+				case failed > 0:
+					var all []recovery.Failure
+					for _, r := range reports {
+						all = append(all, r.Failures...)
+					}
+					return withCode(exitFindings, fmt.Errorf("rewrap: %d records failed: %s", failed, failureNames(all, 0)))
+				}
+				return nil
+			},
+		}
+		f := cmd.Flags()
+		f.StringVar(&opts.Region, "region", "", "region whose wraps are re-made (default: every region in turn)")
+		f.StringVar(&opts.ToKey, "to-key", "", "target key or alias ARN in the region (default: the configured key)")
+		f.StringVar(&since, "since", "", "re-make wraps made before this RFC 3339 time (default: the key's latest rotation)")
+		f.BoolVar(&opts.DryRun, "dry-run", false, "count what would change; no KMS call, no write")
+		f.StringVar(&checkpoint, "checkpoint", "", "checkpoint file (default: $XDG_STATE_HOME/envdr/rewrap-TABLE-REGION.json)")
+		f.Float64Var(&opts.Rate, "rate", 0, "records per second at most (0: only the region's kms_rate)")
+		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments (a resumed run keeps the checkpoint's)")
+		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records re-wrapped at once")
+		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
+		f.BoolVar(&asJSON, "json", false, "print the reports as JSON")
+		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		return cmd
+	})
+}
+
+func writeRewrapSummary(w io.Writer, r *recovery.RewrapReport) {
+	verb := "changed"
+	if r.DryRun {
+		verb = "would change"
+	}
+	state := "done"
+	switch {
+	case r.Interrupted:
+		state = "INTERRUPTED"
+	case r.Resumed:
+		state = "done (resumed)"
+	}
+	since := "never rotated"
+	if !r.Since.IsZero() {
+		since = r.Since.UTC().Format(time.RFC3339)
+	}
+	fmt.Fprintf(w, "rewrap %s %s: %d records, %s %d, unchanged %d, failed %d in %.1fs (%.0f records/s); key %s, since %s\n",
+		r.Region, state, r.Records, verb, r.Changed, r.Unchanged, r.Failed, r.DurationSeconds, r.RecordsPerSec, r.TargetKey, since)
+	for _, f := range r.Failures {
+		fmt.Fprintf(w, "  record %s: %s\n", f.ID, f.Reason)
+	}
+}

@@ -1,0 +1,202 @@
+package recovery_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/recovery"
+)
+
+// records reads every record by ID from the home table.
+func (f *fixture) records(t testing.TB, ids []string) map[string]*envelope.Record {
+	t.Helper()
+	out := map[string]*envelope.Record{}
+	for _, id := range ids {
+		rec, err := f.home.Get(context.Background(), id)
+		require.NoError(t, err)
+		out[id] = rec
+	}
+	return out
+}
+
+// Rotate the key, rewrap, kill the rewrap midway, rerun: every record is re-wrapped exactly once
+// (one write each) and none is skipped.
+func TestRewrapAfterRotationResumes(t *testing.T) {
+	rewrapKillResume(t, 300)
+}
+
+// rewrapKillResume is the rotation scenario on n records (the test: a few hundred; make
+// rewrap-soak: 10,000). It returns the two runs' reports.
+func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.RewrapReport) {
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.seed(t, n, f.env.Regions...)
+	before := f.records(t, ids)
+	home, err := f.topo.HomeRegion()
+	require.NoError(t, err)
+	_, err = home.KMS().RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: aws.String(f.env.Keys["us-east-1"].MRK)})
+	require.NoError(t, err)
+	const region = "eu-west-1"
+	target := f.env.Keys[region].MRK
+
+	dry, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: region, DryRun: true, Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(n), dry.Changed, "dry run counts every record as to change")
+	require.False(t, dry.Since.IsZero(), "since comes from the key's rotation")
+	for id, rec := range f.records(t, ids) {
+		require.Equal(t, before[id].Version, rec.Version, "a dry run writes nothing")
+	}
+
+	cp := filepath.Join(t.TempDir(), "rewrap.json")
+	opts := recovery.RewrapOptions{Region: region, Checkpoint: cp, Segments: 3, Workers: 4, PageSize: 20, Regions: fastRegions}
+	killCtx, kill := context.WithCancel(ctx)
+	var done atomic.Int64
+	first := opts
+	first.Progress = func(k int) {
+		if done.Add(int64(k)) >= int64(n/3) {
+			kill()
+		}
+	}
+	f.env.ResetCounters()
+	rep1, err := recovery.Rewrap(killCtx, f.cfg, first)
+	kill()
+	require.NoError(t, err)
+	require.True(t, rep1.Interrupted)
+	require.Less(t, rep1.Changed, int64(n))
+	require.Positive(t, rep1.Changed)
+	_, err = os.Stat(cp)
+	require.NoError(t, err, "the checkpoint survives the kill")
+
+	rep2, err := recovery.Rewrap(ctx, f.cfg, opts)
+	require.NoError(t, err)
+	require.True(t, rep2.Resumed)
+	require.False(t, rep2.Interrupted)
+	require.Zero(t, rep2.Failed, "%+v", rep2.Failures)
+	require.Less(t, rep2.Records, int64(n), "the resumed run skips the pages already done")
+	// A write in flight when the run was killed may land without being counted by it.
+	require.InDelta(t, n, rep1.Changed+rep2.Changed, float64(opts.Workers))
+	_, err = os.Stat(cp)
+	require.ErrorIs(t, err, os.ErrNotExist, "a finished rewrap removes its checkpoint")
+
+	for id, rec := range f.records(t, ids) {
+		w := rec.Regions[region]
+		require.Equal(t, before[id].Version+1, rec.Version, "record %s written exactly once", id)
+		require.Equal(t, target, w.KeyARN)
+		require.False(t, w.WrappedAt.Before(rep2.Since), "record %s not re-wrapped", id)
+		require.True(t, w.Verified())
+		require.Equal(t, before[id].Regions["us-east-1"].Wrapped, rec.Regions["us-east-1"].Wrapped, "other regions untouched")
+	}
+	require.GreaterOrEqual(t, f.env.Counters()[region]["ReEncrypt"], int64(n))
+	require.Zero(t, f.env.Counters()["ap-southeast-2"]["ReEncrypt"], "rewrap stays in its region")
+
+	again, err := recovery.Rewrap(ctx, f.cfg, opts)
+	require.NoError(t, err)
+	require.Zero(t, again.Changed)
+	require.Equal(t, int64(n), again.Unchanged)
+
+	v, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	require.NoError(t, err)
+	require.True(t, v.Passed(), "%+v", v.Failures)
+	return rep1, rep2
+}
+
+// A checkpoint of another rewrap is refused, naming the file.
+func TestRewrapCheckpointMismatch(t *testing.T) {
+	f := setup(t)
+	f.seed(t, 3, f.env.Regions...)
+	cp := filepath.Join(t.TempDir(), "cp.json")
+	require.NoError(t, os.WriteFile(cp, []byte(`{"version":1,"table":"other","region":"eu-west-1","target_key":"x","segments":[{}]}`), 0o600))
+	_, err := recovery.Rewrap(context.Background(), f.cfg, recovery.RewrapOptions{Region: "eu-west-1", Checkpoint: cp, Regions: fastRegions})
+	require.ErrorIs(t, err, recovery.ErrCheckpointMismatch)
+	require.Contains(t, err.Error(), cp)
+
+	require.NoError(t, os.WriteFile(cp, []byte(`{}`), 0o600))
+	_, err = recovery.Rewrap(context.Background(), f.cfg, recovery.RewrapOptions{Region: "eu-west-1", Checkpoint: cp, Regions: fastRegions})
+	require.ErrorContains(t, err, "delete it to start over")
+}
+
+// Add a fourth region to the config and backfill it; then move a region to another key.
+func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.seed(t, 40, f.env.Regions...)
+
+	// us-west-2: the KMS stand-in serves any region; DynamoDB Local and fauxqs are shared.
+	const west = "us-west-2"
+	srv := httptest.NewServer(f.env.KMS.Handler(west))
+	t.Cleanup(srv.Close)
+	home, err := f.topo.HomeRegion()
+	require.NoError(t, err)
+	out, err := home.KMS().ReplicateKey(ctx, &kms.ReplicateKeyInput{KeyId: aws.String(f.env.Keys["us-east-1"].MRK), ReplicaRegion: aws.String(west)})
+	require.NoError(t, err)
+	cfg4 := *f.cfg
+	cfg4.Regions = append(append([]config.Region(nil), f.cfg.Regions...), config.Region{
+		Name: west, Key: aws.ToString(out.ReplicaKeyMetadata.Arn), Mode: config.ModeMRK, KMSRate: 1000,
+		Endpoints: config.Endpoints{KMS: srv.URL, DynamoDB: f.env.Backends.DynamoDB, SQS: f.env.Backends.SQS}})
+	cfg4.Policy.Required = append(append([]string(nil), f.cfg.Policy.Required...), west)
+	require.NoError(t, cfg4.Validate())
+
+	pre, err := recovery.Verify(ctx, &cfg4, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	require.NoError(t, err)
+	require.Equal(t, int64(40), pre.Failed, "nothing is wrapped in the new region yet")
+
+	rep, err := recovery.Rewrap(ctx, &cfg4, recovery.RewrapOptions{Region: west, Checkpoint: filepath.Join(t.TempDir(), "cp.json"), Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(40), rep.Changed)
+	require.Zero(t, rep.Failed, "%+v", rep.Failures)
+	post, err := recovery.Verify(ctx, &cfg4, recovery.VerifyOptions{Regions: fastRegions})
+	require.NoError(t, err)
+	require.True(t, post.Passed(), "%+v", post.Failures)
+	drill, err := recovery.Drill(ctx, &cfg4, recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
+	require.NoError(t, err)
+	require.True(t, drill.Passed)
+	require.Equal(t, int64(40), drill.Recoverable)
+
+	// Move eu-west-1 to its independent key (--to-key), then run with that config.
+	const eu = "eu-west-1"
+	indep := f.env.Keys[eu].Independent
+	mv, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(40), mv.Changed)
+	cfgInd := *f.cfg
+	cfgInd.Regions = append([]config.Region(nil), f.cfg.Regions...)
+	for i := range cfgInd.Regions {
+		if cfgInd.Regions[i].Name == eu {
+			cfgInd.Regions[i].Key, cfgInd.Regions[i].Mode = indep, config.ModeIndependent
+		}
+	}
+	ind, err := recovery.Verify(ctx, &cfgInd, recovery.VerifyOptions{Region: eu, Regions: fastRegions})
+	require.NoError(t, err)
+	require.True(t, ind.Passed(), "%+v", ind.Failures)
+	for _, rec := range f.records(t, ids) {
+		require.Equal(t, indep, rec.Regions[eu].KeyARN)
+	}
+
+	// Independent backfill: drop eu-west-1's wraps and re-make them by Decrypt elsewhere +
+	// Encrypt under the independent key.
+	for _, id := range ids[:5] {
+		_, err := f.home.Update(ctx, id, func(cur *envelope.Record) (*envelope.Record, error) {
+			next := cur.Clone()
+			delete(next.Regions, eu)
+			return next, nil
+		})
+		require.NoError(t, err)
+	}
+	bf, err := recovery.Rewrap(ctx, &cfgInd, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp3.json"), Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(5), bf.Changed)
+	require.Equal(t, int64(35), bf.Unchanged)
+	ind, err = recovery.Verify(ctx, &cfgInd, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	require.NoError(t, err)
+	require.True(t, ind.Passed(), "%+v", ind.Failures)
+}

@@ -1,0 +1,246 @@
+package recovery
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
+)
+
+// VerifyOptions tune Verify.
+type VerifyOptions struct {
+	// Region, when set, verifies this region alone: its table is scanned and no client for any
+	// other region is built. Otherwise every configured region is checked, each reading the
+	// record from its own table.
+	Region string
+	// ID, when set, verifies this one record instead of scanning.
+	ID string
+	// Segments is the number of parallel scan segments, Workers the records checked at once.
+	Segments, Workers int
+	// MaxFailures bounds the failure details kept (the rest are counted).
+	MaxFailures int
+	// NoWrite leaves verified_at and last_error untouched (read-only verification).
+	NoWrite bool
+	// Progress, optional, is called with the number of records done.
+	Progress func(n int)
+	// Total, optional, is called once with the approximate number of records (progress bars).
+	Total func(n int64)
+	// Regions tunes the per-region clients (tests shorten retries).
+	Regions regions.Options
+}
+
+// VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
+type VerifyReport struct {
+	StartedAt       time.Time     `json:"started_at"`
+	DurationSeconds float64       `json:"duration_seconds"`
+	Table           string        `json:"table"`
+	ScanRegion      string        `json:"scan_region"`
+	Regions         []string      `json:"regions"`
+	Required        []string      `json:"required"`
+	Quorum          int           `json:"quorum,omitempty"`
+	Records         int64         `json:"records"`
+	OK              int64         `json:"ok"`
+	Failed          int64         `json:"failed"`
+	Unreadable      int64         `json:"unreadable"`
+	Updated         int64         `json:"verified_at_updated"`
+	RecordsPerSec   float64       `json:"records_per_second"`
+	PerRegion       []RegionTally `json:"per_region"`
+	Failures        []Failure     `json:"failures"`
+	FailuresOmitted int64         `json:"failures_omitted"`
+	// Interrupted is set when the run was cancelled before the scan finished.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// Passed reports whether every record opened in every required region.
+func (r *VerifyReport) Passed() bool { return r.Failed == 0 && r.Unreadable == 0 && !r.Interrupted }
+
+// Verify scans the records and proves, for each, that each checked region can decrypt its wrap
+// on its own (commitment checked), updating verified_at (or last_error) per region.
+func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*VerifyReport, error) {
+	names := cfg.RegionNames()
+	var exclude []string
+	if opts.Region != "" {
+		if _, ok := cfg.Region(opts.Region); !ok {
+			return nil, fmt.Errorf("region %s: %w (configured: %v)", opts.Region, regions.ErrNotConfigured, names)
+		}
+		names = []string{opts.Region}
+		for _, n := range cfg.RegionNames() {
+			if n != opts.Region {
+				exclude = append(exclude, n)
+			}
+		}
+	}
+	ro := opts.Regions
+	ro.Exclude = exclude
+	topo, err := regions.New(ctx, cfg, ro)
+	if err != nil {
+		return nil, err
+	}
+	scanRegion := cfg.HomeRegion
+	if opts.Region != "" {
+		scanRegion = opts.Region
+	}
+	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names}
+	required := map[string]bool{}
+	if opts.Region != "" {
+		required[opts.Region] = true
+	} else {
+		for _, r := range cfg.Policy.Required {
+			required[r] = true
+		}
+		rep.Quorum = cfg.Policy.Quorum
+	}
+	for _, n := range names {
+		if required[n] {
+			rep.Required = append(rep.Required, n)
+		}
+	}
+	checks := map[string]*regionCheck{}
+	for _, n := range names {
+		r, err := topo.Region(n)
+		if err != nil {
+			return nil, err
+		}
+		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB()), tally: newTally()}
+	}
+	scan := checks[scanRegion]
+	fails := newFailures(opts.MaxFailures)
+	var records, okN, failedN, unreadable, updated atomic.Int64
+	now := time.Now
+
+	handle := func(ctx context.Context, rec *envelope.Record) {
+		if ctx.Err() != nil {
+			return // interrupted: neither passed nor failed
+		}
+		records.Add(1)
+		type result struct {
+			rec     *envelope.Record
+			outcome string
+			err     error
+		}
+		res := map[string]result{}
+		good := 0
+		for _, n := range names {
+			c := checks[n]
+			own, outcome, err := c.check(ctx, rec, n == scanRegion)
+			if ctx.Err() != nil {
+				return
+			}
+			c.tally.count(outcome)
+			res[n] = result{own, outcome, err}
+			if outcome == OutcomeOK {
+				good++
+			} else if required[n] || len(required) == 0 {
+				fails.add(Failure{ID: rec.ID, Region: n, Outcome: outcome, Reason: trimErr(err)})
+			}
+		}
+		pass := true
+		for n := range required {
+			if res[n].outcome != OutcomeOK {
+				pass = false
+			}
+		}
+		if len(required) == 0 && rep.Quorum > 0 && good < rep.Quorum {
+			pass = false
+		}
+		if pass {
+			okN.Add(1)
+		} else {
+			failedN.Add(1)
+		}
+		if opts.NoWrite {
+			return
+		}
+		// One conditional write per record through the scanned region's table: verified_at for
+		// each region that opened the record, last_error for each that could not. A wrap that
+		// changed meanwhile (rewrap) is left alone: only the wrap checked is marked.
+		t := now().UTC()
+		checked := map[string]*envelope.RegionWrap{}
+		for n, x := range res {
+			if x.rec != nil && x.rec.Regions[n] != nil && x.outcome != OutcomeUnavailable {
+				checked[n] = x.rec.Regions[n]
+			}
+		}
+		wrote := false
+		_, err := scan.store.Update(ctx, rec.ID, func(cur *envelope.Record) (*envelope.Record, error) {
+			wrote = false
+			if cur == nil {
+				return nil, nil
+			}
+			next := cur.Clone()
+			changed := false
+			for n, w := range checked {
+				cw := next.Regions[n]
+				if cw == nil || cw.KeyARN != w.KeyARN || !bytes.Equal(cw.Wrapped, w.Wrapped) {
+					continue
+				}
+				if res[n].outcome == OutcomeOK {
+					if t.After(cw.VerifiedAt) {
+						cw.VerifiedAt, changed = t, true
+					}
+					if cw.LastError != "" {
+						cw.LastError, cw.LastErrorAt, changed = "", t, true
+					}
+				} else if cw.HasWrap() {
+					cw.LastError, cw.LastErrorAt, changed = "verify: "+trimErr(res[n].err), t, true
+				}
+			}
+			if !changed {
+				return nil, nil
+			}
+			wrote = true
+			return next, nil
+		})
+		switch {
+		case err == nil && wrote:
+			updated.Add(1)
+		case err != nil && ctx.Err() == nil:
+			fails.add(Failure{ID: rec.ID, Region: scanRegion, Outcome: "write_failed", Reason: trimErr(err)})
+		}
+	}
+
+	start := time.Now()
+	if opts.ID != "" {
+		rec, err := scan.store.Get(ctx, opts.ID)
+		if err != nil {
+			return nil, err
+		}
+		handle(ctx, rec)
+		if opts.Progress != nil {
+			opts.Progress(1)
+		}
+	} else {
+		if opts.Total != nil {
+			if n, err := scan.store.ApproxCount(ctx, scan.r.DynamoDB()); err == nil {
+				opts.Total(n)
+			}
+		}
+		e := &engine{store: scan.store, segments: opts.Segments, workers: opts.Workers, pageSize: scanPageSize, handle: handle, progress: opts.Progress,
+			bad: func(b replicate.BadItem) {
+				unreadable.Add(1)
+				fails.add(Failure{ID: b.ID, Region: scanRegion, Outcome: "unreadable", Reason: trimErr(b.Err)})
+			}}
+		if err := e.run(ctx); err != nil {
+			if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				return nil, err
+			}
+			rep.Interrupted = true
+		}
+	}
+	d := time.Since(start)
+	rep.DurationSeconds = d.Seconds()
+	rep.Records, rep.OK, rep.Failed, rep.Unreadable, rep.Updated = records.Load(), okN.Load(), failedN.Load(), unreadable.Load(), updated.Load()
+	rep.RecordsPerSec = rate(rep.Records, d)
+	for _, n := range names {
+		rep.PerRegion = append(rep.PerRegion, checks[n].tally.snapshot(n))
+	}
+	rep.Failures, rep.FailuresOmitted = fails.list()
+	return rep, nil
+}

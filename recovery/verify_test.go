@@ -1,0 +1,81 @@
+package recovery_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/recovery"
+)
+
+// verify checks every region alone, marks verified_at, and names a record whose wrap in one
+// region does not open there.
+func TestVerify(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.seed(t, 40, f.env.Regions...)
+	missing := f.seed(t, 2, "us-east-1", "eu-west-1")
+
+	// Swap in another record's wrap for eu-west-1: KMS refuses it under this record's context.
+	bad := ids[0]
+	other, err := f.home.Get(ctx, ids[1])
+	require.NoError(t, err)
+	_, err = f.home.Update(ctx, bad, func(cur *envelope.Record) (*envelope.Record, error) {
+		next := cur.Clone()
+		next.Regions["eu-west-1"].Wrapped = bytes.Clone(other.Regions["eu-west-1"].Wrapped)
+		return next, nil
+	})
+	require.NoError(t, err)
+
+	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 2, Workers: 4})
+	require.NoError(t, err)
+	require.False(t, rep.Passed())
+	require.Equal(t, int64(42), rep.Records)
+	require.Equal(t, int64(39), rep.OK)
+	require.Equal(t, int64(3), rep.Failed)
+	got := map[string]string{}
+	for _, x := range rep.Failures {
+		got[x.ID+"/"+x.Region] = x.Outcome
+	}
+	require.Equal(t, map[string]string{
+		bad + "/eu-west-1":             recovery.OutcomeFailed,
+		missing[0] + "/ap-southeast-2": recovery.OutcomeNoWrap,
+		missing[1] + "/ap-southeast-2": recovery.OutcomeNoWrap,
+	}, got)
+
+	good, err := f.home.Get(ctx, ids[5])
+	require.NoError(t, err)
+	for _, n := range f.env.Regions {
+		require.True(t, good.Regions[n].Verified(), "verified_at set in %s", n)
+	}
+	broken, err := f.home.Get(ctx, bad)
+	require.NoError(t, err)
+	require.False(t, broken.Regions["eu-west-1"].Verified())
+	require.Contains(t, broken.Regions["eu-west-1"].LastError, "verify:")
+	require.True(t, broken.Regions["us-east-1"].Verified())
+
+	// A region holding no entry at all for some records: nothing to mark, the records named.
+	ap, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "ap-southeast-2", Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), ap.Failed)
+	require.Equal(t, int64(40), ap.Updated)
+
+	// --region: only that region's endpoints are used; the others may be down.
+	f.env.Down("us-east-1")
+	f.env.Down("ap-southeast-2")
+	one, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "eu-west-1", Regions: fastRegions, NoWrite: true})
+	require.NoError(t, err)
+	require.Equal(t, []string{"eu-west-1"}, one.Regions)
+	require.Equal(t, int64(42), one.Records)
+	require.Equal(t, int64(1), one.Failed)
+	require.Equal(t, bad, one.Failures[0].ID)
+
+	// --id: one record.
+	single, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "eu-west-1", ID: ids[3], Regions: fastRegions})
+	require.NoError(t, err)
+	require.True(t, single.Passed())
+	require.Equal(t, int64(1), single.Records)
+}

@@ -50,9 +50,15 @@ const overrideTF = `provider "aws" {
 }
 `
 
-var unpackOnce sync.Once
+var (
+	unpackOnce sync.Once
+	cliConfig  string // this test process's own terraform CLI config (dev_overrides)
+)
 
-// terraformOffline returns the wrapper that runs terraform with the offline AWS provider.
+// terraformOffline unpacks the offline AWS provider once (through the shared wrapper) and returns
+// a terraform CLI config of this process's own that points dev_overrides at it. The wrapper
+// rewrites its shared terraformrc on every call, so parallel calls through it can read a
+// truncated file (no override: "no version is selected"); terraform is run directly instead.
 func terraformOffline(t *testing.T) string {
 	t.Helper()
 	p := os.Getenv("ENVDR_TF_OFFLINE")
@@ -63,18 +69,36 @@ func terraformOffline(t *testing.T) string {
 	require.NoError(t, err)
 	_, err = os.Stat(abs)
 	require.NoError(t, err, "terraform-offline not found; set ENVDR_TF_OFFLINE")
-	// The wrapper unpacks the provider on first use; do it once, before parallel runs race on it.
 	unpackOnce.Do(func() {
 		out, err := exec.Command(abs, "version").CombinedOutput()
 		require.NoError(t, err, "%s", out)
+		cache := os.Getenv("ENVDR_TF_CACHE")
+		if cache == "" {
+			base := os.Getenv("XDG_CACHE_HOME")
+			if base == "" {
+				home, err := os.UserHomeDir()
+				require.NoError(t, err)
+				base = filepath.Join(home, ".cache")
+			}
+			cache = filepath.Join(base, "envdr-terraform")
+		}
+		_, err = os.Stat(filepath.Join(cache, "terraform-provider-aws"))
+		require.NoError(t, err, "the wrapper did not unpack the provider where expected")
+		dir, err := os.MkdirTemp("", "envdr-tfrc-")
+		require.NoError(t, err)
+		cliConfig = filepath.Join(dir, "terraformrc")
+		rc := fmt.Sprintf("provider_installation {\n  dev_overrides {\n    \"hashicorp/aws\" = %q\n  }\n  direct {}\n}\n", cache)
+		require.NoError(t, os.WriteFile(cliConfig, []byte(rc), 0o600))
 	})
-	return abs
+	require.NotEmpty(t, cliConfig, "terraform CLI config not prepared (an earlier failure)")
+	return cliConfig
 }
 
 func tf(t *testing.T, dir string, args ...string) ([]byte, error) {
 	t.Helper()
-	cmd := exec.Command(terraformOffline(t), append([]string{"-chdir=" + dir}, args...)...)
-	cmd.Env = append(os.Environ(), "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1")
+	rc := terraformOffline(t)
+	cmd := exec.Command("terraform", append([]string{"-chdir=" + dir}, args...)...)
+	cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

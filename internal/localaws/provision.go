@@ -309,3 +309,18 @@ func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error
 		}
 	}
 }
+
+// ProvisionIsolated provisions, behind stack's endpoints, the keys and a queue, DLQ and table of
+// their own named with suffix: one test's or one benchmark's isolated three-region setup.
+func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string) (*Provisioned, error) {
+	return Provision(ctx, ProvisionOptions{
+		Regions: DefaultRegions,
+		Endpoints: func(r string) config.Endpoints {
+			ep, _ := stack.Endpoints(r)
+			return ep
+		},
+		Queue: "envdr-events-" + suffix,
+		DLQ:   "envdr-events-dlq-" + suffix,
+		Table: "envdr-records-" + suffix,
+	})
+}

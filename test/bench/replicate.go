@@ -164,16 +164,7 @@ func newStandIn(ctx context.Context) (*standIn, error) {
 	s := &standIn{svc: svc, stack: stack, backends: b, throttle: tc}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	prov, err := localaws.Provision(pctx, localaws.ProvisionOptions{
-		Regions: localaws.DefaultRegions,
-		Endpoints: func(r string) config.Endpoints {
-			ep, _ := stack.Endpoints(r)
-			return ep
-		},
-		Queue: "envdr-events-" + suffix,
-		DLQ:   "envdr-events-dlq-" + suffix,
-		Table: "envdr-records-" + suffix,
-	})
+	prov, err := localaws.ProvisionIsolated(pctx, stack, suffix)
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("provision: %w", err)

@@ -78,16 +78,7 @@ func New(t testing.TB) *Env {
 	suffix := uniqueSuffix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	prov, err := localaws.Provision(ctx, localaws.ProvisionOptions{
-		Regions: localaws.DefaultRegions,
-		Endpoints: func(r string) config.Endpoints {
-			ep, _ := stack.Endpoints(r)
-			return ep
-		},
-		Queue: "envdr-events-" + suffix,
-		DLQ:   "envdr-events-dlq-" + suffix,
-		Table: "envdr-records-" + suffix,
-	})
+	prov, err := localaws.ProvisionIsolated(ctx, stack, suffix)
 	if err != nil {
 		t.Fatalf("localtest: provision: %v", err)
 	}

@@ -1,7 +1,6 @@
 package replicate
 
 import (
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,8 +68,9 @@ func (m *Metrics) KMSCall(region, op string, _ time.Duration, err error) {
 		res = "error"
 	}
 	m.KMSCalls.WithLabelValues(region, op, res).Inc()
+	// Only a failure to reach the endpoint counts as unhealthy; any KMS answer means reachable.
 	healthy := 1.0
-	if err != nil && errors.Is(classifyForHealth(err), regions.ErrRegionUnavailable) {
+	if err != nil && regions.IsConnError(err) {
 		healthy = 0
 	}
 	m.Healthy.WithLabelValues(region).Set(healthy)
@@ -78,12 +78,3 @@ func (m *Metrics) KMSCall(region, op string, _ time.Duration, err error) {
 
 // Throttled implements regions.Observer.
 func (m *Metrics) Throttled(region, op string) { m.Throttles.WithLabelValues(region, op).Inc() }
-
-// classifyForHealth is a narrow view of the regions classification for the health gauge: only
-// connection-level failures count as unhealthy.
-func classifyForHealth(err error) error {
-	if regions.IsConnError(err) {
-		return regions.ErrRegionUnavailable
-	}
-	return err
-}

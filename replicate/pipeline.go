@@ -150,21 +150,15 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	var (
 		mu      sync.Mutex
 		dekOnce sync.Once
-		dekOK   bool // the source wrap decrypted in the source region and matched the commitment
-		dek     []byte
+		dek     []byte // set only once the source wrap decrypted and matched the commitment
 		dekErr  error
 	)
 	defer func() { envelope.Wipe(dek) }()
-	sourceChecked := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return dekOK
-	}
 	sourceDEK := func(ctx context.Context) ([]byte, error) {
 		dekOnce.Do(func() {
 			d, err := src.DecryptRaw(ctx, ev.WrappedDEK, ev.KeyARN, ec)
 			if err != nil {
-				dekErr = err
+				dekErr = invalidWrapIsPoison(ev.ID, err)
 				return
 			}
 			if err := envelope.CheckCommitment(d, ev.Commitment); err != nil {
@@ -173,9 +167,6 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				return
 			}
 			dek = d
-			mu.Lock()
-			dekOK = true
-			mu.Unlock()
 		})
 		return dek, dekErr
 	}
@@ -184,9 +175,6 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	// commitment would make the genuine event conflict (and be dead-lettered) forever.
 	if stored == nil {
 		if _, err := sourceDEK(ctx); err != nil {
-			if errors.Is(err, regions.ErrInvalidCiphertext) {
-				return poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
-			}
 			return err
 		}
 	}
@@ -226,6 +214,13 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	if err := g.Wait(); err != nil {
 		return err
 	}
+	// The source region's wrap, when it was decrypted there and its commitment checked above,
+	// needs no second Decrypt to be verified: the table read still proves the record is in that
+	// region's table. (dek is set only on success; wiping keeps the slice.)
+	var sourceProven *envelope.Wrap
+	if dek != nil {
+		sourceProven = ev.Wrap()
+	}
 	envelope.Wipe(dek)
 
 	rec, err := p.home.UpdateFrom(ctx, stored, ev.ID, mergeInto(delta))
@@ -254,12 +249,9 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			r, _ := p.topo.Region(name)
 			g.Go(func() error {
 				start := p.now()
-				// The source region's wrap was just decrypted there and its commitment checked
-				// (sourceDEK): the table read still proves the record is in that region's
-				// table, without a second Decrypt of the same ciphertext.
 				var proven *envelope.Wrap
-				if name == ev.SourceRegion && sourceChecked() {
-					proven = ev.Wrap()
+				if name == ev.SourceRegion {
+					proven = sourceProven
 				}
 				checked, err := p.verifyIn(gctx, r, rec, proven)
 				mu.Lock()
@@ -311,19 +303,22 @@ func (p *Pipeline) wrapIn(ctx context.Context, r *regions.Region, ev *envelope.E
 			return nil, "", err
 		}
 		wrapped, arn, err := r.ReEncrypt(ctx, ev.WrappedDEK, srcARN, "", ec)
-		if errors.Is(err, regions.ErrInvalidCiphertext) {
-			return nil, "", poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
-		}
-		return wrapped, arn, err
+		return wrapped, arn, invalidWrapIsPoison(ev.ID, err)
 	}
 	dek, err := sourceDEK(ctx)
 	if err != nil {
-		if errors.Is(err, regions.ErrInvalidCiphertext) {
-			return nil, "", poison(ReasonInvalidWrap, "record %s: %w", ev.ID, err)
-		}
 		return nil, "", err
 	}
 	return r.EncryptRaw(ctx, dek, ec)
+}
+
+// invalidWrapIsPoison turns KMS refusing the event's wrapped DEK (corrupt, another envelope's,
+// or another context) into the invalid_wrap poison verdict; other errors stay as they are.
+func invalidWrapIsPoison(id string, err error) error {
+	if errors.Is(err, regions.ErrInvalidCiphertext) {
+		return poison(ReasonInvalidWrap, "record %s: %w", id, err)
+	}
+	return err
 }
 
 // verifyIn proves region r can open the record alone: it reads the record from r's own table

@@ -92,11 +92,9 @@ renamed into place only on success.`,
 	})
 }
 
-// onlyRegion builds a topology with clients for region alone.
+// onlyRegion builds a topology with clients for region alone (a configured region: the caller
+// checks, naming --region or the envelope's home region as the case may be).
 func onlyRegion(ctx context.Context, cfg *config.Config, region string) (*regions.Region, error) {
-	if _, ok := cfg.Region(region); !ok {
-		return nil, usageError("--region %s is not configured (configured: %v)", region, cfg.RegionNames())
-	}
 	var exclude []string
 	for _, n := range cfg.RegionNames() {
 		if n != region {

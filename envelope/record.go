@@ -41,6 +41,10 @@ type RegionWrap struct {
 	// LastErrorAt; writers set both so merges keep the newest.
 	LastError   string
 	LastErrorAt time.Time
+	// Version is the record store's counter of this region's own item, for conditional writes
+	// (0: the store holds no item for the region yet). It is not part of the record's encoding,
+	// and merges do not carry it: a store takes it from what it read.
+	Version int64
 }
 
 // HasWrap reports whether the region holds a wrapped DEK.

@@ -1,6 +1,6 @@
 # Fault-injection and security suite (docs/FAULTS.md), static and race checks.
 # `make faults` is the long soak; its short form runs inside `go test ./...` (make test).
-.PHONY: faults faults-short lint race staticcheck-install
+.PHONY: faults faults-short lint race staticcheck-install test-lag
 
 # staticcheck 2026.2.2 (v0.8.2) is the first line that supports Go 1.26.
 STATICCHECK_VERSION ?= v0.8.2
@@ -30,3 +30,9 @@ lint: $(STATICCHECK_STAMP) ## go vet and staticcheck (pinned) on every package
 
 race: ## go test -race on the packages with concurrency
 	$(GO) test -race -count=1 -timeout 15m ./replicate/... ./regions/... ./internal/localaws/...
+
+# The lag sweep (issue 10): the replicator, verify, drill, rewrap and the fault suite's short
+# form with every test's stand-in replicating its global tables 1 s late (default 250 ms).
+LAG_SWEEP ?= 1s
+test-lag: local-up ## replicate, recovery, CLI and fault-suite tests with LAG_SWEEP (1s) of replication lag
+	ENVDR_REQUIRE_LOCAL=1 ENVDR_LOCAL_LAG=$(LAG_SWEEP) $(GO) test -count=1 -timeout 30m ./replicate/ ./recovery/ ./cmd/envdr/ ./test/faults/

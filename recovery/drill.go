@@ -212,7 +212,7 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 		if err != nil {
 			return nil, err
 		}
-		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB()), tally: newTally()}
+		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB(), cfg.RegionNames()), tally: newTally()}
 	}
 	scan, ok := checks[scanRegion]
 	if !ok {

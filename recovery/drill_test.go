@@ -215,6 +215,7 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 		return next, nil
 	})
 	require.NoError(t, err)
+	f.env.Settle()
 	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), rep.DecryptFailed)

@@ -33,9 +33,11 @@ type fixture struct {
 // fastRegions shortens retries so tests with a region down do not wait on back-offs.
 var fastRegions = regions.Options{BaseBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxCooldown: time.Second}
 
-func setup(t testing.TB) *fixture {
+func setup(t testing.TB) *fixture { t.Helper(); return setupWith(t, localtest.Options{}) }
+
+func setupWith(t testing.TB, o localtest.Options) *fixture {
 	t.Helper()
-	env := localtest.New(t)
+	env := localtest.NewWith(t, o)
 	cfg := *env.Config
 	cfg.Regions = append([]config.Region(nil), env.Config.Regions...)
 	cfg.Worker.Visibility = 6 * time.Second
@@ -45,7 +47,7 @@ func setup(t testing.TB) *fixture {
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()
 	require.NoError(t, err)
-	return &fixture{env: env, cfg: &cfg, topo: topo, home: replicate.NewStore(cfg.Table, home.Name, home.DynamoDB())}
+	return &fixture{env: env, cfg: &cfg, topo: topo, home: replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())}
 }
 
 // newRecord makes a record with real KMS wraps in the given regions: GenerateDataKey in the home
@@ -120,6 +122,7 @@ func (f *fixture) seedWith(t testing.TB, n, writers int, in ...string) []string 
 		})
 	}
 	require.NoError(t, g.Wait())
+	f.env.Settle() // every region's replica holds the records
 	return ids
 }
 

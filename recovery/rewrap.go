@@ -197,7 +197,7 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 	if err != nil {
 		return nil, err
 	}
-	x := &rewrapper{cfg: cfg, topo: topo, r: r, home: replicate.NewStore(cfg.Table, homeR.Name, homeR.DynamoDB())}
+	x := &rewrapper{cfg: cfg, topo: topo, r: r, home: replicate.NewStore(cfg.Table, homeR.Name, homeR.DynamoDB(), cfg.RegionNames())}
 	toKey := opts.ToKey
 	if toKey == "" {
 		toKey = rc.Key

@@ -2,7 +2,6 @@ package recovery_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -127,14 +127,12 @@ func TestRewrapCheckpointMismatch(t *testing.T) {
 
 // Add a fourth region to the config and backfill it; then move a region to another key.
 func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
-	f := setup(t)
+	const west = "us-west-2"
+	// us-west-2 is served (its endpoints, a replica of the table) but not yet configured.
+	f := setupWith(t, localtest.Options{ExtraRegions: []string{west}})
 	ctx := context.Background()
 	ids := f.seed(t, 40, f.env.Regions...)
 
-	// us-west-2: the KMS stand-in serves any region; DynamoDB Local and fauxqs are shared.
-	const west = "us-west-2"
-	srv := httptest.NewServer(f.env.KMS.Handler(west))
-	t.Cleanup(srv.Close)
 	home, err := f.topo.HomeRegion()
 	require.NoError(t, err)
 	out, err := home.KMS().ReplicateKey(ctx, &kms.ReplicateKeyInput{KeyId: aws.String(f.env.Keys["us-east-1"].MRK), ReplicaRegion: aws.String(west)})
@@ -142,7 +140,7 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	cfg4 := *f.cfg
 	cfg4.Regions = append(append([]config.Region(nil), f.cfg.Regions...), config.Region{
 		Name: west, Key: aws.ToString(out.ReplicaKeyMetadata.Arn), Mode: config.ModeMRK, KMSRate: 1000,
-		Endpoints: config.Endpoints{KMS: srv.URL, DynamoDB: f.env.Backends.DynamoDB, SQS: f.env.Backends.SQS}})
+		Endpoints: f.env.Endpoints(west)})
 	cfg4.Policy.Required = append(append([]string(nil), f.cfg.Policy.Required...), west)
 	require.NoError(t, cfg4.Validate())
 
@@ -154,6 +152,7 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(40), rep.Changed)
 	require.Zero(t, rep.Failed, "%+v", rep.Failures)
+	f.env.Settle()
 	post, err := recovery.Verify(ctx, &cfg4, recovery.VerifyOptions{Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, post.Passed(), "%+v", post.Failures)
@@ -168,6 +167,7 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	mv, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(40), mv.Changed)
+	f.env.Settle()
 	cfgInd := *f.cfg
 	cfgInd.Regions = append([]config.Region(nil), f.cfg.Regions...)
 	for i := range cfgInd.Regions {
@@ -192,10 +192,12 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 		})
 		require.NoError(t, err)
 	}
+	f.env.Settle()
 	bf, err := recovery.Rewrap(ctx, &cfgInd, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp3.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(5), bf.Changed)
 	require.Equal(t, int64(35), bf.Unchanged)
+	f.env.Settle()
 	ind, err = recovery.Verify(ctx, &cfgInd, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, ind.Passed(), "%+v", ind.Failures)

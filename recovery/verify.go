@@ -108,7 +108,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		if err != nil {
 			return nil, err
 		}
-		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB()), tally: newTally()}
+		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB(), cfg.RegionNames()), tally: newTally()}
 	}
 	scan := checks[scanRegion]
 	fails := newFailures(opts.MaxFailures)

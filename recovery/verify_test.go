@@ -29,6 +29,7 @@ func TestVerify(t *testing.T) {
 		return next, nil
 	})
 	require.NoError(t, err)
+	f.env.Settle()
 
 	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 2, Workers: 4})
 	require.NoError(t, err)

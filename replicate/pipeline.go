@@ -55,16 +55,23 @@ type Pipeline struct {
 	metrics *Metrics
 	ready   *Readiness
 	now     func() time.Time
+	// replicaWait bounds how long a verification waits for a region's replica to receive the
+	// record's wrap (global tables replicate asynchronously, typically within a second).
+	replicaWait time.Duration
 }
+
+// DefaultReplicaWait is how long verifying a region waits for its replica to catch up before
+// the event is left for redelivery.
+const DefaultReplicaWait = 5 * time.Second
 
 // NewPipeline builds the pipeline over a checked topology.
 func NewPipeline(topo *regions.Topology, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
 	cfg := topo.Config()
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: policy.ReplicationFromConfig(cfg),
-		keys: keys, log: log, metrics: m, ready: ready, now: time.Now}
+		keys: keys, log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
 	for _, name := range topo.Names() {
 		r, _ := topo.Region(name)
-		s := NewStore(cfg.Table, name, r.DynamoDB())
+		s := NewStore(cfg.Table, name, r.DynamoDB(), cfg.RegionNames())
 		if m != nil {
 			s.OnConflict = func() { m.RecordCASs.WithLabelValues("conflict").Inc() }
 		}
@@ -326,7 +333,7 @@ func invalidWrapIsPoison(id string, err error) error {
 // already decrypted in r and checked against the commitment) it checks that r's table holds
 // exactly that wrap instead of decrypting it again. It returns the wrap it checked.
 func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record, proven *envelope.Wrap) (*envelope.RegionWrap, error) {
-	rec, err := p.stores[r.Name].Get(ctx, want.ID)
+	rec, err := p.replicated(ctx, r.Name, want)
 	if err != nil {
 		return nil, err
 	}
@@ -349,6 +356,35 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 		return nil, fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
 	}
 	return w, nil
+}
+
+// replicated reads want's record from region's own replica, waiting (up to replicaWait) for
+// replication to bring it the wrap that was written for region elsewhere: global tables
+// replicate asynchronously, and the ack rule needs the region's own replica to hold its wrap.
+// After the wait it returns what the replica holds; the caller decides.
+func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope.Record) (*envelope.Record, error) {
+	deadline := p.now().Add(p.replicaWait)
+	delay := 20 * time.Millisecond
+	for {
+		rec, err := p.stores[region].Get(ctx, want.ID)
+		switch {
+		case err == nil && sameWrap(rec.Regions[region], want.Regions[region]):
+			return rec, nil
+		case err != nil && !errors.Is(err, ErrRecordNotFound):
+			return nil, err
+		case !p.now().Before(deadline):
+			if err != nil {
+				return nil, fmt.Errorf("region %s: record %s not in the region's replica after %s (replication lag?): %w", region, want.ID, p.replicaWait, err)
+			}
+			return rec, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
 }
 
 // sameWrap reports whether a and b hold the same wrap (key and bytes).

@@ -176,7 +176,7 @@ func (b *bundle) record(t *testing.T, region, id string) *envelope.Record {
 	t.Helper()
 	r, err := b.topo.Region(region)
 	require.NoError(t, err)
-	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB()).Get(context.Background(), id)
+	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
 	require.NoError(t, err)
 	return rec
 }
@@ -320,7 +320,7 @@ func TestRegionDownThenBack(t *testing.T) {
 		for _, id := range ids {
 			r, err := b.topo.Region("us-east-1")
 			require.NoError(t, err)
-			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB()).Get(context.Background(), id)
+			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
 			if err != nil || !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
 				return false
 			}

@@ -1,11 +1,14 @@
 package replicate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,7 +21,9 @@ import (
 // DynamoAPI is the part of the DynamoDB client the record store uses.
 type DynamoAPI interface {
 	GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	BatchGetItem(context.Context, *dynamodb.BatchGetItemInput, ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error)
 	PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
 	Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
 }
 
@@ -30,23 +35,41 @@ var ErrRecordNotFound = errors.New("record not found")
 // ErrTooManyConflicts: a conditional write kept losing to other writers.
 var ErrTooManyConflicts = errors.New("record kept changing under concurrent writers")
 
-// Store reads and writes multi-wrapped records in one region's replica of the table. Every
-// write is conditional on the record's version, so concurrent workers and redeliveries merge
+// Store reads and writes multi-wrapped records in one region's replica of the table.
+//
+// Layout (docs/FORMAT.md, "Records in DynamoDB"): a record is one header item (id = the
+// envelope ID: context, commitment, source; written once, never changed) and one item per
+// region (id = ENVELOPE_ID#REGION: that region's wrap, verified_at, last_error). Global tables
+// resolve concurrent writes per item by last writer wins, so a writer touches only the items
+// whose content it changes: verifying region X rewrites X's item alone, and cannot undo a wrap
+// that another region's writer added meanwhile. Each item carries its own version, and every
+// write is conditional on it, so concurrent workers and redeliveries in one region merge
 // instead of overwriting each other.
+//
+// Records of the first layout (one item with a regions map) are still read; a region's own
+// item, once written, takes precedence over its entry in that map.
 type Store struct {
 	Table  string
 	Region string
 	db     DynamoAPI
+	// names are the regions whose items a read looks for (besides those a legacy item lists).
+	names []string
 	// OnConflict, optional, is called for each lost conditional write (metrics).
 	OnConflict func()
 }
 
-// NewStore returns the store of table in region, over db (that region's client).
-func NewStore(table, region string, db DynamoAPI) *Store {
-	return &Store{Table: table, Region: region, db: db}
+// NewStore returns the store of table in region, over db (that region's client). regions are
+// the configured regions, whose wraps a read gathers.
+func NewStore(table, region string, db DynamoAPI, regions []string) *Store {
+	names := append([]string(nil), regions...)
+	if !slices.Contains(names, region) {
+		names = append(names, region)
+	}
+	sort.Strings(names)
+	return &Store{Table: table, Region: region, db: db, names: names}
 }
 
-// Attribute names of the record item; see docs/FORMAT.md.
+// Attribute names of the record items; see docs/FORMAT.md.
 const (
 	attrID         = "id"
 	attrVersion    = "version"
@@ -55,7 +78,9 @@ const (
 	attrSource     = "source_region"
 	attrSourceKey  = "source_key_arn"
 	attrCreatedAt  = "created_at"
-	attrRegions    = "regions"
+	attrRegions    = "regions" // first layout only: the per-region map inside the record item
+	attrRecord     = "record"  // region item: the envelope ID
+	attrRegion     = "region"  // region item: the region name
 	attrKeyARN     = "key_arn"
 	attrWrapped    = "wrapped_dek"
 	attrWrappedAt  = "wrapped_at"
@@ -64,23 +89,119 @@ const (
 	attrLastErrAt  = "last_error_at"
 )
 
-// Get reads a record with a strongly consistent read.
+// regionSep joins an envelope ID and a region name into a region item's id. Envelope IDs are
+// hex, so no header id contains it.
+const regionSep = "#"
+
+func regionItemID(id, region string) string { return id + regionSep + region }
+
+func idKey(id string) map[string]ddbtypes.AttributeValue {
+	return map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}}
+}
+
+// Get reads a record (its header and every region's item) with strongly consistent reads.
 func (s *Store) Get(ctx context.Context, id string) (*envelope.Record, error) {
-	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(s.Table), ConsistentRead: aws.Bool(true),
-		Key: map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}},
-	})
+	recs, err := s.assemble(ctx, []string{id})
 	if err != nil {
 		return nil, fmt.Errorf("region %s: read record %s from table %s: %w", s.Region, id, s.Table, err)
 	}
-	if len(out.Item) == 0 {
+	r := recs[id]
+	if r.err != nil {
+		return nil, fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, r.err)
+	}
+	if r.rec == nil {
 		return nil, fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, ErrRecordNotFound)
 	}
-	rec, err := decodeItem(out.Item)
-	if err != nil {
-		return nil, fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, err)
+	return r.rec, nil
+}
+
+type assembled struct {
+	rec *envelope.Record
+	err error
+}
+
+// assemble reads the header and region items of ids (BatchGetItem, consistent) and decodes
+// each record.
+func (s *Store) assemble(ctx context.Context, ids []string) (map[string]assembled, error) {
+	keys := make([]map[string]ddbtypes.AttributeValue, 0, len(ids)*(1+len(s.names)))
+	for _, id := range ids {
+		keys = append(keys, idKey(id))
+		for _, n := range s.names {
+			keys = append(keys, idKey(regionItemID(id, n)))
+		}
 	}
-	return rec, nil
+	items, err := s.batchGet(ctx, keys)
+	if err != nil {
+		return nil, err
+	}
+	return s.decode(ids, items, nil), nil
+}
+
+// decode builds records from fetched items; headers may hold items already in hand (a scan).
+func (s *Store) decode(ids []string, items map[string]map[string]ddbtypes.AttributeValue, headers map[string]map[string]ddbtypes.AttributeValue) map[string]assembled {
+	out := make(map[string]assembled, len(ids))
+	for _, id := range ids {
+		h := headers[id]
+		if h == nil {
+			h = items[id]
+		}
+		if h == nil {
+			out[id] = assembled{}
+			continue
+		}
+		rec, err := decodeHeader(h)
+		if err == nil {
+			for _, n := range s.names {
+				it := items[regionItemID(id, n)]
+				if it == nil {
+					continue
+				}
+				w, err2 := decodeRegionItem(it)
+				if err2 != nil {
+					err = fmt.Errorf("region item %s: %w", n, err2)
+					break
+				}
+				rec.Regions[n] = w
+				rec.Version = max(rec.Version, w.Version)
+			}
+		}
+		out[id] = assembled{rec: rec, err: err}
+	}
+	return out
+}
+
+// batchGet fetches items by key, 100 keys a call, retrying unprocessed keys.
+func (s *Store) batchGet(ctx context.Context, keys []map[string]ddbtypes.AttributeValue) (map[string]map[string]ddbtypes.AttributeValue, error) {
+	out := map[string]map[string]ddbtypes.AttributeValue{}
+	for len(keys) > 0 {
+		n := min(len(keys), 100)
+		batch := keys[:n]
+		keys = keys[n:]
+		for attempt := 0; len(batch) > 0; attempt++ {
+			res, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]ddbtypes.KeysAndAttributes{
+				s.Table: {Keys: batch, ConsistentRead: aws.Bool(true)}}})
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range res.Responses[s.Table] {
+				if v, ok := it[attrID].(*ddbtypes.AttributeValueMemberS); ok {
+					out[v.Value] = it
+				}
+			}
+			batch = res.UnprocessedKeys[s.Table].Keys
+			if len(batch) > 0 {
+				if attempt >= 16 {
+					return nil, fmt.Errorf("batch read of table %s: %d keys left unprocessed", s.Table, len(batch))
+				}
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // Update applies mutate to the current record (nil when there is none) and writes the result
@@ -116,25 +237,14 @@ func (s *Store) update(ctx context.Context, id string, known *envelope.Record, h
 		if next == nil {
 			return cur, nil
 		}
-		in := &dynamodb.PutItemInput{TableName: aws.String(s.Table)}
-		if cur == nil {
-			next.Version = 1
-			in.ConditionExpression = aws.String("attribute_not_exists(#id)")
-			in.ExpressionAttributeNames = map[string]string{"#id": attrID}
-		} else {
-			next.Version = cur.Version + 1
-			in.ConditionExpression = aws.String("#v = :v")
-			in.ExpressionAttributeNames = map[string]string{"#v": attrVersion}
-			in.ExpressionAttributeValues = map[string]ddbtypes.AttributeValue{
-				":v": &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(cur.Version, 10)}}
+		writes := s.writes(cur, next)
+		if len(writes) == 0 {
+			return cur, nil
 		}
-		in.Item = encodeItem(next)
-		_, err = s.db.PutItem(ctx, in)
-		if err == nil {
+		if err = s.write(ctx, writes); err == nil {
 			return next, nil
 		}
-		var ccf *ddbtypes.ConditionalCheckFailedException
-		if !errors.As(err, &ccf) {
+		if !isConditionFailure(err) {
 			return nil, fmt.Errorf("region %s: write record %s to table %s: %w", s.Region, id, s.Table, err)
 		}
 		if s.OnConflict != nil {
@@ -149,80 +259,243 @@ func (s *Store) update(ctx context.Context, id string, known *envelope.Record, h
 	return nil, fmt.Errorf("region %s: record %s: %w", s.Region, id, ErrTooManyConflicts)
 }
 
+// writes lists the conditional writes that turn cur into next: the header when the record is
+// new, a put of each region item whose state changed, and a delete of each region item next
+// drops. It sets next's item versions to those the writes will leave, and next.Version to the
+// largest (a record's version: it only increases, and every write of the record raises it).
+func (s *Store) writes(cur, next *envelope.Record) []ddbtypes.TransactWriteItem {
+	var out []ddbtypes.TransactWriteItem
+	ifAbsent := func() (*string, map[string]string) {
+		return aws.String("attribute_not_exists(#id)"), map[string]string{"#id": attrID}
+	}
+	ifVersion := func(v int64) (*string, map[string]string, map[string]ddbtypes.AttributeValue) {
+		return aws.String("#v = :v"), map[string]string{"#v": attrVersion},
+			map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}}
+	}
+	if cur == nil {
+		next.Version = 1
+		cond, names := ifAbsent()
+		out = append(out, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeHeader(next),
+			ConditionExpression: cond, ExpressionAttributeNames: names}})
+	} else {
+		next.Version = cur.Version
+		if !sameHeader(cur, next) {
+			// Never from envdr's own mutations (the header's fields are immutable, and the merge
+			// refuses to change them); a tool that deliberately edits them (tests of tampering)
+			// rewrites the header.
+			out = append(out, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeHeader(next),
+				ConditionExpression: aws.String("attribute_exists(#id)"), ExpressionAttributeNames: map[string]string{"#id": attrID}}})
+		}
+	}
+	names := make([]string, 0, len(next.Regions))
+	for n := range next.Regions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		w := next.Regions[n]
+		var old *envelope.RegionWrap
+		if cur != nil {
+			old = cur.Regions[n]
+		}
+		var version int64
+		if old != nil {
+			version = old.Version
+			if sameRegionState(old, w) {
+				w.Version = version
+				continue
+			}
+		}
+		w.Version = version + 1
+		next.Version = max(next.Version, w.Version)
+		p := &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeRegionItem(next.ID, n, w)}
+		if version == 0 {
+			p.ConditionExpression, p.ExpressionAttributeNames = ifAbsent()
+		} else {
+			p.ConditionExpression, p.ExpressionAttributeNames, p.ExpressionAttributeValues = ifVersion(version)
+		}
+		out = append(out, ddbtypes.TransactWriteItem{Put: p})
+	}
+	if cur != nil {
+		for n, old := range cur.Regions {
+			if _, kept := next.Regions[n]; kept || old.Version == 0 {
+				continue // a first-layout entry (version 0) has no item of its own to delete
+			}
+			d := &ddbtypes.Delete{TableName: aws.String(s.Table), Key: idKey(regionItemID(next.ID, n))}
+			d.ConditionExpression, d.ExpressionAttributeNames, d.ExpressionAttributeValues = ifVersion(old.Version)
+			out = append(out, ddbtypes.TransactWriteItem{Delete: d})
+			next.Version = max(next.Version, old.Version+1)
+		}
+	}
+	return out
+}
+
+// write performs the writes: one PutItem or DeleteItem, or one transaction so that a region's
+// replica never holds half of a change.
+func (s *Store) write(ctx context.Context, items []ddbtypes.TransactWriteItem) error {
+	if len(items) == 1 {
+		if p := items[0].Put; p != nil {
+			_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: p.TableName, Item: p.Item,
+				ConditionExpression: p.ConditionExpression, ExpressionAttributeNames: p.ExpressionAttributeNames,
+				ExpressionAttributeValues: p.ExpressionAttributeValues})
+			return err
+		}
+	}
+	_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+	return err
+}
+
+// isConditionFailure reports a lost conditional write, alone or inside a transaction.
+func isConditionFailure(err error) bool {
+	var ccf *ddbtypes.ConditionalCheckFailedException
+	if errors.As(err, &ccf) {
+		return true
+	}
+	var tce *ddbtypes.TransactionCanceledException
+	if errors.As(err, &tce) {
+		for _, r := range tce.CancellationReasons {
+			if aws.ToString(r.Code) == "ConditionalCheckFailed" || aws.ToString(r.Code) == "TransactionConflict" {
+				return true
+			}
+		}
+	}
+	var tcf *ddbtypes.TransactionConflictException
+	return errors.As(err, &tcf)
+}
+
+// sameHeader reports whether two records have the same header item.
+func sameHeader(a, b *envelope.Record) bool {
+	return a.ID == b.ID && a.Context.Equal(b.Context) && bytes.Equal(a.Commitment, b.Commitment) &&
+		a.SourceRegion == b.SourceRegion && a.SourceKeyARN == b.SourceKeyARN && a.CreatedAt.Equal(b.CreatedAt)
+}
+
+// sameRegionState reports whether two region states are equal (versions aside).
+func sameRegionState(a, b *envelope.RegionWrap) bool {
+	return a.KeyARN == b.KeyARN && bytes.Equal(a.Wrapped, b.Wrapped) && a.WrappedAt.Equal(b.WrappedAt) &&
+		a.VerifiedAt.Equal(b.VerifiedAt) && a.LastError == b.LastError && a.LastErrorAt.Equal(b.LastErrorAt)
+}
+
 // Scan streams every record of one parallel-scan segment to fn, page by page (constant memory).
 func (s *Store) Scan(ctx context.Context, segment, total int, fn func(*envelope.Record) error) error {
-	var start map[string]ddbtypes.AttributeValue
+	after := ""
 	for {
-		in := &dynamodb.ScanInput{TableName: aws.String(s.Table), ExclusiveStartKey: start, ConsistentRead: aws.Bool(true)}
-		if total > 1 {
-			in.Segment, in.TotalSegments = aws.Int32(int32(segment)), aws.Int32(int32(total))
-		}
-		out, err := s.db.Scan(ctx, in)
+		p, err := s.ScanPage(ctx, segment, total, after, 0)
 		if err != nil {
-			return fmt.Errorf("region %s: scan table %s: %w", s.Region, s.Table, err)
+			return err
 		}
-		for _, item := range out.Items {
-			rec, err := decodeItem(item)
-			if err != nil {
-				id := "?"
-				if v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS); ok {
-					id = v.Value
-				}
-				return fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, err)
-			}
+		if len(p.Bad) > 0 {
+			return p.Bad[0].Err
+		}
+		for _, rec := range p.Records {
 			if err := fn(rec); err != nil {
 				return err
 			}
 		}
-		if len(out.LastEvaluatedKey) == 0 {
+		if p.Next == "" {
 			return nil
 		}
-		start = out.LastEvaluatedKey
+		after = p.Next
 	}
+}
+
+// records turns one page of scanned items into records: region items are skipped (each is read
+// with its header), and every header's region items are fetched in batches.
+func (s *Store) records(ctx context.Context, items []map[string]ddbtypes.AttributeValue) ([]*envelope.Record, []BadItem, error) {
+	headers := map[string]map[string]ddbtypes.AttributeValue{}
+	var ids []string
+	var bad []BadItem
+	for _, item := range items {
+		v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS)
+		if !ok {
+			bad = append(bad, BadItem{ID: "?", Err: fmt.Errorf("region %s: an item in table %s: %w", s.Region, s.Table, itemError(attrID, "a string"))})
+			continue
+		}
+		if strings.Contains(v.Value, regionSep) {
+			continue
+		}
+		headers[v.Value] = item
+		ids = append(ids, v.Value)
+	}
+	if len(ids) == 0 {
+		return nil, bad, nil
+	}
+	keys := make([]map[string]ddbtypes.AttributeValue, 0, len(ids)*len(s.names))
+	for _, id := range ids {
+		for _, n := range s.names {
+			keys = append(keys, idKey(regionItemID(id, n)))
+		}
+	}
+	regionItems, err := s.batchGet(ctx, keys)
+	if err != nil {
+		return nil, nil, fmt.Errorf("region %s: read region items from table %s: %w", s.Region, s.Table, err)
+	}
+	got := s.decode(ids, regionItems, headers)
+	recs := make([]*envelope.Record, 0, len(ids))
+	for _, id := range ids {
+		a := got[id]
+		if a.err != nil {
+			bad = append(bad, BadItem{ID: id, Err: fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, a.err)})
+			continue
+		}
+		recs = append(recs, a.rec)
+	}
+	return recs, bad, nil
 }
 
 func encodeTime(t time.Time) ddbtypes.AttributeValue {
 	return &ddbtypes.AttributeValueMemberS{Value: t.UTC().Format(time.RFC3339Nano)}
 }
 
-func encodeItem(r *envelope.Record) map[string]ddbtypes.AttributeValue {
+// encodeHeader is a record's header item: what never changes after the record is made.
+func encodeHeader(r *envelope.Record) map[string]ddbtypes.AttributeValue {
 	ctx := map[string]ddbtypes.AttributeValue{}
 	for k, v := range r.Context.Map() {
 		ctx[k] = &ddbtypes.AttributeValueMemberS{Value: v}
 	}
-	regs := map[string]ddbtypes.AttributeValue{}
-	for name, w := range r.Regions {
-		m := map[string]ddbtypes.AttributeValue{}
-		if w.KeyARN != "" {
-			m[attrKeyARN] = &ddbtypes.AttributeValueMemberS{Value: w.KeyARN}
-		}
-		if len(w.Wrapped) > 0 {
-			m[attrWrapped] = &ddbtypes.AttributeValueMemberB{Value: w.Wrapped}
-		}
-		if !w.WrappedAt.IsZero() {
-			m[attrWrappedAt] = encodeTime(w.WrappedAt)
-		}
-		if !w.VerifiedAt.IsZero() {
-			m[attrVerifiedAt] = encodeTime(w.VerifiedAt)
-		}
-		if w.LastError != "" {
-			m[attrLastError] = &ddbtypes.AttributeValueMemberS{Value: w.LastError}
-		}
-		if !w.LastErrorAt.IsZero() {
-			m[attrLastErrAt] = encodeTime(w.LastErrorAt)
-		}
-		regs[name] = &ddbtypes.AttributeValueMemberM{Value: m}
-	}
 	return map[string]ddbtypes.AttributeValue{
 		attrID:         &ddbtypes.AttributeValueMemberS{Value: r.ID},
-		attrVersion:    &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(r.Version, 10)},
+		attrVersion:    &ddbtypes.AttributeValueMemberN{Value: "1"},
 		attrContext:    &ddbtypes.AttributeValueMemberM{Value: ctx},
 		attrCommitment: &ddbtypes.AttributeValueMemberB{Value: r.Commitment},
 		attrSource:     &ddbtypes.AttributeValueMemberS{Value: r.SourceRegion},
 		attrSourceKey:  &ddbtypes.AttributeValueMemberS{Value: r.SourceKeyARN},
 		attrCreatedAt:  encodeTime(r.CreatedAt),
-		attrRegions:    &ddbtypes.AttributeValueMemberM{Value: regs},
 	}
+}
+
+// encodeRegionWrap is a region's state as attributes (of a region item, or of the first
+// layout's regions map).
+func encodeRegionWrap(w *envelope.RegionWrap) map[string]ddbtypes.AttributeValue {
+	m := map[string]ddbtypes.AttributeValue{}
+	if w.KeyARN != "" {
+		m[attrKeyARN] = &ddbtypes.AttributeValueMemberS{Value: w.KeyARN}
+	}
+	if len(w.Wrapped) > 0 {
+		m[attrWrapped] = &ddbtypes.AttributeValueMemberB{Value: w.Wrapped}
+	}
+	if !w.WrappedAt.IsZero() {
+		m[attrWrappedAt] = encodeTime(w.WrappedAt)
+	}
+	if !w.VerifiedAt.IsZero() {
+		m[attrVerifiedAt] = encodeTime(w.VerifiedAt)
+	}
+	if w.LastError != "" {
+		m[attrLastError] = &ddbtypes.AttributeValueMemberS{Value: w.LastError}
+	}
+	if !w.LastErrorAt.IsZero() {
+		m[attrLastErrAt] = encodeTime(w.LastErrorAt)
+	}
+	return m
+}
+
+// encodeRegionItem is region's item of record id, at w.Version.
+func encodeRegionItem(id, region string, w *envelope.RegionWrap) map[string]ddbtypes.AttributeValue {
+	m := encodeRegionWrap(w)
+	m[attrID] = &ddbtypes.AttributeValueMemberS{Value: regionItemID(id, region)}
+	m[attrRecord] = &ddbtypes.AttributeValueMemberS{Value: id}
+	m[attrRegion] = &ddbtypes.AttributeValueMemberS{Value: region}
+	m[attrVersion] = &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(w.Version, 10)}
+	return m
 }
 
 // itemError names the attribute of a malformed item.
@@ -269,7 +542,57 @@ func getB(m map[string]ddbtypes.AttributeValue, k string) ([]byte, error) {
 	return b.Value, nil
 }
 
-func decodeItem(item map[string]ddbtypes.AttributeValue) (*envelope.Record, error) {
+func getVersion(item map[string]ddbtypes.AttributeValue) (int64, error) {
+	vn, ok := item[attrVersion].(*ddbtypes.AttributeValueMemberN)
+	if !ok {
+		return 0, itemError(attrVersion, "a number")
+	}
+	v, err := strconv.ParseInt(vn.Value, 10, 64)
+	if err != nil {
+		return 0, itemError(attrVersion, "a whole number")
+	}
+	return v, nil
+}
+
+// decodeRegionWrap reads a region's state from its attributes.
+func decodeRegionWrap(m map[string]ddbtypes.AttributeValue) (*envelope.RegionWrap, error) {
+	w := &envelope.RegionWrap{}
+	var err error
+	if w.KeyARN, err = getS(m, attrKeyARN, false); err != nil {
+		return nil, err
+	}
+	if w.Wrapped, err = getB(m, attrWrapped); err != nil {
+		return nil, err
+	}
+	if w.WrappedAt, err = getTime(m, attrWrappedAt, false); err != nil {
+		return nil, err
+	}
+	if w.VerifiedAt, err = getTime(m, attrVerifiedAt, false); err != nil {
+		return nil, err
+	}
+	if w.LastError, err = getS(m, attrLastError, false); err != nil {
+		return nil, err
+	}
+	if w.LastErrorAt, err = getTime(m, attrLastErrAt, false); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// decodeRegionItem reads a region item, with its version.
+func decodeRegionItem(item map[string]ddbtypes.AttributeValue) (*envelope.RegionWrap, error) {
+	w, err := decodeRegionWrap(item)
+	if err != nil {
+		return nil, err
+	}
+	if w.Version, err = getVersion(item); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// decodeHeader reads a header item, and the regions map of a first-layout item.
+func decodeHeader(item map[string]ddbtypes.AttributeValue) (*envelope.Record, error) {
 	var (
 		r   envelope.Record
 		err error
@@ -277,12 +600,8 @@ func decodeItem(item map[string]ddbtypes.AttributeValue) (*envelope.Record, erro
 	if r.ID, err = getS(item, attrID, true); err != nil {
 		return nil, err
 	}
-	vn, ok := item[attrVersion].(*ddbtypes.AttributeValueMemberN)
-	if !ok {
-		return nil, itemError(attrVersion, "a number")
-	}
-	if r.Version, err = strconv.ParseInt(vn.Value, 10, 64); err != nil {
-		return nil, itemError(attrVersion, "a whole number")
+	if r.Version, err = getVersion(item); err != nil {
+		return nil, err
 	}
 	cm, ok := item[attrContext].(*ddbtypes.AttributeValueMemberM)
 	if !ok {
@@ -311,41 +630,25 @@ func decodeItem(item map[string]ddbtypes.AttributeValue) (*envelope.Record, erro
 	if r.CreatedAt, err = getTime(item, attrCreatedAt, false); err != nil {
 		return nil, err
 	}
-	rm, ok := item[attrRegions].(*ddbtypes.AttributeValueMemberM)
+	r.Regions = map[string]*envelope.RegionWrap{}
+	legacy, ok := item[attrRegions]
+	if !ok {
+		return &r, nil
+	}
+	rm, ok := legacy.(*ddbtypes.AttributeValueMemberM)
 	if !ok {
 		return nil, itemError(attrRegions, "a map")
 	}
-	r.Regions = make(map[string]*envelope.RegionWrap, len(rm.Value))
-	names := make([]string, 0, len(rm.Value))
-	for name := range rm.Value {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		wm, ok := rm.Value[name].(*ddbtypes.AttributeValueMemberM)
+	for name, v := range rm.Value {
+		wm, ok := v.(*ddbtypes.AttributeValueMemberM)
 		if !ok {
 			return nil, itemError(attrRegions+"."+name, "a map")
 		}
-		w := &envelope.RegionWrap{}
-		if w.KeyARN, err = getS(wm.Value, attrKeyARN, false); err != nil {
+		w, err := decodeRegionWrap(wm.Value)
+		if err != nil {
 			return nil, err
 		}
-		if w.Wrapped, err = getB(wm.Value, attrWrapped); err != nil {
-			return nil, err
-		}
-		if w.WrappedAt, err = getTime(wm.Value, attrWrappedAt, false); err != nil {
-			return nil, err
-		}
-		if w.VerifiedAt, err = getTime(wm.Value, attrVerifiedAt, false); err != nil {
-			return nil, err
-		}
-		if w.LastError, err = getS(wm.Value, attrLastError, false); err != nil {
-			return nil, err
-		}
-		if w.LastErrorAt, err = getTime(wm.Value, attrLastErrAt, false); err != nil {
-			return nil, err
-		}
-		r.Regions[name] = w
+		r.Regions[name] = w // Version 0: the region has no item of its own yet
 	}
 	return &r, nil
 }

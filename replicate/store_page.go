@@ -46,19 +46,11 @@ func (s *Store) ScanPage(ctx context.Context, segment, total int, after string, 
 	if err != nil {
 		return nil, fmt.Errorf("region %s: scan table %s (segment %d of %d): %w", s.Region, s.Table, segment, total, err)
 	}
-	p := &Page{Records: make([]*envelope.Record, 0, len(out.Items))}
-	for _, item := range out.Items {
-		rec, err := decodeItem(item)
-		if err != nil {
-			id := "?"
-			if v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS); ok {
-				id = v.Value
-			}
-			p.Bad = append(p.Bad, BadItem{ID: id, Err: fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, err)})
-			continue
-		}
-		p.Records = append(p.Records, rec)
+	recs, bad, err := s.records(ctx, out.Items)
+	if err != nil {
+		return nil, err
 	}
+	p := &Page{Records: recs, Bad: bad}
 	if k, ok := out.LastEvaluatedKey[attrID].(*ddbtypes.AttributeValueMemberS); ok {
 		p.Next = k.Value
 	} else if len(out.LastEvaluatedKey) > 0 {

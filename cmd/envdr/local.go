@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -26,9 +27,10 @@ func newLocalCmd() *cobra.Command {
 		Use:   "local",
 		Short: "Run and control the local three-region AWS stand-in (make local-up / local-down)",
 		Long: `The local stand-in serves us-east-1, eu-west-1 and ap-southeast-2 on 127.0.0.1: per region its own
-KMS (envdr's KMS stand-in), SQS (fauxqs) and DynamoDB (DynamoDB Local) endpoints. "envdr local down R"
-closes one region's endpoints (connections refused) to simulate losing it; "envdr local up R"
-restores it. See docs/LOCAL.md.
+KMS (envdr's KMS stand-in), SQS (fauxqs: a queue and DLQ per region) and DynamoDB (DynamoDB Local:
+a replica per region, replicated as global tables are, with a lag and last writer wins) endpoints.
+"envdr local down R" closes one region's endpoints (connections refused) to simulate losing it;
+"envdr local up R" restores it; "envdr local lag 2s" slows replication. See docs/LOCAL.md.
 
 The control commands find the stand-in's admin endpoint in the config's local.admin
 (--config local/envdr.yaml; local/envdr.yaml is also tried when --config is not given) or --admin.`,
@@ -55,7 +57,7 @@ The control commands find the stand-in's admin endpoint in the config's local.ad
 		return localaws.NewAdminClient(cfg.Local.Admin), nil
 	}
 	cmd.AddCommand(newLocalServeCmd(), newLocalRegionCmd("down", client), newLocalRegionCmd("up", client),
-		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalReadyCmd(client))
+		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client))
 	return cmd
 }
 
@@ -66,6 +68,7 @@ func newLocalServeCmd() *cobra.Command {
 		dir, tools string
 		basePort   int
 		persistDDB bool
+		lag        time.Duration
 	)
 	base := localaws.DefaultBasePort
 	if v := os.Getenv("ENVDR_LOCAL_BASE_PORT"); v != "" {
@@ -90,7 +93,7 @@ func newLocalServeCmd() *cobra.Command {
 			defer svc.Close()
 			return localaws.Serve(ctx, localaws.ServeOptions{
 				Dir: dir, Tools: tools, BasePort: basePort, Regions: localaws.DefaultRegions,
-				KMS: svc.Handler, KMSHooks: svc, PersistDynamoDB: persistDDB,
+				KMS: svc.Handler, KMSHooks: svc, PersistDynamoDB: persistDDB, Lag: lagOption(lag),
 				Log: cmd.ErrOrStderr(),
 			})
 		},
@@ -99,7 +102,16 @@ func newLocalServeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&tools, "tools", ".tools/localaws", "where scripts/localaws-install.sh installed fauxqs and DynamoDB Local")
 	cmd.Flags().IntVar(&basePort, "base-port", base, "first of the fixed ports (admin; see docs/LOCAL.md); env ENVDR_LOCAL_BASE_PORT")
 	cmd.Flags().BoolVar(&persistDDB, "persist-dynamodb", false, "keep DynamoDB data in DIR/dynamodb across restarts (default: in memory)")
+	cmd.Flags().DurationVar(&lag, "lag", localaws.DefaultReplicationLag, "global tables' replication lag between every pair of regions (change it later with envdr local lag)")
 	return cmd
+}
+
+// lagOption maps the --lag flag to ServeOptions.Lag, where 0 means the default.
+func lagOption(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
@@ -160,8 +172,15 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			repl, err := c.Replication(cmd.Context())
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), st)
+				return printJSON(cmd.OutOrStdout(), struct {
+					Regions     map[string]localaws.RegionStatus `json:"regions"`
+					Replication []localaws.PairStats             `json:"replication"`
+				}{st, repl})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "REGION\tSTATE\tKMS\tSQS\tDYNAMODB")
@@ -173,11 +192,61 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB)
 			}
+			fmt.Fprintln(tw, "\nREPLICATION\tLAG\tREPLICATED\tCONFLICTS\tPENDING\tLATENCY LAST/MAX")
+			for _, p := range repl {
+				fmt.Fprintf(tw, "%s -> %s\t%s\t%d\t%d\t%d\t%.0fms / %.0fms\n", p.From, p.To, p.Lag, p.Replicated, p.Conflicts, p.Pending, p.LastLatencyMs, p.MaxLatencyMs)
+			}
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: {"regions": {...}, "replication": [...]}`)
 	return cmd
+}
+
+func newLocalLagCmd(client adminClientFunc) *cobra.Command {
+	var from, to string
+	cmd := &cobra.Command{
+		Use:   "lag [--from R1] [--to R2] DURATION",
+		Short: "Set the global tables' replication lag (default 250ms), for every pair of regions or one direction",
+		Long: `Every DynamoDB write reaches the other regions' replicas DURATION after it was made (replication is
+asynchronous; conflicting writes are resolved by last writer wins, as DynamoDB global tables do).
+The new lag applies to writes made from now on. "envdr local status" shows each direction's lag,
+measured replication latency and conflicts.
+
+  envdr local lag 2s                                   every pair
+  envdr local lag --from us-east-1 --to eu-west-1 5s    one direction
+  envdr local lag 0                                    as fast as the stand-in can`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := time.ParseDuration(args[0])
+			if err != nil || d < 0 {
+				return usageError("DURATION %q: want a duration >= 0 such as 250ms or 2s", args[0])
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			if err := c.SetLag(cmd.Context(), from, to, d); err != nil {
+				return err
+			}
+			scope := "every pair of regions"
+			if from != "" || to != "" {
+				scope = fmt.Sprintf("%s -> %s", or(from, "*"), or(to, "*"))
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "replication lag %s: %s\n", scope, d)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "only changes written in this region")
+	cmd.Flags().StringVar(&to, "to", "", "only changes arriving in this region")
+	return cmd
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func newLocalCountersCmd(client adminClientFunc) *cobra.Command {

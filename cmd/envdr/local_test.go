@@ -49,6 +49,31 @@ func TestLocalControlCommands(t *testing.T) {
 	require.Regexp(t, `eu-west-1\s+down`, out)
 	require.Regexp(t, `us-east-1\s+up`, out)
 
+	// Replication lag: every pair, or one direction; bad durations are usage errors.
+	code, out = runLocal(t, "--config", path, "local", "lag", "2s")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "every pair of regions: 2s")
+	code, out = runLocal(t, "--config", path, "local", "lag", "--from", "us-east-1", "--to", "ap-southeast-2", "750ms")
+	require.Equal(t, exitOK, code, out)
+	code, out = runLocal(t, "--config", path, "local", "lag", "soon")
+	require.Equal(t, exitUsage, code, out)
+	code, out = runLocal(t, "--config", path, "local", "lag", "--from", "mars-north-1", "1s")
+	require.Equal(t, exitFailure, code, out)
+	require.Contains(t, out, "mars-north-1")
+	code, out = runLocal(t, "--config", path, "local", "status")
+	require.Equal(t, exitOK, code, out)
+	require.Regexp(t, `us-east-1 -> ap-southeast-2\s+750ms`, out)
+	require.Regexp(t, `us-east-1 -> eu-west-1\s+2s`, out)
+	code, out = runLocal(t, "--config", path, "local", "status", "--json")
+	require.Equal(t, exitOK, code, out)
+	var st struct {
+		Regions     map[string]localaws.RegionStatus `json:"regions"`
+		Replication []localaws.PairStats             `json:"replication"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	require.False(t, st.Regions["eu-west-1"].Up)
+	require.Len(t, st.Replication, 6)
+
 	code, out = runLocal(t, "local", "up", "eu-west-1", "--admin", env.Admin)
 	require.Equal(t, exitOK, code, out)
 	require.True(t, env.Stack.IsUp("eu-west-1"))

@@ -128,7 +128,7 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 		return r, nil, nil
 	}
 	id := hdr.RecordID()
-	store := replicate.NewStore(cfg.Table, r.Name, r.DynamoDB())
+	store := replicate.NewStore(cfg.Table, r.Name, r.DynamoDB(), cfg.RegionNames())
 	rec, recErr := store.Get(ctx, id)
 	if recErr == nil && (!rec.Context.Equal(hdr.Context) || !bytes.Equal(rec.Commitment, hdr.Commitment)) {
 		// A record that disagrees with the authenticated header was tampered with (or belongs to

@@ -43,7 +43,7 @@ func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()
 	require.NoError(t, err)
-	store := replicate.NewStore(env.Config.Table, home.Name, home.DynamoDB())
+	store := replicate.NewStore(env.Config.Table, home.Name, home.DynamoDB(), env.Config.RegionNames())
 	var ids []string
 	for i := 0; i < n; i++ {
 		id, err := envelope.NewID()
@@ -75,6 +75,7 @@ func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 		require.NoError(t, err)
 		ids = append(ids, id)
 	}
+	env.Settle() // every region's replica holds the records
 	return ids
 }
 

@@ -69,7 +69,7 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 					rep.Regions = append(rep.Regions, regionStatus{Region: n})
 				}
 				var mu sync.Mutex
-				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB())
+				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
 				g, gctx := errgroup.WithContext(ctx)
 				for seg := 0; seg < segments; seg++ {
 					g.Go(func() error {

@@ -36,9 +36,10 @@ const (
 type Config struct {
 	// HomeRegion is where producers seal (GenerateDataKey) and where the queue lives.
 	HomeRegion string `yaml:"home_region"`
-	// QueueURL is the SQS queue of replication events.
+	// QueueURL is the home region's SQS queue of replication events (the single queue of a
+	// single-queue setup; with per-region queues, regions[].queue_url of the home region).
 	QueueURL string `yaml:"queue_url"`
-	// DLQURL is the dead-letter queue that receives poison events with a reason.
+	// DLQURL is the home region's dead-letter queue that receives poison events with a reason.
 	DLQURL string `yaml:"dlq_url"`
 	// Table is the DynamoDB (global) table of multi-wrapped records.
 	Table string `yaml:"table"`
@@ -64,6 +65,11 @@ type Region struct {
 	Mode string `yaml:"mode"`
 	// KMSRate is this daemon's share of the region's KMS request quota, requests per second.
 	KMSRate float64 `yaml:"kms_rate"`
+	// QueueURL is this region's SQS queue of replication events, DLQURL its dead-letter queue;
+	// empty when the region has no queue of its own (a single-queue setup uses the top-level
+	// queue_url and dlq_url, the home region's).
+	QueueURL string `yaml:"queue_url,omitempty"`
+	DLQURL   string `yaml:"dlq_url,omitempty"`
 	// Endpoints overrides the AWS endpoints (the local stand-in); empty means the AWS defaults.
 	Endpoints Endpoints `yaml:"endpoints,omitempty"`
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +33,8 @@ type KMSHooks interface {
 //	POST /kms/counters/reset              zero the counters
 //	PUT  /kms/ratelimit/{region}?rps=N    ThrottlingException past N requests/s in the region
 //	DELETE /kms/ratelimit/{region}        no rate limit
+//	GET  /replication                     global tables: per direction lag, latency, conflicts
+//	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
@@ -102,6 +105,24 @@ func (a *Admin) Handler() http.Handler {
 		}
 		a.KMS.SetRateLimit(region, 0)
 		writeJSON(w, map[string]any{"region": region, "rps": 0})
+	})
+	mux.HandleFunc("GET /replication", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.GlobalTables().Stats()) })
+	mux.HandleFunc("PUT /replication/lag", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		lag, err := time.ParseDuration(q.Get("lag"))
+		if err != nil {
+			http.Error(w, "lag must be a duration such as 250ms or 2s", http.StatusBadRequest)
+			return
+		}
+		if err := a.Stack.GlobalTables().SetLag(q.Get("from"), q.Get("to"), lag); err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrUnknownRegion) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		writeJSON(w, a.Stack.GlobalTables().Stats())
 	})
 	return mux
 }
@@ -188,4 +209,22 @@ func (c *AdminClient) SetRateLimit(ctx context.Context, region string, rps float
 		return c.do(ctx, http.MethodDelete, "/kms/ratelimit/"+region, nil)
 	}
 	return c.do(ctx, http.MethodPut, "/kms/ratelimit/"+region+"?rps="+strconv.FormatFloat(rps, 'f', -1, 64), nil)
+}
+
+// Replication returns the global tables' counters per direction.
+func (c *AdminClient) Replication(ctx context.Context) ([]PairStats, error) {
+	var out []PairStats
+	return out, c.do(ctx, http.MethodGet, "/replication", &out)
+}
+
+// SetLag sets the replication lag from one region to another ("" for every region).
+func (c *AdminClient) SetLag(ctx context.Context, from, to string, lag time.Duration) error {
+	q := url.Values{"lag": {lag.String()}}
+	if from != "" {
+		q.Set("from", from)
+	}
+	if to != "" {
+		q.Set("to", to)
+	}
+	return c.do(ctx, http.MethodPut, "/replication/lag?"+q.Encode(), nil)
 }

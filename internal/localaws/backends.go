@@ -212,8 +212,10 @@ func StartFauxqs(t Tools, port int, log io.Writer) (*Process, error) {
 		t.Node, t.FauxqsMain)
 }
 
-// StartDynamoDB starts DynamoDB Local on 127.0.0.1:port with one store for all regions
-// (-sharedDb). dbPath "" keeps it in memory.
+// StartDynamoDB starts DynamoDB Local on 127.0.0.1:port with its databases in dbPath: one per
+// (access key, region), so every region has its own replica (GlobalTables replicates between
+// them). DynamoDB Local's -inMemory mode requires -sharedDb (one store for every region), so
+// an in-memory stand-in puts dbPath on a RAM disk (MemoryDBDir) instead.
 func StartDynamoDB(t Tools, port int, dbPath string, log io.Writer) (*Process, error) {
 	jarDir := filepath.Dir(t.DynamoDBJar)
 	args := []string{
@@ -226,13 +228,18 @@ func StartDynamoDB(t Tools, port int, dbPath string, log io.Writer) (*Process, e
 	} else {
 		args = append(args, "-jar", t.DynamoDBJar)
 	}
-	args = append(args, "-port", strconv.Itoa(port), "-sharedDb", "-disableTelemetry")
-	if dbPath == "" {
-		args = append(args, "-inMemory")
-	} else {
-		args = append(args, "-dbPath", dbPath)
-	}
+	args = append(args, "-port", strconv.Itoa(port), "-disableTelemetry", "-dbPath", dbPath)
 	return startProcess("dynamodb-local", log, jarDir, childEnv(), args...)
+}
+
+// MemoryDBDir makes a fresh directory for DynamoDB Local's databases that lives in memory where
+// the machine has a RAM disk (/dev/shm), else in the temp directory. The caller removes it.
+func MemoryDBDir() (string, error) {
+	base := ""
+	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
+		base = "/dev/shm"
+	}
+	return os.MkdirTemp(base, "envdr-dynamodb-")
 }
 
 // WaitHTTP polls url until it answers any HTTP response, the process exits or ctx ends.

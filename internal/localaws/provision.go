@@ -161,18 +161,26 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 		keys[r] = k
 	}
 
-	queueURL, dlqURL, err := provisionQueues(ctx, sqs.NewFromConfig(cfgs[home]), o.Queue, o.DLQ)
-	if err != nil {
-		return nil, fmt.Errorf("provision %s: %w", home, err)
+	// A queue and a DLQ in every region, and the table's replica in every region (a global
+	// table: CreateTable through one region's endpoint makes every replica).
+	queues := map[string][2]string{}
+	for _, r := range o.Regions {
+		q, d, err := provisionQueues(ctx, sqs.NewFromConfig(cfgs[r]), o.Queue, o.DLQ)
+		if err != nil {
+			return nil, fmt.Errorf("provision %s: %w", r, err)
+		}
+		queues[r] = [2]string{q, d}
 	}
-	if err := provisionTable(ctx, NewDynamoDB(cfgs[home]), o.Table); err != nil {
-		return nil, fmt.Errorf("provision %s: %w", home, err)
+	for _, r := range o.Regions {
+		if err := provisionTable(ctx, NewDynamoDB(cfgs[r]), o.Table); err != nil {
+			return nil, fmt.Errorf("provision %s: %w", r, err)
+		}
 	}
 
 	c := &config.Config{
 		HomeRegion: home,
-		QueueURL:   queueURL,
-		DLQURL:     dlqURL,
+		QueueURL:   queues[home][0],
+		DLQURL:     queues[home][1],
 		Table:      o.Table,
 		Policy:     config.Policy{Required: append([]string(nil), o.Regions...), Verify: config.VerifyAll},
 		Local:      &config.Local{Admin: o.Admin, AccessKey: o.AccessKey, SecretKey: o.SecretKey},
@@ -180,6 +188,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 	for _, r := range o.Regions {
 		c.Regions = append(c.Regions, config.Region{
 			Name: r, Key: keys[r].MRK, Mode: config.ModeMRK, KMSRate: 1000, Endpoints: o.Endpoints(r),
+			QueueURL: queues[r][0], DLQURL: queues[r][1],
 		})
 	}
 	c.WithDefaults()
@@ -323,4 +332,36 @@ func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string) (*Provi
 		DLQ:   "envdr-events-dlq-" + suffix,
 		Table: "envdr-records-" + suffix,
 	})
+}
+
+// DeleteProvisioned removes what Provision made for c from the shared backends: every region's
+// queue and DLQ, and every replica of the table. It bypasses the regions' endpoints, which a
+// test may have left down; keys stay (they live in the KMS stand-in).
+func (s *Stack) DeleteProvisioned(ctx context.Context, b Backends, c *config.Config) error {
+	var errs []error
+	urls := []string{c.QueueURL, c.DLQURL}
+	for _, r := range c.Regions {
+		urls = append(urls, r.QueueURL, r.DLQURL)
+	}
+	done := map[string]bool{}
+	for _, u := range urls {
+		if u == "" || done[u] {
+			continue
+		}
+		done[u] = true
+		region := queueRegion(u)
+		if region == "" {
+			region = c.HomeRegion
+		}
+		sc := sqs.NewFromConfig(AWSConfig(region, config.Endpoints{SQS: b.SQS}, AccessKey, SecretKey))
+		if _, err := sc.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)}); err != nil {
+			errs = append(errs, fmt.Errorf("DeleteQueue %s: %w", u, err))
+		}
+	}
+	for _, r := range s.regions {
+		if _, _, err := s.global.call(ctx, r, "DeleteTable", map[string]string{"TableName": c.Table}); err != nil {
+			errs = append(errs, fmt.Errorf("DeleteTable %s in %s: %w", c.Table, r, err))
+		}
+	}
+	return errors.Join(errs...)
 }

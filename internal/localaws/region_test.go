@@ -44,7 +44,8 @@ func key(id string) map[string]ddbtypes.AttributeValue {
 // touch makes one KMS, SQS and DynamoDB call in a region and returns their errors.
 func touch(ctx context.Context, env *localtest.Env, c clients, region string) []error {
 	_, kerr := c.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(env.Keys[region].MRK)})
-	_, serr := c.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(env.Config.QueueURL)})
+	q, _ := env.Queues(region)
+	_, serr := c.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(q)})
 	_, derr := c.ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(env.Config.Table), Key: key("probe")})
 	return []error{kerr, serr, derr}
 }
@@ -58,6 +59,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 	for _, r := range env.Regions {
 		c[r] = regionClients(env, r)
 	}
+	lostQueue, lostDLQ := env.Queues(lost)
 
 	// State in the region about to be lost: a ciphertext under its MRK replica and its
 	// independent key, a message sent through its SQS endpoint, an item written through its
@@ -66,7 +68,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 	require.NoError(t, err)
 	indCT, err := c[lost].kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(env.Keys[lost].Independent), Plaintext: []byte("dek-2"), EncryptionContext: encCtx})
 	require.NoError(t, err)
-	_, err = c[lost].sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(env.Config.QueueURL), MessageBody: aws.String("event-1")})
+	_, err = c[lost].sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(lostQueue), MessageBody: aws.String("event-1")})
 	require.NoError(t, err)
 	_, err = c[lost].ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(env.Config.Table), Item: map[string]ddbtypes.AttributeValue{
 		"id": &ddbtypes.AttributeValueMemberS{Value: "rec-1"}, "v": &ddbtypes.AttributeValueMemberS{Value: "written in " + lost},
@@ -77,7 +79,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 	inflight := make(chan error, 1)
 	go func() {
 		_, err := c[lost].sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
-			QueueUrl: aws.String(env.Config.DLQURL), WaitTimeSeconds: 20,
+			QueueUrl: aws.String(lostDLQ), WaitTimeSeconds: 20,
 		})
 		inflight <- err
 	}()
@@ -130,7 +132,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 	g, err = c[lost].ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(env.Config.Table), Key: key("rec-1"), ConsistentRead: aws.Bool(true)})
 	require.NoError(t, err)
 	require.Equal(t, &ddbtypes.AttributeValueMemberS{Value: "written in " + lost}, g.Item["v"])
-	m, err := c[lost].sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(env.Config.QueueURL), WaitTimeSeconds: 2})
+	m, err := c[lost].sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(lostQueue), WaitTimeSeconds: 2})
 	require.NoError(t, err)
 	require.Len(t, m.Messages, 1)
 	require.Equal(t, "event-1", aws.ToString(m.Messages[0].Body))

@@ -55,6 +55,8 @@ type ServeOptions struct {
 	KMSHooks KMSHooks
 	// PersistDynamoDB keeps DynamoDB Local's data in Dir/dynamodb instead of memory.
 	PersistDynamoDB bool
+	// Lag is the global tables' replication lag: 0 means DefaultReplicationLag, negative none.
+	Lag time.Duration
 	// Log receives progress lines.
 	Log io.Writer
 	// Ready is called once everything is provisioned and the config is written.
@@ -125,12 +127,17 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		return err
 	}
 	defer fq.Stop(5 * time.Second)
-	dbPath := ""
+	var dbPath string
 	if o.PersistDynamoDB {
 		dbPath, _ = filepath.Abs(filepath.Join(o.Dir, "dynamodb"))
 		if err := os.MkdirAll(dbPath, 0o755); err != nil {
 			return err
 		}
+	} else {
+		if dbPath, err = MemoryDBDir(); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dbPath) // after DynamoDB Local has stopped (defers run in reverse)
 	}
 	ddb, err := StartDynamoDB(tools, ports.DynamoDB, dbPath, ddbLog)
 	if err != nil {
@@ -161,6 +168,11 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		return err
 	}
 	defer stack.Close()
+	if o.Lag != 0 {
+		if err := stack.GlobalTables().SetLag("", "", max(o.Lag, 0)); err != nil {
+			return err
+		}
+	}
 	admin := &Admin{Stack: stack, KMS: o.KMSHooks}
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports.Admin))
 	if err != nil {

@@ -174,13 +174,16 @@ func TestDynamoDBConditionalWrites(t *testing.T) {
 	require.ErrorAs(t, err, &ccf)
 	require.Equal(t, &ddbtypes.AttributeValueMemberN{Value: "2"}, ccf.Item["version"])
 
-	// One store behind every region's endpoint: the write made through eu-west-1 is read in
-	// ap-southeast-2 (a global table without lag).
+	// A global table: the write made through eu-west-1 reaches ap-southeast-2's replica after
+	// the replication lag.
 	ap := localaws.NewDynamoDB(env.AWSConfig("ap-southeast-2"))
-	g, err := ap.GetItem(ctx, &dynamodb.GetItemInput{TableName: table, ConsistentRead: aws.Bool(true),
-		Key: map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: "env-1"}}})
-	require.NoError(t, err)
-	require.Equal(t, &ddbtypes.AttributeValueMemberN{Value: "2"}, g.Item["version"])
+	require.Eventually(t, func() bool {
+		g, err := ap.GetItem(ctx, &dynamodb.GetItemInput{TableName: table, ConsistentRead: aws.Bool(true),
+			Key: map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: "env-1"}}})
+		require.NoError(t, err)
+		v, _ := g.Item["version"].(*ddbtypes.AttributeValueMemberN)
+		return v != nil && v.Value == "2"
+	}, 10*time.Second, 50*time.Millisecond, "version 2 never reached ap-southeast-2")
 }
 
 func TestDynamoDBTransactionCancellationReasons(t *testing.T) {

@@ -3,8 +3,10 @@
 // region can be lost (its ports refuse connections) while the others keep working.
 //
 // fauxqs and DynamoDB Local each serve every region from one process; small per-region reverse
-// proxies in front of them give every region endpoints of its own. DynamoDB Local runs with
-// -sharedDb, one store behind every region's endpoint: a global table with no replication lag.
+// proxies in front of them give every region endpoints of its own. fauxqs keeps each region's
+// queues apart, and the SQS proxy lets a region reach only its own. DynamoDB Local keeps one
+// database per region (no -sharedDb); GlobalTables replicates between them with a lag and last
+// writer wins, as global tables do.
 //
 // `envdr local serve` runs the stack for developers and drills (fixed ports, local/envdr.yaml);
 // package localtest runs one per test on ephemeral ports in front of the same backends.
@@ -77,6 +79,7 @@ type Stack struct {
 	regions []string
 	eps     map[string]map[string]*endpoint // region -> service -> endpoint
 	tr      *http.Transport
+	global  *GlobalTables
 }
 
 // NewStack listens on every region's endpoints (127.0.0.1 only).
@@ -106,12 +109,14 @@ func NewStack(opts StackOptions) (*Stack, error) {
 		DisableCompression:  true,
 	}
 	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr}
+	s.global = NewGlobalTables(ddbURL, regions, s.IsUp, tr)
+	sqsProxy := newProxy(sqsURL, tr)
 	for _, r := range regions {
 		p := opts.Ports[r]
 		s.eps[r] = map[string]*endpoint{
 			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: regionGuard(r, ServiceKMS, opts.KMS(r))},
-			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: regionGuard(r, ServiceSQS, newProxy(sqsURL, tr))},
-			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: regionGuard(r, ServiceDynamoDB, newProxy(ddbURL, tr))},
+			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: regionGuard(r, ServiceSQS, regionalQueues(r, sqsProxy))},
+			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: regionGuard(r, ServiceDynamoDB, s.global.Handler(r))},
 		}
 	}
 	for _, r := range regions {
@@ -178,6 +183,9 @@ func (s *Stack) IsUp(region string) bool {
 	return m[ServiceKMS].isUp()
 }
 
+// GlobalTables is the replication between the regions' DynamoDB replicas (lag, counters).
+func (s *Stack) GlobalTables() *GlobalTables { return s.global }
+
 // Close takes every region down for good.
 func (s *Stack) Close() error {
 	for _, r := range s.regions {
@@ -185,6 +193,7 @@ func (s *Stack) Close() error {
 			e.down(false)
 		}
 	}
+	s.global.Close()
 	s.tr.CloseIdleConnections()
 	return nil
 }
@@ -284,6 +293,13 @@ func (e *endpoint) down(hold bool) {
 func holdPort(port int) int {
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return -1
+	}
+	// SO_REUSEADDR, as the listener had: the connections Down just cut leave the port in
+	// TIME_WAIT, and without it the bind fails, the port is left free, and a client's dial
+	// can even connect to itself (an ephemeral source port equal to the port dialled).
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		_ = syscall.Close(fd)
 		return -1
 	}
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {

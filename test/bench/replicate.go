@@ -579,7 +579,7 @@ func checkResults(ctx context.Context, topo *regions.Topology, cfg *config.Confi
 	if res.DLQ, err = replicate.QueueDepth(ctx, home.SQS(), cfg.DLQURL); err != nil {
 		return err
 	}
-	store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB())
+	store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
 	var recs []*envelope.Record
 	if err := store.Scan(ctx, 0, 1, func(r *envelope.Record) error {
 		recs = append(recs, r)

@@ -626,7 +626,7 @@ func bodies(es []*sealed) []string {
 func (s *suite) store(region string) *replicate.Store {
 	r, err := s.topo.Region(region)
 	require.NoError(s.t, err)
-	return replicate.NewStore(s.cfg.Table, region, r.DynamoDB())
+	return replicate.NewStore(s.cfg.Table, region, r.DynamoDB(), s.cfg.RegionNames())
 }
 
 // recordProblem checks e's record end to end and returns "" or what is wrong: the record

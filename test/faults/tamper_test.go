@@ -334,6 +334,7 @@ func (s *suite) putRecord(store *replicate.Store, id string, edit func(r *envelo
 		return next, nil
 	})
 	require.NoError(s.t, err)
+	s.env.Settle() // every region's replica holds the edit
 }
 
 // checkVerifyFailed asserts a failed `envdr verify --id`: exit 1, one `envdr: error:` line

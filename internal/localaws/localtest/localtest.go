@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
@@ -34,6 +32,10 @@ var _ localaws.KMSHooks = (*kms.Service)(nil)
 
 // EnvRequire makes a missing stand-in fatal instead of a skip (make test sets it).
 const EnvRequire = "ENVDR_REQUIRE_LOCAL"
+
+// EnvLag sets every Env's replication lag (default localaws.DefaultReplicationLag), e.g.
+// ENVDR_LOCAL_LAG=1s for the lag sweep (make test-lag).
+const EnvLag = "ENVDR_LOCAL_LAG"
 
 // Env is one test's three-region stand-in.
 type Env struct {
@@ -59,17 +61,28 @@ type Env struct {
 	t testing.TB
 }
 
+// Options tune NewWith.
+type Options struct {
+	// ExtraRegions are served too (their own KMS, SQS and DynamoDB endpoints, and a replica of
+	// every table) but are not in Config: a region a test adds later (a backfill).
+	ExtraRegions []string
+}
+
 // New starts an Env and registers its teardown with t.Cleanup. Without running backends it
 // fails the test when ENVDR_REQUIRE_LOCAL=1 and skips it otherwise.
-func New(t testing.TB) *Env {
+func New(t testing.TB) *Env { t.Helper(); return NewWith(t, Options{}) }
+
+// NewWith is New with options.
+func NewWith(t testing.TB, o Options) *Env {
 	t.Helper()
 	b := RequireBackends(t)
-	svc, err := kms.NewService(kms.Options{Regions: localaws.DefaultRegions})
+	served := append(append([]string(nil), localaws.DefaultRegions...), o.ExtraRegions...)
+	svc, err := kms.NewService(kms.Options{Regions: served})
 	if err != nil {
 		t.Fatalf("localtest: KMS stand-in: %v", err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	stack, err := localaws.NewStack(localaws.StackOptions{Regions: localaws.DefaultRegions, KMS: svc.Handler, Backends: b})
+	stack, err := localaws.NewStack(localaws.StackOptions{Regions: served, KMS: svc.Handler, Backends: b})
 	if err != nil {
 		t.Fatalf("localtest: %v", err)
 	}
@@ -81,6 +94,15 @@ func New(t testing.TB) *Env {
 	prov, err := localaws.ProvisionIsolated(ctx, stack, suffix)
 	if err != nil {
 		t.Fatalf("localtest: provision: %v", err)
+	}
+	if v := os.Getenv(EnvLag); v != "" {
+		lag, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("localtest: %s=%q: %v", EnvLag, v, err)
+		}
+		if err := stack.GlobalTables().SetLag("", "", lag); err != nil {
+			t.Fatalf("localtest: %v", err)
+		}
 	}
 	e := &Env{
 		Config:   prov.Config,
@@ -127,22 +149,13 @@ func RequireBackends(t testing.TB) localaws.Backends {
 	return b
 }
 
-// deleteResources removes the queue, DLQ and table from the shared backends, bypassing the
-// per-region endpoints (which the test may have left down).
+// deleteResources removes the queues, DLQs and table replicas from the shared backends,
+// bypassing the per-region endpoints (which the test may have left down).
 func (e *Env) deleteResources() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	direct := localaws.AWSConfig(e.Config.HomeRegion, config.Endpoints{SQS: e.Backends.SQS, DynamoDB: e.Backends.DynamoDB},
-		localaws.AccessKey, localaws.SecretKey)
-	sc := sqs.NewFromConfig(direct)
-	for _, u := range []string{e.Config.QueueURL, e.Config.DLQURL} {
-		if _, err := sc.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(u)}); err != nil {
-			e.t.Logf("localtest: cleanup: DeleteQueue %s: %v", u, err)
-		}
-	}
-	dc := localaws.NewDynamoDB(direct)
-	if _, err := dc.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(e.Config.Table)}); err != nil {
-		e.t.Logf("localtest: cleanup: DeleteTable %s: %v", e.Config.Table, err)
+	if err := e.Stack.DeleteProvisioned(ctx, e.Backends, e.Config); err != nil {
+		e.t.Logf("localtest: cleanup: %v", err)
 	}
 }
 
@@ -163,6 +176,44 @@ func uniqueSuffix(t testing.TB) string {
 		name = name[:40]
 	}
 	return strings.Trim(name, "-") + "-" + hex.EncodeToString(b[:])
+}
+
+// Queues returns a region's events queue and DLQ URLs.
+func (e *Env) Queues(region string) (queueURL, dlqURL string) {
+	e.t.Helper()
+	r, ok := e.Config.Region(region)
+	if !ok {
+		e.t.Fatalf("localtest: unknown region %q", region)
+	}
+	return r.QueueURL, r.DLQURL
+}
+
+// SetLag sets the global tables' replication lag between every pair of regions.
+func (e *Env) SetLag(d time.Duration) {
+	e.t.Helper()
+	if err := e.Stack.GlobalTables().SetLag("", "", d); err != nil {
+		e.t.Fatalf("localtest: %v", err)
+	}
+}
+
+// Settle waits until every replication direction has applied what was written so far (a region
+// that is down keeps its changes pending: Settle then fails the test after 30 s).
+func (e *Env) Settle() {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		pending := 0
+		for _, p := range e.Stack.GlobalTables().Stats() {
+			pending += p.Pending
+		}
+		if pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("localtest: %d replicated changes still pending after 30s", pending)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Down loses a region: its KMS, SQS and DynamoDB endpoints refuse connections.

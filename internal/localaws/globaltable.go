@@ -1,0 +1,673 @@
+package localaws
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Global tables, as DynamoDB global tables version 2019.11.21 run them:
+// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/V2globaltables_HowItWorks.html
+//
+//   - every region has its own replica (here: DynamoDB Local's database for the stand-in's
+//     access key and that region, one file per region, no -sharedDb);
+//   - a write is applied to the local replica at once, conditions are checked against that
+//     replica only, and the change is sent to every other replica asynchronously, after a lag;
+//   - concurrent writes to one item are resolved per item by last writer wins on the time of
+//     the write, so every replica converges on the same item; the losing write is discarded
+//     (counted as a conflict here). Equal times are broken by region name, so every replica
+//     picks the same winner;
+//   - deletes replicate like writes;
+//   - a region that is down neither sends nor receives changes, and catches up in order when
+//     it returns.
+//
+// Every table is a global table with a replica in every region of the stack: CreateTable and
+// DeleteTable through any region's endpoint act on all of them (in AWS: CreateTable, then
+// UpdateTable ReplicaUpdates).
+
+// DefaultReplicationLag is the stand-in's replication lag between every pair of regions.
+const DefaultReplicationLag = 250 * time.Millisecond
+
+// ddbAccessKey is the access key every region's proxy presents to DynamoDB Local, whatever the
+// caller signed with: DynamoDB Local keeps one database per (access key, region), and a
+// region's data must not split by principal. Letters and digits only (DynamoDB Local's rule).
+const ddbAccessKey = "envdrlocal"
+
+const ddbTargetPrefix = "DynamoDB_20120810."
+
+// ErrUnsupportedOperation: a DynamoDB operation the stand-in's replication cannot follow.
+var ErrUnsupportedOperation = errors.New("localaws: operation not supported by the stand-in's global tables")
+
+// itemVersion identifies one write of an item: when it happened and in which region.
+type itemVersion struct {
+	At     time.Time
+	Region string
+}
+
+// newer reports whether v wins over o under last writer wins.
+func (v itemVersion) newer(o itemVersion) bool {
+	if !v.At.Equal(o.At) {
+		return v.At.After(o.At)
+	}
+	return v.Region > o.Region
+}
+
+// change is one item write on its way from one replica to another.
+type change struct {
+	table string
+	key   json.RawMessage // the item's key attributes, DynamoDB JSON
+	image json.RawMessage // the whole item after the write; nil for a delete
+	ver   itemVersion
+	due   time.Time
+}
+
+// PairStats are one replication direction's counters.
+type PairStats struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Lag is the configured delay before a change is applied at To.
+	Lag string `json:"lag"`
+	// Replicated counts changes applied at To; Conflicts those discarded because To held a
+	// newer write of the item (last writer wins).
+	Replicated int64 `json:"replicated"`
+	Conflicts  int64 `json:"conflicts"`
+	// Pending changes are waiting for their lag to pass or for a region to come back.
+	Pending int `json:"pending"`
+	// ReplicationLatency, as CloudWatch's metric of that name: the time from a write at From to
+	// its arrival at To, for the last change and the largest seen, in milliseconds.
+	LastLatencyMs float64 `json:"replication_latency_last_ms"`
+	MaxLatencyMs  float64 `json:"replication_latency_max_ms"`
+}
+
+// GlobalTables replicates every table between the regions of a Stack. It also serves each
+// region's DynamoDB endpoint (Handler), which is where it sees the writes.
+type GlobalTables struct {
+	backend *url.URL
+	regions []string
+	isUp    func(region string) bool
+	client  *http.Client
+
+	clock   atomic.Int64 // last write time handed out, Unix ns: strictly increasing
+	stripes map[string]*[256]sync.Mutex
+
+	mu      sync.Mutex
+	meta    map[string]map[string]itemVersion // region -> table|key -> last write applied
+	pairs   map[[2]string]*pair
+	schemas map[string][]string // region|table -> key attribute names
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+type pair struct {
+	from, to string
+	lag      time.Duration
+	queue    []change
+	wake     chan struct{}
+
+	replicated, conflicts int64
+	lastLat, maxLat       time.Duration
+}
+
+// NewGlobalTables starts replication between regions over the DynamoDB Local at backend.
+// isUp tells whether a region is reachable (Stack.IsUp).
+func NewGlobalTables(backend *url.URL, regions []string, isUp func(string) bool, tr http.RoundTripper) *GlobalTables {
+	g := &GlobalTables{
+		backend: backend, regions: append([]string(nil), regions...), isUp: isUp,
+		client:  &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		stripes: map[string]*[256]sync.Mutex{},
+		meta:    map[string]map[string]itemVersion{},
+		pairs:   map[[2]string]*pair{},
+		schemas: map[string][]string{},
+		stop:    make(chan struct{}),
+	}
+	for _, from := range regions {
+		g.stripes[from] = &[256]sync.Mutex{}
+		g.meta[from] = map[string]itemVersion{}
+		for _, to := range regions {
+			if from == to {
+				continue
+			}
+			p := &pair{from: from, to: to, lag: DefaultReplicationLag, wake: make(chan struct{}, 1)}
+			g.pairs[[2]string{from, to}] = p
+			g.wg.Add(1)
+			go g.deliver(p)
+		}
+	}
+	return g
+}
+
+// Close stops replication; changes not yet applied are dropped (the stand-in is going away).
+func (g *GlobalTables) Close() {
+	select {
+	case <-g.stop:
+	default:
+		close(g.stop)
+	}
+	g.wg.Wait()
+}
+
+// SetLag sets the replication lag from one region to another; "" for from or to means every
+// region. It applies to changes written from now on.
+func (g *GlobalTables) SetLag(from, to string, lag time.Duration) error {
+	if lag < 0 {
+		return fmt.Errorf("localaws: replication lag %s: must be 0 or more", lag)
+	}
+	for _, r := range []string{from, to} {
+		if r != "" && g.stripes[r] == nil {
+			return fmt.Errorf("%w %q", ErrUnknownRegion, r)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, p := range g.pairs {
+		if (from == "" || k[0] == from) && (to == "" || k[1] == to) {
+			p.lag = lag
+		}
+	}
+	return nil
+}
+
+// Stats returns every replication direction's counters, ordered by (from, to).
+func (g *GlobalTables) Stats() []PairStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]PairStats, 0, len(g.pairs))
+	for _, p := range g.pairs {
+		out = append(out, PairStats{
+			From: p.from, To: p.to, Lag: p.lag.String(), Replicated: p.replicated, Conflicts: p.conflicts,
+			Pending: len(p.queue), LastLatencyMs: ms(p.lastLat), MaxLatencyMs: ms(p.maxLat),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].From != out[j].From {
+			return out[i].From < out[j].From
+		}
+		return out[i].To < out[j].To
+	})
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// now hands out write times: wall clock, strictly increasing across all regions, so two writes
+// never share a time and "last" is well defined.
+func (g *GlobalTables) now() time.Time {
+	for {
+		last := g.clock.Load()
+		t := time.Now().UnixNano()
+		if t <= last {
+			t = last + 1
+		}
+		if g.clock.CompareAndSwap(last, t) {
+			return time.Unix(0, t)
+		}
+	}
+}
+
+// Handler serves region's DynamoDB endpoint: it forwards to the region's replica and sends
+// every successful write on to the other replicas.
+func (g *GlobalTables) Handler(region string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
+		if err != nil {
+			return // the client went away
+		}
+		op := strings.TrimPrefix(r.Header.Get("X-Amz-Target"), ddbTargetPrefix)
+		var status int
+		var hdr http.Header
+		var resp []byte
+		switch op {
+		case "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems":
+			status, hdr, resp, err = g.write(r.Context(), region, op, r.Header, body)
+		case "CreateTable", "DeleteTable":
+			status, hdr, resp, err = g.everywhere(r.Context(), region, op, r.Header, body)
+		case "ExecuteStatement", "BatchExecuteStatement", "ExecuteTransaction", "RestoreTableFromBackup",
+			"RestoreTableToPointInTime", "ImportTable":
+			writeDDBError(w, http.StatusBadRequest, "ValidationException",
+				fmt.Sprintf("%s: %v; use the item operations (PutItem, UpdateItem, DeleteItem, BatchWriteItem, TransactWriteItems)", op, ErrUnsupportedOperation))
+			return
+		default:
+			status, hdr, resp, err = g.forward(r.Context(), region, r.Header, body)
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				return
+			}
+			writeDDBError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "envdr local stand-in: DynamoDB backend unreachable: "+err.Error())
+			return
+		}
+		for _, k := range []string{"Content-Type", "X-Amz-Crc32", "X-Amzn-Requestid"} {
+			if v := hdr.Get(k); v != "" {
+				w.Header().Set(k, v)
+			}
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(resp)
+	})
+}
+
+// forward sends a request to region's replica, presenting the stand-in's access key.
+func (g *GlobalTables) forward(ctx context.Context, region string, in http.Header, body []byte) (int, http.Header, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.backend.String()+"/", bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	for _, k := range []string{"Content-Type", "X-Amz-Target", "X-Amz-Date"} {
+		if v := in.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	if req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/x-amz-json-1.0")
+	}
+	req.Header.Set("Authorization", backendAuth(region))
+	resp, err := g.client.Do(req)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return resp.StatusCode, resp.Header, out, nil
+}
+
+// call sends one operation of the stand-in's own to region's replica.
+func (g *GlobalTables) call(ctx context.Context, region, op string, in any) (int, []byte, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return 0, nil, err
+	}
+	h := http.Header{}
+	h.Set("X-Amz-Target", ddbTargetPrefix+op)
+	h.Set("Content-Type", "application/x-amz-json-1.0")
+	status, _, out, err := g.forward(ctx, region, h, b)
+	if err == nil && status/100 != 2 {
+		err = fmt.Errorf("%s %s in %s: HTTP %d: %s", op, region, region, status, bytes.TrimSpace(out))
+	}
+	return status, out, err
+}
+
+// backendAuth is a SigV4 Authorization header naming the stand-in's access key and region.
+// DynamoDB Local reads the access key and region from it and checks no signature.
+func backendAuth(region string) string {
+	return fmt.Sprintf("AWS4-HMAC-SHA256 Credential=%s/20260101/%s/dynamodb/aws4_request, SignedHeaders=host, Signature=%s",
+		ddbAccessKey, region, strings.Repeat("0", 64))
+}
+
+// everywhere applies CreateTable or DeleteTable to every region's replica: the caller's region
+// first (its answer is the caller's), then the others (an existing or missing table there is
+// fine: the table may have been made before this stack).
+func (g *GlobalTables) everywhere(ctx context.Context, region, op string, in http.Header, body []byte) (int, http.Header, []byte, error) {
+	status, hdr, out, err := g.forward(ctx, region, in, body)
+	if err != nil || status/100 != 2 {
+		return status, hdr, out, err
+	}
+	var req struct{ TableName string }
+	_ = json.Unmarshal(body, &req)
+	g.mu.Lock()
+	for _, r := range g.regions {
+		delete(g.schemas, r+"|"+req.TableName)
+	}
+	g.mu.Unlock()
+	for _, r := range g.regions {
+		if r == region {
+			continue
+		}
+		if _, _, _, err := g.forward(ctx, r, in, body); err != nil {
+			return 0, nil, nil, fmt.Errorf("%s %s in %s: %w", op, req.TableName, r, err)
+		}
+	}
+	return status, hdr, out, nil
+}
+
+// itemRef is one item a write touches.
+type itemRef struct {
+	table string
+	key   json.RawMessage
+}
+
+func (i itemRef) id() string { return i.table + "|" + string(i.key) }
+
+// write forwards a write and, if it succeeded, sends each item it touched, as it now is, to the
+// other regions. The items are locked from before the write until their new images are read,
+// so the image sent is this write's (or a later local write's, which is sent too).
+func (g *GlobalTables) write(ctx context.Context, region, op string, in http.Header, body []byte) (int, http.Header, []byte, error) {
+	refs, err := g.touched(ctx, region, op, body)
+	if err != nil {
+		// Not parseable: let the replica answer (it rejects malformed requests as AWS does);
+		// a request it accepts was parseable, so nothing goes unreplicated.
+		return g.forward(ctx, region, in, body)
+	}
+	unlock := g.lock(region, refs)
+	defer unlock()
+	// A caller that hangs up (or is killed) mid-request must not stop the write half way: the
+	// replica may have applied it, and then its change has to leave for the other regions.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	status, hdr, out, err := g.forward(rctx, region, in, body)
+	if err != nil || status/100 != 2 {
+		return status, hdr, out, err
+	}
+	for _, ref := range refs {
+		image, err := g.image(rctx, region, ref)
+		if err != nil {
+			return 0, nil, nil, fmt.Errorf("read back %s after %s: %w", ref.table, op, err)
+		}
+		g.record(region, ref, image)
+	}
+	return status, hdr, out, nil
+}
+
+// record stamps a local write and queues it for every other region.
+func (g *GlobalTables) record(region string, ref itemRef, image json.RawMessage) {
+	ver := itemVersion{At: g.now(), Region: region}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.meta[region][ref.id()] = ver
+	for _, to := range g.regions {
+		if to == region {
+			continue
+		}
+		p := g.pairs[[2]string{region, to}]
+		p.queue = append(p.queue, change{table: ref.table, key: ref.key, image: image, ver: ver, due: ver.At.Add(p.lag)})
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// image reads an item's current state in region (nil: no such item).
+func (g *GlobalTables) image(ctx context.Context, region string, ref itemRef) (json.RawMessage, error) {
+	_, out, err := g.call(ctx, region, "GetItem", map[string]any{"TableName": ref.table, "Key": ref.key, "ConsistentRead": true})
+	if err != nil {
+		return nil, err
+	}
+	var res struct{ Item json.RawMessage }
+	if err := json.Unmarshal(out, &res); err != nil {
+		return nil, err
+	}
+	if len(res.Item) == 0 || string(res.Item) == "null" {
+		return nil, nil
+	}
+	return res.Item, nil
+}
+
+// deliver applies one direction's changes in order, each once its lag has passed and while
+// both regions are up.
+func (g *GlobalTables) deliver(p *pair) {
+	defer g.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		g.mu.Lock()
+		var head *change
+		if len(p.queue) > 0 {
+			c := p.queue[0]
+			head = &c
+		}
+		g.mu.Unlock()
+		wait := time.Hour
+		if head != nil {
+			wait = time.Until(head.due)
+			if wait <= 0 {
+				if !g.isUp(p.from) || !g.isUp(p.to) {
+					wait = 20 * time.Millisecond // a lost region neither sends nor receives
+				} else if err := g.apply(p, *head); err != nil {
+					wait = 50 * time.Millisecond // the backend hiccupped: try the same change again
+				} else {
+					g.mu.Lock()
+					p.queue = p.queue[1:]
+					g.mu.Unlock()
+					continue
+				}
+			}
+		}
+		timer.Reset(wait)
+		select {
+		case <-g.stop:
+			return
+		case <-p.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// apply writes a change into p.to's replica unless that replica holds a newer write of the item.
+func (g *GlobalTables) apply(p *pair, c change) error {
+	ref := itemRef{table: c.table, key: c.key}
+	unlock := g.lock(p.to, []itemRef{ref})
+	defer unlock()
+	g.mu.Lock()
+	cur, seen := g.meta[p.to][ref.id()]
+	g.mu.Unlock()
+	lat := time.Since(c.ver.At)
+	if seen && !c.ver.newer(cur) {
+		g.mu.Lock()
+		p.conflicts++
+		p.lastLat = lat
+		p.maxLat = max(p.maxLat, lat)
+		g.mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	if c.image == nil {
+		_, _, err = g.call(ctx, p.to, "DeleteItem", map[string]any{"TableName": c.table, "Key": c.key})
+	} else {
+		_, _, err = g.call(ctx, p.to, "PutItem", map[string]any{"TableName": c.table, "Item": c.image})
+	}
+	// A table deleted meanwhile (everywhere) has nothing to replicate into.
+	if err != nil && !strings.Contains(err.Error(), "ResourceNotFoundException") {
+		return err
+	}
+	g.mu.Lock()
+	g.meta[p.to][ref.id()] = c.ver
+	p.replicated++
+	p.lastLat = lat
+	p.maxLat = max(p.maxLat, lat)
+	g.mu.Unlock()
+	return nil
+}
+
+// lock takes the stripes of refs in region in a fixed order and returns their unlock.
+func (g *GlobalTables) lock(region string, refs []itemRef) func() {
+	st := g.stripes[region]
+	idx := make([]int, 0, len(refs))
+	seen := map[int]bool{}
+	for _, r := range refs {
+		h := fnv.New32a()
+		_, _ = h.Write([]byte(r.id()))
+		i := int(h.Sum32() % uint32(len(st)))
+		if !seen[i] {
+			seen[i] = true
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		st[i].Lock()
+	}
+	return func() {
+		for j := len(idx) - 1; j >= 0; j-- {
+			st[idx[j]].Unlock()
+		}
+	}
+}
+
+// touched lists the items a write request changes.
+func (g *GlobalTables) touched(ctx context.Context, region, op string, body []byte) ([]itemRef, error) {
+	type put struct {
+		TableName string
+		Item      map[string]json.RawMessage
+	}
+	type keyed struct {
+		TableName string
+		Key       map[string]json.RawMessage
+	}
+	var refs []itemRef
+	addPut := func(p put) error {
+		names, err := g.keySchema(ctx, region, p.TableName)
+		if err != nil {
+			return err
+		}
+		k := map[string]json.RawMessage{}
+		for _, n := range names {
+			v, ok := p.Item[n]
+			if !ok {
+				return fmt.Errorf("item lacks key attribute %s", n)
+			}
+			k[n] = v
+		}
+		return addKey(&refs, p.TableName, k)
+	}
+	switch op {
+	case "PutItem":
+		var p put
+		if err := json.Unmarshal(body, &p); err != nil {
+			return nil, err
+		}
+		if err := addPut(p); err != nil {
+			return nil, err
+		}
+	case "UpdateItem", "DeleteItem":
+		var k keyed
+		if err := json.Unmarshal(body, &k); err != nil {
+			return nil, err
+		}
+		if err := addKey(&refs, k.TableName, k.Key); err != nil {
+			return nil, err
+		}
+	case "BatchWriteItem":
+		var b struct {
+			RequestItems map[string][]struct {
+				PutRequest    *struct{ Item map[string]json.RawMessage }
+				DeleteRequest *struct{ Key map[string]json.RawMessage }
+			}
+		}
+		if err := json.Unmarshal(body, &b); err != nil {
+			return nil, err
+		}
+		for table, reqs := range b.RequestItems {
+			for _, rq := range reqs {
+				var err error
+				switch {
+				case rq.PutRequest != nil:
+					err = addPut(put{TableName: table, Item: rq.PutRequest.Item})
+				case rq.DeleteRequest != nil:
+					err = addKey(&refs, table, rq.DeleteRequest.Key)
+				}
+				if err != nil {
+					return nil, err
+				}
+			}
+		}
+	case "TransactWriteItems":
+		var t struct {
+			TransactItems []struct {
+				Put    *put
+				Update *keyed
+				Delete *keyed
+			}
+		}
+		if err := json.Unmarshal(body, &t); err != nil {
+			return nil, err
+		}
+		for _, it := range t.TransactItems {
+			var err error
+			switch {
+			case it.Put != nil:
+				err = addPut(*it.Put)
+			case it.Update != nil:
+				err = addKey(&refs, it.Update.TableName, it.Update.Key)
+			case it.Delete != nil:
+				err = addKey(&refs, it.Delete.TableName, it.Delete.Key)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(refs) == 0 {
+		return nil, errors.New("no items")
+	}
+	return refs, nil
+}
+
+// addKey appends an item reference with its key in canonical JSON (sorted attribute names).
+func addKey(refs *[]itemRef, table string, key map[string]json.RawMessage) error {
+	if table == "" || len(key) == 0 {
+		return errors.New("missing table or key")
+	}
+	canon := map[string]any{}
+	for k, v := range key {
+		var x any
+		if err := json.Unmarshal(v, &x); err != nil {
+			return err
+		}
+		canon[k] = x
+	}
+	b, err := json.Marshal(canon)
+	if err != nil {
+		return err
+	}
+	*refs = append(*refs, itemRef{table: table, key: b})
+	return nil
+}
+
+// keySchema returns a table's key attribute names (cached; CreateTable/DeleteTable forget it).
+func (g *GlobalTables) keySchema(ctx context.Context, region, table string) ([]string, error) {
+	g.mu.Lock()
+	names, ok := g.schemas[region+"|"+table]
+	g.mu.Unlock()
+	if ok {
+		return names, nil
+	}
+	_, out, err := g.call(ctx, region, "DescribeTable", map[string]string{"TableName": table})
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		Table struct {
+			KeySchema []struct{ AttributeName string }
+		}
+	}
+	if err := json.Unmarshal(out, &d); err != nil {
+		return nil, err
+	}
+	for _, k := range d.Table.KeySchema {
+		names = append(names, k.AttributeName)
+	}
+	g.mu.Lock()
+	g.schemas[region+"|"+table] = names
+	g.mu.Unlock()
+	return names, nil
+}
+
+// writeDDBError answers in DynamoDB's JSON 1.0 error shape.
+func writeDDBError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	w.WriteHeader(status)
+	_, _ = fmt.Fprintf(w, `{"__type":"com.amazonaws.dynamodb.v20120810#%s","message":%q}`, code, msg)
+}

@@ -1,0 +1,226 @@
+package localaws_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/localtest"
+)
+
+// Global tables as DynamoDB global tables version 2019.11.21 run them:
+// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/V2globaltables_HowItWorks.html
+// (asynchronous replication, last writer wins per item, conditions checked in the local replica).
+
+func putV(ctx context.Context, t *testing.T, c *dynamodb.Client, table, id, v string) {
+	t.Helper()
+	_, err := c.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table), Item: map[string]ddbtypes.AttributeValue{
+		"id": &ddbtypes.AttributeValueMemberS{Value: id}, "v": &ddbtypes.AttributeValueMemberS{Value: v}}})
+	require.NoError(t, err)
+}
+
+// getV reads attribute v of item id in one replica ("" when the item is absent).
+func getV(ctx context.Context, t *testing.T, c *dynamodb.Client, table, id string) string {
+	t.Helper()
+	g, err := c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(table), Key: key(id), ConsistentRead: aws.Bool(true)})
+	require.NoError(t, err)
+	if g.Item == nil {
+		return ""
+	}
+	s, _ := g.Item["v"].(*ddbtypes.AttributeValueMemberS)
+	require.NotNil(t, s, "item %s without v", id)
+	return s.Value
+}
+
+func ddbClients(env *localtest.Env) map[string]*dynamodb.Client {
+	out := map[string]*dynamodb.Client{}
+	for _, r := range env.Regions {
+		out[r] = regionClients(env, r).ddb
+	}
+	return out
+}
+
+func TestGlobalTableReplicatesAfterLag(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	db, table := ddbClients(env), env.Config.Table
+	env.SetLag(time.Second)
+
+	start := time.Now()
+	putV(ctx, t, db["us-east-1"], table, "a", "1")
+	require.Equal(t, "1", getV(ctx, t, db["us-east-1"], table, "a"), "the local replica has the write at once")
+	require.Equal(t, "", getV(ctx, t, db["eu-west-1"], table, "a"), "eu-west-1 has the write before the lag passed")
+	require.Less(t, time.Since(start), time.Second, "the check above came too late to mean anything")
+	for _, r := range []string{"eu-west-1", "ap-southeast-2"} {
+		require.Eventually(t, func() bool { return getV(ctx, t, db[r], table, "a") == "1" }, 5*time.Second, 20*time.Millisecond, r)
+	}
+	require.GreaterOrEqual(t, time.Since(start), time.Second)
+
+	// Deletes replicate too.
+	env.SetLag(100 * time.Millisecond)
+	_, err := db["eu-west-1"].DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(table), Key: key("a")})
+	require.NoError(t, err)
+	for _, r := range []string{"us-east-1", "ap-southeast-2"} {
+		require.Eventually(t, func() bool { return getV(ctx, t, db[r], table, "a") == "" }, 5*time.Second, 20*time.Millisecond, r)
+	}
+
+	// Counters: per direction, with the measured latency at least the lag.
+	var usEU localaws.PairStats
+	for _, p := range env.Stack.GlobalTables().Stats() {
+		if p.From == "us-east-1" && p.To == "eu-west-1" {
+			usEU = p
+		}
+	}
+	require.EqualValues(t, 1, usEU.Replicated)
+	require.GreaterOrEqual(t, usEU.MaxLatencyMs, 1000.0)
+}
+
+func TestGlobalTableConflictsConvergeLastWriterWins(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	db, table := ddbClients(env), env.Config.Table
+	env.SetLag(500 * time.Millisecond)
+
+	// Conditions are checked against the local replica only: both creates succeed.
+	create := func(r string) error {
+		_, err := db[r].PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(table),
+			ConditionExpression: aws.String("attribute_not_exists(id)"),
+			Item:                map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: "c"}, "v": &ddbtypes.AttributeValueMemberS{Value: r}}})
+		return err
+	}
+	require.NoError(t, create("us-east-1"))
+	require.NoError(t, create("eu-west-1"), "the condition saw another region's replica")
+
+	// Every replica converges on the last write (eu-west-1's).
+	for _, r := range env.Regions {
+		require.Eventually(t, func() bool { return getV(ctx, t, db[r], table, "c") == "eu-west-1" }, 5*time.Second, 20*time.Millisecond, r)
+	}
+	var conflicts int64
+	for _, p := range env.Stack.GlobalTables().Stats() {
+		conflicts += p.Conflicts
+	}
+	require.GreaterOrEqual(t, conflicts, int64(1), "the discarded write is counted")
+
+	// Many concurrent writers in all regions: still one value everywhere.
+	var wg sync.WaitGroup
+	for i, r := range env.Regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				putV(ctx, t, db[r], table, "race", string(rune('a'+i))+string(rune('0'+j)))
+			}
+		}()
+	}
+	wg.Wait()
+	require.Eventually(t, func() bool {
+		v := getV(ctx, t, db["us-east-1"], table, "race")
+		return v != "" && v == getV(ctx, t, db["eu-west-1"], table, "race") && v == getV(ctx, t, db["ap-southeast-2"], table, "race")
+	}, 10*time.Second, 50*time.Millisecond, "replicas did not converge")
+}
+
+func TestGlobalTableRegionDownCatchesUpInOrder(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	db, table := ddbClients(env), env.Config.Table
+	env.SetLag(50 * time.Millisecond)
+
+	env.Down("eu-west-1")
+	for i := range 5 {
+		putV(ctx, t, db["us-east-1"], table, "k", string(rune('0'+i))) // in order: 0..4
+	}
+	putV(ctx, t, db["ap-southeast-2"], table, "other", "x")
+	time.Sleep(300 * time.Millisecond) // well past the lag: nothing may arrive while down
+	for _, p := range env.Stack.GlobalTables().Stats() {
+		if p.To == "eu-west-1" && p.From == "us-east-1" {
+			require.Equal(t, 5, p.Pending, "changes for the lost region wait")
+			require.Zero(t, p.Replicated)
+		}
+	}
+	env.Up("eu-west-1")
+	require.Eventually(t, func() bool {
+		return getV(ctx, t, db["eu-west-1"], table, "k") == "4" && getV(ctx, t, db["eu-west-1"], table, "other") == "x"
+	}, 5*time.Second, 20*time.Millisecond)
+
+	// A lost region sends nothing either: its writes reach the others after it returns.
+	env.Down("ap-southeast-2")
+	_, err := regionClients(env, "ap-southeast-2").ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(table), Key: key("k")})
+	require.Error(t, err)
+	env.Up("ap-southeast-2")
+}
+
+func TestGlobalTableTransactAndBatchWritesReplicate(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	db, table := ddbClients(env), aws.String(env.Config.Table)
+	item := func(id string) map[string]ddbtypes.AttributeValue {
+		return map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: id}, "v": &ddbtypes.AttributeValueMemberS{Value: id}}
+	}
+	_, err := db["us-east-1"].TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []ddbtypes.TransactWriteItem{
+		{Put: &ddbtypes.Put{TableName: table, Item: item("t1")}},
+		{Put: &ddbtypes.Put{TableName: table, Item: item("t2")}},
+	}})
+	require.NoError(t, err)
+	_, err = db["eu-west-1"].BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]ddbtypes.WriteRequest{
+		*table: {{PutRequest: &ddbtypes.PutRequest{Item: item("b1")}}, {PutRequest: &ddbtypes.PutRequest{Item: item("b2")}}},
+	}})
+	require.NoError(t, err)
+	_, err = db["ap-southeast-2"].UpdateItem(ctx, &dynamodb.UpdateItemInput{TableName: table, Key: key("u1"),
+		UpdateExpression:          aws.String("SET v = :v"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberS{Value: "u1"}}})
+	require.NoError(t, err)
+	for _, r := range env.Regions {
+		for _, id := range []string{"t1", "t2", "b1", "b2", "u1"} {
+			require.Eventually(t, func() bool { return getV(ctx, t, db[r], *table, id) == id }, 5*time.Second, 20*time.Millisecond, "%s in %s", id, r)
+		}
+	}
+}
+
+func TestQueuesArePerRegion(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	euQ, _ := env.Queues("eu-west-1")
+	usQ, _ := env.Queues("us-east-1")
+	require.NotEqual(t, euQ, usQ)
+	eu, us := regionClients(env, "eu-west-1").sqs, regionClients(env, "us-east-1").sqs
+
+	_, err := eu.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(euQ), MessageBody: aws.String("for eu")})
+	require.NoError(t, err)
+	m, err := us.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(usQ), WaitTimeSeconds: 1})
+	require.NoError(t, err)
+	require.Empty(t, m.Messages, "eu-west-1's message reached us-east-1's queue")
+
+	// Another region's queue URL is not found through this region's endpoint.
+	_, err = us.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(euQ)})
+	var nq *sqstypes.QueueDoesNotExist
+	require.True(t, errors.As(err, &nq), "want QueueDoesNotExist, got %v", err)
+	l, err := us.ListQueues(ctx, &sqs.ListQueuesInput{})
+	require.NoError(t, err)
+	require.NotContains(t, l.QueueUrls, euQ)
+	require.Contains(t, l.QueueUrls, usQ)
+
+	// Messages survive the loss of their region (a new client: the old one's pooled
+	// connections went with the region).
+	env.Down("eu-west-1")
+	env.Up("eu-west-1")
+	eu = regionClients(env, "eu-west-1").sqs
+	m, err = eu.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(euQ), WaitTimeSeconds: 2})
+	require.NoError(t, err)
+	require.Len(t, m.Messages, 1)
+	require.Equal(t, "for eu", aws.ToString(m.Messages[0].Body))
+}

@@ -67,6 +67,12 @@ type Options struct {
 	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
 	// connections per host for the daemon's concurrency).
 	HTTPClient aws.HTTPClient
+	// TrustedKeys are keys (ARNs or alias ARNs) allowed for unwrapping besides each region's
+	// configured key; New fills it from the config's trusted_keys.
+	TrustedKeys []string
+	// TrustAnyKey turns the strict key check off (--trust-any-key): any key of the region, or
+	// none (KMS discovers it from the ciphertext), may be named by a header or record.
+	TrustAnyKey bool
 }
 
 func (o *Options) withDefaults(c *config.Config) {
@@ -108,6 +114,7 @@ type Topology struct {
 // network calls; use CheckKeys to check the key setup.
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, error) {
 	opts.withDefaults(cfg)
+	opts.TrustedKeys = append(append([]string(nil), opts.TrustedKeys...), cfg.TrustedKeys...)
 	excluded := map[string]bool{}
 	for _, r := range opts.Exclude {
 		if _, ok := cfg.Region(r); !ok {
@@ -185,6 +192,8 @@ type Region struct {
 	opts     Options
 	observer Observer
 
+	trust *keyTrust
+
 	mu             sync.Mutex
 	consecutive    int
 	unhealthyUntil time.Time
@@ -222,6 +231,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
 		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
 		opts: opts, observer: opts.Observer,
+		trust: newKeyTrust(rc.Name, []string{rc.Key}, opts.TrustedKeys, opts.TrustAnyKey),
 	}
 }
 

@@ -227,3 +227,82 @@ func TestWithoutUnavailable(t *testing.T) {
 	require.ErrorIs(t, err, regions.ErrKeyDisabled)
 	require.NotErrorIs(t, err, regions.ErrRegionUnavailable)
 }
+
+// Strict keys (issue 13): before, DecryptRaw sent whatever key it was handed, and an empty key
+// ARN sent no KeyId at all (KMS discovery); both reached KMS.
+func TestStrictKeysRefuseBeforeAnyCall(t *testing.T) {
+	t.Parallel()
+	const (
+		otherEU = "arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444"
+		otherAc = "arn:aws:kms:eu-west-1:999999999999:key/mrk-0123456789abcdef0123456789abcdef"
+	)
+	f := &fakeKMS{}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	ctx := context.Background()
+	for _, k := range []string{"", otherEU, otherAc, "arn:aws:kms:eu-west-1:111122223333:alias/other"} {
+		_, err := r.DecryptRaw(ctx, []byte("w"), k, nil)
+		require.ErrorIs(t, err, regions.ErrUntrustedKey, "key %q", k)
+		var re *regions.Error
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, "eu-west-1", re.Region)
+		if k != "" {
+			require.Contains(t, err.Error(), k)
+		}
+		_, _, err = r.ReEncrypt(ctx, []byte("w"), k, "", nil)
+		require.ErrorIs(t, err, regions.ErrUntrustedKey, "key %q", k)
+	}
+	require.Zero(t, f.calls.Load(), "nothing was sent to KMS")
+
+	// The configured key, and a multi-Region replica of a configured key of another region.
+	_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	us := region(t, "us-east-1", "arn:aws:kms:us-east-1:111122223333:key/1b1b1b1b-1111-2222-3333-444444444444", &fakeKMS{}, 1000)
+	_, err = us.DecryptRaw(ctx, []byte("w"), mrkUS, nil)
+	require.ErrorIs(t, err, regions.ErrUntrustedKey, "an mrk key nobody configured in us-east-1")
+
+	// trusted_keys and --trust-any-key.
+	opts := regions.Options{Attempts: 1, TrustedKeys: []string{otherEU, mrkUS}}
+	tr := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK}, &fakeKMS{}, opts)
+	_, err = tr.DecryptRaw(ctx, []byte("w"), otherEU, nil)
+	require.NoError(t, err)
+	any := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK}, &fakeKMS{}, regions.Options{TrustAnyKey: true})
+	_, err = any.DecryptRaw(ctx, []byte("w"), "", nil)
+	require.NoError(t, err)
+	_, err = any.DecryptRaw(ctx, []byte("w"), mrkUS, nil)
+	require.ErrorIs(t, err, regions.ErrWrongRegion, "the region is still checked")
+}
+
+// An alias configured as the key is resolved with DescribeKey once, then compared.
+func TestStrictKeysResolveAliasOnce(t *testing.T) {
+	t.Parallel()
+	const alias = "arn:aws:kms:eu-west-1:111122223333:alias/envdr"
+	f := &aliasKMS{target: mrkEU}
+	r := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: alias, Mode: config.ModeMRK}, f, regions.Options{Attempts: 1})
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, f.describes.Load(), "DescribeKey once")
+	require.EqualValues(t, 3, f.decrypts.Load())
+	_, err := r.DecryptRaw(ctx, []byte("w"), "arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444", nil)
+	require.ErrorIs(t, err, regions.ErrUntrustedKey)
+	require.EqualValues(t, 3, f.decrypts.Load())
+}
+
+type aliasKMS struct {
+	fakeKMS
+	target              string
+	describes, decrypts atomic.Int64
+}
+
+func (f *aliasKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
+	f.describes.Add(1)
+	return &kms.DescribeKeyOutput{KeyMetadata: &kmstypes.KeyMetadata{Arn: aws.String(f.target), KeyId: aws.String(regions.KeyID(f.target)),
+		KeyState: kmstypes.KeyStateEnabled, MultiRegion: aws.Bool(true)}}, nil
+}
+
+func (f *aliasKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
+	f.decrypts.Add(1)
+	return &kms.DecryptOutput{Plaintext: make([]byte, 32), KeyId: in.KeyId}, nil
+}

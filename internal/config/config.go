@@ -49,6 +49,11 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Worker tunes envdr run.
 	Worker Worker `yaml:"worker"`
+	// TrustedKeys lists further KMS keys (key or alias ARNs) that open, verify, drill, rewrap and
+	// the daemon may unwrap with, besides each region's key (a multi-Region key's replicas are
+	// trusted with it). Every unwrap is refused, before any KMS call, under a key that is none of
+	// these; the envelope header and the record are not authenticated before the unwrap.
+	TrustedKeys []string `yaml:"trusted_keys,omitempty"`
 	// Local describes the local stand-in when this config was written by `envdr local`; empty
 	// for real AWS.
 	Local *Local `yaml:"local,omitempty"`
@@ -248,6 +253,20 @@ func (c *Config) Validate() error {
 		if r.KMSRate < 0 {
 			bad(f+".kms_rate", "%v for region %s; use a positive requests-per-second share", r.KMSRate, r.Name)
 		}
+	}
+	seenTrusted := map[string]bool{}
+	for i, k := range c.TrustedKeys {
+		f := fmt.Sprintf("trusted_keys[%d]", i)
+		kr := ARNRegion(k)
+		switch {
+		case kr == "":
+			bad(f, "%q is not a KMS key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME)", k)
+		case !seen[kr]:
+			bad(f, "%q is in region %s, which is not among regions; remove it or add the region", k, kr)
+		case seenTrusted[k]:
+			bad(f, "%q listed twice; list each key once", k)
+		}
+		seenTrusted[k] = true
 	}
 	if c.HomeRegion != "" && len(c.Regions) > 0 && !home {
 		bad("home_region", "%q is not among regions; add it to regions", c.HomeRegion)

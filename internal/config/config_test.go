@@ -69,3 +69,17 @@ func TestEnvOverrides(t *testing.T) {
 	_, err = Parse([]byte(good))
 	require.ErrorContains(t, err, "ENVDR_CONCURRENCY")
 }
+
+func TestTrustedKeysValidated(t *testing.T) {
+	c, err := Parse([]byte(good + "trusted_keys:\n  - arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444\n"))
+	require.NoError(t, err)
+	require.Len(t, c.TrustedKeys, 1)
+	for yaml, want := range map[string]string{
+		"trusted_keys: [not-an-arn]":                                                           "trusted_keys[0]",
+		"trusted_keys: [\"arn:aws:kms:us-west-2:111122223333:key/x\"]":                         "not among regions",
+		"trusted_keys: [\"arn:aws:kms:eu-west-1:1:key/x\", \"arn:aws:kms:eu-west-1:1:key/x\"]": "listed twice",
+	} {
+		_, err := Parse([]byte(good + yaml + "\n"))
+		require.ErrorContains(t, err, want, yaml)
+	}
+}

@@ -116,10 +116,18 @@ type Writer struct {
 
 // NewWriter writes the header to dst and returns a Writer sealing with dek, which is not kept
 // (the caller wipes it). hdr supplies ID, Context, HomeRegion, KeyARN, WrappedDEK and
-// optionally ChunkSize (0: DefaultChunkSize), Salt (nil: random) and Commitment (nil:
-// computed; if set it must match dek). hdr is not modified; Header returns the final one.
-// Seal is the high-level API; NewWriter is for callers that hold a raw DEK (tests, benchmarks).
+// optionally ChunkSize (0: DefaultChunkSize) and Commitment (nil: computed; if set it must match
+// dek). hdr.Salt is ignored: every Writer draws a fresh random salt, so two writers never share a
+// chunk key (and so a keystream) even when given the same header and DEK. hdr is not modified;
+// Header returns the final one, with the salt used. Seal is the high-level API; NewWriter is for
+// callers that hold a raw DEK (tests, benchmarks).
 func NewWriter(dst io.Writer, dek []byte, hdr *Header) (*Writer, error) {
+	return newWriter(dst, dek, hdr, nil)
+}
+
+// newWriter is NewWriter with, when fixedSalt is not nil, that salt instead of a fresh one: only
+// for deterministic test vectors (export_test.go), never reachable from outside the package.
+func newWriter(dst io.Writer, dek []byte, hdr *Header, fixedSalt []byte) (*Writer, error) {
 	h := *hdr
 	if h.Version == 0 {
 		h.Version = FormatVersion
@@ -127,7 +135,9 @@ func NewWriter(dst io.Writer, dek []byte, hdr *Header) (*Writer, error) {
 	if h.ChunkSize == 0 {
 		h.ChunkSize = DefaultChunkSize
 	}
-	if h.Salt == nil {
+	if fixedSalt != nil {
+		h.Salt = bytes.Clone(fixedSalt)
+	} else {
 		h.Salt = make([]byte, SaltSize)
 		if _, err := rand.Read(h.Salt); err != nil {
 			return nil, err

@@ -118,7 +118,7 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 			Err: fmt.Errorf("%w: data key comes from region %s, home region is %s", ErrBadKey, dk.Region, home)}
 	}
 
-	w, err := NewWriter(dst, dk.Plaintext, &Header{
+	w, err := NewWriter(ctxWriter{ctx, dst}, dk.Plaintext, &Header{
 		ID:         id,
 		SharedKey:  shared,
 		ChunkSize:  opts.ChunkSize,
@@ -136,12 +136,28 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		done(w.Written())
 	}
 	if err != nil {
+		w.discard() // the chunk buffer may hold plaintext: wipe it
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
 	return w.Header(), nil
+}
+
+// ctxWriter fails writes once ctx is done, so Seal and Open stop between chunks when their
+// context is cancelled (envdr's commands cancel it on SIGINT and SIGTERM). Each chunk is one
+// Write, so the check costs one ctx.Err per chunk.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("envelope: interrupted: %w", err)
+	}
+	return c.w.Write(p)
 }
 
 func checkDataKey(dk *DataKey) error {
@@ -197,7 +213,7 @@ func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts O
 		return hdr, err
 	}
 	Wipe(dek)
-	if _, err := r.WriteTo(dst); err != nil {
+	if _, err := r.WriteTo(ctxWriter{ctx, dst}); err != nil {
 		return hdr, err
 	}
 	return hdr, nil

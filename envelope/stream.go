@@ -271,6 +271,20 @@ func (w *Writer) Close() error {
 	return w.err
 }
 
+// discard ends the Writer after a failure without sealing a final chunk, wiping the chunk
+// buffer, which may hold plaintext.
+func (w *Writer) discard() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	if w.err == nil {
+		w.err = errors.New("envelope: writer discarded after an error")
+	}
+	putBuf(w.buf, true)
+	w.buf = nil
+}
+
 // writerOnly hides ReadFrom so that a source's WriteTo cannot call back into it.
 type writerOnly struct{ w *Writer }
 
@@ -397,6 +411,10 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			total += int64(n)
 			r.plain = r.plain[n:]
 			if err != nil {
+				// The consumer failed: nothing more will be released, so wipe the plaintext now
+				// instead of leaving it in the chunk buffer until the garbage collector runs.
+				r.err = err
+				r.release()
 				return total, err
 			}
 		}

@@ -364,3 +364,93 @@ func TestNewWriterFreshSalt(t *testing.T) {
 		require.Equal(t, make([]byte, 100), got)
 	}
 }
+
+// keepingReader hands out secret once, keeping the caller's buffer (the Writer's chunk buffer),
+// then fails.
+type keepingReader struct {
+	secret []byte
+	kept   []byte
+	reads  int
+}
+
+func (k *keepingReader) Read(p []byte) (int, error) {
+	k.reads++
+	if k.reads > 1 {
+		return 0, errors.New("source failed")
+	}
+	k.kept = p
+	return copy(p, k.secret), nil
+}
+
+// keepingWriter keeps the plaintext slice it is handed (the Reader's chunk buffer) and fails.
+type keepingWriter struct{ kept []byte }
+
+func (k *keepingWriter) Write(p []byte) (int, error) {
+	k.kept = p
+	return 0, errors.New("sink failed")
+}
+
+// Buffers that held plaintext are wiped on error paths too. Before issue 13, Seal returned on a
+// source error without wiping the chunk buffer, and Reader.WriteTo returned on a sink error
+// leaving the decrypted chunk in its buffer.
+func TestErrorPathsWipePlaintext(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "wipe", nil)
+	secret := bytes.Repeat([]byte("SECRET!"), 20)
+	src := &keepingReader{secret: secret}
+	_, err := envelope.Seal(context.Background(), io.Discard, src, kms, envelope.SealOptions{ChunkSize: 1024})
+	require.ErrorContains(t, err, "source failed")
+	require.NotNil(t, src.kept)
+	require.Equal(t, make([]byte, len(src.kept)), src.kept, "Seal wiped its chunk buffer")
+
+	var sealed bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &sealed, bytes.NewReader(bytes.Repeat(secret, 100)), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.NoError(t, err)
+	for name, in := range map[string]io.Reader{
+		"stream":    iotest.HalfReader(bytes.NewReader(sealed.Bytes())),
+		"in memory": bytes.NewReader(sealed.Bytes()),
+	} {
+		dst := &keepingWriter{}
+		_, err := envelope.Open(context.Background(), dst, in, kms, envelope.OpenOptions{})
+		require.ErrorContains(t, err, "sink failed", name)
+		require.NotEmpty(t, dst.kept, name)
+		require.Equal(t, make([]byte, len(dst.kept)), dst.kept, "%s: Open wiped the plaintext chunk", name)
+	}
+}
+
+// Seal and Open stop between chunks once their context is cancelled.
+func TestContextCancelStopsBetweenChunks(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cancel", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cw := &cancelAfter{n: 3, cancel: cancel}
+	_, err := envelope.Seal(ctx, cw, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, cw.writes, 6, "Seal stopped within a chunk of the cancel")
+
+	var sealed bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &sealed, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(context.Background())
+	cw = &cancelAfter{n: 3, cancel: cancel}
+	_, err = envelope.Open(ctx, cw, iotest.HalfReader(bytes.NewReader(sealed.Bytes())), kms, envelope.OpenOptions{})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, cw.writes, 6, "Open stopped within a chunk of the cancel")
+}
+
+type cancelAfter struct {
+	n, writes int
+	cancel    func()
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == c.n {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }

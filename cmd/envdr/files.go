@@ -64,6 +64,20 @@ func (o *output) commit() error {
 		_ = os.Remove(o.f.Name())
 		return err
 	}
+	// The rename is durable only once the directory entry is: fsync the parent directory.
+	return syncDir(filepath.Dir(o.path))
+}
+
+// syncDir fsyncs a directory, so a rename into it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -305,4 +306,40 @@ func (f *aliasKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ..
 func (f *aliasKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
 	f.decrypts.Add(1)
 	return &kms.DecryptOutput{Plaintext: make([]byte, 32), KeyId: in.KeyId}, nil
+}
+
+// After a throttle halves the rate, it recovers with time (+10% of kms_rate per second), not with
+// the number of calls. Before issue 13 every successful call added kms_rate/50, so a burst of 25
+// calls undid the halving within milliseconds and KMS was hammered again.
+func TestLimiterRecoversOverTime(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	f := &fakeKMS{fail: func(n int64) error {
+		if n == 1 {
+			return throttle
+		}
+		return nil
+	}}
+	r := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK, KMSRate: 1000}, f,
+		regions.Options{Attempts: 2, BaseBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Now: clock})
+	ctx := context.Background()
+	_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 500, r.RateLimit(), 0.001, "halved on the throttle")
+	for i := 0; i < 60; i++ {
+		_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		require.NoError(t, err)
+	}
+	require.InDelta(t, 500, r.RateLimit(), 0.001, "calls alone do not restore the rate")
+	advance(2 * time.Second)
+	_, err = r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 700, r.RateLimit(), 0.001, "+10%% of kms_rate per second")
+	advance(10 * time.Second)
+	_, err = r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 1000, r.RateLimit(), 0.001, "never above kms_rate")
 }

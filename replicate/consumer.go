@@ -476,21 +476,37 @@ func (c *Consumer) deleteBatch(handles []string) {
 	// Deleting finished work must not be cut short by shutdown.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for attempt := 0; attempt < 5; attempt++ {
-		out, err := c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+	const attempts = 5
+	var err error
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(100<<(attempt-1)) * time.Millisecond)
+		}
+		var out *sqs.DeleteMessageBatchOutput
+		out, err = c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
 		if err == nil && len(out.Failed) == 0 {
 			return
 		}
 		if err == nil {
-			failed := entries[:0]
+			// A new slice: the retry list must not overwrite entries still being read.
+			failed := make([]sqstypes.DeleteMessageBatchRequestEntry, 0, len(out.Failed))
 			for _, f := range out.Failed {
-				i, _ := strconv.Atoi(aws.ToString(f.Id))
+				i, perr := strconv.Atoi(aws.ToString(f.Id))
+				if perr != nil || i < 0 || i >= len(entries) {
+					continue // not an ID we sent
+				}
 				failed = append(failed, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(failed))), ReceiptHandle: entries[i].ReceiptHandle})
 			}
-			entries = failed
 			err = fmt.Errorf("%d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+			if len(failed) == 0 {
+				break
+			}
+			entries = failed
 		}
-		c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
-		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+		if attempt < attempts-1 {
+			c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
+		}
 	}
+	c.log.Error("batch delete failed; giving up: these messages come back after their visibility timeout and are handled again (idempotently)",
+		zap.Int("undeleted", len(entries)), zap.Int("attempts", attempts), zap.Error(err))
 }

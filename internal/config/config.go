@@ -285,6 +285,9 @@ func (c *Config) Validate() error {
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "%d; use 1 or more", c.Worker.Concurrency)
 	}
+	if c.Worker.Visibility < time.Second {
+		bad("worker.visibility", "%s; use 1s or more (SQS counts whole seconds; 60s is the default)", c.Worker.Visibility)
+	}
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)
 	}

@@ -83,3 +83,16 @@ func TestTrustedKeysValidated(t *testing.T) {
 		require.ErrorContains(t, err, want, yaml)
 	}
 }
+
+// worker.visibility below 1 s is refused: SQS counts whole seconds, so the daemon would ask for
+// 0 s and every message would be redelivered at once while being worked on. Before issue 13 it
+// was accepted.
+func TestVisibilityBelowOneSecondRefused(t *testing.T) {
+	for _, v := range []string{"500ms", "-5s"} {
+		_, err := Parse([]byte(good + "worker: {visibility: " + v + "}\n"))
+		require.ErrorContains(t, err, "worker.visibility", v)
+	}
+	c, err := Parse([]byte(good + "worker: {visibility: 1s}\n"))
+	require.NoError(t, err)
+	require.Equal(t, "1s", c.Worker.Visibility.String())
+}

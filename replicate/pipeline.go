@@ -178,6 +178,9 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			return err
 		}
 	}
+	// last_error rewrites are throttled: at most one per lastErrorEvery per record, so a long
+	// outage does not rewrite every pending record on every redelivery.
+	quietErrors := recentError(cur, p.now())
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range p.topo.Names() {
 		if cur.Regions[name].HasWrap() {
@@ -198,8 +201,10 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				if errors.As(err, &pe) {
 					return err
 				}
-				delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
 				res.Regions[name] = "failed: " + trimErr(err)
+				if !quietErrors {
+					delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
+				}
 				return nil
 			}
 			p.answered(name)
@@ -319,6 +324,19 @@ func invalidWrapIsPoison(id string, err error) error {
 		return poison(ReasonInvalidWrap, "record %s: %w", id, err)
 	}
 	return err
+}
+
+// lastErrorEvery is the least time between two last_error rewrites of one record.
+const lastErrorEvery = time.Minute
+
+// recentError reports whether rec recorded a last_error less than lastErrorEvery ago.
+func recentError(rec *envelope.Record, now time.Time) bool {
+	for _, w := range rec.Regions {
+		if w != nil && w.LastError != "" && now.Sub(w.LastErrorAt) < lastErrorEvery {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyIn proves region r can open the record alone: it reads the record from r's own table

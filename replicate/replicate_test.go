@@ -488,3 +488,24 @@ func TestAdminEndpoints(t *testing.T) {
 	require.False(t, ok)
 	d.Stop(ctx)
 }
+
+// While a region is down, redeliveries do not rewrite the record's last_error more than once a
+// minute. Before issue 13 every redelivery rewrote it (a conditional write per pending record per
+// retry during an outage).
+func TestLastErrorRewritesThrottled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ids, _ := b.sealAndSend(t, 1, 1)
+	b.env.Down("eu-west-1")
+	d := b.daemon(t)
+	retries := func() float64 {
+		return testutil.ToFloat64(d.Metrics.Events.WithLabelValues("retry", "regions_pending"))
+	}
+	require.Eventually(t, func() bool { return retries() >= 1 }, 30*time.Second, 50*time.Millisecond)
+	first := b.record(t, "us-east-1", ids[0])
+	require.NotEmpty(t, first.Regions["eu-west-1"].LastError)
+	require.Eventually(t, func() bool { return retries() >= 3 }, 60*time.Second, 50*time.Millisecond)
+	later := b.record(t, "us-east-1", ids[0])
+	require.Equal(t, first.Version, later.Version, "no rewrite within a minute")
+	require.Equal(t, first.Regions["eu-west-1"].LastErrorAt, later.Regions["eu-west-1"].LastErrorAt)
+}

@@ -100,7 +100,16 @@ type Worker struct {
 	Grace time.Duration `yaml:"grace"`
 	// Attempts is how many tries one KMS or DynamoDB call gets within one delivery.
 	Attempts int `yaml:"attempts"`
+	// MaxAge ends retries: an event still not replicated this long after it was first sent goes
+	// to the DLQ with reason expired. Must be below the queue's retention (SQS: at most 14 days).
+	MaxAge time.Duration `yaml:"max_age"`
 }
+
+// DefaultMaxAge is worker.max_age's default: 3 days (SQS's default retention is 4).
+const DefaultMaxAge = 72 * time.Hour
+
+// maxSQSRetention is SQS's longest message retention.
+const maxSQSRetention = 14 * 24 * time.Hour
 
 // Local describes the stand-in that wrote this config.
 type Local struct {
@@ -210,6 +219,9 @@ func (c *Config) WithDefaults() {
 	if c.Worker.Attempts == 0 {
 		c.Worker.Attempts = 5
 	}
+	if c.Worker.MaxAge == 0 {
+		c.Worker.MaxAge = DefaultMaxAge
+	}
 }
 
 // Validate checks the config; each error names the field and the fix.
@@ -287,6 +299,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Visibility < time.Second {
 		bad("worker.visibility", "%s; use 1s or more (SQS counts whole seconds; 60s is the default)", c.Worker.Visibility)
+	}
+	if c.Worker.MaxAge < time.Minute || c.Worker.MaxAge >= maxSQSRetention {
+		bad("worker.max_age", "%s; use 1m up to below 14 days (SQS's longest retention), and below your queue's retention (default 72h)", c.Worker.MaxAge)
 	}
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)

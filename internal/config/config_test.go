@@ -96,3 +96,17 @@ func TestVisibilityBelowOneSecondRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "1s", c.Worker.Visibility.String())
 }
+
+// worker.max_age: default 3 days, at least a minute, below SQS's longest retention.
+func TestMaxAge(t *testing.T) {
+	c, err := Parse([]byte(good))
+	require.NoError(t, err)
+	require.Equal(t, DefaultMaxAge, c.Worker.MaxAge)
+	for _, v := range []string{"30s", "336h", "-1h"} {
+		_, err := Parse([]byte(good + "worker: {max_age: " + v + "}\n"))
+		require.ErrorContains(t, err, "worker.max_age", v)
+	}
+	c, err = Parse([]byte(good + "worker: {max_age: 24h}\n"))
+	require.NoError(t, err)
+	require.Equal(t, "24h0m0s", c.Worker.MaxAge.String())
+}

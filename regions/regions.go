@@ -120,6 +120,15 @@ type Topology struct {
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, error) {
 	opts.withDefaults(cfg)
 	opts.TrustedKeys = append(append([]string(nil), opts.TrustedKeys...), cfg.TrustedKeys...)
+	// A region's earlier multi-Region keys are trusted in every region through their replicas:
+	// an event under the old key is re-wrapped (ReEncrypt) from the replica in each region.
+	for _, rc := range cfg.Regions {
+		for _, k := range rc.PreviousKeys {
+			if IsMultiRegionKeyARN(k) {
+				opts.TrustedKeys = append(opts.TrustedKeys, k)
+			}
+		}
+	}
 	excluded := map[string]bool{}
 	for _, r := range opts.Exclude {
 		if _, ok := cfg.Region(r); !ok {
@@ -237,7 +246,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
 		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
 		opts: opts, observer: opts.Observer,
-		trust: newKeyTrust(rc.Name, []string{rc.Key}, opts.TrustedKeys, opts.TrustAnyKey),
+		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
 	}
 }
 

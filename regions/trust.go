@@ -19,6 +19,11 @@ import (
 // would let whoever controls that key choose the plaintext.
 var ErrUntrustedKey = errors.New("key is not trusted for this region")
 
+// ErrAliasRecheckPending: the key is not allowed now, but a configured alias was resolved less
+// than 10 s ago and may since have moved to it; it matches ErrUntrustedKey too. The daemon
+// retries such an event later instead of dead-lettering it.
+var ErrAliasRecheckPending = errors.New("the configured alias is re-resolved at most every 10 s")
+
 // aliasRecheck is how often, at most, a region re-resolves its aliases when an unknown key is
 // named: an alias repointed to a new key is then picked up, and what it resolved to before stays
 // allowed.
@@ -150,27 +155,34 @@ func (r *Region) CheckUnwrapKey(ctx context.Context, op, keyARN string) error {
 	if r.trust.allows(keyARN, r.Name) {
 		return nil
 	}
-	if err := r.resolveAliases(ctx); err != nil {
+	resolved, err := r.resolveAliases(ctx)
+	if err != nil {
 		return err
 	}
 	if r.trust.allows(keyARN, r.Name) {
 		return nil
+	}
+	if !resolved && len(r.trust.aliases()) > 0 {
+		return &Error{Region: r.Name, Op: op, KeyARN: keyARN, Err: fmt.Errorf(
+			"%w: key %s is not a key configured for region %s (allowed: %s), and %w",
+			ErrUntrustedKey, keyARN, r.Name, strings.Join(r.AllowedKeys(), ", "), ErrAliasRecheckPending)}
 	}
 	return &Error{Region: r.Name, Op: op, KeyARN: keyARN, Err: fmt.Errorf(
 		"%w: key %s is not a key configured for region %s (allowed: %s); add it to previous_keys or trusted_keys in the config, or pass --trust-any-key",
 		ErrUntrustedKey, keyARN, r.Name, strings.Join(r.AllowedKeys(), ", "))}
 }
 
-// resolveAliases resolves every configured alias with DescribeKey, at most every aliasRecheck.
-func (r *Region) resolveAliases(ctx context.Context) error {
+// resolveAliases resolves every configured alias with DescribeKey, at most every aliasRecheck;
+// resolved says whether it did now.
+func (r *Region) resolveAliases(ctx context.Context) (resolved bool, err error) {
 	aliases := r.trust.aliases()
 	if len(aliases) == 0 {
-		return nil
+		return false, nil
 	}
 	r.trust.mu.Lock()
 	if !r.trust.lastResolve.IsZero() && time.Since(r.trust.lastResolve) < aliasRecheck {
 		r.trust.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	r.trust.lastResolve = time.Now()
 	r.trust.mu.Unlock()
@@ -195,7 +207,7 @@ func (r *Region) resolveAliases(ctx context.Context) error {
 		r.trust.lastResolve = time.Time{} // try again next time
 		r.trust.mu.Unlock()
 	}
-	return errors.Join(errs...)
+	return true, errors.Join(errs...)
 }
 
 // TrustKey adds a key (or alias) ARN to this region's allowed keys for the life of the process:

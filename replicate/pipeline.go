@@ -106,8 +106,11 @@ func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
 	return res
 }
 
-// checkEvent refuses events whose source region or key this deployment does not know.
-func (p *Pipeline) checkEvent(ev *envelope.Event) (*regions.Region, error) {
+// checkEvent refuses events whose source region or key this deployment does not know. The key
+// must be one of the source region's allowed keys (regions.Region.CheckUnwrapKey): its configured
+// key, previous_keys, trusted_keys, or what its alias resolves or resolved to (a repointed alias
+// is re-resolved), so a key change never strands events in flight.
+func (p *Pipeline) checkEvent(ctx context.Context, ev *envelope.Event) (*regions.Region, error) {
 	src, err := p.topo.Region(ev.SourceRegion)
 	if err != nil {
 		return nil, poison(ReasonUnknownRegion, "record %s: source region %s is not configured", ev.ID, ev.SourceRegion)
@@ -115,14 +118,17 @@ func (p *Pipeline) checkEvent(ev *envelope.Event) (*regions.Region, error) {
 	if regions.ARNRegion(ev.KeyARN) != ev.SourceRegion {
 		return nil, poison(ReasonUnknownKey, "record %s: key %s is not in the source region %s", ev.ID, ev.KeyARN, ev.SourceRegion)
 	}
-	if ki := p.keys[ev.SourceRegion]; ki != nil && ki.ARN != ev.KeyARN {
-		return nil, poison(ReasonUnknownKey, "record %s: key %s is not the key configured for %s (%s)", ev.ID, ev.KeyARN, ev.SourceRegion, ki.ARN)
+	if err := src.CheckUnwrapKey(ctx, "event", ev.KeyARN); err != nil {
+		if errors.Is(err, regions.ErrUntrustedKey) && !errors.Is(err, regions.ErrAliasRecheckPending) {
+			return nil, poison(ReasonUnknownKey, "record %s: %w", ev.ID, err)
+		}
+		return nil, err // resolving an alias failed, or is due again soon: retry later
 	}
 	return src, nil
 }
 
 func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result) error {
-	src, err := p.checkEvent(ev)
+	src, err := p.checkEvent(ctx, ev)
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,9 @@ type Region struct {
 	Key string `yaml:"key"`
 	// Mode is mrk or independent.
 	Mode string `yaml:"mode"`
+	// PreviousKeys are this region's earlier keys (key or alias ARNs in the region): events and
+	// wraps under them are still accepted (unwrapped) while rewrap moves the records to Key.
+	PreviousKeys []string `yaml:"previous_keys,omitempty"`
 	// KMSRate is this daemon's share of the region's KMS request quota, requests per second.
 	KMSRate float64 `yaml:"kms_rate"`
 	// Endpoints overrides the AWS endpoints (the local stand-in); empty means the AWS defaults.
@@ -258,6 +261,21 @@ func (c *Config) Validate() error {
 			bad(f+".key", "%q is not a KMS key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)", r.Key)
 		} else if kr != r.Name {
 			bad(f+".key", "%q is in region %s, not %s; use the key (or replica) in %s", r.Key, kr, r.Name, r.Name)
+		}
+		seenPrev := map[string]bool{}
+		for j, k := range r.PreviousKeys {
+			pf := fmt.Sprintf("%s.previous_keys[%d]", f, j)
+			switch kr := ARNRegion(k); {
+			case kr == "":
+				bad(pf, "%q is not a KMS key or alias ARN", k)
+			case kr != r.Name:
+				bad(pf, "%q is in region %s, not %s; list only keys of %s", k, kr, r.Name, r.Name)
+			case k == r.Key:
+				bad(pf, "%q is the region's current key; list only earlier keys", k)
+			case seenPrev[k]:
+				bad(pf, "%q listed twice; list each key once", k)
+			}
+			seenPrev[k] = true
 		}
 		if r.Mode != ModeMRK && r.Mode != ModeIndependent {
 			bad(f+".mode", "%q for region %s; use mrk or independent", r.Mode, r.Name)

@@ -110,3 +110,21 @@ func TestMaxAge(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "24h0m0s", c.Worker.MaxAge.String())
 }
+
+func TestPreviousKeysValidated(t *testing.T) {
+	withPrev := func(keys string) string {
+		return strings.Replace(good, "    mode: mrk\n", "    mode: mrk\n    previous_keys: ["+keys+"]\n", 1)
+	}
+	c, err := Parse([]byte(withPrev(`"arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444"`)))
+	require.NoError(t, err)
+	require.Len(t, c.Regions[1].PreviousKeys, 1)
+	for keys, want := range map[string]string{
+		`"nope"`: "regions[1].previous_keys[0]",
+		`"arn:aws:kms:us-east-1:111122223333:key/x"`:                                    "not eu-west-1",
+		`"arn:aws:kms:eu-west-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef"`: "current key",
+		`"arn:aws:kms:eu-west-1:1:key/x", "arn:aws:kms:eu-west-1:1:key/x"`:              "listed twice",
+	} {
+		_, err := Parse([]byte(withPrev(keys)))
+		require.ErrorContains(t, err, want, keys)
+	}
+}

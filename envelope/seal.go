@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 )
 
 // DataKey is a fresh DEK and its wrap under one region's key.
@@ -96,15 +97,19 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		shared bool
 		done   func(int64)
 	)
+	var written int64
 	if sg, ok := gen.(sharedKeyGenerator); ok {
 		// A cached DEK is bound to its cache entry's context, not to this envelope's.
-		dk, ec, done, err = sg.sharedDataKey(ctx, opts.Context)
+		dk, ec, done, err = sg.sharedDataKey(ctx, opts.Context, sourceSize(src))
 		shared = true
 	} else {
 		dk, err = gen.GenerateDataKey(ctx, ec)
 	}
 	if err != nil {
 		return nil, &KeyError{Op: "generate", ID: id, Region: opts.HomeRegion, Err: err}
+	}
+	if done != nil {
+		defer func() { done(written) }() // on every path: the reservation is released
 	}
 	defer Wipe(dk.Plaintext)
 	if err := checkDataKey(dk); err != nil {
@@ -132,9 +137,7 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		return nil, err
 	}
 	_, err = w.ReadFrom(src)
-	if done != nil {
-		done(w.Written())
-	}
+	written = w.Written()
 	if err != nil {
 		w.discard() // the chunk buffer may hold plaintext: wipe it
 		return nil, err
@@ -158,6 +161,26 @@ func (c ctxWriter) Write(p []byte) (int, error) {
 		return 0, fmt.Errorf("envelope: interrupted: %w", err)
 	}
 	return c.w.Write(p)
+}
+
+// sourceSize is the plaintext size src will yield when src can tell (in-memory readers, the rest
+// of a regular file), else -1. The data-key cache reserves it when a seal starts.
+func sourceSize(src io.Reader) int64 {
+	switch s := src.(type) {
+	case interface{ Len() int }: // *bytes.Reader, *bytes.Buffer, *strings.Reader
+		return int64(s.Len())
+	case *os.File:
+		fi, err := s.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return -1
+		}
+		off, err := s.Seek(0, io.SeekCurrent)
+		if err != nil || off > fi.Size() {
+			return -1
+		}
+		return fi.Size() - off
+	}
+	return -1
 }
 
 func checkDataKey(dk *DataKey) error {

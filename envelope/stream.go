@@ -82,7 +82,8 @@ func newChunkAEAD(dek, salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// setNonce writes the STREAM nonce: an 88-bit big-endian chunk counter, then the final flag.
+// setNonce writes the STREAM nonce: 3 zero bytes and a 64-bit big-endian chunk counter (together
+// the 88 bits before the flag; the counter never uses the top 24), then the final flag.
 func setNonce(n *[nonceSize]byte, counter uint64, final bool) {
 	n[0], n[1], n[2] = 0, 0, 0
 	for i := 0; i < 8; i++ {

@@ -16,15 +16,22 @@ type CacheOptions struct {
 	MaxAge time.Duration
 	// MaxMessages is how many envelopes one DEK may seal; 0 means 1<<32.
 	MaxMessages uint64
-	// MaxBytes: once the envelopes sealed with a DEK total this many plaintext bytes, no new
-	// envelope starts with it (envelopes in flight finish, so it can be exceeded by one
-	// envelope's size each); 0 means 1<<62.
+	// MaxBytes bounds the plaintext bytes sealed under one DEK; 0 means 1<<62. Each envelope
+	// reserves its size when it starts (known when the source is a *bytes.Reader,
+	// *bytes.Buffer, *strings.Reader or a regular file), so concurrent seals cannot overshoot
+	// it; an envelope of unknown size reserves all that is left, so no other envelope starts on
+	// that DEK until it ends, and it alone can cross MaxBytes (by its own excess). An envelope
+	// larger than MaxBytes gets a fresh DEK to itself.
 	MaxBytes uint64
 	// MaxEntries bounds the number of distinct contexts cached; 0 means 1024. The oldest entry
 	// is evicted first.
 	MaxEntries int
 	// Now is the clock; nil means time.Now. Tests inject one.
 	Now func() time.Time
+	// SweepEvery is how often expired and used-up entries are wiped and dropped while the cache
+	// holds any; 0 means min(MaxAge, 1 minute). So an idle DEK leaves the heap at most
+	// MaxAge + SweepEvery after KMS made it, without waiting for the next seal of its context.
+	SweepEvery time.Duration
 }
 
 // CacheStats counts cache use.
@@ -49,6 +56,8 @@ type CachingKeyGenerator struct {
 	mu      sync.Mutex
 	entries map[string]*cacheEntry
 	stats   CacheStats
+	sweeper *time.Timer // pending sweep, while entries exist
+	closed  bool
 }
 
 type cacheEntry struct {
@@ -56,7 +65,8 @@ type cacheEntry struct {
 	ec       Context
 	created  time.Time
 	messages uint64
-	bytes    uint64
+	bytes    uint64 // plaintext sealed by finished envelopes
+	reserved uint64 // reserved by envelopes in flight
 }
 
 var _ KeyGenerator = (*CachingKeyGenerator)(nil)
@@ -77,6 +87,9 @@ func NewCachingKeyGenerator(gen KeyGenerator, opts CacheOptions) (*CachingKeyGen
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.SweepEvery <= 0 {
+		opts.SweepEvery = min(opts.MaxAge, time.Minute)
 	}
 	return &CachingKeyGenerator{gen: gen, opts: opts, entries: map[string]*cacheEntry{}}, nil
 }
@@ -104,9 +117,46 @@ func (c *CachingKeyGenerator) Purge() {
 	}
 }
 
+// Close purges the cache and stops its sweeper; later seals still work, uncached entries are
+// made again. Without Close the sweeper stops by itself once the cache is empty.
+func (c *CachingKeyGenerator) Close() {
+	c.Purge()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.sweeper != nil {
+		c.sweeper.Stop()
+		c.sweeper = nil
+	}
+}
+
+// scheduleSweepLocked arms the sweeper if entries exist and none is pending.
+func (c *CachingKeyGenerator) scheduleSweepLocked() {
+	if c.sweeper != nil || c.closed || len(c.entries) == 0 {
+		return
+	}
+	c.sweeper = time.AfterFunc(c.opts.SweepEvery, c.sweep)
+}
+
+// sweep wipes and drops the entries no new envelope can use (expired, or out of messages or
+// bytes); envelopes in flight hold their own copy of the DEK.
+func (c *CachingKeyGenerator) sweep() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweeper = nil
+	now := c.opts.Now()
+	for k, e := range c.entries {
+		if !e.usable(now, c.opts, 0) {
+			Wipe(e.dk.Plaintext)
+			delete(c.entries, k)
+		}
+	}
+	c.scheduleSweepLocked()
+}
+
 // sharedKeyGenerator is how Seal recognises a generator whose DEKs may seal several envelopes.
 type sharedKeyGenerator interface {
-	sharedDataKey(ctx context.Context, user map[string]string) (*DataKey, Context, func(int64), error)
+	sharedDataKey(ctx context.Context, user map[string]string, size int64) (*DataKey, Context, func(int64), error)
 }
 
 // cacheKey is an injective encoding of the user pairs (length-prefixed, sorted).
@@ -127,24 +177,49 @@ func cacheKey(user map[string]string) string {
 	return b.String()
 }
 
-func (e *cacheEntry) usable(now time.Time, o CacheOptions) bool {
-	return now.Sub(e.created) < o.MaxAge && e.messages < o.MaxMessages && e.bytes < o.MaxBytes
+// usable reports whether a new envelope of size bytes (-1: unknown) may start with e's DEK.
+func (e *cacheEntry) usable(now time.Time, o CacheOptions, size int64) bool {
+	if now.Sub(e.created) >= o.MaxAge || e.messages >= o.MaxMessages {
+		return false
+	}
+	used := e.bytes + e.reserved
+	if used >= o.MaxBytes {
+		return false
+	}
+	return size < 0 || uint64(size) <= o.MaxBytes-used
+}
+
+// reservation is what an envelope of size bytes (-1: unknown) reserves on e: its size, or all
+// that is left when the size is unknown.
+func (e *cacheEntry) reservation(o CacheOptions, size int64) uint64 {
+	if size >= 0 {
+		return uint64(size)
+	}
+	if used := e.bytes + e.reserved; used < o.MaxBytes {
+		return o.MaxBytes - used
+	}
+	return 0
 }
 
 // sharedDataKey returns a copy of a cached DEK for user's context (generating one on a miss),
-// the context its wrap is bound to, and a function to account the plaintext bytes sealed.
-func (c *CachingKeyGenerator) sharedDataKey(ctx context.Context, user map[string]string) (*DataKey, Context, func(int64), error) {
+// the context its wrap is bound to, and a function to call once with the plaintext bytes sealed
+// (it releases the envelope's reservation of size bytes, -1 for unknown).
+func (c *CachingKeyGenerator) sharedDataKey(ctx context.Context, user map[string]string, size int64) (*DataKey, Context, func(int64), error) {
 	key := cacheKey(user)
 	now := c.opts.Now()
 	c.mu.Lock()
 	if e, ok := c.entries[key]; ok {
-		if e.usable(now, c.opts) {
+		if e.usable(now, c.opts, size) {
 			e.messages++
 			c.stats.Hits++
+			res := e.reservation(c.opts, size)
+			e.reserved += res
 			dk, ec := copyDataKey(&e.dk), e.ec
 			c.mu.Unlock()
-			return dk, ec, c.accounter(e), nil
+			return dk, ec, c.accounter(e, res), nil
 		}
+		// Used up, expired, or too full for this envelope: replaced by a fresh entry. Envelopes
+		// in flight on it hold their own copy of the DEK.
 		Wipe(e.dk.Plaintext)
 		delete(c.entries, key)
 	}
@@ -169,24 +244,32 @@ func (c *CachingKeyGenerator) sharedDataKey(ctx context.Context, user map[string
 		return nil, Context{}, nil, err
 	}
 	e := &cacheEntry{dk: *copyDataKey(dk), ec: ec, created: now, messages: 1}
+	res := e.reservation(c.opts, size)
+	e.reserved = res
 	c.mu.Lock()
 	if old, ok := c.entries[key]; ok {
 		Wipe(old.dk.Plaintext) // a concurrent miss got there first; the newer entry wins
 	}
 	c.entries[key] = e
 	c.evictLocked()
+	c.scheduleSweepLocked()
 	c.mu.Unlock()
-	return dk, ec, c.accounter(e), nil
+	return dk, ec, c.accounter(e, res), nil
 }
 
-func (c *CachingKeyGenerator) accounter(e *cacheEntry) func(int64) {
+// accounter returns the function that ends an envelope's use of e: it releases the reservation
+// and counts the bytes actually sealed.
+func (c *CachingKeyGenerator) accounter(e *cacheEntry, reserved uint64) func(int64) {
+	var once sync.Once
 	return func(n int64) {
-		if n <= 0 {
-			return
-		}
-		c.mu.Lock()
-		e.bytes += uint64(n)
-		c.mu.Unlock()
+		once.Do(func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			e.reserved -= reserved
+			if n > 0 {
+				e.bytes += uint64(n)
+			}
+		})
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/stretchr/testify/require"
@@ -89,14 +90,18 @@ func TestCachingKeyGenerator(t *testing.T) {
 	sealCached(t, c, user, 10)
 	require.EqualValues(t, 4, kms.Generated.Load())
 
-	// Byte limit: an envelope that crosses MaxBytes finishes; the next one gets a new DEK.
+	// Byte limit: the size is reserved when a seal starts, so an envelope that would cross
+	// MaxBytes does not start on the cached DEK: it gets a fresh one (to itself, being larger
+	// than MaxBytes), and the next envelope another. A size that fits still reuses the DEK.
+	sealCached(t, c, user, 9_990)
+	require.EqualValues(t, 4, kms.Generated.Load(), "10 + 9,990 bytes fit in 10,000")
 	sealCached(t, c, user, 20_000)
-	require.EqualValues(t, 4, kms.Generated.Load())
-	sealCached(t, c, user, 10)
 	require.EqualValues(t, 5, kms.Generated.Load())
+	sealCached(t, c, user, 10)
+	require.EqualValues(t, 6, kms.Generated.Load())
 
 	st := c.Stats()
-	require.EqualValues(t, 5, st.Misses)
+	require.EqualValues(t, 6, st.Misses)
 	require.EqualValues(t, 3, st.Hits)
 
 	// Direct GenerateDataKey passes through uncached, bound to exactly the given context.
@@ -108,7 +113,7 @@ func TestCachingKeyGenerator(t *testing.T) {
 
 	c.Purge()
 	sealCached(t, c, user, 10)
-	require.EqualValues(t, 7, kms.Generated.Load())
+	require.EqualValues(t, 8, kms.Generated.Load())
 
 	_, err = envelope.NewCachingKeyGenerator(kms, envelope.CacheOptions{})
 	require.Error(t, err, "MaxAge is required")
@@ -144,4 +149,97 @@ func TestCachingKeyGeneratorConcurrent(t *testing.T) {
 	st := c.Stats()
 	require.EqualValues(t, 160, st.Hits+st.Misses)
 	require.Less(t, kms.Generated.Load(), int64(160), "the cache saved KMS calls")
+}
+
+// barrierWriter blocks its first Write until n writers have made theirs (or a timeout), so that
+// n seals are surely in flight at once.
+type barrierWriter struct {
+	buf   bytes.Buffer
+	wg    *sync.WaitGroup
+	first bool
+}
+
+func (b *barrierWriter) Write(p []byte) (int, error) {
+	if !b.first {
+		b.first = true
+		b.wg.Done()
+		done := make(chan struct{})
+		go func() { b.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return b.buf.Write(p)
+}
+
+// Concurrent seals cannot overshoot MaxBytes: each reserves its size when it starts. Before issue
+// 13 bytes were counted only when a seal finished, so eight 300-byte seals started together all
+// took one DEK with MaxBytes 1000 (2400 bytes under one DEK).
+func TestCacheReservesBytesAtStart(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cache-reserve", nil)
+	c, err := envelope.NewCachingKeyGenerator(kms, envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
+	require.NoError(t, err)
+	defer c.Close()
+	const n, size = 8, 300
+	var wg sync.WaitGroup
+	wg.Add(n)
+	hdrs := make([]*envelope.Header, n)
+	var done sync.WaitGroup
+	for i := 0; i < n; i++ {
+		done.Add(1)
+		go func(i int) {
+			defer done.Done()
+			dst := &barrierWriter{wg: &wg}
+			h, err := envelope.Seal(context.Background(), dst, bytes.NewReader(payload(size)), c, envelope.SealOptions{Context: map[string]string{"app": "x"}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			hdrs[i] = h
+		}(i)
+	}
+	done.Wait()
+	perDEK := map[string]int{}
+	for _, h := range hdrs {
+		require.NotNil(t, h)
+		perDEK[h.RecordID()] += size
+	}
+	for id, b := range perDEK {
+		require.LessOrEqual(t, b, 1000, "DEK %s sealed %d bytes, MaxBytes is 1000", id, b)
+	}
+	require.Len(t, perDEK, 3, "three DEKs of three envelopes (900 bytes) each, the last of two")
+}
+
+// An envelope of unknown size (a stream) reserves all that is left, so a concurrent envelope
+// does not start on the same DEK.
+func TestCacheUnknownSizeReservesTheRest(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cache-stream", nil)
+	c, err := envelope.NewCachingKeyGenerator(kms, envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
+	require.NoError(t, err)
+	defer c.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	ids := make([]string, 2)
+	var done sync.WaitGroup
+	for i := range ids {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			h, err := envelope.Seal(context.Background(), &barrierWriter{wg: &wg}, iotest.HalfReader(bytes.NewReader(payload(10))), c,
+				envelope.SealOptions{Context: map[string]string{"app": "s"}})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = h.RecordID()
+		}()
+	}
+	done.Wait()
+	require.NotEqual(t, ids[0], ids[1])
+	// Afterwards only the 10 bytes sealed count: the next envelope reuses a DEK.
+	_, h := sealCached(t, c, map[string]string{"app": "s"}, 10)
+	require.Contains(t, ids, h.RecordID())
 }

@@ -1,7 +1,7 @@
 // Package envelope is envdr's data format: sealing and opening streams of any size with a data
-// encryption key (DEK) in constant memory, the authenticated header that carries the home
-// region's wrapped DEK, the key commitment, the canonical encryption context, the multi-wrapped
-// record kept per envelope and the replication event put on the queue.
+// encryption key (DEK) in constant memory, the header (authenticated by every chunk) that
+// carries the home region's wrapped DEK, the key commitment, the canonical encryption context,
+// the multi-wrapped record kept per envelope and the replication event put on the queue.
 //
 // It is pure Go and imports no AWS SDK: keys come in through two small interfaces, KeyGenerator
 // (a fresh DEK and its wrap, for Seal) and Unwrapper (a wrap back to the DEK, for Open), which

@@ -41,9 +41,10 @@ const (
 	knownFlags    = flagSharedKey
 )
 
-// Header is an envelope's authenticated header. Its canonical encoding is hashed with SHA-256
-// and the hash is the associated data of every chunk, so any change to any field makes every
-// chunk fail authentication.
+// Header is an envelope's header. Its canonical encoding is hashed with SHA-256 and the hash is
+// the associated data of every chunk, so any change to any field makes every chunk fail
+// authentication. It is authenticated only that way, so only once the DEK is known: a parsed
+// Header on its own (ReadHeader, envdr inspect) is untrusted input.
 type Header struct {
 	Version int    `json:"version"`
 	ID      string `json:"id"` // envelope ID

@@ -67,7 +67,7 @@ func mustContext(t testing.TB, id string, user map[string]string) envelope.Conte
 func sealWith(t testing.TB, dek []byte, hdr *envelope.Header, pt []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w, err := envelope.NewWriter(&buf, dek, hdr)
+	w, err := envelope.NewWriterFixedSalt(&buf, dek, hdr)
 	require.NoError(t, err)
 	_, err = w.ReadFrom(bytes.NewReader(pt))
 	require.NoError(t, err)

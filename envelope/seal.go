@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"os"
 )
 
 // DataKey is a fresh DEK and its wrap under one region's key.
@@ -96,15 +97,19 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		shared bool
 		done   func(int64)
 	)
+	var written int64
 	if sg, ok := gen.(sharedKeyGenerator); ok {
 		// A cached DEK is bound to its cache entry's context, not to this envelope's.
-		dk, ec, done, err = sg.sharedDataKey(ctx, opts.Context)
+		dk, ec, done, err = sg.sharedDataKey(ctx, opts.Context, sourceSize(src))
 		shared = true
 	} else {
 		dk, err = gen.GenerateDataKey(ctx, ec)
 	}
 	if err != nil {
 		return nil, &KeyError{Op: "generate", ID: id, Region: opts.HomeRegion, Err: err}
+	}
+	if done != nil {
+		defer func() { done(written) }() // on every path: the reservation is released
 	}
 	defer Wipe(dk.Plaintext)
 	if err := checkDataKey(dk); err != nil {
@@ -118,7 +123,7 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 			Err: fmt.Errorf("%w: data key comes from region %s, home region is %s", ErrBadKey, dk.Region, home)}
 	}
 
-	w, err := NewWriter(dst, dk.Plaintext, &Header{
+	w, err := NewWriter(ctxWriter{ctx, dst}, dk.Plaintext, &Header{
 		ID:         id,
 		SharedKey:  shared,
 		ChunkSize:  opts.ChunkSize,
@@ -132,16 +137,50 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		return nil, err
 	}
 	_, err = w.ReadFrom(src)
-	if done != nil {
-		done(w.Written())
-	}
+	written = w.Written()
 	if err != nil {
+		w.discard() // the chunk buffer may hold plaintext: wipe it
 		return nil, err
 	}
 	if err := w.Close(); err != nil {
 		return nil, err
 	}
 	return w.Header(), nil
+}
+
+// ctxWriter fails writes once ctx is done, so Seal and Open stop between chunks when their
+// context is cancelled (envdr's commands cancel it on SIGINT and SIGTERM). Each chunk is one
+// Write, so the check costs one ctx.Err per chunk.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("envelope: interrupted: %w", err)
+	}
+	return c.w.Write(p)
+}
+
+// sourceSize is the plaintext size src will yield when src can tell (in-memory readers, the rest
+// of a regular file), else -1. The data-key cache reserves it when a seal starts.
+func sourceSize(src io.Reader) int64 {
+	switch s := src.(type) {
+	case interface{ Len() int }: // *bytes.Reader, *bytes.Buffer, *strings.Reader
+		return int64(s.Len())
+	case *os.File:
+		fi, err := s.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return -1
+		}
+		off, err := s.Seek(0, io.SeekCurrent)
+		if err != nil || off > fi.Size() {
+			return -1
+		}
+		return fi.Size() - off
+	}
+	return -1
 }
 
 func checkDataKey(dk *DataKey) error {
@@ -197,7 +236,7 @@ func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts O
 		return hdr, err
 	}
 	Wipe(dek)
-	if _, err := r.WriteTo(dst); err != nil {
+	if _, err := r.WriteTo(ctxWriter{ctx, dst}); err != nil {
 		return hdr, err
 	}
 	return hdr, nil

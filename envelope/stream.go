@@ -82,7 +82,8 @@ func newChunkAEAD(dek, salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// setNonce writes the STREAM nonce: an 88-bit big-endian chunk counter, then the final flag.
+// setNonce writes the STREAM nonce: 3 zero bytes and a 64-bit big-endian chunk counter (together
+// the 88 bits before the flag; the counter never uses the top 24), then the final flag.
 func setNonce(n *[nonceSize]byte, counter uint64, final bool) {
 	n[0], n[1], n[2] = 0, 0, 0
 	for i := 0; i < 8; i++ {
@@ -116,10 +117,18 @@ type Writer struct {
 
 // NewWriter writes the header to dst and returns a Writer sealing with dek, which is not kept
 // (the caller wipes it). hdr supplies ID, Context, HomeRegion, KeyARN, WrappedDEK and
-// optionally ChunkSize (0: DefaultChunkSize), Salt (nil: random) and Commitment (nil:
-// computed; if set it must match dek). hdr is not modified; Header returns the final one.
-// Seal is the high-level API; NewWriter is for callers that hold a raw DEK (tests, benchmarks).
+// optionally ChunkSize (0: DefaultChunkSize) and Commitment (nil: computed; if set it must match
+// dek). hdr.Salt is ignored: every Writer draws a fresh random salt, so two writers never share a
+// chunk key (and so a keystream) even when given the same header and DEK. hdr is not modified;
+// Header returns the final one, with the salt used. Seal is the high-level API; NewWriter is for
+// callers that hold a raw DEK (tests, benchmarks).
 func NewWriter(dst io.Writer, dek []byte, hdr *Header) (*Writer, error) {
+	return newWriter(dst, dek, hdr, nil)
+}
+
+// newWriter is NewWriter with, when fixedSalt is not nil, that salt instead of a fresh one: only
+// for deterministic test vectors (export_test.go), never reachable from outside the package.
+func newWriter(dst io.Writer, dek []byte, hdr *Header, fixedSalt []byte) (*Writer, error) {
 	h := *hdr
 	if h.Version == 0 {
 		h.Version = FormatVersion
@@ -127,7 +136,9 @@ func NewWriter(dst io.Writer, dek []byte, hdr *Header) (*Writer, error) {
 	if h.ChunkSize == 0 {
 		h.ChunkSize = DefaultChunkSize
 	}
-	if h.Salt == nil {
+	if fixedSalt != nil {
+		h.Salt = bytes.Clone(fixedSalt)
+	} else {
 		h.Salt = make([]byte, SaltSize)
 		if _, err := rand.Read(h.Salt); err != nil {
 			return nil, err
@@ -261,6 +272,20 @@ func (w *Writer) Close() error {
 	return w.err
 }
 
+// discard ends the Writer after a failure without sealing a final chunk, wiping the chunk
+// buffer, which may hold plaintext.
+func (w *Writer) discard() {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	if w.err == nil {
+		w.err = errors.New("envelope: writer discarded after an error")
+	}
+	putBuf(w.buf, true)
+	w.buf = nil
+}
+
 // writerOnly hides ReadFrom so that a source's WriteTo cannot call back into it.
 type writerOnly struct{ w *Writer }
 
@@ -387,6 +412,10 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 			total += int64(n)
 			r.plain = r.plain[n:]
 			if err != nil {
+				// The consumer failed: nothing more will be released, so wipe the plaintext now
+				// instead of leaving it in the chunk buffer until the garbage collector runs.
+				r.err = err
+				r.release()
 				return total, err
 			}
 		}

@@ -60,7 +60,7 @@ func TestWriterPaths(t *testing.T) {
 
 	for _, piece := range []int{1, 7, cs - 1, cs, cs + 1, 1000} {
 		var buf bytes.Buffer
-		w, err := envelope.NewWriter(&buf, dek, hdr)
+		w, err := envelope.NewWriterFixedSalt(&buf, dek, hdr)
 		require.NoError(t, err)
 		for rest := pt; len(rest) > 0; {
 			k := min(piece, len(rest))
@@ -82,7 +82,7 @@ func TestWriterPaths(t *testing.T) {
 		"data+EOF": iotest.DataErrReader(bytes.NewReader(pt)),
 	} {
 		var buf bytes.Buffer
-		w, err := envelope.NewWriter(&buf, dek, hdr)
+		w, err := envelope.NewWriterFixedSalt(&buf, dek, hdr)
 		require.NoError(t, err)
 		n, err := w.ReadFrom(src)
 		require.NoError(t, err, name)
@@ -128,7 +128,6 @@ func TestNewWriterRejects(t *testing.T) {
 		"wrong commitment":   {dek: testDEK(1), edit: func(h *envelope.Header) { h.Commitment = make([]byte, 32) }, want: envelope.ErrCommitmentMismatch},
 		"chunk too small":    {dek: testDEK(1), edit: func(h *envelope.Header) { h.ChunkSize = 10 }, want: envelope.ErrBadHeader},
 		"chunk too big":      {dek: testDEK(1), edit: func(h *envelope.Header) { h.ChunkSize = envelope.MaxChunkSize + 1 }, want: envelope.ErrBadHeader},
-		"short salt":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.Salt = []byte{1} }, want: envelope.ErrBadHeader},
 		"id not in context":  {dek: testDEK(1), edit: func(h *envelope.Header) { h.ID = "x2" }, want: envelope.ErrBadContext},
 		"no context":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.Context = envelope.Context{} }, want: envelope.ErrBadContext},
 		"bad region":         {dek: testDEK(1), edit: func(h *envelope.Header) { h.HomeRegion = "US_EAST" }, want: envelope.ErrBadHeader},
@@ -331,3 +330,127 @@ func TestAllocsPerChunk(t *testing.T) {
 	})
 	require.Zero(t, allocs, "Reader.Read allocates per chunk")
 }
+
+// TestNewWriterFreshSalt: the salt is always drawn inside the writer. Before issue 13, NewWriter
+// took the caller's header salt, so two writers given the same header (and DEK) derived the same
+// chunk key and reused every counter nonce: the same keystream for two payloads.
+func TestNewWriterFreshSalt(t *testing.T) {
+	t.Parallel()
+	dek := testDEK(5)
+	hdr := &envelope.Header{ID: "fresh", ChunkSize: 64, Salt: testSalt("fresh"), KeyARN: testARN, WrappedDEK: []byte("w"),
+		Context: mustContext(t, "fresh", nil)}
+	orig := bytes.Clone(hdr.Salt)
+	seal := func() (*envelope.Header, []byte) {
+		var buf bytes.Buffer
+		w, err := envelope.NewWriter(&buf, dek, hdr)
+		require.NoError(t, err)
+		_, err = w.Write(make([]byte, 100))
+		require.NoError(t, err)
+		require.NoError(t, w.Close())
+		return w.Header(), buf.Bytes()
+	}
+	h1, c1 := seal()
+	h2, c2 := seal()
+	require.NotEqual(t, h1.Salt, h2.Salt, "each writer draws its own salt")
+	require.NotEqual(t, orig, h1.Salt, "the caller's salt is not used")
+	require.Equal(t, orig, hdr.Salt, "the caller's header is not modified")
+	n1, n2 := len(c1)-164, len(c2)-164 // the chunks: 64+16 and 36+16 bytes
+	require.NotEqual(t, c1[n1:n1+64], c2[n2:n2+64], "different keystreams")
+	for _, c := range [][]byte{c1, c2} {
+		r, err := envelope.NewReader(bytes.NewReader(c), dek)
+		require.NoError(t, err)
+		got, err := io.ReadAll(r)
+		require.NoError(t, err)
+		require.Equal(t, make([]byte, 100), got)
+	}
+}
+
+// keepingReader hands out secret once, keeping the caller's buffer (the Writer's chunk buffer),
+// then fails.
+type keepingReader struct {
+	secret []byte
+	kept   []byte
+	reads  int
+}
+
+func (k *keepingReader) Read(p []byte) (int, error) {
+	k.reads++
+	if k.reads > 1 {
+		return 0, errors.New("source failed")
+	}
+	k.kept = p
+	return copy(p, k.secret), nil
+}
+
+// keepingWriter keeps the plaintext slice it is handed (the Reader's chunk buffer) and fails.
+type keepingWriter struct{ kept []byte }
+
+func (k *keepingWriter) Write(p []byte) (int, error) {
+	k.kept = p
+	return 0, errors.New("sink failed")
+}
+
+// Buffers that held plaintext are wiped on error paths too. Before issue 13, Seal returned on a
+// source error without wiping the chunk buffer, and Reader.WriteTo returned on a sink error
+// leaving the decrypted chunk in its buffer.
+func TestErrorPathsWipePlaintext(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "wipe", nil)
+	secret := bytes.Repeat([]byte("SECRET!"), 20)
+	src := &keepingReader{secret: secret}
+	_, err := envelope.Seal(context.Background(), io.Discard, src, kms, envelope.SealOptions{ChunkSize: 1024})
+	require.ErrorContains(t, err, "source failed")
+	require.NotNil(t, src.kept)
+	require.Equal(t, make([]byte, len(src.kept)), src.kept, "Seal wiped its chunk buffer")
+
+	var sealed bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &sealed, bytes.NewReader(bytes.Repeat(secret, 100)), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.NoError(t, err)
+	for name, in := range map[string]io.Reader{
+		"stream":    iotest.HalfReader(bytes.NewReader(sealed.Bytes())),
+		"in memory": bytes.NewReader(sealed.Bytes()),
+	} {
+		dst := &keepingWriter{}
+		_, err := envelope.Open(context.Background(), dst, in, kms, envelope.OpenOptions{})
+		require.ErrorContains(t, err, "sink failed", name)
+		require.NotEmpty(t, dst.kept, name)
+		require.Equal(t, make([]byte, len(dst.kept)), dst.kept, "%s: Open wiped the plaintext chunk", name)
+	}
+}
+
+// Seal and Open stop between chunks once their context is cancelled.
+func TestContextCancelStopsBetweenChunks(t *testing.T) {
+	t.Parallel()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cancel", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cw := &cancelAfter{n: 3, cancel: cancel}
+	_, err := envelope.Seal(ctx, cw, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, cw.writes, 6, "Seal stopped within a chunk of the cancel")
+
+	var sealed bytes.Buffer
+	_, err = envelope.Seal(context.Background(), &sealed, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	require.NoError(t, err)
+	ctx, cancel = context.WithCancel(context.Background())
+	cw = &cancelAfter{n: 3, cancel: cancel}
+	_, err = envelope.Open(ctx, cw, iotest.HalfReader(bytes.NewReader(sealed.Bytes())), kms, envelope.OpenOptions{})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, cw.writes, 6, "Open stopped within a chunk of the cancel")
+}
+
+type cancelAfter struct {
+	n, writes int
+	cancel    func()
+}
+
+func (c *cancelAfter) Write(p []byte) (int, error) {
+	c.writes++
+	if c.writes == c.n {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }

@@ -210,6 +210,9 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 		return nil, &regions.Error{Region: rc.Name, Op: "DescribeKey", KeyARN: toKey, Err: err}
 	}
 	x.target = aws.ToString(md.KeyMetadata.Arn)
+	// The target was named by the operator (--to-key, or the configured key): the new wraps made
+	// under it are checked by decrypting them, which the strict key check must allow.
+	r.TrustKey(x.target)
 	x.since = opts.Since
 	if x.since.IsZero() {
 		if x.since, err = lastRotation(ctx, topo, r, x.target); err != nil {
@@ -408,13 +411,37 @@ func sameWrap(a, b *envelope.RegionWrap) bool {
 	return a.KeyARN == b.KeyARN && bytes.Equal(a.Wrapped, b.Wrapped) && a.WrappedAt.Equal(b.WrappedAt)
 }
 
+// deadWrap reports whether err says a wrap can no longer be opened where it is (its key
+// disabled, pending deletion or gone, the wrap refused, or its key no longer trusted), as opposed
+// to a passing failure (throttling, an unreachable region) that a later run may not see.
+func deadWrap(err error) bool {
+	return errors.Is(err, regions.ErrKeyDisabled) || errors.Is(err, regions.ErrKeyNotFound) ||
+		errors.Is(err, regions.ErrInvalidCiphertext) || errors.Is(err, regions.ErrUntrustedKey)
+}
+
 // make produces the new wrap under the target key.
 func (x *rewrapper) make(ctx context.Context, rec *envelope.Record) ([]byte, string, error) {
 	ec := rec.Context.Map()
+	var dead error
 	if w := rec.Regions[x.r.Name]; w.HasWrap() {
 		// Rotation or key change: inside KMS, in this region.
-		return x.r.ReEncrypt(ctx, w.Wrapped, w.KeyARN, x.target, ec)
+		wrapped, arn, err := x.r.ReEncrypt(ctx, w.Wrapped, w.KeyARN, x.target, ec)
+		if err == nil || !deadWrap(err) {
+			return wrapped, arn, err
+		}
+		// The region's wrap no longer opens (its key disabled, deleted or replaced): repair the
+		// region by backfilling from another region's good wrap, as for a missing one.
+		dead = fmt.Errorf("region %s: record %s: the region's wrap under %s no longer opens: %w", x.r.Name, rec.ID, w.KeyARN, err)
 	}
+	wrapped, arn, err := x.backfill(ctx, rec, ec)
+	if err != nil && dead != nil {
+		return nil, "", fmt.Errorf("%w; and the repair from another region failed: %w", dead, err)
+	}
+	return wrapped, arn, err
+}
+
+// backfill makes the region's wrap from another region's wrap.
+func (x *rewrapper) backfill(ctx context.Context, rec *envelope.Record, ec map[string]string) ([]byte, string, error) {
 	// Backfill. A multi-Region wrap of the same key from any region opens through this
 	// region's replica: ReEncrypt here, the DEK never leaves KMS.
 	if regions.IsMultiRegionKeyARN(x.target) {

@@ -202,3 +202,40 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ind.Passed(), "%+v", ind.Failures)
 }
+
+// A region whose current wrap no longer opens (its old key disabled) is repaired by backfilling
+// from another region's good wrap. Before issue 13, rewrap only tried ReEncrypt from the dead
+// wrap, and every such record failed on every run.
+func TestRewrapRepairsDeadWrap(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	const eu = "eu-west-1"
+	ids := f.seed(t, 10, f.env.Regions...)
+	indep := f.env.Keys[eu].Independent
+	mv, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp1.json"), Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(10), mv.Changed)
+
+	// The independent key is disabled; eu-west-1 goes back to the multi-Region replica, with the
+	// old key listed in previous_keys (the runbook's first step).
+	r, err := f.topo.Region(eu)
+	require.NoError(t, err)
+	_, err = r.KMS().DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(indep)})
+	require.NoError(t, err)
+	cfg := *f.cfg
+	cfg.Regions = append([]config.Region(nil), f.cfg.Regions...)
+	cfg.Regions[1].PreviousKeys = []string{indep}
+	require.Equal(t, eu, cfg.Regions[1].Name)
+	require.NoError(t, cfg.Validate())
+
+	rep, err := recovery.Rewrap(ctx, &cfg, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
+	require.NoError(t, err)
+	require.Zero(t, rep.Failed, "%+v", rep.Failures)
+	require.Equal(t, int64(10), rep.Changed)
+	for _, rec := range f.records(t, ids) {
+		require.Equal(t, f.env.Keys[eu].MRK, rec.Regions[eu].KeyARN)
+	}
+	ver, err := recovery.Verify(ctx, &cfg, recovery.VerifyOptions{Region: eu, Regions: fastRegions, NoWrite: true})
+	require.NoError(t, err)
+	require.True(t, ver.Passed(), "%+v", ver.Failures)
+}

@@ -111,9 +111,11 @@ func (r *Region) GenerateDataKeyRaw(ctx context.Context, ec map[string]string) (
 	return plaintext, wrapped, keyARN, err
 }
 
-// DecryptRaw unwraps a DEK made under keyARN (which must be a key of this region) with ec.
+// DecryptRaw unwraps a DEK made under keyARN with ec. keyARN must be one of this region's
+// allowed keys (CheckUnwrapKey); anything else, an empty keyARN included, is refused before any
+// KMS call. The KeyId sent is always keyARN.
 func (r *Region) DecryptRaw(ctx context.Context, wrapped []byte, keyARN string, ec map[string]string) ([]byte, error) {
-	if err := r.checkKeyRegion("Decrypt", keyARN); err != nil {
+	if err := r.CheckUnwrapKey(ctx, "Decrypt", keyARN); err != nil {
 		return nil, err
 	}
 	var pt []byte
@@ -146,14 +148,15 @@ func (r *Region) EncryptRaw(ctx context.Context, dek []byte, ec map[string]strin
 	return wrapped, keyARN, err
 }
 
-// ReEncrypt re-wraps, inside KMS in this region, a DEK wrapped under srcKeyARN (a key of this
-// region: for multi-Region keys, this region's replica) so it is wrapped under destKeyARN (empty:
-// this region's configured key). The DEK never leaves KMS. The context stays the same.
+// ReEncrypt re-wraps, inside KMS in this region, a DEK wrapped under srcKeyARN (an allowed key of
+// this region, as for DecryptRaw: for multi-Region keys, this region's replica) so it is wrapped
+// under destKeyARN (empty: this region's configured key). The DEK never leaves KMS. The context
+// stays the same.
 func (r *Region) ReEncrypt(ctx context.Context, wrapped []byte, srcKeyARN, destKeyARN string, ec map[string]string) (newWrapped []byte, keyARN string, err error) {
 	if destKeyARN == "" {
 		destKeyARN = r.KeyARN
 	}
-	if err := r.checkKeyRegion("ReEncrypt", srcKeyARN); err != nil {
+	if err := r.CheckUnwrapKey(ctx, "ReEncrypt", srcKeyARN); err != nil {
 		return nil, "", err
 	}
 	if err := r.checkKeyRegion("ReEncrypt", destKeyARN); err != nil {
@@ -219,6 +222,7 @@ func (t *Topology) CheckKeys(ctx context.Context) (map[string]*KeyInfo, error) {
 			continue
 		}
 		infos[name] = ki
+		r.NoteKeyResolved(ki.ARN)
 		if ki.State != string(kmstypes.KeyStateEnabled) {
 			errs = append(errs, &Error{Region: name, Op: "DescribeKey", KeyARN: r.KeyARN,
 				Err: fmt.Errorf("%w: key state is %s; enable it (aws kms enable-key)", ErrKeyDisabled, ki.State)})

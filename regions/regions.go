@@ -67,6 +67,14 @@ type Options struct {
 	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
 	// connections per host for the daemon's concurrency).
 	HTTPClient aws.HTTPClient
+	// Now is the clock of the rate recovery; nil means time.Now. Tests inject one.
+	Now func() time.Time
+	// TrustedKeys are keys (ARNs or alias ARNs) allowed for unwrapping besides each region's
+	// configured key; New fills it from the config's trusted_keys.
+	TrustedKeys []string
+	// TrustAnyKey turns the strict key check off (--trust-any-key): any key of the region, or
+	// none (KMS discovers it from the ciphertext), may be named by a header or record.
+	TrustAnyKey bool
 }
 
 func (o *Options) withDefaults(c *config.Config) {
@@ -88,6 +96,9 @@ func (o *Options) withDefaults(c *config.Config) {
 	if o.MaxCooldown == 0 {
 		o.MaxCooldown = 30 * time.Second
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConns = 1024
@@ -108,6 +119,16 @@ type Topology struct {
 // network calls; use CheckKeys to check the key setup.
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, error) {
 	opts.withDefaults(cfg)
+	opts.TrustedKeys = append(append([]string(nil), opts.TrustedKeys...), cfg.TrustedKeys...)
+	// A region's earlier multi-Region keys are trusted in every region through their replicas:
+	// an event under the old key is re-wrapped (ReEncrypt) from the replica in each region.
+	for _, rc := range cfg.Regions {
+		for _, k := range rc.PreviousKeys {
+			if IsMultiRegionKeyARN(k) {
+				opts.TrustedKeys = append(opts.TrustedKeys, k)
+			}
+		}
+	}
 	excluded := map[string]bool{}
 	for _, r := range opts.Exclude {
 		if _, ok := cfg.Region(r); !ok {
@@ -182,8 +203,11 @@ type Region struct {
 	sqs      *sqs.Client
 	limiter  *rate.Limiter
 	maxRate  rate.Limit
+	rateAt   time.Time // when the limit was last lowered or recovered (under mu)
 	opts     Options
 	observer Observer
+
+	trust *keyTrust
 
 	mu             sync.Mutex
 	consecutive    int
@@ -222,6 +246,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
 		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
 		opts: opts, observer: opts.Observer,
+		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
 	}
 }
 
@@ -299,23 +324,51 @@ func (r *Region) noteReachable() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.consecutive, r.cooldown, r.lastErr = 0, 0, nil
-	// Recover the rate after throttling, additively, up to the configured share.
-	if cur := r.limiter.Limit(); cur < r.maxRate {
-		next := cur + r.maxRate/50
-		if next > r.maxRate {
-			next = r.maxRate
-		}
-		r.limiter.SetLimit(next)
+	r.recoverRateLocked()
+}
+
+// RateRecoveryPerSecond is the share of kms_rate a throttled region's rate regains per second.
+const RateRecoveryPerSecond = 0.10
+
+// recoverRateLocked raises the rate after throttling, with time and not with the number of calls:
+// by RateRecoveryPerSecond of the configured share per second since the last change, up to the
+// share. So a halving takes 5 s to undo however many calls succeed meanwhile.
+func (r *Region) recoverRateLocked() {
+	now := r.opts.Now()
+	cur := r.limiter.Limit()
+	if cur >= r.maxRate {
+		r.rateAt = now
+		return
 	}
+	el := now.Sub(r.rateAt).Seconds()
+	if el <= 0 {
+		return
+	}
+	next := cur + r.maxRate*rate.Limit(RateRecoveryPerSecond*el)
+	if next > r.maxRate {
+		next = r.maxRate
+	}
+	r.limiter.SetLimit(next)
+	r.rateAt = now
 }
 
 // noteThrottled halves the region's rate (not below 1 req/s) so a throttled KMS is given room.
 func (r *Region) noteThrottled() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.recoverRateLocked() // count the time since the last change first
 	next := r.limiter.Limit() / 2
 	if next < 1 {
 		next = 1
 	}
 	r.limiter.SetLimit(next)
+	r.rateAt = r.opts.Now()
+}
+
+// RateLimit is the region's current KMS request rate, requests/s: kms_rate, or less while it
+// recovers from throttling.
+func (r *Region) RateLimit() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return float64(r.limiter.Limit())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -226,4 +227,119 @@ func TestWithoutUnavailable(t *testing.T) {
 	err := regions.WithoutUnavailable(errors.Join(un, bad))
 	require.ErrorIs(t, err, regions.ErrKeyDisabled)
 	require.NotErrorIs(t, err, regions.ErrRegionUnavailable)
+}
+
+// Strict keys (issue 13): before, DecryptRaw sent whatever key it was handed, and an empty key
+// ARN sent no KeyId at all (KMS discovery); both reached KMS.
+func TestStrictKeysRefuseBeforeAnyCall(t *testing.T) {
+	t.Parallel()
+	const (
+		otherEU = "arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444"
+		otherAc = "arn:aws:kms:eu-west-1:999999999999:key/mrk-0123456789abcdef0123456789abcdef"
+	)
+	f := &fakeKMS{}
+	r := region(t, "eu-west-1", mrkEU, f, 1000)
+	ctx := context.Background()
+	for _, k := range []string{"", otherEU, otherAc, "arn:aws:kms:eu-west-1:111122223333:alias/other"} {
+		_, err := r.DecryptRaw(ctx, []byte("w"), k, nil)
+		require.ErrorIs(t, err, regions.ErrUntrustedKey, "key %q", k)
+		var re *regions.Error
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, "eu-west-1", re.Region)
+		if k != "" {
+			require.Contains(t, err.Error(), k)
+		}
+		_, _, err = r.ReEncrypt(ctx, []byte("w"), k, "", nil)
+		require.ErrorIs(t, err, regions.ErrUntrustedKey, "key %q", k)
+	}
+	require.Zero(t, f.calls.Load(), "nothing was sent to KMS")
+
+	// The configured key, and a multi-Region replica of a configured key of another region.
+	_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	us := region(t, "us-east-1", "arn:aws:kms:us-east-1:111122223333:key/1b1b1b1b-1111-2222-3333-444444444444", &fakeKMS{}, 1000)
+	_, err = us.DecryptRaw(ctx, []byte("w"), mrkUS, nil)
+	require.ErrorIs(t, err, regions.ErrUntrustedKey, "an mrk key nobody configured in us-east-1")
+
+	// trusted_keys and --trust-any-key.
+	opts := regions.Options{Attempts: 1, TrustedKeys: []string{otherEU, mrkUS}}
+	tr := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK}, &fakeKMS{}, opts)
+	_, err = tr.DecryptRaw(ctx, []byte("w"), otherEU, nil)
+	require.NoError(t, err)
+	any := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK}, &fakeKMS{}, regions.Options{TrustAnyKey: true})
+	_, err = any.DecryptRaw(ctx, []byte("w"), "", nil)
+	require.NoError(t, err)
+	_, err = any.DecryptRaw(ctx, []byte("w"), mrkUS, nil)
+	require.ErrorIs(t, err, regions.ErrWrongRegion, "the region is still checked")
+}
+
+// An alias configured as the key is resolved with DescribeKey once, then compared.
+func TestStrictKeysResolveAliasOnce(t *testing.T) {
+	t.Parallel()
+	const alias = "arn:aws:kms:eu-west-1:111122223333:alias/envdr"
+	f := &aliasKMS{target: mrkEU}
+	r := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: alias, Mode: config.ModeMRK}, f, regions.Options{Attempts: 1})
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 1, f.describes.Load(), "DescribeKey once")
+	require.EqualValues(t, 3, f.decrypts.Load())
+	_, err := r.DecryptRaw(ctx, []byte("w"), "arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444", nil)
+	require.ErrorIs(t, err, regions.ErrUntrustedKey)
+	require.EqualValues(t, 3, f.decrypts.Load())
+}
+
+type aliasKMS struct {
+	fakeKMS
+	target              string
+	describes, decrypts atomic.Int64
+}
+
+func (f *aliasKMS) DescribeKey(_ context.Context, in *kms.DescribeKeyInput, _ ...func(*kms.Options)) (*kms.DescribeKeyOutput, error) {
+	f.describes.Add(1)
+	return &kms.DescribeKeyOutput{KeyMetadata: &kmstypes.KeyMetadata{Arn: aws.String(f.target), KeyId: aws.String(regions.KeyID(f.target)),
+		KeyState: kmstypes.KeyStateEnabled, MultiRegion: aws.Bool(true)}}, nil
+}
+
+func (f *aliasKMS) Decrypt(_ context.Context, in *kms.DecryptInput, _ ...func(*kms.Options)) (*kms.DecryptOutput, error) {
+	f.decrypts.Add(1)
+	return &kms.DecryptOutput{Plaintext: make([]byte, 32), KeyId: in.KeyId}, nil
+}
+
+// After a throttle halves the rate, it recovers with time (+10% of kms_rate per second), not with
+// the number of calls. Before issue 13 every successful call added kms_rate/50, so a burst of 25
+// calls undid the halving within milliseconds and KMS was hammered again.
+func TestLimiterRecoversOverTime(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	f := &fakeKMS{fail: func(n int64) error {
+		if n == 1 {
+			return throttle
+		}
+		return nil
+	}}
+	r := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK, KMSRate: 1000}, f,
+		regions.Options{Attempts: 2, BaseBackoff: time.Millisecond, MaxBackoff: time.Millisecond, Now: clock})
+	ctx := context.Background()
+	_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 500, r.RateLimit(), 0.001, "halved on the throttle")
+	for i := 0; i < 60; i++ {
+		_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		require.NoError(t, err)
+	}
+	require.InDelta(t, 500, r.RateLimit(), 0.001, "calls alone do not restore the rate")
+	advance(2 * time.Second)
+	_, err = r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 700, r.RateLimit(), 0.001, "+10%% of kms_rate per second")
+	advance(10 * time.Second)
+	_, err = r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+	require.NoError(t, err)
+	require.InDelta(t, 1000, r.RateLimit(), 0.001, "never above kms_rate")
 }

@@ -27,13 +27,29 @@ type SQSAPI interface {
 
 var _ SQSAPI = (*sqs.Client)(nil)
 
+// AttrFirstSent is the message attribute that carries, through re-sends, when the event was
+// first sent (Unix milliseconds, a Number).
+const AttrFirstSent = "envdr-first-sent"
+
+// ReasonExpired is the DLQ reason of an event not replicated within worker.max_age.
+const ReasonExpired = "expired"
+
 // Message is one received SQS message.
 type Message struct {
 	ID            string
 	Body          string
 	ReceiptHandle string
 	ReceiveCount  int
-	SentAt        time.Time
+	SentAt        time.Time // when this copy was sent
+	FirstSentAt   time.Time // when the event was first sent (AttrFirstSent), zero if never re-sent
+}
+
+// Origin is when the event was first sent: FirstSentAt, else SentAt (zero if unknown).
+func (m Message) Origin() time.Time {
+	if !m.FirstSentAt.IsZero() {
+		return m.FirstSentAt
+	}
+	return m.SentAt
 }
 
 // Verdict says what to do with a message after handling it.
@@ -92,6 +108,10 @@ type ConsumerConfig struct {
 	// the last receive before redrive re-sends the event as a fresh message first, so a long
 	// region outage never pushes valid events into the DLQ.
 	MaxReceives int
+	// MaxAge ends the retries: an event whose policy is still not met this long after it was
+	// first sent goes to the DLQ with reason expired. 0: never. It must be below the queue's
+	// retention (Start checks), or SQS would drop the event first.
+	MaxAge time.Duration
 }
 
 func (c *ConsumerConfig) withDefaults() {
@@ -152,8 +172,14 @@ func (c *Consumer) Start(ctx context.Context) error {
 	err := errors.New("consumer already started")
 	c.startOnce.Do(func() {
 		err = nil
+		maxReceives, retention := c.readQueueAttributes(ctx)
 		if c.cfg.MaxReceives == 0 {
-			c.cfg.MaxReceives = c.readMaxReceives(ctx)
+			c.cfg.MaxReceives = maxReceives
+		}
+		if c.cfg.MaxAge > 0 && retention > 0 && c.cfg.MaxAge >= retention {
+			err = fmt.Errorf("worker.max_age %s is not below the retention of queue %s (%s): events would be dropped by SQS before they expire to the DLQ; lower worker.max_age or raise the queue's MessageRetentionPeriod",
+				c.cfg.MaxAge, c.cfg.QueueURL, retention)
+			return
 		}
 		fetchCtx, fetchStop := context.WithCancel(ctx)
 		workCtx, workStop := context.WithCancel(context.WithoutCancel(ctx))
@@ -198,23 +224,31 @@ func (c *Consumer) Stop(ctx context.Context) {
 // Stopped is closed when the consumer has fully stopped.
 func (c *Consumer) Stopped() <-chan struct{} { return c.stopped }
 
-func (c *Consumer) readMaxReceives(ctx context.Context) int {
+// readQueueAttributes reads the queue's redrive maxReceiveCount and its retention (0 when
+// unknown).
+func (c *Consumer) readQueueAttributes(ctx context.Context) (maxReceives int, retention time.Duration) {
 	out, err := c.q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl: aws.String(c.cfg.QueueURL), AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameRedrivePolicy},
+		QueueUrl: aws.String(c.cfg.QueueURL), AttributeNames: []sqstypes.QueueAttributeName{
+			sqstypes.QueueAttributeNameRedrivePolicy, sqstypes.QueueAttributeNameMessageRetentionPeriod},
 	})
 	if err != nil {
-		c.log.Warn("cannot read the queue's redrive policy; events are not re-sent before redrive", zap.Error(err))
-		return 0
+		c.log.Warn("cannot read the queue's redrive policy and retention; events are not re-sent before redrive", zap.Error(err))
+		return 0, 0
 	}
 	var rp struct {
 		MaxReceiveCount json.Number `json:"maxReceiveCount"`
 	}
 	if s := out.Attributes[string(sqstypes.QueueAttributeNameRedrivePolicy)]; s != "" && json.Unmarshal([]byte(s), &rp) == nil {
 		if n, err := strconv.Atoi(rp.MaxReceiveCount.String()); err == nil {
-			return n
+			maxReceives = n
 		}
 	}
-	return 0
+	if s := out.Attributes[string(sqstypes.QueueAttributeNameMessageRetentionPeriod)]; s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			retention = time.Duration(n) * time.Second
+		}
+	}
+	return maxReceives, retention
 }
 
 func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
@@ -254,19 +288,27 @@ func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
 			continue
 		}
 		backoff = 0
-		var oldest time.Duration
 		for _, m := range msgs {
-			if !m.SentAt.IsZero() {
-				oldest = max(oldest, time.Since(m.SentAt))
-			}
 			c.workers.Add(1)
 			go func(m Message) {
 				defer func() { <-c.slots; c.workers.Done() }()
 				c.work(workCtx, m)
 			}(m)
 		}
-		c.metrics.OldestAge.Set(oldest.Seconds())
+		c.metrics.OldestAge.Set(oldestAge(msgs).Seconds())
 	}
+}
+
+// oldestAge is the age of the oldest event among msgs, from when each was first sent (a re-sent
+// event keeps its original send time).
+func oldestAge(msgs []Message) time.Duration {
+	var oldest time.Duration
+	for _, m := range msgs {
+		if o := m.Origin(); !o.IsZero() {
+			oldest = max(oldest, time.Since(o))
+		}
+	}
+	return oldest
 }
 
 func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
@@ -277,6 +319,7 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
 		VisibilityTimeout:   int32(c.cfg.Visibility / time.Second),
 		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
 			sqstypes.MessageSystemAttributeNameApproximateReceiveCount, sqstypes.MessageSystemAttributeNameSentTimestamp},
+		MessageAttributeNames: []string{AttrFirstSent},
 	})
 	if err != nil {
 		return nil, err
@@ -290,6 +333,11 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
 		if s, ok := m.Attributes[string(sqstypes.MessageSystemAttributeNameSentTimestamp)]; ok {
 			if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
 				msg.SentAt = time.UnixMilli(ms)
+			}
+		}
+		if a, ok := m.MessageAttributes[AttrFirstSent]; ok {
+			if ms, err := strconv.ParseInt(aws.ToString(a.StringValue), 10, 64); err == nil && ms > 0 {
+				msg.FirstSentAt = time.UnixMilli(ms)
 			}
 		}
 		msgs = append(msgs, msg)
@@ -341,6 +389,10 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 			log.Info("shutting down: event left for redelivery", fields...)
 			return
 		}
+		if origin := m.Origin(); c.cfg.MaxAge > 0 && !origin.IsZero() && time.Since(origin) > c.cfg.MaxAge {
+			c.expire(ctx, m, res, origin, log, fields)
+			return
+		}
 		if c.cfg.MaxReceives > 0 && m.ReceiveCount >= c.cfg.MaxReceives-1 {
 			if err := c.requeue(ctx, m); err == nil {
 				c.metrics.Requeued.Inc()
@@ -356,6 +408,30 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 		log.Warn("policy not met: event left for redelivery", fields...)
 		c.delayRedelivery(ctx, m)
 	}
+}
+
+// expire ends an event that kept failing past max_age: to the DLQ with reason expired, then
+// deleted. If the DLQ send fails, the event stays for redelivery (and expires next time).
+func (c *Consumer) expire(ctx context.Context, m Message, res Result, origin time.Time, log *zap.Logger, fields []zap.Field) {
+	last := res.Reason
+	cause := res.Err
+	if cause == nil {
+		cause = errors.New(last)
+	}
+	res.Reason = ReasonExpired
+	res.Err = fmt.Errorf("record %s: not replicated within worker.max_age %s (first sent %s, %d receives); last: %s: %w",
+		res.EnvelopeID, c.cfg.MaxAge, origin.UTC().Format(time.RFC3339), m.ReceiveCount, last, cause)
+	fields = append(fields, zap.Time("first_sent", origin), zap.Duration("max_age", c.cfg.MaxAge))
+	if err := c.toDLQ(context.WithoutCancel(ctx), m, res); err != nil {
+		c.metrics.Events.WithLabelValues("retry", "dlq_send_failed").Inc()
+		log.Error("event expired, but sending it to the DLQ failed; leaving it for redelivery",
+			append(fields, zap.NamedError("dlq_error", err))...)
+		return
+	}
+	c.metrics.Events.WithLabelValues("expired", last).Inc()
+	c.metrics.DLQ.WithLabelValues(ReasonExpired).Inc()
+	log.Error("event expired: not replicated within max_age; sent to the DLQ", fields...)
+	c.deletes <- m.ReceiptHandle
 }
 
 // heartbeat renews the message's visibility at a third of the timeout until ctx ends.
@@ -396,13 +472,21 @@ func (c *Consumer) delayRedelivery(ctx context.Context, m Message) {
 
 func (c *Consumer) requeue(ctx context.Context, m Message) error {
 	delay := int32(min(c.cfg.Visibility, 15*time.Minute) / time.Second)
+	attrs := map[string]sqstypes.MessageAttributeValue{
+		"envdr-requeued-from": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+	}
+	if o := m.Origin(); !o.IsZero() {
+		attrs[AttrFirstSent] = firstSentAttr(o)
+	}
 	_, err := c.q.SendMessage(ctx, &sqs.SendMessageInput{
 		QueueUrl: aws.String(c.cfg.QueueURL), MessageBody: aws.String(m.Body), DelaySeconds: delay,
-		MessageAttributes: map[string]sqstypes.MessageAttributeValue{
-			"envdr-requeued-from": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
-		},
+		MessageAttributes: attrs,
 	})
 	return err
+}
+
+func firstSentAttr(t time.Time) sqstypes.MessageAttributeValue {
+	return sqstypes.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.FormatInt(t.UnixMilli(), 10))}
 }
 
 // toDLQ sends a poison message to the DLQ with its reason as message attributes.
@@ -423,6 +507,9 @@ func (c *Consumer) toDLQ(ctx context.Context, m Message, res Result) error {
 	}
 	if errText != "" {
 		attrs["error"] = sqstypes.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(errText)}
+	}
+	if o := m.Origin(); !o.IsZero() {
+		attrs[AttrFirstSent] = firstSentAttr(o)
 	}
 	if res.EnvelopeID != "" {
 		attrs["envelope_id"] = sqstypes.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(res.EnvelopeID)}
@@ -476,21 +563,37 @@ func (c *Consumer) deleteBatch(handles []string) {
 	// Deleting finished work must not be cut short by shutdown.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for attempt := 0; attempt < 5; attempt++ {
-		out, err := c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+	const attempts = 5
+	var err error
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(100<<(attempt-1)) * time.Millisecond)
+		}
+		var out *sqs.DeleteMessageBatchOutput
+		out, err = c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
 		if err == nil && len(out.Failed) == 0 {
 			return
 		}
 		if err == nil {
-			failed := entries[:0]
+			// A new slice: the retry list must not overwrite entries still being read.
+			failed := make([]sqstypes.DeleteMessageBatchRequestEntry, 0, len(out.Failed))
 			for _, f := range out.Failed {
-				i, _ := strconv.Atoi(aws.ToString(f.Id))
+				i, perr := strconv.Atoi(aws.ToString(f.Id))
+				if perr != nil || i < 0 || i >= len(entries) {
+					continue // not an ID we sent
+				}
 				failed = append(failed, sqstypes.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(len(failed))), ReceiptHandle: entries[i].ReceiptHandle})
 			}
-			entries = failed
 			err = fmt.Errorf("%d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
+			if len(failed) == 0 {
+				break
+			}
+			entries = failed
 		}
-		c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
-		time.Sleep(time.Duration(100<<attempt) * time.Millisecond)
+		if attempt < attempts-1 {
+			c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
+		}
 	}
+	c.log.Error("batch delete failed; giving up: these messages come back after their visibility timeout and are handled again (idempotently)",
+		zap.Int("undeleted", len(entries)), zap.Int("attempts", attempts), zap.Error(err))
 }

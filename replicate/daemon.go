@@ -82,7 +82,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: cfg.QueueURL, sqs: home.SQS(), log: log}
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: cfg.QueueURL, DLQURL: cfg.DLQURL, Concurrency: cfg.Worker.Concurrency,
-		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase,
+		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase, MaxAge: cfg.Worker.MaxAge,
 	}, home.SQS(), p, log, m)
 	if opts.AdminAddr != "" {
 		if d.admin, err = StartAdmin(opts.AdminAddr, m, ready); err != nil {

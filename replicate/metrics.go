@@ -31,7 +31,7 @@ func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_events_total",
-			Help: "Events handled, by outcome (acked, retry, poison, requeued) and reason."}, []string{"outcome", "reason"}),
+			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired) and reason."}, []string{"outcome", "reason"}),
 		Wrap: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_wrap_seconds",
 			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt).", Buckets: buckets}, []string{"region"}),
 		Verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_verify_seconds",
@@ -43,7 +43,7 @@ func NewMetrics() *Metrics {
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "envdr_inflight_events",
 			Help: "Events being worked on now."}),
 		OldestAge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "envdr_oldest_message_age_seconds",
-			Help: "Age (since it was sent) of the oldest message received in the last fetch."}),
+			Help: "Age, since the event was first sent (re-sends keep it), of the oldest message received in the last fetch."}),
 		Healthy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_region_healthy",
 			Help: "1 when the region answered its last call, 0 while it is deferred as unhealthy."}, []string{"region"}),
 		Requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "envdr_requeued_total",

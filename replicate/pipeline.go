@@ -113,8 +113,11 @@ func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
 	return res
 }
 
-// checkEvent refuses events whose source region or key this deployment does not know.
-func (p *Pipeline) checkEvent(ev *envelope.Event) (*regions.Region, error) {
+// checkEvent refuses events whose source region or key this deployment does not know. The key
+// must be one of the source region's allowed keys (regions.Region.CheckUnwrapKey): its configured
+// key, previous_keys, trusted_keys, or what its alias resolves or resolved to (a repointed alias
+// is re-resolved), so a key change never strands events in flight.
+func (p *Pipeline) checkEvent(ctx context.Context, ev *envelope.Event) (*regions.Region, error) {
 	src, err := p.topo.Region(ev.SourceRegion)
 	if err != nil {
 		return nil, poison(ReasonUnknownRegion, "record %s: source region %s is not configured", ev.ID, ev.SourceRegion)
@@ -122,14 +125,17 @@ func (p *Pipeline) checkEvent(ev *envelope.Event) (*regions.Region, error) {
 	if regions.ARNRegion(ev.KeyARN) != ev.SourceRegion {
 		return nil, poison(ReasonUnknownKey, "record %s: key %s is not in the source region %s", ev.ID, ev.KeyARN, ev.SourceRegion)
 	}
-	if ki := p.keys[ev.SourceRegion]; ki != nil && ki.ARN != ev.KeyARN {
-		return nil, poison(ReasonUnknownKey, "record %s: key %s is not the key configured for %s (%s)", ev.ID, ev.KeyARN, ev.SourceRegion, ki.ARN)
+	if err := src.CheckUnwrapKey(ctx, "event", ev.KeyARN); err != nil {
+		if errors.Is(err, regions.ErrUntrustedKey) && !errors.Is(err, regions.ErrAliasRecheckPending) {
+			return nil, poison(ReasonUnknownKey, "record %s: %w", ev.ID, err)
+		}
+		return nil, err // resolving an alias failed, or is due again soon: retry later
 	}
 	return src, nil
 }
 
 func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result) error {
-	src, err := p.checkEvent(ev)
+	src, err := p.checkEvent(ctx, ev)
 	if err != nil {
 		return err
 	}
@@ -185,6 +191,9 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			return err
 		}
 	}
+	// last_error rewrites are throttled: at most one per lastErrorEvery per record, so a long
+	// outage does not rewrite every pending record on every redelivery.
+	quietErrors := recentError(cur, p.now())
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range p.topo.Names() {
 		if cur.Regions[name].HasWrap() {
@@ -205,8 +214,10 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				if errors.As(err, &pe) {
 					return err
 				}
-				delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
 				res.Regions[name] = "failed: " + trimErr(err)
+				if !quietErrors {
+					delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
+				}
 				return nil
 			}
 			p.answered(name)
@@ -326,6 +337,19 @@ func invalidWrapIsPoison(id string, err error) error {
 		return poison(ReasonInvalidWrap, "record %s: %w", id, err)
 	}
 	return err
+}
+
+// lastErrorEvery is the least time between two last_error rewrites of one record.
+const lastErrorEvery = time.Minute
+
+// recentError reports whether rec recorded a last_error less than lastErrorEvery ago.
+func recentError(rec *envelope.Record, now time.Time) bool {
+	for _, w := range rec.Regions {
+		if w != nil && w.LastError != "" && now.Sub(w.LastErrorAt) < lastErrorEvery {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyIn proves region r can open the record alone: it reads the record from r's own table

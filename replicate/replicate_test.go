@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -487,4 +488,100 @@ func TestAdminEndpoints(t *testing.T) {
 	ok, _ := d.Ready.Status()
 	require.False(t, ok)
 	d.Stop(ctx)
+}
+
+// While a region is down, redeliveries do not rewrite the record's last_error more than once a
+// minute. Before issue 13 every redelivery rewrote it (a conditional write per pending record per
+// retry during an outage).
+func TestLastErrorRewritesThrottled(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ids, _ := b.sealAndSend(t, 1, 1)
+	b.env.Down("eu-west-1")
+	d := b.daemon(t)
+	retries := func() float64 {
+		return testutil.ToFloat64(d.Metrics.Events.WithLabelValues("retry", "regions_pending"))
+	}
+	require.Eventually(t, func() bool { return retries() >= 1 }, 30*time.Second, 50*time.Millisecond)
+	first := b.record(t, "us-east-1", ids[0])
+	require.NotEmpty(t, first.Regions["eu-west-1"].LastError)
+	require.Eventually(t, func() bool { return retries() >= 3 }, 60*time.Second, 50*time.Millisecond)
+	later := b.record(t, "us-east-1", ids[0])
+	require.Equal(t, first.Version, later.Version, "no rewrite within a minute")
+	require.Equal(t, first.Regions["eu-west-1"].LastErrorAt, later.Regions["eu-west-1"].LastErrorAt)
+}
+
+// sealEventUnder seals an envelope in the home region under key (a key or alias ARN of the home
+// region) and returns its event body and record ID.
+func (b *bundle) sealEventUnder(t *testing.T, key string) (string, string) {
+	t.Helper()
+	cfg := *b.cfg
+	cfg.Regions = append([]config.Region(nil), b.cfg.Regions...)
+	cfg.Regions[0].Key, cfg.Regions[0].Mode = key, config.ModeIndependent
+	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
+	require.NoError(t, err)
+	home, err := topo.HomeRegion()
+	require.NoError(t, err)
+	pt := []byte("sealed under " + key)
+	b.mu.Lock()
+	b.plain = append(b.plain, pt)
+	b.mu.Unlock()
+	hdr, err := envelope.Seal(context.Background(), io.Discard, bytes.NewReader(pt), recordingGen{b, home}, envelope.SealOptions{})
+	require.NoError(t, err)
+	ev, err := envelope.NewEvent(hdr, time.Now(), "")
+	require.NoError(t, err)
+	raw, err := envelope.EncodeEvent(ev)
+	require.NoError(t, err)
+	return string(raw), hdr.RecordID()
+}
+
+// Rotating a region to a new key: events sealed under the old key, still in flight, replicate
+// when the old key is listed in previous_keys. Before issue 13 they were dead-lettered as
+// unknown_key (the daemon accepted only the configured key).
+func TestPreviousKeysAccepted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	old := b.env.Keys["us-east-1"].Independent
+	body, id := b.sealEventUnder(t, old)
+	b.send(t, body)
+	b.cfg.Regions[0].PreviousKeys = []string{old}
+	require.NoError(t, b.cfg.Validate())
+	d := b.daemon(t)
+	b.waitDrained(t, d, 60*time.Second)
+	require.Empty(t, b.dlq(t))
+	b.verifiedEverywhere(t, []string{id})
+}
+
+// An alias repointed to a new key while the daemon runs: events under the new key (producers
+// follow the alias) and under the old one (in flight) both replicate. Before issue 13 the daemon
+// compared event keys with what the alias resolved to at start-up and dead-lettered the new ones
+// as unknown_key.
+func TestAliasRepointedKeepsEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t, map[string]string{"us-east-1": config.ModeIndependent})
+	ctx := context.Background()
+	kc := kms.NewFromConfig(b.env.AWSConfig("us-east-1"))
+	alias := "alias/envdr-rotate"
+	keyA := b.env.Keys["us-east-1"].Independent
+	_, err := kc.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String(alias), TargetKeyId: aws.String(keyA)})
+	require.NoError(t, err)
+	aliasARN := strings.Replace(keyA, ":key/"+regions.KeyID(keyA), ":"+alias, 1)
+	b.cfg.Regions[0].Key = aliasARN
+	require.NoError(t, b.cfg.Validate())
+
+	bodyA, idA := b.sealEventUnder(t, aliasARN)
+	d := b.daemon(t) // resolves the alias to key A
+	nk, err := kc.CreateKey(ctx, &kms.CreateKeyInput{})
+	require.NoError(t, err)
+	_, err = kc.UpdateAlias(ctx, &kms.UpdateAliasInput{AliasName: aws.String(alias), TargetKeyId: nk.KeyMetadata.KeyId})
+	require.NoError(t, err)
+	bodyB, idB := b.sealEventUnder(t, aliasARN)
+	require.NotEqual(t, bodyA, bodyB)
+	b.send(t, bodyB)
+	b.send(t, bodyA)
+	b.waitDrained(t, d, 60*time.Second)
+	for _, m := range b.dlq(t) {
+		t.Errorf("dead-lettered: %s: %s", aws.ToString(m.MessageAttributes["reason"].StringValue), aws.ToString(m.MessageAttributes["error"].StringValue))
+	}
+	b.verifiedEverywhere(t, []string{idA, idB})
 }

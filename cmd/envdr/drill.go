@@ -97,6 +97,7 @@ unrecoverable records are named), 2 bad usage or config.`,
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "unrecoverable records listed (the rest are counted)")
 		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -61,6 +64,20 @@ func (o *output) commit() error {
 		_ = os.Remove(o.f.Name())
 		return err
 	}
+	// The rename is durable only once the directory entry is: fsync the parent directory.
+	return syncDir(filepath.Dir(o.path))
+}
+
+// syncDir fsyncs a directory, so a rename into it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
 	return nil
 }
 
@@ -106,4 +123,23 @@ func readHeaderKeep(r io.Reader) (*envelope.Header, io.Reader, error) {
 // replicationPolicy is the config's replication policy.
 func replicationPolicy(cfg *config.Config) policy.Replication {
 	return policy.ReplicationFromConfig(cfg)
+}
+
+// addTrustAnyKeyFlag adds --trust-any-key to an unwrapping command (open, verify, drill,
+// rewrap): it turns off the strict key check, and says so loudly on stderr when set.
+func addTrustAnyKeyFlag(cmd *cobra.Command, p *bool) {
+	cmd.Flags().BoolVar(p, "trust-any-key", false,
+		"DANGEROUS: unwrap under whatever key the envelope header or record names (even none: KMS discovery), not only the configured and trusted_keys keys")
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if *p {
+			fmt.Fprintf(c.ErrOrStderr(), "envdr: WARNING: --trust-any-key: unwrapping under ANY key the unauthenticated header or record names, "+
+				"not only the configured keys; whoever controls such a key chooses the data key and so the plaintext. "+
+				"List the key in trusted_keys instead.\n")
+		}
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -24,6 +25,9 @@ const (
 	exitFailure  = 1 // the operation failed (named in the error line)
 	exitUsage    = 2 // bad flags, arguments or config
 	exitFindings = 1 // checks ran and found problems (verify, drill, doctor, policy lint)
+	// A command stopped by a signal (its temporary output removed): 128 + the signal number.
+	exitInterrupt  = 130 // SIGINT
+	exitTerminated = 143 // SIGTERM
 )
 
 // exitError carries a specific exit code with an error.
@@ -70,8 +74,8 @@ Try it locally with no AWS account:
   envdr --config local/envdr.yaml open --region eu-west-1 in.envdr out.txt
 
 Every command takes --config FILE (or ENVDR_CONFIG) and exits 0 on success, 1 on failure or
-findings, 2 on bad usage, printing one line "envdr: error: ..." that names the region, key and
-record concerned.`,
+findings, 2 on bad usage, 130 or 143 when stopped by SIGINT or SIGTERM (no output file is left),
+printing one line "envdr: error: ..." that names the region, key and record concerned.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// With Args set, cobra hands unknown subcommands to it instead of its own untyped error.
@@ -124,20 +128,64 @@ func main() {
 }
 
 // run executes the CLI and returns the exit code; tests call it in-process.
+//
+// The first SIGINT or SIGTERM cancels the command's context: seal and open stop between chunks
+// (removing their temporary file), verify, drill and rewrap stop scanning, the daemon drains. A
+// command that then fails exits 128+signal (130 for SIGINT, 143 for SIGTERM), as a shell
+// expects of a process ended by that signal. After the first signal envdr stops catching them,
+// so a second one ends the process at once (the daemon keeps its own handler for its grace).
 func run(args []string) int {
 	root := newRootCmd()
 	root.SetArgs(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var (
+		mu  sync.Mutex
+		got os.Signal
+	)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case s := <-sigs:
+			mu.Lock()
+			got = s
+			mu.Unlock()
+			signal.Stop(sigs)
+			cancel()
+		case <-done:
+			signal.Stop(sigs)
+		}
+	}()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
 	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	mu.Lock()
+	sig := got
+	mu.Unlock()
+	if sig != nil {
+		code := exitInterrupt
+		if sig == syscall.SIGTERM {
+			code = exitTerminated
+		}
+		fmt.Fprintf(os.Stderr, "envdr: error: interrupted by %s: %s\n", sigName(sig), msg)
+		return code
+	}
 	fmt.Fprintf(os.Stderr, "envdr: error: %s\n", msg)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
 	}
 	return exitFailure
+}
+
+func sigName(s os.Signal) string {
+	if s == syscall.SIGTERM {
+		return "SIGTERM"
+	}
+	return "SIGINT"
 }

@@ -19,6 +19,7 @@ func init() {
 		var (
 			region   string
 			ctxPairs []string
+			anyKey   bool
 		)
 		cmd := &cobra.Command{
 			Use:   "open [flags] IN|- OUT|-",
@@ -31,6 +32,11 @@ With --region R only region R's endpoints are used (no client for any other regi
 R's wrap is taken from the record in R's table when it is there, else the header's own wrap when
 R holds a replica of the header's multi-Region key; otherwise open fails naming R and the
 missing wrap. This is how you prove a region can recover your data on its own.
+
+The header is not authenticated before the data key is known, so open only unwraps under a key of
+the region in the config (the region's key, previous_keys, trusted_keys, or a multi-Region
+replica of one of them); an envelope naming any other key, or none, is refused before any KMS
+call, naming the key and region. --trust-any-key lifts that for one run (with a warning).
 
 --context pairs must match the envelope's context exactly (envdr:id may be left out); a
 mismatch names the keys that differ, before any KMS call. OUT is written to a temporary file and
@@ -68,7 +74,7 @@ renamed into place only on success.`,
 					}
 				}
 				ctx := cmd.Context()
-				r, wrap, err := chooseWrap(ctx, cfg, hdr, region)
+				r, wrap, err := chooseWrap(ctx, cfg, hdr, region, anyKey)
 				if err != nil {
 					return err
 				}
@@ -88,20 +94,21 @@ renamed into place only on success.`,
 		}
 		cmd.Flags().StringVar(&region, "region", "", "open through this region alone (default: the envelope's home region)")
 		cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "expected encryption context pair key=value (repeatable)")
+		addTrustAnyKeyFlag(cmd, &anyKey)
 		return cmd
 	})
 }
 
 // onlyRegion builds a topology with clients for region alone (a configured region: the caller
 // checks, naming --region or the envelope's home region as the case may be).
-func onlyRegion(ctx context.Context, cfg *config.Config, region string) (*regions.Region, error) {
+func onlyRegion(ctx context.Context, cfg *config.Config, region string, anyKey bool) (*regions.Region, error) {
 	var exclude []string
 	for _, n := range cfg.RegionNames() {
 		if n != region {
 			exclude = append(exclude, n)
 		}
 	}
-	topo, err := regions.New(ctx, cfg, regions.Options{Exclude: exclude})
+	topo, err := regions.New(ctx, cfg, regions.Options{Exclude: exclude, TrustAnyKey: anyKey})
 	if err != nil {
 		return nil, err
 	}
@@ -111,7 +118,7 @@ func onlyRegion(ctx context.Context, cfg *config.Config, region string) (*region
 // chooseWrap picks the region and wrap that open uses. With no region, the header's own wrap in
 // the header's home region. With a region R: R's wrap from the record in R's table, else the
 // header's wrap through R's replica of a multi-Region key.
-func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string) (*regions.Region, *envelope.Wrap, error) {
+func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string, anyKey bool) (*regions.Region, *envelope.Wrap, error) {
 	explicit := region != ""
 	if !explicit {
 		region = hdr.HomeRegion
@@ -120,7 +127,7 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 				hdr.RecordID(), region, cfg.RegionNames())
 		}
 	}
-	r, err := onlyRegion(ctx, cfg, region)
+	r, err := onlyRegion(ctx, cfg, region, anyKey)
 	if err != nil {
 		return nil, nil, err
 	}

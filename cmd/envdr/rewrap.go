@@ -128,6 +128,7 @@ records failed (named) or the run was interrupted, 2 bad usage or config.`,
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
 		f.BoolVar(&asJSON, "json", false, "print the reports as JSON")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
 }

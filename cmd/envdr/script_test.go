@@ -18,6 +18,10 @@ import (
 
 // TestMain lets testscript run the envdr binary in-process as the "envdr" command.
 func TestMain(m *testing.M) {
+	if os.Getenv(envRunMain) == "1" {
+		// The test binary re-executed as envdr itself (subprocess tests: signals, stderr).
+		os.Exit(run(os.Args[1:]))
+	}
 	os.Exit(testscript.RunMain(m, map[string]func() int{
 		"envdr": func() int { return run(os.Args[1:]) },
 	}))

@@ -28,8 +28,8 @@ func init() {
 			Short: "Encrypt a file or stream under a fresh data key from the home region's KMS key",
 			Long: `seal asks the home region's KMS key for a fresh 256-bit data key (GenerateDataKey), bound to the
 encryption context: your --context pairs plus the reserved envdr:id = the envelope ID. It writes
-the envelope: an authenticated header (ID, context, key commitment, the wrapped data key) and the
-data as AES-256-GCM chunks. The plaintext data key is wiped; only the wrapped one is stored.
+the envelope: a header (ID, context, key commitment, the wrapped data key), which every chunk
+authenticates, and the data as AES-256-GCM chunks. The plaintext data key is wiped; only the wrapped one is stored.
 
 With --enqueue it then puts a replication event on the queue, so envdr run wraps the same data
 key in every other region. seal prints the envelope ID on stdout (unless OUT is -).

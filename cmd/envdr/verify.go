@@ -83,6 +83,7 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
 		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
 }

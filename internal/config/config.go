@@ -50,6 +50,11 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Worker tunes envdr run.
 	Worker Worker `yaml:"worker"`
+	// TrustedKeys lists further KMS keys (key or alias ARNs) that open, verify, drill, rewrap and
+	// the daemon may unwrap with, besides each region's key (a multi-Region key's replicas are
+	// trusted with it). Every unwrap is refused, before any KMS call, under a key that is none of
+	// these; the envelope header and the record are not authenticated before the unwrap.
+	TrustedKeys []string `yaml:"trusted_keys,omitempty"`
 	// Local describes the local stand-in when this config was written by `envdr local`; empty
 	// for real AWS.
 	Local *Local `yaml:"local,omitempty"`
@@ -63,6 +68,9 @@ type Region struct {
 	Key string `yaml:"key"`
 	// Mode is mrk or independent.
 	Mode string `yaml:"mode"`
+	// PreviousKeys are this region's earlier keys (key or alias ARNs in the region): events and
+	// wraps under them are still accepted (unwrapped) while rewrap moves the records to Key.
+	PreviousKeys []string `yaml:"previous_keys,omitempty"`
 	// KMSRate is this daemon's share of the region's KMS request quota, requests per second.
 	KMSRate float64 `yaml:"kms_rate"`
 	// QueueURL is this region's SQS queue of replication events, DLQURL its dead-letter queue;
@@ -101,7 +109,16 @@ type Worker struct {
 	Grace time.Duration `yaml:"grace"`
 	// Attempts is how many tries one KMS or DynamoDB call gets within one delivery.
 	Attempts int `yaml:"attempts"`
+	// MaxAge ends retries: an event still not replicated this long after it was first sent goes
+	// to the DLQ with reason expired. Must be below the queue's retention (SQS: at most 14 days).
+	MaxAge time.Duration `yaml:"max_age"`
 }
+
+// DefaultMaxAge is worker.max_age's default: 3 days (SQS's default retention is 4).
+const DefaultMaxAge = 72 * time.Hour
+
+// maxSQSRetention is SQS's longest message retention.
+const maxSQSRetention = 14 * 24 * time.Hour
 
 // Local describes the stand-in that wrote this config.
 type Local struct {
@@ -211,6 +228,9 @@ func (c *Config) WithDefaults() {
 	if c.Worker.Attempts == 0 {
 		c.Worker.Attempts = 5
 	}
+	if c.Worker.MaxAge == 0 {
+		c.Worker.MaxAge = DefaultMaxAge
+	}
 }
 
 // Validate checks the config; each error names the field and the fix.
@@ -248,12 +268,41 @@ func (c *Config) Validate() error {
 		} else if kr != r.Name {
 			bad(f+".key", "%q is in region %s, not %s; use the key (or replica) in %s", r.Key, kr, r.Name, r.Name)
 		}
+		seenPrev := map[string]bool{}
+		for j, k := range r.PreviousKeys {
+			pf := fmt.Sprintf("%s.previous_keys[%d]", f, j)
+			switch kr := ARNRegion(k); {
+			case kr == "":
+				bad(pf, "%q is not a KMS key or alias ARN", k)
+			case kr != r.Name:
+				bad(pf, "%q is in region %s, not %s; list only keys of %s", k, kr, r.Name, r.Name)
+			case k == r.Key:
+				bad(pf, "%q is the region's current key; list only earlier keys", k)
+			case seenPrev[k]:
+				bad(pf, "%q listed twice; list each key once", k)
+			}
+			seenPrev[k] = true
+		}
 		if r.Mode != ModeMRK && r.Mode != ModeIndependent {
 			bad(f+".mode", "%q for region %s; use mrk or independent", r.Mode, r.Name)
 		}
 		if r.KMSRate < 0 {
 			bad(f+".kms_rate", "%v for region %s; use a positive requests-per-second share", r.KMSRate, r.Name)
 		}
+	}
+	seenTrusted := map[string]bool{}
+	for i, k := range c.TrustedKeys {
+		f := fmt.Sprintf("trusted_keys[%d]", i)
+		kr := ARNRegion(k)
+		switch {
+		case kr == "":
+			bad(f, "%q is not a KMS key or alias ARN (arn:aws:kms:REGION:ACCOUNT:key/ID or alias/NAME)", k)
+		case !seen[kr]:
+			bad(f, "%q is in region %s, which is not among regions; remove it or add the region", k, kr)
+		case seenTrusted[k]:
+			bad(f, "%q listed twice; list each key once", k)
+		}
+		seenTrusted[k] = true
 	}
 	if c.HomeRegion != "" && len(c.Regions) > 0 && !home {
 		bad("home_region", "%q is not among regions; add it to regions", c.HomeRegion)
@@ -271,6 +320,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Concurrency < 1 {
 		bad("worker.concurrency", "%d; use 1 or more", c.Worker.Concurrency)
+	}
+	if c.Worker.Visibility < time.Second {
+		bad("worker.visibility", "%s; use 1s or more (SQS counts whole seconds; 60s is the default)", c.Worker.Visibility)
+	}
+	if c.Worker.MaxAge < time.Minute || c.Worker.MaxAge >= maxSQSRetention {
+		bad("worker.max_age", "%s; use 1m up to below 14 days (SQS's longest retention), and below your queue's retention (default 72h)", c.Worker.MaxAge)
 	}
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)

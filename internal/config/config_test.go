@@ -69,3 +69,62 @@ func TestEnvOverrides(t *testing.T) {
 	_, err = Parse([]byte(good))
 	require.ErrorContains(t, err, "ENVDR_CONCURRENCY")
 }
+
+func TestTrustedKeysValidated(t *testing.T) {
+	c, err := Parse([]byte(good + "trusted_keys:\n  - arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444\n"))
+	require.NoError(t, err)
+	require.Len(t, c.TrustedKeys, 1)
+	for yaml, want := range map[string]string{
+		"trusted_keys: [not-an-arn]":                                                           "trusted_keys[0]",
+		"trusted_keys: [\"arn:aws:kms:us-west-2:111122223333:key/x\"]":                         "not among regions",
+		"trusted_keys: [\"arn:aws:kms:eu-west-1:1:key/x\", \"arn:aws:kms:eu-west-1:1:key/x\"]": "listed twice",
+	} {
+		_, err := Parse([]byte(good + yaml + "\n"))
+		require.ErrorContains(t, err, want, yaml)
+	}
+}
+
+// worker.visibility below 1 s is refused: SQS counts whole seconds, so the daemon would ask for
+// 0 s and every message would be redelivered at once while being worked on. Before issue 13 it
+// was accepted.
+func TestVisibilityBelowOneSecondRefused(t *testing.T) {
+	for _, v := range []string{"500ms", "-5s"} {
+		_, err := Parse([]byte(good + "worker: {visibility: " + v + "}\n"))
+		require.ErrorContains(t, err, "worker.visibility", v)
+	}
+	c, err := Parse([]byte(good + "worker: {visibility: 1s}\n"))
+	require.NoError(t, err)
+	require.Equal(t, "1s", c.Worker.Visibility.String())
+}
+
+// worker.max_age: default 3 days, at least a minute, below SQS's longest retention.
+func TestMaxAge(t *testing.T) {
+	c, err := Parse([]byte(good))
+	require.NoError(t, err)
+	require.Equal(t, DefaultMaxAge, c.Worker.MaxAge)
+	for _, v := range []string{"30s", "336h", "-1h"} {
+		_, err := Parse([]byte(good + "worker: {max_age: " + v + "}\n"))
+		require.ErrorContains(t, err, "worker.max_age", v)
+	}
+	c, err = Parse([]byte(good + "worker: {max_age: 24h}\n"))
+	require.NoError(t, err)
+	require.Equal(t, "24h0m0s", c.Worker.MaxAge.String())
+}
+
+func TestPreviousKeysValidated(t *testing.T) {
+	withPrev := func(keys string) string {
+		return strings.Replace(good, "    mode: mrk\n", "    mode: mrk\n    previous_keys: ["+keys+"]\n", 1)
+	}
+	c, err := Parse([]byte(withPrev(`"arn:aws:kms:eu-west-1:111122223333:key/0f0f0f0f-1111-2222-3333-444444444444"`)))
+	require.NoError(t, err)
+	require.Len(t, c.Regions[1].PreviousKeys, 1)
+	for keys, want := range map[string]string{
+		`"nope"`: "regions[1].previous_keys[0]",
+		`"arn:aws:kms:us-east-1:111122223333:key/x"`:                                    "not eu-west-1",
+		`"arn:aws:kms:eu-west-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef"`: "current key",
+		`"arn:aws:kms:eu-west-1:1:key/x", "arn:aws:kms:eu-west-1:1:key/x"`:              "listed twice",
+	} {
+		_, err := Parse([]byte(withPrev(keys)))
+		require.ErrorContains(t, err, want, keys)
+	}
+}

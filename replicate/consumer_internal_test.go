@@ -1,0 +1,195 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// fakeSQS records calls; deleteFail decides, per DeleteMessageBatch call (1-based), which entry
+// IDs fail.
+type fakeSQS struct {
+	mu         sync.Mutex
+	deletes    [][]string // receipt handles per DeleteMessageBatch call
+	deleteFail func(call int, ids []string) []string
+	sent       []*sqs.SendMessageInput
+	visibility []int32
+}
+
+func (f *fakeSQS) ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	return &sqs.ReceiveMessageOutput{}, nil
+}
+
+func (f *fakeSQS) DeleteMessageBatch(_ context.Context, in *sqs.DeleteMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var handles, ids []string
+	for _, e := range in.Entries {
+		handles = append(handles, aws.ToString(e.ReceiptHandle))
+		ids = append(ids, aws.ToString(e.Id))
+	}
+	f.deletes = append(f.deletes, handles)
+	out := &sqs.DeleteMessageBatchOutput{}
+	if f.deleteFail != nil {
+		for _, id := range f.deleteFail(len(f.deletes), ids) {
+			out.Failed = append(out.Failed, sqstypes.BatchResultErrorEntry{Id: aws.String(id), Code: aws.String("InternalError"), Message: aws.String("try again")})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSQS) ChangeMessageVisibility(_ context.Context, in *sqs.ChangeMessageVisibilityInput, _ ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error) {
+	f.mu.Lock()
+	f.visibility = append(f.visibility, in.VisibilityTimeout)
+	f.mu.Unlock()
+	return &sqs.ChangeMessageVisibilityOutput{}, nil
+}
+
+func (f *fakeSQS) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
+	f.mu.Lock()
+	f.sent = append(f.sent, in)
+	f.mu.Unlock()
+	return &sqs.SendMessageOutput{MessageId: aws.String("m-" + strconv.Itoa(len(f.sent)))}, nil
+}
+
+func (f *fakeSQS) GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	return &sqs.GetQueueAttributesOutput{}, nil
+}
+
+// deleteBatch retries exactly the failed entries. Before issue 13 it built the retry list in
+// entries[:0], overwriting entries it still had to read: failures reported out of order retried
+// one handle twice and lost the other.
+func TestDeleteBatchRetriesTheFailedHandles(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{deleteFail: func(call int, ids []string) []string {
+		if call == 1 {
+			return []string{"2", "0"}
+		}
+		return nil
+	}}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q"}, f, nil, zap.NewNop(), nil)
+	c.deleteBatch([]string{"h0", "h1", "h2"})
+	require.Len(t, f.deletes, 2)
+	require.ElementsMatch(t, []string{"h2", "h0"}, f.deletes[1])
+}
+
+// deleteBatch says when it gives up, naming how many messages stay undeleted.
+func TestDeleteBatchLogsGivingUp(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{deleteFail: func(_ int, ids []string) []string { return ids[:1] }}
+	core, logs := observer.New(zap.WarnLevel)
+	c := NewConsumer(ConsumerConfig{QueueURL: "q"}, f, nil, zap.New(core), nil)
+	start := time.Now()
+	c.deleteBatch([]string{"h0", "h1"})
+	require.Less(t, time.Since(start), 10*time.Second)
+	gaveUp := logs.FilterMessageSnippet("giving up")
+	require.Equal(t, 1, gaveUp.Len(), "one error line when retries run out")
+	e := gaveUp.All()[0]
+	require.Equal(t, zap.ErrorLevel, e.Level)
+	require.EqualValues(t, 1, e.ContextMap()["undeleted"])
+}
+
+type verdictHandler struct{ res Result }
+
+func (h verdictHandler) Handle(context.Context, Message) Result { return h.res }
+
+// A re-sent event carries its original send time. Before issue 13 a requeued message was a fresh
+// message in every way: its age restarted and nothing could tell how long it had been cycling.
+func TestRequeueCarriesFirstSentTime(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", DLQURL: "dlq", MaxReceives: 2, MaxAge: 72 * time.Hour}, f,
+		verdictHandler{Result{Verdict: Retry, Reason: "regions_pending"}}, zap.NewNop(), nil)
+	sent := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	c.work(context.Background(), Message{ID: "m1", Body: "{}", ReceiptHandle: "h1", ReceiveCount: 1, SentAt: sent})
+	require.Len(t, f.sent, 1)
+	a := f.sent[0].MessageAttributes[AttrFirstSent]
+	require.Equal(t, strconv.FormatInt(sent.UnixMilli(), 10), aws.ToString(a.StringValue))
+
+	// Re-sent again: still the first send time, not the previous copy's.
+	orig := sent.Add(-24 * time.Hour)
+	c.work(context.Background(), Message{ID: "m2", Body: "{}", ReceiptHandle: "h2", ReceiveCount: 1, SentAt: sent, FirstSentAt: orig})
+	require.Len(t, f.sent, 2)
+	require.Equal(t, strconv.FormatInt(orig.UnixMilli(), 10), aws.ToString(f.sent[1].MessageAttributes[AttrFirstSent].StringValue))
+}
+
+// An event still not replicated max_age after it was first sent goes to the DLQ with reason
+// expired (and a metric) instead of cycling until SQS's retention drops it silently.
+func TestExpiredEventGoesToDLQ(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{}
+	m := NewMetrics()
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", DLQURL: "dlq", MaxReceives: 10, MaxAge: 72 * time.Hour}, f,
+		verdictHandler{Result{Verdict: Retry, Reason: "regions_pending", EnvelopeID: "rec-1", Err: errors.New("waiting for eu-west-1")}}, zap.NewNop(), m)
+	old := time.Now().Add(-73 * time.Hour)
+	c.work(context.Background(), Message{ID: "m1", Body: "{}", ReceiptHandle: "h1", ReceiveCount: 3, SentAt: time.Now(), FirstSentAt: old})
+	require.Len(t, f.sent, 1)
+	require.Equal(t, "dlq", aws.ToString(f.sent[0].QueueUrl))
+	require.Equal(t, ReasonExpired, aws.ToString(f.sent[0].MessageAttributes["reason"].StringValue))
+	require.Contains(t, aws.ToString(f.sent[0].MessageAttributes["error"].StringValue), "max_age")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.DLQ.WithLabelValues(ReasonExpired)))
+	require.Equal(t, "h1", <-c.deletes, "deleted from the queue")
+
+	// A young one is left for redelivery.
+	c.work(context.Background(), Message{ID: "m2", Body: "{}", ReceiptHandle: "h2", ReceiveCount: 3, SentAt: time.Now()})
+	require.Len(t, f.sent, 1)
+}
+
+// receive reads the original send time, and the oldest-age gauge uses it.
+func TestOldestAgeUsesFirstSentTime(t *testing.T) {
+	t.Parallel()
+	orig := time.Now().Add(-5 * time.Hour)
+	f := &receivingSQS{msgs: []sqstypes.Message{{MessageId: aws.String("m1"), Body: aws.String("{}"), ReceiptHandle: aws.String("h1"),
+		Attributes: map[string]string{"SentTimestamp": strconv.FormatInt(time.Now().UnixMilli(), 10), "ApproximateReceiveCount": "1"},
+		MessageAttributes: map[string]sqstypes.MessageAttributeValue{AttrFirstSent: {DataType: aws.String("Number"),
+			StringValue: aws.String(strconv.FormatInt(orig.UnixMilli(), 10))}}}}}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q"}, f, nil, zap.NewNop(), nil)
+	msgs, err := c.receive(context.Background(), 1)
+	require.NoError(t, err)
+	require.Len(t, msgs, 1)
+	require.WithinDuration(t, orig, msgs[0].FirstSentAt, time.Millisecond)
+	require.Contains(t, f.in.MessageAttributeNames, AttrFirstSent)
+	require.InDelta(t, 5*3600, oldestAge(msgs).Seconds(), 5)
+}
+
+type receivingSQS struct {
+	fakeSQS
+	msgs []sqstypes.Message
+	in   *sqs.ReceiveMessageInput
+}
+
+func (f *receivingSQS) ReceiveMessage(_ context.Context, in *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	f.in = in
+	return &sqs.ReceiveMessageOutput{Messages: f.msgs}, nil
+}
+
+// Start refuses a max_age that is not below the queue's retention: the event would be dropped
+// by SQS before it could expire to the DLQ.
+func TestMaxAgeMustBeBelowRetention(t *testing.T) {
+	t.Parallel()
+	f := &attrSQS{attrs: map[string]string{"MessageRetentionPeriod": strconv.Itoa(2 * 24 * 3600)}}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", MaxAge: 72 * time.Hour}, f, verdictHandler{}, zap.NewNop(), nil)
+	err := c.Start(context.Background())
+	require.ErrorContains(t, err, "max_age")
+	require.ErrorContains(t, err, "retention")
+}
+
+type attrSQS struct {
+	fakeSQS
+	attrs map[string]string
+}
+
+func (f *attrSQS) GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	return &sqs.GetQueueAttributesOutput{Attributes: f.attrs}, nil
+}

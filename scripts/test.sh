@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ENVDR_REQUIRE_LOCAL=1
-go build -o bin/envdr ./cmd/envdr
+go build -buildvcs=auto -o bin/envdr ./cmd/envdr
 started=0
 bin/envdr local ready >/dev/null 2>&1 || started=1
 trap '[[ $started == 1 ]] && make -s local-down >/dev/null 2>&1 || true' EXIT

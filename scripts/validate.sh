@@ -31,7 +31,7 @@ mode=${ENVDR_TF_MODE:-}
 why=""
 if ! command -v terraform >/dev/null 2>&1; then
   mode=skip
-  why="terraform is not installed (fmt -check skipped too; install terraform >= 1.5 to check and plan)"
+  why="terraform is not installed (fmt -check skipped too; install terraform >= 1.6 to check and plan)"
 elif [[ -z $mode ]]; then
   if [[ -x $TF_OFFLINE ]]; then
     mode=offline

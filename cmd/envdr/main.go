@@ -90,6 +90,7 @@ problems: one such line per problem, each naming the field).`,
 		},
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, "print the version, commit and commit date (as envdr version)")
 	def := os.Getenv("ENVDR_CONFIG")
 	if def == "" {
 		def = "envdr.yaml"

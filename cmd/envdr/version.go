@@ -78,8 +78,9 @@ func init() {
 			Short: "Print the envdr version, commit and commit date",
 			Long: `Print the version of this envdr binary, the git commit it was built from, that commit's date,
 whether the tree had uncommitted changes, and the Go version and platform. The commit and date
-come from the build information go build records inside a git checkout (make build); a binary
-built without one says "commit unknown". envdr --version prints the same line.`,
+come from the build information go build records inside a git clone (make build); a binary
+built without it says "commit unknown" (go build does not stamp in a git worktree, whose .git is
+a file, nor from a source tarball). envdr --version prints the same line.`,
 			Example: `  envdr version
   envdr --version
   envdr version --json | jq -r .commit`,

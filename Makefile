@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
 
 build: ## build bin/envdr
-	$(GO) build -o $(BIN) ./cmd/envdr
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/envdr
 
 include $(sort $(wildcard mk/*.mk))
 

@@ -37,7 +37,7 @@ failed=()
 step() { printf '\n== bench: %s\n' "$*"; }
 
 step "build"
-go build -o "$ENVDR" ./cmd/envdr
+go build -buildvcs=auto -o "$ENVDR" ./cmd/envdr
 go build -o "$BENCH" ./test/bench
 if [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
   echo "installing filippo.io/age/cmd/...@$AGE_VERSION into $TOOLS"

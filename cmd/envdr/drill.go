@@ -40,7 +40,7 @@ unrecoverable records are named), 2 bad usage or config.`,
   envdr --config local/envdr.yaml local up eu-west-1
 
   envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json`,
-			Args: cobra.NoArgs,
+			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if opts.Lose == "" {
 					return usageError("drill: --lose REGION is required")

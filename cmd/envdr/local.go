@@ -34,6 +34,8 @@ a replica per region, replicated as global tables are, with a lag and last write
 
 The control commands find the stand-in's admin endpoint in the config's local.admin
 (--config local/envdr.yaml; local/envdr.yaml is also tried when --config is not given) or --admin.`,
+		Args: subcommandArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	var admin string
 	cmd.PersistentFlags().StringVar(&admin, "admin", os.Getenv("ENVDR_LOCAL_ADMIN"), "admin endpoint URL (default: the config's local.admin); env ENVDR_LOCAL_ADMIN")
@@ -79,7 +81,7 @@ func newLocalServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the stand-in in the foreground until SIGTERM (make local-up runs this in the background)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if basePort < 1024 || basePort > 65535-40 {
 				return usageError("--base-port %d: use 1024..65495", basePort)
@@ -146,7 +148,7 @@ func newLocalReadyCmd(client adminClientFunc) *cobra.Command {
 	return &cobra.Command{
 		Use:   "ready",
 		Short: "Exit 0 if the stand-in is up and provisioned (make local-up polls this)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -162,7 +164,7 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show each region's state and endpoints",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client(cmd)
 			if err != nil {
@@ -254,7 +256,7 @@ func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "counters",
 		Short: "Show KMS calls per region and operation (--reset zeroes them afterwards)",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client(cmd)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/envdr/envdr/internal/config"
 )
@@ -54,6 +56,7 @@ func withCode(code int, err error) error {
 
 var (
 	globalConfigPath string
+	globalLogLevel   string // --log-level / ENVDR_LOG_LEVEL, checked before every command
 	subcommands      []func() *cobra.Command
 )
 
@@ -73,25 +76,36 @@ Try it locally with no AWS account:
   envdr --config local/envdr.yaml seal --context app=billing in.txt in.envdr
   envdr --config local/envdr.yaml open --region eu-west-1 in.envdr out.txt
 
-Every command takes --config FILE (or ENVDR_CONFIG) and exits 0 on success, 1 on failure or
-findings, 2 on bad usage, 130 or 143 when stopped by SIGINT or SIGTERM (no output file is left),
-printing one line "envdr: error: ..." that names the region, key and record concerned.`,
+Every command takes --config FILE (or ENVDR_CONFIG) and --log-level (or ENVDR_LOG_LEVEL), and
+exits 0 on success, 1 on failure or findings, 2 on bad usage or a bad config, 130 or 143 when
+stopped by SIGINT or SIGTERM (no output file is left), printing one line "envdr: error: ..."
+that names the region, key and record concerned (a config with several problems: one such line
+per problem, each naming the field).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		// With Args set, cobra hands unknown subcommands to it instead of its own untyped error.
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return usageError("unknown command %q (see envdr --help)", args[0])
+		Version:       buildVersion().String(),
+		Args:          subcommandArgs,
+		RunE:          func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := zapcore.ParseLevel(globalLogLevel)
+			if err != nil {
+				return usageError("--log-level %q: use debug, info, warn or error (see %s --help)", globalLogLevel, cmd.CommandPath())
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.Flags().BoolP("version", "v", false, "print the version, commit and commit date (as envdr version)")
 	def := os.Getenv("ENVDR_CONFIG")
 	if def == "" {
 		def = "envdr.yaml"
 	}
 	root.PersistentFlags().StringVar(&globalConfigPath, "config", def, "config file (YAML); env ENVDR_CONFIG")
+	lvl := os.Getenv("ENVDR_LOG_LEVEL")
+	if lvl == "" {
+		lvl = "info"
+	}
+	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of JSON logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see %s --help)", err, c.CommandPath())
 	})
@@ -99,6 +113,24 @@ printing one line "envdr: error: ..." that names the region, key and record conc
 		root.AddCommand(f())
 	}
 	return root
+}
+
+// subcommandArgs is the Args of a command that only groups subcommands (envdr, envdr policy,
+// envdr local): an unknown subcommand is a usage error (exit 2) carrying cobra's "did you mean"
+// suggestions. Cobra's own check, which suggests, runs only for a root without Args and returns
+// an untyped error (exit 1); a group without Args would print its help and exit 0.
+func subcommandArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, which it sets only in its own check
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 && !cmd.DisableSuggestions {
+		msg += fmt.Sprintf("; did you mean %q?", strings.Join(s, `" or "`))
+	}
+	return usageError("%s (see %s --help)", msg, cmd.CommandPath())
 }
 
 // exactArgs is cobra.ExactArgs with a usage error (exit 2).
@@ -113,6 +145,16 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 // noArgs is cobra.NoArgs with a usage error (exit 2).
 func noArgs(cmd *cobra.Command, args []string) error { return exactArgs(0)(cmd, args) }
+
+// usageArgs turns the error of a cobra positional-argument check into a usage error (exit 2).
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError("%s %v (see %s --help)", cmd.Name(), err, cmd.CommandPath())
+		}
+		return nil
+	}
+}
 
 // loadConfig loads the --config file; a problem is a usage error.
 func loadConfig() (*config.Config, error) {
@@ -163,7 +205,6 @@ func run(args []string) int {
 	if err == nil {
 		return exitOK
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 	mu.Lock()
 	sig := got
 	mu.Unlock()
@@ -172,10 +213,10 @@ func run(args []string) int {
 		if sig == syscall.SIGTERM {
 			code = exitTerminated
 		}
-		fmt.Fprintf(os.Stderr, "envdr: error: interrupted by %s: %s\n", sigName(sig), msg)
+		fmt.Fprintf(os.Stderr, "envdr: error: interrupted by %s: %s\n", sigName(sig), strings.ReplaceAll(err.Error(), "\n", "; "))
 		return code
 	}
-	fmt.Fprintf(os.Stderr, "envdr: error: %s\n", msg)
+	printError(os.Stderr, err)
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -188,4 +229,17 @@ func sigName(s os.Signal) string {
 		return "SIGTERM"
 	}
 	return "SIGINT"
+}
+
+// printError writes err as one line "envdr: error: ...". A config with several problems gets one
+// such line per problem; any other multi-line message is joined with "; ".
+func printError(w io.Writer, err error) {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		for _, l := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(w, "envdr: error: %s\n", l)
+		}
+		return
+	}
+	fmt.Fprintf(w, "envdr: error: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 }

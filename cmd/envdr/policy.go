@@ -23,7 +23,7 @@ func newPolicyCmd() *cobra.Command {
 		Short: "Generate and lint the KMS key policies and IAM policies of an envdr setup",
 		Long: `Generate least-privilege KMS key policies and IAM policies from the envdr config, and lint
 existing ones for the mistakes that defeat envelope encryption. See docs/POLICY.md.`,
-		Args: noArgs,
+		Args: subcommandArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	cmd.AddCommand(newPolicyRenderCmd(), newPolicyLintCmd())
@@ -157,7 +157,7 @@ Exit status: 0 no findings, 1 findings (errors or warnings), 2 a file is missing
 
   # machine-readable findings
   envdr policy lint --json iam-daemon.json | jq '.findings[] | select(.severity == "error")'`,
-		Args: cobra.MinimumNArgs(1),
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			var docs []policy.Named
 			for _, a := range args {

@@ -51,7 +51,7 @@ records failed (named) or the run was interrupted, 2 bad usage or config.`,
   envdr rewrap --region eu-west-1 --to-key arn:aws:kms:eu-west-1:111122223333:key/1234abcd-...
   # backfill a region just added to the config
   envdr rewrap --region us-west-2`,
-			Args: cobra.NoArgs,
+			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
 				if err != nil {

@@ -17,7 +17,6 @@ func init() {
 	register(func() *cobra.Command {
 		var (
 			adminAddr string
-			logLevel  string
 			waitTime  time.Duration
 			retryBase time.Duration
 			drain     bool
@@ -45,7 +44,7 @@ leaves unfinished messages for redelivery; exit status 0.`,
 				if err != nil {
 					return err
 				}
-				log, err := newLogger(logLevel)
+				log, err := newLogger(globalLogLevel)
 				if err != nil {
 					return err
 				}
@@ -77,7 +76,6 @@ leaves unfinished messages for redelivery; exit status 0.`,
 			def = "127.0.0.1:9090"
 		}
 		f.StringVar(&adminAddr, "admin-addr", def, "address of /healthz, /readyz, /metrics (empty: off); env ENVDR_ADMIN_ADDR")
-		f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 		f.DurationVar(&waitTime, "wait-time", 20*time.Second, "SQS long-poll wait (1s-20s)")
 		f.DurationVar(&retryBase, "retry-base", 2*time.Second, "first redelivery delay of an event whose regions are not all done")
 		f.BoolVar(&drain, "drain", false, "exit once the queue (visible, in flight and delayed) stays empty")

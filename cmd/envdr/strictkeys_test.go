@@ -84,7 +84,7 @@ func TestStrictKeysRefuseForeignKey(t *testing.T) {
 	require.NoError(t, err)
 	rec := ev.Record()
 	rec.Regions[home] = &envelope.RegionWrap{KeyARN: hdr.KeyARN, Wrapped: hdr.WrappedDEK, WrappedAt: time.Now().UTC()}
-	store := replicate.NewStore(env.Config.Table, home, localaws.NewDynamoDB(env.AWSConfig(home)))
+	store := replicate.NewStore(env.Config.Table, home, localaws.NewDynamoDB(env.AWSConfig(home)), env.Config.RegionNames())
 	_, err = store.Update(context.Background(), rec.ID, func(*envelope.Record) (*envelope.Record, error) { return rec, nil })
 	require.NoError(t, err)
 

@@ -38,7 +38,7 @@ named, up to --max-failures), 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml verify
   envdr --config local/envdr.yaml verify --region eu-west-1 --json
   envdr verify --id 3f2a9c...`,
-			Args: cobra.NoArgs,
+			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
 				if err != nil {

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -136,27 +137,35 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	c, err := Parse(b)
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, err
 	}
 	return c, nil
 }
 
 // Parse decodes YAML (unknown fields are errors), applies environment overrides and defaults,
-// and validates.
+// and validates. Its errors are an *Error listing every problem, one per line.
 func Parse(b []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, decodeError(nil, err)
+	}
 	var c Config
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("parse: %w", err)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, decodeError(&doc, err)
 	}
 	if err := c.applyEnv(os.LookupEnv); err != nil {
-		return nil, err
+		return nil, &Error{Problems: problems(err)}
 	}
 	c.WithDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, err
+		return nil, &Error{Problems: problems(err)}
 	}
 	return &c, nil
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func TestValidationNamesFieldAndFix(t *testing.T) {
 		"not an ARN":            {strings.Replace(good, "arn:aws:kms:ap-southeast-2:111122223333:alias/envdr", "alias/envdr", 1), "is not a KMS key or alias ARN"},
 		"home not listed":       {strings.Replace(good, "home_region: us-east-1", "home_region: us-west-2", 1), "home_region"},
 		"bad verify":            {strings.Replace(good, `"sample:10%"`, `"sometimes"`, 1), "policy.verify"},
-		"unknown field":         {good + "extra: 1\n", "field extra not found"},
+		"unknown field":         {good + "extra: 1\n", "line 17: extra: unknown field; the fields here are dlq_url, home_region"},
 		"no table":              {strings.Replace(good, "table: envdr-records", "", 1), "table: missing"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -127,4 +128,54 @@ func TestPreviousKeysValidated(t *testing.T) {
 		_, err := Parse([]byte(withPrev(keys)))
 		require.ErrorContains(t, err, want, keys)
 	}
+}
+
+// Decode errors name the field and what it takes, one problem per line, with no Go type names.
+func TestDecodeErrorsAreHuman(t *testing.T) {
+	bad := good + `worker:
+  grace: 30
+  visibility: soon
+  concurrency: many
+  retries: 3
+`
+	bad = strings.Replace(bad, "kms_rate: 200", "kms_rate: fast", 1)
+	bad = strings.Replace(bad, `policy: {verify: "sample:10%"}`, `policy: {required: us-east-1, verify: all}`, 1)
+	_, err := Parse([]byte(bad))
+	require.Error(t, err)
+	var ce *Error
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, []string{
+		`line 15: regions[2].kms_rate: "fast" is not a number, e.g. 200 or 0.5`,
+		`line 16: policy.required: "us-east-1" is not a list; write [a, b] or one "- item" per line`,
+		`line 18: worker.grace: "30" is not a duration; use a number with a unit, e.g. 30s, 2m or 1h30m`,
+		`line 19: worker.visibility: "soon" is not a duration; use a number with a unit, e.g. 30s, 2m or 1h30m`,
+		`line 20: worker.concurrency: "many" is not a whole number, e.g. 16`,
+		`line 21: worker.retries: unknown field; the fields here are attempts, concurrency, grace, max_age, visibility`,
+	}, ce.Problems)
+	lines := strings.Split(err.Error(), "\n")
+	require.Len(t, lines, 6, "one problem per line")
+	for _, l := range lines {
+		require.True(t, strings.HasPrefix(l, "config: line "), l)
+		for _, goName := range []string{"time.Duration", "float64", "[]string", "!!", "config.", "unmarshal"} {
+			require.NotContains(t, l, goName)
+		}
+	}
+
+	_, err = Parse([]byte("home_region: [us-east-1]\n"))
+	require.EqualError(t, err, "config: line 1: home_region: a list is not text; write a single value (quote it if needed)")
+	_, err = Parse([]byte("regions: us-east-1\n"))
+	require.ErrorContains(t, err, `line 1: regions: "us-east-1" is not a list`)
+	_, err = Parse([]byte("home_region: a: b\n"))
+	require.ErrorContains(t, err, "config: not valid YAML: mapping values are not allowed")
+}
+
+// Validation problems are listed one per line too, and Load names the file.
+func TestValidationOnePerLine(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/envdr.yaml"
+	require.NoError(t, os.WriteFile(p, []byte(strings.Replace(strings.Replace(good, "table: envdr-records", "", 1), "mode: independent", "mode: fast", 1)), 0o600))
+	_, err := Load(p)
+	require.Error(t, err)
+	require.Equal(t, "config "+p+": table: missing; set it to the DynamoDB records table name\n"+
+		"config "+p+": regions[2].mode: \"fast\" for region ap-southeast-2; use mrk or independent", err.Error())
 }

@@ -30,10 +30,11 @@ func edit(t *testing.T, file, old, new string) {
 
 func TestValidateFailsOnBrokenTerraform(t *testing.T) {
 	t.Parallel()
-	terraformOffline(t)
+	needTerraform(t)
 
 	t.Run("unsupported argument", func(t *testing.T) {
 		t.Parallel()
+		needPlan(t)
 		root := tfCopy(t)
 		edit(t, filepath.Join(root, "modules/queue/main.tf"), "receive_wait_time_seconds  = 20", "receive_wait_time_seconds  = 20\n  message_ttl = 60")
 		_, err := plan(t, root, "modules/queue/examples/basic", nil)
@@ -54,6 +55,7 @@ func TestValidateFailsOnBrokenTerraform(t *testing.T) {
 	// each must be reported.
 	t.Run("semantic breakage in three-region", func(t *testing.T) {
 		t.Parallel()
+		needPlan(t)
 		root := tfCopy(t)
 		edit(t, filepath.Join(root, "modules/kms-mrk/main.tf"), "enable_key_rotation     = true", "enable_key_rotation     = false")
 		edit(t, filepath.Join(root, "modules/table/main.tf"), "point_in_time_recovery      = true", "point_in_time_recovery      = false")

@@ -53,7 +53,67 @@ const overrideTF = `provider "aws" {
 var (
 	unpackOnce sync.Once
 	cliConfig  string // this test process's own terraform CLI config (dev_overrides)
+	initMu     sync.Mutex
 )
+
+// tfMode is how make validate (scripts/validate.sh) runs Terraform: "offline" with the offline
+// provider (the default when the tests run on their own), "registry" with `terraform init` from
+// the registry, or "skip" when neither can plan here.
+func tfMode() string {
+	if m := os.Getenv("ENVDR_TF_MODE"); m != "" {
+		return m
+	}
+	return "offline"
+}
+
+// needPlan skips the test when make validate found no way to plan (it prints the reason once).
+func needPlan(t *testing.T) {
+	t.Helper()
+	if tfMode() == "skip" {
+		t.Skip("terraform plan skipped: no offline provider and no registry (see make validate's SKIP line)")
+	}
+}
+
+// needTerraform skips the test when the terraform binary is not installed.
+func needTerraform(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("terraform"); err != nil {
+		t.Skip("terraform is not installed")
+	}
+}
+
+// tfEnv returns the environment terraform runs with in the current mode.
+func tfEnv(t *testing.T) []string {
+	t.Helper()
+	needPlan(t)
+	env := append(os.Environ(), "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1")
+	switch m := tfMode(); m {
+	case "offline":
+		return append(env, "TF_CLI_CONFIG_FILE="+terraformOffline(t))
+	case "registry":
+		cache := filepath.Join(tfCacheDir(t), "plugins")
+		require.NoError(t, os.MkdirAll(cache, 0o755))
+		return append(env, "TF_PLUGIN_CACHE_DIR="+cache)
+	default:
+		t.Fatalf("ENVDR_TF_MODE=%q: want offline, registry or skip", m)
+		return nil
+	}
+}
+
+// tfCacheDir is where terraform-offline unpacks the provider (and registry mode caches plugins).
+func tfCacheDir(t *testing.T) string {
+	t.Helper()
+	if cache := os.Getenv("ENVDR_TF_CACHE"); cache != "" {
+		return cache
+	}
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		require.NoError(t, err)
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "envdr-terraform")
+}
 
 // terraformOffline unpacks the offline AWS provider once (through the shared wrapper) and returns
 // a terraform CLI config of this process's own that points dev_overrides at it. The wrapper
@@ -68,20 +128,11 @@ func terraformOffline(t *testing.T) string {
 	abs, err := filepath.Abs(p)
 	require.NoError(t, err)
 	_, err = os.Stat(abs)
-	require.NoError(t, err, "terraform-offline not found; set ENVDR_TF_OFFLINE")
+	require.NoError(t, err, "terraform-offline not found; set ENVDR_TF_OFFLINE (or run make validate, which picks a mode)")
 	unpackOnce.Do(func() {
 		out, err := exec.Command(abs, "version").CombinedOutput()
 		require.NoError(t, err, "%s", out)
-		cache := os.Getenv("ENVDR_TF_CACHE")
-		if cache == "" {
-			base := os.Getenv("XDG_CACHE_HOME")
-			if base == "" {
-				home, err := os.UserHomeDir()
-				require.NoError(t, err)
-				base = filepath.Join(home, ".cache")
-			}
-			cache = filepath.Join(base, "envdr-terraform")
-		}
+		cache := tfCacheDir(t)
 		_, err = os.Stat(filepath.Join(cache, "terraform-provider-aws"))
 		require.NoError(t, err, "the wrapper did not unpack the provider where expected")
 		dir, err := os.MkdirTemp("", "envdr-tfrc-")
@@ -96,9 +147,8 @@ func terraformOffline(t *testing.T) string {
 
 func tf(t *testing.T, dir string, args ...string) ([]byte, error) {
 	t.Helper()
-	rc := terraformOffline(t)
 	cmd := exec.Command("terraform", append([]string{"-chdir=" + dir}, args...)...)
-	cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc, "TF_IN_AUTOMATION=1", "TF_INPUT=0", "CHECKPOINT_DISABLE=1")
+	cmd.Env = tfEnv(t)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -147,7 +197,15 @@ func plan(t *testing.T, tfRoot, root string, vars []string) (*Plan, error) {
 	if err := os.WriteFile(filepath.Join(dir, "zz_offline_check_override.tf"), []byte(overrideTF), 0o644); err != nil {
 		return nil, err
 	}
-	if _, err := tf(t, dir, "get", "-no-color"); err != nil {
+	if tfMode() == "registry" {
+		// init downloads the provider; the shared plugin cache is not safe for parallel inits.
+		initMu.Lock()
+		_, err := tf(t, dir, "init", "-no-color", "-backend=false", "-input=false")
+		initMu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	} else if _, err := tf(t, dir, "get", "-no-color"); err != nil {
 		return nil, err
 	}
 	if _, err := tf(t, dir, "validate", "-no-color"); err != nil {
@@ -476,7 +534,7 @@ var rootChecks = map[string]func(p *Plan) error{
 
 func TestTerraformRoots(t *testing.T) {
 	t.Parallel()
-	terraformOffline(t)
+	tfEnv(t) // skips when no plan is possible; prepares the offline provider once
 	tfRoot := tfCopy(t)
 	for root, vars := range roots {
 		check, ok := rootChecks[root]

@@ -209,7 +209,9 @@ func TestCacheReservesBytesAtStart(t *testing.T) {
 	for id, b := range perDEK {
 		require.LessOrEqual(t, b, 1000, "DEK %s sealed %d bytes, MaxBytes is 1000", id, b)
 	}
-	require.Len(t, perDEK, 3, "three DEKs of three envelopes (900 bytes) each, the last of two")
+	// At least three DEKs (three envelopes of 300 bytes fit under 1000); more when concurrent
+	// misses each make one, which the cache allows by design (the newer entry wins).
+	require.GreaterOrEqual(t, len(perDEK), 3, "eight 300-byte envelopes need at least three DEKs under MaxBytes 1000")
 }
 
 // An envelope of unknown size (a stream) reserves all that is left, so a concurrent envelope

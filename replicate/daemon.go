@@ -28,6 +28,9 @@ type DaemonOptions struct {
 	RetryBase time.Duration
 	// Regions are passed to regions.New.
 	Regions regions.Options
+	// Region is the region this daemon runs for: it consumes that region's queue and writes
+	// through that region's replica of the table (default: the home region).
+	Region string
 }
 
 // Daemon is envdr run: topology, pipeline, consumer and admin server.
@@ -40,17 +43,30 @@ type Daemon struct {
 	queueURL string
 	sqs      SQSAPI
 	log      *zap.Logger
+	region   string
 }
+
+// Region is the region this daemon runs for.
+func (d *Daemon) Region() string { return d.region }
 
 // NewDaemon builds the clients of every region, checks every region's key (a bad setup stops
 // start-up with an error naming region and key), and prepares the consumer.
 func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts DaemonOptions) (*Daemon, error) {
-	if cfg.QueueURL == "" {
-		return nil, fmt.Errorf("queue_url: missing; set the SQS queue URL of replication events")
+	region := opts.Region
+	if region == "" {
+		region = cfg.HomeRegion
 	}
-	if cfg.DLQURL == "" {
-		return nil, fmt.Errorf("dlq_url: missing; set the dead-letter queue URL for poison events")
+	if _, ok := cfg.Region(region); !ok {
+		return nil, fmt.Errorf("region %s: %w (configured: %v)", region, regions.ErrNotConfigured, cfg.RegionNames())
 	}
+	queueURL, dlqURL := cfg.Queues(region)
+	if queueURL == "" {
+		return nil, fmt.Errorf("region %s: no events queue; set regions[].queue_url for it (or queue_url for the home region)", region)
+	}
+	if dlqURL == "" {
+		return nil, fmt.Errorf("region %s: no dead-letter queue; set regions[].dlq_url for it (or dlq_url for the home region)", region)
+	}
+	log = log.With(zap.String("daemon_region", region))
 	m := NewMetrics()
 	opts.Regions.Observer = m
 	topo, err := regions.New(ctx, cfg, opts.Regions)
@@ -67,23 +83,25 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		}
 		log.Warn("some regions are unreachable at start-up; their work is deferred until they answer", zap.Error(err))
 	}
-	ready := NewReadiness(cfg.Policy.Required)
-	for name := range keys {
-		ready.Answered(name)
+	// Ready once this daemon's own region answers: another region's loss is a degraded state
+	// (envdr_region_healthy, the logs), not a reason to take this task out of service.
+	ready := NewReadiness([]string{region})
+	if _, ok := keys[region]; ok {
+		ready.Answered(region)
 	}
-	p, err := NewPipeline(topo, keys, log, m, ready)
+	p, err := NewPipeline(topo, region, keys, log, m, ready)
 	if err != nil {
 		return nil, err
 	}
-	home, err := topo.HomeRegion()
+	self, err := topo.Region(region)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: cfg.QueueURL, sqs: home.SQS(), log: log}
+	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: queueURL, sqs: self.SQS(), log: log, region: region}
 	d.consumer = NewConsumer(ConsumerConfig{
-		QueueURL: cfg.QueueURL, DLQURL: cfg.DLQURL, Concurrency: cfg.Worker.Concurrency,
+		QueueURL: queueURL, DLQURL: dlqURL, Concurrency: cfg.Worker.Concurrency,
 		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase, MaxAge: cfg.Worker.MaxAge,
-	}, home.SQS(), p, log, m)
+	}, self.SQS(), p, log, m)
 	if opts.AdminAddr != "" {
 		if d.admin, err = StartAdmin(opts.AdminAddr, m, ready); err != nil {
 			return nil, fmt.Errorf("admin endpoint %s: %w", opts.AdminAddr, err)
@@ -106,7 +124,7 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.Ready.SetRunning(true)
-	d.log.Info("envdr run started", zap.Strings("regions", d.topo.Names()), zap.String("queue", d.queueURL), zap.String("admin", d.AdminAddr()))
+	d.log.Info("envdr run started", zap.String("region", d.region), zap.Strings("regions", d.topo.Names()), zap.String("queue", d.queueURL), zap.String("admin", d.AdminAddr()))
 	return nil
 }
 

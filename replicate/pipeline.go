@@ -47,7 +47,8 @@ func poison(reason string, format string, a ...any) error {
 // region alone, and decide the verdict from the replication policy.
 type Pipeline struct {
 	topo    *regions.Topology
-	home    *Store            // writes go to the home region's replica of the table
+	self    *regions.Region   // the region this daemon runs for
+	home    *Store            // writes go to this region's own replica of the table
 	stores  map[string]*Store // each region's replica, for verification reads
 	policy  policy.Replication
 	keys    map[string]*regions.KeyInfo // resolved keys by region (from CheckKeys)
@@ -64,8 +65,9 @@ type Pipeline struct {
 // the event is left for redelivery.
 const DefaultReplicaWait = 5 * time.Second
 
-// NewPipeline builds the pipeline over a checked topology.
-func NewPipeline(topo *regions.Topology, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
+// NewPipeline builds the pipeline of the daemon for region (its records are written through
+// that region's replica of the table) over a checked topology; "" means the home region.
+func NewPipeline(topo *regions.Topology, region string, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
 	cfg := topo.Config()
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: policy.ReplicationFromConfig(cfg),
 		keys: keys, log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
@@ -77,11 +79,15 @@ func NewPipeline(topo *regions.Topology, keys map[string]*regions.KeyInfo, log *
 		}
 		p.stores[name] = s
 	}
-	home, ok := p.stores[topo.Home]
-	if !ok {
-		return nil, fmt.Errorf("home region %s has no clients", topo.Home)
+	if region == "" {
+		region = topo.Home
 	}
-	p.home = home
+	own, ok := p.stores[region]
+	if !ok {
+		return nil, fmt.Errorf("region %s has no clients (not configured, or excluded)", region)
+	}
+	p.home = own
+	p.self, _ = topo.Region(region)
 	return p, nil
 }
 
@@ -167,9 +173,19 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 		dekErr  error
 	)
 	defer func() { envelope.Wipe(dek) }()
+	// Where the event's wrap is opened: in the source region, unless this daemon runs in another
+	// region that holds a replica of the event's multi-Region key. Then it opens it through its
+	// own replica, so a lost source region stops nothing (in independent mode only the source
+	// key can, which bounds what survives the source region's loss: docs/RUNBOOK.md).
+	openAt, openARN := src, ev.KeyARN
+	if p.self != nil && p.self != src && p.self.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(ev.KeyARN) {
+		if arn, err := regions.ReplicaARN(ev.KeyARN, p.self.Name); err == nil {
+			openAt, openARN = p.self, arn
+		}
+	}
 	sourceDEK := func(ctx context.Context) ([]byte, error) {
 		dekOnce.Do(func() {
-			d, err := src.DecryptRaw(ctx, ev.WrappedDEK, ev.KeyARN, ec)
+			d, err := openAt.DecryptRaw(ctx, ev.WrappedDEK, openARN, ec)
 			if err != nil {
 				dekErr = invalidWrapIsPoison(ev.ID, err)
 				return
@@ -236,7 +252,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	// needs no second Decrypt to be verified: the table read still proves the record is in that
 	// region's table. (dek is set only on success; wiping keeps the slice.)
 	var sourceProven *envelope.Wrap
-	if dek != nil {
+	if dek != nil && openAt == src {
 		sourceProven = ev.Wrap()
 	}
 	envelope.Wipe(dek)
@@ -250,6 +266,8 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 		p.metrics.RecordCASs.WithLabelValues("ok").Inc()
 	}
 
+	// Regions whose own replica was read in this pass and holds the wrap (verification reads it).
+	confirmed := map[string]bool{}
 	if p.policy.Sampled(ev.ID) {
 		stamps := map[string]verifyStamp{}
 		g, gctx := errgroup.WithContext(ctx)
@@ -288,6 +306,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 					p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 				}
 				res.Regions[name] = "verified"
+				confirmed[name] = true
 				return nil
 			})
 		}
@@ -303,12 +322,47 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 		}
 	}
 
-	if ok, missing := p.policy.Met(rec); !ok {
+	if ok, missing := p.policy.Met(p.survivingView(ctx, rec, confirmed, res)); !ok {
 		res.Reason = "regions_pending"
 		return fmt.Errorf("record %s: replication policy not met; waiting for %s", ev.ID, strings.Join(missing, ", "))
 	}
 	res.Verdict = Ack
 	return nil
+}
+
+// survivingView is rec as the ack rule sees it: a region counts only if its own replica, read
+// through its own endpoint, holds its wrap (what this daemon's replica says is not enough:
+// global tables replicate asynchronously, and an acked event must survive this region's loss).
+// Regions confirmed in this pass are not read again.
+func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, confirmed map[string]bool, res *Result) *envelope.Record {
+	view := rec.Clone()
+	var mu sync.Mutex
+	var g errgroup.Group
+	for name, w := range rec.Regions {
+		if !w.HasWrap() || confirmed[name] {
+			continue
+		}
+		if _, err := p.topo.Region(name); err != nil {
+			continue // not served by this daemon (not configured)
+		}
+		g.Go(func() error {
+			got, err := p.replicated(ctx, name, rec)
+			ok := err == nil && sameWrap(got.Regions[name], w)
+			mu.Lock()
+			defer mu.Unlock()
+			if !ok {
+				delete(view.Regions, name)
+				if err != nil {
+					res.Regions[name] = "not confirmed in its own replica: " + trimErr(err)
+				} else {
+					res.Regions[name] = "not yet in its own replica"
+				}
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	return view
 }
 
 // wrapIn makes region r's wrap of the event's DEK: ReEncrypt inside KMS when r holds a replica of

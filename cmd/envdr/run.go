@@ -20,23 +20,30 @@ func init() {
 			waitTime  time.Duration
 			retryBase time.Duration
 			drain     bool
+			region    string
 		)
 		cmd := &cobra.Command{
 			Use:   "run",
 			Short: "Run the replicator daemon: wrap every new DEK in every region and prove each region can open it",
-			Long: `run consumes replication events from the SQS queue (queue_url). For each event it wraps the
-same data key under the key of every configured region (ReEncrypt inside KMS for multi-Region
-replica keys; Decrypt once + Encrypt for independent keys, wiping the key at once), merges the
-wraps into the record in the DynamoDB table with conditional writes, verifies each region alone
-(its own table endpoint, its own KMS, key commitment), and deletes the message only when the
-replication policy is met. Poison events go to dlq_url with a reason attribute.
+			Long: `run is the daemon of one region (--region, default ENVDR_REGION, then home_region); run one or more
+in every region. It consumes that region's queue (regions[].queue_url; queue_url for the home region
+of a single-queue setup). For each event it wraps the same data key under the key of every
+configured region (ReEncrypt inside KMS for multi-Region replica keys, opening the event's wrap
+through its own region's replica; Decrypt once + Encrypt for independent keys, wiping the key at
+once), merges the wraps into the record through its own region's replica of the DynamoDB table with
+conditional writes, verifies each region alone (its own table endpoint, its own KMS, key
+commitment), and deletes the message only when every required region's own replica shows its
+wrap. Events are idempotent: copies in two regions' queues and redeliveries do no harm. Poison
+events go to the region's DLQ with a reason attribute.
 
-Admin endpoints on --admin-addr: /healthz, /readyz (ready once every required region answered),
+Admin endpoints on --admin-addr: /healthz, /readyz (ready once this daemon's own region answers;
+another region's loss is a degraded state on /metrics, envdr_region_healthy, not unreadiness),
 /metrics (Prometheus). Logs are JSON on stderr, one line per event outcome.
 
 SIGTERM or SIGINT stops receiving at once, lets in-flight events finish within worker.grace, and
 leaves unfinished messages for redelivery; exit status 0.`,
 			Example: `  envdr --config local/envdr.yaml run --admin-addr 127.0.0.1:9090
+  envdr --config local/envdr.yaml run --region eu-west-1 --admin-addr 127.0.0.1:9091
   envdr --config local/envdr.yaml run --drain      # exit 0 once the queue is empty (demos, backfills)`,
 			Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,7 +58,12 @@ leaves unfinished messages for redelivery; exit status 0.`,
 				defer func() { _ = log.Sync() }()
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 				defer stop()
-				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase})
+				if region != "" {
+					if _, ok := cfg.Region(region); !ok {
+						return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
+					}
+				}
+				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase, Region: region})
 				if err != nil {
 					return err
 				}
@@ -79,6 +91,7 @@ leaves unfinished messages for redelivery; exit status 0.`,
 		f.DurationVar(&waitTime, "wait-time", 20*time.Second, "SQS long-poll wait (1s-20s)")
 		f.DurationVar(&retryBase, "retry-base", 2*time.Second, "first redelivery delay of an event whose regions are not all done")
 		f.BoolVar(&drain, "drain", false, "exit once the queue (visible, in flight and delayed) stays empty")
+		f.StringVar(&region, "region", os.Getenv("ENVDR_REGION"), "the region this daemon runs for: its queue, its table replica (default home_region); env ENVDR_REGION")
 		return cmd
 	})
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -22,21 +25,34 @@ func init() {
 			enqueue   bool
 			chunkSize int
 			dataURI   string
+			region    string
+			timeout   time.Duration
 		)
 		cmd := &cobra.Command{
 			Use:   "seal [flags] IN|- OUT|-",
-			Short: "Encrypt a file or stream under a fresh data key from the home region's KMS key",
-			Long: `seal asks the home region's KMS key for a fresh 256-bit data key (GenerateDataKey), bound to the
+			Short: "Encrypt a file or stream under a fresh data key from a region's KMS key (home first, falling over)",
+			Long: `seal asks a region's KMS key for a fresh 256-bit data key (GenerateDataKey), bound to the
 encryption context: your --context pairs plus the reserved envdr:id = the envelope ID. It writes
-the envelope: a header (ID, context, key commitment, the wrapped data key), which every chunk
-authenticates, and the data as AES-256-GCM chunks. The plaintext data key is wiped; only the wrapped one is stored.
+the envelope: a header (ID, sealing region, context, key commitment, the wrapped data key), which
+every chunk authenticates, and the data as AES-256-GCM chunks. The plaintext data key is wiped;
+only the wrapped one is stored.
 
-With --enqueue it then puts a replication event on the queue, so envdr run wraps the same data
-key in every other region. seal prints the envelope ID on stdout (unless OUT is -).
+Which region: --region R seals with R's key and no other. Without it, seal tries the regions in
+seal order (seal_regions, default home_region and then the others as listed) and falls over to
+the next when one is unreachable, does not answer within --region-timeout, or answers with a
+server error, saying so on stderr. open works whichever region sealed.
+
+With --enqueue it then puts a replication event on the sealing region's queue (regions[].queue_url,
+or queue_url for the home region), so envdr run wraps the same data key in every other region. In
+mrk mode it also sends a copy to the next region's queue in seal order (enqueue_copies, default 2;
+1 in independent mode), delayed by enqueue_copy_delay: if the sealing region is lost right after
+the seal, another region still has the event and can wrap and verify the data key through its
+own replica key. seal prints the envelope ID on stdout (unless OUT is -).
 
 OUT is written to a temporary file and renamed into place only on success.`,
 			Example: `  envdr --config local/envdr.yaml seal --context app=billing --context tenant=42 report.pdf report.pdf.envdr
   tar c data/ | envdr seal --enqueue - - > data.tar.envdr
+  envdr seal --region eu-west-1 --enqueue invoice.json invoice.json.envdr   # eu-west-1's key only
   envdr seal --id invoice-2026-11-001 --enqueue invoice.json invoice.json.envdr`,
 			Args: exactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -54,14 +70,24 @@ OUT is written to a temporary file and renamed into place only on success.`,
 					return err
 				}
 				ctx := cmd.Context()
+				if timeout <= 0 {
+					return usageError("--region-timeout %s: use a positive duration such as 5s", timeout)
+				}
+				order := cfg.SealOrder()
+				if region != "" {
+					if _, ok := cfg.Region(region); !ok {
+						return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
+					}
+					order = []string{region}
+				}
 				topo, err := regions.New(ctx, cfg, regions.Options{})
 				if err != nil {
 					return err
 				}
-				home, err := topo.HomeRegion()
-				if err != nil {
-					return err
-				}
+				keys := &regions.Failover{Topology: topo, Order: order, Timeout: timeout,
+					OnFailover: func(r string, err error) {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: region %s cannot seal now (%v); falling over to the next region\n", r, err)
+					}}
 				in, err := openInput(args[0])
 				if err != nil {
 					return fmt.Errorf("input: %w", err)
@@ -71,8 +97,8 @@ OUT is written to a temporary file and renamed into place only on success.`,
 				if err != nil {
 					return fmt.Errorf("output: %w", err)
 				}
-				hdr, err := envelope.Seal(ctx, out.w, in, home, envelope.SealOptions{
-					ID: id, Context: userCtx, ChunkSize: chunkSize, HomeRegion: home.Name})
+				hdr, err := envelope.Seal(ctx, out.w, in, keys, envelope.SealOptions{
+					ID: id, Context: userCtx, ChunkSize: chunkSize})
 				if err != nil {
 					out.abort()
 					return fmt.Errorf("seal %s: %w", args[0], err)
@@ -86,8 +112,8 @@ OUT is written to a temporary file and renamed into place only on success.`,
 							dataURI = "file://" + abs
 						}
 					}
-					if err := sendEvent(ctx, home, cfg.QueueURL, hdr, dataURI); err != nil {
-						return fmt.Errorf("record %s sealed to %s, but enqueueing its replication event failed (re-run with the same --id to retry): %w", hdr.RecordID(), args[1], err)
+					if err := enqueueEvent(ctx, cmd.ErrOrStderr(), topo, hdr, dataURI); err != nil {
+						return fmt.Errorf("record %s sealed to %s in region %s, but enqueueing its replication event failed (re-run with the same --id to retry): %w", hdr.RecordID(), args[1], hdr.HomeRegion, err)
 					}
 				}
 				if args[1] != "-" {
@@ -99,18 +125,21 @@ OUT is written to a temporary file and renamed into place only on success.`,
 		f := cmd.Flags()
 		f.StringArrayVar(&ctxPairs, "context", nil, "encryption context pair key=value (repeatable); envdr:id is added")
 		f.StringVar(&id, "id", "", "envelope ID (default: 32 random hex digits); letters, digits and . _ : - only")
-		f.BoolVar(&enqueue, "enqueue", false, "send a replication event to queue_url after sealing")
+		f.BoolVar(&enqueue, "enqueue", false, "send the replication event to the sealing region's queue (and, in mrk mode, a copy to the next region's)")
+		f.StringVar(&region, "region", "", "seal with this region's key only (default: seal order, falling over)")
+		f.DurationVar(&timeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
 		f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("plaintext bytes per chunk (default %d)", envelope.DefaultChunkSize))
 		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
 		return cmd
 	})
 }
 
-// sendEvent puts the replication event of a sealed header on the queue.
-func sendEvent(ctx context.Context, home *regions.Region, queueURL string, hdr *envelope.Header, dataURI string) error {
-	if queueURL == "" {
-		return usageError("queue_url is not set in the config; --enqueue needs it")
-	}
+// enqueueEvent sends the event of a sealed header to the sealing region's queue and, for survival,
+// copies to the next regions in seal order (config Copies), each through that region's own SQS
+// endpoint; copies are delayed by enqueue_copy_delay. A region that cannot take the event is
+// skipped (said on stderr) and the next one is tried; it fails only when no queue took it.
+func enqueueEvent(ctx context.Context, stderr io.Writer, topo *regions.Topology, hdr *envelope.Header, dataURI string) error {
+	cfg := topo.Config()
 	ev, err := envelope.NewEvent(hdr, time.Now(), dataURI)
 	if err != nil {
 		return err
@@ -119,11 +148,48 @@ func sendEvent(ctx context.Context, home *regions.Region, queueURL string, hdr *
 	if err != nil {
 		return err
 	}
-	c, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	_, err = home.SQS().SendMessage(c, &sqs.SendMessageInput{QueueUrl: aws.String(queueURL), MessageBody: aws.String(string(body))})
-	if err != nil {
-		return fmt.Errorf("region %s: SendMessage to %s: %w", home.Name, queueURL, err)
+	order := cfg.SealOrder()
+	start := slices.Index(order, hdr.HomeRegion)
+	if start < 0 {
+		order, start = append([]string{hdr.HomeRegion}, order...), 0
+	}
+	want := cfg.Copies(hdr.HomeRegion)
+	sent := 0
+	var errs []error
+	for i := range order {
+		name := order[(start+i)%len(order)]
+		q, _ := cfg.Queues(name)
+		if q == "" {
+			continue
+		}
+		r, err := topo.Region(name)
+		if err != nil {
+			return err
+		}
+		in := &sqs.SendMessageInput{QueueUrl: aws.String(q), MessageBody: aws.String(string(body))}
+		if sent > 0 {
+			in.DelaySeconds = int32(cfg.EnqueueCopyDelay / time.Second)
+		}
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = r.SQS().SendMessage(c, in)
+		cancel()
+		if err != nil {
+			err = fmt.Errorf("region %s: SendMessage to %s: %w", name, q, err)
+			fmt.Fprintf(stderr, "envdr: %v; trying the next region's queue\n", err)
+			errs = append(errs, err)
+			continue
+		}
+		if sent++; sent == want {
+			break
+		}
+	}
+	switch {
+	case sent == 0 && len(errs) == 0:
+		return usageError("no queue configured: set regions[].queue_url (or queue_url for %s); --enqueue needs one", cfg.HomeRegion)
+	case sent == 0:
+		return errors.Join(errs...)
+	case sent < want:
+		fmt.Fprintf(stderr, "envdr: record %s: the event reached %d of %d queues\n", hdr.RecordID(), sent, want)
 	}
 	return nil
 }

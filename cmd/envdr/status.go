@@ -24,11 +24,13 @@ type regionStatus struct {
 }
 
 type statusReport struct {
+	// Region is the region whose replica, queue and DLQ were read.
+	Region     string         `json:"region"`
 	Records    int            `json:"records"`
 	Replicated int            `json:"replicated"` // records meeting the replication policy
 	Regions    []regionStatus `json:"regions"`
-	Queued     int            `json:"queued"`      // events in the queue (visible, in flight, delayed)
-	DeadLetter int            `json:"dead_letter"` // events in the DLQ
+	Queued     int            `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
+	DeadLetter int            `json:"dead_letter"` // events in the region's DLQ
 }
 
 func init() {
@@ -36,16 +38,19 @@ func init() {
 		var (
 			asJSON   bool
 			segments int
+			region   string
 		)
 		cmd := &cobra.Command{
 			Use:   "status",
 			Short: "Summarise replication: records per region wrapped and verified, queue and DLQ depth",
-			Long: `status scans the records table in the home region (parallel scan segments, constant memory) and
-counts, per region, the records wrapped, verified, missing a wrap and failing (a last error is
-recorded). It also reports the events still queued and the events in the dead-letter queue. It
-reads only; use verify to re-check that each region can decrypt, and drill to rehearse a loss.`,
+			Long: `status scans one region's replica of the records table (--region, default the home region;
+parallel scan segments, constant memory) and counts, per region, the records wrapped, verified,
+missing a wrap and failing (a last error is recorded). It also reports the events still in that
+region's queue and in its dead-letter queue. It uses only that region's endpoints, so it works
+with any other region lost. It reads only; use verify to re-check that each region can decrypt,
+and drill to rehearse a loss.`,
 			Example: `  envdr --config local/envdr.yaml status
-  envdr status --json | jq .regions`,
+  envdr status --region eu-west-1 --json | jq .dead_letter`,
 			Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
@@ -53,16 +58,28 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 					return err
 				}
 				ctx := cmd.Context()
-				topo, err := regions.New(ctx, cfg, regions.Options{})
+				if region == "" {
+					region = cfg.HomeRegion
+				}
+				if _, ok := cfg.Region(region); !ok {
+					return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
+				}
+				var others []string
+				for _, n := range cfg.RegionNames() {
+					if n != region {
+						others = append(others, n)
+					}
+				}
+				topo, err := regions.New(ctx, cfg, regions.Options{Exclude: others})
 				if err != nil {
 					return err
 				}
-				home, err := topo.HomeRegion()
+				home, err := topo.Region(region)
 				if err != nil {
 					return err
 				}
 				pol := replicationPolicy(cfg)
-				rep := statusReport{}
+				rep := statusReport{Region: region}
 				idx := map[string]int{}
 				for i, n := range cfg.RegionNames() {
 					idx[n] = i
@@ -104,14 +121,15 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 				if err := g.Wait(); err != nil {
 					return err
 				}
-				if cfg.QueueURL != "" {
-					if rep.Queued, err = replicate.QueueDepth(ctx, home.SQS(), cfg.QueueURL); err != nil {
-						return fmt.Errorf("region %s: queue %s: %w", home.Name, cfg.QueueURL, err)
+				queueURL, dlqURL := cfg.Queues(region)
+				if queueURL != "" {
+					if rep.Queued, err = replicate.QueueDepth(ctx, home.SQS(), queueURL); err != nil {
+						return fmt.Errorf("region %s: queue %s: %w", home.Name, queueURL, err)
 					}
 				}
-				if cfg.DLQURL != "" {
-					if rep.DeadLetter, err = replicate.QueueDepth(ctx, home.SQS(), cfg.DLQURL); err != nil {
-						return fmt.Errorf("region %s: DLQ %s: %w", home.Name, cfg.DLQURL, err)
+				if dlqURL != "" {
+					if rep.DeadLetter, err = replicate.QueueDepth(ctx, home.SQS(), dlqURL); err != nil {
+						return fmt.Errorf("region %s: DLQ %s: %w", home.Name, dlqURL, err)
 					}
 				}
 				out := cmd.OutOrStdout()
@@ -120,8 +138,8 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 					enc.SetIndent("", "  ")
 					return enc.Encode(rep)
 				}
-				fmt.Fprintf(out, "records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
-					rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
+				fmt.Fprintf(out, "region %s: records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
+					rep.Region, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "REGION\tWRAPPED\tVERIFIED\tMISSING\tFAILING")
 				for _, rs := range rep.Regions {
@@ -132,6 +150,7 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 		}
 		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
+		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default home_region)")
 		return cmd
 	})
 }

@@ -51,6 +51,19 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Worker tunes envdr run.
 	Worker Worker `yaml:"worker"`
+	// SealRegions is the order in which seal tries regions for a data key (GenerateDataKey),
+	// falling over to the next when one is unreachable, silent or failing; default: home_region,
+	// then the other regions in the order listed.
+	SealRegions []string `yaml:"seal_regions,omitempty"`
+	// EnqueueCopies is how many regions' queues seal --enqueue sends each event to: the sealing
+	// region's, then the next ones in seal order, so the event survives the sealing region's
+	// loss. Default 2 when the sealing region uses a multi-Region key (any replica region can
+	// then wrap and verify on its own), 1 in independent mode (only the source key can unwrap).
+	EnqueueCopies int `yaml:"enqueue_copies,omitempty"`
+	// EnqueueCopyDelay delays the extra copies, so that normally the sealing region's daemon
+	// has replicated the envelope before a copy is seen and the copy costs no KMS call
+	// (default 2s; at most 15m, SQS's limit).
+	EnqueueCopyDelay time.Duration `yaml:"enqueue_copy_delay,omitempty"`
 	// TrustedKeys lists further KMS keys (key or alias ARNs) that open, verify, drill, rewrap and
 	// the daemon may unwrap with, besides each region's key (a multi-Region key's replicas are
 	// trusted with it). Every unwrap is refused, before any KMS call, under a key that is none of
@@ -237,6 +250,9 @@ func (c *Config) WithDefaults() {
 	if c.Worker.Attempts == 0 {
 		c.Worker.Attempts = 5
 	}
+	if c.EnqueueCopyDelay == 0 {
+		c.EnqueueCopyDelay = DefaultEnqueueCopyDelay
+	}
 	if c.Worker.MaxAge == 0 {
 		c.Worker.MaxAge = DefaultMaxAge
 	}
@@ -339,7 +355,66 @@ func (c *Config) Validate() error {
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)
 	}
+	sealSeen := map[string]bool{}
+	for i, r := range c.SealRegions {
+		if !seen[r] {
+			bad(fmt.Sprintf("seal_regions[%d]", i), "%q is not among regions; add it to regions or remove it", r)
+		} else if sealSeen[r] {
+			bad(fmt.Sprintf("seal_regions[%d]", i), "%q listed twice; list each region once", r)
+		}
+		sealSeen[r] = true
+	}
+	if c.EnqueueCopies < 0 || c.EnqueueCopies > len(c.Regions) {
+		bad("enqueue_copies", "%d; use 1 up to the number of regions (%d), or leave it out for the default", c.EnqueueCopies, len(c.Regions))
+	}
+	if c.EnqueueCopyDelay < 0 || c.EnqueueCopyDelay > 15*time.Minute {
+		bad("enqueue_copy_delay", "%s; use 0 to 15m (SQS's longest message delay)", c.EnqueueCopyDelay)
+	}
 	return errors.Join(errs...)
+}
+
+// DefaultEnqueueCopyDelay is enqueue_copy_delay's default.
+const DefaultEnqueueCopyDelay = 2 * time.Second
+
+// SealOrder is the order in which seal tries regions: seal_regions, else home_region and then
+// the other regions as listed.
+func (c *Config) SealOrder() []string {
+	if len(c.SealRegions) > 0 {
+		return append([]string(nil), c.SealRegions...)
+	}
+	out := []string{c.HomeRegion}
+	for _, r := range c.Regions {
+		if r.Name != c.HomeRegion {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// Copies is how many queues an event sealed in region goes to (enqueue_copies, or its default
+// for the region's key mode), never more than the regions that have a queue.
+func (c *Config) Copies(region string) int {
+	n := c.EnqueueCopies
+	if n == 0 {
+		n = 1
+		if r, ok := c.Region(region); ok && r.Mode == ModeMRK {
+			n = 2
+		}
+	}
+	return n
+}
+
+// Queues returns a region's events queue and DLQ: regions[].queue_url and dlq_url, else, for
+// the home region of a single-queue setup, the top-level queue_url and dlq_url. Both are empty
+// when the region has no queue.
+func (c *Config) Queues(region string) (queueURL, dlqURL string) {
+	if r, ok := c.Region(region); ok && r.QueueURL != "" {
+		return r.QueueURL, r.DLQURL
+	}
+	if region == c.HomeRegion {
+		return c.QueueURL, c.DLQURL
+	}
+	return "", ""
 }
 
 // SamplePercent returns the share of events to verify, 0..100.

@@ -46,7 +46,7 @@ func TestValidationNamesFieldAndFix(t *testing.T) {
 		"not an ARN":            {strings.Replace(good, "arn:aws:kms:ap-southeast-2:111122223333:alias/envdr", "alias/envdr", 1), "is not a KMS key or alias ARN"},
 		"home not listed":       {strings.Replace(good, "home_region: us-east-1", "home_region: us-west-2", 1), "home_region"},
 		"bad verify":            {strings.Replace(good, `"sample:10%"`, `"sometimes"`, 1), "policy.verify"},
-		"unknown field":         {good + "extra: 1\n", "line 17: extra: unknown field; the fields here are dlq_url, home_region"},
+		"unknown field":         {good + "extra: 1\n", "line 17: extra: unknown field; the fields here are dlq_url, enqueue_copies, enqueue_copy_delay, home_region"},
 		"no table":              {strings.Replace(good, "table: envdr-records", "", 1), "table: missing"},
 	} {
 		t.Run(name, func(t *testing.T) {

@@ -235,8 +235,9 @@ type logLine struct {
 	Error   string          `json:"error"`
 }
 
-// startDaemon starts `envdr run` on an ephemeral admin port; it does not wait for it to be up.
-func (s *suite) startDaemon(name string) *daemon {
+// startDaemon starts `envdr run` on an ephemeral admin port, with extra arguments (e.g.
+// --region R); it does not wait for it to be up.
+func (s *suite) startDaemon(name string, extra ...string) *daemon {
 	s.t.Helper()
 	d := &daemon{s: s, name: name, done: make(chan struct{}), admin: make(chan string, 1)}
 	onErr := func(b []byte) {
@@ -265,8 +266,8 @@ func (s *suite) startDaemon(name string) *daemon {
 		}
 	}
 	out, errb := s.newCapture(name+" (stdout)", nil), s.newCapture(name+" (stderr)", onErr)
-	d.cmd = exec.Command(envdrBin, "--config", s.cfgPath, "run", "--admin-addr", "127.0.0.1:0",
-		"--wait-time", "1s", "--retry-base", "1s", "--log-level", "debug")
+	d.cmd = exec.Command(envdrBin, append([]string{"--config", s.cfgPath, "run", "--admin-addr", "127.0.0.1:0",
+		"--wait-time", "1s", "--retry-base", "1s", "--log-level", "debug"}, extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = out, errb
 	d.cmd.Env = cleanEnv()
 	require.NoError(s.t, d.cmd.Start())

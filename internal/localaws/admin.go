@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -32,6 +33,11 @@ type KMSHooks interface {
 //	POST /kms/counters/reset              zero the counters
 //	PUT  /kms/ratelimit/{region}?rps=N    ThrottlingException past N requests/s in the region
 //	DELETE /kms/ratelimit/{region}        no rate limit
+//	GET  /faults                          active gray failures: {region: {service: fault}}
+//	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
+//	                                      inject a gray failure (replaces the service's fault;
+//	                                      without service: every service of the region)
+//	DELETE /faults/{region}[?service=S]   clear the region's faults (or one service's)
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
@@ -103,7 +109,67 @@ func (a *Admin) Handler() http.Handler {
 		a.KMS.SetRateLimit(region, 0)
 		writeJSON(w, map[string]any{"region": region, "rps": 0})
 	})
+	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Faults()) })
+	mux.HandleFunc("PUT /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
+		region, q := r.PathValue("region"), r.URL.Query()
+		f, err := faultFromQuery(q)
+		if err == nil && f.IsZero() {
+			err = fmt.Errorf("%w: nothing to inject: give latency, error_rate or blackhole (DELETE clears)", ErrBadFault)
+		}
+		if err == nil {
+			err = a.Stack.SetFault(region, q.Get("service"), f)
+		}
+		if err != nil {
+			writeFaultError(w, err)
+			return
+		}
+		writeJSON(w, a.Stack.Faults()[region])
+	})
+	mux.HandleFunc("DELETE /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
+		region := r.PathValue("region")
+		if err := a.Stack.ClearFaults(region, r.URL.Query().Get("service")); err != nil {
+			writeFaultError(w, err)
+			return
+		}
+		writeJSON(w, a.Stack.Faults()[region])
+	})
 	return mux
+}
+
+// faultFromQuery reads latency (D, D±J or D+-J), jitter, error_rate (0.3 or 30%) and
+// blackhole (true/false) from a PUT /faults query.
+func faultFromQuery(q url.Values) (Fault, error) {
+	var f Fault
+	var err error
+	if v := q.Get("latency"); v != "" {
+		if f.Latency, f.Jitter, err = ParseLatency(v); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("jitter"); v != "" {
+		if f.Jitter, err = time.ParseDuration(v); err != nil || f.Jitter < 0 {
+			return f, fmt.Errorf("%w: jitter %q: want a duration >= 0", ErrBadFault, v)
+		}
+	}
+	if v := q.Get("error_rate"); v != "" {
+		if f.ErrorRate, err = ParseErrorRate(v); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("blackhole"); v != "" {
+		if f.Blackhole, err = strconv.ParseBool(v); err != nil {
+			return f, fmt.Errorf("%w: blackhole %q: want true or false", ErrBadFault, v)
+		}
+	}
+	return f, f.Validate()
+}
+
+func writeFaultError(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	if errors.Is(err, ErrUnknownRegion) {
+		code = http.StatusNotFound
+	}
+	http.Error(w, err.Error(), code)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -188,4 +254,42 @@ func (c *AdminClient) SetRateLimit(ctx context.Context, region string, rps float
 		return c.do(ctx, http.MethodDelete, "/kms/ratelimit/"+region, nil)
 	}
 	return c.do(ctx, http.MethodPut, "/kms/ratelimit/"+region+"?rps="+strconv.FormatFloat(rps, 'f', -1, 64), nil)
+}
+
+// Faults returns the active gray failures, region -> service -> fault.
+func (c *AdminClient) Faults(ctx context.Context) (map[string]map[string]Fault, error) {
+	var out map[string]map[string]Fault
+	return out, c.do(ctx, http.MethodGet, "/faults", &out)
+}
+
+// SetFault injects f into region's service ("": every service of the region), replacing what
+// was there, and returns the region's faults afterwards.
+func (c *AdminClient) SetFault(ctx context.Context, region, service string, f Fault) (map[string]Fault, error) {
+	q := url.Values{}
+	if service != "" {
+		q.Set("service", service)
+	}
+	if f.Latency > 0 {
+		q.Set("latency", f.Latency.String())
+	}
+	if f.Jitter > 0 {
+		q.Set("jitter", f.Jitter.String())
+	}
+	if f.ErrorRate > 0 {
+		q.Set("error_rate", strconv.FormatFloat(f.ErrorRate, 'f', -1, 64))
+	}
+	if f.Blackhole {
+		q.Set("blackhole", "true")
+	}
+	var out map[string]Fault
+	return out, c.do(ctx, http.MethodPut, "/faults/"+url.PathEscape(region)+"?"+q.Encode(), &out)
+}
+
+// ClearFaults removes region's faults (of one service, or all with service "").
+func (c *AdminClient) ClearFaults(ctx context.Context, region, service string) error {
+	path := "/faults/" + url.PathEscape(region)
+	if service != "" {
+		path += "?service=" + url.QueryEscape(service)
+	}
+	return c.do(ctx, http.MethodDelete, path, nil)
 }

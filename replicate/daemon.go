@@ -83,6 +83,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: cfg.QueueURL, DLQURL: cfg.DLQURL, Concurrency: cfg.Worker.Concurrency,
 		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase,
+		CallTimeout: cfg.Worker.SQSTimeout,
 	}, home.SQS(), p, log, m)
 	if opts.AdminAddr != "" {
 		if d.admin, err = StartAdmin(opts.AdminAddr, m, ready); err != nil {

@@ -326,7 +326,14 @@ func invalidWrapIsPoison(id string, err error) error {
 // already decrypted in r and checked against the commitment) it checks that r's table holds
 // exactly that wrap instead of decrypting it again. It returns the wrap it checked.
 func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record, proven *envelope.Wrap) (*envelope.RegionWrap, error) {
-	rec, err := p.stores[r.Name].Get(ctx, want.ID)
+	// The read goes through the region's health: a region whose endpoints do not answer is
+	// deferred at once instead of holding the event for a timeout on every delivery.
+	var rec *envelope.Record
+	err := r.Call(ctx, "GetItem", func(ctx context.Context) error {
+		var err error
+		rec, err = p.stores[r.Name].Get(ctx, want.ID)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

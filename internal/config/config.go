@@ -95,7 +95,22 @@ type Worker struct {
 	Grace time.Duration `yaml:"grace"`
 	// Attempts is how many tries one KMS or DynamoDB call gets within one delivery.
 	Attempts int `yaml:"attempts"`
+	// KMSTimeout bounds each attempt of a KMS call; DynamoDBTimeout each attempt of a DynamoDB
+	// call. An attempt without an answer in time counts as the region being unreachable (a
+	// blackholed or browned-out region is deferred like a lost one).
+	KMSTimeout      time.Duration `yaml:"kms_timeout,omitempty"`
+	DynamoDBTimeout time.Duration `yaml:"dynamodb_timeout,omitempty"`
+	// SQSTimeout bounds each SQS call (send, delete, change visibility); a receive gets the
+	// long-poll wait on top.
+	SQSTimeout time.Duration `yaml:"sqs_timeout,omitempty"`
 }
+
+// Default per-call timeouts of the worker (see Worker).
+const (
+	DefaultKMSTimeout      = 5 * time.Second
+	DefaultDynamoDBTimeout = 5 * time.Second
+	DefaultSQSTimeout      = 10 * time.Second
+)
 
 // Local describes the stand-in that wrote this config.
 type Local struct {
@@ -205,6 +220,15 @@ func (c *Config) WithDefaults() {
 	if c.Worker.Attempts == 0 {
 		c.Worker.Attempts = 5
 	}
+	if c.Worker.KMSTimeout == 0 {
+		c.Worker.KMSTimeout = DefaultKMSTimeout
+	}
+	if c.Worker.DynamoDBTimeout == 0 {
+		c.Worker.DynamoDBTimeout = DefaultDynamoDBTimeout
+	}
+	if c.Worker.SQSTimeout == 0 {
+		c.Worker.SQSTimeout = DefaultSQSTimeout
+	}
 }
 
 // Validate checks the config; each error names the field and the fix.
@@ -268,6 +292,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"worker.kms_timeout", c.Worker.KMSTimeout}, {"worker.dynamodb_timeout", c.Worker.DynamoDBTimeout}, {"worker.sqs_timeout", c.Worker.SQSTimeout}} {
+		if d.v < 0 || (d.v > 0 && d.v < 100*time.Millisecond) {
+			bad(d.field, "%s; use a duration of 100ms or more (default: KMS and DynamoDB 5s, SQS 10s)", d.v)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -36,6 +37,15 @@ func TestParseDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 10.0, p)
 	require.Equal(t, 16, c.Worker.Concurrency)
+	require.Equal(t, DefaultKMSTimeout, c.Worker.KMSTimeout)
+	require.Equal(t, DefaultDynamoDBTimeout, c.Worker.DynamoDBTimeout)
+	require.Equal(t, DefaultSQSTimeout, c.Worker.SQSTimeout)
+
+	c, err = Parse([]byte(good + "worker: {kms_timeout: 2s, dynamodb_timeout: 1500ms, sqs_timeout: 4s}\n"))
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, c.Worker.KMSTimeout)
+	require.Equal(t, 1500*time.Millisecond, c.Worker.DynamoDBTimeout)
+	require.Equal(t, 4*time.Second, c.Worker.SQSTimeout)
 }
 
 func TestValidationNamesFieldAndFix(t *testing.T) {
@@ -47,6 +57,8 @@ func TestValidationNamesFieldAndFix(t *testing.T) {
 		"bad verify":            {strings.Replace(good, `"sample:10%"`, `"sometimes"`, 1), "policy.verify"},
 		"unknown field":         {good + "extra: 1\n", "field extra not found"},
 		"no table":              {strings.Replace(good, "table: envdr-records", "", 1), "table: missing"},
+		"tiny kms timeout":      {good + "worker: {kms_timeout: 1ms}\n", "worker.kms_timeout"},
+		"negative sqs timeout":  {good + "worker: {sqs_timeout: -1s}\n", "worker.sqs_timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.edit))

@@ -78,7 +78,9 @@ func classify(err error) (mapped error, retryable bool) {
 	}
 	var te *TimeoutError
 	if errors.As(err, &te) {
-		return err, true
+		// Not retried within the call: another attempt would most likely wait out the same
+		// timeout. The region's health decides; the event comes back on redelivery.
+		return err, false
 	}
 	var (
 		nf   *kmstypes.NotFoundException

@@ -504,7 +504,12 @@ func TestRegionBlackholedThenCleared(t *testing.T) {
 	d := b.daemon(t)
 	require.Eventually(t, func() bool {
 		for _, id := range ids {
-			rec := b.record(t, "us-east-1", id)
+			r, err := b.topo.Region("us-east-1")
+			require.NoError(t, err)
+			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB()).Get(context.Background(), id)
+			if err != nil {
+				return false
+			}
 			if !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
 				return false
 			}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -223,7 +224,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		}
 		// DynamoDB Local's error responses carry no valid checksum; the SDK would only warn.
 		o.DisableValidateResponseChecksum = true
-		o.Retryer = storageRetryer()
+		o.Retryer = storageRetryer(opts)
 		// Every attempt is bounded: a blackholed table endpoint fails in DynamoDBTimeout, not
 		// in the HTTP client's 30 s, and is not retried (the region is then deferred).
 		next := o.HTTPClient
@@ -236,7 +237,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		if rc.Endpoints.SQS != "" {
 			o.BaseEndpoint = aws.String(rc.Endpoints.SQS)
 		}
-		o.Retryer = storageRetryer()
+		o.Retryer = storageRetryer(opts)
 	})
 	lim := rate.Limit(rc.KMSRate)
 	burst := int(rc.KMSRate / 10)
@@ -254,10 +255,22 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 // storageRetryer retries DynamoDB and SQS calls a few times (throttling, 5xx, a connection
 // dropped under a reused keep-alive) without the SDK's client-side retry quota, which would turn a
 // long outage into quota errors. KMS calls are retried by Region.do instead.
-func storageRetryer() aws.Retryer {
+//
+// The backoff is the same as Region.do's (BaseBackoff doubling, capped at MaxBackoff, ±30%
+// jitter) instead of the SDK's default of up to 2^attempt seconds: under a brown-out (a share of
+// 5xx answers) a read that succeeds on its second try should cost tens of milliseconds, not
+// seconds.
+func storageRetryer(opts Options) aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = 3
 		o.RateLimiter = ratelimit.None
+		o.Backoff = retry.BackoffDelayerFunc(func(attempt int, _ error) (time.Duration, error) {
+			d := opts.MaxBackoff
+			if attempt < 30 {
+				d = min(opts.BaseBackoff<<attempt, opts.MaxBackoff)
+			}
+			return time.Duration(float64(d) * (0.7 + 0.6*mathrand.Float64())), nil
+		})
 		// A per-attempt timeout is not retried here: the caller defers the region instead of
 		// waiting out two more timeouts.
 		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {

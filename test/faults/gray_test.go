@@ -145,6 +145,12 @@ func TestGrayFailure(t *testing.T) {
 		brownLat = append(brownLat, rec.Regions[brown].VerifiedAt.Sub(sent[e.id]))
 	}
 	hp50, hp99, hmax := percentiles(homeLat)
+	held := 0 // events whose home-region protection waited on the sick region (about one timeout)
+	for _, l := range homeLat {
+		if l > callTimeout/2 {
+			held++
+		}
+	}
 	bp50, bp99, bmax := percentiles(brownLat)
 	homeVerify := histQuantile(text, "envdr_verify_seconds", home, 0.99)
 	brownWrap := histQuantile(text, "envdr_wrap_seconds", brown, 0.99)
@@ -158,6 +164,8 @@ func TestGrayFailure(t *testing.T) {
 	fmt.Fprintf(&b, "| healthy region work during the faults | p50 | p99 | max |\n|---|---|---|---|\n")
 	fmt.Fprintf(&b, "| %s: send → verified wrap | %s | **%s** | %s |\n", home, ms(hp50), ms(hp99), ms(hmax))
 	fmt.Fprintf(&b, "| %s: send → verified wrap (incl. retries and redeliveries) | %s | %s | %s |\n", brown, ms(bp50), ms(bp99), ms(bmax))
+	fmt.Fprintf(&b, "%s work held more than %s: %d of %d events (in flight or queued when the blackhole began, or a probe)\n",
+		home, callTimeout/2, held, len(during))
 	fmt.Fprintf(&b, "daemon histograms, p99 of successful calls (whole run): %s verify %s; %s wrap %s, verify %s\n",
 		home, secs(homeVerify), brown, secs(brownWrap), secs(brownVerify))
 	fmt.Fprintf(&b, "after clearing: all %d acked in %s (%s filled in); in flight 0; lost %d, corrupted %d, valid events in DLQ 0 (DLQ messages: %d)\n",

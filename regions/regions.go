@@ -424,12 +424,20 @@ func (r *Region) noteUnreachable(err error) {
 	r.consecutive++
 	r.lastErr = err
 	if r.consecutive >= r.opts.UnhealthyAfter {
+		now := time.Now()
+		if now.Before(r.unhealthyUntil) {
+			// Already cooling down: a straggler of the same burst (calls that were in flight
+			// when the region went silent). Only a failed probe lengthens the cool-down, or a
+			// burst of concurrent timeouts would push it to MaxCooldown at once and delay
+			// noticing the region's return by that much.
+			return
+		}
 		if r.cooldown == 0 {
 			r.cooldown = 500 * time.Millisecond
 		} else if r.cooldown *= 2; r.cooldown > r.opts.MaxCooldown {
 			r.cooldown = r.opts.MaxCooldown
 		}
-		r.unhealthyUntil = time.Now().Add(r.cooldown)
+		r.unhealthyUntil = now.Add(r.cooldown)
 	}
 }
 

@@ -173,3 +173,34 @@ func TestBlackholedDynamoDBTimesOutAndRegionCallDefers(t *testing.T) {
 	require.ErrorContains(t, err, "marked unhealthy")
 	require.EqualValues(t, 2, reached.Load(), "deferred without a request")
 }
+
+// Calls that were in flight together when a region went silent time out together; only the
+// first marks the region and starts the cool-down, the others must not lengthen it (else one
+// burst would push it to MaxCooldown and the region's return would go unnoticed that long).
+func TestBurstOfTimeoutsDoesNotEscalateCooldown(t *testing.T) {
+	t.Parallel()
+	h := &hangKMS{fakeKMS: &fakeKMS{}}
+	h.hang.Store(true)
+	r := regions.NewRegionForTest(config.Region{Name: "eu-west-1", Key: mrkEU, Mode: config.ModeMRK, KMSRate: 1000}, h,
+		regions.Options{Attempts: 3, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, UnhealthyAfter: 3,
+			MaxCooldown: time.Minute, KMSTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		}()
+	}
+	wg.Wait()
+	require.EqualValues(t, 12, h.reached.Load())
+	require.False(t, r.Healthy())
+	h.hang.Store(false)
+	// The first cool-down is 0.5 s; a probe then finds the region answering again.
+	require.Eventually(t, func() bool {
+		_, err := r.DecryptRaw(ctx, []byte("w"), mrkEU, nil)
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "the region must be probed within the first cool-down, not MaxCooldown")
+	require.True(t, r.Healthy())
+}

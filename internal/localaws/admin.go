@@ -37,7 +37,9 @@ type KMSHooks interface {
 //	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
 //	                                      inject a gray failure (replaces the service's fault;
 //	                                      without service: every service of the region)
+//	                                      (or the same as a JSON body)
 //	DELETE /faults/{region}[?service=S]   clear the region's faults (or one service's)
+//	DELETE /faults                        clear every fault
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
@@ -111,7 +113,12 @@ func (a *Admin) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Faults()) })
 	mux.HandleFunc("PUT /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
-		region, q := r.PathValue("region"), r.URL.Query()
+		region := r.PathValue("region")
+		q, err := faultParams(r)
+		if err != nil {
+			writeFaultError(w, err)
+			return
+		}
 		f, err := faultFromQuery(q)
 		if err == nil && f.IsZero() {
 			err = fmt.Errorf("%w: nothing to inject: give latency, error_rate or blackhole (DELETE clears)", ErrBadFault)
@@ -125,6 +132,12 @@ func (a *Admin) Handler() http.Handler {
 		}
 		writeJSON(w, a.Stack.Faults()[region])
 	})
+	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {
+		for _, region := range a.Stack.Regions() {
+			_ = a.Stack.ClearFaults(region, "")
+		}
+		writeJSON(w, a.Stack.Faults())
+	})
 	mux.HandleFunc("DELETE /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
 		region := r.PathValue("region")
 		if err := a.Stack.ClearFaults(region, r.URL.Query().Get("service")); err != nil {
@@ -134,6 +147,52 @@ func (a *Admin) Handler() http.Handler {
 		writeJSON(w, a.Stack.Faults()[region])
 	})
 	return mux
+}
+
+// faultParams returns a PUT /faults request's parameters: the query, over those of an optional
+// JSON body {"service": "kms", "latency": "200ms±50ms", "jitter": "50ms", "error_rate": 0.3 or
+// "30%", "blackhole": true}.
+func faultParams(r *http.Request) (url.Values, error) {
+	q := r.URL.Query()
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil || len(strings.TrimSpace(string(body))) == 0 {
+		return q, nil
+	}
+	var b struct {
+		Service   string          `json:"service"`
+		Latency   string          `json:"latency"`
+		Jitter    string          `json:"jitter"`
+		ErrorRate json.RawMessage `json:"error_rate"`
+		Blackhole *bool           `json:"blackhole"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("%w: JSON body: %v", ErrBadFault, err)
+	}
+	out := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			out.Set(k, v)
+		}
+	}
+	set("service", b.Service)
+	set("latency", b.Latency)
+	set("jitter", b.Jitter)
+	if len(b.ErrorRate) > 0 {
+		var str string
+		if json.Unmarshal(b.ErrorRate, &str) != nil {
+			str = string(b.ErrorRate)
+		}
+		set("error_rate", str)
+	}
+	if b.Blackhole != nil {
+		out.Set("blackhole", strconv.FormatBool(*b.Blackhole))
+	}
+	for k, v := range q { // the query wins
+		out[k] = v
+	}
+	return out, nil
 }
 
 // faultFromQuery reads latency (D, D±J or D+-J), jitter, error_rate (0.3 or 30%) and

@@ -375,3 +375,58 @@ func TestStackCloseReleasesBlackhole(t *testing.T) {
 		t.Fatal("Close did not release the held request")
 	}
 }
+
+// The admin API takes a fault as query parameters or as a JSON body, and clears one region or
+// everything.
+func TestAdminFaultRoutes(t *testing.T) {
+	s := fakeStack(t)
+	srv := httptest.NewServer((&Admin{Stack: s}).Handler())
+	t.Cleanup(srv.Close)
+	do := func(method, path, body string) (int, string) {
+		req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp.StatusCode, string(b)
+	}
+	code, body := do(http.MethodPut, "/faults/eu-west-1?service=kms&latency=200ms%C2%B150ms", "")
+	require.Equal(t, 200, code, body)
+	require.Equal(t, Fault{Latency: 200 * time.Millisecond, Jitter: 50 * time.Millisecond}, s.Faults()["eu-west-1"][ServiceKMS])
+
+	code, body = do(http.MethodPut, "/faults/ap-southeast-2", `{"service": "dynamodb", "error_rate": "30%", "blackhole": false}`)
+	require.Equal(t, 200, code, body)
+	require.Equal(t, Fault{ErrorRate: 0.3}, s.Faults()["ap-southeast-2"][ServiceDynamoDB])
+	code, body = do(http.MethodPut, "/faults/ap-southeast-2", `{"latency": "1s", "error_rate": 0.1}`)
+	require.Equal(t, 200, code, body)
+	require.Len(t, s.Faults()["ap-southeast-2"], 3)
+	require.Equal(t, Fault{Latency: time.Second, ErrorRate: 0.1}, s.Faults()["ap-southeast-2"][ServiceSQS])
+
+	for _, bad := range []struct{ path, body string }{
+		{"/faults/eu-west-1", `{"latency": "soon"}`},
+		{"/faults/eu-west-1", `{"color": "red"}`},
+		{"/faults/eu-west-1?error_rate=2", ""},
+		{"/faults/eu-west-1?blackhole=maybe", ""},
+		{"/faults/eu-west-1", ""},
+	} {
+		code, body = do(http.MethodPut, bad.path, bad.body)
+		require.Equal(t, 400, code, "%+v: %s", bad, body)
+	}
+	code, _ = do(http.MethodPut, "/faults/mars-north-1?blackhole=true", "")
+	require.Equal(t, 404, code)
+
+	code, body = do(http.MethodGet, "/faults", "")
+	require.Equal(t, 200, code)
+	var all map[string]map[string]Fault
+	require.NoError(t, json.Unmarshal([]byte(body), &all))
+	require.Equal(t, s.Faults(), all)
+
+	code, _ = do(http.MethodDelete, "/faults/ap-southeast-2?service=sqs", "")
+	require.Equal(t, 200, code)
+	require.Len(t, s.Faults()["ap-southeast-2"], 2)
+	code, _ = do(http.MethodDelete, "/faults", "")
+	require.Equal(t, 200, code)
+	require.Empty(t, s.Faults())
+}

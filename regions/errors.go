@@ -6,6 +6,7 @@ import (
 	"net"
 	"strings"
 	"syscall"
+	"time"
 
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
@@ -30,6 +31,24 @@ var (
 	// ErrNotConfigured: the region is not in the topology (or excluded, as in a drill).
 	ErrNotConfigured = errors.New("region not configured")
 )
+
+// TimeoutError is one attempt of a call that got no answer within its per-attempt timeout: a
+// blackholed, partitioned or badly browned-out endpoint. It counts as the region being
+// unreachable (errors.Is(err, ErrRegionUnavailable)).
+type TimeoutError struct {
+	Service string // kms, dynamodb
+	After   time.Duration
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%s: no answer within %s (per-attempt timeout)", e.Service, e.After)
+}
+
+// Timeout reports true (net.Error's convention).
+func (e *TimeoutError) Timeout() bool { return true }
+
+// Is makes a TimeoutError an ErrRegionUnavailable.
+func (e *TimeoutError) Is(target error) bool { return target == ErrRegionUnavailable }
 
 // Error is a failed call in one region, naming the region, the operation and the key.
 type Error struct {
@@ -56,6 +75,12 @@ func (e *Error) Unwrap() error { return e.Err }
 func classify(err error) (mapped error, retryable bool) {
 	if err == nil {
 		return nil, false
+	}
+	var te *TimeoutError
+	if errors.As(err, &te) {
+		// Not retried within the call: another attempt would most likely wait out the same
+		// timeout. The region's health decides; the event comes back on redelivery.
+		return err, false
 	}
 	var (
 		nf   *kmstypes.NotFoundException
@@ -86,6 +111,12 @@ func classify(err error) (mapped error, retryable bool) {
 			return fmt.Errorf("%w: %s", ErrThrottled, apie.ErrorMessage()), true
 		}
 		if apie.ErrorFault() == smithy.FaultServer {
+			return err, true
+		}
+		// A 5xx whose code the client does not model (ServiceUnavailable, InternalFailure, a
+		// proxy's 502) is a server fault too: retry it.
+		var re interface{ HTTPStatusCode() int }
+		if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
 			return err, true
 		}
 		return err, false

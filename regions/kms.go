@@ -21,10 +21,12 @@ const DEKBytes = 32
 // throttling, 5xx and connection errors with jittered exponential backoff (go-retry), keeps the
 // region's health, and returns a *Error naming region, operation and key.
 func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Context) error) error {
-	if ok, until := r.available(time.Now()); !ok {
-		return &Error{Region: r.Name, Op: op, KeyARN: keyARN,
-			Err: fmt.Errorf("%w: marked unhealthy after repeated failures, next probe in %s",
-				ErrRegionUnavailable, time.Until(until).Round(time.Millisecond))}
+	ok, probe, until := r.available(time.Now())
+	if !ok {
+		return r.deferred(op, keyARN, until)
+	}
+	if probe {
+		defer r.endProbe()
 	}
 	// attempt makes one call and says whether another try can help.
 	attempt := func(ctx context.Context) (bool, error) {
@@ -32,13 +34,23 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 			return false, err
 		}
 		start := time.Now()
-		err := f(ctx)
+		// Each attempt is bounded: a blackholed or browned-out KMS answers nothing, and the
+		// HTTP client's own 30 s would hold the worker (and the event) that long.
+		actx, cancel := context.WithTimeout(ctx, r.opts.KMSTimeout)
+		err := f(actx)
+		if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+			err = &TimeoutError{Service: "kms", After: r.opts.KMSTimeout}
+		}
+		cancel()
 		if r.observer != nil {
 			r.observer.KMSCall(r.Name, op, time.Since(start), err)
 		}
 		if err == nil {
 			r.noteReachable()
 			return false, nil
+		}
+		if ctx.Err() != nil {
+			return false, err // the caller gave up: says nothing about the region
 		}
 		mapped, retryable := classify(err)
 		switch {
@@ -49,7 +61,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 			}
 		case errors.Is(mapped, ErrRegionUnavailable):
 			r.noteUnreachable(mapped)
-			if ok, _ := r.available(time.Now()); !ok {
+			if r.coolingDown(time.Now()) {
 				return false, mapped // now marked unhealthy: defer instead of retrying
 			}
 		default:

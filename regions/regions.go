@@ -10,7 +10,10 @@ package regions
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	mathrand "math/rand/v2"
 	"net/http"
 	"sync"
 	"time"
@@ -62,6 +65,10 @@ type Options struct {
 	// again after a cool-down that doubles up to MaxCooldown.
 	UnhealthyAfter int
 	MaxCooldown    time.Duration
+	// KMSTimeout bounds each attempt of a KMS call, DynamoDBTimeout each attempt of a DynamoDB
+	// call (default from config worker.kms_timeout / worker.dynamodb_timeout). An attempt with no
+	// answer in time is a *TimeoutError, which counts as the region being unreachable.
+	KMSTimeout, DynamoDBTimeout time.Duration
 	// Observer, optional.
 	Observer Observer
 	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
@@ -98,6 +105,18 @@ func (o *Options) withDefaults(c *config.Config) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.KMSTimeout == 0 {
+		o.KMSTimeout = c.Worker.KMSTimeout
+	}
+	if o.KMSTimeout == 0 {
+		o.KMSTimeout = config.DefaultKMSTimeout
+	}
+	if o.DynamoDBTimeout == 0 {
+		o.DynamoDBTimeout = c.Worker.DynamoDBTimeout
+	}
+	if o.DynamoDBTimeout == 0 {
+		o.DynamoDBTimeout = config.DefaultDynamoDBTimeout
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
@@ -213,6 +232,7 @@ type Region struct {
 	consecutive    int
 	unhealthyUntil time.Time
 	cooldown       time.Duration
+	probing        bool // an unhealthy region's single probe call is in flight
 	lastErr        error
 }
 
@@ -228,13 +248,20 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		}
 		// DynamoDB Local's error responses carry no valid checksum; the SDK would only warn.
 		o.DisableValidateResponseChecksum = true
-		o.Retryer = storageRetryer()
+		o.Retryer = storageRetryer(opts)
+		// Every attempt is bounded: a blackholed table endpoint fails in DynamoDBTimeout, not
+		// in the HTTP client's 30 s, and is not retried (the region is then deferred).
+		next := o.HTTPClient
+		if next == nil {
+			next = awshttp.NewBuildableClient()
+		}
+		o.HTTPClient = &attemptTimeout{next: next, service: "dynamodb", d: opts.DynamoDBTimeout}
 	})
 	sc := sqs.NewFromConfig(ac, func(o *sqs.Options) {
 		if rc.Endpoints.SQS != "" {
 			o.BaseEndpoint = aws.String(rc.Endpoints.SQS)
 		}
-		o.Retryer = storageRetryer()
+		o.Retryer = storageRetryer(opts)
 	})
 	lim := rate.Limit(rc.KMSRate)
 	burst := int(rc.KMSRate / 10)
@@ -253,11 +280,66 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 // storageRetryer retries DynamoDB and SQS calls a few times (throttling, 5xx, a connection
 // dropped under a reused keep-alive) without the SDK's client-side retry quota, which would turn a
 // long outage into quota errors. KMS calls are retried by Region.do instead.
-func storageRetryer() aws.Retryer {
+//
+// The backoff is the same as Region.do's (BaseBackoff doubling, capped at MaxBackoff, ±30%
+// jitter) instead of the SDK's default of up to 2^attempt seconds: under a brown-out (a share of
+// 5xx answers) a read that succeeds on its second try should cost tens of milliseconds, not
+// seconds.
+func storageRetryer(opts Options) aws.Retryer {
 	return retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = 3
 		o.RateLimiter = ratelimit.None
+		o.Backoff = retry.BackoffDelayerFunc(func(attempt int, _ error) (time.Duration, error) {
+			d := opts.MaxBackoff
+			if attempt < 30 {
+				d = min(opts.BaseBackoff<<attempt, opts.MaxBackoff)
+			}
+			return time.Duration(float64(d) * (0.7 + 0.6*mathrand.Float64())), nil
+		})
+		// A per-attempt timeout is not retried here: the caller defers the region instead of
+		// waiting out two more timeouts.
+		o.Retryables = append([]retry.IsErrorRetryable{retry.IsErrorRetryableFunc(func(err error) aws.Ternary {
+			var te *TimeoutError
+			if errors.As(err, &te) {
+				return aws.FalseTernary
+			}
+			return aws.UnknownTernary
+		})}, o.Retryables...)
 	})
+}
+
+// attemptTimeout bounds every HTTP attempt of a client (sending, the response headers and the
+// body, until Close) to d, and reports running out of it as a *TimeoutError.
+type attemptTimeout struct {
+	next    aws.HTTPClient
+	service string
+	d       time.Duration
+}
+
+func (a *attemptTimeout) Do(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), a.d)
+	resp, err := a.next.Do(req.WithContext(ctx))
+	if err != nil {
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && req.Context().Err() == nil
+		cancel()
+		if timedOut {
+			return nil, &TimeoutError{Service: a.service, After: a.d}
+		}
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // NewRegionForTest builds a Region over a given KMS implementation (a fake in unit tests).
@@ -294,36 +376,100 @@ func (r *Region) LastError() error {
 	return r.lastErr
 }
 
-// available reports whether calls should be sent now: an unhealthy region is only probed once
-// its cool-down has passed, so its work is deferred at once instead of waiting on timeouts.
-func (r *Region) available(now time.Time) (bool, time.Time) {
+// available reports whether calls should be sent now: an unhealthy region's work is deferred at
+// once instead of waiting on timeouts, and once its cool-down has passed a single call is let
+// through as the probe (probe true; the caller must call endProbe) while the others stay
+// deferred, so a region that still does not answer holds one call, not every worker.
+func (r *Region) available(now time.Time) (ok, probe bool, until time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.consecutive < r.opts.UnhealthyAfter || !now.Before(r.unhealthyUntil) {
-		return true, time.Time{}
+	if r.consecutive < r.opts.UnhealthyAfter {
+		return true, false, time.Time{}
 	}
-	return false, r.unhealthyUntil
+	if now.Before(r.unhealthyUntil) || r.probing {
+		return false, false, r.unhealthyUntil
+	}
+	r.probing = true
+	return true, true, time.Time{}
+}
+
+// coolingDown reports whether the region is marked unhealthy and its cool-down has not passed.
+func (r *Region) coolingDown(now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.consecutive >= r.opts.UnhealthyAfter && now.Before(r.unhealthyUntil)
+}
+
+func (r *Region) endProbe() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.probing = false
+}
+
+// deferred is the error of a call not sent because the region is marked unhealthy.
+func (r *Region) deferred(op, keyARN string, until time.Time) error {
+	next := "a probe is in flight"
+	if d := time.Until(until); d > 0 {
+		next = "next probe in " + d.Round(time.Millisecond).String()
+	}
+	return &Error{Region: r.Name, Op: op, KeyARN: keyARN,
+		Err: fmt.Errorf("%w: marked unhealthy after repeated failures, %s", ErrRegionUnavailable, next)}
+}
+
+// Call runs one call of this region that is not a KMS call (a DynamoDB read of the region's
+// replica of the table, say) under the region's health: deferred at once while the region is
+// marked unhealthy, and an unreachable answer (refused, reset, a per-attempt timeout) counts
+// toward marking it so; any answer counts as reachable. f retries on its own (the SDK's).
+func (r *Region) Call(ctx context.Context, op string, f func(context.Context) error) error {
+	ok, probe, until := r.available(time.Now())
+	if !ok {
+		return r.deferred(op, "", until)
+	}
+	if probe {
+		defer r.endProbe()
+	}
+	err := f(ctx)
+	switch {
+	case err == nil:
+		r.noteReachable()
+	case ctx.Err() != nil:
+		// cancelled by the caller: says nothing about the region
+	case IsConnError(err):
+		r.noteUnreachable(err)
+	default:
+		r.noteReachable() // the region answered
+	}
+	return err
 }
 
 func (r *Region) noteUnreachable(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.probing = false
 	r.consecutive++
 	r.lastErr = err
 	if r.consecutive >= r.opts.UnhealthyAfter {
+		now := time.Now()
+		if now.Before(r.unhealthyUntil) {
+			// Already cooling down: a straggler of the same burst (calls that were in flight
+			// when the region went silent). Only a failed probe lengthens the cool-down, or a
+			// burst of concurrent timeouts would push it to MaxCooldown at once and delay
+			// noticing the region's return by that much.
+			return
+		}
 		if r.cooldown == 0 {
 			r.cooldown = 500 * time.Millisecond
 		} else if r.cooldown *= 2; r.cooldown > r.opts.MaxCooldown {
 			r.cooldown = r.opts.MaxCooldown
 		}
-		r.unhealthyUntil = time.Now().Add(r.cooldown)
+		r.unhealthyUntil = now.Add(r.cooldown)
 	}
 }
 
 func (r *Region) noteReachable() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.consecutive, r.cooldown, r.lastErr = 0, 0, nil
+	r.consecutive, r.cooldown, r.lastErr, r.probing = 0, 0, nil, false
 	r.recoverRateLocked()
 }
 

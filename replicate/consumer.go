@@ -112,6 +112,10 @@ type ConsumerConfig struct {
 	// first sent goes to the DLQ with reason expired. 0: never. It must be below the queue's
 	// retention (Start checks), or SQS would drop the event first.
 	MaxAge time.Duration
+	// CallTimeout bounds each SQS call (send, delete, change visibility, queue attributes); a
+	// receive gets WaitTime on top. A queue endpoint that stops answering then fails the call
+	// instead of holding a worker or the fetch loop (config worker.sqs_timeout).
+	CallTimeout time.Duration
 }
 
 func (c *ConsumerConfig) withDefaults() {
@@ -127,6 +131,14 @@ func (c *ConsumerConfig) withDefaults() {
 	if c.RetryBase <= 0 {
 		c.RetryBase = 2 * time.Second
 	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = 10 * time.Second
+	}
+}
+
+// bounded returns ctx limited to one SQS call's timeout (plus extra, a receive's long poll).
+func (c *Consumer) bounded(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.cfg.CallTimeout+extra)
 }
 
 // Consumer is the SQS side of the daemon: it long-polls in batches of up to 10, bounded by free
@@ -227,6 +239,8 @@ func (c *Consumer) Stopped() <-chan struct{} { return c.stopped }
 // readQueueAttributes reads the queue's redrive maxReceiveCount and its retention (0 when
 // unknown).
 func (c *Consumer) readQueueAttributes(ctx context.Context) (maxReceives int, retention time.Duration) {
+	ctx, cancel := c.bounded(ctx, 0)
+	defer cancel()
 	out, err := c.q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: aws.String(c.cfg.QueueURL), AttributeNames: []sqstypes.QueueAttributeName{
 			sqstypes.QueueAttributeNameRedrivePolicy, sqstypes.QueueAttributeNameMessageRetentionPeriod},
@@ -312,6 +326,8 @@ func oldestAge(msgs []Message) time.Duration {
 }
 
 func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
+	ctx, cancel := c.bounded(ctx, c.cfg.WaitTime)
+	defer cancel()
 	out, err := c.q.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
 		QueueUrl:            aws.String(c.cfg.QueueURL),
 		MaxNumberOfMessages: int32(n),
@@ -444,10 +460,12 @@ func (c *Consumer) heartbeat(ctx context.Context, m Message, log *zap.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			_, err := c.q.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			cctx, cancel := c.bounded(ctx, 0)
+			_, err := c.q.ChangeMessageVisibility(cctx, &sqs.ChangeMessageVisibilityInput{
 				QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle),
 				VisibilityTimeout: int32(c.cfg.Visibility / time.Second),
 			})
+			cancel()
 			if err != nil && ctx.Err() == nil {
 				log.Warn("extending visibility failed", zap.Error(err))
 			}
@@ -465,6 +483,8 @@ func (c *Consumer) delayRedelivery(ctx context.Context, m Message) {
 	if secs < 1 {
 		secs = 1
 	}
+	ctx, cancel := c.bounded(ctx, 0)
+	defer cancel()
 	_, _ = c.q.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle), VisibilityTimeout: secs,
 	})
@@ -478,6 +498,8 @@ func (c *Consumer) requeue(ctx context.Context, m Message) error {
 	if o := m.Origin(); !o.IsZero() {
 		attrs[AttrFirstSent] = firstSentAttr(o)
 	}
+	ctx, cancel := c.bounded(ctx, 0)
+	defer cancel()
 	_, err := c.q.SendMessage(ctx, &sqs.SendMessageInput{
 		QueueUrl: aws.String(c.cfg.QueueURL), MessageBody: aws.String(m.Body), DelaySeconds: delay,
 		MessageAttributes: attrs,
@@ -518,6 +540,8 @@ func (c *Consumer) toDLQ(ctx context.Context, m Message, res Result) error {
 	if body == "" {
 		body = "(empty)" // SQS refuses empty bodies; the reason attribute says what was wrong
 	}
+	ctx, cancel := c.bounded(ctx, 0)
+	defer cancel()
 	_, err := c.q.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(c.cfg.DLQURL), MessageBody: aws.String(body), MessageAttributes: attrs})
 	if err != nil {
 		return fmt.Errorf("send to DLQ %s: %w", c.cfg.DLQURL, err)
@@ -570,7 +594,9 @@ func (c *Consumer) deleteBatch(handles []string) {
 			time.Sleep(time.Duration(100<<(attempt-1)) * time.Millisecond)
 		}
 		var out *sqs.DeleteMessageBatchOutput
-		out, err = c.q.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+		actx, acancel := c.bounded(ctx, 0)
+		out, err = c.q.DeleteMessageBatch(actx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+		acancel()
 		if err == nil && len(out.Failed) == 0 {
 			return
 		}

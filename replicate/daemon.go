@@ -101,6 +101,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: queueURL, DLQURL: dlqURL, Concurrency: cfg.Worker.Concurrency,
 		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase, MaxAge: cfg.Worker.MaxAge,
+		CallTimeout: cfg.Worker.SQSTimeout,
 	}, self.SQS(), p, log, m)
 	if opts.AdminAddr != "" {
 		if d.admin, err = StartAdmin(opts.AdminAddr, m, ready); err != nil {

@@ -443,8 +443,19 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope.Record) (*envelope.Record, error) {
 	deadline := p.now().Add(p.replicaWait)
 	delay := 20 * time.Millisecond
+	r, err := p.topo.Region(region)
+	if err != nil {
+		return nil, err
+	}
 	for {
-		rec, err := p.stores[region].Get(ctx, want.ID)
+		// The read goes through the region's health: a region whose endpoints do not answer is
+		// deferred at once instead of holding the event for a timeout on every delivery.
+		var rec *envelope.Record
+		err := r.Call(ctx, "GetItem", func(ctx context.Context) error {
+			var err error
+			rec, err = p.stores[region].Get(ctx, want.ID)
+			return err
+		})
 		switch {
 		case err == nil && sameWrap(rec.Regions[region], want.Regions[region]):
 			return rec, nil

@@ -25,6 +25,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -584,4 +585,67 @@ func TestAliasRepointedKeepsEvents(t *testing.T) {
 		t.Errorf("dead-lettered: %s: %s", aws.ToString(m.MessageAttributes["reason"].StringValue), aws.ToString(m.MessageAttributes["error"].StringValue))
 	}
 	b.verifiedEverywhere(t, []string{idA, idB})
+}
+
+// A blackholed region (its endpoints accept requests and never answer) is treated like a lost
+// one: each call gives up after its per-attempt timeout, the region is deferred, the healthy
+// regions progress, nothing is acknowledged; once the fault is cleared everything completes.
+func TestRegionBlackholedThenCleared(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.cfg.Worker.KMSTimeout = 500 * time.Millisecond
+	b.cfg.Worker.DynamoDBTimeout = 500 * time.Millisecond
+	const n = 6
+	ids, sealed := b.sealAndSend(t, n, 1)
+	require.NoError(t, b.env.Stack.SetFault("eu-west-1", "", localaws.Fault{Blackhole: true}))
+	d := b.daemon(t)
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			r, err := b.topo.Region("us-east-1")
+			require.NoError(t, err)
+			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
+			if err != nil {
+				return false
+			}
+			if !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
+				return false
+			}
+			if w := rec.Regions["eu-west-1"]; w == nil || w.HasWrap() || !strings.Contains(w.LastError, "no answer within 500ms") &&
+				!strings.Contains(w.LastError, "marked unhealthy") {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 200*time.Millisecond, "the healthy regions progress while eu-west-1 is blackholed")
+	require.Zero(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
+	require.Zero(t, testutil.ToFloat64(d.Metrics.Healthy.WithLabelValues("eu-west-1")))
+
+	require.NoError(t, b.env.Stack.ClearFaults("eu-west-1", ""))
+	b.waitDrained(t, d, 60*time.Second)
+	b.verifiedEverywhere(t, ids)
+	for i, id := range ids {
+		require.Empty(t, b.record(t, "eu-west-1", id).Regions["eu-west-1"].LastError)
+		require.Equal(t, b.plain[i], b.openIn(t, "eu-west-1", sealed[i]))
+	}
+	require.Empty(t, b.dlq(t))
+}
+
+// A queue endpoint that stops answering makes receives fail after the long-poll wait plus
+// worker.sqs_timeout (logged, backed off) instead of hanging the fetch loop; when it answers
+// again the events are handled.
+func TestQueueBlackholedReceiveIsBounded(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.cfg.Worker.SQSTimeout = 500 * time.Millisecond
+	ids, _ := b.sealAndSend(t, 3, 1)
+	require.NoError(t, b.env.Stack.SetFault("us-east-1", localaws.ServiceSQS, localaws.Fault{Blackhole: true}))
+	d := b.daemon(t)
+	require.Eventually(t, func() bool {
+		return b.logs.FilterMessage("receive failed; backing off").Len() >= 2
+	}, 20*time.Second, 100*time.Millisecond, "receives against a blackholed queue endpoint must fail, not hang")
+	require.Zero(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
+	require.NoError(t, b.env.Stack.ClearFaults("us-east-1", ""))
+	b.waitDrained(t, d, 60*time.Second)
+	b.verifiedEverywhere(t, ids)
+	require.Equal(t, float64(len(ids)), testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
 }

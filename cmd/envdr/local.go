@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -30,7 +31,9 @@ func newLocalCmd() *cobra.Command {
 KMS (envdr's KMS stand-in), SQS (fauxqs: a queue and DLQ per region) and DynamoDB (DynamoDB Local:
 a replica per region, replicated as global tables are, with a lag and last writer wins) endpoints.
 "envdr local down R" closes one region's endpoints (connections refused) to simulate losing it;
-"envdr local up R" restores it; "envdr local lag 2s" slows replication. See docs/LOCAL.md.
+"envdr local up R" restores it; "envdr local lag 2s" slows replication. "envdr local fault R"
+injects gray failures instead: latency, a share of server errors, or a blackhole that accepts
+requests and never answers. See docs/LOCAL.md.
 
 The control commands find the stand-in's admin endpoint in the config's local.admin
 (--config local/envdr.yaml; local/envdr.yaml is also tried when --config is not given) or --admin.`,
@@ -59,7 +62,7 @@ The control commands find the stand-in's admin endpoint in the config's local.ad
 		return localaws.NewAdminClient(cfg.Local.Admin), nil
 	}
 	cmd.AddCommand(newLocalServeCmd(), newLocalRegionCmd("down", client), newLocalRegionCmd("up", client),
-		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client))
+		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalFaultCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client))
 	return cmd
 }
 
@@ -185,14 +188,14 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 				}{st, repl})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REGION\tSTATE\tKMS\tSQS\tDYNAMODB")
+			fmt.Fprintln(tw, "REGION\tSTATE\tKMS\tSQS\tDYNAMODB\tFAULTS")
 			for _, r := range sortedRegions(st) {
 				s := st[r]
 				state := "up"
 				if !s.Up {
 					state = "down"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults))
 			}
 			fmt.Fprintln(tw, "\nREPLICATION\tLAG\tREPLICATED\tCONFLICTS\tPENDING\tLATENCY LAST/MAX")
 			for _, p := range repl {
@@ -320,6 +323,110 @@ func newLocalThrottleCmd(client adminClientFunc) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newLocalFaultCmd(client adminClientFunc) *cobra.Command {
+	var (
+		service, latency, errorRate string
+		blackhole, clear            bool
+	)
+	cmd := &cobra.Command{
+		Use:   "fault REGION [--service S] [--latency D[±J]] [--error-rate P] [--blackhole] | --clear",
+		Short: "Inject gray failures into a region: latency, a share of server errors, a blackhole",
+		Long: `fault makes a region's services fail partially instead of vanishing (compare "local down"):
+
+  --latency D[±J]   each request waits D, plus uniform jitter in [-J, +J], before it is served
+                    (1s, 200ms±50ms; 200ms+-50ms where ± is hard to type)
+  --error-rate P    that share of requests (0.3 or 30%) gets a retryable server error, HTTP 500
+                    or 503 in the service's own shape (KMSInternalException,
+                    DependencyTimeoutException; InternalServerError, ServiceUnavailable;
+                    InternalFailure, ServiceUnavailable)
+  --blackhole       requests are accepted and read but never answered, until the client gives up
+                    (or the fault is cleared: held requests are then served)
+
+Without --service the fault applies to the region's KMS, SQS and DynamoDB; it replaces what the
+service had. --clear removes the region's faults (all, or --service's). Faults stay across
+"local down"/"local up"; "local status" lists them.`,
+		Example: `  envdr local fault eu-west-1 --blackhole
+  envdr local fault ap-southeast-2 --error-rate 30%
+  envdr local fault us-east-1 --service kms --latency 200ms±50ms
+  envdr local fault eu-west-1 --clear`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			region := args[0]
+			if service != "" && service != localaws.ServiceKMS && service != localaws.ServiceSQS && service != localaws.ServiceDynamoDB {
+				return usageError("--service %q: want kms, sqs or dynamodb (none: all three)", service)
+			}
+			var f localaws.Fault
+			var err error
+			if latency != "" {
+				if f.Latency, f.Jitter, err = localaws.ParseLatency(latency); err != nil {
+					return usageError("--latency: %v", err)
+				}
+			}
+			if errorRate != "" {
+				if f.ErrorRate, err = localaws.ParseErrorRate(errorRate); err != nil {
+					return usageError("--error-rate: %v", err)
+				}
+			}
+			f.Blackhole = blackhole
+			switch {
+			case clear && !f.IsZero():
+				return usageError("--clear takes no --latency, --error-rate or --blackhole")
+			case !clear && f.IsZero():
+				return usageError("nothing to inject: give --latency, --error-rate or --blackhole (or --clear)")
+			}
+			if err := f.Validate(); err != nil {
+				return usageError("%v", err)
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			what := "all services"
+			if service != "" {
+				what = service
+			}
+			if clear {
+				if err := c.ClearFaults(cmd.Context(), region, service); err != nil {
+					return fmt.Errorf("region %s: %w", region, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s: faults cleared\n", region, what)
+				return nil
+			}
+			now, err := c.SetFault(cmd.Context(), region, service, f)
+			if err != nil {
+				return fmt.Errorf("region %s: %w", region, err)
+			}
+			for _, svc := range localaws.Services {
+				if g, ok := now[svc]; ok {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", region, svc, g)
+				}
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&service, "service", "", "kms, sqs or dynamodb (default: all three)")
+	fl.StringVar(&latency, "latency", "", "added latency D or D±J (D+-J), e.g. 1s, 200ms±50ms")
+	fl.StringVar(&errorRate, "error-rate", "", "share of requests answered with a retryable 500/503: 0.3 or 30%")
+	fl.BoolVar(&blackhole, "blackhole", false, "accept and read requests, never answer")
+	fl.BoolVar(&clear, "clear", false, "remove the region's faults (all services, or --service)")
+	return cmd
+}
+
+// faultsSummary renders a region's faults for the status table: "kms: latency 1s; sqs: …", "-".
+func faultsSummary(m map[string]localaws.Fault) string {
+	var parts []string
+	for _, svc := range localaws.Services {
+		if f, ok := m[svc]; ok {
+			parts = append(parts, svc+": "+f.String())
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, "; ")
 }
 
 func sortedRegions[V any](m map[string]V) []string {

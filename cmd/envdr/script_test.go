@@ -72,7 +72,8 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	cmd := exec.Command(path, args[2:]...)
 	cmd.Dir = ts.MkAbs(".")
-	cmd.Env = append(os.Environ(), "ENVDR_CONFIG="+ts.Getenv("ENVDR_CONFIG"), "PATH="+ts.Getenv("PATH"))
+	// ENVDR_LOCAL_ADMIN of the caller's shell must not send local commands to another stand-in.
+	cmd.Env = append(os.Environ(), "ENVDR_CONFIG="+ts.Getenv("ENVDR_CONFIG"), "PATH="+ts.Getenv("PATH"), "ENVDR_LOCAL_ADMIN=")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err = cmd.Run()

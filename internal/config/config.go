@@ -126,6 +126,14 @@ type Worker struct {
 	// MaxAge ends retries: an event still not replicated this long after it was first sent goes
 	// to the DLQ with reason expired. Must be below the queue's retention (SQS: at most 14 days).
 	MaxAge time.Duration `yaml:"max_age"`
+	// KMSTimeout bounds each attempt of a KMS call; DynamoDBTimeout each attempt of a DynamoDB
+	// call. An attempt without an answer in time counts as the region being unreachable (a
+	// blackholed or browned-out region is deferred like a lost one).
+	KMSTimeout      time.Duration `yaml:"kms_timeout,omitempty"`
+	DynamoDBTimeout time.Duration `yaml:"dynamodb_timeout,omitempty"`
+	// SQSTimeout bounds each SQS call (send, delete, change visibility); a receive gets the
+	// long-poll wait on top.
+	SQSTimeout time.Duration `yaml:"sqs_timeout,omitempty"`
 }
 
 // DefaultMaxAge is worker.max_age's default: 3 days (SQS's default retention is 4).
@@ -133,6 +141,13 @@ const DefaultMaxAge = 72 * time.Hour
 
 // maxSQSRetention is SQS's longest message retention.
 const maxSQSRetention = 14 * 24 * time.Hour
+
+// Default per-call timeouts of the worker (see Worker).
+const (
+	DefaultKMSTimeout      = 5 * time.Second
+	DefaultDynamoDBTimeout = 5 * time.Second
+	DefaultSQSTimeout      = 10 * time.Second
+)
 
 // Local describes the stand-in that wrote this config.
 type Local struct {
@@ -256,6 +271,15 @@ func (c *Config) WithDefaults() {
 	if c.Worker.MaxAge == 0 {
 		c.Worker.MaxAge = DefaultMaxAge
 	}
+	if c.Worker.KMSTimeout == 0 {
+		c.Worker.KMSTimeout = DefaultKMSTimeout
+	}
+	if c.Worker.DynamoDBTimeout == 0 {
+		c.Worker.DynamoDBTimeout = DefaultDynamoDBTimeout
+	}
+	if c.Worker.SQSTimeout == 0 {
+		c.Worker.SQSTimeout = DefaultSQSTimeout
+	}
 }
 
 // Validate checks the config; each error names the field and the fix.
@@ -369,6 +393,14 @@ func (c *Config) Validate() error {
 	}
 	if c.EnqueueCopyDelay < 0 || c.EnqueueCopyDelay > 15*time.Minute {
 		bad("enqueue_copy_delay", "%s; use 0 to 15m (SQS's longest message delay)", c.EnqueueCopyDelay)
+	}
+	for _, d := range []struct {
+		field string
+		v     time.Duration
+	}{{"worker.kms_timeout", c.Worker.KMSTimeout}, {"worker.dynamodb_timeout", c.Worker.DynamoDBTimeout}, {"worker.sqs_timeout", c.Worker.SQSTimeout}} {
+		if d.v < 0 || (d.v > 0 && d.v < 100*time.Millisecond) {
+			bad(d.field, "%s; use a duration of 100ms or more (default: KMS and DynamoDB 5s, SQS 10s)", d.v)
+		}
 	}
 	return errors.Join(errs...)
 }

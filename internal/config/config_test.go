@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -37,6 +38,15 @@ func TestParseDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 10.0, p)
 	require.Equal(t, 16, c.Worker.Concurrency)
+	require.Equal(t, DefaultKMSTimeout, c.Worker.KMSTimeout)
+	require.Equal(t, DefaultDynamoDBTimeout, c.Worker.DynamoDBTimeout)
+	require.Equal(t, DefaultSQSTimeout, c.Worker.SQSTimeout)
+
+	c, err = Parse([]byte(good + "worker: {kms_timeout: 2s, dynamodb_timeout: 1500ms, sqs_timeout: 4s}\n"))
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, c.Worker.KMSTimeout)
+	require.Equal(t, 1500*time.Millisecond, c.Worker.DynamoDBTimeout)
+	require.Equal(t, 4*time.Second, c.Worker.SQSTimeout)
 }
 
 func TestValidationNamesFieldAndFix(t *testing.T) {
@@ -48,6 +58,8 @@ func TestValidationNamesFieldAndFix(t *testing.T) {
 		"bad verify":            {strings.Replace(good, `"sample:10%"`, `"sometimes"`, 1), "policy.verify"},
 		"unknown field":         {good + "extra: 1\n", "line 17: extra: unknown field; the fields here are dlq_url, enqueue_copies, enqueue_copy_delay, home_region"},
 		"no table":              {strings.Replace(good, "table: envdr-records", "", 1), "table: missing"},
+		"tiny kms timeout":      {good + "worker: {kms_timeout: 1ms}\n", "worker.kms_timeout"},
+		"negative sqs timeout":  {good + "worker: {sqs_timeout: -1s}\n", "worker.sqs_timeout"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.edit))
@@ -150,7 +162,7 @@ func TestDecodeErrorsAreHuman(t *testing.T) {
 		`line 18: worker.grace: "30" is not a duration; use a number with a unit, e.g. 30s, 2m or 1h30m`,
 		`line 19: worker.visibility: "soon" is not a duration; use a number with a unit, e.g. 30s, 2m or 1h30m`,
 		`line 20: worker.concurrency: "many" is not a whole number, e.g. 16`,
-		`line 21: worker.retries: unknown field; the fields here are attempts, concurrency, grace, max_age, visibility`,
+		`line 21: worker.retries: unknown field; the fields here are attempts, concurrency, dynamodb_timeout, grace, kms_timeout, max_age, sqs_timeout, visibility`,
 	}, ce.Problems)
 	lines := strings.Split(err.Error(), "\n")
 	require.Len(t, lines, 6, "one problem per line")

@@ -35,6 +35,13 @@ type KMSHooks interface {
 //	DELETE /kms/ratelimit/{region}        no rate limit
 //	GET  /replication                     global tables: per direction lag, latency, conflicts
 //	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
+//	GET  /faults                          active gray failures: {region: {service: fault}}
+//	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
+//	                                      inject a gray failure (replaces the service's fault;
+//	                                      without service: every service of the region)
+//	                                      (or the same as a JSON body)
+//	DELETE /faults/{region}[?service=S]   clear the region's faults (or one service's)
+//	DELETE /faults                        clear every fault
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
@@ -124,7 +131,124 @@ func (a *Admin) Handler() http.Handler {
 		}
 		writeJSON(w, a.Stack.GlobalTables().Stats())
 	})
+	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Faults()) })
+	mux.HandleFunc("PUT /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
+		region := r.PathValue("region")
+		q, err := faultParams(r)
+		if err != nil {
+			writeFaultError(w, err)
+			return
+		}
+		f, err := faultFromQuery(q)
+		if err == nil && f.IsZero() {
+			err = fmt.Errorf("%w: nothing to inject: give latency, error_rate or blackhole (DELETE clears)", ErrBadFault)
+		}
+		if err == nil {
+			err = a.Stack.SetFault(region, q.Get("service"), f)
+		}
+		if err != nil {
+			writeFaultError(w, err)
+			return
+		}
+		writeJSON(w, a.Stack.Faults()[region])
+	})
+	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {
+		for _, region := range a.Stack.Regions() {
+			_ = a.Stack.ClearFaults(region, "")
+		}
+		writeJSON(w, a.Stack.Faults())
+	})
+	mux.HandleFunc("DELETE /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
+		region := r.PathValue("region")
+		if err := a.Stack.ClearFaults(region, r.URL.Query().Get("service")); err != nil {
+			writeFaultError(w, err)
+			return
+		}
+		writeJSON(w, a.Stack.Faults()[region])
+	})
 	return mux
+}
+
+// faultParams returns a PUT /faults request's parameters: the query, over those of an optional
+// JSON body {"service": "kms", "latency": "200ms±50ms", "jitter": "50ms", "error_rate": 0.3 or
+// "30%", "blackhole": true}.
+func faultParams(r *http.Request) (url.Values, error) {
+	q := r.URL.Query()
+	body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	if err != nil || len(strings.TrimSpace(string(body))) == 0 {
+		return q, nil
+	}
+	var b struct {
+		Service   string          `json:"service"`
+		Latency   string          `json:"latency"`
+		Jitter    string          `json:"jitter"`
+		ErrorRate json.RawMessage `json:"error_rate"`
+		Blackhole *bool           `json:"blackhole"`
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return nil, fmt.Errorf("%w: JSON body: %v", ErrBadFault, err)
+	}
+	out := url.Values{}
+	set := func(k, v string) {
+		if v != "" {
+			out.Set(k, v)
+		}
+	}
+	set("service", b.Service)
+	set("latency", b.Latency)
+	set("jitter", b.Jitter)
+	if len(b.ErrorRate) > 0 {
+		var str string
+		if json.Unmarshal(b.ErrorRate, &str) != nil {
+			str = string(b.ErrorRate)
+		}
+		set("error_rate", str)
+	}
+	if b.Blackhole != nil {
+		out.Set("blackhole", strconv.FormatBool(*b.Blackhole))
+	}
+	for k, v := range q { // the query wins
+		out[k] = v
+	}
+	return out, nil
+}
+
+// faultFromQuery reads latency (D, D±J or D+-J), jitter, error_rate (0.3 or 30%) and
+// blackhole (true/false) from a PUT /faults query.
+func faultFromQuery(q url.Values) (Fault, error) {
+	var f Fault
+	var err error
+	if v := q.Get("latency"); v != "" {
+		if f.Latency, f.Jitter, err = ParseLatency(v); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("jitter"); v != "" {
+		if f.Jitter, err = time.ParseDuration(v); err != nil || f.Jitter < 0 {
+			return f, fmt.Errorf("%w: jitter %q: want a duration >= 0", ErrBadFault, v)
+		}
+	}
+	if v := q.Get("error_rate"); v != "" {
+		if f.ErrorRate, err = ParseErrorRate(v); err != nil {
+			return f, err
+		}
+	}
+	if v := q.Get("blackhole"); v != "" {
+		if f.Blackhole, err = strconv.ParseBool(v); err != nil {
+			return f, fmt.Errorf("%w: blackhole %q: want true or false", ErrBadFault, v)
+		}
+	}
+	return f, f.Validate()
+}
+
+func writeFaultError(w http.ResponseWriter, err error) {
+	code := http.StatusBadRequest
+	if errors.Is(err, ErrUnknownRegion) {
+		code = http.StatusNotFound
+	}
+	http.Error(w, err.Error(), code)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -227,4 +351,42 @@ func (c *AdminClient) SetLag(ctx context.Context, from, to string, lag time.Dura
 		q.Set("to", to)
 	}
 	return c.do(ctx, http.MethodPut, "/replication/lag?"+q.Encode(), nil)
+}
+
+// Faults returns the active gray failures, region -> service -> fault.
+func (c *AdminClient) Faults(ctx context.Context) (map[string]map[string]Fault, error) {
+	var out map[string]map[string]Fault
+	return out, c.do(ctx, http.MethodGet, "/faults", &out)
+}
+
+// SetFault injects f into region's service ("": every service of the region), replacing what
+// was there, and returns the region's faults afterwards.
+func (c *AdminClient) SetFault(ctx context.Context, region, service string, f Fault) (map[string]Fault, error) {
+	q := url.Values{}
+	if service != "" {
+		q.Set("service", service)
+	}
+	if f.Latency > 0 {
+		q.Set("latency", f.Latency.String())
+	}
+	if f.Jitter > 0 {
+		q.Set("jitter", f.Jitter.String())
+	}
+	if f.ErrorRate > 0 {
+		q.Set("error_rate", strconv.FormatFloat(f.ErrorRate, 'f', -1, 64))
+	}
+	if f.Blackhole {
+		q.Set("blackhole", "true")
+	}
+	var out map[string]Fault
+	return out, c.do(ctx, http.MethodPut, "/faults/"+url.PathEscape(region)+"?"+q.Encode(), &out)
+}
+
+// ClearFaults removes region's faults (of one service, or all with service "").
+func (c *AdminClient) ClearFaults(ctx context.Context, region, service string) error {
+	path := "/faults/" + url.PathEscape(region)
+	if service != "" {
+		path += "?service=" + url.QueryEscape(service)
+	}
+	return c.do(ctx, http.MethodDelete, path, nil)
 }

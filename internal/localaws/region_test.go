@@ -294,3 +294,92 @@ func TestProvisionReusesAndRepairs(t *testing.T) {
 		}
 	}
 }
+
+// Gray failures through the admin API, against the real KMS stand-in and backends: latency on
+// one region's KMS slows its Decrypt by at least that much; a blackholed service holds calls
+// until the client gives up; clearing restores it; other regions and services are untouched.
+func TestGrayFailuresThroughAdmin(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	ac := localaws.NewAdminClient(env.Admin)
+	const sick = "eu-west-1"
+	c := regionClients(env, sick)
+	keyID := env.Keys[sick].MRK
+	enc, err := c.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(keyID), Plaintext: make([]byte, 32), EncryptionContext: encCtx})
+	require.NoError(t, err)
+
+	got, err := ac.SetFault(ctx, sick, localaws.ServiceKMS, localaws.Fault{Latency: time.Second})
+	require.NoError(t, err)
+	require.Equal(t, map[string]localaws.Fault{"kms": {Latency: time.Second}}, got)
+	start := time.Now()
+	_, err = c.kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: enc.CiphertextBlob, EncryptionContext: encCtx})
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, time.Since(start), time.Second, "Decrypt in %s with --latency 1s on its KMS", sick)
+	// Only KMS of that region: its DynamoDB and SQS, and the other regions, answer as before.
+	for i, err := range touch(ctx, env, regionClients(env, "us-east-1"), "us-east-1") {
+		require.NoError(t, err, "us-east-1 call %d", i)
+	}
+
+	// A blackhole on the whole region: the call is held until the client's deadline.
+	_, err = ac.SetFault(ctx, sick, "", localaws.Fault{Blackhole: true})
+	require.NoError(t, err)
+	all, err := ac.Faults(ctx)
+	require.NoError(t, err)
+	require.Len(t, all[sick], 3)
+	st, err := ac.Status(ctx)
+	require.NoError(t, err)
+	require.True(t, st[sick].Up, "a blackholed region still accepts connections")
+	require.True(t, st[sick].Faults["dynamodb"].Blackhole)
+	for i, call := range []func(context.Context) error{
+		func(ctx context.Context) error {
+			_, err := c.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(keyID)})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := c.ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(env.Config.Table), Key: key("probe")})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := c.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(env.Config.QueueURL)})
+			return err
+		},
+	} {
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		err := call(cctx)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "call %d", i)
+	}
+
+	// Error rate 100% on DynamoDB only: typed, retryable server errors.
+	_, err = ac.SetFault(ctx, sick, localaws.ServiceDynamoDB, localaws.Fault{ErrorRate: 1})
+	require.NoError(t, err)
+	_, err = c.ddb.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(env.Config.Table), Key: key("probe")})
+	var ae smithy.APIError
+	require.True(t, errors.As(err, &ae), "%v", err)
+	require.Contains(t, []string{"InternalServerError", "ServiceUnavailable"}, ae.ErrorCode())
+
+	// Clearing restores the region; faults survive a down/up of the region meanwhile.
+	require.NoError(t, ac.Down(ctx, sick))
+	require.NoError(t, ac.Up(ctx, sick))
+	all, err = ac.Faults(ctx)
+	require.NoError(t, err)
+	require.Len(t, all[sick], 3, "faults survive local down/up")
+	require.NoError(t, ac.ClearFaults(ctx, sick, ""))
+	all, err = ac.Faults(ctx)
+	require.NoError(t, err)
+	require.Empty(t, all)
+	for i, err := range touch(ctx, env, c, sick) {
+		require.NoError(t, err, "call %d after clear", i)
+	}
+
+	// Bad requests: unknown region (404), unknown service, nothing to inject, bad rate (400).
+	_, err = ac.SetFault(ctx, "mars-north-1", "", localaws.Fault{Blackhole: true})
+	require.ErrorContains(t, err, "404")
+	_, err = ac.SetFault(ctx, sick, "s3", localaws.Fault{Blackhole: true})
+	require.ErrorContains(t, err, "unknown service")
+	_, err = ac.SetFault(ctx, sick, "", localaws.Fault{})
+	require.ErrorContains(t, err, "nothing to inject")
+	_, err = ac.SetFault(ctx, sick, "", localaws.Fault{ErrorRate: 3})
+	require.ErrorContains(t, err, "400")
+}

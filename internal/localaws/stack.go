@@ -80,6 +80,7 @@ type Stack struct {
 	eps     map[string]map[string]*endpoint // region -> service -> endpoint
 	tr      *http.Transport
 	global  *GlobalTables
+	faults  *faultTable // gray failures per region and service; kept across Down/Up
 }
 
 // NewStack listens on every region's endpoints (127.0.0.1 only).
@@ -108,15 +109,20 @@ func NewStack(opts StackOptions) (*Stack, error) {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr}
+	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr, faults: newFaultTable()}
 	s.global = NewGlobalTables(ddbURL, regions, s.IsUp, tr)
 	sqsProxy := newProxy(sqsURL, tr)
+	// Faults wrap outside the region guard: a blackholed or slow endpoint is slow for every
+	// request, however it is signed.
+	wrap := func(r, svc string, h http.Handler) http.Handler {
+		return s.faults.middleware(r, svc, regionGuard(r, svc, h))
+	}
 	for _, r := range regions {
 		p := opts.Ports[r]
 		s.eps[r] = map[string]*endpoint{
-			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: regionGuard(r, ServiceKMS, opts.KMS(r))},
-			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: regionGuard(r, ServiceSQS, regionalQueues(r, sqsProxy))},
-			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: regionGuard(r, ServiceDynamoDB, s.global.Handler(r))},
+			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: wrap(r, ServiceKMS, opts.KMS(r))},
+			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: wrap(r, ServiceSQS, regionalQueues(r, sqsProxy))},
+			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: wrap(r, ServiceDynamoDB, s.global.Handler(r))},
 		}
 	}
 	for _, r := range regions {
@@ -186,8 +192,48 @@ func (s *Stack) IsUp(region string) bool {
 // GlobalTables is the replication between the regions' DynamoDB replicas (lag, counters).
 func (s *Stack) GlobalTables() *GlobalTables { return s.global }
 
+// SetFault injects a gray failure into region's service ("" or "all": every service of the
+// region), replacing what that service had. A zero Fault clears it. Faults stay across Down/Up.
+func (s *Stack) SetFault(region, service string, f Fault) error {
+	svcs, err := s.faultServices(region, service)
+	if err != nil {
+		return err
+	}
+	if err := f.Validate(); err != nil {
+		return err
+	}
+	for _, svc := range svcs {
+		s.faults.set(region, svc, f)
+	}
+	return nil
+}
+
+// ClearFaults removes region's faults: of one service, or of all ("" or "all").
+func (s *Stack) ClearFaults(region, service string) error {
+	return s.SetFault(region, service, Fault{})
+}
+
+// Faults returns the active faults, region -> service -> fault.
+func (s *Stack) Faults() map[string]map[string]Fault { return s.faults.all() }
+
+func (s *Stack) faultServices(region, service string) ([]string, error) {
+	if _, ok := s.eps[region]; !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownRegion, region)
+	}
+	if service == "" || service == "all" {
+		return Services, nil
+	}
+	for _, svc := range Services {
+		if svc == service {
+			return []string{svc}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: unknown service %q (want kms, sqs or dynamodb)", ErrBadFault, service)
+}
+
 // Close takes every region down for good.
 func (s *Stack) Close() error {
+	s.faults.close()
 	for _, r := range s.regions {
 		for _, e := range s.eps[r] {
 			e.down(false)
@@ -202,6 +248,8 @@ func (s *Stack) Close() error {
 type RegionStatus struct {
 	Up        bool          `json:"up"`
 	Endpoints EndpointsJSON `json:"endpoints"`
+	// Faults are the region's active gray failures by service (absent: none).
+	Faults map[string]Fault `json:"faults,omitempty"`
 }
 
 // EndpointsJSON is config.Endpoints with lower-case JSON names, as in the YAML config.
@@ -214,9 +262,10 @@ type EndpointsJSON struct {
 // Status reports every region.
 func (s *Stack) Status() map[string]RegionStatus {
 	out := map[string]RegionStatus{}
+	faults := s.faults.all()
 	for _, r := range s.regions {
 		ep, _ := s.Endpoints(r)
-		out[r] = RegionStatus{Up: s.IsUp(r), Endpoints: EndpointsJSON(ep)}
+		out[r] = RegionStatus{Up: s.IsUp(r), Endpoints: EndpointsJSON(ep), Faults: faults[r]}
 	}
 	return out
 }
@@ -229,6 +278,7 @@ type endpoint struct {
 	mu   sync.Mutex
 	port int // fixed after the first listen, so Up re-listens on the same port
 	srv  *http.Server
+	ln   net.Listener
 	hold int // while down: a bound, non-listening socket that keeps the port ours; else -1
 }
 
@@ -262,7 +312,7 @@ func (e *endpoint) up() error {
 	}
 	e.port = ln.Addr().(*net.TCPAddr).Port
 	srv := &http.Server{Handler: e.handler, ReadHeaderTimeout: 10 * time.Second}
-	e.srv = srv
+	e.srv, e.ln = srv, ln
 	go func() { _ = srv.Serve(ln) }()
 	return nil
 }
@@ -277,7 +327,10 @@ func (e *endpoint) down(hold bool) {
 	if e.srv != nil {
 		// Close, not Shutdown: a lost region does not let calls in flight finish.
 		_ = e.srv.Close()
-		e.srv = nil
+		// Serve may not have taken the listener yet (Down right after Up): close it here so
+		// the port is free at once.
+		_ = e.ln.Close()
+		e.srv, e.ln = nil, nil
 		if hold && e.port != 0 {
 			e.hold = holdPort(e.port)
 		}

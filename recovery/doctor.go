@@ -35,6 +35,7 @@ const (
 	CheckKey       = "key-enabled"
 	CheckRotation  = "key-rotation"
 	CheckReplica   = "mrk-replica"
+	CheckPrimary   = "mrk-primary"
 	CheckTable     = "table"
 	CheckQueue     = "queue"
 	CheckDLQ       = "dlq"
@@ -111,15 +112,18 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 	wg.Wait()
 	doctorReplicas(cfg, facts, add)
 	doctorPolicies(cfg, facts, opts.Admins, add)
-	if home, err := topo.HomeRegion(); err == nil && cfg.QueueURL != "" {
-		doctorQueues(ctx, cfg, home, add)
+	for _, rc := range cfg.Regions {
+		q, dlq := cfg.Queues(rc.Name)
+		if r, err := topo.Region(rc.Name); err == nil && (q != "" || rc.Name == cfg.HomeRegion) {
+			doctorQueues(ctx, r, q, dlq, add)
+		}
 	}
 
 	order := map[string]int{}
 	for i, n := range cfg.RegionNames() {
 		order[n] = i
 	}
-	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckReplica: 3, CheckPolicy: 4, CheckTable: 5, CheckQueue: 6, CheckDLQ: 7}
+	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckPrimary: 3, CheckReplica: 4, CheckPolicy: 5, CheckTable: 6, CheckQueue: 7, CheckDLQ: 8}
 	sort.SliceStable(checks, func(i, j int) bool {
 		a, b := checks[i], checks[j]
 		if order[a.Region] != order[b.Region] {
@@ -235,12 +239,30 @@ func doctorRegion(ctx context.Context, cfg *config.Config, rc config.Region, r *
 // doctorReplicas checks that every mrk region holds a replica of the home region's primary and
 // that each replica names the same primary.
 func doctorReplicas(cfg *config.Config, facts map[string]*regionFacts, add func(Check)) {
+	// The reference is the home region's key, or, with the home region lost, the first region
+	// that answered with a multi-Region key.
 	home := facts[cfg.HomeRegion]
-
+	if home == nil || home.md == nil {
+		home = nil
+		for _, rc := range cfg.Regions {
+			if f := facts[rc.Name]; rc.Mode == config.ModeMRK && f != nil && f.md != nil && aws.ToBool(f.md.MultiRegion) {
+				home = f
+				break
+			}
+		}
+	}
 	if home == nil || home.md == nil || !aws.ToBool(home.md.MultiRegion) {
 		return
 	}
 	primary, primaryRegion := primaryOf(home.md)
+	if _, configured := cfg.Region(primaryRegion); configured {
+		add(Check{Check: CheckPrimary, Region: primaryRegion, Target: primary, Status: StatusPass,
+			Detail: "the multi-Region key's primary is in " + primaryRegion + " (envdr failover --promote REGION moves it)"})
+	} else {
+		add(Check{Check: CheckPrimary, Region: primaryRegion, Target: primary, Status: StatusWarn,
+			Detail: "the multi-Region key's primary is in " + primaryRegion + ", which is not a configured region: rotation and new replicas are managed from there",
+			Fix:    "envdr failover --promote REGION (a configured region), or add " + primaryRegion + " to regions"})
+	}
 	listed := map[string]bool{}
 	if mrc := home.md.MultiRegionConfiguration; mrc != nil {
 		for _, k := range mrc.ReplicaKeys {
@@ -328,8 +350,9 @@ func reportFindings(region, arn string, findings []policy.Finding, add func(Chec
 	}
 }
 
-func doctorQueues(ctx context.Context, cfg *config.Config, home *regions.Region, add func(Check)) {
-	q := home.SQS()
+func doctorQueues(ctx context.Context, r *regions.Region, queueURL, dlqURL string, add func(Check)) {
+	q := r.SQS()
+	region := r.Name
 	attrs := func(url string) (map[string]string, error) {
 		out, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url),
 			AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameAll}})
@@ -338,21 +361,26 @@ func doctorQueues(ctx context.Context, cfg *config.Config, home *regions.Region,
 		}
 		return out.Attributes, nil
 	}
+	if queueURL == "" {
+		add(Check{Check: CheckQueue, Region: region, Status: StatusFail, Detail: "no events queue: envdr run --region " + region + " has nothing to consume",
+			Fix: "create the region's queue and DLQ (terraform/modules/queue) and set regions[].queue_url and dlq_url"})
+		return
+	}
 	var dlqARN string
-	if cfg.DLQURL == "" {
-		add(Check{Check: CheckDLQ, Region: cfg.HomeRegion, Status: StatusFail, Detail: "dlq_url is not configured: poison events would have nowhere to go",
-			Fix: "create a dead-letter queue and set dlq_url (terraform/modules/queue)"})
-	} else if a, err := attrs(cfg.DLQURL); err != nil {
-		add(Check{Check: CheckDLQ, Region: cfg.HomeRegion, Target: cfg.DLQURL, Status: StatusFail, Detail: "GetQueueAttributes: " + trimErr(err),
-			Fix: "create the dead-letter queue (aws sqs create-queue) or correct dlq_url"})
+	if dlqURL == "" {
+		add(Check{Check: CheckDLQ, Region: region, Status: StatusFail, Detail: "no dead-letter queue: poison events would have nowhere to go",
+			Fix: "create a dead-letter queue and set regions[].dlq_url (dlq_url for the home region; terraform/modules/queue)"})
+	} else if a, err := attrs(dlqURL); err != nil {
+		add(Check{Check: CheckDLQ, Region: region, Target: dlqURL, Status: StatusFail, Detail: "GetQueueAttributes: " + trimErr(err),
+			Fix: "create the dead-letter queue (aws sqs create-queue) or correct the DLQ URL"})
 	} else {
 		dlqARN = a[string(sqstypes.QueueAttributeNameQueueArn)]
-		add(Check{Check: CheckDLQ, Region: cfg.HomeRegion, Target: cfg.DLQURL, Status: StatusPass, Detail: "exists"})
+		add(Check{Check: CheckDLQ, Region: region, Target: dlqURL, Status: StatusPass, Detail: "exists"})
 	}
-	a, err := attrs(cfg.QueueURL)
+	a, err := attrs(queueURL)
 	if err != nil {
-		add(Check{Check: CheckQueue, Region: cfg.HomeRegion, Target: cfg.QueueURL, Status: StatusFail, Detail: "GetQueueAttributes: " + trimErr(err),
-			Fix: "create the queue (aws sqs create-queue) or correct queue_url"})
+		add(Check{Check: CheckQueue, Region: region, Target: queueURL, Status: StatusFail, Detail: "GetQueueAttributes: " + trimErr(err),
+			Fix: "create the queue (aws sqs create-queue) or correct the queue URL"})
 		return
 	}
 	var redrive struct {
@@ -361,10 +389,10 @@ func doctorQueues(ctx context.Context, cfg *config.Config, home *regions.Region,
 	_ = json.Unmarshal([]byte(a[string(sqstypes.QueueAttributeNameRedrivePolicy)]), &redrive)
 	switch {
 	case dlqARN != "" && redrive.Target != dlqARN:
-		add(Check{Check: CheckQueue, Region: cfg.HomeRegion, Target: cfg.QueueURL, Status: StatusFail,
+		add(Check{Check: CheckQueue, Region: region, Target: queueURL, Status: StatusFail,
 			Detail: fmt.Sprintf("the queue's redrive policy targets %q, not the configured DLQ %s", redrive.Target, dlqARN),
-			Fix:    fmt.Sprintf(`aws sqs set-queue-attributes --queue-url %s --attributes '{"RedrivePolicy":"{\"deadLetterTargetArn\":\"%s\",\"maxReceiveCount\":\"10\"}"}'`, cfg.QueueURL, dlqARN)})
+			Fix:    fmt.Sprintf(`aws sqs set-queue-attributes --region %s --queue-url %s --attributes '{"RedrivePolicy":"{\"deadLetterTargetArn\":\"%s\",\"maxReceiveCount\":\"10\"}"}'`, region, queueURL, dlqARN)})
 	default:
-		add(Check{Check: CheckQueue, Region: cfg.HomeRegion, Target: cfg.QueueURL, Status: StatusPass, Detail: "exists, redrives to the DLQ"})
+		add(Check{Check: CheckQueue, Region: region, Target: queueURL, Status: StatusPass, Detail: "exists, redrives to the DLQ"})
 	}
 }

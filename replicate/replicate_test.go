@@ -176,6 +176,15 @@ func (b *bundle) waitDrained(t *testing.T, d *replicate.Daemon, within time.Dura
 
 func (b *bundle) record(t *testing.T, region, id string) *envelope.Record {
 	t.Helper()
+	// What was written elsewhere (verification stamps go through the daemon's own replica)
+	// reaches region's replica after the replication lag; with every region up, wait for it.
+	up := true
+	for _, r := range b.env.Regions {
+		up = up && b.env.Stack.IsUp(r)
+	}
+	if up {
+		b.env.Settle()
+	}
 	r, err := b.topo.Region(region)
 	require.NoError(t, err)
 	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)

@@ -87,6 +87,11 @@ func ReportPaths(path string) (md, html, js string) {
 
 // WriteFiles writes the report in all three formats next to path; see ReportPaths.
 func (r *DrillReport) WriteFiles(path string) ([]string, error) {
+	return writeReportFiles(path, r.WriteMarkdown, r.WriteHTML, r.WriteJSON)
+}
+
+// writeReportFiles writes PATH.md, PATH.html and PATH.json with the three writers.
+func writeReportFiles(path string, writeMD, writeHTML, writeJSON func(io.Writer) error) ([]string, error) {
 	md, html, js := ReportPaths(path)
 	if dir := filepath.Dir(md); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -96,7 +101,7 @@ func (r *DrillReport) WriteFiles(path string) ([]string, error) {
 	for _, f := range []struct {
 		path  string
 		write func(io.Writer) error
-	}{{md, r.WriteMarkdown}, {html, r.WriteHTML}, {js, r.WriteJSON}} {
+	}{{md, writeMD}, {html, writeHTML}, {js, writeJSON}} {
 		if err := writeFile(f.path, f.write); err != nil {
 			return nil, fmt.Errorf("report %s: %w", f.path, err)
 		}

@@ -1,20 +1,16 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
-	"slices"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/spf13/cobra"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
 )
 
 func init() {
@@ -112,7 +108,11 @@ OUT is written to a temporary file and renamed into place only on success.`,
 							dataURI = "file://" + abs
 						}
 					}
-					if err := enqueueEvent(ctx, cmd.ErrOrStderr(), topo, hdr, dataURI); err != nil {
+					warn := func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "envdr: %s\n", msg) }
+					if _, err := replicate.Enqueue(ctx, topo, hdr, dataURI, warn); err != nil {
+						if errors.Is(err, replicate.ErrNoQueue) {
+							err = usageError("%v; --enqueue needs one", err)
+						}
 						return fmt.Errorf("record %s sealed to %s in region %s, but enqueueing its replication event failed (re-run with the same --id to retry): %w", hdr.RecordID(), args[1], hdr.HomeRegion, err)
 					}
 				}
@@ -132,64 +132,4 @@ OUT is written to a temporary file and renamed into place only on success.`,
 		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
 		return cmd
 	})
-}
-
-// enqueueEvent sends the event of a sealed header to the sealing region's queue and, for survival,
-// copies to the next regions in seal order (config Copies), each through that region's own SQS
-// endpoint; copies are delayed by enqueue_copy_delay. A region that cannot take the event is
-// skipped (said on stderr) and the next one is tried; it fails only when no queue took it.
-func enqueueEvent(ctx context.Context, stderr io.Writer, topo *regions.Topology, hdr *envelope.Header, dataURI string) error {
-	cfg := topo.Config()
-	ev, err := envelope.NewEvent(hdr, time.Now(), dataURI)
-	if err != nil {
-		return err
-	}
-	body, err := envelope.EncodeEvent(ev)
-	if err != nil {
-		return err
-	}
-	order := cfg.SealOrder()
-	start := slices.Index(order, hdr.HomeRegion)
-	if start < 0 {
-		order, start = append([]string{hdr.HomeRegion}, order...), 0
-	}
-	want := cfg.Copies(hdr.HomeRegion)
-	sent := 0
-	var errs []error
-	for i := range order {
-		name := order[(start+i)%len(order)]
-		q, _ := cfg.Queues(name)
-		if q == "" {
-			continue
-		}
-		r, err := topo.Region(name)
-		if err != nil {
-			return err
-		}
-		in := &sqs.SendMessageInput{QueueUrl: aws.String(q), MessageBody: aws.String(string(body))}
-		if sent > 0 {
-			in.DelaySeconds = int32(cfg.EnqueueCopyDelay / time.Second)
-		}
-		c, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = r.SQS().SendMessage(c, in)
-		cancel()
-		if err != nil {
-			err = fmt.Errorf("region %s: SendMessage to %s: %w", name, q, err)
-			fmt.Fprintf(stderr, "envdr: %v; trying the next region's queue\n", err)
-			errs = append(errs, err)
-			continue
-		}
-		if sent++; sent == want {
-			break
-		}
-	}
-	switch {
-	case sent == 0 && len(errs) == 0:
-		return usageError("no queue configured: set regions[].queue_url (or queue_url for %s); --enqueue needs one", cfg.HomeRegion)
-	case sent == 0:
-		return errors.Join(errs...)
-	case sent < want:
-		fmt.Fprintf(stderr, "envdr: record %s: the event reached %d of %d queues\n", hdr.RecordID(), sent, want)
-	}
-	return nil
 }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/recovery"
+)
+
+func init() {
+	register(func() *cobra.Command {
+		var (
+			opts      recovery.GamedayOptions
+			report    string
+			asJSON    bool
+			noControl bool
+		)
+		cmd := &cobra.Command{
+			Use:   "gameday --lose R [--rate N] [--before D] [--during D] [--report PATH]",
+			Short: "Live drill: keep sealing while region R is lost; measure RPO, RTO and the catch-up",
+			Long: `gameday is a live failover drill. With the deployment's daemons running in every region
+(envdr run --region R), it seals and enqueues envelopes (--rate per second) for --before, loses
+region R, keeps sealing for --during (seal falls over by itself when R was the first sealing
+region), and checks, as it goes, that each envelope opens in every surviving region alone (the
+record from that region's table, its wrap decrypted with that region's KMS, the commitment
+checked). Then it restores R and waits until everything opens in R alone.
+
+It reports three figures, in the terminal and in PATH.md, PATH.html and PATH.json (--report):
+  RPO       envelopes sealed and enqueued that no surviving region could open alone by the end of
+            the outage (target 0);
+  RTO       seconds from the loss until new envelopes were open in every surviving region alone;
+  catch-up  seconds from R's return until every envelope opened in R alone.
+
+On the local stand-in (a config with local.admin) gameday takes R down and back itself. Against
+AWS, block R's endpoints first (network policy, VPC endpoint policy) and pass --no-control:
+gameday then never contacts R and measures RPO and RTO only.
+
+Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 failed, 2 bad usage.`,
+			Example: `  envdr --config local/envdr.yaml gameday --lose us-east-1 --report drills/gameday-us-east-1
+  envdr gameday --lose eu-west-1 --no-control --during 10m --rate 5`,
+			Args: noArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				cfg, err := loadConfig()
+				if err != nil {
+					return err
+				}
+				if opts.Lose == "" {
+					return usageError("--lose REGION is required (see envdr gameday --help)")
+				}
+				if _, ok := cfg.Region(opts.Lose); !ok {
+					return usageError("--lose %s: not among the configured regions %v", opts.Lose, cfg.RegionNames())
+				}
+				if !noControl {
+					if cfg.Local == nil || cfg.Local.Admin == "" {
+						return usageError("this config has no local.admin (not the local stand-in): block %s's endpoints yourself and pass --no-control", opts.Lose)
+					}
+					opts.Control = localaws.NewAdminClient(cfg.Local.Admin)
+				}
+				opts.Log = func(s string) { fmt.Fprintf(c.ErrOrStderr(), "gameday: %s\n", s) }
+				rep, err := recovery.Gameday(c.Context(), cfg, opts)
+				if err != nil {
+					return withCode(exitFailure, fmt.Errorf("gameday: %w", err))
+				}
+				if report != "" {
+					paths, err := rep.WriteFiles(report)
+					if err != nil {
+						return err
+					}
+					for _, p := range paths {
+						fmt.Fprintf(c.ErrOrStderr(), "report: %s\n", p)
+					}
+				}
+				if asJSON {
+					err = rep.WriteJSON(c.OutOrStdout())
+				} else {
+					err = rep.WriteMarkdown(c.OutOrStdout())
+				}
+				if err != nil {
+					return err
+				}
+				if !rep.Passed {
+					hint := ""
+					if rep.Sealed > 0 && rep.RPOEnvelopes == rep.Sealed {
+						hint = " (not one envelope was protected: is envdr run --region R running for the surviving regions?)"
+					}
+					return withCode(exitFindings, fmt.Errorf("gameday lose %s: FAILED: RPO %d envelopes, %d seal and %d enqueue failures, %d not caught up%s",
+						rep.Lost, rep.RPOEnvelopes, rep.SealFailures, rep.EnqueueFails, rep.NotCaughtUp, hint))
+				}
+				return nil
+			},
+		}
+		f := cmd.Flags()
+		f.StringVar(&opts.Lose, "lose", "", "the region to lose")
+		f.Float64Var(&opts.Rate, "rate", 2, "envelopes sealed and enqueued per second")
+		f.DurationVar(&opts.Before, "before", 5*time.Second, "how long to seal before the loss")
+		f.DurationVar(&opts.During, "during", 20*time.Second, "how long to seal while the region is lost")
+		f.DurationVar(&opts.Within, "within", 2*time.Minute, "how long to wait for protection after sealing stops, and for the catch-up")
+		f.DurationVar(&opts.SealTimeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
+		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout (default Markdown)")
+		f.BoolVar(&noControl, "no-control", false, "do not take the region down and back (AWS: you block its endpoints); R is never contacted")
+		return cmd
+	})
+}

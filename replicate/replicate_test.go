@@ -658,3 +658,57 @@ func TestQueueBlackholedReceiveIsBounded(t *testing.T) {
 	b.verifiedEverywhere(t, ids)
 	require.Equal(t, float64(len(ids)), testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
 }
+
+// The same events reach the daemons of two regions at once (the sealing region's queue and the
+// copy in the next region's, here without the copy delay), with 1 s of replication lag: each
+// daemon writes wraps and verifications through its own replica, and last writer wins between
+// the replicas. Whatever the interleaving, every replica ends with a verified wrap for every
+// region, and both daemons ack only once every region's own replica holds its wrap.
+func TestTwoRegionsDaemonsSameEventsUnderLag(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.env.SetLag(time.Second)
+	const n = 8
+	euQ, _ := b.cfg.Queues("eu-west-1")
+	eu, err := b.topo.Region("eu-west-1")
+	require.NoError(t, err)
+	var ids []string
+	for i := 0; i < n; i++ {
+		_, body, hdr := b.seal(t)
+		ids = append(ids, hdr.RecordID())
+		b.send(t, body)
+		_, err := eu.SQS().SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(euQ), MessageBody: aws.String(body)})
+		require.NoError(t, err)
+	}
+	var ds []*replicate.Daemon
+	for _, r := range []string{"us-east-1", "eu-west-1"} {
+		d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{
+			WaitTime: time.Second, RetryBase: time.Second, Region: r,
+			Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
+		})
+		require.NoError(t, err)
+		require.NoError(t, d.Start(context.Background()))
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			d.Stop(ctx)
+		})
+		ds = append(ds, d)
+	}
+	for _, d := range ds {
+		b.waitDrained(t, d, 90*time.Second)
+	}
+	for _, region := range b.env.Regions {
+		for _, id := range ids {
+			rec := b.record(t, region, id) // settles replication first
+			for _, r := range b.env.Regions {
+				require.Truef(t, rec.Regions[r].Verified(), "replica %s: record %s: region %s lost its verified wrap", region, id, r)
+			}
+		}
+	}
+	require.Empty(t, b.dlq(t))
+	for _, d := range ds {
+		// Each daemon acks each of its copies (a redelivered copy may be acked again: idempotent).
+		require.GreaterOrEqual(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")), float64(n))
+	}
+}

@@ -374,6 +374,11 @@ func (p *Pipeline) wrapIn(ctx context.Context, r *regions.Region, ev *envelope.E
 		if err != nil {
 			return nil, "", err
 		}
+		if p.topo.Config().MRKWrap == config.MRKWrapShared {
+			// The replica shares the key material: the source wrap is r's wrap, recorded under
+			// r's replica ARN; r's verification Decrypt is what proves it opens in r.
+			return bytes.Clone(ev.WrappedDEK), srcARN, nil
+		}
 		wrapped, arn, err := r.ReEncrypt(ctx, ev.WrappedDEK, srcARN, "", ec)
 		return wrapped, arn, invalidWrapIsPoison(ev.ID, err)
 	}

@@ -712,3 +712,34 @@ func TestTwoRegionsDaemonsSameEventsUnderLag(t *testing.T) {
 		require.GreaterOrEqual(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")), float64(n))
 	}
 }
+
+// mrk_wrap: shared records the source wrap under each replica's ARN and proves it with that
+// region's Decrypt: N KMS calls per envelope (here 3: the source's Decrypt, which also verifies
+// it, and one Decrypt per other region), no ReEncrypt, instead of 2N-1 = 5.
+func TestSharedMRKWrapCallsPerEnvelope(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	b.cfg.MRKWrap = config.MRKWrapShared
+	require.NoError(t, b.cfg.Validate())
+	const n = 6
+	ids, sealed := b.sealAndSend(t, n, 1)
+	b.env.ResetCounters()
+	d := b.daemon(t)
+	b.waitDrained(t, d, 60*time.Second)
+	c := b.env.Counters()
+	calls := 0
+	for _, r := range b.env.Regions {
+		require.Zero(t, c[r]["ReEncrypt"], "region %s", r)
+		require.EqualValues(t, n, c[r]["Decrypt"], "region %s: one Decrypt per envelope proves its wrap", r)
+		calls += int(c[r]["Decrypt"] + c[r]["Encrypt"] + c[r]["ReEncrypt"])
+	}
+	require.Equal(t, 3*n, calls, "N calls per envelope with N regions")
+	for i, id := range ids {
+		for _, r := range b.env.Regions {
+			rec := b.record(t, r, id)
+			require.True(t, rec.Regions[r].Verified())
+			require.Equal(t, b.env.Keys[r].MRK, rec.Regions[r].KeyARN, "the wrap is recorded under %s's replica", r)
+			require.Equal(t, b.plain[i], b.openIn(t, r, sealed[i]))
+		}
+	}
+}

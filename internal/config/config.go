@@ -51,6 +51,11 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Worker tunes envdr run.
 	Worker Worker `yaml:"worker"`
+	// MRKWrap is how mrk regions get their wrap: reencrypt (default: ReEncrypt in the region, so
+	// the wrap comes from the region's own KMS) or shared (the source wrap recorded under the
+	// region's replica ARN: a multi-Region key's replicas share key material, and the region's
+	// verification Decrypt proves it opens there; N KMS calls per envelope instead of 2N-1).
+	MRKWrap string `yaml:"mrk_wrap,omitempty"`
 	// SealRegions is the order in which seal tries regions for a data key (GenerateDataKey),
 	// falling over to the next when one is unreachable, silent or failing; default: home_region,
 	// then the other regions in the order listed.
@@ -379,6 +384,9 @@ func (c *Config) Validate() error {
 	if c.Worker.Attempts < 1 {
 		bad("worker.attempts", "%d; use 1 or more", c.Worker.Attempts)
 	}
+	if c.MRKWrap != "" && c.MRKWrap != MRKWrapReEncrypt && c.MRKWrap != MRKWrapShared {
+		bad("mrk_wrap", "%q; use reencrypt (the default) or shared", c.MRKWrap)
+	}
 	sealSeen := map[string]bool{}
 	for i, r := range c.SealRegions {
 		if !seen[r] {
@@ -404,6 +412,12 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Values of mrk_wrap.
+const (
+	MRKWrapReEncrypt = "reencrypt"
+	MRKWrapShared    = "shared"
+)
 
 // DefaultEnqueueCopyDelay is enqueue_copy_delay's default.
 const DefaultEnqueueCopyDelay = 2 * time.Second

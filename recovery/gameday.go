@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
 	htmltemplate "html/template"
 	"io"
@@ -397,11 +396,7 @@ func (r *GamedayReport) WriteMarkdown(w io.Writer) error { return gamedayMDTmpl.
 func (r *GamedayReport) WriteHTML(w io.Writer) error { return gamedayHTMLTmpl.Execute(w, r) }
 
 // WriteJSON writes the report as indented JSON.
-func (r *GamedayReport) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func (r *GamedayReport) WriteJSON(w io.Writer) error { return writeIndentedJSON(w, r) }
 
 // WriteFiles writes PATH.md, PATH.html and PATH.json and returns their paths.
 func (r *GamedayReport) WriteFiles(path string) ([]string, error) {

@@ -69,10 +69,12 @@ func (r *DrillReport) WriteMarkdown(w io.Writer) error { return mdTmpl.Execute(w
 func (r *DrillReport) WriteHTML(w io.Writer) error { return htmlTmpl.Execute(w, r) }
 
 // WriteJSON writes the drill report as indented JSON.
-func (r *DrillReport) WriteJSON(w io.Writer) error {
+func (r *DrillReport) WriteJSON(w io.Writer) error { return writeIndentedJSON(w, r) }
+
+func writeIndentedJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	return enc.Encode(v)
 }
 
 // ReportPaths returns the three files a --report PATH produces: PATH.md, PATH.html and

@@ -138,10 +138,13 @@ func (b *bundle) send(t *testing.T, body string) {
 	require.NoError(t, err)
 }
 
-func (b *bundle) daemon(t *testing.T) *replicate.Daemon {
+func (b *bundle) daemon(t *testing.T) *replicate.Daemon { t.Helper(); return b.daemonIn(t, "") }
+
+// daemonIn starts the daemon of region ("": the home region).
+func (b *bundle) daemonIn(t *testing.T, region string) *replicate.Daemon {
 	t.Helper()
 	d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{
-		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second,
+		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second, Region: region,
 		Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
 	})
 	require.NoError(t, err)
@@ -680,21 +683,7 @@ func TestTwoRegionsDaemonsSameEventsUnderLag(t *testing.T) {
 		_, err := eu.SQS().SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(euQ), MessageBody: aws.String(body)})
 		require.NoError(t, err)
 	}
-	var ds []*replicate.Daemon
-	for _, r := range []string{"us-east-1", "eu-west-1"} {
-		d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{
-			WaitTime: time.Second, RetryBase: time.Second, Region: r,
-			Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
-		})
-		require.NoError(t, err)
-		require.NoError(t, d.Start(context.Background()))
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			d.Stop(ctx)
-		})
-		ds = append(ds, d)
-	}
+	ds := []*replicate.Daemon{b.daemonIn(t, "us-east-1"), b.daemonIn(t, "eu-west-1")}
 	for _, d := range ds {
 		b.waitDrained(t, d, 90*time.Second)
 	}

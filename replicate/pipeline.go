@@ -269,7 +269,10 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	// Regions whose own replica was read in this pass and holds the wrap (verification reads it).
 	confirmed := map[string]bool{}
 	if p.policy.Sampled(ev.ID) {
-		stamps := map[string]verifyStamp{}
+		// Each region's outcome is written as soon as it is known: a region's item is its own
+		// (docs/FORMAT.md 6.1), so a slow or sick region never holds back the others' stamps.
+		stamped := map[string]*envelope.RegionWrap{}
+		var writeErr error
 		g, gctx := errgroup.WithContext(ctx)
 		for _, name := range p.topo.Names() {
 			w := rec.Regions[name]
@@ -290,10 +293,19 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 					proven = sourceProven
 				}
 				checked, err := p.verifyIn(gctx, r, rec, proven)
+				now := p.now()
+				st := verifyStamp{wrap: checked, at: now, err: err}
+				updated, werr := p.home.UpdateFrom(gctx, rec, ev.ID, stampVerified(map[string]verifyStamp{name: st}))
 				mu.Lock()
 				defer mu.Unlock()
-				now := p.now()
-				stamps[name] = verifyStamp{wrap: checked, at: now, err: err}
+				switch {
+				case werr != nil:
+					if writeErr == nil {
+						writeErr = werr
+					}
+				case updated != nil:
+					stamped[name] = updated.Regions[name]
+				}
 				if err != nil {
 					res.Regions[name] = "verify failed: " + trimErr(err)
 					if errors.Is(err, envelope.ErrCommitmentMismatch) && name == ev.SourceRegion {
@@ -311,14 +323,20 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			})
 		}
 		verr := g.Wait()
-		if len(stamps) > 0 {
-			if rec, err = p.home.UpdateFrom(ctx, rec, ev.ID, stampVerified(stamps)); err != nil {
-				res.Reason = "record_write"
-				return err
-			}
-		}
 		if verr != nil {
 			return verr
+		}
+		if writeErr != nil {
+			res.Reason = "record_write"
+			return writeErr
+		}
+		if len(stamped) > 0 {
+			rec = rec.Clone()
+			for name, w := range stamped {
+				if w != nil {
+					rec.Regions[name] = w
+				}
+			}
 		}
 	}
 

@@ -181,13 +181,7 @@ func (b *bundle) record(t *testing.T, region, id string) *envelope.Record {
 	t.Helper()
 	// What was written elsewhere (verification stamps go through the daemon's own replica)
 	// reaches region's replica after the replication lag; with every region up, wait for it.
-	up := true
-	for _, r := range b.env.Regions {
-		up = up && b.env.Stack.IsUp(r)
-	}
-	if up {
-		b.env.Settle()
-	}
+	b.env.SettleIfUp()
 	r, err := b.topo.Region(region)
 	require.NoError(t, err)
 	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)

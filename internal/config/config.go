@@ -259,7 +259,7 @@ func (c *Config) WithDefaults() {
 		c.Policy.Verify = VerifyAll
 	}
 	if c.Worker.Concurrency == 0 {
-		c.Worker.Concurrency = 16
+		c.Worker.Concurrency = 64
 	}
 	if c.Worker.Visibility == 0 {
 		c.Worker.Visibility = 60 * time.Second

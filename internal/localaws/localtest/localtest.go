@@ -216,6 +216,18 @@ func (e *Env) Settle() {
 	}
 }
 
+// SettleIfUp is Settle when every region is up; with a region down (its changes stay pending
+// until it returns) it returns at once.
+func (e *Env) SettleIfUp() {
+	e.t.Helper()
+	for _, r := range e.Stack.Regions() {
+		if !e.Stack.IsUp(r) {
+			return
+		}
+	}
+	e.Settle()
+}
+
 // Down loses a region: its KMS, SQS and DynamoDB endpoints refuse connections.
 func (e *Env) Down(region string) {
 	e.t.Helper()

@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
 	"github.com/envdr/envdr/internal/config"
@@ -201,6 +202,7 @@ type Region struct {
 	kmsFull  *kms.Client
 	ddb      *dynamodb.Client
 	sqs      *sqs.Client
+	sts      *sts.Client
 	limiter  *rate.Limiter
 	maxRate  rate.Limit
 	rateAt   time.Time // when the limit was last lowered or recovered (under mu)
@@ -236,6 +238,12 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		}
 		o.Retryer = storageRetryer()
 	})
+	stc := sts.NewFromConfig(ac, func(o *sts.Options) {
+		if rc.Endpoints.STS != "" {
+			o.BaseEndpoint = aws.String(rc.Endpoints.STS)
+		}
+		o.Retryer = storageRetryer()
+	})
 	lim := rate.Limit(rc.KMSRate)
 	burst := int(rc.KMSRate / 10)
 	if burst < 1 {
@@ -243,7 +251,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 	}
 	return &Region{
 		Name: rc.Name, KeyARN: rc.Key, Mode: rc.Mode,
-		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
+		kms: kc, kmsFull: kc, ddb: dc, sqs: sc, sts: stc,
 		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
 		opts: opts, observer: opts.Observer,
 		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
@@ -279,6 +287,22 @@ func (r *Region) DynamoDB() *dynamodb.Client { return r.ddb }
 
 // SQS returns this region's SQS client.
 func (r *Region) SQS() *sqs.Client { return r.sqs }
+
+// Identity is the AWS identity the region's clients act as (STS GetCallerIdentity).
+type Identity struct {
+	Account string `json:"account"`
+	ARN     string `json:"arn"`
+	UserID  string `json:"user_id"`
+}
+
+// CallerIdentity asks this region's STS endpoint who the credentials belong to.
+func (r *Region) CallerIdentity(ctx context.Context) (Identity, error) {
+	out, err := r.sts.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return Identity{}, fmt.Errorf("region %s: sts GetCallerIdentity: %w", r.Name, err)
+	}
+	return Identity{Account: aws.ToString(out.Account), ARN: aws.ToString(out.Arn), UserID: aws.ToString(out.UserId)}, nil
+}
 
 // Healthy reports whether the region is currently considered reachable.
 func (r *Region) Healthy() bool {

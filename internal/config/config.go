@@ -88,6 +88,9 @@ type Endpoints struct {
 	KMS      string `yaml:"kms,omitempty"`
 	SQS      string `yaml:"sqs,omitempty"`
 	DynamoDB string `yaml:"dynamodb,omitempty"`
+	// STS answers GetCallerIdentity (the caller recorded in drill reports); the stand-in serves
+	// it on the region's KMS port.
+	STS string `yaml:"sts,omitempty"`
 }
 
 // Policy is the replication policy.

@@ -50,6 +50,8 @@ const (
 	ServiceKMS      = "kms"
 	ServiceSQS      = "sqs"
 	ServiceDynamoDB = "dynamodb"
+	// ServiceSTS is served on each region's KMS port (GetCallerIdentity only).
+	ServiceSTS = "sts"
 )
 
 // Services lists the per-region services in a fixed order.
@@ -72,6 +74,9 @@ type StackOptions struct {
 	Backends Backends
 	// Ports per region; missing regions or zero ports get ephemeral ports.
 	Ports map[string]RegionPorts
+	// Account is the account STS GetCallerIdentity reports (default: the KMS stand-in's,
+	// 111122223333).
+	Account string
 }
 
 // Stack is the set of per-region endpoints. Down/Up cut and restore one region.
@@ -114,7 +119,7 @@ func NewStack(opts StackOptions) (*Stack, error) {
 	for _, r := range regions {
 		p := opts.Ports[r]
 		s.eps[r] = map[string]*endpoint{
-			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: regionGuard(r, ServiceKMS, opts.KMS(r))},
+			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: regionGuard(r, ServiceKMS, opts.KMS(r), stsService(opts.Account))},
 			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: regionGuard(r, ServiceSQS, regionalQueues(r, sqsProxy))},
 			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: regionGuard(r, ServiceDynamoDB, s.global.Handler(r))},
 		}
@@ -141,6 +146,7 @@ func (s *Stack) Endpoints(region string) (config.Endpoints, error) {
 		KMS:      m[ServiceKMS].url(),
 		SQS:      m[ServiceSQS].url(),
 		DynamoDB: m[ServiceDynamoDB].url(),
+		STS:      m[ServiceKMS].url(),
 	}, nil
 }
 
@@ -209,6 +215,7 @@ type EndpointsJSON struct {
 	KMS      string `json:"kms"`
 	SQS      string `json:"sqs"`
 	DynamoDB string `json:"dynamodb"`
+	STS      string `json:"sts"`
 }
 
 // Status reports every region.
@@ -331,13 +338,19 @@ func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
 
 // regionGuard refuses requests signed for another region or service, as AWS does: a client
 // for us-east-1 pointed at eu-west-1's endpoint fails instead of silently working.
-func regionGuard(region, service string, next http.Handler) http.Handler {
+func regionGuard(region, service string, next http.Handler, also ...scopedHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sr, ss, ok := credentialScope(r.Header.Get("Authorization"))
 		if !ok {
 			writeAWSError(w, http.StatusForbidden, "MissingAuthenticationTokenException",
 				"Request is missing Authentication Token (AWS SigV4 signature)")
 			return
+		}
+		for _, a := range also {
+			if sr == region && ss == a.service {
+				a.handler.ServeHTTP(w, r)
+				return
+			}
 		}
 		if sr != region || ss != service {
 			writeAWSError(w, http.StatusForbidden, "InvalidSignatureException", fmt.Sprintf(

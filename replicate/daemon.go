@@ -28,6 +28,8 @@ type DaemonOptions struct {
 	RetryBase time.Duration
 	// Regions are passed to regions.New.
 	Regions regions.Options
+	// Version and Commit label envdr_build_info (empty: read from the binary's build info).
+	Version, Commit string
 }
 
 // Daemon is envdr run: topology, pipeline, consumer and admin server.
@@ -52,6 +54,8 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		return nil, fmt.Errorf("dlq_url: missing; set the dead-letter queue URL for poison events")
 	}
 	m := NewMetrics()
+	m.SetBuild(opts.Version, opts.Commit)
+	m.InitRegions(cfg.RegionNames())
 	opts.Regions.Observer = m
 	topo, err := regions.New(ctx, cfg, opts.Regions)
 	if err != nil {
@@ -80,6 +84,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		return nil, err
 	}
 	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: cfg.QueueURL, sqs: home.SQS(), log: log}
+	m.WatchQueues(home.SQS(), cfg.QueueURL, cfg.DLQURL)
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: cfg.QueueURL, DLQURL: cfg.DLQURL, Concurrency: cfg.Worker.Concurrency,
 		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase, MaxAge: cfg.Worker.MaxAge,

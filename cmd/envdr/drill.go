@@ -17,6 +17,7 @@ func init() {
 		var (
 			opts   recovery.DrillOptions
 			report string
+			pushgw string
 			asJSON bool
 			quiet  bool
 		)
@@ -93,6 +94,11 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 						fmt.Fprintf(c.ErrOrStderr(), "report: %s\n", p)
 					}
 				}
+				if pushgw != "" {
+					if err := recovery.PushDrill(c.Context(), pushgw, rep); err != nil {
+						return withCode(exitFailure, err)
+					}
+				}
 				if asJSON {
 					if err := rep.WriteJSON(c.OutOrStdout()); err != nil {
 						return withCode(exitFailure, err)
@@ -111,6 +117,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
 		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
+		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
 		f.StringVar(&opts.ScanRegion, "scan-region", "", "surviving region whose table is read (default: home, else the first surviving)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")

@@ -51,7 +51,8 @@ leaves unfinished messages for redelivery; exit status 0.`,
 				defer func() { _ = log.Sync() }()
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 				defer stop()
-				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase})
+				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase,
+					Version: buildVersion().Version, Commit: buildVersion().Commit})
 				if err != nil {
 					return err
 				}

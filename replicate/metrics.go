@@ -119,6 +119,8 @@ func (m *Metrics) InitRegions(names []string) {
 	}
 	m.DLQ.WithLabelValues(ReasonExpired)
 	m.Events.WithLabelValues("acked", "")
+	m.RecordCASs.WithLabelValues("ok")
+	m.RecordCASs.WithLabelValues("conflict")
 }
 
 var _ regions.Observer = (*Metrics)(nil)

@@ -76,6 +76,8 @@ type Options struct {
 	// TrustAnyKey turns the strict key check off (--trust-any-key): any key of the region, or
 	// none (KMS discovers it from the ciphertext), may be named by a header or record.
 	TrustAnyKey bool
+	// SDKLogger receives the AWS SDK's log lines (default: DefaultSDKLogger, else the SDK's).
+	SDKLogger *SDKLogger
 }
 
 func (o *Options) withDefaults(c *config.Config) {
@@ -99,6 +101,9 @@ func (o *Options) withDefaults(c *config.Config) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.SDKLogger == nil {
+		o.SDKLogger = DefaultSDKLogger
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
@@ -145,6 +150,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 		awsCfg, err := AWSConfig(ctx, cfg, rc, opts.HTTPClient)
 		if err != nil {
 			return nil, fmt.Errorf("region %s: %w", rc.Name, err)
+		}
+		if opts.SDKLogger != nil {
+			awsCfg.Logger, awsCfg.ClientLogMode = *opts.SDKLogger, opts.SDKLogger.logMode()
 		}
 		r := newRegion(rc, awsCfg, opts)
 		t.order = append(t.order, rc.Name)

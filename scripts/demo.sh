@@ -44,7 +44,7 @@ $E run --drain --wait-time 1s --admin-addr 127.0.0.1:0 --log-level warn
 t1=$(date +%s.%N)
 secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')
 printf 'daemon drained the queue in %.1fs (%.0f events/s, including start-up)\n' "$secs" "$(awk -v n="$N" -v s="$secs" 'BEGIN{print n/s}')"
-$E status
+$E status --quiet
 echo
 echo "KMS calls during replication (the stand-in's counters):"
 $E local counters

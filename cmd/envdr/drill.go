@@ -195,14 +195,15 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 	for _, c := range r.FailedChecks() {
 		fmt.Fprintf(w, "  check %s FAILED: %s\n", c.Name, c.Detail)
 	}
-	fmt.Fprintf(w, "%-16s %-9s %10s %8s %8s %7s %11s %8s\n", "REGION", "STATE", "WRAPS", "OPENED", "NO-WRAP", "FAILED", "UNAVAILABLE", "SKIPPED")
+	t := newTable(w, "REGION", "STATE", "WRAPS", "OPENED", "NO-WRAP", "FAILED", "UNAVAILABLE", "SKIPPED")
 	for _, m := range r.Matrix {
 		state := "surviving"
 		if m.Lost {
 			state = "lost"
 		}
-		fmt.Fprintf(w, "%-16s %-9s %10d %8d %8d %7d %11d %8d\n", m.Region, state, m.WrapsHeld, m.OK, m.NoWrap, m.Failed, m.Unavailable, m.Skipped)
+		t.row(m.Region, state, m.WrapsHeld, m.OK, m.NoWrap, m.Failed, m.Unavailable, m.Skipped)
 	}
+	_ = t.flush()
 	for _, f := range r.Files {
 		if f.OK {
 			fmt.Fprintf(w, "  file %s (record %s): opened through %s, %d bytes\n", f.Path, f.ID, f.Region, f.Bytes)

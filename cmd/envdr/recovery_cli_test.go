@@ -148,7 +148,7 @@ func TestRecoveryCommands(t *testing.T) {
 	// The stand-in's default key policy grants kms:* without a context condition.
 	out, code, msg = runCLI(t, "--config", cfg, "doctor")
 	require.Equal(t, exitFindings, code, out)
-	require.Contains(t, out, "FAIL   key-policy ")
+	require.Regexp(t, `(?m)^FAIL +key-policy `, out)
 	require.Contains(t, out, "fix: ")
 	require.Contains(t, msg, "key-policy in us-east-1")
 

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -35,6 +35,7 @@ func init() {
 	register(func() *cobra.Command {
 		var (
 			asJSON   bool
+			quiet    bool
 			segments int
 		)
 		cmd := &cobra.Command{
@@ -43,7 +44,9 @@ func init() {
 			Long: `status scans the records table in the home region (parallel scan segments, constant memory) and
 counts, per region, the records wrapped, verified, missing a wrap and failing (a last error is
 recorded). It also reports the events still queued and the events in the dead-letter queue. It
-reads only; use verify to re-check that each region can decrypt, and drill to rehearse a loss.`,
+reads only; use verify to re-check that each region can decrypt, and drill to rehearse a loss.
+While it scans, progress goes to stderr (a bar on a terminal, a line every 5 s otherwise;
+--quiet: none).`,
 			Example: `  envdr --config local/envdr.yaml status
   envdr status --json | jq .regions`,
 			Args: noArgs,
@@ -70,11 +73,16 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 				}
 				var mu sync.Mutex
 				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
+				progress := recovery.NewProgress(cmd.ErrOrStderr(), "status", quiet)
+				if n, err := store.ApproxCount(ctx, home.DynamoDB()); err == nil {
+					progress.SetTotal(n)
+				}
 				g, gctx := errgroup.WithContext(ctx)
 				for seg := 0; seg < segments; seg++ {
 					g.Go(func() error {
 						return store.Scan(gctx, seg, segments, func(r *envelope.Record) error {
 							ok, _ := pol.Met(r)
+							progress.Add(1)
 							mu.Lock()
 							defer mu.Unlock()
 							rep.Records++
@@ -101,7 +109,9 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 						})
 					})
 				}
-				if err := g.Wait(); err != nil {
+				err = g.Wait()
+				progress.Finish()
+				if err != nil {
 					return err
 				}
 				if cfg.QueueURL != "" {
@@ -122,16 +132,16 @@ reads only; use verify to re-check that each region can decrypt, and drill to re
 				}
 				fmt.Fprintf(out, "records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
 					rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
-				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "REGION\tWRAPPED\tVERIFIED\tMISSING\tFAILING")
+				t := newTable(out, "REGION", "WRAPPED", "VERIFIED", "MISSING", "FAILING")
 				for _, rs := range rep.Regions {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
+					t.row(rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
 				}
-				return tw.Flush()
+				return t.flush()
 			},
 		}
 		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
+		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		return cmd
 	})
 }

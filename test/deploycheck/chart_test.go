@@ -27,16 +27,15 @@ var chartDir = filepath.Join(repo, "deploy/helm/envdr")
 
 // rendered is one release's objects, decoded strictly into their types.
 type rendered struct {
-	deploy     *appsv1.Deployment
-	sa         *corev1.ServiceAccount
-	svc        *corev1.Service
-	cms        map[string]*corev1.ConfigMap
-	pdb        *policyv1.PodDisruptionBudget
-	netpol     *networkingv1.NetworkPolicy
-	cronJobs   []*batchv1.CronJob
-	custom     map[string]map[string]any // kind -> object (KEDA, monitoring.coreos.com)
-	kinds      []string
-	configYAML string
+	deploy   *appsv1.Deployment
+	sa       *corev1.ServiceAccount
+	svc      *corev1.Service
+	cms      map[string]*corev1.ConfigMap
+	pdb      *policyv1.PodDisruptionBudget
+	netpol   *networkingv1.NetworkPolicy
+	cronJobs []*batchv1.CronJob
+	custom   map[string]map[string]any // kind -> object (KEDA, monitoring.coreos.com)
+	kinds    []string
 }
 
 // render renders the chart as `helm template` does, with the Helm Go SDK: the chart's values,

@@ -519,7 +519,9 @@ var rootChecks = map[string]func(p *Plan) error{
 	"modules/table/examples/basic": func(p *Plan) error {
 		return checkTable(p, []string{"eu-west-1", "ap-southeast-2"})
 	},
-	"modules/iam/examples/basic": checkPolicies,
+	"modules/iam/examples/basic": func(p *Plan) error {
+		return errors.Join(checkPolicies(p), checkPodIdentity(p))
+	},
 	"modules/cloudtrail/examples/basic": func(p *Plan) error {
 		trails := p.All("aws_cloudtrail")
 		if len(trails) != 1 || trails[0].Values["is_multi_region_trail"] != true || trails[0].Values["enable_log_file_validation"] != true {
@@ -532,6 +534,28 @@ var rootChecks = map[string]func(p *Plan) error{
 		replicas := []string{"eu-west-1", "ap-southeast-2"}
 		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p))
 	},
+}
+
+// checkPodIdentity: the daemon role trusts EKS Pod Identity for the associated cluster only, and
+// the association names the chart's service account.
+func checkPodIdentity(p *Plan) error {
+	as := p.All("aws_eks_pod_identity_association")
+	if len(as) != 1 || str(as[0].Values["service_account"]) != "envdr-eu-west-1" || str(as[0].Values["cluster_name"]) != "apps-eu" {
+		return fmt.Errorf("want one Pod Identity association for envdr/envdr-eu-west-1 in apps-eu, got %d", len(as))
+	}
+	for _, r := range p.All("aws_iam_role") {
+		if !strings.HasSuffix(str(r.Values["name"]), "-daemon") {
+			continue
+		}
+		trust := str(r.Values["assume_role_policy"])
+		for _, want := range []string{"pods.eks.amazonaws.com", "sts:TagSession", "arn:aws:eks:eu-west-1:111122223333:cluster/apps-eu", "sts:AssumeRoleWithWebIdentity"} {
+			if !strings.Contains(trust, want) {
+				return fmt.Errorf("daemon role trust lacks %s: %s", want, trust)
+			}
+		}
+		return nil
+	}
+	return errors.New("no daemon role in the plan")
 }
 
 // checkECSOps: the service scales on the queue's backlog per task, and one schedule per lost

@@ -76,7 +76,7 @@ type Options struct {
 	// TrustAnyKey turns the strict key check off (--trust-any-key): any key of the region, or
 	// none (KMS discovers it from the ciphertext), may be named by a header or record.
 	TrustAnyKey bool
-	// SDKLogger receives the AWS SDK's log lines (default: DefaultSDKLogger, else the SDK's).
+	// SDKLogger receives the AWS SDK's log lines (default: SetDefaultSDKLogger's, else the SDK's).
 	SDKLogger *SDKLogger
 }
 
@@ -103,7 +103,7 @@ func (o *Options) withDefaults(c *config.Config) {
 		o.Now = time.Now
 	}
 	if o.SDKLogger == nil {
-		o.SDKLogger = DefaultSDKLogger
+		o.SDKLogger = defaultSDKLogger.Load()
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {

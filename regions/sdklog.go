@@ -2,6 +2,7 @@ package regions
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go/logging"
@@ -42,6 +43,12 @@ func (s SDKLogger) logMode() aws.ClientLogMode {
 	return 0
 }
 
-// DefaultSDKLogger is used when Options.SDKLogger is nil (cmd/envdr sets it from --log-level);
-// nil keeps the SDK's own logger.
-var DefaultSDKLogger *SDKLogger
+// defaultSDKLogger is used when Options.SDKLogger is nil; nil keeps the SDK's own logger.
+var defaultSDKLogger atomic.Pointer[SDKLogger]
+
+// SetDefaultSDKLogger sets the SDK logger of every topology built without one (cmd/envdr sets it
+// from --log-level before each command).
+func SetDefaultSDKLogger(l *zap.Logger) {
+	sl := NewSDKLogger(l)
+	defaultSDKLogger.Store(&sl)
+}

@@ -94,8 +94,7 @@ per problem, each naming the field).`,
 			}
 			// The AWS SDK logs through zap, as JSON at the same level, on every command.
 			if l, err := newLogger(globalLogLevel); err == nil {
-				sl := regions.NewSDKLogger(l)
-				regions.DefaultSDKLogger = &sl
+				regions.SetDefaultSDKLogger(l)
 			}
 			return nil
 		},

@@ -13,6 +13,8 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -304,4 +306,27 @@ func TestChartRefusesBadValues(t *testing.T) {
 		_, err := render(t, nil, c.set)
 		require.ErrorContains(t, err, c.want, fmt.Sprint(c.set))
 	}
+}
+
+// helm lint (the SDK's linter, as `helm lint --strict` runs it) finds nothing above info for
+// the default values and the second region's.
+func TestChartLint(t *testing.T) {
+	for _, overlay := range []string{"", "ci/eu-west-1-values.yaml"} {
+		vals := map[string]any{}
+		if overlay != "" {
+			v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, overlay))
+			require.NoError(t, err)
+			vals = v.AsMap()
+		}
+		l := lint.All(chartDir, vals, "envdr", false)
+		for _, m := range l.Messages {
+			require.LessOrEqual(t, m.Severity, support.InfoSev, "%s: %s: %v", overlay, m.Path, m.Err)
+		}
+	}
+	// The linter is not vacuous: a broken template in a copy is an error.
+	broken := filepath.Join(t.TempDir(), "envdr")
+	require.NoError(t, os.CopyFS(broken, os.DirFS(chartDir)))
+	require.NoError(t, os.WriteFile(filepath.Join(broken, "templates/service.yaml"), []byte("{{ if .Values.region }}\nkind: Service\n"), 0o644))
+	l := lint.All(broken, nil, "envdr", false)
+	require.Equal(t, support.ErrorSev, l.HighestSeverity, "%v", l.Messages)
 }

@@ -23,7 +23,7 @@ func ExampleRender() {
 	}
 	fmt.Println("findings:", len(policy.Lint(docs)))
 	// Output:
-	// iam-daemon.json 9 statements
+	// iam-daemon.json 10 statements
 	// iam-operator.json 8 statements
 	// iam-producer.json 2 statements
 	// kms-key-policy.ap-southeast-2.json 7 statements

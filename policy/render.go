@@ -254,6 +254,15 @@ func daemonKeyActions(mode string) []string {
 	return []string{"kms:Decrypt", "kms:Encrypt"}
 }
 
+// queues is the event queue and, when configured, its DLQ.
+func (e *env) queues() Strings {
+	q := Strings{e.queueARN}
+	if e.dlqARN != "" {
+		q = append(q, e.dlqARN)
+	}
+	return q
+}
+
 func (e *env) daemon() *Document {
 	d := &Document{Version: Version}
 	for _, k := range e.keys {
@@ -269,6 +278,8 @@ func (e *env) daemon() *Document {
 	if e.dlqARN != "" {
 		d.Statement = append(d.Statement, Statement{Sid: "DeadLetter", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: Strings{e.dlqARN}})
 	}
+	// envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
+	d.Statement = append(d.Statement, Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()})
 	// Receiving from (and dead-lettering to) an SSE-KMS queue needs its key, through SQS only.
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d
@@ -294,13 +305,9 @@ func (e *env) operator() *Document {
 	for _, k := range e.keys {
 		d.Statement = append(d.Statement, keyUse("InspectKey"+sidRegion(k.region), k, operatorKeyReadActions, false))
 	}
-	queues := Strings{e.queueARN}
-	if e.dlqARN != "" {
-		queues = append(queues, e.dlqARN)
-	}
 	d.Statement = append(d.Statement,
 		Statement{Sid: "ReadRecords", Effect: "Allow", Action: operatorTableActions, Resource: e.tableARNs},
-		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: queues},
+		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()},
 	)
 	return d
 }

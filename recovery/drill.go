@@ -41,16 +41,67 @@ type DrillOptions struct {
 	Progress          func(n int)
 	Total             func(n int64)
 	Regions           regions.Options
+	// Envdr is the build that runs the drill, recorded in the report (cmd/envdr passes its
+	// version and commit).
+	Envdr Build
+	// MinRecoverable is the lowest recoverable_percent that passes (0 means 100: every record).
+	MinRecoverable float64
+	// MaxRPO, when > 0, fails the drill when the recovery point is older (rpo_seconds).
+	MaxRPO time.Duration
+}
+
+// ReportSchemaVersion is the version of the drill report's JSON layout. 2 added schema_version,
+// envdr, host, caller, rto_seconds, recovery_point.rpo_seconds, thresholds, checks and sha256.
+const ReportSchemaVersion = 2
+
+// Build identifies the envdr binary that ran a drill.
+type Build struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+}
+
+// Caller is who ran the drill: STS GetCallerIdentity through the scan region's endpoint.
+type Caller struct {
+	Account string `json:"account"`
+	ARN     string `json:"arn"`
+	UserID  string `json:"user_id"`
+	// Region is the region whose STS endpoint answered; Error says why the identity is unknown.
+	Region string `json:"region"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Thresholds are the pass/fail limits the drill was judged by (--min-recoverable, --max-rpo).
+type Thresholds struct {
+	MinRecoverablePercent float64 `json:"min_recoverable_percent"`
+	// MaxRPOSeconds is nil when no limit was set.
+	MaxRPOSeconds *float64 `json:"max_rpo_seconds"`
+}
+
+// DrillCheck is one pass/fail condition of the drill; the drill passes when every check passes.
+type DrillCheck struct {
+	Name   string  `json:"name"`
+	Passed bool    `json:"passed"`
+	Value  float64 `json:"value"`
+	Limit  float64 `json:"limit"`
+	Detail string  `json:"detail"`
 }
 
 // DrillReport is the outcome of a drill; docs/DRILLS.md describes every field.
 type DrillReport struct {
+	SchemaVersion int    `json:"schema_version"`
+	Envdr         Build  `json:"envdr"`
+	Host          string `json:"host"`
+	Caller        Caller `json:"caller"`
+
 	StartedAt       time.Time `json:"started_at"`
 	FinishedAt      time.Time `json:"finished_at"`
 	DurationSeconds float64   `json:"duration_seconds"`
-	Lost            string    `json:"lost_region"`
-	Surviving       []string  `json:"surviving_regions"`
-	ScanRegion      string    `json:"scan_region"`
+	// RTOSeconds is the recovery time measured: how long the surviving regions took, on their
+	// own, to open every record and --open file (scan-and-decrypt plus file opening).
+	RTOSeconds float64  `json:"rto_seconds"`
+	Lost       string   `json:"lost_region"`
+	Surviving  []string `json:"surviving_regions"`
+	ScanRegion string   `json:"scan_region"`
 	// Mode is "any-surviving" (a record is recoverable when one surviving region opens it) or
 	// "all-surviving".
 	Mode string `json:"mode"`
@@ -88,18 +139,33 @@ type DrillReport struct {
 	Isolation      Isolation    `json:"isolation"`
 	Config         ConfigUsed   `json:"config"`
 	Interrupted    bool         `json:"interrupted,omitempty"`
+	Thresholds     Thresholds   `json:"thresholds"`
+	Checks         []DrillCheck `json:"checks"`
 	Passed         bool         `json:"passed"`
+	// SHA256 is the hex SHA-256 of the JSON report with this value left empty (""): see
+	// VerifyDrillReport. It is set when the JSON is written, and must stay the last field.
+	SHA256 string `json:"sha256"`
 }
 
-// RecoveryPoint is the replication work outstanding when the region was lost: events still
-// queued plus records not yet replicated to every required region.
+// RecoveryPoint is the one definition of the recovery point used everywhere (docs/DRILLS.md):
+// the replication work outstanding when the drill ran, which losing the region at that moment
+// would put at risk: the events still queued (not yet handled by the daemon) plus the records
+// lacking a wrap in some required region (not yet replicated). As a count: AtRisk; as a time:
+// RPOSeconds, the age of the oldest of that work.
 type RecoveryPoint struct {
 	// QueuedEvents is nil when the queue is in the lost region and so cannot be counted.
 	QueuedEvents  *int64 `json:"queued_events"`
 	QueueNote     string `json:"queue_note,omitempty"`
 	NotReplicated int64  `json:"not_replicated"`
-	// AtRisk is QueuedEvents + NotReplicated (NotReplicated alone when the queue is lost).
+	// AtRisk is QueuedEvents + NotReplicated (NotReplicated alone when the queue is lost). An
+	// event still queued may belong to a record already counted as not replicated.
 	AtRisk int64 `json:"at_risk"`
+	// RPOSeconds is the age, at the drill's start, of the oldest record not yet replicated
+	// (0 when none). SQS does not tell a queued event's age without receiving it, so when
+	// events are queued (or cannot be counted) RPOSeconds is a lower bound: RPOLowerBound.
+	RPOSeconds          float64    `json:"rpo_seconds"`
+	RPOLowerBound       bool       `json:"rpo_lower_bound"`
+	OldestNotReplicated *time.Time `json:"oldest_not_replicated_at,omitempty"`
 }
 
 // Pending is a record whose replication had not finished.
@@ -218,8 +284,10 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	if !ok {
 		return nil, fmt.Errorf("--scan-region %s: %w (surviving: %v)", scanRegion, regions.ErrNotConfigured, surviving)
 	}
-	rep := &DrillReport{StartedAt: time.Now().UTC(), Lost: opts.Lose, Surviving: surviving, ScanRegion: scanRegion,
-		Mode: "any-surviving", Config: configUsed(cfg)}
+	rep := &DrillReport{SchemaVersion: ReportSchemaVersion, Envdr: opts.Envdr, StartedAt: time.Now().UTC(),
+		Lost: opts.Lose, Surviving: surviving, ScanRegion: scanRegion, Mode: "any-surviving", Config: configUsed(cfg)}
+	rep.Host, _ = os.Hostname()
+	rep.Caller = callerIdentity(ctx, scan.r)
 	if opts.AllSurviving {
 		rep.Mode = "all-surviving"
 	}
@@ -234,6 +302,7 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	var records, recoverable, noSurviving, decryptFailed, notReplicated, replicatedOK, unreadable atomic.Int64
 	var heldMu sync.Mutex
 	held := map[string]int64{}
+	var oldest time.Time // CreatedAt of the oldest record not yet replicated (under pendMu)
 	requiredList := cfg.Policy.Required
 	if len(requiredList) == 0 {
 		requiredList = cfg.RegionNames()
@@ -279,6 +348,9 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 		}
 		notReplicated.Add(1)
 		pendMu.Lock()
+		if !rec.CreatedAt.IsZero() && (oldest.IsZero() || rec.CreatedAt.Before(oldest)) {
+			oldest = rec.CreatedAt
+		}
 		if len(pending) < maxPending {
 			pending = append(pending, Pending{ID: rec.ID, Missing: missing, Recoverable: ok})
 		} else {
@@ -333,8 +405,17 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 		}
 	}
 
+	rp := &rep.RecoveryPoint
+	if !oldest.IsZero() {
+		o := oldest.UTC()
+		rp.OldestNotReplicated = &o
+		rp.RPOSeconds = max(0, rep.StartedAt.Sub(o).Seconds())
+	}
+	rp.RPOLowerBound = rp.QueuedEvents == nil || *rp.QueuedEvents > 0
+
 	rep.FinishedAt = time.Now().UTC()
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
+	rep.RTOSeconds = (scanDur + openDur).Seconds()
 	rep.Records, rep.Recoverable, rep.NotReplicated = records.Load(), recoverable.Load(), notReplicated.Load()
 	rep.NoSurvivingWrap, rep.DecryptFailed, rep.Unreadable = noSurviving.Load(), decryptFailed.Load(), unreadable.Load()
 	rep.Unrecoverable = rep.NoSurvivingWrap + rep.DecryptFailed
@@ -356,12 +437,77 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	rep.Isolation = guard.isolation()
-	filesOK := true
-	for _, f := range rep.Files {
-		filesOK = filesOK && f.OK
-	}
-	rep.Passed = rep.Unrecoverable == 0 && rep.Unreadable == 0 && filesOK && rep.Isolation.LostRegionRequests == 0 && !rep.Interrupted
+	rep.judge(opts)
 	return rep, nil
+}
+
+// callerIdentity asks r's STS who runs the drill; a failure is recorded, not fatal.
+func callerIdentity(ctx context.Context, r *regions.Region) Caller {
+	c := Caller{Region: r.Name}
+	id, err := r.CallerIdentity(ctx)
+	if err != nil {
+		c.Error = trimErr(err)
+		return c
+	}
+	c.Account, c.ARN, c.UserID = id.Account, id.ARN, id.UserID
+	return c
+}
+
+// judge sets the thresholds, the checks and the verdict: the drill passes when every check does.
+func (r *DrillReport) judge(opts DrillOptions) {
+	minRec := opts.MinRecoverable
+	if minRec <= 0 {
+		minRec = 100
+	}
+	r.Thresholds = Thresholds{MinRecoverablePercent: minRec}
+	files := int64(0)
+	for _, f := range r.Files {
+		if f.OK {
+			files++
+		}
+	}
+	b2f := func(b bool) float64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	r.Checks = []DrillCheck{
+		{Name: "recoverable", Passed: r.RecoverablePercent >= minRec, Value: r.RecoverablePercent, Limit: minRec,
+			Detail: fmt.Sprintf("%d of %d records recoverable (%.2f%%), at least %.2f%% required (--min-recoverable)", r.Recoverable, r.Records, r.RecoverablePercent, minRec)},
+		{Name: "unreadable", Passed: r.Unreadable == 0, Value: float64(r.Unreadable), Limit: 0,
+			Detail: fmt.Sprintf("%d table items could not be decoded", r.Unreadable)},
+		{Name: "files", Passed: files == int64(len(r.Files)), Value: float64(files), Limit: float64(len(r.Files)),
+			Detail: fmt.Sprintf("%d of %d --open files opened", files, len(r.Files))},
+		{Name: "isolation", Passed: r.Isolation.LostRegionRequests == 0, Value: float64(r.Isolation.LostRegionRequests), Limit: 0,
+			Detail: fmt.Sprintf("%d requests tried to reach the lost region %s", r.Isolation.LostRegionRequests, r.Lost)},
+		{Name: "complete", Passed: !r.Interrupted, Value: b2f(!r.Interrupted), Limit: 1,
+			Detail: "the scan ran to the end (not interrupted)"},
+	}
+	if opts.MaxRPO > 0 {
+		lim := opts.MaxRPO.Seconds()
+		r.Thresholds.MaxRPOSeconds = &lim
+		d := fmt.Sprintf("recovery point %.0fs old, at most %.0fs allowed (--max-rpo)", r.RecoveryPoint.RPOSeconds, lim)
+		if r.RecoveryPoint.RPOLowerBound {
+			d += "; a lower bound: queued events' age is not counted"
+		}
+		r.Checks = append(r.Checks, DrillCheck{Name: "rpo", Passed: r.RecoveryPoint.RPOSeconds <= lim, Value: r.RecoveryPoint.RPOSeconds, Limit: lim, Detail: d})
+	}
+	r.Passed = true
+	for _, c := range r.Checks {
+		r.Passed = r.Passed && c.Passed
+	}
+}
+
+// FailedChecks lists the checks that did not pass.
+func (r *DrillReport) FailedChecks() []DrillCheck {
+	var out []DrillCheck
+	for _, c := range r.Checks {
+		if !c.Passed {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // drillRecord proves rec opens in a surviving region (every one with AllSurviving). The scan
@@ -520,7 +666,7 @@ func newGuard(cfg *config.Config, lost string) *guard {
 		}).WithTimeout(30 * time.Second)}
 	shared := map[string]bool{}
 	for _, r := range cfg.Regions {
-		for _, ep := range []string{r.Endpoints.KMS, r.Endpoints.SQS, r.Endpoints.DynamoDB} {
+		for _, ep := range []string{r.Endpoints.KMS, r.Endpoints.SQS, r.Endpoints.DynamoDB, r.Endpoints.STS} {
 			u, err := url.Parse(ep)
 			if ep == "" || err != nil || u.Host == "" {
 				continue

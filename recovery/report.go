@@ -1,8 +1,12 @@
 package recovery
 
 import (
+	"bytes"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	htmltemplate "html/template"
 	"io"
@@ -24,7 +28,14 @@ var funcs = map[string]any{
 	"secs": func(f float64) string {
 		return (time.Duration(f * float64(time.Second))).Round(time.Millisecond).String()
 	},
-	"rate":  func(f float64) string { return fmt.Sprintf("%.0f", f) },
+	"rate": func(f float64) string { return fmt.Sprintf("%.0f", f) },
+	"num":  func(f float64) string { return fmt.Sprintf("%.1f", f) },
+	"maxrpo": func(p *float64) string {
+		if p == nil {
+			return "none"
+		}
+		return fmt.Sprintf("%.0f s", *p)
+	},
 	"ms":    func(f float64) string { return fmt.Sprintf("%.1f ms", f) },
 	"when":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05 UTC") },
 	"join":  strings.Join,
@@ -68,13 +79,75 @@ func (r *DrillReport) WriteMarkdown(w io.Writer) error { return mdTmpl.Execute(w
 // hand to an auditor or print.
 func (r *DrillReport) WriteHTML(w io.Writer) error { return htmlTmpl.Execute(w, r) }
 
-// WriteJSON writes the drill report as indented JSON.
-func (r *DrillReport) WriteJSON(w io.Writer) error { return writeIndentedJSON(w, r) }
+// WriteJSON writes the drill report as indented JSON carrying its own SHA-256 digest (see
+// JSON); it sets r.SHA256.
+func (r *DrillReport) WriteJSON(w io.Writer) error {
+	b, err := r.JSON()
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
 
-func writeIndentedJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
+// digestKey precedes the digest in the JSON: the last member of the report object.
+var digestKey = []byte(`"sha256": "`)
+
+// JSON returns the report as indented JSON whose last member, "sha256", is the hex SHA-256 of
+// those very bytes with the digest left empty (`"sha256": ""`), and sets r.SHA256. Any edited
+// byte, the digest's included, makes VerifyDrillReport fail.
+func (r *DrillReport) JSON() ([]byte, error) {
+	r.SHA256 = ""
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	b := buf.Bytes()
+	i := bytes.LastIndex(b, append(append([]byte(nil), digestKey...), '"'))
+	if i < 0 {
+		return nil, errors.New("report: no sha256 member in the JSON")
+	}
+	sum := sha256.Sum256(b)
+	r.SHA256 = hex.EncodeToString(sum[:])
+	at := i + len(digestKey)
+	out := make([]byte, 0, len(b)+len(r.SHA256))
+	out = append(append(append(out, b[:at]...), r.SHA256...), b[at:]...)
+	return out, nil
+}
+
+// ErrReportDigest: a drill report's JSON does not match the digest it carries.
+var ErrReportDigest = errors.New("drill report digest mismatch")
+
+// VerifyDrillReport checks a drill report's JSON (as WriteJSON wrote it) against the SHA-256 digest
+// it carries and returns the report. A report edited in any byte, or without a digest, fails.
+func VerifyDrillReport(b []byte) (*DrillReport, error) {
+	i := bytes.LastIndex(b, digestKey)
+	at := i + len(digestKey)
+	if i < 0 || len(b) < at+sha256.Size*2+1 || b[at+sha256.Size*2] != '"' {
+		return nil, fmt.Errorf("%w: no \"sha256\" digest member (a report of envdr before schema %d, or not a drill report)", ErrReportDigest, ReportSchemaVersion)
+	}
+	want := string(b[at : at+sha256.Size*2])
+	body := append(append([]byte(nil), b[:at]...), b[at+sha256.Size*2:]...)
+	sum := sha256.Sum256(body)
+	got := hex.EncodeToString(sum[:])
+	if got != want {
+		return nil, fmt.Errorf("%w: the file hashes to %s but carries %s: it was changed after envdr wrote it", ErrReportDigest, got, want)
+	}
+	var r DrillReport
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("drill report: %w", err)
+	}
+	if r.SHA256 != want {
+		return nil, fmt.Errorf("%w: the digest member is not the report's own", ErrReportDigest)
+	}
+	if r.SchemaVersion != ReportSchemaVersion {
+		return nil, fmt.Errorf("drill report: schema_version %d; this envdr reads %d", r.SchemaVersion, ReportSchemaVersion)
+	}
+	return &r, nil
 }
 
 // ReportPaths returns the three files a --report PATH produces: PATH.md, PATH.html and
@@ -87,7 +160,8 @@ func ReportPaths(path string) (md, html, js string) {
 	return path + ".md", path + ".html", path + ".json"
 }
 
-// WriteFiles writes the report in all three formats next to path; see ReportPaths.
+// WriteFiles writes the report in all three formats next to path; see ReportPaths. The JSON
+// goes first, so the Markdown and HTML show its digest.
 func (r *DrillReport) WriteFiles(path string) ([]string, error) {
 	return writeReportFiles(path, r.WriteMarkdown, r.WriteHTML, r.WriteJSON)
 }
@@ -103,7 +177,7 @@ func writeReportFiles(path string, writeMD, writeHTML, writeJSON func(io.Writer)
 	for _, f := range []struct {
 		path  string
 		write func(io.Writer) error
-	}{{md, writeMD}, {html, writeHTML}, {js, writeJSON}} {
+	}{{js, writeJSON}, {md, writeMD}, {html, writeHTML}} { // JSON first: it sets the digest the others show
 		if err := writeFile(f.path, f.write); err != nil {
 			return nil, fmt.Errorf("report %s: %w", f.path, err)
 		}
@@ -128,4 +202,10 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+func writeIndentedJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"golang.org/x/time/rate"
 
 	"github.com/envdr/envdr/internal/config"
@@ -82,6 +83,8 @@ type Options struct {
 	// TrustAnyKey turns the strict key check off (--trust-any-key): any key of the region, or
 	// none (KMS discovers it from the ciphertext), may be named by a header or record.
 	TrustAnyKey bool
+	// SDKLogger receives the AWS SDK's log lines (default: SetDefaultSDKLogger's, else the SDK's).
+	SDKLogger *SDKLogger
 }
 
 func (o *Options) withDefaults(c *config.Config) {
@@ -117,6 +120,9 @@ func (o *Options) withDefaults(c *config.Config) {
 	}
 	if o.DynamoDBTimeout == 0 {
 		o.DynamoDBTimeout = config.DefaultDynamoDBTimeout
+	}
+	if o.SDKLogger == nil {
+		o.SDKLogger = defaultSDKLogger.Load()
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
@@ -163,6 +169,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 		awsCfg, err := AWSConfig(ctx, cfg, rc, opts.HTTPClient)
 		if err != nil {
 			return nil, fmt.Errorf("region %s: %w", rc.Name, err)
+		}
+		if opts.SDKLogger != nil {
+			awsCfg.Logger, awsCfg.ClientLogMode = *opts.SDKLogger, opts.SDKLogger.logMode()
 		}
 		r := newRegion(rc, awsCfg, opts)
 		t.order = append(t.order, rc.Name)
@@ -220,6 +229,7 @@ type Region struct {
 	kmsFull  *kms.Client
 	ddb      *dynamodb.Client
 	sqs      *sqs.Client
+	sts      *sts.Client
 	limiter  *rate.Limiter
 	maxRate  rate.Limit
 	rateAt   time.Time // when the limit was last lowered or recovered (under mu)
@@ -263,6 +273,12 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		}
 		o.Retryer = storageRetryer(opts)
 	})
+	stc := sts.NewFromConfig(ac, func(o *sts.Options) {
+		if rc.Endpoints.STS != "" {
+			o.BaseEndpoint = aws.String(rc.Endpoints.STS)
+		}
+		o.Retryer = storageRetryer(opts)
+	})
 	lim := rate.Limit(rc.KMSRate)
 	burst := int(rc.KMSRate / 10)
 	if burst < 1 {
@@ -270,7 +286,7 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 	}
 	return &Region{
 		Name: rc.Name, KeyARN: rc.Key, Mode: rc.Mode,
-		kms: kc, kmsFull: kc, ddb: dc, sqs: sc,
+		kms: kc, kmsFull: kc, ddb: dc, sqs: sc, sts: stc,
 		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
 		opts: opts, observer: opts.Observer,
 		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
@@ -361,6 +377,22 @@ func (r *Region) DynamoDB() *dynamodb.Client { return r.ddb }
 
 // SQS returns this region's SQS client.
 func (r *Region) SQS() *sqs.Client { return r.sqs }
+
+// Identity is the AWS identity the region's clients act as (STS GetCallerIdentity).
+type Identity struct {
+	Account string `json:"account"`
+	ARN     string `json:"arn"`
+	UserID  string `json:"user_id"`
+}
+
+// CallerIdentity asks this region's STS endpoint who the credentials belong to.
+func (r *Region) CallerIdentity(ctx context.Context) (Identity, error) {
+	out, err := r.sts.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return Identity{}, fmt.Errorf("region %s: sts GetCallerIdentity: %w", r.Name, err)
+	}
+	return Identity{Account: aws.ToString(out.Account), ARN: aws.ToString(out.Arn), UserID: aws.ToString(out.UserId)}, nil
+}
 
 // Healthy reports whether the region is currently considered reachable.
 func (r *Region) Healthy() bool {

@@ -31,6 +31,8 @@ type DaemonOptions struct {
 	// Region is the region this daemon runs for: it consumes that region's queue and writes
 	// through that region's replica of the table (default: the home region).
 	Region string
+	// Version and Commit label envdr_build_info (empty: read from the binary's build info).
+	Version, Commit string
 }
 
 // Daemon is envdr run: topology, pipeline, consumer and admin server.
@@ -68,6 +70,8 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 	}
 	log = log.With(zap.String("daemon_region", region))
 	m := NewMetrics()
+	m.SetBuild(opts.Version, opts.Commit)
+	m.InitRegions(cfg.RegionNames())
 	opts.Regions.Observer = m
 	topo, err := regions.New(ctx, cfg, opts.Regions)
 	if err != nil {
@@ -98,6 +102,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		return nil, err
 	}
 	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: queueURL, sqs: self.SQS(), log: log, region: region}
+	m.WatchQueues(self.SQS(), queueURL, dlqURL)
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: queueURL, DLQURL: dlqURL, Concurrency: cfg.Worker.Concurrency,
 		Visibility: cfg.Worker.Visibility, WaitTime: opts.WaitTime, RetryBase: opts.RetryBase, MaxAge: cfg.Worker.MaxAge,

@@ -1,21 +1,32 @@
 package replicate
 
 import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/envdr/envdr/regions"
 )
 
-// Metrics are the daemon's Prometheus metrics, on their own registry (no globals).
+// Metrics are the daemon's Prometheus metrics, on their own registry (no globals). The alerts in
+// deploy/monitoring/ name only metrics defined here (and the drill's, DrillMetrics); a test in
+// test/deploycheck checks every one of them.
 type Metrics struct {
 	Registry   *prometheus.Registry
 	Events     *prometheus.CounterVec   // outcome, reason
 	Wrap       *prometheus.HistogramVec // region
 	Verify     *prometheus.HistogramVec // region
 	KMSCalls   *prometheus.CounterVec   // region, op, result
+	KMSLatency *prometheus.HistogramVec // region, op
 	Throttles  *prometheus.CounterVec   // region, op
 	InFlight   prometheus.Gauge
 	OldestAge  prometheus.Gauge
@@ -23,7 +34,12 @@ type Metrics struct {
 	Requeued   prometheus.Counter
 	DLQ        *prometheus.CounterVec // reason
 	RecordCASs *prometheus.CounterVec // result: ok, conflict
+	BuildInfo  *prometheus.GaugeVec   // version, commit, goversion: always 1
 }
+
+// KMSOps are the KMS operations the daemon sends, pre-created per region so rate() and the
+// alerts see a zero before the first call or throttle.
+var KMSOps = []string{"GenerateDataKey", "Decrypt", "Encrypt", "ReEncrypt", "DescribeKey"}
 
 // NewMetrics registers every metric on a fresh registry.
 func NewMetrics() *Metrics {
@@ -33,11 +49,13 @@ func NewMetrics() *Metrics {
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_events_total",
 			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired) and reason."}, []string{"outcome", "reason"}),
 		Wrap: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_wrap_seconds",
-			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt).", Buckets: buckets}, []string{"region"}),
+			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt); successful wraps only.", Buckets: buckets}, []string{"region"}),
 		Verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_verify_seconds",
-			Help: "Latency of verifying one region's wrap (table read, Decrypt, commitment).", Buckets: buckets}, []string{"region"}),
+			Help: "Latency of verifying one region's wrap (table read, Decrypt, commitment); successful verifications only, so _count is the verified wraps.", Buckets: buckets}, []string{"region"}),
 		KMSCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_kms_calls_total",
 			Help: "KMS requests sent, by region, operation and result (ok or error)."}, []string{"region", "op", "result"}),
+		KMSLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_kms_call_seconds",
+			Help: "Latency of one KMS request (each try, errors included), by region and operation.", Buckets: buckets}, []string{"region", "op"}),
 		Throttles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_kms_throttles_total",
 			Help: "ThrottlingException answers, by region and operation."}, []string{"region", "op"}),
 		InFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "envdr_inflight_events",
@@ -52,22 +70,69 @@ func NewMetrics() *Metrics {
 			Help: "Poison events sent to the DLQ, by reason."}, []string{"reason"}),
 		RecordCASs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_record_writes_total",
 			Help: "Conditional record writes, by result (ok, conflict)."}, []string{"result"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_build_info",
+			Help: "Always 1; the labels name the running envdr build."}, []string{"version", "commit", "goversion"}),
 	}
-	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.KMSCalls, m.Throttles, m.InFlight, m.OldestAge,
-		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs,
+	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
+		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.SetBuild("", "")
 	return m
+}
+
+// SetBuild sets envdr_build_info; an empty version or commit is read from the binary's build
+// information (the main module version, vcs.revision).
+func (m *Metrics) SetBuild(version, commit string) {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && commit == "" {
+				commit = s.Value
+			}
+		}
+	}
+	if version == "" {
+		version = "dev"
+	}
+	if commit == "" {
+		commit = "unknown"
+	}
+	m.BuildInfo.Reset()
+	m.BuildInfo.WithLabelValues(version, commit, runtime.Version()).Set(1)
+}
+
+// InitRegions creates every per-region series at zero (wrap and verify counts, KMS calls,
+// latency and throttles), so a region that never verified shows a flat zero instead of no
+// series, and the alerts' increase() and rate() work from the first event.
+func (m *Metrics) InitRegions(names []string) {
+	for _, r := range names {
+		m.Wrap.WithLabelValues(r)
+		m.Verify.WithLabelValues(r)
+		for _, op := range KMSOps {
+			m.KMSLatency.WithLabelValues(r, op)
+			m.Throttles.WithLabelValues(r, op)
+			m.KMSCalls.WithLabelValues(r, op, "ok")
+			m.KMSCalls.WithLabelValues(r, op, "error")
+		}
+	}
+	m.DLQ.WithLabelValues(ReasonExpired)
+	m.Events.WithLabelValues("acked", "")
+	m.RecordCASs.WithLabelValues("ok")
+	m.RecordCASs.WithLabelValues("conflict")
 }
 
 var _ regions.Observer = (*Metrics)(nil)
 
 // KMSCall implements regions.Observer.
-func (m *Metrics) KMSCall(region, op string, _ time.Duration, err error) {
+func (m *Metrics) KMSCall(region, op string, d time.Duration, err error) {
 	res := "ok"
 	if err != nil {
 		res = "error"
 	}
 	m.KMSCalls.WithLabelValues(region, op, res).Inc()
+	m.KMSLatency.WithLabelValues(region, op).Observe(d.Seconds())
 	// Only a failure to reach the endpoint counts as unhealthy; any KMS answer means reachable.
 	healthy := 1.0
 	if err != nil && regions.IsConnError(err) {
@@ -78,3 +143,109 @@ func (m *Metrics) KMSCall(region, op string, _ time.Duration, err error) {
 
 // Throttled implements regions.Observer.
 func (m *Metrics) Throttled(region, op string) { m.Throttles.WithLabelValues(region, op).Inc() }
+
+// queueCollector reports the depth of the event queue and its DLQ on each scrape (at most one
+// GetQueueAttributes per queue every cacheFor), so "events in the DLQ" is a metric, not a
+// CloudWatch query.
+type queueCollector struct {
+	sqs      QueueAttributesAPI
+	queues   map[string]string // "events" / "dlq" -> URL
+	desc     *prometheus.Desc
+	errDesc  *prometheus.Desc
+	cacheFor time.Duration
+
+	mu     sync.Mutex
+	at     time.Time
+	depths map[[2]string]float64 // queue, state
+	failed map[string]float64
+}
+
+// WatchQueues adds envdr_queue_messages{queue="events"|"dlq", state="visible"|"in_flight"|"delayed"}
+// and envdr_queue_scrape_errors, read from SQS when scraped (cached for 10 s).
+func (m *Metrics) WatchQueues(q QueueAttributesAPI, queueURL, dlqURL string) {
+	c := &queueCollector{sqs: q, queues: map[string]string{"events": queueURL, "dlq": dlqURL}, cacheFor: 10 * time.Second,
+		desc: prometheus.NewDesc("envdr_queue_messages",
+			"Messages in the event queue and its DLQ (SQS approximate counts), by queue and state.", []string{"queue", "state"}, nil),
+		errDesc: prometheus.NewDesc("envdr_queue_scrape_error",
+			"1 when the last read of the queue's attributes failed (the depth shown is then the last known).", []string{"queue"}, nil),
+		depths: map[[2]string]float64{}, failed: map[string]float64{}}
+	for name := range c.queues {
+		for _, s := range []string{"visible", "in_flight", "delayed"} {
+			c.depths[[2]string{name, s}] = 0
+		}
+	}
+	m.Registry.MustRegister(c)
+}
+
+func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.errDesc }
+
+func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) >= c.cacheFor {
+		c.at = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for name, url := range c.queues {
+			out, err := c.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(url),
+				AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages,
+					sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible, sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed}})
+			if err != nil {
+				c.failed[name] = 1
+				continue
+			}
+			c.failed[name] = 0
+			for attr, state := range map[sqstypes.QueueAttributeName]string{
+				sqstypes.QueueAttributeNameApproximateNumberOfMessages:           "visible",
+				sqstypes.QueueAttributeNameApproximateNumberOfMessagesNotVisible: "in_flight",
+				sqstypes.QueueAttributeNameApproximateNumberOfMessagesDelayed:    "delayed",
+			} {
+				n, _ := strconv.ParseFloat(out.Attributes[string(attr)], 64)
+				c.depths[[2]string{name, state}] = n
+			}
+		}
+		cancel()
+	}
+	for k, v := range c.depths {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, k[0], k[1])
+	}
+	for name := range c.queues {
+		ch <- prometheus.MustNewConstMetric(c.errDesc, prometheus.GaugeValue, c.failed[name], name)
+	}
+}
+
+// DrillMetrics are what a drill reports to a Prometheus Pushgateway (envdr drill --pushgateway),
+// one group per lost region, for the drill alerts: a failed drill, or none passed lately.
+type DrillMetrics struct {
+	Registry      *prometheus.Registry
+	Passed        prometheus.Gauge
+	LastRun       prometheus.Gauge
+	LastSuccess   prometheus.Gauge
+	RPO           prometheus.Gauge
+	RTO           prometheus.Gauge
+	Recoverable   prometheus.Gauge
+	Unrecoverable prometheus.Gauge
+}
+
+// NewDrillMetrics registers the drill's gauges on a fresh registry.
+func NewDrillMetrics() *DrillMetrics {
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	d := &DrillMetrics{
+		Registry:      prometheus.NewRegistry(),
+		Passed:        g("envdr_drill_passed", "1 when the last drill losing this region passed every check, else 0."),
+		LastRun:       g("envdr_drill_last_run_timestamp_seconds", "When the last drill losing this region finished (Unix time)."),
+		LastSuccess:   g("envdr_drill_last_success_timestamp_seconds", "When the last passing drill losing this region finished (Unix time); kept by failed runs."),
+		RPO:           g("envdr_drill_rpo_seconds", "The recovery point's age in the last drill (the oldest record not yet replicated)."),
+		RTO:           g("envdr_drill_rto_seconds", "The recovery time measured by the last drill."),
+		Recoverable:   g("envdr_drill_recoverable_ratio", "Share of records recoverable in the last drill, 0 to 1."),
+		Unrecoverable: g("envdr_drill_unrecoverable_records", "Records unrecoverable in the last drill."),
+	}
+	d.Registry.MustRegister(d.Passed, d.LastRun, d.LastSuccess, d.RPO, d.RTO, d.Recoverable, d.Unrecoverable)
+	return d
+}
+
+// QueueAttributesAPI is the one SQS call WatchQueues makes.
+type QueueAttributesAPI interface {
+	GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+}

@@ -68,7 +68,7 @@ $E inspect "$DIR/sealed/sample-$(printf "%0${#N}d" 1).bin.envdr" | head -12
 wait_drained
 t2=$(date +%s.%N)
 printf 'every queue drained %.1fs after the first seal (the copies in the next region'"'"'s queue are delayed 2s, then acknowledged without KMS calls)\n' "$(awk -v a="$t0" -v b="$t2" 'BEGIN{print b-a}')"
-$E status
+$E status --quiet
 echo
 echo "KMS calls during replication (the stand-in's counters):"
 $E local counters

@@ -76,12 +76,13 @@ Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad us
 }
 
 func writeDoctorTable(w io.Writer, r *recovery.DoctorReport) {
-	fmt.Fprintf(w, "%-6s %-17s %-15s %s\n", "STATUS", "CHECK", "REGION", "DETAIL")
+	t := newTable(w, "STATUS", "CHECK", "REGION", "DETAIL")
 	for _, c := range r.Checks {
-		fmt.Fprintf(w, "%-6s %-17s %-15s %s\n", strings.ToUpper(c.Status), c.Check, c.Region, c.Detail)
+		t.row(strings.ToUpper(c.Status), c.Check, c.Region, c.Detail)
 		if c.Status != recovery.StatusPass && c.Fix != "" {
-			fmt.Fprintf(w, "%-6s %-17s %-15s   fix: %s\n", "", "", "", c.Fix)
+			t.row("", "", "", "  fix: "+c.Fix)
 		}
 	}
+	_ = t.flush()
 	fmt.Fprintf(w, "%d checks: %d failed, %d warnings\n", len(r.Checks), r.Failed, r.Warnings)
 }

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +17,7 @@ func init() {
 		var (
 			opts   recovery.DrillOptions
 			report string
+			pushgw string
 			asJSON bool
 			quiet  bool
 		)
@@ -26,20 +30,29 @@ endpoints is refused and counted: a drill that needed R reports it (isolation, m
 It reads the records from a surviving region's table (the home region's, or --scan-region) and
 proves each decrypts in at least one surviving region on its own (every surviving region with
 --all-surviving), opens the given envelope files end to end, and measures records checked,
-recoverable, unrecoverable (with the IDs and why), the recovery point (events still queued plus
-records not yet replicated to a surviving region) and the duration.
+recoverable, unrecoverable (with the IDs and why), the recovery point (the replication work
+outstanding: events still queued plus records lacking a wrap in some required region; as a time,
+RPO: the age of the oldest of it), the recovery time (RTO: how long the surviving regions took
+to open everything) and the duration.
 
---report PATH writes PATH.md, PATH.html (a page to hand an auditor: region x outcome matrix,
-failures, timings, configuration) and PATH.json. On the local stand-in, lose the region for real
-first: envdr local down R.
+Every report is audit evidence: schema version, envdr version and commit, host, the caller's
+identity and account (STS GetCallerIdentity in the scan region), start and end times, RPO and RTO
+in seconds, the thresholds it was judged by (--min-recoverable, --max-rpo), one line per check,
+and a SHA-256 digest of the JSON that envdr drill verify-report FILE checks.
 
-Exit status: 0 every record and file recoverable and R never contacted, 1 otherwise (the
-unrecoverable records are named), 2 bad usage or config.`,
+--report PATH writes PATH.json, PATH.md and PATH.html (a page to hand an auditor: evidence,
+checks, region x outcome matrix, failures, timings, configuration). On the local stand-in, lose
+the region for real first: envdr local down R.
+
+Exit status: 0 every check passed (by default: every record and file recoverable and R never
+contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml local down eu-west-1
   envdr --config local/envdr.yaml drill --lose eu-west-1 --report drills/eu-west-1
   envdr --config local/envdr.yaml local up eu-west-1
 
-  envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json`,
+  envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json
+  envdr drill --lose eu-west-1 --max-rpo 15m --min-recoverable 99.99 --report drills/eu
+  envdr drill verify-report drills/eu.json`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if opts.Lose == "" {
@@ -57,6 +70,14 @@ unrecoverable records are named), 2 bad usage or config.`,
 						return usageError("--scan-region %s must be a configured surviving region", opts.ScanRegion)
 					}
 				}
+				if opts.MinRecoverable <= 0 || opts.MinRecoverable > 100 {
+					return usageError("--min-recoverable %v: use a percentage above 0 up to 100", opts.MinRecoverable)
+				}
+				if opts.MaxRPO < 0 {
+					return usageError("--max-rpo %s: use a positive duration such as 15m (0: no limit)", opts.MaxRPO)
+				}
+				v := buildVersion()
+				opts.Envdr = recovery.Build{Version: v.Version, Commit: v.Commit}
 				p := recovery.NewProgress(c.ErrOrStderr(), "drill (lose "+opts.Lose+")", quiet)
 				opts.Progress, opts.Total = p.Add, p.SetTotal
 				rep, err := recovery.Drill(c.Context(), cfg, opts)
@@ -71,6 +92,11 @@ unrecoverable records are named), 2 bad usage or config.`,
 					}
 					for _, p := range paths {
 						fmt.Fprintf(c.ErrOrStderr(), "report: %s\n", p)
+					}
+				}
+				if pushgw != "" {
+					if err := recovery.PushDrill(c.Context(), pushgw, rep); err != nil {
+						return withCode(exitFailure, err)
 					}
 				}
 				if asJSON {
@@ -91,22 +117,67 @@ unrecoverable records are named), 2 bad usage or config.`,
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
 		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
+		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
 		f.StringVar(&opts.ScanRegion, "scan-region", "", "surviving region whose table is read (default: home, else the first surviving)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "unrecoverable records listed (the rest are counted)")
 		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		f.Float64Var(&opts.MinRecoverable, "min-recoverable", 100, "lowest percentage of records recoverable that passes")
+		f.DurationVar(&opts.MaxRPO, "max-rpo", 0, "fail when the recovery point (age of the oldest outstanding replication) is older, e.g. 15m (0: no limit)")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
+		cmd.AddCommand(verifyReportCmd())
 		return cmd
 	})
 }
 
-func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
-	status := "PASSED"
-	if !r.Passed {
-		status = "FAILED"
+func verifyReportCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify-report FILE.json",
+		Short: "Check a drill report's SHA-256 digest: was the JSON changed after envdr wrote it?",
+		Long: `verify-report recomputes the SHA-256 digest of a drill report's JSON (the file with its own
+"sha256" value left empty) and compares it with the digest the file carries. A single changed
+byte anywhere fails. The digest proves integrity, not origin: anyone who can run envdr can write
+a report with a matching digest, so keep reports where they cannot be rewritten (an S3 bucket
+with Object Lock, for example).
+
+Exit status: 0 the digest matches (the verdict and digest are printed), 1 it does not, or the
+file is not a drill report of this schema, 2 bad usage.`,
+		Example: `  envdr drill verify-report drills/eu-west-1.json`,
+		Args:    exactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return withCode(exitFailure, err)
+			}
+			rep, err := recovery.VerifyDrillReport(b)
+			if err != nil {
+				return withCode(exitFailure, fmt.Errorf("%s: %w", args[0], err))
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s: digest OK (sha256 %s): drill lose %s %s, %s, envdr %s, caller %s\n",
+				args[0], rep.SHA256, rep.Lost, verdict(rep.Passed), rep.StartedAt.Format("2006-01-02T15:04:05Z"), rep.Envdr.Version, callerName(rep.Caller))
+			return nil
+		},
 	}
+}
+
+func verdict(pass bool) string {
+	if pass {
+		return "PASSED"
+	}
+	return "FAILED"
+}
+
+func callerName(c recovery.Caller) string {
+	if c.Error != "" || c.ARN == "" {
+		return "unknown"
+	}
+	return c.ARN
+}
+
+func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
+	status := verdict(r.Passed)
 	queued := "unknown"
 	if r.RecoveryPoint.QueuedEvents != nil {
 		queued = fmt.Sprint(*r.RecoveryPoint.QueuedEvents)
@@ -114,16 +185,25 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 	fmt.Fprintf(w, "drill lose %s %s: %d records, %d recoverable (%.2f%%), replicated records %d/%d recoverable (%.2f%%), %d unrecoverable (%d no surviving wrap, %d decrypt failed), %d not yet replicated\n",
 		r.Lost, status, r.Records, r.Recoverable, r.RecoverablePercent, r.ReplicatedRecoverable, r.Replicated, r.ReplicatedRecoverablePercent,
 		r.Unrecoverable, r.NoSurvivingWrap, r.DecryptFailed, r.NotReplicated)
-	fmt.Fprintf(w, "recovery point: %d at risk (%s events queued + %d records not replicated); %.1fs, %.0f records/s; requests to %s: %d\n",
-		r.RecoveryPoint.AtRisk, queued, r.RecoveryPoint.NotReplicated, r.DurationSeconds, r.Timings.RecordsPerSec, r.Lost, r.Isolation.LostRegionRequests)
-	fmt.Fprintf(w, "%-16s %-9s %10s %8s %8s %7s %11s %8s\n", "REGION", "STATE", "WRAPS", "OPENED", "NO-WRAP", "FAILED", "UNAVAILABLE", "SKIPPED")
+	atLeast := ""
+	if r.RecoveryPoint.RPOLowerBound {
+		atLeast = ">="
+	}
+	fmt.Fprintf(w, "recovery point: %d at risk (%s events queued + %d records not replicated), RPO %s%.1fs; RTO %.1fs; %.1fs, %.0f records/s; requests to %s: %d\n",
+		r.RecoveryPoint.AtRisk, queued, r.RecoveryPoint.NotReplicated, atLeast, r.RecoveryPoint.RPOSeconds, r.RTOSeconds,
+		r.DurationSeconds, r.Timings.RecordsPerSec, r.Lost, r.Isolation.LostRegionRequests)
+	for _, c := range r.FailedChecks() {
+		fmt.Fprintf(w, "  check %s FAILED: %s\n", c.Name, c.Detail)
+	}
+	t := newTable(w, "REGION", "STATE", "WRAPS", "OPENED", "NO-WRAP", "FAILED", "UNAVAILABLE", "SKIPPED")
 	for _, m := range r.Matrix {
 		state := "surviving"
 		if m.Lost {
 			state = "lost"
 		}
-		fmt.Fprintf(w, "%-16s %-9s %10d %8d %8d %7d %11d %8d\n", m.Region, state, m.WrapsHeld, m.OK, m.NoWrap, m.Failed, m.Unavailable, m.Skipped)
+		t.row(m.Region, state, m.WrapsHeld, m.OK, m.NoWrap, m.Failed, m.Unavailable, m.Skipped)
 	}
+	_ = t.flush()
 	for _, f := range r.Files {
 		if f.OK {
 			fmt.Fprintf(w, "  file %s (record %s): opened through %s, %d bytes\n", f.Path, f.ID, f.Region, f.Bytes)
@@ -146,6 +226,19 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 }
 
 func drillError(r *recovery.DrillReport) error {
+	var failed []string
+	for _, c := range r.FailedChecks() {
+		failed = append(failed, c.Name)
+	}
+	return fmt.Errorf("%w (failed checks: %s)", drillCause(r), strings.Join(failed, ", "))
+}
+
+func drillCause(r *recovery.DrillReport) error {
+	for _, c := range r.FailedChecks() {
+		if c.Name == "rpo" || c.Name == "recoverable" && r.Unrecoverable == 0 {
+			return errors.New("drill lose " + r.Lost + ": " + c.Detail)
+		}
+	}
 	switch {
 	case r.Interrupted:
 		return fmt.Errorf("drill lose %s: interrupted after %d records", r.Lost, r.Records)

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -187,21 +186,21 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 					Replication []localaws.PairStats             `json:"replication"`
 				}{st, repl})
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "REGION\tSTATE\tKMS\tSQS\tDYNAMODB\tFAULTS")
+			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS")
 			for _, r := range sortedRegions(st) {
 				s := st[r]
 				state := "up"
 				if !s.Up {
 					state = "down"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults))
+				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults))
 			}
-			fmt.Fprintln(tw, "\nREPLICATION\tLAG\tREPLICATED\tCONFLICTS\tPENDING\tLATENCY LAST/MAX")
+			tw.row()
+			tw.row("REPLICATION", "LAG", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
 			for _, p := range repl {
-				fmt.Fprintf(tw, "%s -> %s\t%s\t%d\t%d\t%d\t%.0fms / %.0fms\n", p.From, p.To, p.Lag, p.Replicated, p.Conflicts, p.Pending, p.LastLatencyMs, p.MaxLatencyMs)
+				tw.row(p.From+" -> "+p.To, p.Lag, p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
 			}
-			return tw.Flush()
+			return tw.flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: {"regions": {...}, "replication": [...]}`)
@@ -272,8 +271,7 @@ func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
 			if asJSON {
 				err = printJSON(cmd.OutOrStdout(), n)
 			} else {
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "REGION\tOPERATION\tCALLS")
+				tw := newTable(cmd.OutOrStdout(), "REGION", "OPERATION", "CALLS")
 				for _, r := range sortedRegions(n) {
 					ops := n[r]
 					names := make([]string, 0, len(ops))
@@ -282,10 +280,10 @@ func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
 					}
 					sort.Strings(names)
 					for _, op := range names {
-						fmt.Fprintf(tw, "%s\t%s\t%d\n", r, op, ops[op])
+						tw.row(r, op, ops[op])
 					}
 				}
-				err = tw.Flush()
+				err = tw.flush()
 			}
 			if err == nil && reset {
 				err = c.ResetCounters(cmd.Context())

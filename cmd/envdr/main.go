@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/regions"
 )
 
 // Exit codes, documented in docs/OPERATIONS.md.
@@ -91,6 +92,10 @@ per problem, each naming the field).`,
 			if err != nil {
 				return usageError("--log-level %q: use debug, info, warn or error (see %s --help)", globalLogLevel, cmd.CommandPath())
 			}
+			// The AWS SDK logs through zap, as JSON at the same level, on every command.
+			if l, err := newLogger(globalLogLevel); err == nil {
+				regions.SetDefaultSDKLogger(l)
+			}
 			return nil
 		},
 	}
@@ -112,6 +117,7 @@ per problem, each naming the field).`,
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}
+	registerRegionCompletion(root)
 	return root
 }
 

@@ -63,7 +63,8 @@ leaves unfinished messages for redelivery; exit status 0.`,
 						return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
 					}
 				}
-				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase, Region: region})
+				d, err := replicate.NewDaemon(ctx, cfg, log, replicate.DaemonOptions{AdminAddr: adminAddr, WaitTime: waitTime, RetryBase: retryBase, Region: region,
+					Version: buildVersion().Version, Commit: buildVersion().Commit})
 				if err != nil {
 					return err
 				}

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -37,6 +37,7 @@ func init() {
 	register(func() *cobra.Command {
 		var (
 			asJSON   bool
+			quiet    bool
 			segments int
 			region   string
 		)
@@ -48,7 +49,8 @@ parallel scan segments, constant memory) and counts, per region, the records wra
 missing a wrap and failing (a last error is recorded). It also reports the events still in that
 region's queue and in its dead-letter queue. It uses only that region's endpoints, so it works
 with any other region lost. It reads only; use verify to re-check that each region can decrypt,
-and drill to rehearse a loss.`,
+and drill to rehearse a loss. While it scans, progress goes to stderr (a bar on a terminal, a
+line every 5 s otherwise; --quiet: none).`,
 			Example: `  envdr --config local/envdr.yaml status
   envdr status --region eu-west-1 --json | jq .dead_letter`,
 			Args: noArgs,
@@ -87,11 +89,16 @@ and drill to rehearse a loss.`,
 				}
 				var mu sync.Mutex
 				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
+				progress := recovery.NewProgress(cmd.ErrOrStderr(), "status", quiet)
+				if n, err := store.ApproxCount(ctx, home.DynamoDB()); err == nil {
+					progress.SetTotal(n)
+				}
 				g, gctx := errgroup.WithContext(ctx)
 				for seg := 0; seg < segments; seg++ {
 					g.Go(func() error {
 						return store.Scan(gctx, seg, segments, func(r *envelope.Record) error {
 							ok, _ := pol.Met(r)
+							progress.Add(1)
 							mu.Lock()
 							defer mu.Unlock()
 							rep.Records++
@@ -118,7 +125,9 @@ and drill to rehearse a loss.`,
 						})
 					})
 				}
-				if err := g.Wait(); err != nil {
+				err = g.Wait()
+				progress.Finish()
+				if err != nil {
 					return err
 				}
 				queueURL, dlqURL := cfg.Queues(region)
@@ -140,17 +149,17 @@ and drill to rehearse a loss.`,
 				}
 				fmt.Fprintf(out, "region %s: records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
 					rep.Region, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
-				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "REGION\tWRAPPED\tVERIFIED\tMISSING\tFAILING")
+				t := newTable(out, "REGION", "WRAPPED", "VERIFIED", "MISSING", "FAILING")
 				for _, rs := range rep.Regions {
-					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
+					t.row(rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
 				}
-				return tw.Flush()
+				return t.flush()
 			},
 		}
 		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
 		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default home_region)")
+		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		return cmd
 	})
 }

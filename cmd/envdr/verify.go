@@ -95,10 +95,11 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 	}
 	fmt.Fprintf(w, "verify %s: %d records, %d ok, %d failed, %d unreadable in %.1fs (%.0f records/s); table %s read in %s\n",
 		status, r.Records, r.OK, r.Failed, r.Unreadable, r.DurationSeconds, r.RecordsPerSec, r.Table, r.ScanRegion)
-	fmt.Fprintf(w, "%-16s %9s %8s %9s %7s %11s %10s\n", "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "UNAVAILABLE", "KMS-MEAN")
-	for _, t := range r.PerRegion {
-		fmt.Fprintf(w, "%-16s %9d %8d %9d %7d %11d %8.1fms\n", t.Region, t.OK, t.NoWrap, t.NoRecord, t.Failed, t.Unavailable, t.MeanMillis)
+	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "UNAVAILABLE", "KMS-MEAN")
+	for _, g := range r.PerRegion {
+		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
+	_ = t.flush()
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  record %s region %s: %s: %s\n", f.ID, f.Region, f.Outcome, f.Reason)
 	}

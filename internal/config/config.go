@@ -36,109 +36,112 @@ const (
 // Config is the whole envdr configuration.
 type Config struct {
 	// HomeRegion is where producers seal (GenerateDataKey) and where the queue lives.
-	HomeRegion string `yaml:"home_region"`
+	HomeRegion string `yaml:"home_region" env:"HOME_REGION"`
 	// QueueURL is the home region's SQS queue of replication events (the single queue of a
 	// single-queue setup; with per-region queues, regions[].queue_url of the home region).
-	QueueURL string `yaml:"queue_url"`
+	QueueURL string `yaml:"queue_url" env:"QUEUE_URL"`
 	// DLQURL is the home region's dead-letter queue that receives poison events with a reason.
-	DLQURL string `yaml:"dlq_url"`
+	DLQURL string `yaml:"dlq_url" env:"DLQ_URL"`
 	// Table is the DynamoDB (global) table of multi-wrapped records.
-	Table string `yaml:"table"`
+	Table string `yaml:"table" env:"TABLE"`
 	// Regions lists every region that must be able to open envelopes on its own.
-	Regions []Region `yaml:"regions"`
+	Regions []Region `yaml:"regions" envPrefix:"REGIONS_"`
 	// Policy is the replication policy: which regions must hold a verified wrap before an event
 	// is acknowledged.
-	Policy Policy `yaml:"policy"`
+	Policy Policy `yaml:"policy" envPrefix:"POLICY_"`
 	// Worker tunes envdr run.
-	Worker Worker `yaml:"worker"`
+	Worker Worker `yaml:"worker" envPrefix:"WORKER_"`
 	// MRKWrap is how mrk regions get their wrap: reencrypt (default: ReEncrypt in the region, so
 	// the wrap comes from the region's own KMS) or shared (the source wrap recorded under the
 	// region's replica ARN: a multi-Region key's replicas share key material, and the region's
 	// verification Decrypt proves it opens there; N KMS calls per envelope instead of 2N-1).
-	MRKWrap string `yaml:"mrk_wrap,omitempty"`
+	MRKWrap string `yaml:"mrk_wrap,omitempty" env:"MRK_WRAP"`
 	// SealRegions is the order in which seal tries regions for a data key (GenerateDataKey),
 	// falling over to the next when one is unreachable, silent or failing; default: home_region,
 	// then the other regions in the order listed.
-	SealRegions []string `yaml:"seal_regions,omitempty"`
+	SealRegions []string `yaml:"seal_regions,omitempty" env:"SEAL_REGIONS"`
 	// EnqueueCopies is how many regions' queues seal --enqueue sends each event to: the sealing
 	// region's, then the next ones in seal order, so the event survives the sealing region's
 	// loss. Default 2 when the sealing region uses a multi-Region key (any replica region can
 	// then wrap and verify on its own), 1 in independent mode (only the source key can unwrap).
-	EnqueueCopies int `yaml:"enqueue_copies,omitempty"`
+	EnqueueCopies int `yaml:"enqueue_copies,omitempty" env:"ENQUEUE_COPIES"`
 	// EnqueueCopyDelay delays the extra copies, so that normally the sealing region's daemon
 	// has replicated the envelope before a copy is seen and the copy costs no KMS call
 	// (default 2s; at most 15m, SQS's limit).
-	EnqueueCopyDelay time.Duration `yaml:"enqueue_copy_delay,omitempty"`
+	EnqueueCopyDelay time.Duration `yaml:"enqueue_copy_delay,omitempty" env:"ENQUEUE_COPY_DELAY"`
 	// TrustedKeys lists further KMS keys (key or alias ARNs) that open, verify, drill, rewrap and
 	// the daemon may unwrap with, besides each region's key (a multi-Region key's replicas are
 	// trusted with it). Every unwrap is refused, before any KMS call, under a key that is none of
 	// these; the envelope header and the record are not authenticated before the unwrap.
-	TrustedKeys []string `yaml:"trusted_keys,omitempty"`
+	TrustedKeys []string `yaml:"trusted_keys,omitempty" env:"TRUSTED_KEYS"`
 	// Local describes the local stand-in when this config was written by `envdr local`; empty
 	// for real AWS.
-	Local *Local `yaml:"local,omitempty"`
+	Local *Local `yaml:"local,omitempty" env:"-"`
 }
 
 // Region is one region and its key.
 type Region struct {
 	// Name is the AWS region name, e.g. eu-west-1.
-	Name string `yaml:"name"`
+	Name string `yaml:"name" env:"NAME"`
 	// Key is the KMS key ARN or alias ARN used in this region.
-	Key string `yaml:"key"`
+	Key string `yaml:"key" env:"KEY"`
 	// Mode is mrk or independent.
-	Mode string `yaml:"mode"`
+	Mode string `yaml:"mode" env:"MODE"`
 	// PreviousKeys are this region's earlier keys (key or alias ARNs in the region): events and
 	// wraps under them are still accepted (unwrapped) while rewrap moves the records to Key.
-	PreviousKeys []string `yaml:"previous_keys,omitempty"`
+	PreviousKeys []string `yaml:"previous_keys,omitempty" env:"PREVIOUS_KEYS"`
 	// KMSRate is this daemon's share of the region's KMS request quota, requests per second.
-	KMSRate float64 `yaml:"kms_rate"`
+	KMSRate float64 `yaml:"kms_rate" env:"KMS_RATE"`
 	// QueueURL is this region's SQS queue of replication events, DLQURL its dead-letter queue;
 	// empty when the region has no queue of its own (a single-queue setup uses the top-level
 	// queue_url and dlq_url, the home region's).
-	QueueURL string `yaml:"queue_url,omitempty"`
-	DLQURL   string `yaml:"dlq_url,omitempty"`
+	QueueURL string `yaml:"queue_url,omitempty" env:"QUEUE_URL"`
+	DLQURL   string `yaml:"dlq_url,omitempty" env:"DLQ_URL"`
 	// Endpoints overrides the AWS endpoints (the local stand-in); empty means the AWS defaults.
-	Endpoints Endpoints `yaml:"endpoints,omitempty"`
+	Endpoints Endpoints `yaml:"endpoints,omitempty" envPrefix:"ENDPOINTS_"`
 }
 
 // Endpoints are per-service endpoint overrides for one region.
 type Endpoints struct {
-	KMS      string `yaml:"kms,omitempty"`
-	SQS      string `yaml:"sqs,omitempty"`
-	DynamoDB string `yaml:"dynamodb,omitempty"`
+	KMS      string `yaml:"kms,omitempty" env:"KMS"`
+	SQS      string `yaml:"sqs,omitempty" env:"SQS"`
+	DynamoDB string `yaml:"dynamodb,omitempty" env:"DYNAMODB"`
+	// STS answers GetCallerIdentity (the caller recorded in drill reports); the stand-in serves
+	// it on the region's KMS port.
+	STS string `yaml:"sts,omitempty" env:"STS"`
 }
 
 // Policy is the replication policy.
 type Policy struct {
 	// Required regions must each hold a wrap (and a verification, unless verify is none).
-	Required []string `yaml:"required"`
+	Required []string `yaml:"required" env:"REQUIRED"`
 	// Quorum, when > 0, also accepts any Quorum regions of Regions instead of all of Required.
-	Quorum int `yaml:"quorum,omitempty"`
+	Quorum int `yaml:"quorum,omitempty" env:"QUORUM"`
 	// Verify is all, none or sample:P% (e.g. sample:10%).
-	Verify string `yaml:"verify"`
+	Verify string `yaml:"verify" env:"VERIFY"`
 }
 
 // Worker tunes the daemon.
 type Worker struct {
 	// Concurrency is the number of events worked on at once.
-	Concurrency int `yaml:"concurrency"`
+	Concurrency int `yaml:"concurrency" env:"CONCURRENCY"`
 	// Visibility is the SQS visibility timeout the worker keeps extending while it works.
-	Visibility time.Duration `yaml:"visibility"`
+	Visibility time.Duration `yaml:"visibility" env:"VISIBILITY"`
 	// Grace is how long SIGTERM waits for in-flight work before cancelling it.
-	Grace time.Duration `yaml:"grace"`
+	Grace time.Duration `yaml:"grace" env:"GRACE"`
 	// Attempts is how many tries one KMS or DynamoDB call gets within one delivery.
-	Attempts int `yaml:"attempts"`
+	Attempts int `yaml:"attempts" env:"ATTEMPTS"`
 	// MaxAge ends retries: an event still not replicated this long after it was first sent goes
 	// to the DLQ with reason expired. Must be below the queue's retention (SQS: at most 14 days).
-	MaxAge time.Duration `yaml:"max_age"`
+	MaxAge time.Duration `yaml:"max_age" env:"MAX_AGE"`
 	// KMSTimeout bounds each attempt of a KMS call; DynamoDBTimeout each attempt of a DynamoDB
 	// call. An attempt without an answer in time counts as the region being unreachable (a
 	// blackholed or browned-out region is deferred like a lost one).
-	KMSTimeout      time.Duration `yaml:"kms_timeout,omitempty"`
-	DynamoDBTimeout time.Duration `yaml:"dynamodb_timeout,omitempty"`
+	KMSTimeout      time.Duration `yaml:"kms_timeout,omitempty" env:"KMS_TIMEOUT"`
+	DynamoDBTimeout time.Duration `yaml:"dynamodb_timeout,omitempty" env:"DYNAMODB_TIMEOUT"`
 	// SQSTimeout bounds each SQS call (send, delete, change visibility); a receive gets the
 	// long-poll wait on top.
-	SQSTimeout time.Duration `yaml:"sqs_timeout,omitempty"`
+	SQSTimeout time.Duration `yaml:"sqs_timeout,omitempty" env:"SQS_TIMEOUT"`
 }
 
 // DefaultMaxAge is worker.max_age's default: 3 days (SQS's default retention is 4).
@@ -193,7 +196,7 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, decodeError(&doc, err)
 	}
-	if err := c.applyEnv(os.LookupEnv); err != nil {
+	if err := c.applyEnv(os.Environ()); err != nil {
 		return nil, &Error{Problems: problems(err)}
 	}
 	c.WithDefaults()
@@ -201,43 +204,6 @@ func Parse(b []byte) (*Config, error) {
 		return nil, &Error{Problems: problems(err)}
 	}
 	return &c, nil
-}
-
-// applyEnv applies the documented ENVDR_* overrides.
-func (c *Config) applyEnv(lookup func(string) (string, bool)) error {
-	str := map[string]*string{
-		"ENVDR_HOME_REGION": &c.HomeRegion,
-		"ENVDR_QUEUE_URL":   &c.QueueURL,
-		"ENVDR_DLQ_URL":     &c.DLQURL,
-		"ENVDR_TABLE":       &c.Table,
-		"ENVDR_VERIFY":      &c.Policy.Verify,
-	}
-	for k, p := range str {
-		if v, ok := lookup(k); ok {
-			*p = v
-		}
-	}
-	if v, ok := lookup("ENVDR_REQUIRED"); ok {
-		c.Policy.Required = splitList(v)
-	}
-	if v, ok := lookup("ENVDR_CONCURRENCY"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("ENVDR_CONCURRENCY=%q: want a whole number", v)
-		}
-		c.Worker.Concurrency = n
-	}
-	return nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // WithDefaults fills zero fields with their defaults.

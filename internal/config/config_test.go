@@ -37,7 +37,7 @@ func TestParseDefaults(t *testing.T) {
 	p, err := c.Policy.SamplePercent()
 	require.NoError(t, err)
 	require.Equal(t, 10.0, p)
-	require.Equal(t, 16, c.Worker.Concurrency)
+	require.Equal(t, 64, c.Worker.Concurrency)
 	require.Equal(t, DefaultKMSTimeout, c.Worker.KMSTimeout)
 	require.Equal(t, DefaultDynamoDBTimeout, c.Worker.DynamoDBTimeout)
 	require.Equal(t, DefaultSQSTimeout, c.Worker.SQSTimeout)

@@ -11,7 +11,7 @@ import (
 
 // EndpointSource gives the SDK per-service base endpoints through aws.Config.ConfigSources, the
 // same mechanism as the shared config file's `services` section: every service client built
-// from the aws.Config (kms.NewFromConfig, sqs.NewFromConfig, dynamodb.NewFromConfig) picks its
+// from the aws.Config (kms.NewFromConfig, sqs.NewFromConfig, dynamodb.NewFromConfig, sts.NewFromConfig) picks its
 // own endpoint, with no deprecated resolver and no per-client option.
 type EndpointSource config.Endpoints
 
@@ -25,6 +25,8 @@ func (e EndpointSource) GetServiceBaseEndpoint(_ context.Context, sdkID string) 
 		v = e.SQS
 	case "DynamoDB":
 		v = e.DynamoDB
+	case "STS":
+		v = e.STS
 	}
 	return v, v != "", nil
 }

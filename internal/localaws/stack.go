@@ -50,6 +50,8 @@ const (
 	ServiceKMS      = "kms"
 	ServiceSQS      = "sqs"
 	ServiceDynamoDB = "dynamodb"
+	// ServiceSTS is served on each region's KMS port (GetCallerIdentity only).
+	ServiceSTS = "sts"
 )
 
 // Services lists the per-region services in a fixed order.
@@ -72,6 +74,9 @@ type StackOptions struct {
 	Backends Backends
 	// Ports per region; missing regions or zero ports get ephemeral ports.
 	Ports map[string]RegionPorts
+	// Account is the account STS GetCallerIdentity reports (default: the KMS stand-in's,
+	// 111122223333).
+	Account string
 }
 
 // Stack is the set of per-region endpoints. Down/Up cut and restore one region.
@@ -114,13 +119,13 @@ func NewStack(opts StackOptions) (*Stack, error) {
 	sqsProxy := newProxy(sqsURL, tr)
 	// Faults wrap outside the region guard: a blackholed or slow endpoint is slow for every
 	// request, however it is signed.
-	wrap := func(r, svc string, h http.Handler) http.Handler {
-		return s.faults.middleware(r, svc, regionGuard(r, svc, h))
+	wrap := func(r, svc string, h http.Handler, also ...scopedHandler) http.Handler {
+		return s.faults.middleware(r, svc, regionGuard(r, svc, h, also...))
 	}
 	for _, r := range regions {
 		p := opts.Ports[r]
 		s.eps[r] = map[string]*endpoint{
-			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: wrap(r, ServiceKMS, opts.KMS(r))},
+			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: wrap(r, ServiceKMS, opts.KMS(r), stsService(opts.Account))},
 			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: wrap(r, ServiceSQS, regionalQueues(r, sqsProxy))},
 			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: wrap(r, ServiceDynamoDB, s.global.Handler(r))},
 		}
@@ -147,6 +152,7 @@ func (s *Stack) Endpoints(region string) (config.Endpoints, error) {
 		KMS:      m[ServiceKMS].url(),
 		SQS:      m[ServiceSQS].url(),
 		DynamoDB: m[ServiceDynamoDB].url(),
+		STS:      m[ServiceKMS].url(),
 	}, nil
 }
 
@@ -257,6 +263,7 @@ type EndpointsJSON struct {
 	KMS      string `json:"kms"`
 	SQS      string `json:"sqs"`
 	DynamoDB string `json:"dynamodb"`
+	STS      string `json:"sts"`
 }
 
 // Status reports every region.
@@ -384,13 +391,19 @@ func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
 
 // regionGuard refuses requests signed for another region or service, as AWS does: a client
 // for us-east-1 pointed at eu-west-1's endpoint fails instead of silently working.
-func regionGuard(region, service string, next http.Handler) http.Handler {
+func regionGuard(region, service string, next http.Handler, also ...scopedHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sr, ss, ok := credentialScope(r.Header.Get("Authorization"))
 		if !ok {
 			writeAWSError(w, http.StatusForbidden, "MissingAuthenticationTokenException",
 				"Request is missing Authentication Token (AWS SigV4 signature)")
 			return
+		}
+		for _, a := range also {
+			if sr == region && ss == a.service {
+				a.handler.ServeHTTP(w, r)
+				return
+			}
 		}
 		if sr != region || ss != service {
 			writeAWSError(w, http.StatusForbidden, "InvalidSignatureException", fmt.Sprintf(

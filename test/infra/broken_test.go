@@ -211,8 +211,13 @@ func TestValidateFailsOnBrokenDockerfile(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ name, old, new, want string }{
 		{"root user", "USER 65532:65532", "USER root", "non-root USER"},
-		{"full base image", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm", "not distroless/static"},
-		{"cgo", "RUN CGO_ENABLED=0 GOOS=linux go build", "RUN GOOS=linux go build", "CGO_ENABLED=0"},
+		{"full base image", "FROM gcr.io/distroless/static-debian12:nonroot@sha256:", "FROM debian:bookworm@sha256:", "not distroless/static"},
+		{"runtime base by tag only", "FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM gcr.io/distroless/static-debian12:nonroot is not pinned by digest"},
+		{"build base by tag only", "golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d", "golang:1.26.8-bookworm", "FROM golang:1.26.8-bookworm is not pinned by digest"},
+		{"short digest", "@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d", "@sha256:a688600c", "is not pinned by digest"},
+		{"one architecture", "GOARCH=$TARGETARCH go build -trimpath -ldflags \"-s -w -X", "go build -trimpath -ldflags \"-s -w -X", "GOARCH=$TARGETARCH"},
+		{"no cross-compile for the healthcheck", "GOARCH=$TARGETARCH go build -trimpath -ldflags \"-s -w\" -o /out/healthcheck", "go build -trimpath -ldflags \"-s -w\" -o /out/healthcheck", "GOARCH=$TARGETARCH"},
+		{"cgo", "RUN CGO_ENABLED=0 GOOS=$TARGETOS", "RUN GOOS=$TARGETOS", "CGO_ENABLED=0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -334,7 +335,11 @@ func checkECS(dir string) error {
 	return errors.Join(errs...)
 }
 
-// checkDockerfile: multi-stage, static build, minimal non-root runtime stage.
+// pinnedImage is an image reference with a tag and a digest.
+var pinnedImage = regexp.MustCompile(`^[a-z0-9.\-/:]+:[A-Za-z0-9._\-]+@sha256:[0-9a-f]{64}$`)
+
+// checkDockerfile: multi-stage, static build, minimal non-root runtime stage, bases pinned by
+// digest, built for the target architecture.
 func checkDockerfile(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -344,6 +349,7 @@ func checkDockerfile(path string) error {
 	var user string
 	var errs []error
 	static := false
+	stages := map[string]bool{}
 	for _, l := range strings.Split(string(b), "\n") {
 		f := strings.Fields(l)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
@@ -351,7 +357,25 @@ func checkDockerfile(path string) error {
 		}
 		switch strings.ToUpper(f[0]) {
 		case "FROM":
-			froms = append(froms, f[1])
+			img, stage := "", ""
+			for i := 1; i < len(f); i++ {
+				switch {
+				case strings.HasPrefix(f[i], "--"): // --platform=...
+				case strings.EqualFold(f[i], "AS") && i+1 < len(f):
+					stage = f[i+1]
+					i++
+				case img == "":
+					img = f[i]
+				}
+			}
+			// Every base image is pinned by digest, but scratch and earlier stages.
+			if img != "scratch" && !stages[img] && !pinnedImage.MatchString(img) {
+				errs = append(errs, fmt.Errorf("Dockerfile: FROM %s is not pinned by digest (want IMAGE:TAG@sha256:<64 hex>; see the pin procedure in deploy/Dockerfile)", img))
+			}
+			if stage != "" {
+				stages[stage] = true
+			}
+			froms = append(froms, img)
 			user = ""
 		case "USER":
 			user = f[1]
@@ -369,6 +393,9 @@ func checkDockerfile(path string) error {
 	}
 	if !static {
 		errs = append(errs, errors.New("Dockerfile: build with CGO_ENABLED=0 for a static binary"))
+	}
+	if n := strings.Count(string(b), " go build "); n == 0 || strings.Count(string(b), "GOARCH=$TARGETARCH go build ") != n {
+		errs = append(errs, errors.New("Dockerfile: build every binary with GOARCH=$TARGETARCH so docker buildx --platform builds each architecture"))
 	}
 	return errors.Join(errs...)
 }

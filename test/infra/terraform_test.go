@@ -32,6 +32,7 @@ var roots = map[string][]string{
 	"modules/table/examples/basic":           nil,
 	"modules/iam/examples/basic":             nil,
 	"modules/cloudtrail/examples/basic":      nil,
+	"modules/ecs-ops/examples/basic":         nil,
 	"examples/three-region": {
 		"account_id=111122223333", "cloudtrail=true",
 		"eks_oidc_provider_arn=arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
@@ -518,7 +519,9 @@ var rootChecks = map[string]func(p *Plan) error{
 	"modules/table/examples/basic": func(p *Plan) error {
 		return checkTable(p, []string{"eu-west-1", "ap-southeast-2"})
 	},
-	"modules/iam/examples/basic": checkPolicies,
+	"modules/iam/examples/basic": func(p *Plan) error {
+		return errors.Join(checkPolicies(p), checkPodIdentity(p))
+	},
 	"modules/cloudtrail/examples/basic": func(p *Plan) error {
 		trails := p.All("aws_cloudtrail")
 		if len(trails) != 1 || trails[0].Values["is_multi_region_trail"] != true || trails[0].Values["enable_log_file_validation"] != true {
@@ -526,10 +529,88 @@ var rootChecks = map[string]func(p *Plan) error{
 		}
 		return nil
 	},
+	"modules/ecs-ops/examples/basic": checkECSOps,
 	"examples/three-region": func(p *Plan) error {
 		replicas := []string{"eu-west-1", "ap-southeast-2"}
 		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p))
 	},
+}
+
+// checkPodIdentity: the daemon role trusts EKS Pod Identity for the associated cluster only, and
+// the association names the chart's service account.
+func checkPodIdentity(p *Plan) error {
+	as := p.All("aws_eks_pod_identity_association")
+	if len(as) != 1 || str(as[0].Values["service_account"]) != "envdr-eu-west-1" || str(as[0].Values["cluster_name"]) != "apps-eu" {
+		return fmt.Errorf("want one Pod Identity association for envdr/envdr-eu-west-1 in apps-eu, got %d", len(as))
+	}
+	for _, r := range p.All("aws_iam_role") {
+		if !strings.HasSuffix(str(r.Values["name"]), "-daemon") {
+			continue
+		}
+		trust := str(r.Values["assume_role_policy"])
+		for _, want := range []string{"pods.eks.amazonaws.com", "sts:TagSession", "arn:aws:eks:eu-west-1:111122223333:cluster/apps-eu", "sts:AssumeRoleWithWebIdentity"} {
+			if !strings.Contains(trust, want) {
+				return fmt.Errorf("daemon role trust lacks %s: %s", want, trust)
+			}
+		}
+		return nil
+	}
+	return errors.New("no daemon role in the plan")
+}
+
+// checkECSOps: the service scales on the queue's backlog per task, and one schedule per lost
+// region runs the envdr task as `envdr drill --lose R` with a role that may only do that.
+func checkECSOps(p *Plan) error {
+	var errs []string
+	targets := p.All("aws_appautoscaling_target")
+	if len(targets) != 1 || str(targets[0].Values["scalable_dimension"]) != "ecs:service:DesiredCount" || targets[0].Values["min_capacity"].(float64) < 1 {
+		errs = append(errs, "want one ECS DesiredCount scaling target with min_capacity >= 1")
+	}
+	pols := p.All("aws_appautoscaling_policy")
+	if len(pols) != 1 || str(pols[0].Values["policy_type"]) != "TargetTrackingScaling" {
+		errs = append(errs, "want one target-tracking scaling policy")
+	} else {
+		b, _ := json.Marshal(pols[0].Values)
+		for _, want := range []string{"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible", "RunningTaskCount", "envdr-events"} {
+			if !strings.Contains(string(b), want) {
+				errs = append(errs, "scaling policy: no "+want)
+			}
+		}
+	}
+	lost := map[string]bool{}
+	for _, s := range p.All("aws_scheduler_schedule") {
+		tg := blocks(s.Values["target"])
+		if len(tg) != 1 {
+			errs = append(errs, "schedule without one target")
+			continue
+		}
+		var in struct {
+			ContainerOverrides []struct {
+				Name    string   `json:"name"`
+				Command []string `json:"command"`
+			} `json:"containerOverrides"`
+		}
+		if err := json.Unmarshal([]byte(str(tg[0]["input"])), &in); err != nil || len(in.ContainerOverrides) != 1 {
+			errs = append(errs, fmt.Sprintf("schedule %s: input %q", s.Address, str(tg[0]["input"])))
+			continue
+		}
+		cmd := in.ContainerOverrides[0].Command
+		if in.ContainerOverrides[0].Name != "envdr" || len(cmd) < 5 || cmd[0] != "drill" || cmd[3] != "--lose" {
+			errs = append(errs, fmt.Sprintf("schedule %s: command %v, want envdr drill --config ... --lose R", s.Address, cmd))
+			continue
+		}
+		lost[cmd[4]] = true
+		if !strings.Contains(strings.Join(cmd, " "), "--pushgateway http://") || !strings.Contains(strings.Join(cmd, " "), "--max-rpo 15m") {
+			errs = append(errs, fmt.Sprintf("schedule %s: command %v lacks --pushgateway or --max-rpo", s.Address, cmd))
+		}
+	}
+	if len(lost) != 2 || !lost["eu-west-1"] || !lost["ap-southeast-2"] {
+		errs = append(errs, fmt.Sprintf("drills lose %v, want eu-west-1 and ap-southeast-2", lost))
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
 }
 
 func TestTerraformRoots(t *testing.T) {

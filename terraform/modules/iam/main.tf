@@ -23,6 +23,18 @@ locals {
         "${local.oidc_host}:aud" = "sts.amazonaws.com"
       } }
     }],
+    # EKS Pod Identity: the EKS Auth service assumes the role for the pods of the associations
+    # below, and only for those (it tags the session with the cluster, namespace and account).
+    length(var.eks_pod_identity) == 0 ? [] : [{
+      Sid       = "EksPodIdentity"
+      Effect    = "Allow"
+      Principal = { Service = "pods.eks.amazonaws.com" }
+      Action    = ["sts:AssumeRole", "sts:TagSession"]
+      Condition = {
+        StringEquals = { "aws:SourceAccount" = var.account_id }
+        ArnLike      = { "aws:SourceArn" = [for a in var.eks_pod_identity : "arn:${var.partition}:eks:${a.region}:${var.account_id}:cluster/${a.cluster_name}"] }
+      }
+    }],
   )
 
   human_trust = { for r, arns in { producer = var.producer_trusted_arns, operator = var.operator_trusted_arns } : r => jsonencode({
@@ -48,9 +60,21 @@ resource "aws_iam_role" "daemon" {
   lifecycle {
     precondition {
       condition     = length(local.daemon_trust) > 0
-      error_message = "Enable ecs or set eks_oidc_provider_arn: nothing could assume the daemon role."
+      error_message = "Enable ecs, set eks_oidc_provider_arn or eks_pod_identity: nothing could assume the daemon role."
     }
   }
+}
+
+# One association per (cluster, namespace, service account): the Helm chart with
+# aws.identity=pod-identity names the service account envdr-REGION by default.
+resource "aws_eks_pod_identity_association" "daemon" {
+  for_each        = { for a in var.eks_pod_identity : "${a.region}/${a.cluster_name}/${a.namespace}/${a.service_account}" => a }
+  region          = each.value.region
+  cluster_name    = each.value.cluster_name
+  namespace       = each.value.namespace
+  service_account = each.value.service_account
+  role_arn        = aws_iam_role.daemon.arn
+  tags            = var.tags
 }
 
 resource "aws_iam_role" "producer" {

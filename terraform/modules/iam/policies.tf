@@ -80,6 +80,8 @@ locals {
         { Sid = "ConsumeEvents", Effect = "Allow", Action = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"], Resource = [var.queue_arn] },
       ],
       [for d in compact([var.dlq_arn]) : { Sid = "DeadLetter", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [d] }],
+      # envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
+      [{ Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = compact([var.queue_arn, var.dlq_arn]) }],
       local.queue_key,
     )
   })

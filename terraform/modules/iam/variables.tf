@@ -101,6 +101,17 @@ variable "eks_service_account" {
   default     = "envdr"
 }
 
+variable "eks_pod_identity" {
+  description = "EKS Pod Identity associations for the daemon role: one per cluster, namespace and service account (the Helm chart's default service account is envdr-REGION). The role then trusts pods.eks.amazonaws.com for these clusters only."
+  type = list(object({
+    region          = string
+    cluster_name    = string
+    namespace       = string
+    service_account = string
+  }))
+  default = []
+}
+
 variable "producer_trusted_arns" {
   description = "Principals that may assume the producer role; empty means the account (then IAM policies decide who)."
   type        = list(string)

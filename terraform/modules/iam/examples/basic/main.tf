@@ -1,5 +1,6 @@
 # The three envdr roles for existing keys (an MRK in two regions, an independent key in a third)
-# and an SSE-KMS queue; the ECS task role and an EKS IRSA trust on the daemon role.
+# and an SSE-KMS queue; the ECS task role, an EKS IRSA trust and an EKS Pod Identity association
+# on the daemon role.
 provider "aws" {
   region = "us-east-1"
 }
@@ -29,6 +30,8 @@ module "iam" {
   dlq_arn               = "arn:aws:sqs:us-east-1:111122223333:envdr-events-dlq"
   queue_kms_key_arn     = local.queue_key
   eks_oidc_provider_arn = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+  # The Helm chart's eu-west-1 release with aws.identity=pod-identity.
+  eks_pod_identity = [{ region = "eu-west-1", cluster_name = "apps-eu", namespace = "envdr", service_account = "envdr-eu-west-1" }]
 }
 
 # What `envdr policy render` needs to produce the same documents (make validate compares them).

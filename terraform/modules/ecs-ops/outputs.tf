@@ -1,0 +1,14 @@
+output "scaling_policy_arn" {
+  description = "The queue-depth target-tracking policy."
+  value       = aws_appautoscaling_policy.backlog.arn
+}
+
+output "drill_schedules" {
+  description = "EventBridge Scheduler schedule names, by lost region."
+  value       = { for r, s in aws_scheduler_schedule.drill : r => s.name }
+}
+
+output "scheduler_role_arn" {
+  description = "Role the scheduler runs the drill task with (null without drills)."
+  value       = length(aws_iam_role.scheduler) > 0 ? aws_iam_role.scheduler[0].arn : null
+}

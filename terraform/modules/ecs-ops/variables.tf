@@ -1,0 +1,112 @@
+variable "region" {
+  description = "Region of the ECS service, its queue and the drill schedule (one instance of this module per region)."
+  type        = string
+}
+
+variable "name" {
+  description = "Prefix of every resource name."
+  type        = string
+  default     = "envdr"
+}
+
+variable "cluster_name" {
+  description = "ECS cluster of the envdr service (deploy/ecs/service.json)."
+  type        = string
+}
+
+variable "cluster_arn" {
+  description = "ARN of that cluster (the drill task runs there)."
+  type        = string
+}
+
+variable "service_name" {
+  description = "The envdr ECS service whose desired count follows the queue."
+  type        = string
+  default     = "envdr"
+}
+
+variable "queue_name" {
+  description = "Name of the region's event queue (its depth drives the scaling)."
+  type        = string
+}
+
+variable "min_capacity" {
+  description = "Fewest daemon tasks; at least 1 so a burst is never met by zero consumers."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.min_capacity >= 1
+    error_message = "min_capacity must be at least 1."
+  }
+}
+
+variable "max_capacity" {
+  description = "Most daemon tasks."
+  type        = number
+  default     = 20
+}
+
+variable "backlog_per_task" {
+  description = "Target queue depth (visible + in flight) per running task, as KEDA's queueLength on EKS: about worker.concurrency times a few seconds of work."
+  type        = number
+  default     = 50
+}
+
+variable "task_definition_arn" {
+  description = "The envdr task definition (deploy/ecs/task-definition.json, registered); the drill runs it with its command overridden, so it reads the same config with the same role."
+  type        = string
+}
+
+variable "task_role_arn" {
+  description = "The task role (envdr-daemon) that the scheduler passes to the drill task."
+  type        = string
+}
+
+variable "execution_role_arn" {
+  description = "The task execution role that the scheduler passes to the drill task."
+  type        = string
+}
+
+variable "subnets" {
+  description = "Private subnets for the drill task."
+  type        = list(string)
+}
+
+variable "security_groups" {
+  description = "Security groups for the drill task (egress 443 to the AWS endpoints)."
+  type        = list(string)
+}
+
+variable "drill_schedule" {
+  description = "EventBridge Scheduler expression of the drills (UTC); null turns them off."
+  type        = string
+  default     = "cron(17 3 ? * MON *)"
+}
+
+variable "drill_lose" {
+  description = "Regions each scheduled drill loses (one schedule per region); never var.region itself."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = length(var.drill_lose) == length(distinct(var.drill_lose))
+    error_message = "drill_lose lists a region twice."
+  }
+}
+
+variable "drill_max_rpo" {
+  description = "envdr drill --max-rpo: the drill fails when the recovery point is older."
+  type        = string
+  default     = "15m"
+}
+
+variable "drill_min_recoverable" {
+  description = "envdr drill --min-recoverable, in percent."
+  type        = number
+  default     = 100
+}
+
+variable "pushgateway_url" {
+  description = "Prometheus Pushgateway the drill pushes envdr_drill_* to (empty: none; the JSON report still lands in the task's logs)."
+  type        = string
+  default     = ""
+}

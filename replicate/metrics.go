@@ -25,6 +25,9 @@ type Metrics struct {
 	Events     *prometheus.CounterVec   // outcome, reason
 	Wrap       *prometheus.HistogramVec // region
 	Verify     *prometheus.HistogramVec // region
+	// ReplicaWait is how long a verification waited for the region's own replica to hold the
+	// wrap written elsewhere: the global table's replication lag as the daemon sees it.
+	ReplicaWait *prometheus.HistogramVec // region
 	KMSCalls   *prometheus.CounterVec   // region, op, result
 	KMSLatency *prometheus.HistogramVec // region, op
 	Throttles  *prometheus.CounterVec   // region, op
@@ -51,7 +54,9 @@ func NewMetrics() *Metrics {
 		Wrap: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_wrap_seconds",
 			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt); successful wraps only.", Buckets: buckets}, []string{"region"}),
 		Verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_verify_seconds",
-			Help: "Latency of verifying one region's wrap (table read, Decrypt, commitment); successful verifications only, so _count is the verified wraps.", Buckets: buckets}, []string{"region"}),
+			Help: "Latency of verifying one region's wrap once its replica holds it (table read, Decrypt, commitment; the wait for replication is envdr_replica_wait_seconds); successful verifications only, so _count is the verified wraps.", Buckets: buckets}, []string{"region"}),
+		ReplicaWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_replica_wait_seconds",
+			Help: "Time a verification waited for the region's own table replica to hold the wrap written elsewhere (global table replication lag).", Buckets: buckets}, []string{"region"}),
 		KMSCalls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_kms_calls_total",
 			Help: "KMS requests sent, by region, operation and result (ok or error)."}, []string{"region", "op", "result"}),
 		KMSLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_kms_call_seconds",
@@ -73,7 +78,7 @@ func NewMetrics() *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_build_info",
 			Help: "Always 1; the labels name the running envdr build."}, []string{"version", "commit", "goversion"}),
 	}
-	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
+	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
 		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetBuild("", "")
@@ -110,6 +115,7 @@ func (m *Metrics) InitRegions(names []string) {
 	for _, r := range names {
 		m.Wrap.WithLabelValues(r)
 		m.Verify.WithLabelValues(r)
+		m.ReplicaWait.WithLabelValues(r)
 		for _, op := range KMSOps {
 			m.KMSLatency.WithLabelValues(r, op)
 			m.Throttles.WithLabelValues(r, op)

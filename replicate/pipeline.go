@@ -287,12 +287,11 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 			}
 			r, _ := p.topo.Region(name)
 			g.Go(func() error {
-				start := p.now()
 				var proven *envelope.Wrap
 				if name == ev.SourceRegion {
 					proven = sourceProven
 				}
-				checked, err := p.verifyIn(gctx, r, rec, proven)
+				checked, start, err := p.verifyIn(gctx, r, rec, proven)
 				now := p.now()
 				st := verifyStamp{wrap: checked, at: now, err: err}
 				updated, werr := p.home.UpdateFrom(gctx, rec, ev.ID, stampVerified(map[string]verifyStamp{name: st}))
@@ -433,30 +432,37 @@ func recentError(rec *envelope.Record, now time.Time) bool {
 // endpoint, decrypts r's wrap with r's KMS, and checks the key commitment. With proven (a wrap
 // already decrypted in r and checked against the commitment) it checks that r's table holds
 // exactly that wrap instead of decrypting it again. It returns the wrap it checked.
-func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record, proven *envelope.Wrap) (*envelope.RegionWrap, error) {
+func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelope.Record, proven *envelope.Wrap) (*envelope.RegionWrap, time.Time, error) {
+	// The wait for the region's replica to hold the wrap is the global table's lag, observed on
+	// its own; the verification proper (envdr_verify_seconds) starts once the replica answers.
+	waitStart := p.now()
 	rec, err := p.replicated(ctx, r.Name, want)
+	readAt := p.now()
 	if err != nil {
-		return nil, err
+		return nil, readAt, err
+	}
+	if p.metrics != nil {
+		p.metrics.ReplicaWait.WithLabelValues(r.Name).Observe(readAt.Sub(waitStart).Seconds())
 	}
 	w := rec.Regions[r.Name]
 	if !w.HasWrap() {
-		return nil, fmt.Errorf("region %s: record %s has no wrap for this region in the region's table yet", r.Name, want.ID)
+		return nil, readAt, fmt.Errorf("region %s: record %s has no wrap for this region in the region's table yet", r.Name, want.ID)
 	}
 	if !bytes.Equal(rec.Commitment, want.Commitment) {
-		return nil, fmt.Errorf("region %s: record %s: %w (the region's table holds another commitment)", r.Name, want.ID, envelope.ErrCommitmentMismatch)
+		return nil, readAt, fmt.Errorf("region %s: record %s: %w (the region's table holds another commitment)", r.Name, want.ID, envelope.ErrCommitmentMismatch)
 	}
 	if proven != nil && proven.KeyARN == w.KeyARN && bytes.Equal(proven.Wrapped, w.Wrapped) {
-		return w, nil
+		return w, readAt, nil
 	}
 	dek, err := r.DecryptRaw(ctx, w.Wrapped, w.KeyARN, rec.Context.Map())
 	if err != nil {
-		return nil, err
+		return nil, readAt, err
 	}
 	defer envelope.Wipe(dek)
 	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return nil, fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
+		return nil, readAt, fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
 	}
-	return w, nil
+	return w, readAt, nil
 }
 
 // replicated reads want's record from region's own replica, waiting (up to replicaWait) for

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/envdr/envdr/internal/localaws/iam"
 )
 
 // KMSHooks are the test hooks of the KMS stand-in the admin endpoint exposes
@@ -35,9 +37,15 @@ type KMSHooks interface {
 //	DELETE /kms/ratelimit/{region}        no rate limit
 //	GET  /replication                     global tables: per direction lag, latency, conflicts
 //	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
+//	GET  /iam/roles                       the roles: name, ARN, access key (no secrets)
+//	GET  /iam/roles/{role}/policy         the role's identity policies (a JSON array)
+//	PUT  /iam/roles/{role}/policy         replace them (a document or an array; [] for none)
+//	POST /iam/simulate                    {"role","region","action","resource","context"}: allowed?
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
+	// IAM, when set, adds /iam/roles, /iam/roles/{role}/policy and /iam/simulate.
+	IAM   *iam.IAM
 	ready atomic.Bool
 }
 
@@ -55,6 +63,9 @@ func (a *Admin) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]bool{"ready": true})
 	})
+	if a.IAM != nil {
+		a.IAM.Register(mux)
+	}
 	mux.HandleFunc("GET /regions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Status()) })
 	mux.HandleFunc("POST /regions/{region}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		region := r.PathValue("region")

@@ -4,13 +4,15 @@
 // the unmodified aws-sdk-go-v2 KMS client works against it, with one
 // http.Handler per region endpoint. It models what envdr relies on: symmetric
 // keys, multi-Region primary and replica keys sharing key material, aliases,
-// key states, rotation, key policies (stored, not evaluated) and ciphertexts
+// key states, rotation, key policies and ciphertexts
 // bound to their key and encryption context. Test hooks add a per-region
 // request-rate limit and per-region, per-operation call counters. State is
 // kept in one JSON file in Options.Dir so it survives restarts.
 //
-// It does not verify request signatures, evaluate key or IAM policies, or
-// support asymmetric, HMAC, imported-material or custom-key-store keys.
+// With Options.Authorizer, every operation of an authenticated request is authorized against
+// the key policy and the caller's identity policies (package iam verifies the signatures in
+// front of it). It does not support asymmetric, HMAC, imported-material or custom-key-store
+// keys.
 package kms
 
 import (
@@ -52,6 +54,9 @@ type Options struct {
 	// Regions are created up front and are the only valid ReplicaRegion values.
 	// When empty, any well-formed region name is accepted and created on first use.
 	Regions []string
+	// Authorizer evaluates the key policy and the caller's identity policies on every
+	// operation of an authenticated request; nil authorizes everything.
+	Authorizer Authorizer
 }
 
 // Service is the KMS stand-in for all regions. It is safe for concurrent use.
@@ -80,6 +85,8 @@ type Service struct {
 	counters map[string]map[string]int64
 
 	closed atomic.Bool
+
+	authz Authorizer
 }
 
 var regionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
@@ -92,6 +99,7 @@ func NewService(opts Options) (*Service, error) {
 		fixed:    len(opts.Regions) > 0,
 		limiters: map[string]*rate.Limiter{},
 		counters: map[string]map[string]int64{},
+		authz:    opts.Authorizer,
 	}
 	if s.account == "" {
 		s.account = DefaultAccount
@@ -458,6 +466,10 @@ func (h *regionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = []byte("{}")
 	}
 	s.housekeeping()
+	if e := s.authorize(r, h.region, op, body); e != nil {
+		writeError(w, e)
+		return
+	}
 	out, e := fn(s, h.region, body)
 	if e != nil {
 		writeError(w, e)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/regions"
 )
 
 // Exit codes, documented in docs/OPERATIONS.md.
@@ -241,5 +242,10 @@ func printError(w io.Writer, err error) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "envdr: error: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	if ad, ok := regions.FindAccessDenied(err); ok {
+		// An AWS access denial: the message names principal, action and resource; say the fix.
+		msg += "; fix: " + ad.Fix()
+	}
+	fmt.Fprintf(w, "envdr: error: %s\n", msg)
 }

@@ -16,6 +16,7 @@ var RenderedRoles = map[string]string{
 	policy.DaemonPolicy:   iam.RoleDaemon,
 	policy.ProducerPolicy: iam.RoleProducer,
 	policy.OperatorPolicy: iam.RoleOperator,
+	policy.RewrapPolicy:   iam.RoleRewrap,
 }
 
 // LoadRenderedPolicies attaches to the daemon, producer, operator and rewrap roles the identity

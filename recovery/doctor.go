@@ -111,6 +111,7 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 	wg.Wait()
 	doctorReplicas(cfg, facts, add)
 	doctorPolicies(cfg, facts, opts.Admins, add)
+	doctorPermissions(ctx, cfg, facts, add)
 	if home, err := topo.HomeRegion(); err == nil && cfg.QueueURL != "" {
 		doctorQueues(ctx, cfg, home, add)
 	}
@@ -119,7 +120,7 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 	for i, n := range cfg.RegionNames() {
 		order[n] = i
 	}
-	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckReplica: 3, CheckPolicy: 4, CheckTable: 5, CheckQueue: 6, CheckDLQ: 7}
+	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckReplica: 3, CheckPolicy: 4, CheckTable: 5, CheckQueue: 6, CheckDLQ: 7, CheckDaemonPermissions: 8}
 	sort.SliceStable(checks, func(i, j int) bool {
 		a, b := checks[i], checks[j]
 		if order[a.Region] != order[b.Region] {

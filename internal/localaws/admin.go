@@ -20,6 +20,8 @@ import (
 // (kms.Service implements them).
 type KMSHooks interface {
 	SetRateLimit(region string, rps float64)
+	// SetClassRateLimit limits one quota class, "cryptographic" or "management".
+	SetClassRateLimit(region, class string, rps float64)
 	Counters() map[string]map[string]int64
 	ResetCounters()
 }
@@ -33,7 +35,8 @@ type KMSHooks interface {
 //	POST /regions/{region}/up             restore it on the same ports
 //	GET  /kms/counters                    {region: {operation: calls}}
 //	POST /kms/counters/reset              zero the counters
-//	PUT  /kms/ratelimit/{region}?rps=N    ThrottlingException past N requests/s in the region
+//	PUT  /kms/ratelimit/{region}?rps=N[&class=cryptographic|management]
+//	                                      ThrottlingException past N requests/s in the region, per quota class
 //	DELETE /kms/ratelimit/{region}        no rate limit
 //	GET  /replication                     global tables: per direction lag, latency, conflicts
 //	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
@@ -105,7 +108,15 @@ func (a *Admin) Handler() http.Handler {
 			http.Error(w, "rps must be a number >= 0 (0 removes the limit)", http.StatusBadRequest)
 			return
 		}
-		a.KMS.SetRateLimit(region, rps)
+		switch class := r.URL.Query().Get("class"); class {
+		case "":
+			a.KMS.SetRateLimit(region, rps)
+		case "cryptographic", "management":
+			a.KMS.SetClassRateLimit(region, class, rps)
+		default:
+			http.Error(w, "class must be cryptographic or management (or absent: both)", http.StatusBadRequest)
+			return
+		}
 		writeJSON(w, map[string]any{"region": region, "rps": rps})
 	})
 	mux.HandleFunc("DELETE /kms/ratelimit/{region}", func(w http.ResponseWriter, r *http.Request) {

@@ -36,7 +36,8 @@ func TestAWSCLIAsNobody(t *testing.T) {
 	if _, err := exec.LookPath("aws"); err != nil {
 		t.Skip("no aws CLI on PATH")
 	}
-	t.Parallel()
+	// Not parallel: the CLI's Python start-ups would starve the timing-sensitive tests
+	// (replication lag) that run in parallel after the sequential ones.
 	env := localtest.New(t)
 	home := "us-east-1"
 	ep := env.Endpoints(home)

@@ -39,6 +39,39 @@ import (
 // DefaultAccount is the account ID keys belong to when Options.Account is empty.
 const DefaultAccount = "111122223333"
 
+// Defaults of Options.ReplicaCreating and Options.Updating.
+const (
+	DefaultReplicaCreating = 2 * time.Second
+	DefaultUpdating        = time.Second
+)
+
+// ThrottleMessage is the ThrottlingException message KMS gives
+// (https://docs.aws.amazon.com/kms/latest/developerguide/throttling.html).
+const ThrottleMessage = "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
+
+// Request quota classes: the cryptographic operations share one quota per Region, the
+// management operations have their own
+// (https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html).
+const (
+	ClassCryptographic = "cryptographic"
+	ClassManagement    = "management"
+)
+
+// cryptographicOps are the operations counted against the cryptographic quota.
+var cryptographicOps = map[string]bool{
+	"Encrypt": true, "Decrypt": true, "ReEncrypt": true, "GenerateDataKey": true,
+	"GenerateDataKeyWithoutPlaintext": true, "GenerateDataKeyPair": true,
+	"GenerateDataKeyPairWithoutPlaintext": true, "GenerateRandom": true,
+}
+
+// OperationClass is the quota class of an operation.
+func OperationClass(op string) string {
+	if cryptographicOps[op] {
+		return ClassCryptographic
+	}
+	return ClassManagement
+}
+
 // stateFile is the name of the persisted state in Options.Dir.
 const stateFile = "kms-state.json"
 
@@ -54,6 +87,12 @@ type Options struct {
 	// Regions are created up front and are the only valid ReplicaRegion values.
 	// When empty, any well-formed region name is accepted and created on first use.
 	Regions []string
+	// ReplicaCreating is how long a new replica stays Creating after ReplicateKey (AWS
+	// creates it asynchronously): 0 means DefaultReplicaCreating, negative none.
+	ReplicaCreating time.Duration
+	// Updating is how long both keys of an UpdatePrimaryRegion stay Updating: 0 means
+	// DefaultUpdating, negative none.
+	Updating time.Duration
 	// Authorizer evaluates the key policy and the caller's identity policies on every
 	// operation of an authenticated request; nil authorizes everything.
 	Authorizer Authorizer
@@ -86,7 +125,8 @@ type Service struct {
 
 	closed atomic.Bool
 
-	authz Authorizer
+	authz              Authorizer
+	creating, updating time.Duration
 }
 
 var regionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
@@ -100,6 +140,8 @@ func NewService(opts Options) (*Service, error) {
 		limiters: map[string]*rate.Limiter{},
 		counters: map[string]map[string]int64{},
 		authz:    opts.Authorizer,
+		creating: settleTime(opts.ReplicaCreating, DefaultReplicaCreating),
+		updating: settleTime(opts.Updating, DefaultUpdating),
 	}
 	if s.account == "" {
 		s.account = DefaultAccount
@@ -123,6 +165,16 @@ func NewService(opts Options) (*Service, error) {
 	}
 	s.updateNextDue()
 	return s, nil
+}
+
+func settleTime(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 func (s *Service) load() error {
@@ -262,6 +314,9 @@ func (s *Service) updateNextDue() {
 			if k.RotationEnabled && k.isPrimary() && k.State == stateEnabled && !k.NextRotation.IsZero() {
 				due(k.NextRotation)
 			}
+			if !k.Settles.IsZero() {
+				due(k.Settles)
+			}
 		}
 	}
 	s.nextDue.Store(next)
@@ -281,6 +336,16 @@ func (s *Service) housekeeping() {
 		now := s.now()
 		// Repeat until nothing changes: deleting the last replica can make
 		// its primary's own deletion due at once when the clock jumped far.
+		for _, rs := range st.Regions {
+			for _, k := range rs.Keys {
+				if !k.Settles.IsZero() && !now.Before(k.Settles) {
+					if k.State == stateCreating || k.State == stateUpdating {
+						k.State = stateEnabled
+					}
+					k.Settles = time.Time{}
+				}
+			}
+		}
 		for changed := true; changed; {
 			changed = false
 			for _, rs := range st.Regions {
@@ -355,16 +420,24 @@ func (s *Service) Handler(region string) http.Handler {
 	return &regionHandler{s: s, region: region}
 }
 
-// SetRateLimit limits region to rps requests per second (burst of one
+// SetRateLimit limits region to rps requests per second in each quota class (the
+// cryptographic operations share one bucket, the management operations another; burst of one
 // second's worth); past it requests get ThrottlingException. 0 disables.
 func (s *Service) SetRateLimit(region string, rps float64) {
+	s.SetClassRateLimit(region, ClassCryptographic, rps)
+	s.SetClassRateLimit(region, ClassManagement, rps)
+}
+
+// SetClassRateLimit limits one quota class (ClassCryptographic or ClassManagement) of region.
+func (s *Service) SetClassRateLimit(region, class string, rps float64) {
 	s.limMu.Lock()
 	defer s.limMu.Unlock()
+	k := region + "|" + class
 	if rps <= 0 {
-		delete(s.limiters, region)
+		delete(s.limiters, k)
 		return
 	}
-	s.limiters[region] = rate.NewLimiter(rate.Limit(rps), int(math.Max(1, math.Ceil(rps))))
+	s.limiters[k] = rate.NewLimiter(rate.Limit(rps), int(math.Max(1, math.Ceil(rps))))
 }
 
 // Counters returns region -> operation -> calls, throttled calls included;
@@ -413,9 +486,9 @@ func (s *Service) count(region, op string) {
 	s.cntMu.Unlock()
 }
 
-func (s *Service) allow(region string) bool {
+func (s *Service) allow(region, op string) bool {
 	s.limMu.RLock()
-	l := s.limiters[region]
+	l := s.limiters[region+"|"+OperationClass(op)]
 	s.limMu.RUnlock()
 	return l == nil || l.Allow()
 }
@@ -448,9 +521,9 @@ func (h *regionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if !s.allow(h.region) {
+	if !s.allow(h.region, op) {
 		s.count(h.region, "Throttled")
-		writeError(w, clientErr("ThrottlingException", "Rate exceeded"))
+		writeError(w, clientErr("ThrottlingException", ThrottleMessage))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))

@@ -86,7 +86,10 @@ func NewWith(t testing.TB, o Options) *Env {
 	b := RequireBackends(t)
 	served := append(append([]string(nil), localaws.DefaultRegions...), o.ExtraRegions...)
 	m := iam.New()
-	svc, err := kms.NewService(kms.Options{Regions: served, Authorizer: m})
+	// Replicas are Creating and UpdatePrimaryRegion's keys Updating for a short while only,
+	// so tests stay fast (kms.Options; `envdr local serve` keeps AWS-like defaults).
+	svc, err := kms.NewService(kms.Options{Regions: served, Authorizer: m,
+		ReplicaCreating: 100 * time.Millisecond, Updating: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("localtest: KMS stand-in: %v", err)
 	}

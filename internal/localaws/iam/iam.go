@@ -254,9 +254,21 @@ func (m *IAM) Decide(id Identity, region string, c Check) (iampolicy.Result, str
 	return res, fmt.Sprintf("User: %s is not authorized to perform: %s on resource: %s %s", id.SessionARN(), c.Action, c.Resource, res.Why)
 }
 
-// Authorize is AuthorizeRequest with the check spelled out (the KMS stand-in's Authorizer).
-func (m *IAM) Authorize(r *http.Request, region, action, resource string, keyPolicy *string, ctx map[string][]string) (string, bool) {
-	return m.AuthorizeRequest(r, region, Check{Action: action, Resource: resource, KeyPolicy: keyPolicy, Context: ctx})
+// Authorize decides a KMS call for the KMS stand-in (its Authorizer): the denial message,
+// whether it is an explicit deny, and false when the request carries no identity.
+func (m *IAM) Authorize(r *http.Request, region, action, resource string, keyPolicy *string, ctx map[string][]string) (string, bool, bool) {
+	id, found := FromContext(r.Context())
+	if !found {
+		return "", false, false
+	}
+	res, msg := m.Decide(id, region, Check{Action: action, Resource: resource, KeyPolicy: keyPolicy, Context: ctx})
+	return msg, res.Decision == iampolicy.ExplicitDeny, true
+}
+
+// Principal is the role ARN of an authenticated request's caller.
+func (m *IAM) Principal(r *http.Request) (string, bool) {
+	id, ok := FromContext(r.Context())
+	return id.ARN(), ok
 }
 
 // AuthorizeRequest is Decide for the identity of an authenticated request. ok is false when the

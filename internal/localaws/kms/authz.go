@@ -9,11 +9,14 @@ import (
 
 // Authorizer decides whether the caller of an authenticated request may perform a KMS action.
 // keyPolicy is the key's policy (nil for operations on no key: CreateKey, ListKeys,
-// ListAliases, GenerateRandom, which IAM policies alone authorize). It returns the AccessDenied
-// message ("" when allowed) and false when the request carries no identity (a handler served
-// without authentication, as the unit tests do): then nothing is checked.
+// ListAliases, ListRetirableGrants, GenerateRandom, which IAM policies alone authorize). It
+// returns the AccessDenied message ("" when allowed), whether the denial is explicit (a Deny
+// statement: no grant can lift it), and false when the request carries no identity (a handler
+// served without authentication, as the unit tests do): then nothing is checked.
 type Authorizer interface {
-	Authorize(r *http.Request, region string, action, resource string, keyPolicy *string, ctx map[string][]string) (denied string, ok bool)
+	Authorize(r *http.Request, region string, action, resource string, keyPolicy *string, ctx map[string][]string) (denied string, explicit, ok bool)
+	// Principal is the caller's ARN (what grants name as GranteePrincipal).
+	Principal(r *http.Request) (string, bool)
 }
 
 // authCheck is one action on one key (or on no key) with its condition keys.
@@ -43,7 +46,7 @@ func authChecks(op string, body []byte) []authCheck {
 	_ = json.Unmarshal(body, &req)
 	action := "kms:" + op
 	switch op {
-	case "CreateKey", "ListKeys", "GenerateRandom":
+	case "CreateKey", "ListKeys", "GenerateRandom", "ListRetirableGrants":
 		return []authCheck{{action: action}}
 	case "ListAliases":
 		if req.KeyId == nil {
@@ -72,6 +75,18 @@ func (s *Service) authorize(r *http.Request, region, op string, body []byte) *ap
 	if s.authz == nil {
 		return nil
 	}
+	principal, ok := s.authz.Principal(r)
+	if !ok {
+		return nil
+	}
+	var tokens struct{ GrantTokens []string }
+	_ = json.Unmarshal(body, &tokens)
+	if e := s.knownGrantTokens(region, tokens.GrantTokens); e != nil {
+		return e
+	}
+	if op == "RetireGrant" && s.retireAllowed(region, principal, body) {
+		return nil
+	}
 	for _, c := range authChecks(op, body) {
 		resource, policy, cond := "*", (*string)(nil), map[string][]string{}
 		if c.keyID != "" || c.blob != nil {
@@ -96,13 +111,19 @@ func (s *Service) authorize(r *http.Request, region, op string, body []byte) *ap
 			sort.Strings(keys)
 			cond["kms:EncryptionContextKeys"] = keys
 		}
-		msg, ok := s.authz.Authorize(r, region, c.action, resource, policy, cond)
+		msg, explicit, ok := s.authz.Authorize(r, region, c.action, resource, policy, cond)
 		if !ok {
 			return nil
 		}
-		if msg != "" {
-			return clientErr("AccessDeniedException", msg)
+		if msg == "" {
+			continue
 		}
+		// A grant allows what the policies do not, but never past an explicit deny.
+		grantOp := strings.TrimPrefix(c.action, "kms:")
+		if !explicit && resource != "*" && grantOperations[grantOp] && s.grantAllows(region, resource, principal, grantOp, c.context) {
+			continue
+		}
+		return clientErr("AccessDeniedException", msg)
 	}
 	return nil
 }

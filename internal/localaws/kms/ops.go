@@ -48,6 +48,11 @@ func init() {
 		"UntagResource":                   opUntagResource,
 		"ListResourceTags":                opListResourceTags,
 		"UpdateKeyDescription":            opUpdateKeyDescription,
+		"CreateGrant":                     opCreateGrant,
+		"ListGrants":                      opListGrants,
+		"ListRetirableGrants":             opListRetirableGrants,
+		"RetireGrant":                     opRetireGrant,
+		"RevokeGrant":                     opRevokeGrant,
 	}
 }
 

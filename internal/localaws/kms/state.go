@@ -80,6 +80,8 @@ type key struct {
 	RotationPeriodDays int32             `json:"rotation_period_days,omitempty"`
 	NextRotation       time.Time         `json:"next_rotation,omitzero"`
 	LastOnDemand       time.Time         `json:"last_on_demand,omitzero"`
+	// Grants on this key in this Region.
+	Grants []*grant `json:"grants,omitempty"`
 	// Settles is when a Creating or Updating key becomes Enabled.
 	Settles   time.Time   `json:"settles,omitzero"`
 	Materials []*material `json:"materials"`

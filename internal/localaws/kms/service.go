@@ -3,7 +3,7 @@
 // It speaks the AWS JSON 1.1 wire protocol of the KMS API (TrentService), so
 // the unmodified aws-sdk-go-v2 KMS client works against it, with one
 // http.Handler per region endpoint. It models what envdr relies on: symmetric
-// keys, multi-Region primary and replica keys sharing key material, aliases,
+// keys, multi-Region primary and replica keys sharing key material, aliases, grants,
 // key states, rotation, key policies and ciphertexts
 // bound to their key and encryption context. Test hooks add a per-region
 // request-rate limit and per-region, per-operation call counters. State is

@@ -47,13 +47,17 @@ func signedPost(t *testing.T, c *http.Client, url, region, service string) (*htt
 }
 
 func signedPostAs(t *testing.T, c *http.Client, url, region, service, ak, sk string) (*http.Response, string, error) {
+	return signedPostAt(t, c, url, region, service, ak, sk, time.Now())
+}
+
+func signedPostAt(t *testing.T, c *http.Client, url, region, service, ak, sk string, at time.Time) (*http.Response, string, error) {
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
 	require.NoError(t, err)
 	req.Header.Set("X-Amz-Target", "AmazonSQS.ListQueues")
 	if region != "" {
 		sum := sha256.Sum256([]byte("{}"))
 		require.NoError(t, v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk},
-			req, hex.EncodeToString(sum[:]), service, region, time.Now()))
+			req, hex.EncodeToString(sum[:]), service, region, at))
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -109,6 +113,19 @@ func TestStackRoutesAndGuardsRegions(t *testing.T) {
 			code = e.Type
 		}
 		require.Equal(t, tc.code, code, body)
+	}
+
+	// X-Amz-Date more than 15 minutes off: "Signature expired", in each service's code.
+	for _, tc := range []struct {
+		url, code string
+		status    int
+	}{{ep.KMS, "InvalidSignatureException", 400}, {ep.DynamoDB, "InvalidSignatureException", 400}, {ep.SQS, "SignatureDoesNotMatch", 403}} {
+		svc := map[string]string{ep.KMS: "kms", ep.DynamoDB: "dynamodb", ep.SQS: "sqs"}[tc.url]
+		resp, body, err := signedPostAt(t, c, tc.url, "eu-west-1", svc, AccessKey, SecretKey, time.Now().Add(-16*time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, tc.status, resp.StatusCode, body)
+		require.Contains(t, body, tc.code)
+		require.Contains(t, body, "Signature expired")
 	}
 
 	_, err = s.Endpoints("mars-north-1")

@@ -103,6 +103,10 @@ type env struct {
 	partition, account, home string
 	keys                     []keyRef
 	queueARN, dlqARN         string
+	// previous are the keys that are no longer a region's key but still unwrap: each region's
+	// previous_keys and the config's trusted_keys (key ARNs, and alias ARNs scoped by alias).
+	previousKeys    []string
+	previousAliases map[string][]string // region -> alias/NAME
 	// queueARNs and dlqARNs: every region's queue and DLQ (the home region's first).
 	queueARNs, dlqARNs []string
 	tableARNs          []string
@@ -183,6 +187,34 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 	if cfg.DLQURL != "" {
 		if e.dlqARN, err = queueARN(cfg.DLQURL, e.partition, e.home, e.account); err != nil {
 			return nil, fmt.Errorf("policy: dlq_url: %w", err)
+		}
+	}
+	addPrevious := func(arn string) error {
+		p := strings.SplitN(arn, ":", 6)
+		if len(p) != 6 || p[2] != "kms" {
+			return fmt.Errorf("%q is not a KMS key or alias ARN", arn)
+		}
+		switch {
+		case strings.HasPrefix(p[5], "alias/"):
+			if e.previousAliases == nil {
+				e.previousAliases = map[string][]string{}
+			}
+			e.previousAliases[p[3]] = appendNew(e.previousAliases[p[3]], p[5])
+		default:
+			e.previousKeys = appendNew(e.previousKeys, arn)
+		}
+		return nil
+	}
+	for _, r := range cfg.Regions {
+		for _, k := range r.PreviousKeys {
+			if err := addPrevious(k); err != nil {
+				return nil, fmt.Errorf("policy: region %s: previous_keys: %w", r.Name, err)
+			}
+		}
+	}
+	for _, k := range cfg.TrustedKeys {
+		if err := addPrevious(k); err != nil {
+			return nil, fmt.Errorf("policy: trusted_keys: %w", err)
 		}
 	}
 	e.queueARNs, e.dlqARNs = Strings{e.queueARN}, nil
@@ -328,9 +360,38 @@ func (e *env) daemon() *Document {
 	if len(e.dlqARNs) > 0 {
 		d.Statement = append(d.Statement, Statement{Sid: "DeadLetter", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.dlqARNs})
 	}
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	// Receiving from (and dead-lettering to) an SSE-KMS queue needs its key, through SQS only.
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d
+}
+
+// previous lets a role unwrap (actions, with the context condition) and describe the keys that
+// events and records may still name: previous_keys and trusted_keys. Key ARNs go in one
+// statement; alias ARNs as key/* of their region scoped by kms:ResourceAliases.
+func (e *env) previous(actions []string) []Statement {
+	var out []Statement
+	if len(e.previousKeys) > 0 {
+		out = append(out,
+			Statement{Sid: "PreviousKeys", Effect: "Allow", Action: actions, Resource: e.previousKeys,
+				Condition: Conditions{"ForAnyValue:StringEquals": contextCondition()}},
+			Statement{Sid: "DescribePreviousKeys", Effect: "Allow", Action: Strings{"kms:DescribeKey"}, Resource: e.previousKeys})
+	}
+	regionsWithAliases := make([]string, 0, len(e.previousAliases))
+	for r := range e.previousAliases {
+		regionsWithAliases = append(regionsWithAliases, r)
+	}
+	sort.Strings(regionsWithAliases)
+	for _, r := range regionsWithAliases {
+		k := keyRef{region: r, resource: fmt.Sprintf("arn:%s:kms:%s:%s:key/*", e.partition, r, e.account)}
+		aliases := e.previousAliases[r]
+		use := keyUse("PreviousAliases"+sidRegion(r), k, actions, true)
+		use.Condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"] = aliases
+		desc := Statement{Sid: "DescribePreviousAliases" + sidRegion(r), Effect: "Allow", Action: Strings{"kms:DescribeKey"}, Resource: Strings{k.resource},
+			Condition: Conditions{"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}}}
+		out = append(out, use, desc)
+	}
+	return out
 }
 
 func (e *env) producer() *Document {
@@ -358,6 +419,7 @@ func (e *env) operator() *Document {
 		Statement{Sid: "ReadRecords", Effect: "Allow", Action: operatorTableActions, Resource: e.tableARNs},
 		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: queues},
 	)
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
 	return d
 }
 
@@ -372,6 +434,7 @@ func (e *env) rewrap() *Document {
 		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
 	}
 	d.Statement = append(d.Statement, Statement{Sid: "Records", Effect: "Allow", Action: rewrapTableActions, Resource: e.tableARNs})
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	return d
 }
 

@@ -208,3 +208,39 @@ func TestLoadShapes(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+// previous_keys and trusted_keys still unwrap (events in flight, older wraps): the daemon,
+// operator and rewrap roles may Decrypt (and the daemon and rewrap ReEncryptFrom) and
+// DescribeKey them, with the context condition; alias ARNs are scoped by kms:ResourceAliases.
+// Without this the daemon's policy denied what strict keys accept (found by running the
+// replicate suite as envdr-daemon on the stand-in).
+func TestRenderPreviousAndTrustedKeys(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("testdata/envdr.yaml")
+	require.NoError(t, err)
+	old := "arn:aws:kms:us-east-1:111122223333:key/0ld0ld00-0000-0000-0000-000000000000"
+	cfg.Regions[0].PreviousKeys = []string{old}
+	cfg.TrustedKeys = []string{"arn:aws:kms:eu-west-1:111122223333:alias/archive"}
+	require.NoError(t, cfg.Validate())
+	docs, err := Render(cfg, Options{})
+	require.NoError(t, err)
+	m := map[string]*Document{}
+	for _, d := range docs {
+		m[d.Name] = d.Doc
+	}
+	for name, actions := range map[string][]string{
+		DaemonPolicy:   {"kms:Decrypt", "kms:ReEncryptFrom"},
+		OperatorPolicy: {"kms:Decrypt"},
+		RewrapPolicy:   {"kms:Decrypt", "kms:ReEncryptFrom"},
+	} {
+		s := stmt(t, m[name], "PreviousKeys")
+		require.Equal(t, Strings(actions), s.Action, name)
+		require.Equal(t, Strings{old}, s.Resource, name)
+		require.Equal(t, Strings{ContextKey}, s.Condition["ForAnyValue:StringEquals"]["kms:EncryptionContextKeys"])
+		require.Equal(t, Strings{old}, stmt(t, m[name], "DescribePreviousKeys").Resource)
+		a := stmt(t, m[name], "PreviousAliasesEuWest1")
+		require.Equal(t, Strings{"arn:aws:kms:eu-west-1:111122223333:key/*"}, a.Resource)
+		require.Equal(t, Strings{"alias/archive"}, a.Condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"])
+	}
+	require.Empty(t, Lint(docs), "render's documents lint clean")
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/regions"
@@ -59,11 +60,7 @@ func outageAsDaemon(t *testing.T, drop ...string) (dlqEvents int, requeued float
 	require.NoError(t, b.env.IAM.SetPolicy(iam.RoleDaemon, daemon))
 
 	// envdr run with the daemon's credentials.
-	id, _ := b.env.IAM.Identity(iam.RoleDaemon)
-	dcfg := *b.cfg
-	local := *b.cfg.Local
-	local.AccessKey, local.SecretKey = id.AccessKey, id.SecretKey
-	dcfg.Local = &local
+	dcfg := *b.asDaemon(t)
 	dcfg.Worker.Visibility = time.Second
 	require.NoError(t, dcfg.Validate())
 
@@ -98,6 +95,18 @@ func outageAsDaemon(t *testing.T, drop ...string) (dlqEvents int, requeued float
 		b.verifiedEverywhere(t, ids)
 	}
 	return dlq, testutil.ToFloat64(d.Metrics.Requeued)
+}
+
+// asDaemon is the bundle's config signed as envdr-daemon: envdr run as deployed.
+func (b *bundle) asDaemon(t *testing.T) *config.Config {
+	t.Helper()
+	id, ok := b.env.IAM.Identity(iam.RoleDaemon)
+	require.True(t, ok)
+	dcfg := *b.cfg
+	local := *b.cfg.Local
+	local.AccessKey, local.SecretKey = id.AccessKey, id.SecretKey
+	dcfg.Local = &local
+	return &dcfg
 }
 
 func contains(list []string, v string) bool {

@@ -50,6 +50,16 @@ locals {
     "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
   ]
 
+  # previous_keys and trusted_keys: unwrap (with the context condition) and describe.
+  previous = { for role, actions in {
+    daemon   = ["kms:Decrypt", "kms:ReEncryptFrom"]
+    operator = ["kms:Decrypt"]
+    rewrap   = ["kms:Decrypt", "kms:ReEncryptFrom"]
+    } : role => [for st in [
+      { Sid = "PreviousKeys", Effect = "Allow", Action = actions, Resource = var.previous_key_arns, Condition = { "ForAnyValue:StringEquals" = local.ctx } },
+      { Sid = "DescribePreviousKeys", Effect = "Allow", Action = ["kms:DescribeKey"], Resource = var.previous_key_arns },
+  ] : st if length(var.previous_key_arns) > 0] }
+
   table_arns = [for k in local.keys : "arn:${var.partition}:dynamodb:${k.region}:${var.account_id}:table/${var.table_name}"]
 
   # ForAnyValue: kms:EncryptionContextKeys and kms:ResourceAliases are multivalued; the set
@@ -93,6 +103,7 @@ locals {
         { Sid = "ConsumeEvents", Effect = "Allow", Action = local.daemon_queue_actions, Resource = local.queue_arns },
       ],
       [for d in length(local.dlq_arns) > 0 ? [local.dlq_arns] : [] : { Sid = "DeadLetter", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = d }],
+      local.previous.daemon,
       local.queue_key,
     )
   })
@@ -140,6 +151,7 @@ locals {
         },
         { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
       ],
+      local.previous.operator,
     )
   })
 
@@ -161,6 +173,7 @@ locals {
         Resource = [k.resource]
       }, local.alias_only_condition[k.region])],
       [{ Sid = "Records", Effect = "Allow", Action = local.rewrap_table_actions, Resource = local.table_arns }],
+      local.previous.rewrap,
     )
   })
 

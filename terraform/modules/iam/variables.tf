@@ -65,6 +65,12 @@ variable "dlq_arn" {
   default     = ""
 }
 
+variable "previous_key_arns" {
+  description = "Key ARNs of the config's regions[].previous_keys and trusted_keys: still unwrapped by the daemon, operator and rewrap roles. (Alias ARNs there: envdr policy render scopes them by kms:ResourceAliases; not supported here.)"
+  type        = list(string)
+  default     = []
+}
+
 variable "region_queue_arns" {
   description = "ARNs of the other regions' event queues (config regions[].queue_url), when every region has its own."
   type        = list(string)

@@ -162,10 +162,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 // AWS_PROFILE=envdr-daemon` runs as the daemon role. SDK retries are off: Region.do retries with
 // its own limiter and backoff.
 func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws.HTTPClient) (aws.Config, error) {
-	if cfg.Local != nil && !CredentialsChosen() {
+	if cfg.Local != nil {
+		var creds aws.CredentialsProvider = credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, "")
+		if CredentialsChosen() {
+			// Only the credentials come from the chain: the stand-in needs no CA bundle, and a
+			// caller's own HTTP client (drill's guard) cannot take AWS_CA_BUNDLE anyway.
+			ac, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(rc.Name))
+			if err != nil {
+				return aws.Config{}, fmt.Errorf("AWS credentials and config: %w", err)
+			}
+			creds = ac.Credentials
+		}
 		return aws.Config{
 			Region:      rc.Name,
-			Credentials: credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, ""),
+			Credentials: creds,
 			HTTPClient:  hc,
 			Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
 		}, nil

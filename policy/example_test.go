@@ -25,10 +25,11 @@ func ExampleRender() {
 	// Output:
 	// iam-daemon.json 10 statements
 	// iam-operator.json 8 statements
-	// iam-producer.json 2 statements
-	// kms-key-policy.ap-southeast-2.json 7 statements
-	// kms-key-policy.eu-west-1.json 7 statements
-	// kms-key-policy.us-east-1.json 7 statements
+	// iam-producer.json 4 statements
+	// iam-rewrap.json 7 statements
+	// kms-key-policy.ap-southeast-2.json 9 statements
+	// kms-key-policy.eu-west-1.json 9 statements
+	// kms-key-policy.us-east-1.json 9 statements
 	// findings: 0
 }
 

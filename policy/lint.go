@@ -29,6 +29,7 @@ const (
 	RuleReplicaDiverges     = "replica-diverges"
 	RuleNegatedAllow        = "negated-allow"
 	RuleSingleValuedOperand = "single-valued-operator"
+	RuleDaemonMissingAction = "daemon-missing-action"
 )
 
 // Finding is one problem in one statement.
@@ -87,8 +88,68 @@ func (l Linter) Lint(docs []Named) []Finding {
 			}
 			l.statement(s, key, add)
 		}
+		if !key && isDaemonPolicy(n.Name) {
+			out = append(out, daemonMissing(n)...)
+		}
 	}
 	return append(out, l.replicas(docs)...)
+}
+
+// isDaemonPolicy: an identity policy named for the daemon role (iam-daemon.json, render's
+// FILE#iam-daemon.json, get-role-policy output saved as envdr-daemon.json, ...).
+func isDaemonPolicy(name string) bool {
+	base := name
+	if i := strings.LastIndexAny(base, "/#"); i >= 0 {
+		base = base[i+1:]
+	}
+	return strings.Contains(strings.ToLower(base), "daemon")
+}
+
+// daemonMissing reports each action `envdr run` calls that no Allow statement of a daemon
+// policy grants (resources and conditions aside). Without sqs:GetQueueAttributes and
+// sqs:SendMessage on the queue, for instance, the re-send before redrive never runs and an
+// outage pushes valid events into the DLQ.
+//
+// The queue's actions must be granted on the events queue itself (the resources of the
+// statements granting sqs:ReceiveMessage): sqs:SendMessage on the DLQ alone does not re-send.
+func daemonMissing(n Named) []Finding {
+	var queues []string
+	for _, s := range n.Doc.Statement {
+		if s.Effect == "Allow" && grantsAny(s, "sqs:ReceiveMessage") {
+			queues = append(queues, s.Resource...)
+		}
+	}
+	grantedOn := func(a, resource string) bool {
+		for _, s := range n.Doc.Statement {
+			if s.Effect != "Allow" || !grantsAny(s, a) {
+				continue
+			}
+			if resource == "" || len(s.NotResource) > 0 {
+				return true
+			}
+			for _, r := range s.Resource {
+				if r == resource || matches(r, resource) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var out []Finding
+	for _, a := range DaemonActions() {
+		granted := grantedOn(a, "")
+		if granted && strings.HasPrefix(a, "sqs:") {
+			for _, q := range queues {
+				granted = granted && grantedOn(a, q)
+			}
+		}
+		if !granted {
+			out = append(out, Finding{Severity: SeverityError, Rule: RuleDaemonMissingAction, Document: n.Name, Statement: "-",
+				Reason: "the daemon role lacks " + a + ", which envdr run calls; the call is denied at run time",
+				Fix:    "allow " + a + " on the resource envdr policy render's iam-daemon.json names"})
+		}
+	}
+	return out
 }
 
 type addFunc func(sev Severity, rule, reason, fix string)

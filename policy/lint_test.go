@@ -14,10 +14,13 @@ import (
 // Every known-bad policy in testdata/bad and the exact rules it must trigger: a rule that stops
 // firing, or a new one that fires by accident, fails the test.
 var badCases = map[string][]string{
-	"admin-action-in-identity-policy.json":         {RuleAdminInIdentity},
-	"admin-action-to-non-admin.json":               {RuleAdminToNonAdmin},
-	"admin-action-to-non-admin.put-wildcard.json":  {RuleAdminToNonAdmin},
-	"context-without-envdr-id.json":                {RuleContextWithoutID},
+	"admin-action-in-identity-policy.json":        {RuleAdminInIdentity},
+	"admin-action-to-non-admin.json":              {RuleAdminToNonAdmin},
+	"admin-action-to-non-admin.put-wildcard.json": {RuleAdminToNonAdmin},
+	"context-without-envdr-id.json":               {RuleContextWithoutID},
+	// The daemon policy both generators shipped before issue 11: no sqs:GetQueueAttributes or
+	// sqs:SendMessage on the queue (the re-send before redrive), no BatchGetItem/DeleteItem.
+	"daemon-missing-action.iam-daemon.json":        {RuleDaemonMissingAction},
 	"negated-allow.json":                           {RuleAdminInIdentity, RuleNegatedAllow},
 	"no-context-condition.default-key-policy.json": {RuleNoContext},
 	"no-context-condition.generate-wildcard.json":  {RuleNoContext},
@@ -160,5 +163,20 @@ func TestMatches(t *testing.T) {
 		{"kms:Describe.*", "kms:DescribeKey", false},
 	} {
 		require.Equal(t, tc.want, matches(tc.pattern, tc.action), "%s vs %s", tc.pattern, tc.action)
+	}
+}
+
+func TestLintDaemonMissingActionNamesEachAction(t *testing.T) {
+	t.Parallel()
+	docs, err := LoadPath("testdata/bad/daemon-missing-action.iam-daemon.json")
+	require.NoError(t, err)
+	var missing []string
+	for _, f := range Lint(docs) {
+		require.Equal(t, RuleDaemonMissingAction, f.Rule)
+		missing = append(missing, f.Reason)
+	}
+	require.Len(t, missing, 4)
+	for i, a := range []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "sqs:GetQueueAttributes", "sqs:SendMessage"} {
+		require.Contains(t, missing[i], a)
 	}
 }

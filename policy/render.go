@@ -13,9 +13,10 @@ import (
 
 // Options are the inputs of Render that the envdr config does not hold.
 type Options struct {
-	// DaemonRole, ProducerRole and OperatorRole are the role ARNs named in the key policies.
-	// Empty means arn:PARTITION:iam::ACCOUNT:role/envdr-daemon (-producer, -operator).
-	DaemonRole, ProducerRole, OperatorRole string
+	// DaemonRole, ProducerRole, OperatorRole and RewrapRole are the role ARNs named in the key
+	// policies. Empty means arn:PARTITION:iam::ACCOUNT:role/envdr-daemon (-producer, -operator,
+	// -rewrap).
+	DaemonRole, ProducerRole, OperatorRole, RewrapRole string
 	// Admins are the key administrators (the only principals that may change the key policy or
 	// schedule deletion). Empty means the account root, which keeps the key manageable through
 	// IAM without delegating any use of it.
@@ -38,6 +39,7 @@ const (
 	DaemonPolicy    = "iam-daemon.json"
 	ProducerPolicy  = "iam-producer.json"
 	OperatorPolicy  = "iam-operator.json"
+	RewrapPolicy    = "iam-rewrap.json"
 )
 
 // Actions by role. Kept as variables so tests and the linter share them.
@@ -53,13 +55,35 @@ var (
 		"kms:UpdatePrimaryRegion",
 	}
 	operatorKeyReadActions = []string{"kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus"}
-	daemonTableActions     = []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
-	operatorTableActions   = []string{
-		"dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:GetItem",
+	// daemonTableActions: records are read with BatchGetItem and written with PutItem or a
+	// TransactWriteItems of Put and Delete items (which IAM authorizes per item action).
+	daemonTableActions = []string{
+		"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+	}
+	operatorTableActions = []string{
+		"dynamodb:BatchGetItem", "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:GetItem",
 		"dynamodb:Query", "dynamodb:Scan",
 	}
-	daemonQueueActions = []string{"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"}
+	rewrapTableActions = []string{
+		"dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem",
+		"dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
+	}
+	// daemonQueueActions: consuming, plus GetQueueAttributes (maxReceiveCount of the redrive
+	// policy, retention, queue depth) and SendMessage (the re-send just before SQS would redrive
+	// a still-valid event to the DLQ).
+	daemonQueueActions = []string{
+		"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage",
+	}
+	rewrapKeyActions = []string{"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
 )
+
+// DaemonActions are the actions `envdr run` calls: the policy linter checks a daemon policy
+// allows each of them.
+func DaemonActions() []string {
+	out := []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt"}
+	out = append(out, daemonTableActions...)
+	return append(out, daemonQueueActions...)
+}
 
 // keyRef is one region's key as IAM sees it.
 type keyRef struct {
@@ -79,8 +103,14 @@ type env struct {
 	partition, account, home string
 	keys                     []keyRef
 	queueARN, dlqARN         string
-	tableARNs                []string
-	opts                     Options
+	// previous are the keys that are no longer a region's key but still unwrap: each region's
+	// previous_keys and the config's trusted_keys (key ARNs, and alias ARNs scoped by alias).
+	previousKeys    []string
+	previousAliases map[string][]string // region -> alias/NAME
+	// queueARNs and dlqARNs: every region's queue and DLQ (the home region's first).
+	queueARNs, dlqARNs []string
+	tableARNs          []string
+	opts               Options
 }
 
 // Render generates, for cfg, the key policy of every region's key and the IAM policies of the
@@ -98,6 +128,7 @@ func Render(cfg *config.Config, opts Options) ([]Named, error) {
 		Named{Name: DaemonPolicy, Doc: e.daemon()},
 		Named{Name: ProducerPolicy, Doc: e.producer()},
 		Named{Name: OperatorPolicy, Doc: e.operator()},
+		Named{Name: RewrapPolicy, Doc: e.rewrap()},
 	)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -158,6 +189,54 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 			return nil, fmt.Errorf("policy: dlq_url: %w", err)
 		}
 	}
+	addPrevious := func(arn string) error {
+		p := strings.SplitN(arn, ":", 6)
+		if len(p) != 6 || p[2] != "kms" {
+			return fmt.Errorf("%q is not a KMS key or alias ARN", arn)
+		}
+		switch {
+		case strings.HasPrefix(p[5], "alias/"):
+			if e.previousAliases == nil {
+				e.previousAliases = map[string][]string{}
+			}
+			e.previousAliases[p[3]] = appendNew(e.previousAliases[p[3]], p[5])
+		default:
+			e.previousKeys = appendNew(e.previousKeys, arn)
+		}
+		return nil
+	}
+	for _, r := range cfg.Regions {
+		for _, k := range r.PreviousKeys {
+			if err := addPrevious(k); err != nil {
+				return nil, fmt.Errorf("policy: region %s: previous_keys: %w", r.Name, err)
+			}
+		}
+	}
+	for _, k := range cfg.TrustedKeys {
+		if err := addPrevious(k); err != nil {
+			return nil, fmt.Errorf("policy: trusted_keys: %w", err)
+		}
+	}
+	e.queueARNs, e.dlqARNs = Strings{e.queueARN}, nil
+	if e.dlqARN != "" {
+		e.dlqARNs = Strings{e.dlqARN}
+	}
+	for _, r := range cfg.Regions {
+		if r.QueueURL != "" {
+			a, err := queueARN(r.QueueURL, e.partition, r.Name, e.account)
+			if err != nil {
+				return nil, fmt.Errorf("policy: region %s: queue_url: %w", r.Name, err)
+			}
+			e.queueARNs = appendNew(e.queueARNs, a)
+		}
+		if r.DLQURL != "" {
+			a, err := queueARN(r.DLQURL, e.partition, r.Name, e.account)
+			if err != nil {
+				return nil, fmt.Errorf("policy: region %s: dlq_url: %w", r.Name, err)
+			}
+			e.dlqARNs = appendNew(e.dlqARNs, a)
+		}
+	}
 	if e.opts.DaemonRole == "" {
 		e.opts.DaemonRole = e.role("envdr-daemon")
 	}
@@ -167,6 +246,9 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 	if e.opts.OperatorRole == "" {
 		e.opts.OperatorRole = e.role("envdr-operator")
 	}
+	if e.opts.RewrapRole == "" {
+		e.opts.RewrapRole = e.role("envdr-rewrap")
+	}
 	if len(e.opts.Admins) == 0 {
 		e.opts.Admins = []string{fmt.Sprintf("arn:%s:iam::%s:root", e.partition, e.account)}
 	}
@@ -174,6 +256,15 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 		return nil, fmt.Errorf("policy: queue key %q is not a KMS key ARN", e.opts.QueueKey)
 	}
 	return e, nil
+}
+
+func appendNew(list []string, v string) []string {
+	for _, x := range list {
+		if x == v {
+			return list
+		}
+	}
+	return append(list, v)
 }
 
 func (e *env) role(name string) string {
@@ -255,12 +346,9 @@ func daemonKeyActions(mode string) []string {
 }
 
 // queues is the event queue and, when configured, its DLQ.
+// queues is every region's events queue and DLQ (queue depth: status, /metrics, the alerts).
 func (e *env) queues() Strings {
-	q := Strings{e.queueARN}
-	if e.dlqARN != "" {
-		q = append(q, e.dlqARN)
-	}
-	return q
+	return append(append(Strings{}, e.queueARNs...), e.dlqARNs...)
 }
 
 func (e *env) daemon() *Document {
@@ -273,26 +361,55 @@ func (e *env) daemon() *Document {
 	}
 	d.Statement = append(d.Statement,
 		Statement{Sid: "Records", Effect: "Allow", Action: daemonTableActions, Resource: e.tableARNs},
-		Statement{Sid: "ConsumeEvents", Effect: "Allow", Action: daemonQueueActions, Resource: Strings{e.queueARN}},
+		Statement{Sid: "ConsumeEvents", Effect: "Allow", Action: daemonQueueActions, Resource: e.queueARNs},
 	)
-	if e.dlqARN != "" {
-		d.Statement = append(d.Statement, Statement{Sid: "DeadLetter", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: Strings{e.dlqARN}})
+	if len(e.dlqARNs) > 0 {
+		d.Statement = append(d.Statement, Statement{Sid: "DeadLetter", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.dlqARNs})
 	}
 	// envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
 	d.Statement = append(d.Statement, Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()})
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	// Receiving from (and dead-lettering to) an SSE-KMS queue needs its key, through SQS only.
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d
 }
 
+// previous lets a role unwrap (actions, with the context condition) and describe the keys that
+// events and records may still name: previous_keys and trusted_keys. Key ARNs go in one
+// statement; alias ARNs as key/* of their region scoped by kms:ResourceAliases.
+func (e *env) previous(actions []string) []Statement {
+	var out []Statement
+	if len(e.previousKeys) > 0 {
+		out = append(out,
+			Statement{Sid: "PreviousKeys", Effect: "Allow", Action: actions, Resource: e.previousKeys,
+				Condition: Conditions{"ForAnyValue:StringEquals": contextCondition()}},
+			Statement{Sid: "DescribePreviousKeys", Effect: "Allow", Action: Strings{"kms:DescribeKey"}, Resource: e.previousKeys})
+	}
+	regionsWithAliases := make([]string, 0, len(e.previousAliases))
+	for r := range e.previousAliases {
+		regionsWithAliases = append(regionsWithAliases, r)
+	}
+	sort.Strings(regionsWithAliases)
+	for _, r := range regionsWithAliases {
+		k := keyRef{region: r, resource: fmt.Sprintf("arn:%s:kms:%s:%s:key/*", e.partition, r, e.account)}
+		aliases := e.previousAliases[r]
+		use := keyUse("PreviousAliases"+sidRegion(r), k, actions, true)
+		use.Condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"] = aliases
+		desc := Statement{Sid: "DescribePreviousAliases" + sidRegion(r), Effect: "Allow", Action: Strings{"kms:DescribeKey"}, Resource: Strings{k.resource},
+			Condition: Conditions{"ForAnyValue:StringEquals": {"kms:ResourceAliases": aliases}}}
+		out = append(out, use, desc)
+	}
+	return out
+}
+
 func (e *env) producer() *Document {
 	d := &Document{Version: Version}
+	// Every region seals: seal falls over to the next configured region when the home region is
+	// unreachable, and sends the event to the sealing region's queue (and one more).
 	for _, k := range e.keys {
-		if k.region == e.home {
-			d.Statement = append(d.Statement, keyUse("Seal"+sidRegion(k.region), k, []string{"kms:GenerateDataKey"}, true))
-		}
+		d.Statement = append(d.Statement, keyUse("Seal"+sidRegion(k.region), k, []string{"kms:GenerateDataKey"}, true))
 	}
-	d.Statement = append(d.Statement, Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: Strings{e.queueARN}})
+	d.Statement = append(d.Statement, Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.queueARNs})
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d
 }
@@ -309,6 +426,22 @@ func (e *env) operator() *Document {
 		Statement{Sid: "ReadRecords", Effect: "Allow", Action: operatorTableActions, Resource: e.tableARNs},
 		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()},
 	)
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
+	return d
+}
+
+// rewrap is the role of `envdr rewrap`: re-make a region's wraps (ReEncrypt inside KMS, or
+// Decrypt where a wrap exists and Encrypt here) and rewrite the records; no queue.
+func (e *env) rewrap() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("Rewrap"+sidRegion(k.region), k, rewrapKeyActions, true))
+	}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+	}
+	d.Statement = append(d.Statement, Statement{Sid: "Records", Effect: "Allow", Action: rewrapTableActions, Resource: e.tableARNs})
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	return d
 }
 
@@ -330,8 +463,8 @@ func (e *env) queueKey(actions []string) []Statement {
 }
 
 // keyPolicy is the key policy of one region's key. It names no region, so an MRK's primary and
-// replicas carry the identical document (Lint checks that); the producer's statement is pinned to
-// the home region with aws:RequestedRegion instead.
+// replicas carry the identical document (Lint checks that). Producers may seal in every region
+// (seal falls over when the home region is unreachable).
 func (e *env) keyPolicy(k keyRef) *Document {
 	use := func(sid, principal string, actions []string, cond Conditions) Statement {
 		return Statement{Sid: sid, Effect: "Allow", Principal: AWS(principal), Action: actions, Resource: Strings{"*"}, Condition: cond}
@@ -363,10 +496,11 @@ func (e *env) keyPolicy(k keyRef) *Document {
 			},
 			use("DaemonWrapAndVerify", e.opts.DaemonRole, daemonKeyActions(modes), withContext(nil)),
 			use("DaemonDescribeKey", e.opts.DaemonRole, []string{"kms:DescribeKey"}, nil),
-			use("ProducerSeal", e.opts.ProducerRole, []string{"kms:GenerateDataKey"},
-				withContext(Conditions{"StringEquals": {"aws:RequestedRegion": {e.home}}})),
+			use("ProducerSeal", e.opts.ProducerRole, []string{"kms:GenerateDataKey"}, withContext(nil)),
 			use("OperatorOpen", e.opts.OperatorRole, []string{"kms:Decrypt"}, withContext(nil)),
 			use("OperatorInspectKey", e.opts.OperatorRole, operatorKeyReadActions, nil),
+			use("RewrapKeyUse", e.opts.RewrapRole, rewrapKeyActions, withContext(nil)),
+			use("RewrapDescribeKey", e.opts.RewrapRole, []string{"kms:DescribeKey"}, nil),
 		},
 	}
 }

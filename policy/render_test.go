@@ -39,7 +39,7 @@ func stmt(t *testing.T, d *Document, sid string) Statement {
 func TestRenderScopesToConfiguredARNs(t *testing.T) {
 	t.Parallel()
 	m := render(t, "testdata/envdr.yaml", Options{})
-	require.Len(t, m, 6)
+	require.Len(t, m, 7)
 	const (
 		us  = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
 		eu  = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
@@ -63,12 +63,20 @@ func TestRenderScopesToConfiguredARNs(t *testing.T) {
 		"arn:aws:dynamodb:ap-southeast-2:111122223333:table/envdr-records",
 	}, stmt(t, d, "Records").Resource)
 	require.Equal(t, Strings{"arn:aws:sqs:us-east-1:111122223333:envdr-events"}, stmt(t, d, "ConsumeEvents").Resource)
+	// The re-send before redrive reads the redrive policy and sends to the queue (issue 11).
+	require.Subset(t, stmt(t, d, "ConsumeEvents").Action, []string{"sqs:GetQueueAttributes", "sqs:SendMessage"})
+	require.Subset(t, stmt(t, d, "Records").Action, []string{"dynamodb:BatchGetItem", "dynamodb:DeleteItem"})
 	require.Equal(t, Strings{"arn:aws:sqs:us-east-1:111122223333:envdr-events-dlq"}, stmt(t, d, "DeadLetter").Resource)
 
 	p := m[ProducerPolicy]
-	require.Len(t, p.Statement, 2, "producers seal in the home region only")
+	require.Len(t, p.Statement, 4, "producers seal in every region (seal falls over), and enqueue")
 	require.Equal(t, Strings{us}, stmt(t, p, "SealUsEast1").Resource)
+	require.Equal(t, Strings{ap}, stmt(t, p, "SealApSoutheast2").Resource)
 	require.Equal(t, Strings{"kms:GenerateDataKey"}, stmt(t, p, "SealUsEast1").Action)
+
+	rw := m[RewrapPolicy]
+	require.Equal(t, Strings{us}, stmt(t, rw, "RewrapUsEast1").Resource)
+	require.Contains(t, stmt(t, rw, "Records").Action, "dynamodb:PutItem")
 
 	o := m[OperatorPolicy]
 	for _, s := range o.Statement {
@@ -89,7 +97,8 @@ func TestRenderKeyPolicies(t *testing.T) {
 	require.NotContains(t, stmt(t, us, "KeyAdministration").Action, "kms:Decrypt", "administrators cannot use the key")
 	seal := stmt(t, us, "ProducerSeal")
 	require.Equal(t, AWS("arn:aws:iam::111122223333:role/envdr-producer"), seal.Principal)
-	require.Equal(t, Strings{"us-east-1"}, seal.Condition["StringEquals"]["aws:RequestedRegion"])
+	require.Empty(t, seal.Condition["StringEquals"]["aws:RequestedRegion"], "producers seal in every region")
+	require.Equal(t, AWS("arn:aws:iam::111122223333:role/envdr-rewrap"), stmt(t, us, "RewrapKeyUse").Principal)
 	deny := stmt(t, us, "DenyOtherAccounts")
 	require.Equal(t, "Deny", deny.Effect)
 	require.Equal(t, Strings{"111122223333"}, deny.Condition["StringNotEquals"]["kms:CallerAccount"])
@@ -198,4 +207,40 @@ func TestLoadShapes(t *testing.T) {
 		_, err := Load("bad", []byte(bad))
 		require.Error(t, err, bad)
 	}
+}
+
+// previous_keys and trusted_keys still unwrap (events in flight, older wraps): the daemon,
+// operator and rewrap roles may Decrypt (and the daemon and rewrap ReEncryptFrom) and
+// DescribeKey them, with the context condition; alias ARNs are scoped by kms:ResourceAliases.
+// Without this the daemon's policy denied what strict keys accept (found by running the
+// replicate suite as envdr-daemon on the stand-in).
+func TestRenderPreviousAndTrustedKeys(t *testing.T) {
+	t.Parallel()
+	cfg, err := config.Load("testdata/envdr.yaml")
+	require.NoError(t, err)
+	old := "arn:aws:kms:us-east-1:111122223333:key/0ld0ld00-0000-0000-0000-000000000000"
+	cfg.Regions[0].PreviousKeys = []string{old}
+	cfg.TrustedKeys = []string{"arn:aws:kms:eu-west-1:111122223333:alias/archive"}
+	require.NoError(t, cfg.Validate())
+	docs, err := Render(cfg, Options{})
+	require.NoError(t, err)
+	m := map[string]*Document{}
+	for _, d := range docs {
+		m[d.Name] = d.Doc
+	}
+	for name, actions := range map[string][]string{
+		DaemonPolicy:   {"kms:Decrypt", "kms:ReEncryptFrom"},
+		OperatorPolicy: {"kms:Decrypt"},
+		RewrapPolicy:   {"kms:Decrypt", "kms:ReEncryptFrom"},
+	} {
+		s := stmt(t, m[name], "PreviousKeys")
+		require.Equal(t, Strings(actions), s.Action, name)
+		require.Equal(t, Strings{old}, s.Resource, name)
+		require.Equal(t, Strings{ContextKey}, s.Condition["ForAnyValue:StringEquals"]["kms:EncryptionContextKeys"])
+		require.Equal(t, Strings{old}, stmt(t, m[name], "DescribePreviousKeys").Resource)
+		a := stmt(t, m[name], "PreviousAliasesEuWest1")
+		require.Equal(t, Strings{"arn:aws:kms:eu-west-1:111122223333:key/*"}, a.Resource)
+		require.Equal(t, Strings{"alias/archive"}, a.Condition["ForAnyValue:StringEquals"]["kms:ResourceAliases"])
+	}
+	require.Empty(t, Lint(docs), "render's documents lint clean")
 }

@@ -112,6 +112,7 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 	wg.Wait()
 	doctorReplicas(cfg, facts, add)
 	doctorPolicies(cfg, facts, opts.Admins, add)
+	doctorPermissions(ctx, cfg, facts, add)
 	for _, rc := range cfg.Regions {
 		q, dlq := cfg.Queues(rc.Name)
 		if r, err := topo.Region(rc.Name); err == nil && (q != "" || rc.Name == cfg.HomeRegion) {
@@ -123,7 +124,7 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 	for i, n := range cfg.RegionNames() {
 		order[n] = i
 	}
-	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckPrimary: 3, CheckReplica: 4, CheckPolicy: 5, CheckTable: 6, CheckQueue: 7, CheckDLQ: 8}
+	checkOrder := map[string]int{CheckReachable: 0, CheckKey: 1, CheckRotation: 2, CheckPrimary: 3, CheckReplica: 4, CheckPolicy: 5, CheckTable: 6, CheckQueue: 7, CheckDLQ: 8, CheckDaemonPermissions: 9}
 	sort.SliceStable(checks, func(i, j int) bool {
 		a, b := checks[i], checks[j]
 		if order[a.Region] != order[b.Region] {

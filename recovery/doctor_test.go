@@ -76,13 +76,15 @@ func TestDoctor(t *testing.T) {
 	require.NotEmpty(t, find(rep, recovery.CheckQueue, "us-east-1"))
 	require.NotEmpty(t, find(rep, recovery.CheckDLQ, "us-east-1"))
 
-	// Break it four ways.
+	// Break it four ways. (The broken key policy keeps the account root's statement: the stand-in
+	// evaluates key policies, and without it the doctor itself could no longer read the key.)
 	_, err = kc("eu-west-1").DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(f.env.Keys["eu-west-1"].MRK)})
 	require.NoError(t, err)
 	_, err = kc("us-east-1").DisableKeyRotation(ctx, &kms.DisableKeyRotationInput{KeyId: aws.String(primary)})
 	require.NoError(t, err)
 	_, err = kc("ap-southeast-2").PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: aws.String(f.env.Keys["ap-southeast-2"].MRK),
 		PolicyName: aws.String("default"), Policy: aws.String(`{"Version":"2012-10-17","Id":"envdr-open","Statement":[
+		{"Sid":"Admin","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"},
 		{"Sid":"Open","Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}`)})
 	require.NoError(t, err)
 	// A fourth region configured in mrk mode whose replica was never made.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -36,7 +35,7 @@ func TestDrillReportEvidence(t *testing.T) {
 	require.Equal(t, host, rep.Host)
 	require.Empty(t, rep.Caller.Error)
 	require.Equal(t, "111122223333", rep.Caller.Account)
-	require.Equal(t, "arn:aws:iam::111122223333:"+localaws.StandInCaller, rep.Caller.ARN)
+	require.Equal(t, "arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local", rep.Caller.ARN)
 	require.Equal(t, "us-east-1", rep.Caller.Region)
 	require.Equal(t, int64(len(replicated)+len(pending)), rep.Records)
 	require.Equal(t, int64(len(pending)), rep.RecoveryPoint.NotReplicated)
@@ -72,7 +71,7 @@ func TestDrillReportEvidence(t *testing.T) {
 		b, err := os.ReadFile(p)
 		require.NoError(t, err)
 		require.Contains(t, string(b), rep.SHA256, p)
-		require.Contains(t, string(b), "arn:aws:iam::111122223333:"+localaws.StandInCaller, p)
+		require.Contains(t, string(b), "arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local", p)
 		require.Contains(t, string(b), "v1.2.3-test", p)
 	}
 	got, err := recovery.VerifyDrillReport(js)

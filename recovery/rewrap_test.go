@@ -6,9 +6,11 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
@@ -137,6 +139,11 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	require.NoError(t, err)
 	out, err := home.KMS().ReplicateKey(ctx, &kms.ReplicateKeyInput{KeyId: aws.String(f.env.Keys["us-east-1"].MRK), ReplicaRegion: aws.String(west)})
 	require.NoError(t, err)
+	// The new replica is Creating for a moment, as on AWS.
+	require.Eventually(t, func() bool {
+		d, err := kms.NewFromConfig(f.env.AWSConfig(west)).DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: out.ReplicaKeyMetadata.Arn})
+		return err == nil && d.KeyMetadata.KeyState == kmstypes.KeyStateEnabled
+	}, 10*time.Second, 20*time.Millisecond)
 	cfg4 := *f.cfg
 	cfg4.Regions = append(append([]config.Region(nil), f.cfg.Regions...), config.Region{
 		Name: west, Key: aws.ToString(out.ReplicaKeyMetadata.Arn), Mode: config.ModeMRK, KMSRate: 1000,

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -168,4 +169,59 @@ func WithoutUnavailable(err error) error {
 		}
 	}
 	return errors.Join(keep...)
+}
+
+// AccessDenied is an AWS authorization failure, as KMS (AccessDeniedException), SQS
+// (AccessDenied) and DynamoDB (AccessDeniedException) word it: "User: PRINCIPAL is not
+// authorized to perform: ACTION on resource: RESOURCE because ...".
+type AccessDenied struct {
+	Principal, Action, Resource, Why string
+}
+
+var accessDeniedRE = regexp.MustCompile(`User: (\S+) is not authorized to perform: (\S+) on resource: (\S+?)(?:\s+(because .*|with an explicit deny.*))?$`)
+
+// FindAccessDenied finds an AWS access denial in err's chain.
+func FindAccessDenied(err error) (*AccessDenied, bool) {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return nil, false
+	}
+	switch ae.ErrorCode() {
+	case "AccessDeniedException", "AccessDenied":
+	default:
+		return nil, false
+	}
+	m := accessDeniedRE.FindStringSubmatch(strings.TrimSpace(ae.ErrorMessage()))
+	if m == nil {
+		return &AccessDenied{Why: ae.ErrorMessage()}, true
+	}
+	return &AccessDenied{Principal: m[1], Action: m[2], Resource: m[3], Why: m[4]}, true
+}
+
+// Role is the role name of an assumed-role or role principal ARN, or the ARN itself.
+func (a *AccessDenied) Role() string {
+	if _, rest, ok := strings.Cut(a.Principal, ":assumed-role/"); ok {
+		name, _, _ := strings.Cut(rest, "/")
+		return name
+	}
+	if _, name, ok := strings.Cut(a.Principal, ":role/"); ok {
+		return name
+	}
+	return a.Principal
+}
+
+// Fix says how to change the policies so the call is allowed.
+func (a *AccessDenied) Fix() string {
+	if a.Action == "" {
+		return "check the caller's IAM policy and, for KMS, the key policy (envdr policy render writes both; docs/POLICY.md)"
+	}
+	if strings.Contains(a.Why, "explicit deny") {
+		return fmt.Sprintf("a Deny statement matches %s on %s for role %s: narrow or remove it (envdr policy lint shows the documents)", a.Action, a.Resource, a.Role())
+	}
+	where := "its IAM policy"
+	if strings.HasPrefix(a.Action, "kms:") {
+		where = "its IAM policy (with the key policy delegating to the account) or the key policy"
+	}
+	return fmt.Sprintf("allow %s on %s to role %s in %s; envdr policy render generates what each envdr command needs (docs/POLICY.md), and the local stand-in tries a change first: PUT /iam/roles/%s/policy (docs/LOCAL.md)",
+		a.Action, a.Resource, a.Role(), where, a.Role())
 }

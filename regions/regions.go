@@ -15,6 +15,7 @@ import (
 	"io"
 	mathrand "math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -180,15 +181,29 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 	return t, nil
 }
 
-// AWSConfig returns the SDK config for one region: the region's endpoint overrides, the stand-in's
-// fixed credentials when cfg.Local is set (without reading the shared AWS config files, so a stray
-// AWS_CA_BUNDLE or profile cannot break local runs), else the standard credential chain. SDK
-// retries are off: Region.do retries with its own limiter and backoff.
+// AWSConfig returns the SDK config for one region: the region's endpoint overrides, and the
+// standard credential chain (environment, shared credentials file and profile, ECS task role,
+// IRSA), exactly as on AWS. With the stand-in's config (cfg.Local set) and no credentials chosen
+// in the environment (neither AWS_PROFILE nor AWS_ACCESS_KEY_ID), the config's own credentials
+// are used instead, without reading the shared AWS config files: the stand-in's admin identity,
+// so local commands work with no setup. `AWS_SHARED_CREDENTIALS_FILE=local/credentials
+// AWS_PROFILE=envdr-daemon` runs as the daemon role. SDK retries are off: Region.do retries with
+// its own limiter and backoff.
 func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws.HTTPClient) (aws.Config, error) {
 	if cfg.Local != nil {
+		var creds aws.CredentialsProvider = credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, "")
+		if CredentialsChosen() {
+			// Only the credentials come from the chain: the stand-in needs no CA bundle, and a
+			// caller's own HTTP client (drill's guard) cannot take AWS_CA_BUNDLE anyway.
+			ac, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(rc.Name))
+			if err != nil {
+				return aws.Config{}, fmt.Errorf("AWS credentials and config: %w", err)
+			}
+			creds = ac.Credentials
+		}
 		return aws.Config{
 			Region:      rc.Name,
-			Credentials: credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, ""),
+			Credentials: creds,
 			HTTPClient:  hc,
 			Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
 		}, nil
@@ -199,6 +214,12 @@ func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws
 		return aws.Config{}, fmt.Errorf("AWS credentials and config: %w", err)
 	}
 	return ac, nil
+}
+
+// CredentialsChosen reports whether the environment selects AWS credentials (a profile or keys),
+// which then take precedence over a stand-in config's own.
+func CredentialsChosen() bool {
+	return os.Getenv("AWS_PROFILE") != "" || os.Getenv("AWS_ACCESS_KEY_ID") != ""
 }
 
 // Names lists the regions with clients, in config order.

@@ -21,23 +21,23 @@ import (
 // deploy/monitoring/ name only metrics defined here (and the drill's, DrillMetrics); a test in
 // test/deploycheck checks every one of them.
 type Metrics struct {
-	Registry   *prometheus.Registry
-	Events     *prometheus.CounterVec   // outcome, reason
-	Wrap       *prometheus.HistogramVec // region
-	Verify     *prometheus.HistogramVec // region
+	Registry *prometheus.Registry
+	Events   *prometheus.CounterVec   // outcome, reason
+	Wrap     *prometheus.HistogramVec // region
+	Verify   *prometheus.HistogramVec // region
 	// ReplicaWait is how long a verification waited for the region's own replica to hold the
 	// wrap written elsewhere: the global table's replication lag as the daemon sees it.
 	ReplicaWait *prometheus.HistogramVec // region
-	KMSCalls   *prometheus.CounterVec   // region, op, result
-	KMSLatency *prometheus.HistogramVec // region, op
-	Throttles  *prometheus.CounterVec   // region, op
-	InFlight   prometheus.Gauge
-	OldestAge  prometheus.Gauge
-	Healthy    *prometheus.GaugeVec // region
-	Requeued   prometheus.Counter
-	DLQ        *prometheus.CounterVec // reason
-	RecordCASs *prometheus.CounterVec // result: ok, conflict
-	BuildInfo  *prometheus.GaugeVec   // version, commit, goversion: always 1
+	KMSCalls    *prometheus.CounterVec   // region, op, result
+	KMSLatency  *prometheus.HistogramVec // region, op
+	Throttles   *prometheus.CounterVec   // region, op
+	InFlight    prometheus.Gauge
+	OldestAge   prometheus.Gauge
+	Healthy     *prometheus.GaugeVec // region
+	Requeued    prometheus.Counter
+	DLQ         *prometheus.CounterVec // reason
+	RecordCASs  *prometheus.CounterVec // result: ok, conflict
+	BuildInfo   *prometheus.GaugeVec   // version, commit, goversion: always 1
 }
 
 // KMSOps are the KMS operations the daemon sends, pre-created per region so rate() and the

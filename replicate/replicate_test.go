@@ -26,6 +26,7 @@ import (
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -58,6 +59,7 @@ func setup(t *testing.T, modes map[string]string) *bundle {
 	cfg.Worker.Visibility = 6 * time.Second
 	cfg.Worker.Concurrency = 8
 	require.NoError(t, cfg.Validate())
+	require.NoError(t, localaws.LoadRenderedPolicies(env.IAM, &cfg)) // the roles' policies for these keys
 	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
 	require.NoError(t, err)
 	core, logs := observer.New(zap.DebugLevel)
@@ -143,7 +145,7 @@ func (b *bundle) daemon(t *testing.T) *replicate.Daemon { t.Helper(); return b.d
 // daemonIn starts the daemon of region ("": the home region).
 func (b *bundle) daemonIn(t *testing.T, region string) *replicate.Daemon {
 	t.Helper()
-	d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{
+	d, err := replicate.NewDaemon(context.Background(), b.asDaemon(t), b.log, replicate.DaemonOptions{
 		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second, Region: region,
 		Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
 	})
@@ -439,7 +441,7 @@ func TestStopMidBatchLosesNothing(t *testing.T) {
 	for _, r := range b.env.Regions {
 		b.env.SetRateLimit(r, 40) // slow enough that work is in flight when we stop
 	}
-	d, err := replicate.NewDaemon(context.Background(), b.cfg, b.log, replicate.DaemonOptions{WaitTime: time.Second, RetryBase: time.Second})
+	d, err := replicate.NewDaemon(context.Background(), b.asDaemon(t), b.log, replicate.DaemonOptions{WaitTime: time.Second, RetryBase: time.Second})
 	require.NoError(t, err)
 	require.NoError(t, d.Start(context.Background()))
 	time.Sleep(700 * time.Millisecond)
@@ -553,6 +555,9 @@ func TestPreviousKeysAccepted(t *testing.T) {
 	b.send(t, body)
 	b.cfg.Regions[0].PreviousKeys = []string{old}
 	require.NoError(t, b.cfg.Validate())
+	// The roles' policies for the changed config, as an operator re-applies them: the
+	// daemon may unwrap with the previous key.
+	require.NoError(t, localaws.LoadRenderedPolicies(b.env.IAM, b.cfg))
 	d := b.daemon(t)
 	b.waitDrained(t, d, 60*time.Second)
 	require.Empty(t, b.dlq(t))
@@ -577,6 +582,12 @@ func TestAliasRepointedKeepsEvents(t *testing.T) {
 	require.NoError(t, b.cfg.Validate())
 
 	bodyA, idA := b.sealEventUnder(t, aliasARN)
+	// Found running this suite as envdr-daemon (issue 11): under envdr policy render's
+	// policies for an alias config (key/* scoped by kms:ResourceAliases), the repointed alias
+	// no longer covers key A, so IAM denies the in-flight event A's unwrap; on AWS it needs
+	// key A in previous_keys (rendered as PreviousKeys). This test checks envdr's own key
+	// trust, so its daemon role is given every right.
+	require.NoError(t, b.env.IAM.SetPolicy(iam.RoleDaemon, iam.AdminPolicy()))
 	d := b.daemon(t) // resolves the alias to key A
 	nk, err := kc.CreateKey(ctx, &kms.CreateKeyInput{})
 	require.NoError(t, err)

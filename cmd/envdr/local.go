@@ -17,6 +17,7 @@ import (
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/kms"
 )
 
@@ -90,14 +91,15 @@ func newLocalServeCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			svc, err := kms.NewService(kms.Options{Dir: filepath.Join(dir, "kms"), Regions: localaws.DefaultRegions})
+			authz := iam.New()
+			svc, err := kms.NewService(kms.Options{Dir: filepath.Join(dir, "kms"), Regions: localaws.DefaultRegions, Authorizer: authz})
 			if err != nil {
 				return err
 			}
 			defer svc.Close()
 			return localaws.Serve(ctx, localaws.ServeOptions{
 				Dir: dir, Tools: tools, BasePort: basePort, Regions: localaws.DefaultRegions,
-				KMS: svc.Handler, KMSHooks: svc, PersistDynamoDB: persistDDB, Lag: lagOption(lag),
+				KMS: svc.Handler, KMSHooks: svc, IAM: authz, PersistDynamoDB: persistDDB, Lag: lagOption(lag),
 				Log: cmd.ErrOrStderr(),
 			})
 		},

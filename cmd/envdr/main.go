@@ -247,5 +247,10 @@ func printError(w io.Writer, err error) {
 		}
 		return
 	}
-	fmt.Fprintf(w, "envdr: error: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	if ad, ok := regions.FindAccessDenied(err); ok {
+		// An AWS access denial: the message names principal, action and resource; say the fix.
+		msg += "; fix: " + ad.Fix()
+	}
+	fmt.Fprintf(w, "envdr: error: %s\n", msg)
 }

@@ -34,7 +34,7 @@ func TestPolicyRenderStdoutAndLintClean(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	var m map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal([]byte(out), &m))
-	require.Len(t, m, 6)
+	require.Len(t, m, 7)
 	require.Contains(t, m, "iam-daemon.json")
 	require.Contains(t, m, "kms-key-policy.eu-west-1.json")
 
@@ -42,7 +42,7 @@ func TestPolicyRenderStdoutAndLintClean(t *testing.T) {
 	require.NoError(t, os.WriteFile(f, []byte(out), 0o644))
 	out, code = runPolicy(t, "policy", "lint", f)
 	require.Equal(t, exitOK, code, out)
-	require.Contains(t, out, "6 policy documents, no findings")
+	require.Contains(t, out, "7 policy documents, no findings")
 }
 
 func TestPolicyRenderOutDir(t *testing.T) {
@@ -52,7 +52,7 @@ func TestPolicyRenderOutDir(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	require.NoError(t, err)
-	require.Len(t, files, 6)
+	require.Len(t, files, 7)
 	out, code = runPolicy(t, "policy", "lint", "--json", dir)
 	require.Equal(t, exitOK, code, out)
 	var res struct {
@@ -60,7 +60,7 @@ func TestPolicyRenderOutDir(t *testing.T) {
 		Findings  []json.RawMessage `json:"findings"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &res))
-	require.Len(t, res.Documents, 6)
+	require.Len(t, res.Documents, 7)
 	require.NotNil(t, res.Findings)
 	require.Empty(t, res.Findings)
 }

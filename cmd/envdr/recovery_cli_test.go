@@ -115,7 +115,7 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "digest OK")
 	require.Contains(t, out, "drill lose eu-west-1 PASSED")
-	require.Contains(t, out, "caller arn:aws:iam::111122223333:user/envdr-local")
+	require.Contains(t, out, "caller arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local")
 	js, err := os.ReadFile(report)
 	require.NoError(t, err)
 	edited := bytes.Replace(js, []byte(`"recoverable": 8,`), []byte(`"recoverable": 9,`), 1)

@@ -43,6 +43,10 @@ func TestScripts(t *testing.T) {
 		Dir: "testdata/script",
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("ENVDR_CONFIG", cfgPath)
+			// The stand-in's profiles: a script picks a role with `env AWS_PROFILE=envdr-...`;
+			// without one, the config's admin credentials are used.
+			e.Setenv("AWS_SHARED_CREDENTIALS_FILE", env.CredentialsPath)
+			e.Setenv("AWS_CONFIG_FILE", filepath.Join(e.WorkDir, "no-aws-config"))
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

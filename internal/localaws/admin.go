@@ -12,12 +12,16 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/envdr/envdr/internal/localaws/iam"
 )
 
 // KMSHooks are the test hooks of the KMS stand-in the admin endpoint exposes
 // (kms.Service implements them).
 type KMSHooks interface {
 	SetRateLimit(region string, rps float64)
+	// SetClassRateLimit limits one quota class, "cryptographic" or "management".
+	SetClassRateLimit(region, class string, rps float64)
 	Counters() map[string]map[string]int64
 	ResetCounters()
 }
@@ -31,7 +35,8 @@ type KMSHooks interface {
 //	POST /regions/{region}/up             restore it on the same ports
 //	GET  /kms/counters                    {region: {operation: calls}}
 //	POST /kms/counters/reset              zero the counters
-//	PUT  /kms/ratelimit/{region}?rps=N    ThrottlingException past N requests/s in the region
+//	PUT  /kms/ratelimit/{region}?rps=N[&class=cryptographic|management]
+//	                                      ThrottlingException past N requests/s in the region, per quota class
 //	DELETE /kms/ratelimit/{region}        no rate limit
 //	GET  /replication                     global tables: per direction lag, latency, conflicts
 //	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
@@ -42,9 +47,15 @@ type KMSHooks interface {
 //	                                      (or the same as a JSON body)
 //	DELETE /faults/{region}[?service=S]   clear the region's faults (or one service's)
 //	DELETE /faults                        clear every fault
+//	GET  /iam/roles                       the roles: name, ARN, access key (no secrets)
+//	GET  /iam/roles/{role}/policy         the role's identity policies (a JSON array)
+//	PUT  /iam/roles/{role}/policy         replace them (a document or an array; [] for none)
+//	POST /iam/simulate                    {"role","region","action","resource","context"}: allowed?
 type Admin struct {
 	Stack *Stack
 	KMS   KMSHooks
+	// IAM, when set, adds /iam/roles, /iam/roles/{role}/policy and /iam/simulate.
+	IAM   *iam.IAM
 	ready atomic.Bool
 }
 
@@ -62,6 +73,9 @@ func (a *Admin) Handler() http.Handler {
 		}
 		writeJSON(w, map[string]bool{"ready": true})
 	})
+	if a.IAM != nil {
+		a.IAM.Register(mux)
+	}
 	mux.HandleFunc("GET /regions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Status()) })
 	mux.HandleFunc("POST /regions/{region}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		region := r.PathValue("region")
@@ -101,7 +115,15 @@ func (a *Admin) Handler() http.Handler {
 			http.Error(w, "rps must be a number >= 0 (0 removes the limit)", http.StatusBadRequest)
 			return
 		}
-		a.KMS.SetRateLimit(region, rps)
+		switch class := r.URL.Query().Get("class"); class {
+		case "":
+			a.KMS.SetRateLimit(region, rps)
+		case "cryptographic", "management":
+			a.KMS.SetClassRateLimit(region, class, rps)
+		default:
+			http.Error(w, "class must be cryptographic or management (or absent: both)", http.StatusBadRequest)
+			return
+		}
 		writeJSON(w, map[string]any{"region": region, "rps": rps})
 	})
 	mux.HandleFunc("DELETE /kms/ratelimit/{region}", func(w http.ResponseWriter, r *http.Request) {

@@ -131,6 +131,10 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 		if err := ensureEnabled(ctx, kc[r], replica); err != nil {
 			return nil, fmt.Errorf("provision %s: %w", r, err)
 		}
+		// A new replica is Creating for a while, as on AWS: wait until it can be used.
+		if err := waitEnabled(ctx, kc[r], aws.ToString(replica.Arn)); err != nil {
+			return nil, fmt.Errorf("provision %s: %w", r, err)
+		}
 		if err := ensureAlias(ctx, kc[r], o.AliasMRK, aws.ToString(replica.KeyId)); err != nil {
 			return nil, fmt.Errorf("provision %s: %w", r, err)
 		}
@@ -238,6 +242,24 @@ func ensureEnabled(ctx context.Context, c *kms.Client, md *kmstypes.KeyMetadata)
 		return fmt.Errorf("EnableKey %s (was %s): %w", aws.ToString(md.Arn), md.KeyState, err)
 	}
 	return nil
+}
+
+// waitEnabled polls DescribeKey until the key is Enabled (a replica leaves Creating).
+func waitEnabled(ctx context.Context, c *kms.Client, arn string) error {
+	for {
+		md, err := describe(ctx, c, arn)
+		if err != nil {
+			return fmt.Errorf("DescribeKey %s: %w", arn, err)
+		}
+		if md != nil && md.KeyState != kmstypes.KeyStateCreating {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("key %s still Creating: %w", arn, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func ensureAlias(ctx context.Context, c *kms.Client, alias, keyID string) error {

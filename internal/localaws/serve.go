@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 )
 
 // DefaultBasePort is the first of the stand-in's fixed ports (see Ports), chosen so that
@@ -53,6 +54,10 @@ type ServeOptions struct {
 	// KMS is the KMS stand-in: its per-region handlers and its test hooks.
 	KMS      func(region string) http.Handler
 	KMSHooks KMSHooks
+	// IAM is the identities and policies (the KMS service should use it as its Authorizer);
+	// nil: a fresh iam.New(). Serve writes Dir/credentials and attaches the policies `envdr
+	// policy render` generates for the written config.
+	IAM *iam.IAM
 	// PersistDynamoDB keeps DynamoDB Local's data in Dir/dynamodb instead of memory.
 	PersistDynamoDB bool
 	// Lag is the global tables' replication lag: 0 means DefaultReplicationLag, negative none.
@@ -163,7 +168,14 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 	}
 	logf("backends up in %s (fauxqs %s, DynamoDB Local %s)", time.Since(start).Round(time.Millisecond), backends.SQS, backends.DynamoDB)
 
-	stack, err := NewStack(StackOptions{Regions: o.Regions, KMS: o.KMS, Backends: backends, Ports: ports.Regions})
+	if o.IAM == nil {
+		o.IAM = iam.New()
+	}
+	credPath := filepath.Join(o.Dir, CredentialsFile)
+	if err := o.IAM.WriteCredentials(credPath); err != nil {
+		return err
+	}
+	stack, err := NewStack(StackOptions{Regions: o.Regions, KMS: o.KMS, Backends: backends, Ports: ports.Regions, IAM: o.IAM})
 	if err != nil {
 		return err
 	}
@@ -173,7 +185,7 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 			return err
 		}
 	}
-	admin := &Admin{Stack: stack, KMS: o.KMSHooks}
+	admin := &Admin{Stack: stack, KMS: o.KMSHooks, IAM: o.IAM}
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports.Admin))
 	if err != nil {
 		return fmt.Errorf("admin endpoint: %w", err)
@@ -200,6 +212,9 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := LoadRenderedPolicies(o.IAM, prov.Config); err != nil {
+		return err
+	}
 	if err := WriteConfig(cfgPath, prov.Config); err != nil {
 		return err
 	}
@@ -207,7 +222,7 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		return fmt.Errorf("the written config does not load: %w", err)
 	}
 	admin.SetReady()
-	logf("ready in %s: %s (admin %s)", time.Since(start).Round(time.Millisecond), cfgPath, backends.Admin)
+	logf("ready in %s: %s (admin %s; profiles in %s)", time.Since(start).Round(time.Millisecond), cfgPath, backends.Admin, credPath)
 	for _, r := range o.Regions {
 		ep, _ := stack.Endpoints(r)
 		logf("  %-15s kms %s  sqs %s  dynamodb %s  mrk %s  independent %s", r, ep.KMS, ep.SQS, ep.DynamoDB, prov.Keys[r].MRK, prov.Keys[r].Independent)

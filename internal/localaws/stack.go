@@ -21,22 +21,22 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 )
 
 // Defaults of the stand-in.
 const (
 	// HomeRegion holds the multi-Region primary key and the queue.
 	HomeRegion = "us-east-1"
-	// AccessKey and SecretKey are the fixed fake credentials written into local/envdr.yaml.
-	// Nothing checks them (no IAM); they only have to be well-formed for SigV4 signing.
-	AccessKey = "AKIAENVDRLOCAL000000"
-	SecretKey = "envdr-local-secret-not-a-secret"
+	// AccessKey and SecretKey are the envdr-admin identity's fixed credentials, written into
+	// local/envdr.yaml: callers that choose no profile act as the admin (Allow * on *).
+	AccessKey = iam.AdminAccessKey
+	SecretKey = iam.AdminSecretKey
 )
 
 // DefaultRegions are the three regions of the stand-in; the first is the home region.
@@ -74,9 +74,10 @@ type StackOptions struct {
 	Backends Backends
 	// Ports per region; missing regions or zero ports get ephemeral ports.
 	Ports map[string]RegionPorts
-	// Account is the account STS GetCallerIdentity reports (default: the KMS stand-in's,
-	// 111122223333).
-	Account string
+	// IAM verifies every request's signature and holds the identity policies the SQS and
+	// DynamoDB endpoints evaluate (the KMS handler evaluates its own, with the key policies).
+	// Nil: a fresh iam.New(), where only the admin may do anything.
+	IAM *iam.IAM
 }
 
 // Stack is the set of per-region endpoints. Down/Up cut and restore one region.
@@ -86,6 +87,7 @@ type Stack struct {
 	tr      *http.Transport
 	global  *GlobalTables
 	faults  *faultTable // gray failures per region and service; kept across Down/Up
+	iam     *iam.IAM
 }
 
 // NewStack listens on every region's endpoints (127.0.0.1 only).
@@ -114,20 +116,24 @@ func NewStack(opts StackOptions) (*Stack, error) {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr, faults: newFaultTable()}
+	m := opts.IAM
+	if m == nil {
+		m = iam.New()
+	}
+	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr, iam: m, faults: newFaultTable()}
 	s.global = NewGlobalTables(ddbURL, regions, s.IsUp, tr)
 	sqsProxy := newProxy(sqsURL, tr)
-	// Faults wrap outside the region guard: a blackholed or slow endpoint is slow for every
+	// Faults wrap outside authentication: a blackholed or slow endpoint is slow for every
 	// request, however it is signed.
-	wrap := func(r, svc string, h http.Handler, also ...scopedHandler) http.Handler {
-		return s.faults.middleware(r, svc, regionGuard(r, svc, h, also...))
-	}
 	for _, r := range regions {
 		p := opts.Ports[r]
 		s.eps[r] = map[string]*endpoint{
-			ServiceKMS:      {region: r, service: ServiceKMS, port: p.KMS, hold: -1, handler: wrap(r, ServiceKMS, opts.KMS(r), stsService(opts.Account))},
-			ServiceSQS:      {region: r, service: ServiceSQS, port: p.SQS, hold: -1, handler: wrap(r, ServiceSQS, regionalQueues(r, sqsProxy))},
-			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1, handler: wrap(r, ServiceDynamoDB, s.global.Handler(r))},
+			ServiceKMS: {region: r, service: ServiceKMS, port: p.KMS, hold: -1,
+				handler: s.faults.middleware(r, ServiceKMS, kmsWithSTS(m, r, opts.KMS(r)))},
+			ServiceSQS: {region: r, service: ServiceSQS, port: p.SQS, hold: -1,
+				handler: s.faults.middleware(r, ServiceSQS, m.Authenticate(r, ServiceSQS, sqsAuthError, regionalQueues(r, authorizeSQS(m, r, sqsProxy))))},
+			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1,
+				handler: s.faults.middleware(r, ServiceDynamoDB, m.Authenticate(r, ServiceDynamoDB, ddbAuthError, authorizeDynamoDB(m, r, s.global.Handler(r))))},
 		}
 	}
 	for _, r := range regions {
@@ -194,6 +200,9 @@ func (s *Stack) IsUp(region string) bool {
 	}
 	return m[ServiceKMS].isUp()
 }
+
+// IAM is the identities and identity policies every endpoint authenticates and authorizes with.
+func (s *Stack) IAM() *iam.IAM { return s.iam }
 
 // GlobalTables is the replication between the regions' DynamoDB replicas (lag, counters).
 func (s *Stack) GlobalTables() *GlobalTables { return s.global }
@@ -387,47 +396,6 @@ func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
 				"envdr local stand-in: backend unreachable: "+err.Error())
 		},
 	}
-}
-
-// regionGuard refuses requests signed for another region or service, as AWS does: a client
-// for us-east-1 pointed at eu-west-1's endpoint fails instead of silently working.
-func regionGuard(region, service string, next http.Handler, also ...scopedHandler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sr, ss, ok := credentialScope(r.Header.Get("Authorization"))
-		if !ok {
-			writeAWSError(w, http.StatusForbidden, "MissingAuthenticationTokenException",
-				"Request is missing Authentication Token (AWS SigV4 signature)")
-			return
-		}
-		for _, a := range also {
-			if sr == region && ss == a.service {
-				a.handler.ServeHTTP(w, r)
-				return
-			}
-		}
-		if sr != region || ss != service {
-			writeAWSError(w, http.StatusForbidden, "InvalidSignatureException", fmt.Sprintf(
-				"Credential should be scoped to a valid region and service: this endpoint is %s %s, the request is signed for %s %s",
-				region, service, sr, ss))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// credentialScope extracts region and service from
-// "AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/kms/aws4_request, SignedHeaders=...".
-func credentialScope(auth string) (region, service string, ok bool) {
-	_, rest, found := strings.Cut(auth, "Credential=")
-	if !found {
-		return "", "", false
-	}
-	cred, _, _ := strings.Cut(rest, ",")
-	p := strings.Split(strings.TrimSpace(cred), "/")
-	if len(p) != 5 || p[4] != "aws4_request" {
-		return "", "", false
-	}
-	return p[2], p[3], true
 }
 
 // writeAWSError answers in the AWS JSON protocol's error shape, which every SDK client we use

@@ -1,6 +1,9 @@
 package localaws
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/stretchr/testify/require"
 )
 
@@ -35,12 +40,24 @@ func fakeStack(t *testing.T) *Stack {
 	return s
 }
 
+// signedPost posts "{}" signed by the SDK's SigV4 signer as the admin for region and service
+// (unsigned when region is empty).
 func signedPost(t *testing.T, c *http.Client, url, region, service string) (*http.Response, string, error) {
+	return signedPostAs(t, c, url, region, service, AccessKey, SecretKey)
+}
+
+func signedPostAs(t *testing.T, c *http.Client, url, region, service, ak, sk string) (*http.Response, string, error) {
+	return signedPostAt(t, c, url, region, service, ak, sk, time.Now())
+}
+
+func signedPostAt(t *testing.T, c *http.Client, url, region, service, ak, sk string, at time.Time) (*http.Response, string, error) {
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader("{}"))
 	require.NoError(t, err)
+	req.Header.Set("X-Amz-Target", "AmazonSQS.ListQueues")
 	if region != "" {
-		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/20261123/"+region+"/"+service+
-			"/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+		sum := sha256.Sum256([]byte("{}"))
+		require.NoError(t, v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk},
+			req, hex.EncodeToString(sum[:]), service, region, at))
 	}
 	resp, err := c.Do(req)
 	if err != nil {
@@ -50,24 +67,6 @@ func signedPost(t *testing.T, c *http.Client, url, region, service string) (*htt
 	b, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp, string(b), nil
-}
-
-func TestCredentialScope(t *testing.T) {
-	for _, tc := range []struct {
-		auth, region, service string
-		ok                    bool
-	}{
-		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/eu-west-1/kms/aws4_request, SignedHeaders=host, Signature=ab", "eu-west-1", "kms", true},
-		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/sqs/aws4_request,SignedHeaders=host", "us-east-1", "sqs", true},
-		{"", "", "", false},
-		{"Bearer x", "", "", false},
-		{"AWS4-HMAC-SHA256 Credential=AKID/20261123/us-east-1/sqs, SignedHeaders=host", "", "", false},
-	} {
-		r, s, ok := credentialScope(tc.auth)
-		require.Equal(t, tc.ok, ok, tc.auth)
-		require.Equal(t, tc.region, r, tc.auth)
-		require.Equal(t, tc.service, s, tc.auth)
-	}
 }
 
 func TestStackRoutesAndGuardsRegions(t *testing.T) {
@@ -84,19 +83,49 @@ func TestStackRoutesAndGuardsRegions(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "sqs "+strings.TrimPrefix(ep.SQS, "http://"), body)
 
-	for _, tc := range []struct{ region, service, code string }{
-		{"us-east-1", "dynamodb", "InvalidSignatureException"},
-		{"eu-west-1", "kms", "InvalidSignatureException"}, // right region, wrong service
-		{"", "", "MissingAuthenticationTokenException"},
+	// Each service's code and HTTP status for requests signed wrongly: KMS and DynamoDB answer
+	// 400, SQS 403 (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/CommonErrors.html).
+	for _, tc := range []struct {
+		url, region, service, ak, sk, code string
+		status                             int
+	}{
+		{ep.DynamoDB, "us-east-1", "dynamodb", AccessKey, SecretKey, "InvalidSignatureException", 400},
+		{ep.DynamoDB, "eu-west-1", "kms", AccessKey, SecretKey, "InvalidSignatureException", 400}, // right region, wrong service
+		{ep.DynamoDB, "", "", AccessKey, SecretKey, "MissingAuthenticationTokenException", 400},
+		{ep.DynamoDB, "eu-west-1", "dynamodb", "AKIAUNKNOWN000000000", SecretKey, "UnrecognizedClientException", 400},
+		{ep.DynamoDB, "eu-west-1", "dynamodb", AccessKey, "wrong-secret", "InvalidSignatureException", 400},
+		{ep.KMS, "eu-west-1", "kms", "AKIAUNKNOWN000000000", SecretKey, "UnrecognizedClientException", 400},
+		{ep.KMS, "eu-west-1", "kms", AccessKey, "wrong-secret", "InvalidSignatureException", 400},
+		{ep.KMS, "us-east-1", "kms", AccessKey, SecretKey, "InvalidSignatureException", 400},
+		{ep.SQS, "eu-west-1", "sqs", "AKIAUNKNOWN000000000", SecretKey, "InvalidClientTokenId", 403},
+		{ep.SQS, "eu-west-1", "sqs", AccessKey, "wrong-secret", "SignatureDoesNotMatch", 403},
+		{ep.SQS, "us-east-1", "sqs", AccessKey, SecretKey, "SignatureDoesNotMatch", 403},
 	} {
-		resp, body, err := signedPost(t, c, ep.DynamoDB, tc.region, tc.service)
+		resp, body, err := signedPostAs(t, c, tc.url, tc.region, tc.service, tc.ak, tc.sk)
 		require.NoError(t, err)
-		require.Equal(t, http.StatusForbidden, resp.StatusCode)
+		require.Equal(t, tc.status, resp.StatusCode, body)
 		var e struct {
 			Type string `json:"__type"`
 		}
 		require.NoError(t, json.Unmarshal([]byte(body), &e), body)
-		require.Equal(t, tc.code, e.Type)
+		_, code, _ := strings.Cut(e.Type, "#")
+		if code == "" {
+			code = e.Type
+		}
+		require.Equal(t, tc.code, code, body)
+	}
+
+	// X-Amz-Date more than 15 minutes off: "Signature expired", in each service's code.
+	for _, tc := range []struct {
+		url, code string
+		status    int
+	}{{ep.KMS, "InvalidSignatureException", 400}, {ep.DynamoDB, "InvalidSignatureException", 400}, {ep.SQS, "SignatureDoesNotMatch", 403}} {
+		svc := map[string]string{ep.KMS: "kms", ep.DynamoDB: "dynamodb", ep.SQS: "sqs"}[tc.url]
+		resp, body, err := signedPostAt(t, c, tc.url, "eu-west-1", svc, AccessKey, SecretKey, time.Now().Add(-16*time.Minute))
+		require.NoError(t, err)
+		require.Equal(t, tc.status, resp.StatusCode, body)
+		require.Contains(t, body, tc.code)
+		require.Contains(t, body, "Signature expired")
 	}
 
 	_, err = s.Endpoints("mars-north-1")

@@ -4,27 +4,54 @@ import (
 	"encoding/xml"
 	"net/http"
 	"net/url"
+	"strings"
 
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/internal/localaws/sigv4"
 )
 
-// scopedHandler serves the requests an endpoint receives signed for another service.
-type scopedHandler struct {
-	service string
-	handler http.Handler
+// kmsWithSTS serves a region's KMS port: requests signed for STS go to GetCallerIdentity (so drill
+// reports on the stand-in record a caller and account as they do in AWS), the rest to KMS. Both
+// are authenticated by m (SigV4 against the caller's secret).
+func kmsWithSTS(m *iam.IAM, region string, kmsHandler http.Handler) http.Handler {
+	toKMS := m.Authenticate(region, ServiceKMS, kmsAuthError, kmsHandler)
+	toSTS := m.Authenticate(region, ServiceSTS, stsAuthError, stsCallerIdentity())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if signedService(r.Header.Get("Authorization")) == ServiceSTS {
+			toSTS.ServeHTTP(w, r)
+			return
+		}
+		toKMS.ServeHTTP(w, r)
+	})
 }
 
-// StandInCaller is the IAM identity the stand-in's STS reports for every request (no IAM: the
-// fake credentials all belong to it).
-const StandInCaller = "user/envdr-local"
-
-// stsService answers STS GetCallerIdentity (AWS query protocol, XML) on a region's KMS port, so
-// drill reports on the stand-in record a caller and account as they do in AWS. Every other STS
-// action is refused.
-func stsService(account string) scopedHandler {
-	if account == "" {
-		account = kms.DefaultAccount
+// signedService is the service of a SigV4 Authorization header's credential scope
+// ("Credential=AKID/DATE/REGION/SERVICE/aws4_request"), or "".
+func signedService(auth string) string {
+	_, rest, ok := strings.Cut(auth, "Credential=")
+	if !ok {
+		return ""
 	}
+	cred, _, _ := strings.Cut(rest, ",")
+	p := strings.Split(strings.TrimSpace(cred), "/")
+	if len(p) != 5 {
+		return ""
+	}
+	return p[3]
+}
+
+// stsAuthError answers a failed signature check in STS's query-protocol XML.
+func stsAuthError(w http.ResponseWriter, e *sigv4.Error) {
+	code := "SignatureDoesNotMatch"
+	if e.Kind == sigv4.UnknownKey {
+		code = "InvalidClientTokenId"
+	}
+	writeSTSError(w, http.StatusForbidden, code, e.Message)
+}
+
+// stsCallerIdentity answers STS GetCallerIdentity with the authenticated caller: its assumed-role
+// ARN, access key and account. Every other STS action is refused.
+func stsCallerIdentity() http.Handler {
 	type result struct {
 		Arn     string `xml:"Arn"`
 		UserID  string `xml:"UserId"`
@@ -37,7 +64,7 @@ func stsService(account string) scopedHandler {
 			RequestID string `xml:"RequestId"`
 		} `xml:"ResponseMetadata"`
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
 			writeSTSError(w, http.StatusBadRequest, "InvalidQueryParameter", err.Error())
 			return
@@ -47,14 +74,14 @@ func stsService(account string) scopedHandler {
 				"envdr local stand-in: STS answers GetCallerIdentity only, not "+url.QueryEscape(a))
 			return
 		}
+		id, _ := iam.FromContext(r.Context())
 		var out response
-		out.Result = result{Arn: "arn:aws:iam::" + account + ":" + StandInCaller, UserID: AccessKey, Account: account}
+		out.Result = result{Arn: id.SessionARN(), UserID: id.AccessKey + ":envdr-local", Account: iam.Account}
 		out.Meta.RequestID = "envdr-local"
 		w.Header().Set("Content-Type", "text/xml")
 		_, _ = w.Write([]byte(xml.Header))
 		_ = xml.NewEncoder(w).Encode(out)
 	})
-	return scopedHandler{service: ServiceSTS, handler: h}
 }
 
 // writeSTSError answers in the query protocol's XML error shape.

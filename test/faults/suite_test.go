@@ -67,6 +67,9 @@ func newSuite(t *testing.T, modes map[string]string) *suite {
 	cfg.Worker.Visibility = 4 * time.Second
 	cfg.Worker.Grace = 15 * time.Second
 	require.NoError(t, cfg.Validate())
+	// The roles carry the policies `envdr policy render` generates for this config (its keys),
+	// as they would be deployed.
+	require.NoError(t, localaws.LoadRenderedPolicies(env.IAM, &cfg))
 	dir := t.TempDir()
 	path := filepath.Join(dir, "envdr.yaml")
 	require.NoError(t, localaws.WriteConfig(path, &cfg))
@@ -187,7 +190,7 @@ func (s *suite) cli(stdin io.Reader, args ...string) cliResult {
 	cmd := exec.CommandContext(ctx, envdrBin, append([]string{"--config", s.cfgPath}, args...)...)
 	out, errb := s.newCapture(name+" (stdout)", nil), s.newCapture(name+" (stderr)", nil)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, out, errb
-	cmd.Env = cleanEnv()
+	cmd.Env = s.roleEnv(cliRole(args))
 	err := cmd.Run()
 	code := 0
 	if err != nil {
@@ -199,6 +202,37 @@ func (s *suite) cli(stdin io.Reader, args ...string) cliResult {
 }
 
 // cleanEnv keeps ENVDR_* overrides of the developer's shell away from the processes.
+// cliRole is the stand-in role each command runs as, as it would be deployed: seal as the
+// producer, rewrap as its own role, the reading commands as the operator; `local` talks to the
+// admin endpoint only.
+func cliRole(args []string) string {
+	for _, a := range args {
+		switch a {
+		case "seal":
+			return "envdr-producer"
+		case "rewrap":
+			return "envdr-rewrap"
+		case "open", "verify", "drill", "status", "doctor", "inspect":
+			return "envdr-operator"
+		case "run":
+			return "envdr-daemon"
+		case "local":
+			return ""
+		}
+	}
+	return ""
+}
+
+// roleEnv is cleanEnv with the stand-in's credentials file and the role's profile ("" keeps
+// the config's admin credentials).
+func (s *suite) roleEnv(role string) []string {
+	env := cleanEnv()
+	if role == "" {
+		return env
+	}
+	return append(env, "AWS_SHARED_CREDENTIALS_FILE="+s.env.CredentialsPath, "AWS_PROFILE="+role)
+}
+
 func cleanEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -269,7 +303,7 @@ func (s *suite) startDaemon(name string, extra ...string) *daemon {
 	d.cmd = exec.Command(envdrBin, append([]string{"--config", s.cfgPath, "run", "--admin-addr", "127.0.0.1:0",
 		"--wait-time", "1s", "--retry-base", "1s", "--log-level", "debug"}, extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = out, errb
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = s.roleEnv("envdr-daemon")
 	require.NoError(s.t, d.cmd.Start())
 	go func() {
 		err := d.cmd.Wait()

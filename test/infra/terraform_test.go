@@ -310,6 +310,7 @@ func checkPolicies(p *Plan) error {
 		}
 		roles, _ := m["roles"].(map[string]any)
 		opts.DaemonRole, opts.ProducerRole, opts.OperatorRole = str(roles["daemon"]), str(roles["producer"]), str(roles["operator"])
+		opts.RewrapRole = str(roles["rewrap"])
 	}
 	rendered, err := policy.Render(cfg, opts)
 	if err != nil {
@@ -362,8 +363,8 @@ func checkPolicies(p *Plan) error {
 			compare("output.key_policies."+region, policy.KeyPolicyPrefix+region+".json", str(doc))
 		}
 	}
-	if roles != 3 {
-		errs = append(errs, fmt.Sprintf("want the 3 envdr role policies in the plan, found %d", roles))
+	if roles != 4 {
+		errs = append(errs, fmt.Sprintf("want the 4 envdr role policies in the plan, found %d", roles))
 	}
 	if keys == 0 {
 		errs = append(errs, "no key policies in the plan")

@@ -15,7 +15,8 @@ import (
 // Serve two Regions, make a multi-Region key with a replica, and decrypt in
 // eu-west-1 what was encrypted in us-east-1, all through the unmodified SDK.
 func ExampleNewService() {
-	svc, err := kms.NewService(kms.Options{Regions: []string{"us-east-1", "eu-west-1"}})
+	// Replicas usable at once (by default a new replica is Creating for 2 s, as on AWS).
+	svc, err := kms.NewService(kms.Options{Regions: []string{"us-east-1", "eu-west-1"}, ReplicaCreating: -1})
 	if err != nil {
 		panic(err)
 	}

@@ -29,6 +29,9 @@ type setupOpts struct {
 	dir     string
 	noRetry bool
 	regions []string
+	// creating and updating are Options.ReplicaCreating and Options.Updating; 0 here means
+	// none (-1), so the existing tests use replicas at once.
+	creating, updating time.Duration
 }
 
 func setup(t *testing.T, o ...setupOpts) *bundle {
@@ -40,7 +43,14 @@ func setup(t *testing.T, o ...setupOpts) *bundle {
 	if opt.regions == nil {
 		opt.regions = testRegions
 	}
-	svc, err := NewService(Options{Dir: opt.dir, Regions: opt.regions})
+	if opt.creating == 0 {
+		opt.creating = -1
+	}
+	if opt.updating == 0 {
+		opt.updating = -1
+	}
+	// Replicas usable at once unless a test asks for the Creating period.
+	svc, err := NewService(Options{Dir: opt.dir, Regions: opt.regions, ReplicaCreating: opt.creating, Updating: opt.updating})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, svc.Close()) })
 	b := &bundle{svc: svc, urls: map[string]string{}, clients: map[string]*awskms.Client{}}

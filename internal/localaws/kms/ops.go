@@ -48,6 +48,11 @@ func init() {
 		"UntagResource":                   opUntagResource,
 		"ListResourceTags":                opListResourceTags,
 		"UpdateKeyDescription":            opUpdateKeyDescription,
+		"CreateGrant":                     opCreateGrant,
+		"ListGrants":                      opListGrants,
+		"ListRetirableGrants":             opListRetirableGrants,
+		"RetireGrant":                     opRetireGrant,
+		"RevokeGrant":                     opRevokeGrant,
 	}
 }
 
@@ -264,13 +269,23 @@ func opReplicateKey(s *Service, region string, body []byte) (any, *apiError) {
 		if r := st.Regions[target].Keys[p.ID]; r != nil {
 			return nil, clientErr("AlreadyExistsException", "Key '"+r.Arn+"' already exists")
 		}
+		if p.State == stateUpdating {
+			return nil, errInvalidState(p.Arn + " is Updating.")
+		}
+		// AWS creates the replica asynchronously: it is Creating for a while
+		// (https://docs.aws.amazon.com/kms/latest/APIReference/API_ReplicateKey.html).
+		replicaState, settles := stateEnabled, time.Time{}
+		if s.creating > 0 {
+			replicaState, settles = stateCreating, s.now().Add(s.creating)
+		}
 		r := &key{
 			ID:                 p.ID,
 			Region:             target,
 			Arn:                keyArn(target, st.Account, p.ID),
 			Description:        str(req.Description),
 			Created:            s.now(),
-			State:              stateEnabled,
+			State:              replicaState,
+			Settles:            settles,
 			MultiRegion:        true,
 			PrimaryRegion:      p.PrimaryRegion,
 			Policy:             policyOrDefault(req.Policy, st.Account),
@@ -320,8 +335,25 @@ func opUpdatePrimaryRegion(s *Service, region string, body []byte) (any, *apiErr
 		if rs == nil || rs.Keys[p.ID] == nil {
 			return nil, errNotFound("Key '" + keyArn(target, st.Account, p.ID) + "' does not exist")
 		}
+		// Both keys must be Enabled; both are Updating until the change is done
+		// (https://docs.aws.amazon.com/kms/latest/APIReference/API_UpdatePrimaryRegion.html).
+		replica := rs.Keys[p.ID]
+		for _, k := range []*key{p, replica} {
+			switch k.State {
+			case stateEnabled:
+			case stateDisabled:
+				return nil, errDisabled(k.Arn + " is disabled.")
+			default:
+				return nil, errInvalidState(k.Arn + " is " + k.State + ".")
+			}
+		}
 		for _, k := range st.related(p) {
 			k.PrimaryRegion = target
+		}
+		if s.updating > 0 {
+			for _, k := range []*key{p, replica} {
+				k.State, k.Settles = stateUpdating, s.now().Add(s.updating)
+			}
 		}
 		return struct{}{}, nil
 	})
@@ -730,6 +762,9 @@ func setKeyState(s *Service, region string, body []byte, to string) (any, *apiEr
 		if e := notPendingDeletion(k); e != nil {
 			return nil, e
 		}
+		if k.State == stateCreating || k.State == stateUpdating {
+			return nil, errInvalidState(k.Arn + " is " + k.State + ".")
+		}
 		k.State = to
 		return struct{}{}, nil
 	})
@@ -838,9 +873,9 @@ func opGetKeyRotationStatus(s *Service, region string, body []byte) (any, *apiEr
 			out["RotationPeriodInDays"] = k.RotationPeriodDays
 			out["NextRotationDate"] = ept(k.NextRotation)
 		}
-		if !k.LastOnDemand.IsZero() {
-			out["OnDemandRotationStartDate"] = ept(k.LastOnDemand)
-		}
+		// OnDemandRotationStartDate names an on-demand rotation in progress
+		// (https://docs.aws.amazon.com/kms/latest/APIReference/API_GetKeyRotationStatus.html);
+		// the stand-in's rotations complete at once, so it is never shown.
 		return out, nil
 	})
 }

@@ -20,7 +20,7 @@ import (
 func TestRestartPersistence(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	svc1, err := NewService(Options{Dir: dir, Regions: testRegions})
+	svc1, err := NewService(Options{Dir: dir, Regions: testRegions, ReplicaCreating: -1})
 	require.NoError(t, err)
 	b1 := &bundle{svc: svc1, urls: map[string]string{}, clients: map[string]*awskms.Client{}}
 	for _, r := range testRegions {

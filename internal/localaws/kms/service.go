@@ -3,14 +3,16 @@
 // It speaks the AWS JSON 1.1 wire protocol of the KMS API (TrentService), so
 // the unmodified aws-sdk-go-v2 KMS client works against it, with one
 // http.Handler per region endpoint. It models what envdr relies on: symmetric
-// keys, multi-Region primary and replica keys sharing key material, aliases,
-// key states, rotation, key policies (stored, not evaluated) and ciphertexts
+// keys, multi-Region primary and replica keys sharing key material, aliases, grants,
+// key states, rotation, key policies and ciphertexts
 // bound to their key and encryption context. Test hooks add a per-region
 // request-rate limit and per-region, per-operation call counters. State is
 // kept in one JSON file in Options.Dir so it survives restarts.
 //
-// It does not verify request signatures, evaluate key or IAM policies, or
-// support asymmetric, HMAC, imported-material or custom-key-store keys.
+// With Options.Authorizer, every operation of an authenticated request is authorized against
+// the key policy and the caller's identity policies (package iam verifies the signatures in
+// front of it). It does not support asymmetric, HMAC, imported-material or custom-key-store
+// keys.
 package kms
 
 import (
@@ -37,6 +39,39 @@ import (
 // DefaultAccount is the account ID keys belong to when Options.Account is empty.
 const DefaultAccount = "111122223333"
 
+// Defaults of Options.ReplicaCreating and Options.Updating.
+const (
+	DefaultReplicaCreating = 2 * time.Second
+	DefaultUpdating        = time.Second
+)
+
+// ThrottleMessage is the ThrottlingException message KMS gives
+// (https://docs.aws.amazon.com/kms/latest/developerguide/throttling.html).
+const ThrottleMessage = "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls."
+
+// Request quota classes: the cryptographic operations share one quota per Region, the
+// management operations have their own
+// (https://docs.aws.amazon.com/kms/latest/developerguide/requests-per-second.html).
+const (
+	ClassCryptographic = "cryptographic"
+	ClassManagement    = "management"
+)
+
+// cryptographicOps are the operations counted against the cryptographic quota.
+var cryptographicOps = map[string]bool{
+	"Encrypt": true, "Decrypt": true, "ReEncrypt": true, "GenerateDataKey": true,
+	"GenerateDataKeyWithoutPlaintext": true, "GenerateDataKeyPair": true,
+	"GenerateDataKeyPairWithoutPlaintext": true, "GenerateRandom": true,
+}
+
+// OperationClass is the quota class of an operation.
+func OperationClass(op string) string {
+	if cryptographicOps[op] {
+		return ClassCryptographic
+	}
+	return ClassManagement
+}
+
 // stateFile is the name of the persisted state in Options.Dir.
 const stateFile = "kms-state.json"
 
@@ -52,6 +87,15 @@ type Options struct {
 	// Regions are created up front and are the only valid ReplicaRegion values.
 	// When empty, any well-formed region name is accepted and created on first use.
 	Regions []string
+	// ReplicaCreating is how long a new replica stays Creating after ReplicateKey (AWS
+	// creates it asynchronously): 0 means DefaultReplicaCreating, negative none.
+	ReplicaCreating time.Duration
+	// Updating is how long both keys of an UpdatePrimaryRegion stay Updating: 0 means
+	// DefaultUpdating, negative none.
+	Updating time.Duration
+	// Authorizer evaluates the key policy and the caller's identity policies on every
+	// operation of an authenticated request; nil authorizes everything.
+	Authorizer Authorizer
 }
 
 // Service is the KMS stand-in for all regions. It is safe for concurrent use.
@@ -80,6 +124,9 @@ type Service struct {
 	counters map[string]map[string]int64
 
 	closed atomic.Bool
+
+	authz              Authorizer
+	creating, updating time.Duration
 }
 
 var regionRE = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
@@ -92,6 +139,9 @@ func NewService(opts Options) (*Service, error) {
 		fixed:    len(opts.Regions) > 0,
 		limiters: map[string]*rate.Limiter{},
 		counters: map[string]map[string]int64{},
+		authz:    opts.Authorizer,
+		creating: settleTime(opts.ReplicaCreating, DefaultReplicaCreating),
+		updating: settleTime(opts.Updating, DefaultUpdating),
 	}
 	if s.account == "" {
 		s.account = DefaultAccount
@@ -115,6 +165,16 @@ func NewService(opts Options) (*Service, error) {
 	}
 	s.updateNextDue()
 	return s, nil
+}
+
+func settleTime(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 func (s *Service) load() error {
@@ -254,6 +314,9 @@ func (s *Service) updateNextDue() {
 			if k.RotationEnabled && k.isPrimary() && k.State == stateEnabled && !k.NextRotation.IsZero() {
 				due(k.NextRotation)
 			}
+			if !k.Settles.IsZero() {
+				due(k.Settles)
+			}
 		}
 	}
 	s.nextDue.Store(next)
@@ -273,6 +336,16 @@ func (s *Service) housekeeping() {
 		now := s.now()
 		// Repeat until nothing changes: deleting the last replica can make
 		// its primary's own deletion due at once when the clock jumped far.
+		for _, rs := range st.Regions {
+			for _, k := range rs.Keys {
+				if !k.Settles.IsZero() && !now.Before(k.Settles) {
+					if k.State == stateCreating || k.State == stateUpdating {
+						k.State = stateEnabled
+					}
+					k.Settles = time.Time{}
+				}
+			}
+		}
 		for changed := true; changed; {
 			changed = false
 			for _, rs := range st.Regions {
@@ -347,16 +420,24 @@ func (s *Service) Handler(region string) http.Handler {
 	return &regionHandler{s: s, region: region}
 }
 
-// SetRateLimit limits region to rps requests per second (burst of one
+// SetRateLimit limits region to rps requests per second in each quota class (the
+// cryptographic operations share one bucket, the management operations another; burst of one
 // second's worth); past it requests get ThrottlingException. 0 disables.
 func (s *Service) SetRateLimit(region string, rps float64) {
+	s.SetClassRateLimit(region, ClassCryptographic, rps)
+	s.SetClassRateLimit(region, ClassManagement, rps)
+}
+
+// SetClassRateLimit limits one quota class (ClassCryptographic or ClassManagement) of region.
+func (s *Service) SetClassRateLimit(region, class string, rps float64) {
 	s.limMu.Lock()
 	defer s.limMu.Unlock()
+	k := region + "|" + class
 	if rps <= 0 {
-		delete(s.limiters, region)
+		delete(s.limiters, k)
 		return
 	}
-	s.limiters[region] = rate.NewLimiter(rate.Limit(rps), int(math.Max(1, math.Ceil(rps))))
+	s.limiters[k] = rate.NewLimiter(rate.Limit(rps), int(math.Max(1, math.Ceil(rps))))
 }
 
 // Counters returns region -> operation -> calls, throttled calls included;
@@ -405,9 +486,9 @@ func (s *Service) count(region, op string) {
 	s.cntMu.Unlock()
 }
 
-func (s *Service) allow(region string) bool {
+func (s *Service) allow(region, op string) bool {
 	s.limMu.RLock()
-	l := s.limiters[region]
+	l := s.limiters[region+"|"+OperationClass(op)]
 	s.limMu.RUnlock()
 	return l == nil || l.Allow()
 }
@@ -440,9 +521,9 @@ func (h *regionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 		return
 	}
-	if !s.allow(h.region) {
+	if !s.allow(h.region, op) {
 		s.count(h.region, "Throttled")
-		writeError(w, clientErr("ThrottlingException", "Rate exceeded"))
+		writeError(w, clientErr("ThrottlingException", ThrottleMessage))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
@@ -458,6 +539,10 @@ func (h *regionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body = []byte("{}")
 	}
 	s.housekeeping()
+	if e := s.authorize(r, h.region, op, body); e != nil {
+		writeError(w, e)
+		return
+	}
 	out, e := fn(s, h.region, body)
 	if e != nil {
 		writeError(w, e)

@@ -18,6 +18,10 @@ const (
 	stateDisabled               = "Disabled"
 	statePendingDeletion        = "PendingDeletion"
 	statePendingReplicaDeletion = "PendingReplicaDeletion"
+	// stateCreating: a new replica, until ReplicateKey's asynchronous creation is done.
+	stateCreating = "Creating"
+	// stateUpdating: both keys of an UpdatePrimaryRegion, until the change is done.
+	stateUpdating = "Updating"
 )
 
 // material is one key material version. It is immutable once made, so a
@@ -76,7 +80,11 @@ type key struct {
 	RotationPeriodDays int32             `json:"rotation_period_days,omitempty"`
 	NextRotation       time.Time         `json:"next_rotation,omitzero"`
 	LastOnDemand       time.Time         `json:"last_on_demand,omitzero"`
-	Materials          []*material       `json:"materials"`
+	// Grants on this key in this Region.
+	Grants []*grant `json:"grants,omitempty"`
+	// Settles is when a Creating or Updating key becomes Enabled.
+	Settles   time.Time   `json:"settles,omitzero"`
+	Materials []*material `json:"materials"`
 }
 
 func (k *key) isPrimary() bool { return !k.MultiRegion || k.PrimaryRegion == k.Region }
@@ -87,7 +95,9 @@ func (k *key) current() *material { return k.Materials[len(k.Materials)-1] }
 // key's state (KMS developer guide, "Key states of KMS keys").
 func (k *key) usable() *apiError {
 	switch k.State {
-	case stateEnabled:
+	case stateEnabled, stateUpdating:
+		// "While the key state is Updating, you can use the keys in cryptographic
+		// operations" (https://docs.aws.amazon.com/kms/latest/APIReference/API_UpdatePrimaryRegion.html).
 		return nil
 	case stateDisabled:
 		return errDisabled(k.Arn + " is disabled.")
@@ -274,7 +284,9 @@ func (st *state) metadata(k *key) keyMetadata {
 		MultiRegion:           k.MultiRegion,
 		CurrentKeyMaterialId:  k.current().ID,
 	}
-	if k.pendingDeletion() && k.PendingWindowDays > 0 {
+	// "present only when the KeyState of the KMS key is PendingReplicaDeletion"
+	// (https://docs.aws.amazon.com/kms/latest/APIReference/API_KeyMetadata.html).
+	if k.State == statePendingReplicaDeletion && k.PendingWindowDays > 0 {
 		w := k.PendingWindowDays
 		md.PendingDeletionWindowInDays = &w
 	}

@@ -86,7 +86,9 @@ func TestScheduleAndCancelDeletion(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, types.KeyStatePendingDeletion, d.KeyMetadata.KeyState)
 	require.Equal(t, *out.DeletionDate, *d.KeyMetadata.DeletionDate)
-	require.Equal(t, int32(30), *d.KeyMetadata.PendingDeletionWindowInDays)
+	// PendingDeletionWindowInDays is "present only when the KeyState of the KMS key is
+	// PendingReplicaDeletion" (https://docs.aws.amazon.com/kms/latest/APIReference/API_KeyMetadata.html).
+	require.Nil(t, d.KeyMetadata.PendingDeletionWindowInDays)
 
 	for op, err := range cryptoCalls(t, c, k.KeyId, enc.CiphertextBlob) {
 		require.Error(t, err, op)
@@ -166,6 +168,10 @@ func TestPrimaryWaitsForReplicas(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, types.KeyStatePendingReplicaDeletion, out.KeyState)
 	require.Nil(t, out.DeletionDate)
+	// Shown only in this state (https://docs.aws.amazon.com/kms/latest/APIReference/API_KeyMetadata.html).
+	pd, err := b.c("us-east-1").DescribeKey(ctx(t), &awskms.DescribeKeyInput{KeyId: p.KeyId})
+	require.NoError(t, err)
+	require.Equal(t, int32(7), aws.ToInt32(pd.KeyMetadata.PendingDeletionWindowInDays))
 	_, err = b.c("us-east-1").Encrypt(ctx(t), &awskms.EncryptInput{KeyId: p.KeyId, Plaintext: []byte("p")})
 	requireAPIError[*types.KMSInvalidStateException](t, err)
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/kms"
 )
 
@@ -57,6 +58,13 @@ type Env struct {
 	Admin string
 	// ConfigPath is Config written as YAML, for --config in CLI tests.
 	ConfigPath string
+	// IAM holds the identities (profiles envdr-admin, -daemon, -producer, -operator, -rewrap,
+	// -nobody) and their identity policies, `envdr policy render`'s for Config to begin with;
+	// IAM.SetPolicy replaces one (as PUT /iam/roles/{role}/policy does).
+	IAM *iam.IAM
+	// CredentialsPath is the AWS shared-credentials file with a profile per role, for
+	// AWS_SHARED_CREDENTIALS_FILE in CLI tests.
+	CredentialsPath string
 
 	t testing.TB
 }
@@ -77,12 +85,16 @@ func NewWith(t testing.TB, o Options) *Env {
 	t.Helper()
 	b := RequireBackends(t)
 	served := append(append([]string(nil), localaws.DefaultRegions...), o.ExtraRegions...)
-	svc, err := kms.NewService(kms.Options{Regions: served})
+	m := iam.New()
+	// Replicas are Creating and UpdatePrimaryRegion's keys Updating for a short while only,
+	// so tests stay fast (kms.Options; `envdr local serve` keeps AWS-like defaults).
+	svc, err := kms.NewService(kms.Options{Regions: served, Authorizer: m,
+		ReplicaCreating: 100 * time.Millisecond, Updating: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("localtest: KMS stand-in: %v", err)
 	}
 	t.Cleanup(func() { _ = svc.Close() })
-	stack, err := localaws.NewStack(localaws.StackOptions{Regions: served, KMS: svc.Handler, Backends: b})
+	stack, err := localaws.NewStack(localaws.StackOptions{Regions: served, KMS: svc.Handler, Backends: b, IAM: m})
 	if err != nil {
 		t.Fatalf("localtest: %v", err)
 	}
@@ -104,7 +116,11 @@ func NewWith(t testing.TB, o Options) *Env {
 			t.Fatalf("localtest: %v", err)
 		}
 	}
+	if err := localaws.LoadRenderedPolicies(m, prov.Config); err != nil {
+		t.Fatalf("localtest: %v", err)
+	}
 	e := &Env{
+		IAM:      m,
 		Config:   prov.Config,
 		Regions:  append([]string(nil), localaws.DefaultRegions...),
 		Keys:     prov.Keys,
@@ -115,7 +131,7 @@ func NewWith(t testing.TB, o Options) *Env {
 	}
 	t.Cleanup(e.deleteResources)
 
-	admin := &localaws.Admin{Stack: stack, KMS: svc}
+	admin := &localaws.Admin{Stack: stack, KMS: svc, IAM: m}
 	admin.SetReady()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -127,7 +143,12 @@ func NewWith(t testing.TB, o Options) *Env {
 	e.Admin = "http://" + ln.Addr().String()
 	e.Config.Local.Admin = e.Admin
 
-	e.ConfigPath = filepath.Join(t.TempDir(), localaws.ConfigFile)
+	dir := t.TempDir()
+	e.CredentialsPath = filepath.Join(dir, localaws.CredentialsFile)
+	if err := m.WriteCredentials(e.CredentialsPath); err != nil {
+		t.Fatalf("localtest: %v", err)
+	}
+	e.ConfigPath = filepath.Join(dir, localaws.ConfigFile)
 	if err := localaws.WriteConfig(e.ConfigPath, e.Config); err != nil {
 		t.Fatalf("localtest: %v", err)
 	}
@@ -264,8 +285,18 @@ func (e *Env) Endpoints(region string) config.Endpoints {
 	return ep
 }
 
+// AWSConfigAs is AWSConfig signed as one of the stand-in's roles (iam.RoleDaemon, ...).
+func (e *Env) AWSConfigAs(region, role string) aws.Config {
+	e.t.Helper()
+	id, ok := e.IAM.Identity(role)
+	if !ok {
+		e.t.Fatalf("localtest: no role %q", role)
+	}
+	return localaws.AWSConfig(region, e.Endpoints(region), id.AccessKey, id.SecretKey)
+}
+
 // AWSConfig is an SDK config for one region: its endpoints for KMS, SQS and DynamoDB (through
-// aws.Config.ConfigSources) and the fake credentials. Build clients with kms.NewFromConfig etc.;
+// aws.Config.ConfigSources) and the admin's credentials (allowed everything). Build clients with kms.NewFromConfig etc.;
 // for DynamoDB prefer localaws.NewDynamoDB (no CRC32 warnings from DynamoDB Local).
 func (e *Env) AWSConfig(region string) aws.Config {
 	return localaws.AWSConfig(region, e.Endpoints(region), localaws.AccessKey, localaws.SecretKey)

@@ -91,6 +91,13 @@ resource "aws_iam_role" "operator" {
   tags               = var.tags
 }
 
+resource "aws_iam_role" "rewrap" {
+  name               = "${var.name_prefix}-rewrap"
+  description        = "envdr rewrap: re-make wraps and rewrite records"
+  assume_role_policy = local.human_trust.operator
+  tags               = var.tags
+}
+
 resource "aws_iam_role_policy" "daemon" {
   name   = "envdr"
   role   = aws_iam_role.daemon.id
@@ -107,6 +114,12 @@ resource "aws_iam_role_policy" "operator" {
   name   = "envdr"
   role   = aws_iam_role.operator.id
   policy = local.operator_policy
+}
+
+resource "aws_iam_role_policy" "rewrap" {
+  name   = "envdr"
+  role   = aws_iam_role.rewrap.id
+  policy = local.rewrap_policy
 }
 
 resource "aws_iam_role" "execution" {

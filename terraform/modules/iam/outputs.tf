@@ -1,7 +1,7 @@
 output "role_arns" {
-  description = "ARNs of the daemon, producer and operator roles (known at plan time)."
+  description = "ARNs of the daemon, producer, operator and rewrap roles (known at plan time)."
   value       = local.roles
-  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator]
+  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap]
 }
 
 output "execution_role_arn" {
@@ -15,11 +15,12 @@ output "policies" {
     "iam-daemon.json"   = local.daemon_policy
     "iam-producer.json" = local.producer_policy
     "iam-operator.json" = local.operator_policy
+    "iam-rewrap.json"   = local.rewrap_policy
   }
 }
 
 output "key_policies" {
   description = "Key policy JSON per region. It names the roles, which must exist before KMS accepts the policy, hence depends_on."
   value       = local.key_policies
-  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator]
+  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap]
 }

@@ -2,7 +2,7 @@
 # make validate plans the examples and fails if any document differs.
 locals {
   root  = "arn:${var.partition}:iam::${var.account_id}:root"
-  roles = { for r in ["daemon", "producer", "operator"] : r => "arn:${var.partition}:iam::${var.account_id}:role/${var.name_prefix}-${r}" }
+  roles = { for r in ["daemon", "producer", "operator", "rewrap"] : r => "arn:${var.partition}:iam::${var.account_id}:role/${var.name_prefix}-${r}" }
 
   admins = length(var.admin_arns) > 0 ? var.admin_arns : [local.root]
 
@@ -36,6 +36,29 @@ locals {
     "kms:TagResource", "kms:UntagResource", "kms:UpdateAlias", "kms:UpdateKeyDescription",
     "kms:UpdatePrimaryRegion",
   ]
+
+  # Every region's queue and DLQ (the home region's first), as render lists them.
+  queue_arns = distinct(concat([var.queue_arn], var.region_queue_arns))
+  dlq_arns   = distinct(concat(compact([var.dlq_arn]), var.region_dlq_arns))
+
+  daemon_table_actions = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+  # GetQueueAttributes (redrive maxReceiveCount, retention, depth) and SendMessage (the re-send
+  # just before SQS would redrive a still-valid event to the DLQ) on the events queue.
+  daemon_queue_actions = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]
+  rewrap_table_actions = [
+    "dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem",
+    "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
+  ]
+
+  # previous_keys and trusted_keys: unwrap (with the context condition) and describe.
+  previous = { for role, actions in {
+    daemon   = ["kms:Decrypt", "kms:ReEncryptFrom"]
+    operator = ["kms:Decrypt"]
+    rewrap   = ["kms:Decrypt", "kms:ReEncryptFrom"]
+    } : role => [for st in [
+      { Sid = "PreviousKeys", Effect = "Allow", Action = actions, Resource = var.previous_key_arns, Condition = { "ForAnyValue:StringEquals" = local.ctx } },
+      { Sid = "DescribePreviousKeys", Effect = "Allow", Action = ["kms:DescribeKey"], Resource = var.previous_key_arns },
+  ] : st if length(var.previous_key_arns) > 0] }
 
   table_arns = [for k in local.keys : "arn:${var.partition}:dynamodb:${k.region}:${var.account_id}:table/${var.table_name}"]
 
@@ -76,12 +99,13 @@ locals {
         Resource = [k.resource]
       }, local.alias_only_condition[k.region])],
       [
-        { Sid = "Records", Effect = "Allow", Action = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"], Resource = local.table_arns },
-        { Sid = "ConsumeEvents", Effect = "Allow", Action = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:ReceiveMessage"], Resource = [var.queue_arn] },
+        { Sid = "Records", Effect = "Allow", Action = local.daemon_table_actions, Resource = local.table_arns },
+        { Sid = "ConsumeEvents", Effect = "Allow", Action = local.daemon_queue_actions, Resource = local.queue_arns },
       ],
-      [for d in compact([var.dlq_arn]) : { Sid = "DeadLetter", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [d] }],
+      [for d in length(local.dlq_arns) > 0 ? [local.dlq_arns] : [] : { Sid = "DeadLetter", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = d }],
       # envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
-      [{ Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = compact([var.queue_arn, var.dlq_arn]) }],
+      [{ Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) }],
+      local.previous.daemon,
       local.queue_key,
     )
   })
@@ -95,8 +119,8 @@ locals {
         Action    = ["kms:GenerateDataKey"]
         Resource  = [k.resource]
         Condition = local.use_condition[k.region]
-      } if k.region == var.home_region],
-      [{ Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = [var.queue_arn] }],
+      }],
+      [{ Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.queue_arns }],
       local.queue_key,
     )
   })
@@ -122,18 +146,41 @@ locals {
           Sid    = "ReadRecords"
           Effect = "Allow"
           Action = [
-            "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:GetItem",
+            "dynamodb:BatchGetItem", "dynamodb:DescribeContinuousBackups", "dynamodb:DescribeTable", "dynamodb:GetItem",
             "dynamodb:Query", "dynamodb:Scan",
           ]
           Resource = local.table_arns
         },
-        { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = compact([var.queue_arn, var.dlq_arn]) },
+        { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
       ],
+      local.previous.operator,
+    )
+  })
+
+  # envdr rewrap: re-make a region's wraps and rewrite the records; no queue.
+  rewrap_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      [for k in local.keys : {
+        Sid       = "Rewrap${k.sid}"
+        Effect    = "Allow"
+        Action    = local.mrk_actions
+        Resource  = [k.resource]
+        Condition = local.use_condition[k.region]
+      }],
+      [for k in local.keys : merge({
+        Sid      = "DescribeKey${k.sid}"
+        Effect   = "Allow"
+        Action   = ["kms:DescribeKey"]
+        Resource = [k.resource]
+      }, local.alias_only_condition[k.region])],
+      [{ Sid = "Records", Effect = "Allow", Action = local.rewrap_table_actions, Resource = local.table_arns }],
+      local.previous.rewrap,
     )
   })
 
   # One key policy per region. It names no region, so an MRK's primary and replicas get the same
-  # document; the producer is pinned to the home region with aws:RequestedRegion instead.
+  # document. Producers seal in every region (seal falls over when the home region is lost).
   key_policies = { for k in local.keys : k.region => jsonencode({
     Version = "2012-10-17"
     Id      = "envdr-${k.family}"
@@ -162,7 +209,7 @@ locals {
         Principal = { AWS = [local.roles.producer] }
         Action    = ["kms:GenerateDataKey"]
         Resource  = ["*"]
-        Condition = { "ForAnyValue:StringEquals" = local.ctx, StringEquals = { "aws:RequestedRegion" = [var.home_region] } }
+        Condition = { "ForAnyValue:StringEquals" = local.ctx }
       },
       {
         Sid       = "OperatorOpen"
@@ -173,6 +220,15 @@ locals {
         Condition = { "ForAnyValue:StringEquals" = local.ctx }
       },
       { Sid = "OperatorInspectKey", Effect = "Allow", Principal = { AWS = [local.roles.operator] }, Action = local.key_read_actions, Resource = ["*"] },
+      {
+        Sid       = "RewrapKeyUse"
+        Effect    = "Allow"
+        Principal = { AWS = [local.roles.rewrap] }
+        Action    = local.mrk_actions
+        Resource  = ["*"]
+        Condition = { "ForAnyValue:StringEquals" = local.ctx }
+      },
+      { Sid = "RewrapDescribeKey", Effect = "Allow", Principal = { AWS = [local.roles.rewrap] }, Action = ["kms:DescribeKey"], Resource = ["*"] },
     ]
   }) }
 }

@@ -65,6 +65,24 @@ variable "dlq_arn" {
   default     = ""
 }
 
+variable "previous_key_arns" {
+  description = "Key ARNs of the config's regions[].previous_keys and trusted_keys: still unwrapped by the daemon, operator and rewrap roles. (Alias ARNs there: envdr policy render scopes them by kms:ResourceAliases; not supported here.)"
+  type        = list(string)
+  default     = []
+}
+
+variable "region_queue_arns" {
+  description = "ARNs of the other regions' event queues (config regions[].queue_url), when every region has its own."
+  type        = list(string)
+  default     = []
+}
+
+variable "region_dlq_arns" {
+  description = "ARNs of the other regions' dead-letter queues (config regions[].dlq_url)."
+  type        = list(string)
+  default     = []
+}
+
 variable "queue_kms_key_arn" {
   description = "KMS key of the queue's SSE-KMS encryption; empty for SQS-managed encryption."
   type        = string

@@ -12,7 +12,8 @@ locals {
     dlq_url     = "https://sqs.us-east-1.amazonaws.com/111122223333/envdr-events-dlq"
     table       = "envdr-records"
     regions = [
-      { name = "us-east-1", key = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", mode = "mrk" },
+      { name = "us-east-1", key = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", mode = "mrk",
+      previous_keys = ["arn:aws:kms:us-east-1:111122223333:key/0ffe0ffe-0000-4000-8000-000000000001"] },
       { name = "eu-west-1", key = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab", mode = "mrk" },
       { name = "ap-southeast-2", key = "arn:aws:kms:ap-southeast-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321", mode = "independent" },
     ]
@@ -25,6 +26,7 @@ module "iam" {
   account_id            = "111122223333"
   home_region           = local.config.home_region
   regions               = [for r in local.config.regions : { name = r.name, key_arn = r.key, mode = r.mode }]
+  previous_key_arns     = flatten([for r in local.config.regions : lookup(r, "previous_keys", [])])
   table_name            = local.config.table
   queue_arn             = "arn:aws:sqs:us-east-1:111122223333:envdr-events"
   dlq_arn               = "arn:aws:sqs:us-east-1:111122223333:envdr-events-dlq"

@@ -6,12 +6,20 @@ locals {
 
   config = {
     home_region = var.home_region
-    queue_url   = module.queue.queue_url
-    dlq_url     = module.queue.dlq_url
+    queue_url   = module.queue[var.home_region].queue_url
+    dlq_url     = module.queue[var.home_region].dlq_url
     table       = module.table.name
-    regions     = [for r in local.regions : { name = r, key = module.key.alias_arns[r], mode = "mrk", kms_rate = var.kms_rate }]
-    policy      = { required = local.regions, verify = "all" }
-    worker      = { concurrency = 16, visibility = "60s", grace = "30s", attempts = 5 }
+    # Every region a peer: its own queue and DLQ (envdr run --region R consumes R's).
+    regions = [for r in local.regions : {
+      name      = r
+      key       = module.key.alias_arns[r]
+      mode      = "mrk"
+      kms_rate  = var.kms_rate
+      queue_url = module.queue[r].queue_url
+      dlq_url   = module.queue[r].dlq_url
+    }]
+    policy = { required = local.regions, verify = "all" }
+    worker = { concurrency = 16, visibility = "60s", grace = "30s", attempts = 5 }
   }
 }
 
@@ -24,8 +32,11 @@ module "iam" {
   table_name            = "${var.name}-records"
   queue_arn             = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events"
   dlq_arn               = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events-dlq"
+  region_queue_arns     = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events"]
+  region_dlq_arns       = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events-dlq"]
   eks_oidc_provider_arn = var.eks_oidc_provider_arn
   config_parameter_arn  = "arn:aws:ssm:${var.home_region}:${var.account_id}:parameter/${var.name}/config"
+  config_parameter_arns = [for r in var.replica_regions : "arn:aws:ssm:${r}:${var.account_id}:parameter/${var.name}/config"]
 }
 
 module "key" {
@@ -38,10 +49,12 @@ module "key" {
   policy = module.iam.key_policies[var.home_region]
 }
 
+# A queue and DLQ in every region, so losing any one region stops no region's daemon.
 module "queue" {
   source     = "../../modules/queue"
+  for_each   = toset(local.regions)
   account_id = var.account_id
-  region     = var.home_region
+  region     = each.key
   name       = "${var.name}-events"
 }
 
@@ -62,12 +75,14 @@ module "trail" {
   region     = var.home_region
 }
 
-# The config for ECS: an init container copies it to /etc/envdr/envdr.yaml (deploy/ecs).
+# The config for ECS: an init container copies it to /etc/envdr/envdr.yaml (deploy/ecs). One copy
+# per region: a task started while the home region is lost reads its own region's.
 resource "aws_ssm_parameter" "config" {
-  region = var.home_region
-  name   = "/${var.name}/config"
-  type   = "String"
-  value  = local.envdr_yaml
+  for_each = toset(local.regions)
+  region   = each.key
+  name     = "/${var.name}/config"
+  type     = "String"
+  value    = local.envdr_yaml
 }
 
 locals {

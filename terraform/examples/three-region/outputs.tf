@@ -5,7 +5,7 @@ output "envdr_config" {
 
 output "config_parameter" {
   description = "SSM parameter holding the same config (ECS reads it at task start)."
-  value       = aws_ssm_parameter.config.name
+  value       = aws_ssm_parameter.config[var.home_region].name
 }
 
 output "role_arns" {

@@ -145,13 +145,17 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:${var.partition}:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+locals {
+  config_parameter_arns = distinct(compact(concat([var.config_parameter_arn], var.config_parameter_arns)))
+}
+
 resource "aws_iam_role_policy" "execution_config" {
-  count = length(aws_iam_role.execution) > 0 && var.config_parameter_arn != "" ? 1 : 0
+  count = length(aws_iam_role.execution) > 0 && length(local.config_parameter_arns) > 0 ? 1 : 0
 
   name = "envdr-config"
   role = aws_iam_role.execution[0].id
   policy = jsonencode({
     Version   = "2012-10-17"
-    Statement = [{ Sid = "ReadConfig", Effect = "Allow", Action = ["ssm:GetParameters"], Resource = [var.config_parameter_arn] }]
+    Statement = [{ Sid = "ReadConfig", Effect = "Allow", Action = ["ssm:GetParameters"], Resource = local.config_parameter_arns }]
   })
 }

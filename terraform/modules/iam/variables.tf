@@ -154,6 +154,12 @@ variable "config_parameter_arn" {
   default     = ""
 }
 
+variable "config_parameter_arns" {
+  description = "The same parameter in the other regions (a task started during the home region's outage reads its own region's copy)."
+  type        = list(string)
+  default     = []
+}
+
 variable "tags" {
   description = "Tags for the roles."
   type        = map(string)

@@ -1,0 +1,389 @@
+package envelope
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+)
+
+// Parallel streaming. Writer.ReadFrom and Reader.WriteTo can seal and open chunks on several
+// cores: the calling goroutine reads ahead into segments (runs of consecutive chunks), a bounded
+// pool of workers seals or authenticates each segment, and one writer goroutine emits segments
+// strictly in order. The bytes written are exactly those of the sequential path:
+//
+//   - a chunk's ciphertext (seal) or plaintext (open) is written only after every chunk before it
+//     was written;
+//   - open releases a chunk's plaintext only after that chunk and every chunk before it
+//     authenticated; when chunk i fails, chunks < i are released (as the sequential Reader does)
+//     and nothing at or after i is, even if later segments already authenticated;
+//   - a chunk is final, or not, by the same one-byte look-ahead as the sequential path, so the
+//     truncation and appended-data checks (authChunk) are unchanged;
+//   - memory is bounded: at most 2·jobs+1 segments exist, each of segmentChunks(chunk size)
+//     chunks (about segmentTarget bytes, at least one chunk), with an input and an output buffer.
+//
+// Each worker has its own AES-GCM instance. Plaintext buffers are wiped before reuse and at the
+// end, on every path.
+
+// segmentTarget is the plaintext bytes per segment: big enough that handing a segment between
+// goroutines costs nothing next to its crypto, small enough to keep memory low.
+const segmentTarget = 512 << 10
+
+// MaxJobs bounds the workers of one Writer or Reader.
+const MaxJobs = 256
+
+func segmentChunks(chunkSize int) int { return max(1, segmentTarget/chunkSize) }
+
+// segDepth is how many segments may exist at once for jobs workers: one being read, one per
+// worker, and as many again queued for the ordered writer, so a slow worker does not stall the
+// others.
+func segDepth(jobs int) int { return 2*jobs + 1 }
+
+// newChunkAEADs derives the per-envelope chunk key HKDF-SHA256(DEK, salt, labelPayload) once
+// and returns n AES-256-GCM instances under it (one per worker: cipher.AEAD does not promise
+// to be safe for concurrent use). The derived key is wiped; its expanded schedules live on in
+// the AEADs until they are garbage collected (see Wipe).
+func newChunkAEADs(dek, salt []byte, n int) ([]cipher.AEAD, error) {
+	if len(dek) != DEKSize {
+		return nil, fmt.Errorf("%w: DEK is %d bytes, want %d", ErrBadKey, len(dek), DEKSize)
+	}
+	key, err := hkdf.Key(sha256.New, dek, salt, labelPayload, DEKSize)
+	if err != nil {
+		return nil, err
+	}
+	defer Wipe(key)
+	out := make([]cipher.AEAD, n)
+	for i := range out {
+		block, err := aes.NewCipher(key)
+		if err != nil {
+			return nil, err
+		}
+		if out[i], err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func checkJobs(jobs int) (int, error) {
+	if jobs < 1 || jobs > MaxJobs {
+		return 0, fmt.Errorf("envelope: jobs %d not in [1, %d]", jobs, MaxJobs)
+	}
+	return jobs, nil
+}
+
+// parallelHooks are for tests only (export_test.go): zero in every Writer and Reader built
+// outside the package's tests.
+type parallelHooks struct {
+	segChunks    int                // chunks per segment; 0: segmentChunks
+	onDispatched func(live int)     // after each dispatch: the segments in existence
+	delay        func(first uint64) // a worker calls it before processing the segment at first
+}
+
+func (h *parallelHooks) chunks(chunkSize int) int {
+	if h.segChunks > 0 {
+		return h.segChunks
+	}
+	return segmentChunks(chunkSize)
+}
+
+func (h *parallelHooks) beforeProc(first uint64) {
+	if h.delay != nil {
+		h.delay(first)
+	}
+}
+
+// segment is a run of consecutive chunks handled by one worker.
+type segment struct {
+	in     []byte // plaintext (seal) or ciphertext (open)
+	out    []byte // ciphertext (seal) or plaintext (open)
+	n      int    // bytes in in
+	first  uint64 // counter of the first chunk
+	chunks int    // chunks in in
+	final  bool   // open: the last chunk is the envelope's final chunk
+	outN   int    // bytes of out to emit: every chunk before err
+	err    error  // open: the first chunk that failed
+	done   chan struct{}
+	wipeIn bool // in holds plaintext (seal)
+}
+
+// pipeline runs fill (the caller's goroutine), proc (jobs workers) and emit (one goroutine, in
+// order). fill returns dispatch=false for a segment with nothing to process and more=false after
+// the last segment. A failed emit stops the reading; segments already read are recycled
+// unemitted. The first emit error wins over a fill error (it concerns an earlier position).
+type pipeline struct {
+	jobs         int
+	inCap        int
+	outCap       int
+	wipeIn       bool
+	wipeOut      bool
+	fill         func(s *segment) (dispatch, more bool, err error)
+	proc         func(worker int, s *segment)
+	emit         func(s *segment) error
+	onDispatched func(live int) // tests: segments in existence after a dispatch
+}
+
+func (p *pipeline) run() error {
+	depth := segDepth(p.jobs)
+	var all []*segment
+	free := make(chan *segment, depth)
+	work := make(chan *segment, depth)
+	order := make(chan *segment, depth)
+	stop := make(chan struct{})
+	var workers sync.WaitGroup
+	for i := range p.jobs {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for s := range work {
+				p.proc(i, s)
+				s.done <- struct{}{}
+			}
+		}()
+	}
+	emitted := make(chan error, 1)
+	go func() {
+		var err error
+		for s := range order {
+			<-s.done
+			if err == nil {
+				if err = p.emit(s); err != nil {
+					close(stop)
+				}
+			}
+			p.recycle(s)
+			free <- s
+		}
+		emitted <- err
+	}()
+
+	var fillErr error
+	for {
+		var s *segment
+		select {
+		case <-stop:
+		default:
+			select {
+			case s = <-free:
+			default:
+				if len(all) < depth {
+					s = &segment{in: getBuf(p.inCap), out: getBuf(p.outCap), done: make(chan struct{}, 1)}
+					all = append(all, s)
+				} else {
+					select {
+					case s = <-free:
+					case <-stop:
+					}
+				}
+			}
+		}
+		if s == nil {
+			break // emit failed: read no further
+		}
+		dispatch, more, err := p.fill(s)
+		if err != nil || !dispatch {
+			p.recycle(s)
+			free <- s
+			fillErr = err
+			break
+		}
+		work <- s
+		order <- s
+		if p.onDispatched != nil {
+			p.onDispatched(len(all))
+		}
+		if !more {
+			break
+		}
+	}
+	close(work)
+	close(order)
+	workers.Wait()
+	emitErr := <-emitted
+	for _, s := range all {
+		putBuf(s.in, p.wipeIn)
+		putBuf(s.out, p.wipeOut)
+		s.in, s.out = nil, nil
+	}
+	if emitErr != nil {
+		return emitErr
+	}
+	return fillErr
+}
+
+// recycle resets a segment for reuse. Its buffers are overwritten by the next use, as the
+// sequential path overwrites its one chunk buffer; plaintext is wiped when the run ends.
+func (p *pipeline) recycle(s *segment) {
+	s.n, s.chunks, s.outN, s.err, s.final = 0, 0, 0, nil, false
+}
+
+// readFromParallel is Writer.ReadFrom on w.jobs workers. Every chunk that is known not to be
+// the last is sealed; the rest of the input (up to one chunk, possibly empty) stays pending in
+// w.buf for Write or Close, exactly as the sequential path leaves it.
+func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
+	cs := w.chunkSize
+	enc := cs + TagSize
+	k := w.hooks.chunks(cs)
+	var total int64
+	var carry byte
+	hasCarry := false
+	pending := w.n // plaintext already in w.buf from earlier Writes, at most one chunk
+	p := &pipeline{
+		jobs: len(w.aeads), inCap: k*cs + 1, outCap: k * enc, wipeIn: true,
+		onDispatched: w.hooks.onDispatched,
+	}
+	p.fill = func(s *segment) (bool, bool, error) {
+		start := 0
+		switch {
+		case pending > 0:
+			start = copy(s.in, w.buf[:pending])
+			clear(w.buf[:pending])
+			pending, w.n = 0, 0
+		case hasCarry:
+			s.in[0] = carry
+			start, hasCarry = 1, false
+		}
+		m, err := io.ReadFull(src, s.in[start:k*cs+1])
+		total += int64(m)
+		w.written += int64(m)
+		n := start + m
+		s.n = n
+		switch err {
+		case nil:
+			// A byte beyond the segment arrived: all k chunks are followed by more data.
+			carry, hasCarry = s.in[k*cs], true
+			s.in[k*cs] = 0
+			s.n = k * cs
+			s.chunks = k
+		case io.EOF, io.ErrUnexpectedEOF:
+			// The input ends here: keep the last piece (1..cs bytes, or none) pending.
+			last := 0
+			if n > 0 {
+				last = (n-1)%cs + 1
+			}
+			s.n = n - last
+			s.chunks = s.n / cs
+			copy(w.buf, s.in[s.n:n])
+			clear(s.in[s.n:n])
+			w.n = last
+		default:
+			return false, false, err // an I/O error of src
+		}
+		if s.chunks == 0 {
+			return false, false, nil
+		}
+		if w.counter > math.MaxUint64-uint64(s.chunks) {
+			return false, false, errors.New("envelope: chunk counter exhausted")
+		}
+		s.first = w.counter
+		w.counter += uint64(s.chunks)
+		return true, err == nil, nil
+	}
+	p.proc = func(worker int, s *segment) {
+		w.hooks.beforeProc(s.first)
+		aead := w.aeads[worker]
+		var nonce [nonceSize]byte
+		for i := range s.chunks {
+			setNonce(&nonce, s.first+uint64(i), false)
+			aead.Seal(s.out[i*enc:i*enc], nonce[:], s.in[i*cs:(i+1)*cs], w.aad[:])
+		}
+		s.outN = s.chunks * enc
+	}
+	p.emit = func(s *segment) error {
+		_, err := w.dst.Write(s.out[:s.outN])
+		return err
+	}
+	err := p.run()
+	if err != nil {
+		// Chunks may be missing from the output; the Writer cannot go on.
+		w.err = err
+		clear(w.buf)
+		w.n = 0
+	}
+	return total, err
+}
+
+// writeToParallel is Reader.WriteTo on r.jobs workers.
+func (r *Reader) writeToParallel(dst io.Writer) (int64, error) {
+	cs := r.chunkSize
+	enc := cs + TagSize
+	k := r.hooks.chunks(cs)
+	var total int64
+	var carry byte
+	hasCarry := r.carry // after Read calls: cbuf[enc] holds the next chunk's first byte
+	if hasCarry {
+		carry = r.cbuf[enc]
+	}
+	counter := r.counter
+	p := &pipeline{
+		jobs: len(r.aeads), inCap: k*enc + 1, outCap: k * cs, wipeOut: true,
+		onDispatched: r.hooks.onDispatched,
+	}
+	p.fill = func(s *segment) (bool, bool, error) {
+		start := 0
+		if hasCarry {
+			s.in[0] = carry
+			start, hasCarry = 1, false
+		}
+		m, err := io.ReadFull(r.src, s.in[start:k*enc+1])
+		n := start + m
+		s.first = counter
+		switch err {
+		case nil:
+			carry, hasCarry = s.in[k*enc], true
+			s.n, s.chunks = k*enc, k
+		case io.EOF, io.ErrUnexpectedEOF:
+			// The input ends in this segment: every chunk followed by at least one more byte is
+			// not final; what is left (0..enc bytes) is the final chunk.
+			s.n, s.final = n, true
+			s.chunks = 1
+			if n > 0 {
+				s.chunks = (n-1)/enc + 1
+			}
+		default:
+			return false, false, err
+		}
+		counter += uint64(s.chunks)
+		return true, err == nil, nil
+	}
+	p.proc = func(worker int, s *segment) {
+		r.hooks.beforeProc(s.first)
+		c := chunkOpener{aead: r.aeads[worker], aad: &r.aad, chunkSize: cs}
+		var nonce [nonceSize]byte
+		for i := range s.chunks {
+			final := s.final && i == s.chunks-1
+			ct := s.in[i*enc : min((i+1)*enc, s.n)]
+			pt, err := c.authChunk(s.out[i*cs:i*cs], &nonce, s.first+uint64(i), ct, final)
+			if err != nil {
+				s.err = err
+				return // later chunks of this segment are never released: no need to open them
+			}
+			s.outN += len(pt)
+		}
+	}
+	p.emit = func(s *segment) error {
+		if s.outN > 0 {
+			n, err := dst.Write(s.out[:s.outN])
+			total += int64(n)
+			if err != nil {
+				return err
+			}
+		}
+		return s.err
+	}
+	err := p.run()
+	r.counter = counter
+	r.carry = false
+	if err != nil {
+		r.err = err
+	} else {
+		r.done = true
+	}
+	r.release()
+	return total, err
+}

@@ -22,6 +22,7 @@ func init() {
 			enqueue   bool
 			chunkSize int
 			dataURI   string
+			jobs      int
 		)
 		cmd := &cobra.Command{
 			Use:   "seal [flags] IN|- OUT|-",
@@ -71,8 +72,14 @@ OUT is written to a temporary file and renamed into place only on success.`,
 				if err != nil {
 					return fmt.Errorf("output: %w", err)
 				}
+				if err := checkJobsFlag(jobs); err != nil {
+					return err
+				}
+				if n := inputSize(in); n >= 0 {
+					out.preallocateAfterFirst(sealedPayloadSize(n, chunkSize))
+				}
 				hdr, err := envelope.Seal(ctx, out.w, in, home, envelope.SealOptions{
-					ID: id, Context: userCtx, ChunkSize: chunkSize, HomeRegion: home.Name})
+					ID: id, Context: userCtx, ChunkSize: chunkSize, HomeRegion: home.Name, Jobs: jobs})
 				if err != nil {
 					out.abort()
 					return fmt.Errorf("seal %s: %w", args[0], err)
@@ -101,6 +108,7 @@ OUT is written to a temporary file and renamed into place only on success.`,
 		f.StringVar(&id, "id", "", "envelope ID (default: 32 random hex digits); letters, digits and . _ : - only")
 		f.BoolVar(&enqueue, "enqueue", false, "send a replication event to queue_url after sealing")
 		f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("plaintext bytes per chunk (default %d)", envelope.DefaultChunkSize))
+		addJobsFlag(cmd, &jobs)
 		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
 		return cmd
 	})

@@ -124,12 +124,14 @@ rm -f "$W/data.envdr.out"
 # Rounds: every command once per round, so each ratio can be taken within a round (the same
 # machine load for both sides) as well as best against best.
 #   pipe:      stdout is a pipe to cat (what a shell pipeline gives the tool); envdr with its
-#              default --jobs (GOMAXPROCS) and with --jobs 1 (the sequential path)
+#              default --jobs (GOMAXPROCS) and with --jobs 1 (the sequential path); and
+#              `cat FILE | cat`, the time the pipe itself takes to carry the bytes
 #   /dev/null: the tools' own speed, as in earlier runs
 #   durable:   envdr writes a file, fsyncs it, renames it into place and fsyncs the directory;
 #              dd bs=4M conv=fsync copies the same bytes to a file and fsyncs it
 for ((round = 1; round <= REPEAT; round++)); do
   echo "-- round $round of $REPEAT"
+  measure cat-pipe -- cat "$DATA" | cat >/dev/null || cli_ok="FAIL: cat" # the pipe's own floor on this machine
   measure envdr-seal-pipe -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal"
   measure age-seal-pipe -- $TOOLS/age -r "$RCPT" "$DATA" | cat >/dev/null || cli_ok="FAIL: age seal"
   measure envdr-open-pipe -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open"

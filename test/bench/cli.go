@@ -64,6 +64,9 @@ var cliRatioSpecs = []cliRatioSpec{
 	{"envdr open --jobs 1 / age, to a pipe", "envdr-open-pipe-j1", "age-open-pipe", "throughput", 0},
 	{"envdr seal, all cores / --jobs 1, to a pipe", "envdr-seal-pipe", "envdr-seal-pipe-j1", "throughput", 0},
 	{"envdr open, all cores / --jobs 1, to a pipe", "envdr-open-pipe", "envdr-open-pipe-j1", "throughput", 0},
+	{"envdr seal to a pipe / cat FILE | cat (time: 1.00 = the pipe's floor)", "envdr-seal-pipe", "cat-pipe", "time", 0},
+	{"envdr open to a pipe / cat FILE | cat (time)", "envdr-open-pipe", "cat-pipe", "time", 0},
+	{"age seal to a pipe / cat FILE | cat (time)", "age-seal-pipe", "cat-pipe", "time", 0},
 	{"envdr seal / age, to /dev/null", "envdr-seal", "age-seal", "throughput", goalCLIRatio},
 	{"envdr open / age, to /dev/null", "envdr-open", "age-open", "throughput", goalCLIRatio},
 	{"envdr seal to a durable file / dd conv=fsync (time)", "envdr-seal-file", "dd-fsync", "time", goalDurableRatio},
@@ -74,6 +77,7 @@ var cliRatioSpecs = []cliRatioSpec{
 var cliLabels = []struct{ label, output string }{
 	{"envdr-seal-pipe", "pipe"}, {"envdr-seal-pipe-j1", "pipe, --jobs 1"}, {"age-seal-pipe", "pipe"},
 	{"envdr-open-pipe", "pipe"}, {"envdr-open-pipe-j1", "pipe, --jobs 1"}, {"age-open-pipe", "pipe"},
+	{"cat-pipe", "pipe (cat FILE | cat)"},
 	{"envdr-seal", "/dev/null"}, {"age-seal", "/dev/null"}, {"envdr-open", "/dev/null"}, {"age-open", "/dev/null"},
 	{"envdr-seal-file", "durable file"}, {"envdr-open-file", "durable file"}, {"dd-fsync", "file, conv=fsync"},
 }

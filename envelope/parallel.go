@@ -109,7 +109,9 @@ type segment struct {
 	outN   int    // bytes of out to emit: every chunk before err
 	err    error  // open: the first chunk that failed
 	done   chan struct{}
-	wipeIn bool // in holds plaintext (seal)
+	// heldEnd >= 0: out was written to a HoldingWriter that still refers to it, up to this
+	// offset of its stream; the segment is not reused until the writer has consumed it.
+	heldEnd int64
 }
 
 // pipeline runs fill (the caller's goroutine), proc (jobs workers) and emit (one goroutine, in
@@ -125,7 +127,8 @@ type pipeline struct {
 	fill         func(s *segment) (dispatch, more bool, err error)
 	proc         func(worker int, s *segment)
 	emit         func(s *segment) error
-	onDispatched func(live int) // tests: segments in existence after a dispatch
+	consumed     func(end int64, wait bool) (bool, error) // with a HoldingWriter: HoldingWriter.Consumed
+	onDispatched func(live int)                           // tests: segments in existence after a dispatch
 }
 
 func (p *pipeline) run() error {
@@ -149,15 +152,65 @@ func (p *pipeline) run() error {
 	emitted := make(chan error, 1)
 	go func() {
 		var err error
-		for s := range order {
+		fail := func(e error) {
+			if err == nil {
+				err = e
+				close(stop)
+			}
+		}
+		// held: emitted segments a HoldingWriter still refers to, oldest first. They go back to
+		// the free list once consumed; with wait, this waits for the oldest.
+		var held []*segment
+		release := func(wait bool) {
+			for len(held) > 0 {
+				ok, cerr := p.consumed(held[0].heldEnd, wait)
+				if cerr != nil {
+					ok = true // nobody will read them: the buffers are ours again
+					fail(cerr)
+				}
+				if !ok {
+					return
+				}
+				s := held[0]
+				held = held[1:]
+				p.recycle(s)
+				free <- s
+				wait = false
+			}
+		}
+		for {
+			var s *segment
+			ok := true
+			if len(held) > 0 {
+				select {
+				case s, ok = <-order:
+				default:
+					// Nothing to emit yet: the reader may be waiting for a held segment.
+					release(true)
+					continue
+				}
+			} else {
+				s, ok = <-order
+			}
+			if !ok {
+				break
+			}
 			<-s.done
 			if err == nil {
-				if err = p.emit(s); err != nil {
-					close(stop)
+				if e := p.emit(s); e != nil {
+					fail(e)
 				}
 			}
-			p.recycle(s)
-			free <- s
+			if s.heldEnd >= 0 {
+				held = append(held, s)
+				release(false)
+			} else {
+				p.recycle(s)
+				free <- s
+			}
+		}
+		for len(held) > 0 {
+			release(true) // bytes handed over are never wiped or reused before they are read
 		}
 		emitted <- err
 	}()
@@ -172,7 +225,7 @@ func (p *pipeline) run() error {
 			case s = <-free:
 			default:
 				if len(all) < depth {
-					s = &segment{in: getBuf(p.inCap), out: getBuf(p.outCap), done: make(chan struct{}, 1)}
+					s = &segment{in: getBuf(p.inCap), out: getBuf(p.outCap), done: make(chan struct{}, 1), heldEnd: -1}
 					all = append(all, s)
 				} else {
 					select {
@@ -219,8 +272,51 @@ func (p *pipeline) run() error {
 // recycle resets a segment for reuse. Its buffers are overwritten by the next use, as the
 // sequential path overwrites its one chunk buffer; plaintext is wiped when the run ends.
 func (p *pipeline) recycle(s *segment) {
-	s.n, s.chunks, s.outN, s.err, s.final = 0, 0, 0, nil, false
+	s.n, s.chunks, s.outN, s.err, s.final, s.heldEnd = 0, 0, 0, nil, false, -1
 }
+
+// HoldingWriter is a destination that may keep referring to the bytes of a write after the
+// write returns, as vmsplice(2) into a pipe does (envdr's stdout when it is a pipe), saving the
+// copy. The parallel path hands it whole segments and neither reuses nor wipes a buffer until
+// Consumed says its bytes have been read.
+type HoldingWriter interface {
+	io.Writer
+	// WriteHeld writes all of p, in order with Write, and returns the offset in the writer's
+	// stream where p ends, or -1 when p was copied (not held).
+	WriteHeld(p []byte) (end int64, err error)
+	// Consumed reports whether every byte of the stream before end has been consumed; with
+	// wait, it waits until it has. An error means they never will be (the reader is gone).
+	Consumed(end int64, wait bool) (bool, error)
+}
+
+// holderOf returns dst as a HoldingWriter (looking through ctxWriter, which keeps checking the
+// context on every write), or nil.
+func holderOf(dst io.Writer) HoldingWriter {
+	if c, ok := dst.(ctxWriter); ok {
+		if h, ok := c.w.(HoldingWriter); ok {
+			return ctxHolder{c, h}
+		}
+		return nil
+	}
+	h, _ := dst.(HoldingWriter)
+	return h
+}
+
+type ctxHolder struct {
+	ctxWriter
+	h HoldingWriter
+}
+
+func (c ctxHolder) WriteHeld(p []byte) (int64, error) {
+	if err := c.ctx.Err(); err != nil {
+		return -1, fmt.Errorf("envelope: interrupted: %w", err)
+	}
+	return c.h.WriteHeld(p)
+}
+
+// Consumed does not give up on cancellation: bytes already handed over must stay intact until
+// they are read, as they would inside a pipe after write(2).
+func (c ctxHolder) Consumed(end int64, wait bool) (bool, error) { return c.h.Consumed(end, wait) }
 
 // readFromParallel is Writer.ReadFrom on w.jobs workers. Every chunk that is known not to be
 // the last is sealed; the rest of the input (up to one chunk, possibly empty) stays pending in
@@ -294,9 +390,18 @@ func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
 		}
 		s.outN = s.chunks * enc
 	}
-	p.emit = func(s *segment) error {
-		_, err := w.dst.Write(s.out[:s.outN])
-		return err
+	if h := holderOf(w.dst); h != nil {
+		p.consumed = h.Consumed
+		p.emit = func(s *segment) error {
+			var err error
+			s.heldEnd, err = h.WriteHeld(s.out[:s.outN])
+			return err
+		}
+	} else {
+		p.emit = func(s *segment) error {
+			_, err := w.dst.Write(s.out[:s.outN])
+			return err
+		}
 	}
 	err := p.run()
 	if err != nil {
@@ -366,12 +471,25 @@ func (r *Reader) writeToParallel(dst io.Writer) (int64, error) {
 			s.outN += len(pt)
 		}
 	}
+	h := holderOf(dst)
+	if h != nil {
+		p.consumed = h.Consumed
+	}
 	p.emit = func(s *segment) error {
 		if s.outN > 0 {
-			n, err := dst.Write(s.out[:s.outN])
-			total += int64(n)
-			if err != nil {
-				return err
+			if h != nil {
+				end, err := h.WriteHeld(s.out[:s.outN])
+				s.heldEnd = end
+				if err != nil {
+					return err
+				}
+				total += int64(s.outN)
+			} else {
+				n, err := dst.Write(s.out[:s.outN])
+				total += int64(n)
+				if err != nil {
+					return err
+				}
 			}
 		}
 		return s.err

@@ -392,3 +392,139 @@ func TestParallelContextCancel(t *testing.T) {
 	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
 	require.Less(t, cw.writes, 6)
 }
+
+// holdingSink is a HoldingWriter that, like a pipe fed by vmsplice, keeps referring to the
+// slices it was given until a slow reader has read them, and checks at reading time that they
+// still hold what was written: a buffer reused or wiped too early shows up as a mismatch.
+type holdingSink struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	queue    []heldBytes
+	put      int64
+	consumed int64
+	out      bytes.Buffer
+	changed  int
+	done     bool
+	rng      *rand.Rand
+}
+
+type heldBytes struct {
+	live, snap []byte
+	end        int64
+}
+
+func newHoldingSink(seed uint64) *holdingSink {
+	s := &holdingSink{rng: rand.New(rand.NewPCG(seed, seed))}
+	s.cond = sync.NewCond(&s.mu)
+	go s.read()
+	return s
+}
+
+func (s *holdingSink) enqueue(live []byte, copied bool) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.put += int64(len(live))
+	h := heldBytes{live: live, snap: bytes.Clone(live), end: s.put}
+	if copied {
+		h.live = h.snap
+	}
+	s.queue = append(s.queue, h)
+	s.cond.Broadcast()
+	return s.put
+}
+
+func (s *holdingSink) Write(p []byte) (int, error) { s.enqueue(p, true); return len(p), nil }
+
+func (s *holdingSink) WriteHeld(p []byte) (int64, error) { return s.enqueue(p, false), nil }
+
+func (s *holdingSink) Consumed(end int64, wait bool) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for wait && s.consumed < end {
+		s.cond.Wait()
+	}
+	return s.consumed >= end, nil
+}
+
+// read consumes the queue slowly, in order.
+func (s *holdingSink) read() {
+	for {
+		s.mu.Lock()
+		for len(s.queue) == 0 && !s.done {
+			s.cond.Wait()
+		}
+		if len(s.queue) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		h := s.queue[0]
+		d := time.Duration(s.rng.Int64N(int64(200 * time.Microsecond)))
+		s.mu.Unlock()
+		time.Sleep(d) // the reader is slow: meanwhile the writer must leave h.live alone
+		s.mu.Lock()
+		if !bytes.Equal(h.live, h.snap) {
+			s.changed++
+		}
+		s.out.Write(h.snap)
+		s.queue = s.queue[1:]
+		s.consumed = h.end
+		s.cond.Broadcast()
+		s.mu.Unlock()
+	}
+}
+
+func (s *holdingSink) finish() ([]byte, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) > 0 {
+		s.cond.Wait()
+	}
+	s.done = true
+	s.cond.Broadcast()
+	return s.out.Bytes(), s.changed
+}
+
+// TestParallelHoldingWriter: with a destination that keeps referring to what it was given
+// (vmsplice into a pipe), no segment buffer is reused or wiped before it has been read, on
+// success and when a chunk fails.
+func TestParallelHoldingWriter(t *testing.T) {
+	t.Parallel()
+	dek := testDEK(15)
+	const cs = 64
+	hdr := parallelHeader(t, cs)
+	pt := payload(cs*300 + 11)
+	want := sealWith(t, dek, hdr, pt)
+	h := envelope.ParallelHooks{SegChunks: 2, Delay: randomDelays(3, 100*time.Microsecond)}
+
+	sink := newHoldingSink(1)
+	w, err := envelope.NewWriterFixedSaltJobs(sink, dek, hdr, 3, h)
+	require.NoError(t, err)
+	_, err = w.ReadFrom(iotest.HalfReader(bytes.NewReader(pt)))
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	got, changed := sink.finish()
+	require.Zero(t, changed, "a held buffer changed before it was read")
+	requireBytes(t, want, got)
+
+	for _, bad := range []int{-1, 150} {
+		file := bytes.Clone(want)
+		released := len(pt)
+		if bad >= 0 {
+			hl := len(want) - (len(pt) + 301*envelope.TagSize)
+			file[hl+bad*(cs+envelope.TagSize)+3] ^= 1
+			released = bad * cs
+		}
+		sink := newHoldingSink(2)
+		r, err := envelope.NewReaderJobsHooks(bytes.NewReader(file), dek, 3, h)
+		require.NoError(t, err)
+		_, err = r.WriteTo(sink)
+		if bad >= 0 {
+			require.ErrorIs(t, err, envelope.ErrAuth)
+		} else {
+			require.NoError(t, err)
+		}
+		got, changed := sink.finish()
+		require.Zero(t, changed, "a held plaintext buffer changed (reused or wiped) before it was read")
+		requireBytes(t, pt[:released], got)
+	}
+}

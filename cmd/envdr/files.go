@@ -43,6 +43,9 @@ type output struct {
 func createOutput(path string) (*output, error) {
 	if path == "-" {
 		growPipe(os.Stdout)
+		if po := newPipeOut(os.Stdout); po != nil {
+			return &output{w: po}, nil
+		}
 		return &output{w: os.Stdout}, nil
 	}
 	dir := filepath.Dir(path)

@@ -81,7 +81,10 @@ func rawOpen(aead cipher.AEAD, sealed [][]byte, out []byte) {
 
 // pairBench alternates one library run and one raw run per iteration, timing each, so both
 // see the same load on a shared machine; only the library run counts toward ns/op.
-func pairBench(b *testing.B, lib, raw func()) {
+func pairBench(b *testing.B, lib, raw func()) { pairBenchUnit(b, "x-raw", lib, raw) }
+
+// pairBenchUnit is pairBench reporting the ratio under unit.
+func pairBenchUnit(b *testing.B, unit string, lib, raw func()) {
 	var libT, rawT time.Duration
 	b.SetBytes(benchPayload)
 	b.ReportAllocs()
@@ -109,7 +112,7 @@ func pairBench(b *testing.B, lib, raw func()) {
 	total := float64(benchPayload) * float64(b.N) / 1e6
 	rawMBs := total / rawT.Seconds()
 	b.ReportMetric(rawMBs, "raw-MB/s")
-	b.ReportMetric(total/libT.Seconds()/rawMBs, "x-raw")
+	b.ReportMetric(total/libT.Seconds()/rawMBs, unit)
 }
 
 func BenchmarkSeal(b *testing.B) {
@@ -190,8 +193,9 @@ func BenchmarkSealSmall(b *testing.B) {
 }
 
 // BenchmarkSealJobs and BenchmarkOpenJobs run the parallel path (NewWriterJobs/NewReaderJobs)
-// with GOMAXPROCS workers over 64 KiB chunks, against raw AES-256-GCM on one core: x-raw above 1
-// is what the extra cores bring.
+// with GOMAXPROCS workers over 64 KiB chunks, against raw AES-256-GCM on one core: par/raw
+// above 1 is what the extra cores bring (only when they are free: on a busy machine it says
+// little). Informational; the >= 0.9 goal is for the single-core x-raw figures.
 func BenchmarkSealJobs(b *testing.B) {
 	pt := benchPlaintext()
 	dek := testDEK(7)
@@ -202,7 +206,7 @@ func BenchmarkSealJobs(b *testing.B) {
 		src := bytes.NewReader(pt)
 		aead := rawAEAD()
 		buf := make([]byte, cs+envelope.TagSize)
-		pairBench(b, func() {
+		pairBenchUnit(b, "par/raw", func() {
 			src.Reset(pt)
 			w, err := envelope.NewWriterJobs(io.Discard, dek, hdr, jobs)
 			if err != nil {
@@ -235,7 +239,7 @@ func BenchmarkOpenJobs(b *testing.B) {
 			chunks = append(chunks, aead.Seal(nil, nonce[:], pt[off:off+cs], aad[:]))
 		}
 		out := make([]byte, cs)
-		pairBench(b, func() {
+		pairBenchUnit(b, "par/raw", func() {
 			src.Reset(sealed)
 			r, err := envelope.NewReaderJobs(src, dek, jobs)
 			if err != nil {

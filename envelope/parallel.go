@@ -101,6 +101,7 @@ func (h *parallelHooks) beforeProc(first uint64) {
 // segment is a run of consecutive chunks handled by one worker.
 type segment struct {
 	in     []byte // plaintext (seal) or ciphertext (open)
+	view   []byte // seal from memory: the plaintext, in the caller's buffer (not copied to in)
 	out    []byte // ciphertext (seal) or plaintext (open)
 	n      int    // bytes in in
 	first  uint64 // counter of the first chunk
@@ -272,7 +273,7 @@ func (p *pipeline) run() error {
 // recycle resets a segment for reuse. Its buffers are overwritten by the next use, as the
 // sequential path overwrites its one chunk buffer; plaintext is wiped when the run ends.
 func (p *pipeline) recycle(s *segment) {
-	s.n, s.chunks, s.outN, s.err, s.final, s.heldEnd = 0, 0, 0, nil, false, -1
+	s.n, s.chunks, s.outN, s.err, s.final, s.heldEnd, s.view = 0, 0, 0, nil, false, -1, nil
 }
 
 // HoldingWriter is a destination that may keep referring to the bytes of a write after the
@@ -382,27 +383,9 @@ func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
 	}
 	p.proc = func(worker int, s *segment) {
 		w.hooks.beforeProc(s.first)
-		aead := w.aeads[worker]
-		var nonce [nonceSize]byte
-		for i := range s.chunks {
-			setNonce(&nonce, s.first+uint64(i), false)
-			aead.Seal(s.out[i*enc:i*enc], nonce[:], s.in[i*cs:(i+1)*cs], w.aad[:])
-		}
-		s.outN = s.chunks * enc
+		w.sealSegment(worker, s)
 	}
-	if h := holderOf(w.dst); h != nil {
-		p.consumed = h.Consumed
-		p.emit = func(s *segment) error {
-			var err error
-			s.heldEnd, err = h.WriteHeld(s.out[:s.outN])
-			return err
-		}
-	} else {
-		p.emit = func(s *segment) error {
-			_, err := w.dst.Write(s.out[:s.outN])
-			return err
-		}
-	}
+	w.setEmit(p)
 	err := p.run()
 	if err != nil {
 		// Chunks may be missing from the output; the Writer cannot go on.
@@ -411,6 +394,103 @@ func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
 		w.n = 0
 	}
 	return total, err
+}
+
+// sealSegment seals the segment's chunks (all known not to be the last) into its out buffer.
+func (w *Writer) sealSegment(worker int, s *segment) {
+	cs, enc := w.chunkSize, w.chunkSize+TagSize
+	in := s.in
+	if s.view != nil {
+		in = s.view
+	}
+	aead := w.aeads[worker]
+	var nonce [nonceSize]byte
+	for i := range s.chunks {
+		setNonce(&nonce, s.first+uint64(i), false)
+		aead.Seal(s.out[i*enc:i*enc], nonce[:], in[i*cs:(i+1)*cs], w.aad[:])
+	}
+	s.outN = s.chunks * enc
+}
+
+// setEmit makes p write sealed segments to w.dst, held when it is a HoldingWriter.
+func (w *Writer) setEmit(p *pipeline) {
+	if h := holderOf(w.dst); h != nil {
+		p.consumed = h.Consumed
+		p.emit = func(s *segment) error {
+			if s.err != nil {
+				return s.err
+			}
+			var err error
+			s.heldEnd, err = h.WriteHeld(s.out[:s.outN])
+			return err
+		}
+		return
+	}
+	p.emit = func(s *segment) error {
+		if s.err != nil {
+			return s.err
+		}
+		_, err := w.dst.Write(s.out[:s.outN])
+		return err
+	}
+}
+
+// memParallel receives an in-memory source's bytes in one Write (bytes.Reader and
+// bytes.Buffer's WriteTo) and seals them in parallel straight from that memory.
+type memParallel struct {
+	w     *Writer
+	calls int
+}
+
+func (m *memParallel) Write(p []byte) (int, error) {
+	m.calls++
+	if m.calls > 1 || m.w.n != 0 {
+		return m.w.Write(p) // not the one-slice hand-over this is for: the general path
+	}
+	return m.w.sealMemParallel(p)
+}
+
+// sealMemParallel seals every chunk of p known not to be the last, on w's workers, reading the
+// plaintext where it is (no copy); the last piece (1..chunk size bytes) stays pending in w.buf,
+// as after the general path. p is the caller's memory: it is neither modified nor wiped.
+func (w *Writer) sealMemParallel(p []byte) (int, error) {
+	cs := w.chunkSize
+	k := w.hooks.chunks(cs)
+	last := 0
+	if len(p) > 0 {
+		last = (len(p)-1)%cs + 1
+	}
+	body := len(p) - last
+	off := 0
+	pl := &pipeline{jobs: len(w.aeads), outCap: k * (cs + TagSize), onDispatched: w.hooks.onDispatched}
+	pl.fill = func(s *segment) (bool, bool, error) {
+		if off >= body {
+			return false, false, nil
+		}
+		end := min(off+k*cs, body)
+		s.view = p[off:end]
+		s.chunks = (end - off) / cs
+		if w.counter > math.MaxUint64-uint64(s.chunks) {
+			return false, false, errors.New("envelope: chunk counter exhausted")
+		}
+		s.first = w.counter
+		w.counter += uint64(s.chunks)
+		w.written += int64(end - off)
+		off = end
+		return true, off < body, nil
+	}
+	pl.proc = func(worker int, s *segment) {
+		w.hooks.beforeProc(s.first)
+		w.sealSegment(worker, s)
+	}
+	w.setEmit(pl)
+	if err := pl.run(); err != nil {
+		w.err = err
+		return off, err
+	}
+	w.n = copy(w.buf, p[body:])
+	w.written += int64(last)
+	return len(p), nil
 }
 
 // writeToParallel is Reader.WriteTo on r.jobs workers.

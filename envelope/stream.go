@@ -233,6 +233,9 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 		if w.aeads == nil {
 			return src.(io.WriterTo).WriteTo(writerOnly{w})
 		}
+		if w.n == 0 {
+			return src.(io.WriterTo).WriteTo(&memParallel{w: w})
+		}
 	}
 	if w.aeads != nil {
 		return w.readFromParallel(src)

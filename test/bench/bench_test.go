@@ -170,3 +170,23 @@ func TestSummaryRendersEverySection(t *testing.T) {
 		t.Errorf("summary.json lacks the replicator or library figures: %s", js)
 	}
 }
+
+// From three rounds on, a goal is judged on the median of the within-round ratios: one lucky
+// baseline run cannot fail it, nor one lucky run of ours pass it.
+func TestRatioJudgedOnPairedMedian(t *testing.T) {
+	var ms []Measurement
+	for round, w := range [][2]float64{{1.0, 0.4}, {1.0, 1.0}, {1.0, 1.0}} { // envdr, dd
+		ms = append(ms, Measurement{Label: "envdr-seal-file", Round: round + 1, Bytes: 1, WallS: w[0]},
+			Measurement{Label: "dd-fsync", Round: round + 1, Bytes: 1, WallS: w[1]})
+	}
+	f := cliFigures(ms, t.TempDir(), &judge{})
+	for _, r := range f.Ratios {
+		if r.Command == "envdr-seal-file" {
+			if r.Best != 2.5 || r.MedianPaired != 1 || r.Pass == nil || !*r.Pass {
+				t.Errorf("durable seal ratio = %+v: want best 2.5 but judged (and passed) on the median 1.0", r)
+			}
+			return
+		}
+	}
+	t.Fatal("no durable seal ratio")
+}

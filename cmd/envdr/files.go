@@ -147,7 +147,7 @@ func readHeaderKeep(r io.Reader) (*envelope.Header, io.Reader, error) {
 // addJobsFlag adds --jobs to seal and open: how many cores encrypt or authenticate chunks.
 func addJobsFlag(cmd *cobra.Command, p *int) {
 	cmd.Flags().IntVar(p, "jobs", runtime.GOMAXPROCS(0),
-		fmt.Sprintf("chunks are sealed or authenticated on this many cores (1..%d; default GOMAXPROCS); output order and release rules do not change", envelope.MaxJobs))
+		fmt.Sprintf("chunks are sealed or authenticated on this many cores (1..%d; default GOMAXPROCS; buffers about 2N+1 MiB with the default chunk size); output order and release rules do not change", envelope.MaxJobs))
 }
 
 func checkJobsFlag(jobs int) error {

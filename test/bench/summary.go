@@ -242,9 +242,9 @@ func isRatioUnit(u string) bool {
 
 // Ratio is one library-to-raw comparison.
 type Ratio struct {
-	Name  string
-	Unit  string // the custom metric, or "computed"
-	Value float64
+	Name  string  `json:"name"`
+	Unit  string  `json:"unit"` // the custom metric, or "computed"
+	Value float64 `json:"value"`
 }
 
 // libraryRatios returns the ratios the benchmarks report themselves; without any, it pairs each

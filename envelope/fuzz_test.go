@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -93,8 +94,15 @@ func FuzzOpen(f *testing.F) {
 			require.Zero(t, out.Len())
 			return
 		}
-		got, _ := io.ReadAll(r)
+		got, rerr := io.ReadAll(r)
 		requireBytes(t, out.Bytes(), got)
+		// So does the parallel path, with the same error.
+		pr, err := envelope.NewReaderJobsHooks(bytes.NewReader(data), dek, 2, envelope.ParallelHooks{SegChunks: 1})
+		require.NoError(t, err)
+		var pout bytes.Buffer
+		_, perr := pr.WriteTo(&pout)
+		requireBytes(t, got, pout.Bytes())
+		require.Equal(t, fmt.Sprint(rerr), fmt.Sprint(perr))
 	})
 }
 

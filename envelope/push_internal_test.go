@@ -55,7 +55,7 @@ func TestPushSinkSplitWrites(t *testing.T) {
 				}
 				require.NoError(t, err)
 				src := &splitWriterTo{data: in[len(raw):], rng: rand.New(rand.NewPCG(seed, 1))}
-				r, err := newReader(src, hdr, raw, dek[:])
+				r, err := newReader(src, hdr, raw, dek[:], 1)
 				require.NoError(t, err)
 				var pushed bytes.Buffer
 				_, pushErr := r.push(&pushed)
@@ -115,7 +115,7 @@ func TestPushSinkKnownLength(t *testing.T) {
 				sources = append(sources, &sizedWriterTo{splitWriterTo: splitWriterTo{data: in[len(raw):], rng: rand.New(rand.NewPCG(seed, 2))}})
 			}
 			for i, src := range sources {
-				r, err := newReader(src, hdr, raw, dek[:])
+				r, err := newReader(src, hdr, raw, dek[:], 1)
 				require.NoError(t, err)
 				var pushed bytes.Buffer
 				_, pushErr := r.push(&pushed)
@@ -133,7 +133,7 @@ func TestPushSinkKnownLength(t *testing.T) {
 		hdr, raw, err := readHeader(bytes.NewReader(file))
 		require.NoError(t, err)
 		body := append(bytes.Clone(file[len(raw):]), 7)
-		r, err := newReader(&sizedWriterTo{splitWriterTo: splitWriterTo{data: body, rng: rand.New(rand.NewPCG(1, 1))}, grow: 1}, hdr, raw, dek[:])
+		r, err := newReader(&sizedWriterTo{splitWriterTo: splitWriterTo{data: body, rng: rand.New(rand.NewPCG(1, 1))}, grow: 1}, hdr, raw, dek[:], 1)
 		require.NoError(t, err)
 		var pushed bytes.Buffer
 		_, err = r.push(&pushed)

@@ -49,6 +49,9 @@ type SealOptions struct {
 	// HomeRegion is recorded in the header; empty means the DataKey's Region. If both are set
 	// they must agree.
 	HomeRegion string
+	// Jobs is the number of workers sealing chunks concurrently (NewWriterJobs); 0 or 1: one, on
+	// the calling goroutine.
+	Jobs int
 }
 
 // OpenOptions configures Open.
@@ -59,6 +62,9 @@ type OpenOptions struct {
 	// Wrap, when not nil, is used instead of the header's own wrap, e.g. a region's wrap from
 	// the record when opening through that region only.
 	Wrap *Wrap
+	// Jobs is the number of workers authenticating chunks concurrently (NewReaderJobs); 0 or 1:
+	// one, on the calling goroutine. Release rules are the same either way.
+	Jobs int
 }
 
 // NewID returns a random envelope ID: 32 lower-case hex digits (128 bits).
@@ -90,6 +96,10 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 	}
 	if opts.ChunkSize != 0 && (opts.ChunkSize < MinChunkSize || opts.ChunkSize > MaxChunkSize) {
 		return nil, fmt.Errorf("envelope: chunk size %d not in [%d, %d]", opts.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	jobs, err := checkJobs(max(opts.Jobs, 1))
+	if err != nil {
+		return nil, err
 	}
 
 	var (
@@ -123,7 +133,7 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 			Err: fmt.Errorf("%w: data key comes from region %s, home region is %s", ErrBadKey, dk.Region, home)}
 	}
 
-	w, err := NewWriter(ctxWriter{ctx, dst}, dk.Plaintext, &Header{
+	w, err := newWriter(ctxWriter{ctx, dst}, dk.Plaintext, &Header{
 		ID:         id,
 		SharedKey:  shared,
 		ChunkSize:  opts.ChunkSize,
@@ -131,7 +141,7 @@ func Seal(ctx context.Context, dst io.Writer, src io.Reader, gen KeyGenerator, o
 		KeyARN:     dk.KeyARN,
 		WrappedDEK: dk.Wrapped,
 		Context:    ec,
-	})
+	}, nil, jobs)
 	Wipe(dk.Plaintext) // the Writer holds only the derived chunk key from here on
 	if err != nil {
 		return nil, err
@@ -206,6 +216,10 @@ func checkDataKey(dk *DataKey) error {
 // failure after the first chunk leaves in dst. The header is returned whenever it parsed, also
 // with an error, so callers can name the envelope.
 func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts OpenOptions) (*Header, error) {
+	jobs, err := checkJobs(max(opts.Jobs, 1))
+	if err != nil {
+		return nil, err
+	}
 	hdr, raw, err := readHeader(src)
 	if err != nil {
 		return nil, err
@@ -231,7 +245,7 @@ func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts O
 	if err := VerifyCommitment(dek, hdr); err != nil {
 		return hdr, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: wrap.Region, KeyARN: wrap.KeyARN, Err: err}
 	}
-	r, err := newReader(src, hdr, raw, dek)
+	r, err := newReader(src, hdr, raw, dek, jobs)
 	if err != nil {
 		return hdr, err
 	}

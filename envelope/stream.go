@@ -2,7 +2,6 @@ package envelope
 
 import (
 	"bytes"
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -63,25 +62,6 @@ func Wipe(b []byte) {
 	runtime.KeepAlive(b)
 }
 
-// newChunkAEAD derives the per-envelope chunk key HKDF-SHA256(DEK, salt, labelPayload) and
-// returns AES-256-GCM under it. The derived key is wiped; its expanded schedule lives on in
-// the returned AEAD until it is garbage collected (see Wipe).
-func newChunkAEAD(dek, salt []byte) (cipher.AEAD, error) {
-	if len(dek) != DEKSize {
-		return nil, fmt.Errorf("%w: DEK is %d bytes, want %d", ErrBadKey, len(dek), DEKSize)
-	}
-	key, err := hkdf.Key(sha256.New, dek, salt, labelPayload, DEKSize)
-	if err != nil {
-		return nil, err
-	}
-	defer Wipe(key)
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
 // setNonce writes the STREAM nonce: 3 zero bytes and a 64-bit big-endian chunk counter (together
 // the 88 bits before the flag; the counter never uses the top 24), then the final flag.
 func setNonce(n *[nonceSize]byte, counter uint64, final bool) {
@@ -113,6 +93,9 @@ type Writer struct {
 	hdr       *Header
 	err       error
 	closed    bool
+
+	aeads []cipher.AEAD // one per worker when ReadFrom runs in parallel (jobs > 1)
+	hooks parallelHooks // tests only
 }
 
 // NewWriter writes the header to dst and returns a Writer sealing with dek, which is not kept
@@ -123,12 +106,24 @@ type Writer struct {
 // Header returns the final one, with the salt used. Seal is the high-level API; NewWriter is for
 // callers that hold a raw DEK (tests, benchmarks).
 func NewWriter(dst io.Writer, dek []byte, hdr *Header) (*Writer, error) {
-	return newWriter(dst, dek, hdr, nil)
+	return newWriter(dst, dek, hdr, nil, 1)
+}
+
+// NewWriterJobs is NewWriter whose ReadFrom seals on jobs workers (1..MaxJobs; 1 is NewWriter):
+// it reads ahead, seals segments of consecutive chunks concurrently and writes them strictly in
+// order, in memory bounded by the jobs and the chunk size (see parallel.go). The envelope is
+// byte for byte what NewWriter would write with the same salt. Write stays sequential.
+func NewWriterJobs(dst io.Writer, dek []byte, hdr *Header, jobs int) (*Writer, error) {
+	jobs, err := checkJobs(jobs)
+	if err != nil {
+		return nil, err
+	}
+	return newWriter(dst, dek, hdr, nil, jobs)
 }
 
 // newWriter is NewWriter with, when fixedSalt is not nil, that salt instead of a fresh one: only
 // for deterministic test vectors (export_test.go), never reachable from outside the package.
-func newWriter(dst io.Writer, dek []byte, hdr *Header, fixedSalt []byte) (*Writer, error) {
+func newWriter(dst io.Writer, dek []byte, hdr *Header, fixedSalt []byte, jobs int) (*Writer, error) {
 	h := *hdr
 	if h.Version == 0 {
 		h.Version = FormatVersion
@@ -157,21 +152,25 @@ func newWriter(dst io.Writer, dek []byte, hdr *Header, fixedSalt []byte) (*Write
 	if err != nil {
 		return nil, err
 	}
-	aead, err := newChunkAEAD(dek, h.Salt)
+	aeads, err := newChunkAEADs(dek, h.Salt, jobs)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := dst.Write(raw); err != nil {
 		return nil, err
 	}
-	return &Writer{
+	w := &Writer{
 		dst:       dst,
-		aead:      aead,
+		aead:      aeads[0],
 		aad:       headerHash(raw),
 		buf:       getBuf(h.ChunkSize + TagSize + 1),
 		chunkSize: h.ChunkSize,
 		hdr:       &h,
-	}, nil
+	}
+	if jobs > 1 {
+		w.aeads = aeads
+	}
+	return w, nil
 }
 
 // Header returns the header that was written.
@@ -231,7 +230,15 @@ func (w *Writer) ReadFrom(src io.Reader) (int64, error) {
 		// Their WriteTo hands over the data in one slice, sealed without copying. Not every
 		// WriterTo: os.File's goes through a 32 KiB io.Copy buffer (an extra copy) and
 		// strings.Reader's converts the whole rest to a new []byte (not constant memory).
-		return src.(io.WriterTo).WriteTo(writerOnly{w})
+		if w.aeads == nil {
+			return src.(io.WriterTo).WriteTo(writerOnly{w})
+		}
+		if w.n == 0 {
+			return src.(io.WriterTo).WriteTo(&memParallel{w: w})
+		}
+	}
+	if w.aeads != nil {
+		return w.readFromParallel(src)
 	}
 	var total int64
 	for {
@@ -341,6 +348,9 @@ type Reader struct {
 	done      bool
 	err       error
 	hdr       *Header
+
+	aeads []cipher.AEAD // one per worker when WriteTo runs in parallel (jobs > 1)
+	hooks parallelHooks // tests only
 }
 
 // NewReader reads and validates the header from src, checks dek against its commitment and
@@ -354,23 +364,46 @@ func NewReader(src io.Reader, dek []byte) (*Reader, error) {
 	if err := VerifyCommitment(dek, hdr); err != nil {
 		return nil, err
 	}
-	return newReader(src, hdr, raw, dek)
+	return newReader(src, hdr, raw, dek, 1)
 }
 
-func newReader(src io.Reader, hdr *Header, raw, dek []byte) (*Reader, error) {
-	aead, err := newChunkAEAD(dek, hdr.Salt)
+// NewReaderJobs is NewReader whose WriteTo authenticates on jobs workers (1..MaxJobs; 1 is
+// NewReader). Release rules are those of the sequential Reader: plaintext goes to the writer in
+// order, and only once its chunk and every chunk before it authenticated (see parallel.go).
+// Read stays sequential.
+func NewReaderJobs(src io.Reader, dek []byte, jobs int) (*Reader, error) {
+	jobs, err := checkJobs(jobs)
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{
+	hdr, raw, err := readHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	if err := VerifyCommitment(dek, hdr); err != nil {
+		return nil, err
+	}
+	return newReader(src, hdr, raw, dek, jobs)
+}
+
+func newReader(src io.Reader, hdr *Header, raw, dek []byte, jobs int) (*Reader, error) {
+	aeads, err := newChunkAEADs(dek, hdr.Salt, jobs)
+	if err != nil {
+		return nil, err
+	}
+	r := &Reader{
 		src:       src,
-		aead:      aead,
+		aead:      aeads[0],
 		aad:       headerHash(raw),
 		cbuf:      getBuf(hdr.ChunkSize + TagSize + 1),
 		pbuf:      getBuf(hdr.ChunkSize + TagSize + 1)[:hdr.ChunkSize],
 		chunkSize: hdr.ChunkSize,
 		hdr:       hdr,
-	}, nil
+	}
+	if jobs > 1 {
+		r.aeads = aeads
+	}
+	return r, nil
 }
 
 // Header returns the envelope's header.
@@ -399,6 +432,21 @@ func (r *Reader) Read(p []byte) (int, error) {
 // is an in-memory *bytes.Reader or *bytes.Buffer, chunks are authenticated straight from its
 // memory instead of being copied into the chunk buffer first.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if r.aeads != nil && r.err == nil && !r.done {
+		var total int64
+		if len(r.plain) > 0 { // left over from Read calls
+			n, err := w.Write(r.plain)
+			total += int64(n)
+			r.plain = r.plain[n:]
+			if err != nil {
+				r.err = err
+				r.release()
+				return total, err
+			}
+		}
+		n, err := r.writeToParallel(w)
+		return total + n, err
+	}
 	if r.counter == 0 && !r.carry && len(r.plain) == 0 && !r.done && r.err == nil {
 		switch r.src.(type) {
 		case *bytes.Reader, *bytes.Buffer: // their WriteTo hands over the rest in one slice
@@ -548,45 +596,71 @@ func (s *pushSink) Write(b []byte) (int, error) {
 // open authenticates ct as chunk r.counter into pbuf. Out of place: ct is left intact (it may
 // be the source's memory, and a failure must be re-checkable).
 func (r *Reader) open(ct []byte, final bool) ([]byte, error) {
-	setNonce(&r.nonce, r.counter, final)
-	return r.aead.Open(r.pbuf[:0], r.nonce[:], ct, r.aad[:])
+	return r.opener().open(r.pbuf[:0], &r.nonce, r.counter, ct, final)
 }
 
-// authChunk authenticates the next chunk, which the caller knows is (final) or is not the
+func (r *Reader) opener() chunkOpener {
+	return chunkOpener{aead: r.aead, aad: &r.aad, chunkSize: r.chunkSize}
+}
+
+// authChunk authenticates the next chunk (see chunkOpener.authChunk) into pbuf and advances the
+// counter.
+func (r *Reader) authChunk(ct []byte, final bool) ([]byte, error) {
+	pt, err := r.opener().authChunk(r.pbuf[:0], &r.nonce, r.counter, ct, final)
+	if err == nil {
+		r.counter++
+	}
+	return pt, err
+}
+
+// chunkOpener opens chunks of one envelope; the sequential Reader and each parallel worker
+// have their own.
+type chunkOpener struct {
+	aead      cipher.AEAD
+	aad       *[32]byte
+	chunkSize int
+}
+
+// open authenticates ct as chunk counter, appending the plaintext to dst (out of place).
+func (c chunkOpener) open(dst []byte, nonce *[nonceSize]byte, counter uint64, ct []byte, final bool) ([]byte, error) {
+	setNonce(nonce, counter, final)
+	return c.aead.Open(dst, nonce[:], ct, c.aad[:])
+}
+
+// authChunk authenticates ct as chunk counter, which the caller knows is (final) or is not the
 // last in the input, and names the failure: a full chunk that fails as final but opens as
 // non-final proves truncation at a chunk boundary; one that fails as non-final but opens as
 // final proves data appended after the end.
-func (r *Reader) authChunk(ct []byte, final bool) ([]byte, error) {
+func (c chunkOpener) authChunk(dst []byte, nonce *[nonceSize]byte, counter uint64, ct []byte, final bool) ([]byte, error) {
 	n := len(ct)
 	if final {
 		switch {
 		case n == 0:
-			return nil, &ChunkError{Index: r.counter, Detail: "no chunks after the header", Err: ErrTruncated}
+			return nil, &ChunkError{Index: counter, Detail: "no chunks after the header", Err: ErrTruncated}
 		case n < TagSize:
-			return nil, &ChunkError{Index: r.counter, Detail: fmt.Sprintf("last chunk is %d bytes, shorter than a tag", n), Err: ErrTruncated}
-		case n == TagSize && r.counter > 0:
+			return nil, &ChunkError{Index: counter, Detail: fmt.Sprintf("last chunk is %d bytes, shorter than a tag", n), Err: ErrTruncated}
+		case n == TagSize && counter > 0:
 			// Writers never emit an empty final chunk after data; accepting one would give the
 			// same payload two encodings.
-			return nil, &ChunkError{Index: r.counter, Detail: "empty final chunk after data", Err: ErrAuth}
+			return nil, &ChunkError{Index: counter, Detail: "empty final chunk after data", Err: ErrAuth}
 		}
 	}
-	pt, err := r.open(ct, final)
+	pt, err := c.open(dst, nonce, counter, ct, final)
 	if err == nil {
-		r.counter++
 		return pt, nil
 	}
 	if !final {
-		if _, err2 := r.open(ct, true); err2 == nil {
-			return nil, &ChunkError{Index: r.counter, Detail: "final chunk followed by more data", Err: ErrTrailingData}
+		if _, err2 := c.open(dst, nonce, counter, ct, true); err2 == nil {
+			return nil, &ChunkError{Index: counter, Detail: "final chunk followed by more data", Err: ErrTrailingData}
 		}
-		return nil, &ChunkError{Index: r.counter, Err: ErrAuth}
+		return nil, &ChunkError{Index: counter, Err: ErrAuth}
 	}
-	if n == r.chunkSize+TagSize {
-		if _, err2 := r.open(ct, false); err2 == nil {
-			return nil, &ChunkError{Index: r.counter, Detail: "input ends at a chunk boundary before the final chunk", Err: ErrTruncated}
+	if n == c.chunkSize+TagSize {
+		if _, err2 := c.open(dst, nonce, counter, ct, false); err2 == nil {
+			return nil, &ChunkError{Index: counter, Detail: "input ends at a chunk boundary before the final chunk", Err: ErrTruncated}
 		}
 	}
-	return nil, &ChunkError{Index: r.counter, Detail: "tampered, or truncated inside the last chunk", Err: ErrAuth}
+	return nil, &ChunkError{Index: counter, Detail: "tampered, or truncated inside the last chunk", Err: ErrAuth}
 }
 
 // next reads and authenticates one chunk into r.plain.

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make bench / make bench-short: envdr's figures, measured side by side in one run (docs/BENCH.md).
 #   1. envelope library vs raw AES-256-GCM   (go test -bench ./envelope/)
-#   2. envdr seal/open vs age on one file      (1 GiB; wall, CPU and peak RSS via envdr-bench measure)
+#   2. envdr seal/open vs age on one file      (512 MiB, to a pipe and to /dev/null; wall, CPU and peak
+#                                              RSS via envdr-bench measure), and durable to a file vs
+#                                              dd bs=4M conv=fsync of the same bytes
 #   3. the replicator as a process             (2,000 envelopes, unthrottled and KMS limited to 200 req/s)
 # then prints the summary table and writes it to $BENCH_DIR/summary.txt.
 # BENCH_SHORT=1: tiny sizes (~1 minute), exercises the whole harness; figures are not meaningful.
@@ -21,14 +23,14 @@ if [[ "$SHORT" == 1 ]]; then
   TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-3m}"
 else
   DIR="${BENCH_DIR:-.bench}"
-  FILE_MIB="${BENCH_FILE_MIB:-1024}"
-  REPEAT="${BENCH_REPEAT:-3}"
+  FILE_MIB="${BENCH_FILE_MIB:-512}"
+  REPEAT="${BENCH_REPEAT:-5}"
   N="${BENCH_ENVELOPES:-2000}"
   GOBENCH_FLAGS="${BENCH_GOFLAGS:--benchtime 1s -count 3}"
   TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-20m}"
 fi
 DATA=".bench/data-${FILE_MIB}MiB.bin" # shared by full and short runs; reused when present
-TOOLS=.tools/bin
+TOOLS="${BENCH_TOOLS:-.tools/bin}" # where the pinned age is installed
 ENVDR=bin/envdr
 BENCH=bin/envdr-bench
 LOCAL_PORT="${BENCH_LOCAL_BASE_PORT:-24760}"
@@ -41,7 +43,8 @@ go build -buildvcs=auto -o "$ENVDR" ./cmd/envdr
 go build -o "$BENCH" ./test/bench
 if [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
   echo "installing filippo.io/age/cmd/...@$AGE_VERSION into $TOOLS"
-  GOBIN="$(pwd)/$TOOLS" go install "filippo.io/age/cmd/...@$AGE_VERSION"
+  mkdir -p "$TOOLS"
+  GOBIN="$(cd "$TOOLS" && pwd)" go install "filippo.io/age/cmd/...@$AGE_VERSION"
 fi
 echo "age $($TOOLS/age --version)"
 
@@ -86,7 +89,7 @@ export ENVDR_LOCAL_BACKENDS="$LOCAL/backends.json"
 echo "ready: $CONFIG"
 
 mkdir -p "$DIR"
-rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-throttled.json,replicate-throttled.log,summary.txt}
+rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-throttled.json,replicate-throttled.log,summary.txt,summary.json}
 
 # 1. Envelope library.
 step "1/3 envelope library: go test -run '^\$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/"
@@ -95,8 +98,8 @@ if ! go test -run '^$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/ 2>&1 | tee 
   failed+=("envelope benchmarks")
 fi
 
-# 2. CLI vs age.
-step "2/3 envdr seal/open vs age on ${FILE_MIB} MiB, $REPEAT run(s) each"
+# 2. CLI vs age and dd.
+step "2/3 envdr seal/open vs age (to a pipe, to /dev/null) and, durable, vs dd conv=fsync, on ${FILE_MIB} MiB; $REPEAT round(s)"
 if [[ ! -f $DATA || $(stat -c %s "$DATA") -ne $((FILE_MIB << 20)) ]]; then
   echo "generating $DATA"
   head -c "$((FILE_MIB << 20))" /dev/urandom >"$DATA.tmp" && mv "$DATA.tmp" "$DATA"
@@ -107,45 +110,65 @@ KEY="$DIR/age.key"
 RCPT=$($TOOLS/age-keygen -y "$KEY")
 mkdir -p "$W"
 cat "$DATA" >/dev/null # warm the page cache for everyone alike
-measure() { "$BENCH" measure --out "$DIR/cli.jsonl" --bytes "$BYTES" --label "$@"; }
+round=0
+measure() { "$BENCH" measure --out "$DIR/cli.jsonl" --bytes "$BYTES" --round "$round" --label "$@"; }
 cli_ok=ok
-# To files once (includes the disk; checks open's output with cmp), keeping the sealed files ...
-echo "-- to files, checked with cmp"
-if measure envdr-seal-file -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/data.envdr" >/dev/null &&
-  measure envdr-open-file -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/data.envdr.out" &&
-  cmp "$DATA" "$W/data.envdr.out"; then :; else
-  cli_ok="FAIL: envdr seal/open to files or cmp failed"
+# The inputs of the open runs, sealed once (untimed), and open's output checked once with cmp.
+if "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/data.envdr" >/dev/null &&
+  "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/data.envdr.out" && cmp "$DATA" "$W/data.envdr.out" &&
+  "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cmp - "$DATA" &&
+  $TOOLS/age -r "$RCPT" -o "$W/data.age" "$DATA" && $TOOLS/age -d -i "$KEY" "$W/data.age" | cmp - "$DATA"; then :; else
+  cli_ok="FAIL: sealing the inputs, or an output differing from the input (cmp)"
 fi
-if measure age-seal-file -- $TOOLS/age -r "$RCPT" -o "$W/data.age" "$DATA" &&
-  measure age-open-file -- $TOOLS/age -d -i "$KEY" -o "$W/data.age.out" "$W/data.age" &&
-  cmp "$DATA" "$W/data.age.out"; then :; else
-  cli_ok="FAIL: age to files or cmp failed"
-fi
-rm -f "$W/data.envdr.out" "$W/data.age.out"
-# ... then streamed to /dev/null, $REPEAT times, alternating the tools: the tools' own speed.
-for ((i = 1; i <= REPEAT; i++)); do
-  echo "-- to /dev/null, run $i of $REPEAT"
+rm -f "$W/data.envdr.out"
+# Rounds: every command once per round, so each ratio can be taken within a round (the same
+# machine load for both sides) as well as best against best.
+#   pipe:      stdout is a pipe to cat (what a shell pipeline gives the tool); envdr with its
+#              default --jobs (GOMAXPROCS) and with --jobs 1 (the sequential path); and
+#              `cat FILE | cat`, the time the pipe itself takes to carry the bytes
+#   /dev/null: the tools' own speed, as in earlier runs
+#   durable:   envdr writes a file, fsyncs it, renames it into place and fsyncs the directory;
+#              dd bs=4M conv=fsync copies the same bytes to a file and fsyncs it
+for ((round = 1; round <= REPEAT; round++)); do
+  echo "-- round $round of $REPEAT"
+  measure cat-pipe -- cat "$DATA" | cat >/dev/null || cli_ok="FAIL: cat" # the pipe's own floor on this machine
+  measure envdr-seal-pipe -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal"
+  measure age-seal-pipe -- $TOOLS/age -r "$RCPT" "$DATA" | cat >/dev/null || cli_ok="FAIL: age seal"
+  measure envdr-open-pipe -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open"
+  measure age-open-pipe -- $TOOLS/age -d -i "$KEY" "$W/data.age" | cat >/dev/null || cli_ok="FAIL: age open"
+  measure envdr-seal-pipe-j1 -- "$ENVDR" --config "$CONFIG" seal --jobs 1 --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal --jobs 1"
+  measure envdr-open-pipe-j1 -- "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open --jobs 1"
   measure envdr-seal -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - >/dev/null || cli_ok="FAIL: envdr seal"
   measure age-seal -- $TOOLS/age -r "$RCPT" "$DATA" >/dev/null || cli_ok="FAIL: age seal"
   measure envdr-open -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - >/dev/null || cli_ok="FAIL: envdr open"
   measure age-open -- $TOOLS/age -d -i "$KEY" "$W/data.age" >/dev/null || cli_ok="FAIL: age open"
+  measure dd-fsync -- dd if="$DATA" of="$W/dd.out" bs=4M conv=fsync status=none || cli_ok="FAIL: dd"
+  rm -f "$W/dd.out"
+  measure envdr-seal-file -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/seal.envdr" >/dev/null || cli_ok="FAIL: envdr seal to a file"
+  rm -f "$W/seal.envdr"
+  measure envdr-open-file -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/open.out" || cli_ok="FAIL: envdr open to a file"
+  rm -f "$W/open.out"
 done
 rm -rf "$W"
 echo "$cli_ok" >"$DIR/cli-check.txt"
-[[ $cli_ok == ok ]] || failed+=("CLI vs age: $cli_ok")
+[[ $cli_ok == ok ]] || failed+=("CLI vs age and dd: $cli_ok")
 
 # 3. Replicator.
+if [[ "${BENCH_SKIP_REPLICATE:-0}" == 1 ]]; then
+  echo "BENCH_SKIP_REPLICATE=1: section 3 left out" >&2
+else
 step "3/3 replicator: $N envelopes, envdr run --drain as a process (unthrottled)"
 "$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
   --out "$DIR/replicate.json" || failed+=("replicator (unthrottled)")
 step "3/3 replicator: $N envelopes, each region's KMS limited to $THROTTLE req/s, kms_rate $THROTTLE"
 "$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --throttle "$THROTTLE" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
   --out "$DIR/replicate-throttled.json" || failed+=("replicator (throttled)")
+fi
 
 SUMMARY_FLAGS=()
 [[ "$SHORT" == 1 ]] && SUMMARY_FLAGS+=(--short)
 "$BENCH" summary --dir "$DIR" "${SUMMARY_FLAGS[@]}"
-echo "(written to $DIR/summary.txt; daemon logs in $DIR/replicate*.log)"
+echo "(written to $DIR/summary.txt and $DIR/summary.json; daemon logs in $DIR/replicate*.log)"
 if ((${#failed[@]})); then
   printf 'bench: FAILED: %s\n' "${failed[@]}" >&2
   exit 1

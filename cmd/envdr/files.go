@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 // openInput opens IN, or stdin for "-".
 func openInput(path string) (io.ReadCloser, error) {
 	if path == "-" {
+		growPipe(os.Stdin)
 		return io.NopCloser(os.Stdin), nil
 	}
 	f, err := os.Open(path)
@@ -28,15 +30,22 @@ func openInput(path string) (io.ReadCloser, error) {
 }
 
 // output writes OUT through a temporary file in the same directory, renamed into place only on
-// success, so a failure never leaves a partial output file. "-" is stdout.
+// success, so a failure never leaves a partial output file. "-" is stdout. The file is written
+// through durableFile: writeback starts while the rest is still being encrypted, and commit
+// fsyncs the file, then the directory.
 type output struct {
 	w    io.Writer
 	f    *os.File
+	d    *durableFile
 	path string
 }
 
 func createOutput(path string) (*output, error) {
 	if path == "-" {
+		growPipe(os.Stdout)
+		if po := newPipeOut(os.Stdout); po != nil {
+			return &output{w: po}, nil
+		}
 		return &output{w: os.Stdout}, nil
 	}
 	dir := filepath.Dir(path)
@@ -44,7 +53,22 @@ func createOutput(path string) (*output, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &output{w: f, f: f, path: path}, nil
+	d := newDurableFile(f)
+	return &output{w: d, f: f, d: d, path: path}, nil
+}
+
+// preallocate reserves size bytes of the output file (no-op for stdout).
+func (o *output) preallocate(size int64) {
+	if o.d != nil {
+		o.d.preallocate(size)
+	}
+}
+
+// preallocateAfterFirst reserves n bytes beyond the output's first Write (seal's header).
+func (o *output) preallocateAfterFirst(n int64) {
+	if o.d != nil {
+		o.d.preallocateAfterFirst(n)
+	}
 }
 
 // commit syncs and renames the temporary file into place.
@@ -118,6 +142,19 @@ func readHeaderKeep(r io.Reader) (*envelope.Header, io.Reader, error) {
 		return nil, nil, err
 	}
 	return hdr, io.MultiReader(&buf, r), nil
+}
+
+// addJobsFlag adds --jobs to seal and open: how many cores encrypt or authenticate chunks.
+func addJobsFlag(cmd *cobra.Command, p *int) {
+	cmd.Flags().IntVar(p, "jobs", runtime.GOMAXPROCS(0),
+		fmt.Sprintf("chunks are sealed or authenticated on this many cores (1..%d; default GOMAXPROCS; buffers about 2N+1 MiB with the default chunk size); output order and release rules do not change", envelope.MaxJobs))
+}
+
+func checkJobsFlag(jobs int) error {
+	if jobs < 1 || jobs > envelope.MaxJobs {
+		return usageError("--jobs %d: want 1..%d", jobs, envelope.MaxJobs)
+	}
+	return nil
 }
 
 // replicationPolicy is the config's replication policy.

@@ -20,6 +20,7 @@ func init() {
 			region   string
 			ctxPairs []string
 			anyKey   bool
+			jobs     int
 		)
 		cmd := &cobra.Command{
 			Use:   "open [flags] IN|- OUT|-",
@@ -78,11 +79,15 @@ renamed into place only on success.`,
 				if err != nil {
 					return err
 				}
+				if err := checkJobsFlag(jobs); err != nil {
+					return err
+				}
 				out, err := createOutput(args[1])
 				if err != nil {
 					return fmt.Errorf("output: %w", err)
 				}
-				if _, err := envelope.Open(ctx, out.w, src, r, envelope.OpenOptions{Context: want, Wrap: wrap}); err != nil {
+				out.preallocate(openedSize(hdr, inputSize(in)))
+				if _, err := envelope.Open(ctx, out.w, src, r, envelope.OpenOptions{Context: want, Wrap: wrap, Jobs: jobs}); err != nil {
 					out.abort()
 					return fmt.Errorf("open %s (record %s) through region %s: %w", args[0], hdr.RecordID(), r.Name, err)
 				}
@@ -95,6 +100,7 @@ renamed into place only on success.`,
 		cmd.Flags().StringVar(&region, "region", "", "open through this region alone (default: the envelope's home region)")
 		cmd.Flags().StringArrayVar(&ctxPairs, "context", nil, "expected encryption context pair key=value (repeatable)")
 		addTrustAnyKeyFlag(cmd, &anyKey)
+		addJobsFlag(cmd, &jobs)
 		return cmd
 	})
 }

@@ -23,6 +23,7 @@ func init() {
 			dataURI   string
 			region    string
 			timeout   time.Duration
+			jobs      int
 		)
 		cmd := &cobra.Command{
 			Use:   "seal [flags] IN|- OUT|-",
@@ -93,8 +94,14 @@ OUT is written to a temporary file and renamed into place only on success.`,
 				if err != nil {
 					return fmt.Errorf("output: %w", err)
 				}
+				if err := checkJobsFlag(jobs); err != nil {
+					return err
+				}
+				if n := inputSize(in); n >= 0 {
+					out.preallocateAfterFirst(sealedPayloadSize(n, chunkSize))
+				}
 				hdr, err := envelope.Seal(ctx, out.w, in, keys, envelope.SealOptions{
-					ID: id, Context: userCtx, ChunkSize: chunkSize})
+					ID: id, Context: userCtx, ChunkSize: chunkSize, Jobs: jobs})
 				if err != nil {
 					out.abort()
 					return fmt.Errorf("seal %s: %w", args[0], err)
@@ -129,6 +136,7 @@ OUT is written to a temporary file and renamed into place only on success.`,
 		f.StringVar(&region, "region", "", "seal with this region's key only (default: seal order, falling over)")
 		f.DurationVar(&timeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
 		f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("plaintext bytes per chunk (default %d)", envelope.DefaultChunkSize))
+		addJobsFlag(cmd, &jobs)
 		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
 		return cmd
 	})

@@ -107,15 +107,9 @@ func NewStack(opts StackOptions) (*Stack, error) {
 	if len(regions) == 0 {
 		regions = DefaultRegions
 	}
-	// One transport for all proxies: pooled connections to the two backends, never an
-	// environment proxy (HTTP_PROXY must not capture loopback traffic).
-	tr := &http.Transport{
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
+	// One transport for all proxies (newBackendTransport: idle connections dropped before the
+	// backends drop them).
+	tr := newBackendTransport()
 	m := opts.IAM
 	if m == nil {
 		m = iam.New()
@@ -376,6 +370,27 @@ func holdPort(port int) int {
 		return -1
 	}
 	return fd
+}
+
+// backendIdleTimeout is how long a pooled connection to a backend may stay idle before the
+// proxies close it themselves. It must stay well below the keep-alive timeout of every backend:
+// fauxqs (Fastify) closes a connection idle for 72 s, DynamoDB Local (Jetty) after 30 s, Node's
+// own default is 5 s. With Go's default (90 s) the proxy kept connections the backend had
+// already decided to close, and reusing one just as the backend closed it lost the request, or
+// cut the response: see docs/LOCAL.md, "The cut SQS response". A var for the test only.
+var backendIdleTimeout = 2 * time.Second
+
+// newBackendTransport is the one transport of all proxies: pooled connections to the backends,
+// closed by us before the backend would, and never an environment proxy (HTTP_PROXY must not
+// capture loopback traffic).
+func newBackendTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     backendIdleTimeout,
+		DisableCompression:  true,
+	}
 }
 
 // newProxy forwards to a backend, keeping the client's Host header: fauxqs builds queue URLs

@@ -14,6 +14,7 @@ import (
 // Measurement is one run of a child process (a JSON line in the measure file).
 type Measurement struct {
 	Label     string  `json:"label"`
+	Round     int     `json:"round,omitempty"` // scripts/bench.sh runs every command once per round
 	Bytes     int64   `json:"bytes,omitempty"`
 	WallS     float64 `json:"wall_s"`
 	UserS     float64 `json:"user_s"`
@@ -36,6 +37,7 @@ func runMeasure(args []string) error {
 	label := fs.String("label", "", "name of this measurement (e.g. envdr-seal)")
 	bytes := fs.Int64("bytes", 0, "bytes processed, for throughput")
 	out := fs.String("out", "", "append the JSON line to this file (default: stdout only)")
+	round := fs.Int("round", 0, "the round of interleaved runs this one belongs to (0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,6 +49,7 @@ func runMeasure(args []string) error {
 	if err != nil {
 		return err
 	}
+	m.Round = *round
 	line, _ := json.Marshal(m)
 	fmt.Fprintf(os.Stderr, "measure %s: %.3fs wall, %.3fs user, %.3fs sys, peak RSS %.1f MiB\n",
 		m.Label, m.WallS, m.UserS, m.SysS, float64(m.MaxRSSKiB)/1024)

@@ -28,6 +28,7 @@ const (
 	fileReplicate   = "replicate.json"     // unthrottled replicator run
 	fileReplicateTh = "replicate-throttled.json"
 	fileSummary     = "summary.txt"
+	fileSummaryJSON = "summary.json" // every figure of the summary, for machines
 )
 
 // Goals from the acceptance criteria (issues 3 and 4).
@@ -47,12 +48,20 @@ func runSummary(args []string) error {
 		return err
 	}
 	var buf bytes.Buffer
-	missed, err := writeSummary(&buf, *dir, *short)
+	figs, err := summarize(&buf, *dir, *short)
 	if err != nil {
 		return err
 	}
+	missed := figs.GoalsMissed
 	os.Stdout.Write(buf.Bytes())
 	if err := os.WriteFile(filepath.Join(*dir, fileSummary), buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(figs, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, fileSummaryJSON), append(js, '\n'), 0o644); err != nil {
 		return err
 	}
 	if *strict && missed > 0 {
@@ -80,13 +89,21 @@ func (j *judge) check(ok bool) string {
 }
 
 func writeSummary(w io.Writer, dir string, short bool) (missed int, err error) {
+	f, err := summarize(w, dir, short)
+	return f.GoalsMissed, err
+}
+
+// summarize prints the summary table to w and returns every figure in it (summary.json).
+func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
 	j := &judge{short: short}
 	mode := "full"
 	if short {
 		mode = "SHORT (harness check only; figures are not meaningful)"
 	}
-	fmt.Fprintf(w, "\n== envdr bench summary  %s  mode: %s  %s/%s, %d CPUs, load %s\n",
-		time.Now().UTC().Format(time.RFC3339), mode, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), loadAvg())
+	f = Figures{Time: time.Now().UTC().Format(time.RFC3339), Mode: mode, Platform: runtime.GOOS + "/" + runtime.GOARCH,
+		CPUs: runtime.NumCPU(), Load: loadAvg(), Replicate: map[string]*ReplicateResult{}}
+	defer func() { f.GoalsMissed = j.missed }()
+	fmt.Fprintf(w, "\n== envdr bench summary  %s  mode: %s  %s, %d CPUs, load %s\n", f.Time, mode, f.Platform, f.CPUs, f.Load)
 
 	// 1. Envelope library.
 	fmt.Fprintf(w, "\n-- 1. envelope library vs raw AES-256-GCM (go test -bench ./envelope/; goal: ratio >= %.2f)\n", goalLibRatio)
@@ -95,14 +112,16 @@ func writeSummary(w io.Writer, dir string, short bool) (missed int, err error) {
 	} else {
 		benches := parseGoBench(bytes.NewReader(b))
 		writeLibrary(w, benches, j)
+		f.Library, f.LibRatios = libraryFigures(benches), libraryRatios(benches)
 	}
 
-	// 2. CLI vs age.
-	fmt.Fprintf(w, "\n-- 2. envdr CLI vs age on the same file (best of runs; goals: envdr/age >= %.1fx, peak RSS <= %d MiB)\n", goalCLIRatio, goalRSSMiB)
+	// 2. CLI vs age and dd.
+	fmt.Fprintf(w, "\n-- 2. envdr CLI vs age v1.2.1 and dd (goals: to a pipe envdr/age >= %.1fx, to /dev/null >= %.1fx; durable file <= %.2fx dd conv=fsync; peak RSS <= %d MiB)\n",
+		goalPipeRatio, goalCLIRatio, goalDurableRatio, goalRSSMiB)
 	if ms, err := readMeasurements(filepath.Join(dir, fileCLI)); err != nil {
 		fmt.Fprintf(w, "   not run: %v\n", err)
 	} else {
-		writeCLI(w, ms, dir, j)
+		f.CLI = writeCLI(w, ms, dir, j)
 	}
 
 	// 3. Replicator.
@@ -115,11 +134,17 @@ func writeSummary(w io.Writer, dir string, short bool) (missed int, err error) {
 		fmt.Fprintf(w, "   throttled run: not run: %v\n", err)
 	}
 	writeReplicate(w, free, th, j)
+	if free != nil {
+		f.Replicate["unthrottled"] = free
+	}
+	if th != nil {
+		f.Replicate["throttled"] = th
+	}
 
 	if !short {
 		fmt.Fprintf(w, "\n   goals missed: %d\n", j.missed)
 	}
-	return j.missed, nil
+	return f, nil
 }
 
 func loadAvg() string {
@@ -217,9 +242,9 @@ func isRatioUnit(u string) bool {
 
 // Ratio is one library-to-raw comparison.
 type Ratio struct {
-	Name  string
-	Unit  string // the custom metric, or "computed"
-	Value float64
+	Name  string  `json:"name"`
+	Unit  string  `json:"unit"` // the custom metric, or "computed"
+	Value float64 `json:"value"`
 }
 
 // libraryRatios returns the ratios the benchmarks report themselves; without any, it pairs each
@@ -332,111 +357,6 @@ func readMeasurements(path string) ([]Measurement, error) {
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-// cliStat is the best run of one label (lowest wall time) and the highest peak RSS of its runs.
-type cliStat struct {
-	Best   Measurement
-	MaxRSS int64
-	MinCPU float64 // lowest user+sys of the runs
-	Runs   int
-}
-
-func bestByLabel(ms []Measurement) map[string]*cliStat {
-	out := map[string]*cliStat{}
-	for _, m := range ms {
-		if m.Exit != 0 {
-			continue
-		}
-		s := out[m.Label]
-		if s == nil {
-			s = &cliStat{Best: m, MinCPU: m.UserS + m.SysS}
-			out[m.Label] = s
-		}
-		s.MinCPU = min(s.MinCPU, m.UserS+m.SysS)
-		s.Runs++
-		if m.WallS < s.Best.WallS {
-			s.Best = m
-		}
-		s.MaxRSS = max(s.MaxRSS, m.MaxRSSKiB)
-	}
-	return out
-}
-
-func writeCLI(w io.Writer, ms []Measurement, dir string, j *judge) {
-	st := bestByLabel(ms)
-	var size int64
-	for _, s := range st {
-		size = max(size, s.Best.Bytes)
-	}
-	fmt.Fprintf(w, "   file: %d random bytes (%.0f MiB), in the page cache; output streamed to /dev/null\n", size, float64(size)/(1<<20))
-	fmt.Fprintf(w, "   (the tools' own speed), and once to a file on disk (checked with cmp; envdr fsyncs the file\n")
-	fmt.Fprintf(w, "   before renaming it into place, age does not, so the file rows are disk-bound and not like for like)\n")
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "   command\toutput\truns\tbest wall s\tMB/s\tleast CPU s (user+sys)\tpeak RSS MiB\t\n")
-	for _, l := range []string{"envdr-seal", "age-seal", "envdr-open", "age-open", "envdr-seal-file", "age-seal-file", "envdr-open-file", "age-open-file"} {
-		out := "/dev/null"
-		name := l
-		if strings.HasSuffix(l, "-file") {
-			out, name = "file", strings.TrimSuffix(l, "-file")
-		}
-		s := st[l]
-		if s == nil {
-			fmt.Fprintf(tw, "   %s\t%s\t0\t-\t-\t-\t-\t\n", name, out)
-			continue
-		}
-		fmt.Fprintf(tw, "   %s\t%s\t%d\t%.3f\t%.1f\t%.3f\t%.1f\t\n", name, out, s.Runs, s.Best.WallS, s.Best.MBps(),
-			s.MinCPU, float64(s.MaxRSS)/1024)
-	}
-	tw.Flush()
-	fmt.Fprintf(w, "\n")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "   figure\tvalue\tgoal\t\n")
-	ratio := func(op, suffix string) (float64, bool) {
-		e, a := st["envdr-"+op+suffix], st["age-"+op+suffix]
-		if e == nil || a == nil || a.Best.MBps() == 0 {
-			return 0, false
-		}
-		return e.Best.MBps() / a.Best.MBps(), true
-	}
-	for _, op := range []string{"seal", "open"} {
-		if r, ok := ratio(op, ""); ok {
-			fmt.Fprintf(tw, "   envdr %s / age throughput\t%.2fx\t>= %.1fx %s\t\n", op, r, goalCLIRatio, j.check(r >= goalCLIRatio))
-		} else {
-			fmt.Fprintf(tw, "   envdr %s / age throughput\t-\t>= %.1fx\t\n", op, goalCLIRatio)
-		}
-	}
-	for _, op := range []string{"seal", "open"} {
-		e, a := st["envdr-"+op], st["age-"+op]
-		if e != nil && a != nil && e.MinCPU > 0 {
-			r := a.MinCPU / e.MinCPU
-			fmt.Fprintf(tw, "   age CPU / envdr CPU, %s (steadier on a busy machine)\t%.2fx\t\t\n", op, r)
-		}
-	}
-	for _, op := range []string{"seal", "open"} {
-		if r, ok := ratio(op, "-file"); ok {
-			fmt.Fprintf(tw, "   envdr %s / age, to a file (disk-bound)\t%.2fx\t\t\n", op, r)
-		}
-	}
-	for _, op := range []string{"seal", "open"} {
-		var rss int64
-		for _, l := range []string{"envdr-" + op, "envdr-" + op + "-file"} {
-			if s := st[l]; s != nil {
-				rss = max(rss, s.MaxRSS)
-			}
-		}
-		if rss == 0 {
-			continue
-		}
-		mib := float64(rss) / 1024
-		fmt.Fprintf(tw, "   envdr %s peak RSS (all runs)\t%.1f MiB\t<= %d MiB %s\t\n", op, mib, goalRSSMiB, j.check(mib <= goalRSSMiB))
-	}
-	check := "not checked"
-	if b, err := os.ReadFile(filepath.Join(dir, fileCLICheck)); err == nil {
-		check = strings.TrimSpace(string(b))
-	}
-	fmt.Fprintf(tw, "   open output == input (cmp)\t%s\t\t\n", check)
-	tw.Flush()
 }
 
 func readReplicate(path string) (*ReplicateResult, error) {

@@ -593,12 +593,6 @@ func (s *pushSink) Write(b []byte) (int, error) {
 	return n, nil
 }
 
-// open authenticates ct as chunk r.counter into pbuf. Out of place: ct is left intact (it may
-// be the source's memory, and a failure must be re-checkable).
-func (r *Reader) open(ct []byte, final bool) ([]byte, error) {
-	return r.opener().open(r.pbuf[:0], &r.nonce, r.counter, ct, final)
-}
-
 func (r *Reader) opener() chunkOpener {
 	return chunkOpener{aead: r.aead, aad: &r.aad, chunkSize: r.chunkSize}
 }

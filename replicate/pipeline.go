@@ -158,7 +158,7 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 		return err
 	default:
 		cur = stored.Clone()
-		if err := cur.Merge(base); err != nil {
+		if err := cur.Merge(fillOnly(stored, base)); err != nil {
 			return poison(ReasonRecordConflict, "record %s: the event does not match the stored record: %w", ev.ID, err)
 		}
 	}
@@ -524,7 +524,7 @@ func mergeInto(delta *envelope.Record) func(cur *envelope.Record) (*envelope.Rec
 			return delta.Clone(), nil
 		}
 		next := cur.Clone()
-		if err := next.Merge(delta); err != nil {
+		if err := next.Merge(fillOnly(cur, delta)); err != nil {
 			return nil, poison(ReasonRecordConflict, "%w", err)
 		}
 		next.Version = cur.Version
@@ -533,6 +533,21 @@ func mergeInto(delta *envelope.Record) func(cur *envelope.Record) (*envelope.Rec
 		}
 		return next, nil
 	}
+}
+
+// fillOnly is delta without the wraps that would replace a different wrap cur already holds: an
+// event (or this pass's work, made from an older read) only fills regions that have no wrap. So
+// a redelivered event cannot put back the wrap a rewrap replaced (the event carries the original
+// source wrap, older and so preferred by the merge), and a verified wrap is never displaced.
+// Errors and the record's fixed fields merge as before.
+func fillOnly(cur, delta *envelope.Record) *envelope.Record {
+	out := delta.Clone()
+	for name, w := range out.Regions {
+		if c := cur.Regions[name]; c.HasWrap() && w.HasWrap() && !sameWrap(c, w) {
+			delete(out.Regions, name)
+		}
+	}
+	return out
 }
 
 // verifyStamp is the outcome of verifying one region: the wrap that was decrypted (nil on

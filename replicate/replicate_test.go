@@ -737,3 +737,39 @@ func TestSharedMRKWrapCallsPerEnvelope(t *testing.T) {
 		}
 	}
 }
+
+// A redelivery cannot undo a rewrap (issue 13, item 7): the record's source-region wrap was
+// replaced (rewrap to a new wrap, unverified, later wrapped_at); the original event, delivered
+// again, carries the original wrap, which the merge used to prefer (earlier wrapped_at) and put
+// back. Now an event only fills regions without a wrap.
+func TestRedeliveryCannotUndoRewrap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, body, hdr := b.seal(t)
+	id := hdr.RecordID()
+	b.send(t, body)
+	d := b.daemon(t)
+	b.waitDrained(t, d, 60*time.Second)
+	rec := b.record(t, "us-east-1", id)
+	old := rec.Regions["us-east-1"]
+	require.True(t, old.Verified())
+
+	home, err := b.topo.HomeRegion()
+	require.NoError(t, err)
+	rewrapped, arn, err := home.ReEncrypt(context.Background(), old.Wrapped, old.KeyARN, "", rec.Context.Map())
+	require.NoError(t, err)
+	require.NotEqual(t, old.Wrapped, rewrapped)
+	store := replicate.NewStore(b.cfg.Table, "us-east-1", home.DynamoDB(), b.cfg.RegionNames())
+	_, err = store.Update(context.Background(), id, func(cur *envelope.Record) (*envelope.Record, error) {
+		next := cur.Clone()
+		next.Regions["us-east-1"] = &envelope.RegionWrap{KeyARN: arn, Wrapped: rewrapped, WrappedAt: time.Now().UTC()}
+		return next, nil
+	})
+	require.NoError(t, err)
+
+	b.send(t, body) // the original event again
+	b.waitDrained(t, d, 60*time.Second)
+	got := b.record(t, "us-east-1", id).Regions["us-east-1"]
+	require.Equal(t, rewrapped, got.Wrapped, "the redelivered event put the pre-rewrap wrap back")
+	require.True(t, got.Verified(), "the rewrapped wrap is verified by the redelivery")
+}

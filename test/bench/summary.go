@@ -88,11 +88,6 @@ func (j *judge) check(ok bool) string {
 	}
 }
 
-func writeSummary(w io.Writer, dir string, short bool) (missed int, err error) {
-	f, err := summarize(w, dir, short)
-	return f.GoalsMissed, err
-}
-
 // summarize prints the summary table to w and returns every figure in it (summary.json).
 func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
 	j := &judge{short: short}

@@ -15,9 +15,7 @@ fuzz: envelope-fuzz ## long fuzz runs, FUZZTIME per target (default 5m)
 envelope-fuzz-short: ## fuzz each envelope decoder and Open for FUZZTIME_SHORT (10s)
 	@set -e; for t in $(ENVELOPE_FUZZ_TARGETS); do \
 	  echo "-- envelope $$t ($(FUZZTIME_SHORT))"; \
-	  out=$$($(GO) test ./envelope/ -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME_SHORT) -fuzzminimizetime $(FUZZMINIMIZETIME) 2>&1) || \
-	    { echo "$$out"; echo "envelope $$t failed; the input is in envelope/testdata/fuzz/$$t/"; exit 1; }; \
-	  echo "$$out" | grep -E '^fuzz: elapsed' | tail -n 1; \
+	  GO=$(GO) bash scripts/fuzz-one.sh envelope $$t $(FUZZTIME_SHORT) $(FUZZMINIMIZETIME); \
 	done
 
 envelope-fuzz: ## fuzz each envelope target for FUZZTIME

@@ -16,7 +16,6 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/regions"
 )
 
@@ -50,7 +49,7 @@ type Pipeline struct {
 	self    *regions.Region   // the region this daemon runs for
 	home    *Store            // writes go to this region's own replica of the table
 	stores  map[string]*Store // each region's replica, for verification reads
-	policy  policy.Replication
+	policy  AckRule
 	keys    map[string]*regions.KeyInfo // resolved keys by region (from CheckKeys)
 	log     *zap.Logger
 	metrics *Metrics
@@ -69,7 +68,7 @@ const DefaultReplicaWait = 5 * time.Second
 // that region's replica of the table) over a checked topology; "" means the home region.
 func NewPipeline(topo *regions.Topology, region string, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
 	cfg := topo.Config()
-	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: policy.ReplicationFromConfig(cfg),
+	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: AckRuleFromConfig(cfg),
 		keys: keys, log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
 	for _, name := range topo.Names() {
 		r, _ := topo.Region(name)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/policy"
+	"github.com/envdr/envdr/replicate"
 )
 
 // openInput opens IN, or stdin for "-".
@@ -158,8 +158,8 @@ func checkJobsFlag(jobs int) error {
 }
 
 // replicationPolicy is the config's replication policy.
-func replicationPolicy(cfg *config.Config) policy.Replication {
-	return policy.ReplicationFromConfig(cfg)
+func replicationPolicy(cfg *config.Config) replicate.AckRule {
+	return replicate.AckRuleFromConfig(cfg)
 }
 
 // addTrustAnyKeyFlag adds --trust-any-key to an unwrapping command (open, verify, drill,

@@ -1,4 +1,4 @@
-package policy
+package replicate
 
 import (
 	"hash/fnv"
@@ -8,9 +8,11 @@ import (
 	"github.com/envdr/envdr/internal/config"
 )
 
-// Replication is the replication policy: which regions must hold a (verified) wrap before an
-// event is acknowledged.
-type Replication struct {
+// AckRule is the replication policy as the daemon acknowledges by it (config policy: required
+// regions, quorum, verification sampling): which regions must hold a (verified) wrap before an
+// event is acknowledged. It lives here, with the ack; package policy is about IAM and key
+// policies.
+type AckRule struct {
 	// Required regions must each be satisfied (unless Quorum is set and met).
 	Required []string
 	// Quorum > 0 also accepts any Quorum of Regions being satisfied.
@@ -21,15 +23,15 @@ type Replication struct {
 	SamplePercent float64
 }
 
-// ReplicationFromConfig reads the policy section of the config.
-func ReplicationFromConfig(c *config.Config) Replication {
+// AckRuleFromConfig reads the policy section of the config.
+func AckRuleFromConfig(c *config.Config) AckRule {
 	pct, _ := c.Policy.SamplePercent() // validated at load
-	return Replication{Required: c.Policy.Required, Quorum: c.Policy.Quorum, Regions: c.RegionNames(), SamplePercent: pct}
+	return AckRule{Required: c.Policy.Required, Quorum: c.Policy.Quorum, Regions: c.RegionNames(), SamplePercent: pct}
 }
 
 // Sampled reports whether the envelope with this ID is verified under the policy. The choice is
 // a stable hash of the ID, so every worker and every redelivery agrees.
-func (p Replication) Sampled(id string) bool {
+func (p AckRule) Sampled(id string) bool {
 	switch {
 	case p.SamplePercent >= 100:
 		return true
@@ -44,7 +46,7 @@ func (p Replication) Sampled(id string) bool {
 // Met reports whether rec satisfies the policy: a region is satisfied when it holds a wrap and,
 // if the envelope is sampled for verification, that wrap is verified. missing lists the required
 // regions (or, for a quorum, all regions) not yet satisfied, sorted.
-func (p Replication) Met(rec *envelope.Record) (ok bool, missing []string) {
+func (p AckRule) Met(rec *envelope.Record) (ok bool, missing []string) {
 	verify := p.Sampled(rec.ID)
 	sat := func(region string) bool {
 		w := rec.Regions[region]

@@ -139,97 +139,160 @@ func (p *Pipeline) checkEvent(ctx context.Context, ev *envelope.Event) (*regions
 	return src, nil
 }
 
+// process handles one decoded event, phase by phase: check the event, read the record, wrap in
+// every region that lacks a wrap, record the wraps, verify each region alone, and decide.
 func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result) error {
 	src, err := p.checkEvent(ctx, ev)
 	if err != nil {
 		return err
 	}
-	ec := ev.Context.Map()
-	base := ev.Record()
-
-	stored, err := p.home.Get(ctx, ev.ID)
-	var cur *envelope.Record
-	switch {
-	case errors.Is(err, ErrRecordNotFound):
-		stored, cur = nil, base.Clone()
-	case err != nil:
-		res.Reason = "record_read"
+	w := &eventWork{ev: ev, ec: ev.Context.Map(), res: res, key: p.sourceKey(src, ev)}
+	defer w.key.wipe()
+	stored, cur, err := p.read(ctx, w)
+	if err != nil {
 		return err
-	default:
-		cur = stored.Clone()
-		if err := cur.Merge(fillOnly(stored, base)); err != nil {
-			return poison(ReasonRecordConflict, "record %s: the event does not match the stored record: %w", ev.ID, err)
-		}
 	}
+	delta, err := p.wrap(ctx, w, stored, cur)
+	if err != nil {
+		return err
+	}
+	rec, err := p.record(ctx, w, stored, delta)
+	if err != nil {
+		return err
+	}
+	rec, confirmed, err := p.verify(ctx, w, rec)
+	if err != nil {
+		return err
+	}
+	return p.decide(ctx, w, rec, confirmed)
+}
 
-	// Wrap in every region that has no wrap yet, in parallel (bounded by the region count; each
-	// region's own limiter bounds its KMS rate).
-	delta := base.Clone()
-	var (
-		mu      sync.Mutex
-		dekOnce sync.Once
-		dek     []byte // set only once the source wrap decrypted and matched the commitment
-		dekErr  error
-	)
-	defer func() { envelope.Wipe(dek) }()
-	// Where the event's wrap is opened: in the source region, unless this daemon runs in another
-	// region that holds a replica of the event's multi-Region key. Then it opens it through its
-	// own replica, so a lost source region stops nothing (in independent mode only the source
-	// key can, which bounds what survives the source region's loss: docs/RUNBOOK.md).
-	openAt, openARN := src, ev.KeyARN
+// eventWork is one event's state across the phases.
+type eventWork struct {
+	ev  *envelope.Event
+	ec  map[string]string
+	key *sourceKey
+	mu  sync.Mutex // guards res.Regions, written by the phases' goroutines
+	res *Result
+}
+
+func (w *eventWork) status(region, s string) {
+	w.mu.Lock()
+	w.res.Regions[region] = s
+	w.mu.Unlock()
+}
+
+// sourceKey opens the event's wrapped DEK once, when a phase needs it: in the source region,
+// unless this daemon runs in another region that holds a replica of the event's multi-Region
+// key. Then it opens it through its own replica, so a lost source region stops nothing (in
+// independent mode only the source key can, which bounds what survives the source region's
+// loss: docs/RUNBOOK.md).
+type sourceKey struct {
+	ev      *envelope.Event
+	ec      map[string]string
+	src, at *regions.Region
+	arn     string
+	once    sync.Once
+	dek     []byte // set only once the wrap decrypted and matched the commitment
+	err     error
+}
+
+func (p *Pipeline) sourceKey(src *regions.Region, ev *envelope.Event) *sourceKey {
+	k := &sourceKey{ev: ev, ec: ev.Context.Map(), src: src, at: src, arn: ev.KeyARN}
 	if p.self != nil && p.self != src && p.self.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(ev.KeyARN) {
 		if arn, err := regions.ReplicaARN(ev.KeyARN, p.self.Name); err == nil {
-			openAt, openARN = p.self, arn
+			k.at, k.arn = p.self, arn
 		}
 	}
-	sourceDEK := func(ctx context.Context) ([]byte, error) {
-		dekOnce.Do(func() {
-			d, err := openAt.DecryptRaw(ctx, ev.WrappedDEK, openARN, ec)
-			if err != nil {
-				dekErr = invalidWrapIsPoison(ev.ID, err)
-				return
-			}
-			if err := envelope.CheckCommitment(d, ev.Commitment); err != nil {
-				envelope.Wipe(d)
-				dekErr = poison(ReasonCommitmentMismatch, "record %s: the wrapped DEK does not match the event's commitment: %w", ev.ID, err)
-				return
-			}
-			dek = d
-		})
-		return dek, dekErr
+	return k
+}
+
+// open returns the DEK (the caller must not keep it past the event: wipe wipes it).
+func (k *sourceKey) open(ctx context.Context) ([]byte, error) {
+	k.once.Do(func() {
+		d, err := k.at.DecryptRaw(ctx, k.ev.WrappedDEK, k.arn, k.ec)
+		if err != nil {
+			k.err = invalidWrapIsPoison(k.ev.ID, err)
+			return
+		}
+		if err := envelope.CheckCommitment(d, k.ev.Commitment); err != nil {
+			envelope.Wipe(d)
+			k.err = poison(ReasonCommitmentMismatch, "record %s: the wrapped DEK does not match the event's commitment: %w", k.ev.ID, err)
+			return
+		}
+		k.dek = d
+	})
+	return k.dek, k.err
+}
+
+// proven is the source region's wrap when it was decrypted there and its commitment checked: it
+// needs no second Decrypt to be verified (the table read still proves the record is in that
+// region's table).
+func (k *sourceKey) proven() *envelope.Wrap {
+	if k.dek != nil && k.at == k.src {
+		return k.ev.Wrap()
 	}
+	return nil
+}
+
+// wipe wipes the DEK (the slice is kept, so proven still knows it was opened).
+func (k *sourceKey) wipe() { envelope.Wipe(k.dek) }
+
+// read reads the record from this region's replica and merges the event into a working copy
+// (fill-only). stored is nil for a new record.
+func (p *Pipeline) read(ctx context.Context, w *eventWork) (stored, cur *envelope.Record, err error) {
+	base := w.ev.Record()
+	stored, err = p.home.Get(ctx, w.ev.ID)
+	switch {
+	case errors.Is(err, ErrRecordNotFound):
+		return nil, base, nil
+	case err != nil:
+		w.res.Reason = "record_read"
+		return nil, nil, err
+	}
+	cur = stored.Clone()
+	if err := cur.Merge(fillOnly(stored, base)); err != nil {
+		return nil, nil, poison(ReasonRecordConflict, "record %s: the event does not match the stored record: %w", w.ev.ID, err)
+	}
+	return stored, cur, nil
+}
+
+// wrap makes the wrap of every region that has none yet, in parallel (bounded by the region
+// count; each region's limiter bounds its KMS rate), and returns them with the event's record
+// as the delta to record.
+func (p *Pipeline) wrap(ctx context.Context, w *eventWork, stored, cur *envelope.Record) (*envelope.Record, error) {
 	// A new record must not be created from an event whose wrap does not match its commitment:
 	// in mrk mode nothing else checks it before the write, and a record with a forged
 	// commitment would make the genuine event conflict (and be dead-lettered) forever.
 	if stored == nil {
-		if _, err := sourceDEK(ctx); err != nil {
-			return err
+		if _, err := w.key.open(ctx); err != nil {
+			return nil, err
 		}
 	}
+	delta := w.ev.Record()
 	// last_error rewrites are throttled: at most one per lastErrorEvery per record, so a long
 	// outage does not rewrite every pending record on every redelivery.
 	quietErrors := recentError(cur, p.now())
+	var mu sync.Mutex // guards delta
 	g, gctx := errgroup.WithContext(ctx)
 	for _, name := range p.topo.Names() {
 		if cur.Regions[name].HasWrap() {
-			mu.Lock()
-			res.Regions[name] = "wrapped"
-			mu.Unlock()
+			w.status(name, "wrapped")
 			continue
 		}
 		r, _ := p.topo.Region(name)
 		g.Go(func() error {
 			start := p.now()
-			wrapped, keyARN, err := p.wrapIn(gctx, r, ev, ec, sourceDEK)
+			wrapped, keyARN, err := p.wrapIn(gctx, r, w.ev, w.ec, w.key.open)
+			now := p.now()
 			mu.Lock()
 			defer mu.Unlock()
-			now := p.now()
 			if err != nil {
 				var pe *poisonError
 				if errors.As(err, &pe) {
 					return err
 				}
-				res.Regions[name] = "failed: " + trimErr(err)
+				w.status(name, "failed: "+trimErr(err))
 				if !quietErrors {
 					delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
 				}
@@ -240,109 +303,110 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 				p.metrics.Wrap.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 			}
 			delta.Regions[name] = &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, LastErrorAt: now}
-			res.Regions[name] = "wrapped"
+			w.status(name, "wrapped")
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	// The source region's wrap, when it was decrypted there and its commitment checked above,
-	// needs no second Decrypt to be verified: the table read still proves the record is in that
-	// region's table. (dek is set only on success; wiping keeps the slice.)
-	var sourceProven *envelope.Wrap
-	if dek != nil && openAt == src {
-		sourceProven = ev.Wrap()
-	}
-	envelope.Wipe(dek)
+	return delta, g.Wait()
+}
 
-	rec, err := p.home.UpdateFrom(ctx, stored, ev.ID, mergeInto(delta))
+// record merges the delta into the record through this region's replica (conditional writes).
+func (p *Pipeline) record(ctx context.Context, w *eventWork, stored, delta *envelope.Record) (*envelope.Record, error) {
+	rec, err := p.home.UpdateFrom(ctx, stored, w.ev.ID, mergeInto(delta))
 	if err != nil {
-		res.Reason = "record_write"
-		return err
+		w.res.Reason = "record_write"
+		return nil, err
 	}
 	if p.metrics != nil {
 		p.metrics.RecordCASs.WithLabelValues("ok").Inc()
 	}
+	return rec, nil
+}
 
-	// Regions whose own replica was read in this pass and holds the wrap (verification reads it).
+// verify proves, for a sampled event, that each region with an unverified wrap opens it alone,
+// and stamps each region's outcome as soon as it is known: a region's item is its own
+// (docs/FORMAT.md 6.1), so a slow or sick region never holds back the others' stamps. It
+// returns the record with the stamps and the regions whose own replica it read.
+func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Record) (*envelope.Record, map[string]bool, error) {
 	confirmed := map[string]bool{}
-	if p.policy.Sampled(ev.ID) {
-		// Each region's outcome is written as soon as it is known: a region's item is its own
-		// (docs/FORMAT.md 6.1), so a slow or sick region never holds back the others' stamps.
-		stamped := map[string]*envelope.RegionWrap{}
-		var writeErr error
-		g, gctx := errgroup.WithContext(ctx)
-		for _, name := range p.topo.Names() {
-			w := rec.Regions[name]
-			if !w.HasWrap() {
-				continue
+	if !p.policy.Sampled(w.ev.ID) {
+		return rec, confirmed, nil
+	}
+	var mu sync.Mutex // guards stamped, writeErr, confirmed
+	stamped := map[string]*envelope.RegionWrap{}
+	var writeErr error
+	proven := w.key.proven()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range p.topo.Names() {
+		rw := rec.Regions[name]
+		if !rw.HasWrap() {
+			continue
+		}
+		if rw.Verified() {
+			w.status(name, "verified")
+			continue
+		}
+		r, _ := p.topo.Region(name)
+		g.Go(func() error {
+			var pr *envelope.Wrap
+			if name == w.ev.SourceRegion {
+				pr = proven
 			}
-			if w.Verified() {
-				mu.Lock()
-				res.Regions[name] = "verified"
-				mu.Unlock()
-				continue
+			checked, start, err := p.verifyIn(gctx, r, rec, pr)
+			now := p.now()
+			st := verifyStamp{wrap: checked, at: now, err: err}
+			updated, werr := p.home.UpdateFrom(gctx, rec, w.ev.ID, stampVerified(map[string]verifyStamp{name: st}))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case werr != nil:
+				if writeErr == nil {
+					writeErr = werr
+				}
+			case updated != nil:
+				stamped[name] = updated.Regions[name]
 			}
-			r, _ := p.topo.Region(name)
-			g.Go(func() error {
-				var proven *envelope.Wrap
-				if name == ev.SourceRegion {
-					proven = sourceProven
+			if err != nil {
+				w.status(name, "verify failed: "+trimErr(err))
+				if errors.Is(err, envelope.ErrCommitmentMismatch) && name == w.ev.SourceRegion {
+					return poison(ReasonCommitmentMismatch, "record %s: the source wrap does not match the commitment: %w", w.ev.ID, err)
 				}
-				checked, start, err := p.verifyIn(gctx, r, rec, proven)
-				now := p.now()
-				st := verifyStamp{wrap: checked, at: now, err: err}
-				updated, werr := p.home.UpdateFrom(gctx, rec, ev.ID, stampVerified(map[string]verifyStamp{name: st}))
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case werr != nil:
-					if writeErr == nil {
-						writeErr = werr
-					}
-				case updated != nil:
-					stamped[name] = updated.Regions[name]
-				}
-				if err != nil {
-					res.Regions[name] = "verify failed: " + trimErr(err)
-					if errors.Is(err, envelope.ErrCommitmentMismatch) && name == ev.SourceRegion {
-						return poison(ReasonCommitmentMismatch, "record %s: the source wrap does not match the commitment: %w", ev.ID, err)
-					}
-					return nil
-				}
-				p.answered(name)
-				if p.metrics != nil {
-					p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
-				}
-				res.Regions[name] = "verified"
-				confirmed[name] = true
 				return nil
-			})
-		}
-		verr := g.Wait()
-		if verr != nil {
-			return verr
-		}
-		if writeErr != nil {
-			res.Reason = "record_write"
-			return writeErr
-		}
-		if len(stamped) > 0 {
-			rec = rec.Clone()
-			for name, w := range stamped {
-				if w != nil {
-					rec.Regions[name] = w
-				}
+			}
+			p.answered(name)
+			if p.metrics != nil {
+				p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
+			}
+			w.status(name, "verified")
+			confirmed[name] = true
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	if writeErr != nil {
+		w.res.Reason = "record_write"
+		return nil, nil, writeErr
+	}
+	if len(stamped) > 0 {
+		rec = rec.Clone()
+		for name, sw := range stamped {
+			if sw != nil {
+				rec.Regions[name] = sw
 			}
 		}
 	}
+	return rec, confirmed, nil
+}
 
-	if ok, missing := p.policy.Met(p.survivingView(ctx, rec, confirmed, res)); !ok {
-		res.Reason = "regions_pending"
-		return fmt.Errorf("record %s: replication policy not met; waiting for %s", ev.ID, strings.Join(missing, ", "))
+// decide acks when the replication policy is met by what every region's own replica holds.
+func (p *Pipeline) decide(ctx context.Context, w *eventWork, rec *envelope.Record, confirmed map[string]bool) error {
+	if ok, missing := p.policy.Met(p.survivingView(ctx, rec, confirmed, w)); !ok {
+		w.res.Reason = "regions_pending"
+		return fmt.Errorf("record %s: replication policy not met; waiting for %s", w.ev.ID, strings.Join(missing, ", "))
 	}
-	res.Verdict = Ack
+	w.res.Verdict = Ack
 	return nil
 }
 
@@ -350,12 +414,12 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 // through its own endpoint, holds its wrap (what this daemon's replica says is not enough:
 // global tables replicate asynchronously, and an acked event must survive this region's loss).
 // Regions confirmed in this pass are not read again.
-func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, confirmed map[string]bool, res *Result) *envelope.Record {
+func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, confirmed map[string]bool, w *eventWork) *envelope.Record {
 	view := rec.Clone()
-	var mu sync.Mutex
+	var mu sync.Mutex // guards view
 	var g errgroup.Group
-	for name, w := range rec.Regions {
-		if !w.HasWrap() || confirmed[name] {
+	for name, rw := range rec.Regions {
+		if !rw.HasWrap() || confirmed[name] {
 			continue
 		}
 		if _, err := p.topo.Region(name); err != nil {
@@ -363,16 +427,16 @@ func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, conf
 		}
 		g.Go(func() error {
 			got, err := p.replicated(ctx, name, rec)
-			ok := err == nil && sameWrap(got.Regions[name], w)
+			if err == nil && sameWrap(got.Regions[name], rw) {
+				return nil
+			}
 			mu.Lock()
-			defer mu.Unlock()
-			if !ok {
-				delete(view.Regions, name)
-				if err != nil {
-					res.Regions[name] = "not confirmed in its own replica: " + trimErr(err)
-				} else {
-					res.Regions[name] = "not yet in its own replica"
-				}
+			delete(view.Regions, name)
+			mu.Unlock()
+			if err != nil {
+				w.status(name, "not confirmed in its own replica: "+trimErr(err))
+			} else {
+				w.status(name, "not yet in its own replica")
 			}
 			return nil
 		})

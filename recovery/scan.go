@@ -16,6 +16,7 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/smithy-go"
+	"github.com/sethvargo/go-retry"
 
 	"golang.org/x/sync/errgroup"
 
@@ -135,19 +136,18 @@ func (e *engine) run(ctx context.Context) error {
 // scanPage reads one page, retrying transient failures (connection resets, throttling, 5xx,
 // truncated responses) with backoff: a long scan should not die of one bad response.
 func (e *engine) scanPage(ctx context.Context, seg int, after string) (*replicate.Page, error) {
-	delay := 200 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		p, err := e.store.ScanPage(ctx, seg, e.segments, after, e.pageSize)
-		if err == nil || attempt == 5 || !transient(err) {
-			return p, err
+	var p *replicate.Page
+	// 5 tries, 200 ms doubling between them.
+	b := retry.WithMaxRetries(4, retry.NewExponential(200*time.Millisecond))
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
+		var err error
+		p, err = e.store.ScanPage(ctx, seg, e.segments, after, e.pageSize)
+		if err != nil && transient(err) {
+			return retry.RetryableError(err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
+		return err
+	})
+	return p, err
 }
 
 func transient(err error) bool {

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/sethvargo/go-retry"
 	"go.uber.org/zap"
 )
 
@@ -266,7 +267,11 @@ func (c *Consumer) readQueueAttributes(ctx context.Context) (maxReceives int, re
 }
 
 func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
-	backoff := time.Duration(0)
+	// A failed receive backs off 200 ms doubling to 10 s (jittered); a good one starts over.
+	newBackoff := func() retry.Backoff {
+		return retry.WithJitterPercent(25, retry.WithCappedDuration(10*time.Second, retry.NewExponential(200*time.Millisecond)))
+	}
+	backoff := newBackoff()
 	for {
 		// Take at least one free slot before fetching: fetch only when a worker can start.
 		select {
@@ -292,16 +297,16 @@ func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
 			if fetchCtx.Err() != nil {
 				return
 			}
-			backoff = min(max(2*backoff, 200*time.Millisecond), 10*time.Second)
-			c.log.Warn("receive failed; backing off", zap.String("queue", c.cfg.QueueURL), zap.Duration("backoff", backoff), zap.Error(err))
+			wait, _ := backoff.Next()
+			c.log.Warn("receive failed; backing off", zap.String("queue", c.cfg.QueueURL), zap.Duration("backoff", wait), zap.Error(err))
 			select {
-			case <-time.After(backoff + time.Duration(rand.Int64N(int64(backoff/4)+1))):
+			case <-time.After(wait):
 			case <-fetchCtx.Done():
 				return
 			}
 			continue
 		}
-		backoff = 0
+		backoff = newBackoff()
 		for _, m := range msgs {
 			c.workers.Add(1)
 			go func(m Message) {
@@ -588,17 +593,16 @@ func (c *Consumer) deleteBatch(handles []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const attempts = 5
-	var err error
-	for attempt := 0; attempt < attempts; attempt++ {
-		if attempt > 0 {
-			time.Sleep(time.Duration(100<<(attempt-1)) * time.Millisecond)
-		}
-		var out *sqs.DeleteMessageBatchOutput
+	tries := 0
+	// 5 tries, 100 ms doubling between them.
+	b := retry.WithMaxRetries(attempts-1, retry.NewExponential(100*time.Millisecond))
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
+		tries++
 		actx, acancel := c.bounded(ctx, 0)
-		out, err = c.q.DeleteMessageBatch(actx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
+		out, err := c.q.DeleteMessageBatch(actx, &sqs.DeleteMessageBatchInput{QueueUrl: aws.String(c.cfg.QueueURL), Entries: entries})
 		acancel()
 		if err == nil && len(out.Failed) == 0 {
-			return
+			return nil
 		}
 		if err == nil {
 			// A new slice: the retry list must not overwrite entries still being read.
@@ -612,14 +616,18 @@ func (c *Consumer) deleteBatch(handles []string) {
 			}
 			err = fmt.Errorf("%d entries failed, first: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
 			if len(failed) == 0 {
-				break
+				return err // nothing we sent to retry
 			}
 			entries = failed
 		}
-		if attempt < attempts-1 {
+		if tries < attempts {
 			c.log.Warn("batch delete failed; retrying (a message not deleted is redelivered and handled idempotently)", zap.Error(err))
 		}
+		return retry.RetryableError(err)
+	})
+	if err == nil {
+		return
 	}
 	c.log.Error("batch delete failed; giving up: these messages come back after their visibility timeout and are handled again (idempotently)",
-		zap.Int("undeleted", len(entries)), zap.Int("attempts", attempts), zap.Error(err))
+		zap.Int("undeleted", len(entries)), zap.Int("attempts", tries), zap.Error(err))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/sethvargo/go-retry"
 
 	"github.com/envdr/envdr/envelope"
 )
@@ -177,28 +178,26 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]ddbtypes.Attribu
 		n := min(len(keys), 100)
 		batch := keys[:n]
 		keys = keys[n:]
-		for attempt := 0; len(batch) > 0; attempt++ {
+		// Unprocessed keys (the table's read capacity) are asked for again, up to 16 times.
+		b := retry.WithMaxRetries(16, retry.WithCappedDuration(200*time.Millisecond, retry.NewExponential(10*time.Millisecond)))
+		err := retry.Do(ctx, b, func(ctx context.Context) error {
 			res, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: map[string]ddbtypes.KeysAndAttributes{
 				s.Table: {Keys: batch, ConsistentRead: aws.Bool(true)}}})
 			if err != nil {
-				return nil, err
+				return err
 			}
 			for _, it := range res.Responses[s.Table] {
 				if v, ok := it[attrID].(*ddbtypes.AttributeValueMemberS); ok {
 					out[v.Value] = it
 				}
 			}
-			batch = res.UnprocessedKeys[s.Table].Keys
-			if len(batch) > 0 {
-				if attempt >= 16 {
-					return nil, fmt.Errorf("batch read of table %s: %d keys left unprocessed", s.Table, len(batch))
-				}
-				select {
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
-				}
+			if batch = res.UnprocessedKeys[s.Table].Keys; len(batch) > 0 {
+				return retry.RetryableError(fmt.Errorf("batch read of table %s: %d keys left unprocessed", s.Table, len(batch)))
 			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
@@ -217,46 +216,59 @@ func (s *Store) UpdateFrom(ctx context.Context, cur *envelope.Record, id string,
 	return s.update(ctx, id, cur, true, mutate)
 }
 
+// errConflict marks a lost conditional write inside update's retry loop.
+var errConflict = errors.New("conditional write lost")
+
 func (s *Store) update(ctx context.Context, id string, known *envelope.Record, haveKnown bool, mutate func(cur *envelope.Record) (*envelope.Record, error)) (*envelope.Record, error) {
-	for attempt := 0; attempt < 16; attempt++ {
+	var result *envelope.Record
+	first := true
+	// 16 tries; a lost write waits a few milliseconds (growing, jittered) before a fresh read.
+	b := retry.WithMaxRetries(15, retry.WithJitterPercent(50, retry.WithCappedDuration(200*time.Millisecond, retry.NewExponential(time.Millisecond))))
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
 		var (
 			cur *envelope.Record
 			err error
 		)
-		if attempt == 0 && haveKnown {
+		if first && haveKnown {
 			if known != nil {
 				cur = known.Clone()
 			}
 		} else if cur, err = s.Get(ctx, id); err != nil && !errors.Is(err, ErrRecordNotFound) {
-			return nil, err
+			return err
 		}
+		first = false
 		next, err := mutate(cur)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if next == nil {
-			return cur, nil
+			result = cur
+			return nil
 		}
 		writes := s.writes(cur, next)
 		if len(writes) == 0 {
-			return cur, nil
+			result = cur
+			return nil
 		}
 		if err = s.write(ctx, writes); err == nil {
-			return next, nil
+			result = next
+			return nil
 		}
 		if !isConditionFailure(err) {
-			return nil, fmt.Errorf("region %s: write record %s to table %s: %w", s.Region, id, s.Table, err)
+			return fmt.Errorf("region %s: write record %s to table %s: %w", s.Region, id, s.Table, err)
 		}
 		if s.OnConflict != nil {
 			s.OnConflict()
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Duration(attempt*attempt) * time.Millisecond):
-		}
+		return retry.RetryableError(errConflict)
+	})
+	if errors.Is(err, errConflict) {
+		return nil, fmt.Errorf("region %s: record %s: %w", s.Region, id, ErrTooManyConflicts)
 	}
-	return nil, fmt.Errorf("region %s: record %s: %w", s.Region, id, ErrTooManyConflicts)
+	if err != nil {
+		return nil, err
+	}
+	return result, nil
 }
 
 // writes lists the conditional writes that turn cur into next: the header when the record is

@@ -49,11 +49,11 @@ func TestAckRule(t *testing.T) {
 		})
 	}
 	// Sampling is a stable function of the ID: every worker and redelivery agrees.
-	r := AckRule{SamplePercent: 10}
+	r, other := AckRule{SamplePercent: 10}, AckRule{SamplePercent: 10, Regions: []string{"x"}}
 	n := 0
 	for i := range 10000 {
 		id := "rec-" + string(rune('a'+i%26)) + time.Duration(i).String()
-		if r.Sampled(id) != r.Sampled(id) {
+		if r.Sampled(id) != other.Sampled(id) {
 			t.Fatal("Sampled is not stable")
 		}
 		if r.Sampled(id) {

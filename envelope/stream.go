@@ -428,6 +428,19 @@ func (r *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// flushPlain writes what is left of the current chunk's plaintext to w. When the consumer
+// fails nothing more will be released, so the plaintext is wiped now instead of staying in the
+// chunk buffer until the garbage collector runs.
+func (r *Reader) flushPlain(w io.Writer) (int64, error) {
+	n, err := w.Write(r.plain)
+	r.plain = r.plain[n:]
+	if err != nil {
+		r.err = err
+		r.release()
+	}
+	return int64(n), err
+}
+
 // WriteTo writes every authenticated chunk to w as soon as it authenticates. When the source
 // is an in-memory *bytes.Reader or *bytes.Buffer, chunks are authenticated straight from its
 // memory instead of being copied into the chunk buffer first.
@@ -435,12 +448,9 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	if r.aeads != nil && r.err == nil && !r.done {
 		var total int64
 		if len(r.plain) > 0 { // left over from Read calls
-			n, err := w.Write(r.plain)
-			total += int64(n)
-			r.plain = r.plain[n:]
+			n, err := r.flushPlain(w)
+			total += n
 			if err != nil {
-				r.err = err
-				r.release()
 				return total, err
 			}
 		}
@@ -456,14 +466,9 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
 		if len(r.plain) > 0 {
-			n, err := w.Write(r.plain)
-			total += int64(n)
-			r.plain = r.plain[n:]
+			n, err := r.flushPlain(w)
+			total += n
 			if err != nil {
-				// The consumer failed: nothing more will be released, so wipe the plaintext now
-				// instead of leaving it in the chunk buffer until the garbage collector runs.
-				r.err = err
-				r.release()
 				return total, err
 			}
 		}

@@ -93,7 +93,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 	if _, ok := keys[region]; ok {
 		ready.Answered(region)
 	}
-	p, err := NewPipeline(topo, region, keys, log, m, ready)
+	p, err := NewPipeline(topo, region, log, m, ready)
 	if err != nil {
 		return nil, err
 	}

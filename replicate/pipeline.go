@@ -50,7 +50,6 @@ type Pipeline struct {
 	home    *Store            // writes go to this region's own replica of the table
 	stores  map[string]*Store // each region's replica, for verification reads
 	policy  AckRule
-	keys    map[string]*regions.KeyInfo // resolved keys by region (from CheckKeys)
 	log     *zap.Logger
 	metrics *Metrics
 	ready   *Readiness
@@ -66,10 +65,10 @@ const DefaultReplicaWait = 5 * time.Second
 
 // NewPipeline builds the pipeline of the daemon for region (its records are written through
 // that region's replica of the table) over a checked topology; "" means the home region.
-func NewPipeline(topo *regions.Topology, region string, keys map[string]*regions.KeyInfo, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
+func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
 	cfg := topo.Config()
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: AckRuleFromConfig(cfg),
-		keys: keys, log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
+		log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
 	for _, name := range topo.Names() {
 		r, _ := topo.Region(name)
 		s := NewStore(cfg.Table, name, r.DynamoDB(), cfg.RegionNames())

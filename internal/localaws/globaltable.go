@@ -296,7 +296,7 @@ func (g *GlobalTables) call(ctx context.Context, region, op string, in any) (int
 	h.Set("Content-Type", "application/x-amz-json-1.0")
 	status, _, out, err := g.forward(ctx, region, h, b)
 	if err == nil && status/100 != 2 {
-		err = fmt.Errorf("%s %s in %s: HTTP %d: %s", op, region, region, status, bytes.TrimSpace(out))
+		err = fmt.Errorf("%s in %s: HTTP %d: %s", op, region, status, bytes.TrimSpace(out))
 	}
 	return status, out, err
 }

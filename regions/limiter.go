@@ -2,6 +2,7 @@ package regions
 
 import (
 	"context"
+	"fmt"
 	"math"
 	mathrand "math/rand/v2"
 	"sync"
@@ -17,8 +18,10 @@ import (
 //     RateBackoffMax) of the rate this process was actually getting through (its accepted KMS
 //     calls per second, a 1 s moving average), or of its limit if that is lower. That rate is
 //     remembered as the quota share found. Throttles answered during a jittered 0.5-1 s hold
-//     after a decrease belong to the same burst (calls already scheduled at the old rate) and do
-//     not lower it again.
+//     after a decrease belong to the same burst (calls sent at the old rate) and do not lower it
+//     again, unless what gets through is still clearly below the limit (the first throttle of a
+//     start-up comes before any rate is measured). Calls waiting for their turn when the rate
+//     is lowered take a new turn at the new rate.
 //   - Recovery, with time and never with the number of calls: the limit closes the gap to the
 //     share found exponentially (RateApproachPerSecond, about 60 % of the gap per second) and
 //     probes above it slowly, linearly, by RateProbePerSecond of the share found per second (at
@@ -43,7 +46,7 @@ const (
 	// RateProbePerSecond is how fast the limit probes above the share found: this share of it per
 	// second (jittered 0.5-1.5x per decrease), but at least RateProbeFloor of kms_rate per second.
 	RateProbePerSecond = 0.03
-	RateProbeFloor     = 0.002
+	RateProbeFloor     = 0.005
 	// RateForgetAbove: a probe this many times above the share found, not throttled, forgets it.
 	RateForgetAbove = 1.5
 	// rateHoldMin/Max bound the jittered time after a decrease in which throttles do not lower
@@ -56,27 +59,31 @@ const (
 // kmsLimiter is a region's KMS token bucket (golang.org/x/time/rate) with the adaptive rate
 // described above. Its clock (now) and jitter source (rnd, uniform in [0, 1)) are injectable.
 type kmsLimiter struct {
-	tb  *rate.Limiter
 	max float64 // kms_rate: the limit never exceeds it
 	now func() time.Time
 	rnd func() float64
 
 	mu       sync.Mutex
-	at       time.Time // the last change of the limit; recovery counts the time since
-	found    float64   // the accepted rate at the last throttle, requests/s; 0: none known
-	hold     time.Time // throttles before this do not lower the rate again
-	probe    float64   // this epoch's probe slope, requests/s per second
-	approach float64   // this epoch's approach constant, 1/s
-	est      float64   // accepted calls per second, exponentially weighted (rateWindow)
-	estAt    time.Time // time of est
-	estFrom  time.Time // first accepted call: corrects est's bias while it warms up
+	tb       *rate.Limiter // replaced by a new one when the rate is lowered
+	at       time.Time     // the last change of the limit; recovery counts the time since
+	found    float64       // the accepted rate at the last throttle, requests/s; 0: none known
+	hold     time.Time     // throttles before this do not lower the rate again
+	probe    float64       // this epoch's probe slope, requests/s per second
+	approach float64       // this epoch's approach constant, 1/s
+	est      float64       // accepted calls per second, exponentially weighted (rateWindow)
+	estAt    time.Time     // time of est
+	estFrom  time.Time     // first accepted call: corrects est's bias while it warms up
+	// lowered is closed when the rate is lowered: calls waiting on a reservation made at the
+	// old rate take a new one at the new rate (a reservation's time is fixed when it is made,
+	// and 64 workers waiting at 20/s would otherwise keep sending at 20/s for 3 s).
+	lowered chan struct{}
 }
 
 func newKMSLimiter(kmsRate float64, now func() time.Time, rnd func() float64) *kmsLimiter {
 	if rnd == nil {
 		rnd = mathrand.Float64
 	}
-	l := &kmsLimiter{max: kmsRate, now: now, rnd: rnd}
+	l := &kmsLimiter{max: kmsRate, now: now, rnd: rnd, lowered: make(chan struct{})}
 	l.tb = rate.NewLimiter(rate.Limit(kmsRate), burstFor(kmsRate))
 	return l
 }
@@ -85,8 +92,42 @@ func newKMSLimiter(kmsRate float64, now func() time.Time, rnd func() float64) *k
 // down, so a lowered rate is not undone by a burst sized for kms_rate.
 func burstFor(r float64) int { return max(1, int(r/10)) }
 
-// wait blocks until a call may be sent (or ctx ends).
-func (l *kmsLimiter) wait(ctx context.Context) error { return l.tb.Wait(ctx) }
+// wait blocks until a call may be sent, or ctx ends. When the rate is lowered meanwhile, the
+// call's place is given back and taken again at the new rate.
+func (l *kmsLimiter) wait(ctx context.Context) error {
+	for {
+		res, d, lowered := l.reserve()
+		if d <= 0 {
+			return nil
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+			res.CancelAt(l.now())
+			return fmt.Errorf("KMS rate limit: a wait of %s would run past the deadline", d.Round(time.Millisecond))
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+			return nil
+		case <-lowered:
+			t.Stop() // a new bucket at the new rate: this turn is void
+		case <-ctx.Done():
+			t.Stop()
+			res.CancelAt(l.now())
+			return ctx.Err()
+		}
+	}
+}
+
+// reserve takes the next turn for one call: the call may be sent after d; lowered is closed if
+// the rate is lowered before (then the turn is void: reserve again).
+func (l *kmsLimiter) reserve() (res *rate.Reservation, d time.Duration, lowered <-chan struct{}) {
+	l.mu.Lock()
+	tb, lowered := l.tb, l.lowered
+	l.mu.Unlock()
+	now := l.now()
+	res = tb.ReserveN(now, 1) // never more than the burst, which is at least 1
+	return res, res.DelayFrom(now), lowered
+}
 
 // limit is the current rate, requests/s.
 func (l *kmsLimiter) limit() float64 {
@@ -121,16 +162,26 @@ func (l *kmsLimiter) throttled() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if now.Before(l.hold) {
-		return
-	}
 	l.recoverLocked(now) // count the time since the last change first
-	share := float64(l.tb.Limit())
-	if r := l.rateLocked(now); r > 0 && r < share {
+	cur := float64(l.tb.Limit())
+	r := l.rateLocked(now)
+	if now.Before(l.hold) && (r == 0 || r*RateBackoffMax >= cur) {
+		return // the same burst, and the limit is already below what gets through
+	}
+	share := cur
+	if r > 0 && r < share {
 		share = r
 	}
 	l.found = share
-	l.setLocked(now, share*(RateBackoffMin+(RateBackoffMax-RateBackoffMin)*l.rnd()))
+	// A new, empty bucket: the turns taken at the old rate, by calls still waiting for them, are void
+	// (cancelling them one by one would give back almost nothing: a reservation returns its
+	// tokens only if none were reserved after it). The waiting calls queue again at the new rate.
+	next := share * (RateBackoffMin + (RateBackoffMax-RateBackoffMin)*l.rnd())
+	l.tb = rate.NewLimiter(rate.Limit(next), burstFor(next))
+	l.tb.AllowN(now, burstFor(next)) // and an empty one: no burst into a quota just found exhausted
+	l.setLocked(now, next)
+	close(l.lowered)
+	l.lowered = make(chan struct{})
 	l.hold = now.Add(rateHoldMin + time.Duration(l.rnd()*float64(rateHoldMax-rateHoldMin)))
 	l.probe = max(RateProbePerSecond*share, RateProbeFloor*l.max) * (0.5 + l.rnd())
 	l.approach = RateApproachPerSecond * (0.75 + 0.5*l.rnd())

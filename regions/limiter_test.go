@@ -15,7 +15,7 @@ import (
 type simEvent struct {
 	at       time.Time
 	proc     int
-	answer   bool // false: a backoff ended, the worker is ready again
+	answer   bool // false: a backoff ended, the worker is ready to retry
 	ok       bool // the answer was not ThrottlingException
 	attempts int  // tries of the call so far
 }
@@ -29,19 +29,29 @@ func (q *simQueue) Push(x any)          { *q = append(*q, x.(simEvent)) }
 func (q *simQueue) Pop() any            { e := (*q)[len(*q)-1]; *q = (*q)[:len(*q)-1]; return e }
 func (q simQueue) due(t time.Time) bool { return len(q) > 0 && !q[0].at.After(t) }
 
-// simResult is what a simulated run measured after its warm-up.
+// simWaiter is a worker waiting for its turn (kmsLimiter.wait, unrolled onto the fake clock).
+type simWaiter struct {
+	res      *rate.Reservation
+	at       time.Time
+	lowered  <-chan struct{}
+	attempts int // tries of this call so far
+}
+
+// simResult is what a simulated run measured.
 type simResult struct {
-	accepted, throttled []int64   // per process
-	utilisation         float64   // accepted calls / (quota × time)
-	throttleFraction    float64   // throttled / all answers
+	accepted, throttled []int64   // per process, after the warm-up
+	utilisation         float64   // accepted calls / (quota × time), after the warm-up
+	throttleFraction    float64   // throttled / all answers, after the warm-up
+	throttleAll         float64   // throttled / all answers, the whole run (start-up included)
 	limits              []float64 // each process's limit at the end
 }
 
 // simQuota describes a simulated run: procs daemons, each with its own kmsLimiter at kmsRate
 // and workers concurrent calls that always have work, against one region's quota of q
 // requests/s, a token bucket with burst seconds' worth of burst (the stand-in's KMS: 1 s).
-// Calls take latency (±50 %); a throttled call is retried after Region.do's jittered exponential
-// backoff. The first warm of total is not counted.
+// Each call waits for its turn as kmsLimiter.wait does (a reservation, taken again when the
+// rate is lowered), takes latency (±50 %) to be answered, and when throttled is retried after
+// Region.do's jittered exponential backoff. Figures but throttleAll leave out the first warm.
 type simQuota struct {
 	seed              uint64
 	procs, workers    int
@@ -52,33 +62,42 @@ type simQuota struct {
 
 // simulateQuota runs s on a fake clock in steps of 1 ms.
 func simulateQuota(s simQuota) simResult {
-	seed, procs, q, workers, latency := s.seed, s.procs, s.q, s.workers, s.latency
-	rng := rand.New(rand.NewPCG(seed, 1))
+	procs := s.procs
+	rng := rand.New(rand.NewPCG(s.seed, 1))
 	now := time.Unix(1_000_000, 0)
 	clock := func() time.Time { return now }
-	server := rate.NewLimiter(rate.Limit(q), max(1, int(q*s.burst)))
+	start, end := now.Add(s.warm), now.Add(s.total)
+	server := rate.NewLimiter(rate.Limit(s.q), max(1, int(s.q*s.burst)))
 	server.AllowN(now, 0)
 	lims := make([]*kmsLimiter, procs)
-	idle := make([]int, procs)
-	for i := range lims {
-		prng := rand.New(rand.NewPCG(seed, uint64(i)+2))
-		lims[i] = newKMSLimiter(s.kmsRate, clock, prng.Float64)
-		lims[i].tb.AllowN(now, 0)
-		idle[i] = workers
+	waiting := make([][]simWaiter, procs)
+	next := make([]time.Time, procs)       // the earliest turn among waiting[p]
+	seen := make([]<-chan struct{}, procs) // lims[p].lowered when waiting[p] was last looked at
+	wait := func(p, attempts int) {
+		res, d, lowered := lims[p].reserve()
+		waiting[p] = append(waiting[p], simWaiter{res: res, at: now.Add(d), lowered: lowered, attempts: attempts})
+		next[p] = minTime(next[p], now.Add(d))
+	}
+	for p := range lims {
+		prng := rand.New(rand.NewPCG(s.seed, uint64(p)+2))
+		lims[p] = newKMSLimiter(s.kmsRate, clock, prng.Float64)
+		for range s.workers {
+			wait(p, 1)
+		}
 	}
 	res := simResult{accepted: make([]int64, procs), throttled: make([]int64, procs)}
 	var events simQueue
-	start, end := now.Add(s.warm), now.Add(s.total)
+	var answers, throttles int64
 	const tick = time.Millisecond
 	for ; now.Before(end); now = now.Add(tick) {
 		for events.due(now) {
 			e := heap.Pop(&events).(simEvent)
 			switch {
 			case !e.answer:
-				idle[e.proc]++
+				wait(e.proc, e.attempts+1)
 			case e.ok:
 				lims[e.proc].accepted()
-				idle[e.proc]++
+				wait(e.proc, 1)
 			default:
 				lims[e.proc].throttled()
 				backoff := min(25*time.Millisecond<<(e.attempts-1), 2*time.Second)
@@ -89,9 +108,27 @@ func simulateQuota(s simQuota) simResult {
 		off := rng.IntN(procs) // no process is always first in line
 		for k := range procs {
 			p := (k + off) % procs
-			for idle[p] > 0 && lims[p].tb.AllowN(now, 1) {
-				idle[p]--
+			if now.Before(next[p]) && seen[p] == lims[p].lowered {
+				continue // nobody's turn yet, and no turn made void
+			}
+			seen[p], next[p] = lims[p].lowered, end
+			ws := waiting[p]
+			waiting[p] = nil
+			for _, w := range ws {
+				if w.lowered != lims[p].lowered { // lowered since: the turn is void
+					wait(p, w.attempts)
+					continue
+				}
+				if w.at.After(now) {
+					waiting[p] = append(waiting[p], w)
+					next[p] = minTime(next[p], w.at)
+					continue
+				}
 				ok := server.AllowN(now, 1)
+				answers++
+				if !ok {
+					throttles++
+				}
 				if !now.Before(start) {
 					if ok {
 						res.accepted[p]++
@@ -99,25 +136,33 @@ func simulateQuota(s simQuota) simResult {
 						res.throttled[p]++
 					}
 				}
-				lat := time.Duration(float64(latency) * (0.5 + rng.Float64()))
-				heap.Push(&events, simEvent{at: now.Add(lat), proc: p, answer: true, ok: ok, attempts: 1})
+				lat := time.Duration(float64(s.latency) * (0.5 + rng.Float64()))
+				heap.Push(&events, simEvent{at: now.Add(lat), proc: p, answer: true, ok: ok, attempts: w.attempts})
 			}
 		}
 	}
 	var acc, thr int64
-	for i := range procs {
-		acc += res.accepted[i]
-		thr += res.throttled[i]
-		res.limits = append(res.limits, lims[i].limit())
+	for p := range procs {
+		acc += res.accepted[p]
+		thr += res.throttled[p]
+		res.limits = append(res.limits, lims[p].limit())
 	}
-	res.utilisation = float64(acc) / (q * (s.total - s.warm).Seconds())
+	res.utilisation = float64(acc) / (s.q * (s.total - s.warm).Seconds())
 	res.throttleFraction = float64(thr) / float64(acc+thr)
+	res.throttleAll = float64(throttles) / float64(answers)
 	return res
 }
 
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // Several daemons that are each allowed kms_rate 1000 share one region's quota of 300 req/s and
-// are not told their share: together they use at least 90 % of it, with under 5 % of the calls
-// throttled, and each gets roughly a fair share. One process alone finds the quota too. The
+// are not told their share: together they use at least 90 % of it, with few calls throttled,
+// and each gets roughly a fair share. One process alone finds the quota too. The
 // quota's burst is the stand-in's (a second's worth), or a twentieth of a second's, where the
 // server's bucket hides less of the limiter's overshoot and undershoot.
 func TestLimiterSharesOneQuota(t *testing.T) {
@@ -154,20 +199,24 @@ func TestLimiterFindsALowQuota(t *testing.T) {
 }
 
 // checkShared asserts at least 90 % of the quota used, never more than it, at most 5 % of the
-// answers throttled, and every process within ±35 % of the fair share.
+// answers throttled after the warm-up and 10 % with the start-up (every process starts at
+// kms_rate and sends its workers' calls at once), and every process within ±50 % of the fair
+// share: the shares drift (nothing pulls them together but the additive part of the probe and
+// being throttled in proportion to the rate), but none starves.
 func checkShared(t *testing.T, s simQuota, res simResult) {
 	t.Helper()
-	t.Logf("utilisation %.3f, throttled %.4f, accepted %v, throttled %v, limits %.1f",
-		res.utilisation, res.throttleFraction, res.accepted, res.throttled, res.limits)
+	t.Logf("utilisation %.3f, throttled %.4f (whole run %.4f), accepted %v, throttled %v, limits %.1f",
+		res.utilisation, res.throttleFraction, res.throttleAll, res.accepted, res.throttled, res.limits)
 	require.GreaterOrEqual(t, res.utilisation, 0.90, "share of the quota used")
 	require.LessOrEqual(t, res.utilisation, 1.0+s.burst/(s.total-s.warm).Seconds()+0.001, "never above the quota (and its burst)")
 	require.LessOrEqual(t, res.throttleFraction, 0.05, "throttled answers / all answers")
+	require.LessOrEqual(t, res.throttleAll, 0.10, "throttled answers / all answers, start-up included")
 	var total int64
 	for _, a := range res.accepted {
 		total += a
 	}
 	for i, a := range res.accepted {
 		share := float64(a) / float64(total) * float64(s.procs)
-		require.InDelta(t, 1, share, 0.35, "process %d's share of the calls, 1 = fair", i)
+		require.InDelta(t, 1, share, 0.5, "process %d's share of the calls, 1 = fair", i)
 	}
 }

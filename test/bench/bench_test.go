@@ -176,7 +176,7 @@ func TestSummaryRendersEverySection(t *testing.T) {
 	write(fileCLI, cli.String())
 	write(fileCLICheck, "ok\n")
 	th := ReplicateResult{N: 100, ThrottleRPS: 200, EventsPerS: 95, QuotaBoundRate: 100, Fraction: 0.95,
-		PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2}}
+		CallsPerEnvelope: CallsPerEnvelope{PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2}}}
 	b, _ := json.Marshal(th)
 	write(fileReplicateTh, string(b))
 
@@ -191,10 +191,10 @@ func TestSummaryRendersEverySection(t *testing.T) {
 		write(fmt.Sprintf("quota-q60-p%d.json", procs), string(b))
 	}
 	for name, r := range map[string]ReplicateResult{
-		"mrk-reencrypt": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "all", MaxRegionPerEnvelope: 2,
-			PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2, "DescribeKey": 0.01}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2, "us-east-1": 1}},
-		"sample10": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "sample:10%", MaxRegionPerEnvelope: 1.1,
-			PerEnvelope: map[string]float64{"Decrypt": 0.3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 1.1, "us-east-1": 0.1}},
+		"mrk-reencrypt": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "all", CallsPerEnvelope: CallsPerEnvelope{MaxRegionPerEnvelope: 2,
+			PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2, "DescribeKey": 0.01}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2, "us-east-1": 1}}},
+		"sample10": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "sample:10%", CallsPerEnvelope: CallsPerEnvelope{MaxRegionPerEnvelope: 1.1,
+			PerEnvelope: map[string]float64{"Decrypt": 0.3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 1.1, "us-east-1": 0.1}}},
 	} {
 		b, _ := json.Marshal(r)
 		write("mode-"+name+".json", string(b))

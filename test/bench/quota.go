@@ -36,14 +36,12 @@ type QuotaCurve struct {
 
 // ModeCalls is one mode's KMS calls per envelope, and the rate a quota would bound it to.
 type ModeCalls struct {
-	Mode                 string             `json:"mode"`
-	N                    int                `json:"n"`
-	PerEnvelope          map[string]float64 `json:"per_envelope"`
-	PerRegionPerEnvelope map[string]float64 `json:"per_region_per_envelope"`
-	MaxRegionPerEnvelope float64            `json:"max_region_per_envelope"`
-	Quota                float64            `json:"quota_rps"`
-	QuotaBoundRate       float64            `json:"quota_bound_rate"`
-	Problems             []string           `json:"problems,omitempty"`
+	Mode string `json:"mode"`
+	N    int    `json:"n"`
+	CallsPerEnvelope
+	Quota          float64  `json:"quota_rps"`
+	QuotaBoundRate float64  `json:"quota_bound_rate"`
+	Problems       []string `json:"problems,omitempty"`
 }
 
 // modeLabel names a run's key mode, mrk wrap and verification.
@@ -169,8 +167,7 @@ func readModes(dir string, quota float64) ([]ModeCalls, []string) {
 			problems = append(problems, err.Error())
 			continue
 		}
-		m := ModeCalls{Mode: modeLabel(r), N: r.N, PerEnvelope: r.PerEnvelope, PerRegionPerEnvelope: r.PerRegionPerEnvelope,
-			MaxRegionPerEnvelope: r.MaxRegionPerEnvelope, Quota: quota, Problems: r.Problems}
+		m := ModeCalls{Mode: modeLabel(r), N: r.N, CallsPerEnvelope: r.CallsPerEnvelope, Quota: quota, Problems: r.Problems}
 		if m.MaxRegionPerEnvelope > 0 {
 			m.QuotaBoundRate = quota / m.MaxRegionPerEnvelope
 		}

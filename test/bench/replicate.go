@@ -38,6 +38,14 @@ import (
 	"github.com/envdr/envdr/replicate"
 )
 
+// CallsPerEnvelope are the successful KMS calls per envelope by operation (all regions), by
+// region, and in the busiest region.
+type CallsPerEnvelope struct {
+	PerEnvelope          map[string]float64 `json:"per_envelope"`
+	PerRegionPerEnvelope map[string]float64 `json:"per_region_per_envelope"`
+	MaxRegionPerEnvelope float64            `json:"max_region_per_envelope"`
+}
+
 // ReplicateResult is what one replicator run measured (the JSON written by --out).
 type ReplicateResult struct {
 	N           int     `json:"n"`
@@ -75,10 +83,7 @@ type ReplicateResult struct {
 	KMSCalls          int64   `json:"kms_calls"`
 	ThrottledCalls    int64   `json:"throttled_calls"`
 	ThrottledFraction float64 `json:"throttled_fraction"`
-	// PerEnvelope: successful KMS calls per envelope by operation (all regions), and by region.
-	PerEnvelope          map[string]float64 `json:"per_envelope"`
-	PerRegionPerEnvelope map[string]float64 `json:"per_region_per_envelope"`
-	MaxRegionPerEnvelope float64            `json:"max_region_per_envelope"`
+	CallsPerEnvelope
 	// QuotaBoundRate = ThrottleRPS / MaxRegionPerEnvelope; Fraction = EventsPerS / QuotaBoundRate.
 	QuotaBoundRate float64 `json:"quota_bound_rate,omitempty"`
 	Fraction       float64 `json:"fraction,omitempty"`

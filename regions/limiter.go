@@ -21,7 +21,7 @@ import (
 //     after a decrease belong to the same burst (calls sent at the old rate) and do not lower it
 //     again, unless what gets through is still clearly below the limit (the first throttle of a
 //     start-up comes before any rate is measured). Calls waiting for their turn when the rate
-//     is lowered take a new turn at the new rate.
+//     is lowered, or has grown by a quarter (RateRenewAbove), take a new turn at the new rate.
 //   - Recovery, with time and never with the number of calls: the limit closes the gap to the
 //     share found exponentially (RateApproachPerSecond, about 60 % of the gap per second) and
 //     probes above it slowly, linearly, by RateProbePerSecond of the share found per second (at
@@ -47,8 +47,13 @@ const (
 	// second (jittered 0.5-1.5x per decrease), but at least RateProbeFloor of kms_rate per second.
 	RateProbePerSecond = 0.03
 	RateProbeFloor     = 0.005
+	RateProbeCap       = 0.25
 	// RateForgetAbove: a probe this many times above the share found, not throttled, forgets it.
 	RateForgetAbove = 1.5
+	// RateRenewAbove: once the limit has grown this many times above the rate its bucket was
+	// made at, the bucket is renewed, so that calls waiting on turns taken at the low rate are
+	// not held to it.
+	RateRenewAbove = 1.25
 	// rateHoldMin/Max bound the jittered time after a decrease in which throttles do not lower
 	// the rate again; rateWindow is the time constant of the accepted-rate average.
 	rateHoldMin, rateHoldMax = 500 * time.Millisecond, time.Second
@@ -64,7 +69,8 @@ type kmsLimiter struct {
 	rnd func() float64
 
 	mu       sync.Mutex
-	tb       *rate.Limiter // replaced by a new one when the rate is lowered
+	tb       *rate.Limiter // replaced by a new one when the rate is lowered or has grown (renewLocked)
+	tbRate   float64       // the rate tb was made at
 	at       time.Time     // the last change of the limit; recovery counts the time since
 	found    float64       // the accepted rate at the last throttle, requests/s; 0: none known
 	hold     time.Time     // throttles before this do not lower the rate again
@@ -73,17 +79,18 @@ type kmsLimiter struct {
 	est      float64       // accepted calls per second, exponentially weighted (rateWindow)
 	estAt    time.Time     // time of est
 	estFrom  time.Time     // first accepted call: corrects est's bias while it warms up
-	// lowered is closed when the rate is lowered: calls waiting on a reservation made at the
-	// old rate take a new one at the new rate (a reservation's time is fixed when it is made,
-	// and 64 workers waiting at 20/s would otherwise keep sending at 20/s for 3 s).
-	lowered chan struct{}
+	// renewed is closed when tb is replaced: calls waiting on a reservation made at the old rate
+	// take a new one at the new rate (a reservation's time is fixed when it is made: 64 workers
+	// waiting at 20/s would keep sending at 20/s for 3 s after a decrease, and at 2/s for half a
+	// minute after the rate has recovered).
+	renewed chan struct{}
 }
 
 func newKMSLimiter(kmsRate float64, now func() time.Time, rnd func() float64) *kmsLimiter {
 	if rnd == nil {
 		rnd = mathrand.Float64
 	}
-	l := &kmsLimiter{max: kmsRate, now: now, rnd: rnd, lowered: make(chan struct{})}
+	l := &kmsLimiter{max: kmsRate, now: now, rnd: rnd, renewed: make(chan struct{}), tbRate: kmsRate}
 	l.tb = rate.NewLimiter(rate.Limit(kmsRate), burstFor(kmsRate))
 	return l
 }
@@ -92,11 +99,11 @@ func newKMSLimiter(kmsRate float64, now func() time.Time, rnd func() float64) *k
 // down, so a lowered rate is not undone by a burst sized for kms_rate.
 func burstFor(r float64) int { return max(1, int(r/10)) }
 
-// wait blocks until a call may be sent, or ctx ends. When the rate is lowered meanwhile, the
-// call's place is given back and taken again at the new rate.
+// wait blocks until a call may be sent, or ctx ends. When the bucket is renewed meanwhile (the
+// rate lowered, or grown by a quarter), the call takes a new turn at the new rate.
 func (l *kmsLimiter) wait(ctx context.Context) error {
 	for {
-		res, d, lowered := l.reserve()
+		res, d, renewed := l.reserve()
 		if d <= 0 {
 			return nil
 		}
@@ -108,7 +115,7 @@ func (l *kmsLimiter) wait(ctx context.Context) error {
 		select {
 		case <-t.C:
 			return nil
-		case <-lowered:
+		case <-renewed:
 			t.Stop() // a new bucket at the new rate: this turn is void
 		case <-ctx.Done():
 			t.Stop()
@@ -118,15 +125,15 @@ func (l *kmsLimiter) wait(ctx context.Context) error {
 	}
 }
 
-// reserve takes the next turn for one call: the call may be sent after d; lowered is closed if
-// the rate is lowered before (then the turn is void: reserve again).
-func (l *kmsLimiter) reserve() (res *rate.Reservation, d time.Duration, lowered <-chan struct{}) {
+// reserve takes the next turn for one call: the call may be sent after d; renewed is closed if
+// the bucket is renewed before (then the turn is void: reserve again).
+func (l *kmsLimiter) reserve() (res *rate.Reservation, d time.Duration, renewed <-chan struct{}) {
 	l.mu.Lock()
-	tb, lowered := l.tb, l.lowered
+	tb, renewed := l.tb, l.renewed
 	l.mu.Unlock()
 	now := l.now()
 	res = tb.ReserveN(now, 1) // never more than the burst, which is at least 1
-	return res, res.DelayFrom(now), lowered
+	return res, res.DelayFrom(now), renewed
 }
 
 // limit is the current rate, requests/s.
@@ -173,17 +180,9 @@ func (l *kmsLimiter) throttled() {
 		share = r
 	}
 	l.found = share
-	// A new, empty bucket: the turns taken at the old rate, by calls still waiting for them, are void
-	// (cancelling them one by one would give back almost nothing: a reservation returns its
-	// tokens only if none were reserved after it). The waiting calls queue again at the new rate.
-	next := share * (RateBackoffMin + (RateBackoffMax-RateBackoffMin)*l.rnd())
-	l.tb = rate.NewLimiter(rate.Limit(next), burstFor(next))
-	l.tb.AllowN(now, burstFor(next)) // and an empty one: no burst into a quota just found exhausted
-	l.setLocked(now, next)
-	close(l.lowered)
-	l.lowered = make(chan struct{})
+	l.renewLocked(now, share*(RateBackoffMin+(RateBackoffMax-RateBackoffMin)*l.rnd()))
 	l.hold = now.Add(rateHoldMin + time.Duration(l.rnd()*float64(rateHoldMax-rateHoldMin)))
-	l.probe = max(RateProbePerSecond*share, RateProbeFloor*l.max) * (0.5 + l.rnd())
+	l.probe = max(RateProbePerSecond*share, min(RateProbeFloor*l.max, RateProbeCap*share)) * (0.5 + l.rnd())
 	l.approach = RateApproachPerSecond * (0.75 + 0.5*l.rnd())
 }
 
@@ -211,11 +210,31 @@ func (l *kmsLimiter) recoverLocked(now time.Time) {
 	l.setLocked(now, next)
 }
 
+// setLocked raises the limit to r (within minRate and kms_rate), renewing the bucket once r
+// has grown by RateRenewAbove since it was made.
 func (l *kmsLimiter) setLocked(now time.Time, r float64) {
 	r = min(max(r, minRate), l.max)
+	if r >= RateRenewAbove*l.tbRate {
+		l.renewLocked(now, r)
+		return
+	}
 	l.tb.SetLimitAt(now, rate.Limit(r))
 	l.tb.SetBurstAt(now, burstFor(r))
 	l.at = now
+}
+
+// renewLocked replaces the bucket with a new, empty one at r: the turns taken at the old rate,
+// by calls still waiting for them, are void and those calls queue again at the new rate
+// (cancelling the reservations would give back almost nothing: a reservation returns its
+// tokens only if none were reserved after it). Empty: no burst into a quota just found
+// exhausted.
+func (l *kmsLimiter) renewLocked(now time.Time, r float64) {
+	r = min(max(r, minRate), l.max)
+	l.tb = rate.NewLimiter(rate.Limit(r), burstFor(r))
+	l.tb.AllowN(now, burstFor(r))
+	l.tbRate, l.at = r, now
+	close(l.renewed)
+	l.renewed = make(chan struct{})
 }
 
 func (l *kmsLimiter) decayedLocked(now time.Time) float64 {

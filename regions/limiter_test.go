@@ -33,7 +33,7 @@ func (q simQueue) due(t time.Time) bool { return len(q) > 0 && !q[0].at.After(t)
 type simWaiter struct {
 	res      *rate.Reservation
 	at       time.Time
-	lowered  <-chan struct{}
+	renewed  <-chan struct{}
 	attempts int // tries of this call so far
 }
 
@@ -50,7 +50,7 @@ type simResult struct {
 // and workers concurrent calls that always have work, against one region's quota of q
 // requests/s, a token bucket with burst seconds' worth of burst (the stand-in's KMS: 1 s).
 // Each call waits for its turn as kmsLimiter.wait does (a reservation, taken again when the
-// rate is lowered), takes latency (±50 %) to be answered, and when throttled is retried after
+// rate is renewed), takes latency (±50 %) to be answered, and when throttled is retried after
 // Region.do's jittered exponential backoff. Figures but throttleAll leave out the first warm.
 type simQuota struct {
 	seed              uint64
@@ -72,10 +72,10 @@ func simulateQuota(s simQuota) simResult {
 	lims := make([]*kmsLimiter, procs)
 	waiting := make([][]simWaiter, procs)
 	next := make([]time.Time, procs)       // the earliest turn among waiting[p]
-	seen := make([]<-chan struct{}, procs) // lims[p].lowered when waiting[p] was last looked at
+	seen := make([]<-chan struct{}, procs) // lims[p].renewed when waiting[p] was last looked at
 	wait := func(p, attempts int) {
-		res, d, lowered := lims[p].reserve()
-		waiting[p] = append(waiting[p], simWaiter{res: res, at: now.Add(d), lowered: lowered, attempts: attempts})
+		res, d, renewed := lims[p].reserve()
+		waiting[p] = append(waiting[p], simWaiter{res: res, at: now.Add(d), renewed: renewed, attempts: attempts})
 		next[p] = minTime(next[p], now.Add(d))
 	}
 	for p := range lims {
@@ -108,14 +108,14 @@ func simulateQuota(s simQuota) simResult {
 		off := rng.IntN(procs) // no process is always first in line
 		for k := range procs {
 			p := (k + off) % procs
-			if now.Before(next[p]) && seen[p] == lims[p].lowered {
+			if now.Before(next[p]) && seen[p] == lims[p].renewed {
 				continue // nobody's turn yet, and no turn made void
 			}
-			seen[p], next[p] = lims[p].lowered, end
+			seen[p], next[p] = lims[p].renewed, end
 			ws := waiting[p]
 			waiting[p] = nil
 			for _, w := range ws {
-				if w.lowered != lims[p].lowered { // lowered since: the turn is void
+				if w.renewed != lims[p].renewed { // renewed since: the turn is void
 					wait(p, w.attempts)
 					continue
 				}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These test the harness's parsing and arithmetic on canned inputs; they assert nothing about
@@ -98,6 +99,24 @@ func TestParseDaemonLog(t *testing.T) {
 	}
 	if _, err := parseDaemonLogs(p, filepath.Join(dir, "missing.log")); err == nil {
 		t.Error("a missing log is an error")
+	}
+}
+
+// The middle 90 % of the acknowledgements leaves out a straggler: 40 acks a second apart, then
+// one a minute later (a redelivery after the visibility timeout).
+func TestMidRate(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	lr := logReport{}
+	for i := range 40 {
+		lr.acks = append(lr.acks, t0.Add(time.Duration(i)*time.Second))
+	}
+	lr.acks = append(lr.acks, t0.Add(100*time.Second))
+	if got := lr.midRate(); math.Abs(got-1) > 0.001 {
+		t.Errorf("mid rate = %v, want 1/s", got)
+	}
+	lr.acks = lr.acks[:19]
+	if got := lr.midRate(); got != 0 {
+		t.Errorf("mid rate of 19 acks = %v, want 0 (too few)", got)
 	}
 }
 

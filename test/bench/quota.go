@@ -26,9 +26,10 @@ type QuotaCurve struct {
 	Quota float64 `json:"quota_rps"`
 	// QuotaBoundRate = Quota / the highest per-region KMS calls per envelope.
 	QuotaBoundRate float64 `json:"quota_bound_rate"`
-	// Unthrottled is one daemon's rate without a quota (the machine's bound), 0 if not run; Bound
-	// says which bound applied: "quota" when the machine did clearly better (1.1x) than the
-	// quota-bound rate unthrottled, else "machine".
+	// Unthrottled is one daemon's rate without a quota (the machine's bound: the higher of its
+	// events/s and the rate of its middle 90 % of acknowledgements, which leaves out a
+	// straggler's redelivery), 0 if not run; Bound says which bound applied: "quota" when the
+	// machine did clearly better (1.1x) than the quota-bound rate unthrottled, else "machine".
 	Unthrottled float64            `json:"unthrottled_events_per_s,omitempty"`
 	Bound       string             `json:"bound"`
 	Runs        []*ReplicateResult `json:"runs"` // by procs
@@ -85,8 +86,8 @@ func readQuotaCurves(dir string, free *ReplicateResult) ([]QuotaCurve, []string)
 		sort.Slice(c.Runs, func(i, j int) bool { return c.Runs[i].Procs < c.Runs[j].Procs })
 		c.Bound = "machine"
 		if free != nil {
-			c.Unthrottled = free.EventsPerS
-			if c.QuotaBoundRate > 0 && free.EventsPerS >= 1.1*c.QuotaBoundRate {
+			c.Unthrottled = max(free.EventsPerS, free.EventsPerSMid)
+			if c.QuotaBoundRate > 0 && c.Unthrottled >= 1.1*c.QuotaBoundRate {
 				c.Bound = "quota"
 			}
 		}
@@ -103,14 +104,14 @@ func writeQuotaCurves(w io.Writer, curves []QuotaCurve, j *judge) {
 		fmt.Fprintf(w, "\n   curve at Q = %g req/s per region, kms_rate left unset (default %s): quota-bound rate %.1f envelopes/s; bound: %s\n",
 			c.Quota, kmsRateOf(c.Runs), c.QuotaBoundRate, c.Bound)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "   procs\tenvelopes\tevents/s\tachieved / quota-bound\tthrottled / KMS calls\tfailed\tDLQ / queue\tredeliveries\tCPU per envelope (all daemons)\tacked per process\t\n")
+		fmt.Fprintf(tw, "   procs\tenvelopes\tevents/s (middle 90%%)\tachieved / quota-bound\tthrottled / KMS calls\tfailed\tDLQ / queue\tredeliveries\tCPU per envelope (all daemons)\tacked per process\t\n")
 		for _, r := range c.Runs {
 			verdict := j.check(r.Fraction >= goalQuotaShare && r.FailedEnvelopes == 0)
 			if c.Bound == "machine" && verdict == "MISS" {
 				verdict += " (machine-bound)"
 			}
-			fmt.Fprintf(tw, "   %d\t%d\t%.1f\t%.3f  >= %.2f, 0 failed: %s\t%.4f (%d of %d)\t%d\t%d / %d\t%d\t%.3f ms\t%s\t\n",
-				r.Procs, r.N, r.EventsPerS, r.Fraction, goalQuotaShare, verdict, r.ThrottledFraction, r.ThrottledCalls, r.KMSCalls,
+			fmt.Fprintf(tw, "   %d\t%d\t%.1f (%.1f)\t%.3f  >= %.2f, 0 failed: %s\t%.4f (%d of %d)\t%d\t%d / %d\t%d\t%.3f ms\t%s\t\n",
+				r.Procs, r.N, r.EventsPerS, r.EventsPerSMid, r.Fraction, goalQuotaShare, verdict, r.ThrottledFraction, r.ThrottledCalls, r.KMSCalls,
 				r.FailedEnvelopes, r.DLQ, r.QueueLeft, r.Outcomes[msgRedelivery], r.CPUPerEnvMs, procAcked(r))
 		}
 		tw.Flush()
@@ -118,11 +119,12 @@ func writeQuotaCurves(w io.Writer, curves []QuotaCurve, j *judge) {
 		case c.Unthrottled == 0:
 			fmt.Fprintf(w, "   note: no unthrottled run to tell whether the machine or the quota bounded these runs.\n")
 		case c.Bound == "machine":
-			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s, not clearly above the quota-bound %.1f/s:\n"+
+			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s (whole run or middle 90%%, the higher), not clearly above the quota-bound %.1f/s:\n"+
 				"   the machine, not the KMS quota, bounded these runs, so their fractions say little about the limiter.\n",
 				c.Unthrottled, c.QuotaBoundRate)
 		default:
-			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s (%.1fx the quota-bound rate): the quota bounded these runs.\n",
+			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s (whole run or middle 90%%, the higher; %.1fx the quota-bound rate):\n"+
+				"   the quota bounded these runs.\n",
 				c.Unthrottled, c.Unthrottled/c.QuotaBoundRate)
 		}
 		for _, r := range c.Runs {

@@ -25,15 +25,17 @@ import (
 //   - Recovery, with time and never with the number of calls: the limit closes the gap to the
 //     share found exponentially (RateApproachPerSecond, about 60 % of the gap per second) and
 //     probes above it slowly, linearly, by RateProbePerSecond of the share found per second (at
-//     least RateProbeFloor of kms_rate), so that a process converges on its share with a small,
-//     bounded overshoot instead of hammering the quota. The probe slope and the approach speed
-//     are jittered per decrease, so processes do not fall into step.
+//     least RateProbeFloor of kms_rate, but from that floor no more than RateProbeCap of the
+//     share), so that a process converges on its share with a small, bounded overshoot instead
+//     of hammering the quota. The probe slope and the approach speed are jittered per decrease,
+//     so processes do not fall into step.
 //   - A share found is forgotten once the probe has climbed to RateForgetAbove times it without
 //     a throttle (the quota was raised, or other processes left); the limit then climbs back to
 //     kms_rate by RateRecoveryPerSecond of kms_rate per second, as when nothing was throttled.
 //
-// Additive probing and a decrease proportional to the rate make this AIMD: the process sending
-// more is throttled more often and gives back more, so several processes drift to equal shares.
+// The additive floor of the probe and a decrease proportional to the rate make this AIMD: the
+// process sending more is throttled more often and gives back more, so several processes drift
+// towards equal shares (regions/limiter_test.go simulates it).
 const (
 	// RateRecoveryPerSecond is the share of kms_rate the limit regains per second while no quota
 	// share is known (never throttled, or the share was forgotten).
@@ -44,7 +46,9 @@ const (
 	// shrinks by e^-t; jittered ±25 % per decrease).
 	RateApproachPerSecond = 1.0
 	// RateProbePerSecond is how fast the limit probes above the share found: this share of it per
-	// second (jittered 0.5-1.5x per decrease), but at least RateProbeFloor of kms_rate per second.
+	// second (jittered 0.5-1.5x per decrease), but at least RateProbeFloor of kms_rate per second
+	// (the additive part, the same for every process, that pulls shares together), and from that
+	// floor at most RateProbeCap of the share per second (a tiny share is not overrun).
 	RateProbePerSecond = 0.03
 	RateProbeFloor     = 0.005
 	RateProbeCap       = 0.25

@@ -63,6 +63,11 @@ type ReplicateResult struct {
 	PerEnvelope          map[string]float64 `json:"per_envelope"`
 	PerRegionPerEnvelope map[string]float64 `json:"per_region_per_envelope"`
 	MaxRegionPerEnvelope float64            `json:"max_region_per_envelope"`
+	// StorageCalls are the SQS and DynamoDB requests the stand-in's endpoints received during the
+	// daemon's run, by region and "service:Operation"; StoragePerEnvelope sums them over regions
+	// per envelope (the daemon's round trips besides KMS).
+	StorageCalls       map[string]map[string]int64 `json:"storage_calls"`
+	StoragePerEnvelope map[string]float64          `json:"storage_per_envelope"`
 	// QuotaBoundRate = ThrottleRPS / MaxRegionPerEnvelope; Fraction = EventsPerS / QuotaBoundRate.
 	QuotaBoundRate float64 `json:"quota_bound_rate,omitempty"`
 	Fraction       float64 `json:"fraction,omitempty"`
@@ -88,6 +93,7 @@ func runReplicate(args []string) error {
 	out := fs.String("out", "", "write the result JSON here")
 	logPath := fs.String("log", "", "write the daemon's log here (default: next to --out)")
 	timeout := fs.Duration("timeout", 20*time.Minute, "stop the daemon after this long")
+	cpuProfile := fs.String("cpu-profile", "", "have the daemon write a pprof CPU profile of its run here (envdr run --cpu-profile)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -102,7 +108,7 @@ func runReplicate(args []string) error {
 	defer stop()
 	res, err := replicateBench(ctx, replicateOptions{
 		Bin: *bin, N: *n, Throttle: *throttle, Concurrency: *concurrency, Mode: *mode,
-		LogPath: *logPath, Timeout: *timeout,
+		LogPath: *logPath, Timeout: *timeout, CPUProfile: *cpuProfile,
 	})
 	if res != nil && *out != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
@@ -126,6 +132,7 @@ type replicateOptions struct {
 	Mode        string
 	LogPath     string
 	Timeout     time.Duration
+	CPUProfile  string
 }
 
 // standIn is an isolated three-region stand-in: an in-process KMS and per-region endpoints on
@@ -335,6 +342,7 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 	fmt.Fprintf(os.Stderr, "replicate: sealed and enqueued %d envelopes in %.1fs\n", o.N, res.SealS)
 
 	s.svc.ResetCounters()
+	s.stack.ResetCalls()
 	s.throttle.reset()
 	if o.Throttle > 0 {
 		for _, r := range localaws.DefaultRegions {
@@ -348,8 +356,11 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 	}
 	dctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(dctx, bin, "--config", cfgPath, "run", "--drain", "--wait-time", "1s",
-		"--admin-addr", "127.0.0.1:0")
+	args := []string{"--config", cfgPath, "run", "--drain", "--wait-time", "1s", "--admin-addr", "127.0.0.1:0"}
+	if o.CPUProfile != "" {
+		args = append(args, "--cpu-profile", o.CPUProfile)
+	}
+	cmd := exec.CommandContext(dctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 45 * time.Second
@@ -362,6 +373,7 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 
 	// Counters first: the checks below call KMS too.
 	res.Calls = s.svc.Counters()
+	res.StorageCalls = s.stack.Calls()
 	res.Throttled = s.throttle.snapshot()
 	for _, r := range localaws.DefaultRegions {
 		s.svc.SetRateLimit(r, 0)
@@ -495,6 +507,12 @@ func summarizeCalls(res *ReplicateResult) {
 		}
 		res.PerRegionPerEnvelope[region] = float64(regionCalls) / n
 		res.MaxRegionPerEnvelope = max(res.MaxRegionPerEnvelope, float64(regionCalls)/n)
+	}
+	res.StoragePerEnvelope = map[string]float64{}
+	for _, ops := range res.StorageCalls {
+		for op, c := range ops {
+			res.StoragePerEnvelope[op] += float64(c) / n
+		}
 	}
 }
 

@@ -60,8 +60,8 @@ type Store struct {
 	OnConflict func()
 	// reads coalesces concurrent Gets into batch reads; batchWrites, with a write linger,
 	// different records' conditional writes into one transaction.
-	reads       readBatcher
-	batchWrites writeBatcher
+	reads       coalescer[*readReq]
+	batchWrites coalescer[*writeReq]
 }
 
 // NewStore returns the store of table in region, over db (that region's client). regions are
@@ -73,7 +73,8 @@ func NewStore(table, region string, db DynamoAPI, regions []string) *Store {
 	}
 	sort.Strings(names)
 	s := &Store{Table: table, Region: region, db: db, names: names}
-	s.reads.s, s.batchWrites.s = s, s
+	s.initReads()
+	s.initWrites()
 	return s
 }
 
@@ -94,7 +95,7 @@ func regionItemID(id, region string) string { return id + regionSep + region }
 // Get reads a record (its header and every region's item) with strongly consistent reads,
 // batched with the other Gets under way at the same time.
 func (s *Store) Get(ctx context.Context, id string) (*envelope.Record, error) {
-	r := s.reads.get(ctx, id)
+	r := s.get(ctx, id)
 	if r.err != nil && !r.decoded {
 		return nil, fmt.Errorf("region %s: read record %s from table %s: %w", s.Region, id, s.Table, r.err)
 	}

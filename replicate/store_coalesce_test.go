@@ -200,8 +200,9 @@ func TestStoreBatchesWritesAndIsolatesConflicts(t *testing.T) {
 // replica are batched across events, the first read of another region's replica waits for
 // replication instead of polling, the own region's verification needs no read, and record writes
 // and stamps go out in shared transactions. Before, an envelope cost about 10 calls (a read, a
-// write, 3 stamp writes, and about 5 polls of the other replicas); the bound leaves room for a
-// slow machine.
+// write, 3 stamp writes, a read of its own replica and 3 to 5 polls of each other replica); here
+// they are 0.7 on a quiet machine and 2.3 under the race detector on a loaded one; the bound
+// leaves room for that and still fails the old code.
 func TestDaemonRoundTripsPerEnvelope(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
@@ -223,7 +224,7 @@ func TestDaemonRoundTripsPerEnvelope(t *testing.T) {
 			}
 		}
 	}
-	require.LessOrEqual(t, float64(ddb)/n, 2.0, "DynamoDB calls per envelope, all regions")
+	require.LessOrEqual(t, float64(ddb)/n, 3.5, "DynamoDB calls per envelope, all regions")
 	kms := 0
 	for _, r := range b.env.Regions {
 		c := b.env.Counters()[r]

@@ -1,6 +1,7 @@
 package localaws
 
 import (
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -39,12 +40,14 @@ func (c *callCounter) middleware(region, service string, next http.Handler) http
 func (c *callCounter) snapshot() map[string]map[string]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string]map[string]int64, len(c.n))
-	for r, ops := range c.n {
-		out[r] = make(map[string]int64, len(ops))
-		for op, n := range ops {
-			out[r][op] = n
-		}
+	return copyNested(c.n)
+}
+
+// copyNested copies a two-level map (region -> name -> value).
+func copyNested[V any](m map[string]map[string]V) map[string]map[string]V {
+	out := make(map[string]map[string]V, len(m))
+	for r, inner := range m {
+		out[r] = maps.Clone(inner)
 	}
 	return out
 }

@@ -50,12 +50,18 @@ func ddbClients(env *localtest.Env) map[string]*dynamodb.Client {
 	return out
 }
 
+// newGlobalTableTest starts a stand-in for t with replication lag: its Env, a context for its
+// calls, each region's DynamoDB and the table.
+func newGlobalTableTest(t *testing.T, lag time.Duration) (*localtest.Env, context.Context, map[string]*dynamodb.Client, string) {
+	t.Helper()
+	env := localtest.New(t)
+	env.SetLag(lag)
+	return env, ctxT(t), ddbClients(env), env.Config.Table
+}
+
 func TestGlobalTableReplicatesAfterLag(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(time.Second)
+	env, ctx, db, table := newGlobalTableTest(t, time.Second)
 
 	start := time.Now()
 	putV(ctx, t, db["us-east-1"], table, "a", "1")
@@ -88,10 +94,7 @@ func TestGlobalTableReplicatesAfterLag(t *testing.T) {
 
 func TestGlobalTableConflictsConvergeLastWriterWins(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(500 * time.Millisecond)
+	env, ctx, db, table := newGlobalTableTest(t, 500*time.Millisecond)
 
 	// Conditions are checked against the local replica only: both creates succeed.
 	create := func(r string) error {
@@ -133,10 +136,7 @@ func TestGlobalTableConflictsConvergeLastWriterWins(t *testing.T) {
 
 func TestGlobalTableRegionDownCatchesUpInOrder(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(50 * time.Millisecond)
+	env, ctx, db, table := newGlobalTableTest(t, 50*time.Millisecond)
 
 	env.Down("eu-west-1")
 	for i := range 5 {

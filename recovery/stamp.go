@@ -11,13 +11,16 @@ import (
 // stamper gathers verify's per-record writes (verified_at, last_error) and writes them in
 // batches (replicate.Store.UpdateBatch: transactions of conditional writes on the versions the
 // scan read, a record that changed meanwhile written again on its own). The worker whose record
-// fills a batch writes it, so batches are written in parallel and a slow table slows the
-// workers down instead of piling stamps up: at most one batch per worker is held.
+// fills a batch writes it, at most `writers` batches at once (a transaction of 100 items is a
+// heavy write: many at once only queue up in the table), so a slow table slows the workers
+// down instead of piling stamps up: at most one batch per worker is held.
 type stamper struct {
 	store *replicate.Store
 	// items is the batch size: a batch is written once its records may need this many items.
 	items int
-	done  func(u replicate.BatchUpdate, r replicate.BatchResult)
+	// writers bounds the batches written at once (a semaphore; its capacity is the bound).
+	writers chan struct{}
+	done    func(u replicate.BatchUpdate, r replicate.BatchResult)
 
 	mu    sync.Mutex
 	buf   []replicate.BatchUpdate
@@ -32,7 +35,8 @@ const stampFlushTimeout = 10 * time.Second
 // stamped). When the batch is full, the caller writes it.
 func (s *stamper) add(ctx context.Context, u replicate.BatchUpdate, maxItems int) {
 	s.mu.Lock()
-	if s.need+maxItems > s.items && len(s.buf) > 0 {
+	// Others may add while this worker writes: check again before adding.
+	for s.need+maxItems > s.items && len(s.buf) > 0 {
 		full := s.buf
 		s.buf, s.need = nil, 0
 		s.mu.Unlock()
@@ -60,7 +64,9 @@ func (s *stamper) flush(ctx context.Context) {
 }
 
 func (s *stamper) write(ctx context.Context, ups []replicate.BatchUpdate) {
+	s.writers <- struct{}{}
 	res, st := s.store.UpdateBatch(ctx, ups)
+	<-s.writers
 	s.mu.Lock()
 	s.stats.Add(st)
 	s.mu.Unlock()
@@ -73,4 +79,13 @@ func (s *stamper) snapshot() replicate.BatchStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.stats
+}
+
+// stampWriters is how many batches of stamps verify writes at once: one per 8 workers, at
+// least 2 (with the default 16 workers: 2).
+func stampWriters(workers int) int {
+	if workers < 1 {
+		workers = DefaultWorkers
+	}
+	return max(2, workers/8)
 }

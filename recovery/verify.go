@@ -135,6 +135,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	if stamps.items < 1 {
 		stamps.items = replicate.MaxTransactItems
 	}
+	stamps.writers = make(chan struct{}, stampWriters(opts.Workers))
 
 	handle := func(ctx context.Context, rec *envelope.Record) {
 		if ctx.Err() != nil {

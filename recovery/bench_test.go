@@ -19,6 +19,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/loadavg"
 	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
@@ -126,7 +127,7 @@ func BenchmarkDrillScale(b *testing.B) {
 		r := row{records, op, float64(records) / d.Seconds(), rss}
 		rows = append(rows, r)
 		fmt.Printf("%-9d  %-72s  %9.2f  %11.0f  %12.1f  %11.3f  %s\n", records, op, d.Seconds(), r.rate, rss,
-			float64(cpu.Microseconds())/1000/float64(records), loadAvg())
+			float64(cpu.Microseconds())/1000/float64(records), loadavg.String())
 	}
 	verify := func(records int, cfg, op string, args ...string) *verifyJSON {
 		out, d, rss, cpu := cliRun(b, bin, append([]string{"--config", cfg, "verify", "--json", "--quiet", "--segments", "8", "--workers", "32"}, args...)...)
@@ -160,7 +161,7 @@ func BenchmarkDrillScale(b *testing.B) {
 		start := time.Now()
 		seedLoad(b, f, size-seeded)
 		fmt.Printf("seeded %d records (%d in all) in %s, %.0f records/s; load average %s\n", size-seeded, size,
-			time.Since(start).Round(time.Millisecond), float64(size-seeded)/time.Since(start).Seconds(), loadAvg())
+			time.Since(start).Round(time.Millisecond), float64(size-seeded)/time.Since(start).Seconds(), loadavg.String())
 		seeded = size
 		if i == 0 {
 			b.ResetTimer()
@@ -244,19 +245,6 @@ func quotaRun(b testing.TB, f *fixture, records int, quota float64, run func() *
 	return frac
 }
 
-// loadAvg is the machine's 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
 // seedLoad writes n fully replicated records straight into every region's replica with
 // BatchWriteItem (replicate.Store.Load through localaws.Backends.ReplicaDynamoDB), neither
 // through the replicator nor through the stand-in's replication: fast enough for a million.
@@ -298,32 +286,16 @@ func seedLoad(b testing.TB, f *fixture, n int) {
 
 // loadRecord makes one record for seedLoad.
 func loadRecord(ctx context.Context, home *regions.Region, in []string) (*envelope.Record, error) {
-	id, err := envelope.NewID()
+	rec, wrapped, arn, err := mintRecord(ctx, home, "drill-bench")
 	if err != nil {
 		return nil, err
 	}
-	ec, err := envelope.NewContext(id, map[string]string{"app": "drill-bench"})
-	if err != nil {
-		return nil, err
-	}
-	dek, wrapped, arn, err := home.GenerateDataKeyRaw(ctx, ec.Map())
-	if err != nil {
-		return nil, err
-	}
-	com, err := envelope.Commitment(dek)
-	envelope.Wipe(dek)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	rec := &envelope.Record{ID: id, Context: ec, Commitment: com, SourceRegion: home.Name, SourceKeyARN: arn,
-		CreatedAt: now, Regions: map[string]*envelope.RegionWrap{}}
 	for _, n := range in {
 		k, err := regions.ReplicaARN(arn, n)
 		if err != nil {
 			return nil, err
 		}
-		rec.Regions[n] = &envelope.RegionWrap{KeyARN: k, Wrapped: wrapped, WrappedAt: now}
+		rec.Regions[n] = &envelope.RegionWrap{KeyARN: k, Wrapped: wrapped, WrappedAt: rec.CreatedAt}
 	}
 	return rec, nil
 }

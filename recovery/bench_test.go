@@ -134,8 +134,10 @@ func BenchmarkDrillScale(b *testing.B) {
 		var vr verifyJSON
 		require.NoError(b, json.Unmarshal(out, &vr))
 		require.Equal(b, int64(records), vr.OK, "failures (first few): %+v", vr.Failures[:min(len(vr.Failures), 5)])
-		require.Equal(b, int64(records), vr.Updated, "failures (first few): %+v", vr.Failures[:min(len(vr.Failures), 5)])
-		emit(records, fmt.Sprintf("%s (%d writes, %d fallbacks)", op, vr.StampWrites, vr.StampFallbacks), d, rss, cpu)
+		// A batch whose outcome was unknown (a timeout) falls back record by record, and finds
+		// its own stamps already there: stamped, but not counted as updated by this run.
+		require.GreaterOrEqual(b, vr.Updated+vr.StampFallbacks, int64(records), "failures (first few): %+v", vr.Failures[:min(len(vr.Failures), 5)])
+		emit(records, fmt.Sprintf("%s (%d writes, %d fallbacks, %d updated)", op, vr.StampWrites, vr.StampFallbacks, vr.Updated), d, rss, cpu)
 		return &vr
 	}
 	measure := func(records int) {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/envdr/envdr/internal/loadavg"
 )
 
 // Files of a bench directory (written by scripts/bench.sh and the subcommands).
@@ -96,7 +98,7 @@ func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
 		mode = "SHORT (harness check only; figures are not meaningful)"
 	}
 	f = Figures{Time: time.Now().UTC().Format(time.RFC3339), Mode: mode, Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		CPUs: runtime.NumCPU(), Load: loadAvg(), Replicate: map[string]*ReplicateResult{}}
+		CPUs: runtime.NumCPU(), Load: loadavg.String(), Replicate: map[string]*ReplicateResult{}}
 	defer func() { f.GoalsMissed = j.missed }()
 	fmt.Fprintf(w, "\n== envdr bench summary  %s  mode: %s  %s, %d CPUs, load %s\n", f.Time, mode, f.Platform, f.CPUs, f.Load)
 
@@ -140,18 +142,6 @@ func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
 		fmt.Fprintf(w, "\n   goals missed: %d\n", j.missed)
 	}
 	return f, nil
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // GoBench is one line of `go test -bench` output.

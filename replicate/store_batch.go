@@ -183,16 +183,22 @@ func (s *Store) batchErr(id string, err error) error {
 // returns them and the rest, in order. It returns no group when the first record alone needs
 // more items than a transaction holds.
 func packBatch(queue []pendingWrite) (group, rest []pendingWrite) {
+	return packTransact(queue, func(p pendingWrite) (string, int) { return p.next.ID, len(p.writes) })
+}
+
+// packTransact is packBatch over any kind of queued write: of says a write's record and its
+// number of items.
+func packTransact[W any](queue []W, of func(W) (id string, items int)) (group, rest []W) {
 	n := 0
 	ids := map[string]bool{}
 	for _, p := range queue {
-		id := p.next.ID
-		if n+len(p.writes) > MaxTransactItems || ids[id] {
+		id, k := of(p)
+		if n+k > MaxTransactItems || ids[id] {
 			rest = append(rest, p)
 			continue
 		}
 		ids[id] = true
-		n += len(p.writes)
+		n += k
 		group = append(group, p)
 	}
 	return group, rest

@@ -10,7 +10,7 @@ import (
 )
 
 // With a write linger (SetWriteLinger) the conditional writes of different records share one
-// TransactWriteItems call (at most maxTransactItems items, no record twice): a write waits up
+// TransactWriteItems call (at most MaxTransactItems items, no record twice): a write waits up
 // to the linger for others to join it. Each record's writes keep their own conditions; DynamoDB
 // applies the call all or nothing, so when a condition fails (TransactionCanceledException) every
 // record's writes are sent again on their own, and only the records that lost their condition
@@ -25,15 +25,12 @@ type writeReq struct {
 	done  chan error
 }
 
-// maxTransactItems is DynamoDB's limit of actions in one TransactWriteItems call.
-const maxTransactItems = 100
-
 // SetWriteLinger makes the store's conditional writes wait up to d for others to share their
 // call (0: each write goes out at once). Set it before the store is used.
 func (s *Store) SetWriteLinger(d time.Duration) { s.batchWrites.linger = d }
 
 func (s *Store) initWrites() {
-	s.batchWrites.max = maxTransactItems
+	s.batchWrites.max = MaxTransactItems
 	s.batchWrites.size = func(r *writeReq) int { return len(r.items) }
 	s.batchWrites.take = takeWrites
 	s.batchWrites.send = s.sendWrites
@@ -42,7 +39,7 @@ func (s *Store) initWrites() {
 // submit writes items (one record's conditional writes), batched with other records' when the
 // store lingers.
 func (s *Store) submit(ctx context.Context, id string, items []ddbtypes.TransactWriteItem) error {
-	if s.batchWrites.linger <= 0 || len(items) >= maxTransactItems/2 {
+	if s.batchWrites.linger <= 0 || len(items) >= MaxTransactItems/2 {
 		return s.write(ctx, items)
 	}
 	req := &writeReq{ctx: ctx, id: id, items: items, done: make(chan error, 1)}
@@ -55,24 +52,18 @@ func (s *Store) submit(ctx context.Context, id string, items []ddbtypes.Transact
 	}
 }
 
-// takeWrites takes the live requests that fit one call: at most maxTransactItems items, each
-// record once (a second write of a record waits for the next call).
+// takeWrites takes the live requests that fit one call (packTransact: at most MaxTransactItems
+// items, each record once; a second write of a record waits for the next call).
 func takeWrites(pending []*writeReq) (batch, rest []*writeReq) {
-	ids := map[string]bool{}
-	n := 0
+	live := pending[:0:0]
 	for _, r := range pending {
-		switch {
-		case r.ctx.Err() != nil:
+		if r.ctx.Err() != nil {
 			r.done <- r.ctx.Err()
-		case !ids[r.id] && n+len(r.items) <= maxTransactItems:
-			ids[r.id] = true
-			n += len(r.items)
-			batch = append(batch, r)
-		default:
-			rest = append(rest, r)
+			continue
 		}
+		live = append(live, r)
 	}
-	return batch, rest
+	return packTransact(live, func(r *writeReq) (string, int) { return r.id, len(r.items) })
 }
 
 func (s *Store) sendWrites(batch []*writeReq) {

@@ -30,7 +30,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 	}
 	// attempt makes one call and says whether another try can help.
 	attempt := func(ctx context.Context) (bool, error) {
-		if err := r.limiter.Wait(ctx); err != nil {
+		if err := r.limiter.wait(ctx); err != nil {
 			return false, err
 		}
 		start := time.Now()
@@ -46,6 +46,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 			r.observer.KMSCall(r.Name, op, time.Since(start), err)
 		}
 		if err == nil {
+			r.limiter.accepted()
 			r.noteReachable()
 			return false, nil
 		}
@@ -55,7 +56,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 		mapped, retryable := classify(err)
 		switch {
 		case errors.Is(mapped, ErrThrottled):
-			r.noteThrottled()
+			r.limiter.throttled()
 			if r.observer != nil {
 				r.observer.Throttled(r.Name, op)
 			}
@@ -65,6 +66,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 				return false, mapped // now marked unhealthy: defer instead of retrying
 			}
 		default:
+			r.limiter.answered()
 			r.noteReachable() // the region answered
 		}
 		return retryable, mapped

@@ -1,6 +1,7 @@
 // Package regions is envdr's topology: the configured regions, their keys (multi-Region replica
 // or independent), one set of AWS clients per region built once at start-up with that region's
-// endpoints only, a token-bucket limiter sized by the region's KMS quota share, and health.
+// endpoints only, a token-bucket KMS limiter bounded by kms_rate that finds this process's share
+// of the region's quota by itself (limiter.go), and health.
 //
 // Each Region is also the per-region key: it implements envelope.KeyGenerator (GenerateDataKey)
 // and envelope.Unwrapper (Decrypt), and offers ReEncrypt and Encrypt for replication. Nothing in
@@ -29,7 +30,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"golang.org/x/time/rate"
 
 	"github.com/envdr/envdr/internal/config"
 )
@@ -76,8 +76,11 @@ type Options struct {
 	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
 	// connections per host for the daemon's concurrency).
 	HTTPClient aws.HTTPClient
-	// Now is the clock of the rate recovery; nil means time.Now. Tests inject one.
+	// Now is the clock of the KMS limiter's rate adaptation; nil means time.Now. Tests inject one.
 	Now func() time.Time
+	// Jitter is the limiter's source of jitter, uniform in [0, 1); nil means math/rand/v2.
+	// Tests inject a fixed one.
+	Jitter func() float64
 	// TrustedKeys are keys (ARNs or alias ARNs) allowed for unwrapping besides each region's
 	// configured key; New fills it from the config's trusted_keys.
 	TrustedKeys []string
@@ -251,9 +254,7 @@ type Region struct {
 	ddb      *dynamodb.Client
 	sqs      *sqs.Client
 	sts      *sts.Client
-	limiter  *rate.Limiter
-	maxRate  rate.Limit
-	rateAt   time.Time // when the limit was last lowered or recovered (under mu)
+	limiter  *kmsLimiter
 	opts     Options
 	observer Observer
 
@@ -305,16 +306,10 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		}
 		o.Retryer = storageRetryer(opts)
 	})
-	lim := rate.Limit(rc.KMSRate)
-	burst := int(rc.KMSRate / 10)
-	if burst < 1 {
-		burst = 1
-	}
 	return &Region{
 		Name: rc.Name, KeyARN: rc.Key, Mode: rc.Mode,
 		kms: kc, kmsFull: kc, ddb: dc, sqs: sc, sts: stc,
-		limiter: rate.NewLimiter(lim, burst), maxRate: lim,
-		opts: opts, observer: opts.Observer,
+		limiter: newKMSLimiter(rc.KMSRate, opts.Now, opts.Jitter), opts: opts, observer: opts.Observer,
 		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
 	}
 }
@@ -528,51 +523,8 @@ func (r *Region) noteReachable() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.consecutive, r.cooldown, r.lastErr, r.probing = 0, 0, nil, false
-	r.recoverRateLocked()
 }
 
-// RateRecoveryPerSecond is the share of kms_rate a throttled region's rate regains per second.
-const RateRecoveryPerSecond = 0.10
-
-// recoverRateLocked raises the rate after throttling, with time and not with the number of calls:
-// by RateRecoveryPerSecond of the configured share per second since the last change, up to the
-// share. So a halving takes 5 s to undo however many calls succeed meanwhile.
-func (r *Region) recoverRateLocked() {
-	now := r.opts.Now()
-	cur := r.limiter.Limit()
-	if cur >= r.maxRate {
-		r.rateAt = now
-		return
-	}
-	el := now.Sub(r.rateAt).Seconds()
-	if el <= 0 {
-		return
-	}
-	next := cur + r.maxRate*rate.Limit(RateRecoveryPerSecond*el)
-	if next > r.maxRate {
-		next = r.maxRate
-	}
-	r.limiter.SetLimit(next)
-	r.rateAt = now
-}
-
-// noteThrottled halves the region's rate (not below 1 req/s) so a throttled KMS is given room.
-func (r *Region) noteThrottled() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recoverRateLocked() // count the time since the last change first
-	next := r.limiter.Limit() / 2
-	if next < 1 {
-		next = 1
-	}
-	r.limiter.SetLimit(next)
-	r.rateAt = r.opts.Now()
-}
-
-// RateLimit is the region's current KMS request rate, requests/s: kms_rate, or less while it
-// recovers from throttling.
-func (r *Region) RateLimit() float64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return float64(r.limiter.Limit())
-}
+// RateLimit is the region's current KMS request rate, requests/s: kms_rate, or less after
+// throttling (limiter.go).
+func (r *Region) RateLimit() float64 { return r.limiter.limit() }

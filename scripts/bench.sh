@@ -4,7 +4,12 @@
 #   2. envdr seal/open vs age on one file      (512 MiB, to a pipe and to /dev/null; wall, CPU and peak
 #                                              RSS via envdr-bench measure), and durable to a file vs
 #                                              dd bs=4M conv=fsync of the same bytes
-#   3. the replicator as a process             (2,000 envelopes, unthrottled and KMS limited to 200 req/s)
+#   3. the replicator as a process             (2,000 envelopes, unthrottled and KMS limited to 200 req/s
+#                                              with kms_rate 200); many daemons, one quota: 1, 2, 3
+#                                              processes on one queue against KMS throttled at Q = 300
+#                                              (and 60) req/s, kms_rate left unset; KMS calls per
+#                                              envelope of each mode (mrk reencrypt / shared,
+#                                              independent, verify sample:10%)
 # then prints the summary table and writes it to $BENCH_DIR/summary.txt.
 # BENCH_SHORT=1: tiny sizes (~1 minute), exercises the whole harness; figures are not meaningful.
 # Orchestration only; the measuring is done by test/bench (bin/envdr-bench).
@@ -14,6 +19,8 @@ cd "$(dirname "$0")/.."
 SHORT="${BENCH_SHORT:-0}"
 AGE_VERSION="${AGE_VERSION:-v1.2.1}"
 THROTTLE="${BENCH_THROTTLE:-200}"
+QUOTA_PROCS="${BENCH_QUOTA_PROCS:-1 2 3}" # the curve: daemon processes on one queue
+SAMPLE="${BENCH_VERIFY_SAMPLE:-10}"       # verify: sample:SAMPLE% among the modes
 if [[ "$SHORT" == 1 ]]; then
   DIR="${BENCH_DIR:-.bench/short}"
   FILE_MIB="${BENCH_FILE_MIB:-16}"
@@ -21,6 +28,9 @@ if [[ "$SHORT" == 1 ]]; then
   N="${BENCH_ENVELOPES:-100}"
   GOBENCH_FLAGS="${BENCH_GOFLAGS:--benchtime 20x -count 1}"
   TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-3m}"
+  QUOTAS="${BENCH_QUOTA_Q:-300}"
+  QUOTA_N="${BENCH_QUOTA_ENVELOPES:-$N}"
+  MODES_N="${BENCH_MODES_ENVELOPES:-30}"
 else
   DIR="${BENCH_DIR:-.bench}"
   FILE_MIB="${BENCH_FILE_MIB:-512}"
@@ -28,7 +38,13 @@ else
   N="${BENCH_ENVELOPES:-2000}"
   GOBENCH_FLAGS="${BENCH_GOFLAGS:--benchtime 1s -count 3}"
   TIMEOUT="${BENCH_REPLICATE_TIMEOUT:-20m}"
+  # The curve at each quota: 300 req/s, where on a small machine the daemons' CPU may bound the
+  # rate before the quota does, and a lower one (BENCH_QUOTA_LOW_Q, "" to skip) where the quota binds.
+  QUOTAS="${BENCH_QUOTA_Q:-300} ${BENCH_QUOTA_LOW_Q-60}"
+  QUOTA_N="${BENCH_QUOTA_ENVELOPES:-$N}"
+  MODES_N="${BENCH_MODES_ENVELOPES:-300}"
 fi
+read -r -a QUOTA_LIST <<<"$QUOTAS"
 DATA=".bench/data-${FILE_MIB}MiB.bin" # shared by full and short runs; reused when present
 TOOLS="${BENCH_TOOLS:-.tools/bin}" # where the pinned age is installed
 ENVDR=bin/envdr
@@ -90,6 +106,7 @@ echo "ready: $CONFIG"
 
 mkdir -p "$DIR"
 rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-throttled.json,replicate-throttled.log,summary.txt,summary.json}
+rm -f "$DIR"/quota-q*-p*.{json,log} "$DIR"/mode-*.{json,log}
 
 # 1. Envelope library.
 step "1/3 envelope library: go test -run '^\$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/"
@@ -163,9 +180,32 @@ step "3/3 replicator: $N envelopes, envdr run --drain as a process (unthrottled)
 step "3/3 replicator: $N envelopes, each region's KMS limited to $THROTTLE req/s, kms_rate $THROTTLE"
 "$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --throttle "$THROTTLE" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
   --out "$DIR/replicate-throttled.json" || failed+=("replicator (throttled)")
+# Many daemons, one quota: none is told its share (kms_rate left out of the config, so the
+# default 1000 applies); every process's limiter has to find it.
+for q in "${QUOTA_LIST[@]}"; do
+  for p in $QUOTA_PROCS; do
+    step "3/3 many daemons, one quota: $p process(es) on one queue, $QUOTA_N envelopes, KMS limited to $q req/s, kms_rate unset"
+    "$BENCH" replicate --envdr "$ENVDR" --n "$QUOTA_N" --timeout "$TIMEOUT" --throttle "$q" --kms-rate default --procs "$p" \
+      ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} --out "$DIR/quota-q$q-p$p.json" || failed+=("replicator ($p processes, Q=$q)")
+  done
+done
+# KMS calls per envelope of each mode: short unthrottled runs (the counts do not depend on load).
+modes=(
+  "mrk-reencrypt --mode mrk --mrk-wrap reencrypt"
+  "mrk-shared --mode mrk --mrk-wrap shared"
+  "independent --mode independent"
+  "sample$SAMPLE --mode mrk --mrk-wrap reencrypt --verify sample:$SAMPLE%"
+)
+for m in "${modes[@]}"; do
+  read -r name flags <<<"$m"
+  step "3/3 KMS calls per envelope, $name: $MODES_N envelopes, unthrottled"
+  # shellcheck disable=SC2086 # flags is a flag list
+  "$BENCH" replicate --envdr "$ENVDR" --n "$MODES_N" --timeout "$TIMEOUT" $flags --out "$DIR/mode-$name.json" ||
+    failed+=("replicator (mode $name)")
+done
 fi
 
-SUMMARY_FLAGS=()
+SUMMARY_FLAGS=(--quota "${QUOTA_LIST[0]}")
 [[ "$SHORT" == 1 ]] && SUMMARY_FLAGS+=(--short)
 "$BENCH" summary --dir "$DIR" "${SUMMARY_FLAGS[@]}"
 echo "(written to $DIR/summary.txt and $DIR/summary.json; daemon logs in $DIR/replicate*.log)"

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // These test the harness's parsing and arithmetic on canned inputs; they assert nothing about
@@ -57,11 +60,20 @@ func TestParseDaemonLog(t *testing.T) {
 {"level":"info","ts":"2026-11-23T13:37:21.600Z","msg":"event replicated","id":"a","duration":0.1}
 {"level":"info","ts":"2026-11-23T13:37:23.391Z","msg":"queue drained"}
 `
-	p := filepath.Join(t.TempDir(), "daemon.log")
+	// A second daemon on the same queue: it also acknowledged a (a duplicate delivery) and c,
+	// and was the last to acknowledge.
+	log2 := `{"level":"info","ts":"2026-11-23T13:37:20.200Z","msg":"event replicated","id":"a","duration":0.1}
+{"level":"info","ts":"2026-11-23T13:37:22.000Z","msg":"event replicated","id":"c","duration":0.2}
+`
+	dir := t.TempDir()
+	p, p2 := filepath.Join(dir, "daemon.log"), filepath.Join(dir, "daemon-p2.log")
 	if err := os.WriteFile(p, []byte(log), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lr, err := parseDaemonLog(p)
+	if err := os.WriteFile(p2, []byte(log2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lr, err := parseDaemonLogs(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +83,61 @@ func TestParseDaemonLog(t *testing.T) {
 	if got := lr.Last.Sub(lr.First).Seconds(); got < 2.099 || got > 2.101 {
 		t.Errorf("active = %vs, want 2.1s (19.5 -> 21.6)", got)
 	}
-	if lr.Outcomes["event replicated"] != 3 || lr.Outcomes["policy not met: event left for redelivery"] != 1 {
+	if lr.Outcomes["event replicated"] != 3 || lr.Outcomes[msgRedelivery] != 1 {
 		t.Errorf("outcomes = %v", lr.Outcomes)
+	}
+
+	lr, err = parseDaemonLogs(p, p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr.Acked != 3 || len(lr.ProcAcked) != 2 || lr.ProcAcked[0] != 2 || lr.ProcAcked[1] != 2 {
+		t.Errorf("acked = %d, per process %v; want 3 distinct envelopes in all, 2 by each process", lr.Acked, lr.ProcAcked)
+	}
+	if got := lr.Last.Sub(lr.First).Seconds(); got < 2.499 || got > 2.501 {
+		t.Errorf("active = %vs, want 2.5s (19.5 -> 22.0, the second log's last ack)", got)
+	}
+	if _, err := parseDaemonLogs(p, filepath.Join(dir, "missing.log")); err == nil {
+		t.Error("a missing log is an error")
+	}
+}
+
+// The middle 90 % of the acknowledgements leaves out a straggler: 40 acks a second apart, then
+// one a minute later (a redelivery after the visibility timeout).
+func TestMidRate(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	lr := logReport{}
+	for i := range 40 {
+		lr.acks = append(lr.acks, t0.Add(time.Duration(i)*time.Second))
+	}
+	lr.acks = append(lr.acks, t0.Add(100*time.Second))
+	if got := lr.midRate(); math.Abs(got-1) > 0.001 {
+		t.Errorf("mid rate = %v, want 1/s", got)
+	}
+	lr.acks = lr.acks[:19]
+	if got := lr.midRate(); got != 0 {
+		t.Errorf("mid rate of 19 acks = %v, want 0 (too few)", got)
+	}
+}
+
+func TestDaemonOptions(t *testing.T) {
+	o := replicateOptions{Throttle: 300, LogPath: "/b/quota-q300-p3.log", Procs: 3}
+	for in, want := range map[string]float64{"": 300, kmsRateQuota: 300, kmsRateUnset: 0, "150": 150} {
+		o.KMSRate = in
+		if got, err := o.daemonKMSRate(); err != nil || got != want {
+			t.Errorf("--kms-rate %q: %v, %v; want %v", in, got, err, want)
+		}
+	}
+	o.KMSRate = "lots"
+	if _, err := o.daemonKMSRate(); err == nil {
+		t.Error("--kms-rate lots should be refused")
+	}
+	if got := o.logPaths(); strings.Join(got, " ") != "/b/quota-q300-p3-p1.log /b/quota-q300-p3-p2.log /b/quota-q300-p3-p3.log" {
+		t.Errorf("log paths = %v", got)
+	}
+	o.Procs = 1
+	if got := o.logPaths(); len(got) != 1 || got[0] != o.LogPath {
+		t.Errorf("one process logs to --log itself: %v", got)
 	}
 }
 
@@ -91,6 +156,10 @@ func TestSummarizeCalls(t *testing.T) {
 	}
 	if r.MaxRegionPerEnvelope != 2 || r.PerRegionPerEnvelope["us-east-1"] != 1 {
 		t.Errorf("per region = %v (max %v)", r.PerRegionPerEnvelope, r.MaxRegionPerEnvelope)
+	}
+	// 518 calls, throttled ones included ("Throttled" is the stand-in's own tally, not a call).
+	if r.KMSCalls != 518 || r.ThrottledCalls != 15 || r.ThrottledFraction != 15.0/518 {
+		t.Errorf("calls %d, throttled %d (%v); want 518, 15", r.KMSCalls, r.ThrottledCalls, r.ThrottledFraction)
 	}
 }
 
@@ -126,27 +195,51 @@ func TestSummaryRendersEverySection(t *testing.T) {
 	write(fileCLI, cli.String())
 	write(fileCLICheck, "ok\n")
 	th := ReplicateResult{N: 100, ThrottleRPS: 200, EventsPerS: 95, QuotaBoundRate: 100, Fraction: 0.95,
-		PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2}}
+		CallsPerEnvelope: CallsPerEnvelope{PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2}}}
 	b, _ := json.Marshal(th)
 	write(fileReplicateTh, string(b))
 
 	var out bytes.Buffer
-	figs, err := summarize(&out, dir, false)
+	// The curve at Q = 60 (bound 30/s): 1 process 28.5/s (0.95, PASS), 3 processes 24/s (0.8,
+	// MISS); the unthrottled run is absent, so the bound cannot be told. Two modes.
+	for procs, rate := range map[int]float64{1: 28.5, 3: 24} {
+		r := ReplicateResult{N: 100, Procs: procs, ThrottleRPS: 60, KMSRate: 1000, KMSRateUnset: true, EventsPerS: rate,
+			QuotaBoundRate: 30, Fraction: rate / 30, KMSCalls: 1000, ThrottledCalls: 20, ThrottledFraction: 0.02,
+			Outcomes: map[string]int{msgRedelivery: 2}, ProcAcked: []int{40, 30, 30}}
+		b, _ := json.Marshal(r)
+		write(fmt.Sprintf("quota-q60-p%d.json", procs), string(b))
+	}
+	for name, r := range map[string]ReplicateResult{
+		"mrk-reencrypt": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "all", CallsPerEnvelope: CallsPerEnvelope{MaxRegionPerEnvelope: 2,
+			PerEnvelope: map[string]float64{"Decrypt": 3, "ReEncrypt": 2, "DescribeKey": 0.01}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 2, "us-east-1": 1}}},
+		"sample10": {N: 300, Mode: "mrk", MRKWrap: "reencrypt", Verify: "sample:10%", CallsPerEnvelope: CallsPerEnvelope{MaxRegionPerEnvelope: 1.1,
+			PerEnvelope: map[string]float64{"Decrypt": 0.3, "ReEncrypt": 2}, PerRegionPerEnvelope: map[string]float64{"eu-west-1": 1.1, "us-east-1": 0.1}}},
+	} {
+		b, _ := json.Marshal(r)
+		write("mode-"+name+".json", string(b))
+	}
+	figs, err := summarize(&out, dir, false, 300)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := out.String()
 	for _, want := range []string{"x-raw", "envdr seal / age, to /dev/null  ", "2.00x", "envdr open peak RSS (all runs)", "40.0 MiB",
 		"envdr seal / age, to a pipe", "4.00x", "3.50x (2)", "envdr open to a durable file / dd conv=fsync (time)", "1.50x",
-		"unthrottled run: not run", "achieved / quota-bound rate", "0.950"} {
+		"unthrottled run: not run", "achieved / quota-bound rate", "0.950",
+		"curve at Q = 60 req/s", "quota-bound rate 30.0 envelopes/s; bound: machine", "0.950  >= 0.90, 0 failed: PASS",
+		"0.800  >= 0.90, 0 failed: MISS (machine-bound)", "0.0200 (20 of 1000)", "40 / 30 / 30", "no unthrottled run to tell",
+		"mrk, mrk_wrap: reencrypt, verify: all", "5.000", "150.0 envelopes/s", "mrk, mrk_wrap: reencrypt, verify: sample:10%", "272.7 envelopes/s"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
 	}
 	// Misses: the two x-raw ratios, open's 1.2x throughput to /dev/null, open's 1.5x of dd, open's
-	// 40 MiB RSS.
-	if figs.GoalsMissed != 5 {
-		t.Errorf("missed = %d, want 5:\n%s", figs.GoalsMissed, s)
+	// 40 MiB RSS, the curve's 3 processes.
+	if figs.GoalsMissed != 6 {
+		t.Errorf("missed = %d, want 6:\n%s", figs.GoalsMissed, s)
+	}
+	if strings.Index(s, "verify: all") > strings.Index(s, "verify: sample:10%") {
+		t.Errorf("modes with more calls per envelope come first:\n%s", s)
 	}
 	// summary.json carries the same figures.
 	js, err := json.Marshal(figs)
@@ -165,6 +258,10 @@ func TestSummaryRendersEverySection(t *testing.T) {
 	}
 	if pipe == nil || pipe.Best != 4 || pipe.MedianPaired != 3.5 || pipe.Pass == nil || !*pipe.Pass {
 		t.Errorf("pipe ratio in summary.json = %+v", pipe)
+	}
+	if len(back.Quota) != 1 || len(back.Quota[0].Runs) != 2 || back.Quota[0].Runs[1].Procs != 3 || len(back.Modes) != 2 ||
+		math.Abs(back.Modes[1].QuotaBoundRate-272.727) > 0.001 {
+		t.Errorf("summary.json lacks the curve or the modes: %+v %+v", back.Quota, back.Modes)
 	}
 	if back.Replicate["throttled"] == nil || back.Replicate["throttled"].Fraction != 0.95 || len(back.Library) != 3 {
 		t.Errorf("summary.json lacks the replicator or library figures: %s", js)

@@ -251,6 +251,8 @@ type Figures struct {
 	LibRatios   []Ratio                     `json:"library_ratios,omitempty"`
 	CLI         *CLIFigures                 `json:"cli,omitempty"`
 	Replicate   map[string]*ReplicateResult `json:"replicate,omitempty"`
+	Quota       []QuotaCurve                `json:"quota_curves,omitempty"` // many daemons, one quota
+	Modes       []ModeCalls                 `json:"modes,omitempty"`        // KMS calls per envelope by mode
 	GoalsMissed int                         `json:"goals_missed"`
 }
 

@@ -46,11 +46,12 @@ func runSummary(args []string) error {
 	dir := fs.String("dir", ".bench", "bench directory")
 	short := fs.Bool("short", false, "short mode: sizes too small for meaningful figures; goals are not judged")
 	strict := fs.Bool("strict", false, "exit non-zero when a goal is missed")
+	quota := fs.Float64("quota", 300, "the KMS quota per region, req/s, at which the modes' quota-bound rates are given")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	var buf bytes.Buffer
-	figs, err := summarize(&buf, *dir, *short)
+	figs, err := summarize(&buf, *dir, *short, *quota)
 	if err != nil {
 		return err
 	}
@@ -90,8 +91,9 @@ func (j *judge) check(ok bool) string {
 	}
 }
 
-// summarize prints the summary table to w and returns every figure in it (summary.json).
-func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
+// summarize prints the summary table to w and returns every figure in it (summary.json); the
+// modes' quota-bound rates are at quota req/s per region.
+func summarize(w io.Writer, dir string, short bool, quota float64) (f Figures, err error) {
 	j := &judge{short: short}
 	mode := "full"
 	if short {
@@ -136,6 +138,27 @@ func summarize(w io.Writer, dir string, short bool) (f Figures, err error) {
 	}
 	if th != nil {
 		f.Replicate["throttled"] = th
+	}
+
+	fmt.Fprintf(w, "\n-- 3. many daemons, one quota: 1, 2, 3... envdr run --drain on one queue, each region's KMS throttled at Q,\n"+
+		"   kms_rate left unset (no daemon is told its share); goal: together >= %.2f x the quota-bound rate, 0 failed\n", goalQuotaShare)
+	curves, problems := readQuotaCurves(dir, free)
+	if len(curves) == 0 {
+		fmt.Fprintf(w, "   not run: no %s\n", globQuota)
+	}
+	writeQuotaCurves(w, curves, j)
+	f.Quota = curves
+
+	fmt.Fprintf(w, "\n-- 3. KMS calls per envelope by mode (short unthrottled runs; the counts do not depend on load)\n")
+	modes, mproblems := readModes(dir, quota)
+	if len(modes) == 0 {
+		fmt.Fprintf(w, "   not run: no %s\n", globModes)
+	} else {
+		writeModes(w, modes, quota)
+	}
+	f.Modes = modes
+	for _, p := range append(problems, mproblems...) {
+		fmt.Fprintf(w, "   unreadable: %s\n", p)
 	}
 
 	if !short {

@@ -79,11 +79,9 @@ func rawOpen(aead cipher.AEAD, sealed [][]byte, out []byte) {
 	}
 }
 
-// pairBench alternates one library run and one raw run per iteration, timing each, so both
-// see the same load on a shared machine; only the library run counts toward ns/op.
-func pairBench(b *testing.B, lib, raw func()) { pairBenchUnit(b, "x-raw", lib, raw) }
-
-// pairBenchUnit is pairBench reporting the ratio under unit.
+// pairBenchUnit alternates one library run and one raw run per iteration, timing each, so both
+// see the same load on a shared machine; only the library run counts toward ns/op. It reports
+// the raw throughput and the ratio of the two (x-raw, par/raw) under unit.
 func pairBenchUnit(b *testing.B, unit string, lib, raw func()) {
 	var libT, rawT time.Duration
 	b.SetBytes(benchPayload)
@@ -116,60 +114,77 @@ func pairBenchUnit(b *testing.B, unit string, lib, raw func()) {
 }
 
 func BenchmarkSeal(b *testing.B) {
-	pt := benchPlaintext()
-	dek := testDEK(7)
-	for _, cs := range benchChunkSizes {
-		b.Run(fmt.Sprintf("chunk=%dKiB", cs>>10), func(b *testing.B) {
-			hdr := benchHeader(cs)
-			src := bytes.NewReader(pt)
-			aead := rawAEAD()
-			buf := make([]byte, cs+envelope.TagSize)
-			pairBench(b, func() {
-				src.Reset(pt)
-				w, err := envelope.NewWriter(io.Discard, dek, hdr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := w.ReadFrom(src); err != nil {
-					b.Fatal(err)
-				}
-				if err := w.Close(); err != nil {
-					b.Fatal(err)
-				}
-			}, func() { rawSeal(aead, pt, buf, cs) })
+	benchChunkSizesRun(b, func(b *testing.B, pt, dek []byte, cs int) {
+		benchSeal(b, "x-raw", pt, cs, func(dst io.Writer, hdr *envelope.Header) (*envelope.Writer, error) {
+			return envelope.NewWriter(dst, dek, hdr)
 		})
-	}
+	})
 }
 
 func BenchmarkOpen(b *testing.B) {
+	benchChunkSizesRun(b, func(b *testing.B, pt, dek []byte, cs int) {
+		benchOpen(b, "x-raw", pt, sealWith(b, dek, benchHeader(cs), pt), cs, func(src io.Reader) (*envelope.Reader, error) {
+			return envelope.NewReader(src, dek)
+		})
+	})
+}
+
+// benchChunkSizesRun runs bench as a sub-benchmark per chunk size in benchChunkSizes, over the
+// bench plaintext and DEK.
+func benchChunkSizesRun(b *testing.B, bench func(b *testing.B, pt, dek []byte, cs int)) {
 	pt := benchPlaintext()
 	dek := testDEK(7)
 	for _, cs := range benchChunkSizes {
-		b.Run(fmt.Sprintf("chunk=%dKiB", cs>>10), func(b *testing.B) {
-			sealed := sealWith(b, dek, benchHeader(cs), pt)
-			src := bytes.NewReader(sealed)
-			// The raw baseline opens chunks sealed by the raw sealer under its own key.
-			aead := rawAEAD()
-			var chunks [][]byte
-			var nonce [12]byte
-			var aad [32]byte
-			for i, off := uint64(0), 0; off < benchPayload; i, off = i+1, off+cs {
-				binary.BigEndian.PutUint64(nonce[3:11], i)
-				chunks = append(chunks, aead.Seal(nil, nonce[:], pt[off:off+cs], aad[:]))
-			}
-			out := make([]byte, cs)
-			pairBench(b, func() {
-				src.Reset(sealed)
-				r, err := envelope.NewReader(src, dek)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := r.WriteTo(io.Discard); err != nil {
-					b.Fatal(err)
-				}
-			}, func() { rawOpen(aead, chunks, out) })
-		})
+		b.Run(fmt.Sprintf("chunk=%dKiB", cs>>10), func(b *testing.B) { bench(b, pt, dek, cs) })
 	}
+}
+
+// benchSeal pairs sealing pt in chunks of cs into io.Discard with the writers newWriter makes
+// against rawSeal over the same chunks, reporting the ratio under unit.
+func benchSeal(b *testing.B, unit string, pt []byte, cs int, newWriter func(io.Writer, *envelope.Header) (*envelope.Writer, error)) {
+	hdr := benchHeader(cs)
+	src := bytes.NewReader(pt)
+	aead := rawAEAD()
+	buf := make([]byte, cs+envelope.TagSize)
+	pairBenchUnit(b, unit, func() {
+		src.Reset(pt)
+		w, err := newWriter(io.Discard, hdr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := w.ReadFrom(src); err != nil {
+			b.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}, func() { rawSeal(aead, pt, buf, cs) })
+}
+
+// benchOpen pairs opening sealed (pt in chunks of cs) into io.Discard with the readers newReader
+// makes against rawOpen of pt's chunks sealed by the raw sealer under its own key, reporting the
+// ratio under unit.
+func benchOpen(b *testing.B, unit string, pt, sealed []byte, cs int, newReader func(io.Reader) (*envelope.Reader, error)) {
+	src := bytes.NewReader(sealed)
+	aead := rawAEAD()
+	var chunks [][]byte
+	var nonce [12]byte
+	var aad [32]byte
+	for i, off := uint64(0), 0; off < len(pt); i, off = i+1, off+cs {
+		binary.BigEndian.PutUint64(nonce[3:11], i)
+		chunks = append(chunks, aead.Seal(nil, nonce[:], pt[off:min(off+cs, len(pt))], aad[:]))
+	}
+	out := make([]byte, cs)
+	pairBenchUnit(b, unit, func() {
+		src.Reset(sealed)
+		r, err := newReader(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.WriteTo(io.Discard); err != nil {
+			b.Fatal(err)
+		}
+	}, func() { rawOpen(aead, chunks, out) })
 }
 
 // BenchmarkSealSmall: many small envelopes, where per-envelope setup (HKDF, AES key schedule,
@@ -197,57 +212,27 @@ func BenchmarkSealSmall(b *testing.B) {
 // above 1 is what the extra cores bring (only when they are free: on a busy machine it says
 // little). Informational; the >= 0.9 goal is for the single-core x-raw figures.
 func BenchmarkSealJobs(b *testing.B) {
-	pt := benchPlaintext()
-	dek := testDEK(7)
-	const cs = 64 << 10
-	jobs := runtime.GOMAXPROCS(0)
-	b.Run(fmt.Sprintf("chunk=64KiB/jobs=%d", jobs), func(b *testing.B) {
-		hdr := benchHeader(cs)
-		src := bytes.NewReader(pt)
-		aead := rawAEAD()
-		buf := make([]byte, cs+envelope.TagSize)
-		pairBenchUnit(b, "par/raw", func() {
-			src.Reset(pt)
-			w, err := envelope.NewWriterJobs(io.Discard, dek, hdr, jobs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := w.ReadFrom(src); err != nil {
-				b.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				b.Fatal(err)
-			}
-		}, func() { rawSeal(aead, pt, buf, cs) })
+	benchJobsRun(b, func(b *testing.B, pt, dek []byte, cs, jobs int) {
+		benchSeal(b, "par/raw", pt, cs, func(dst io.Writer, hdr *envelope.Header) (*envelope.Writer, error) {
+			return envelope.NewWriterJobs(dst, dek, hdr, jobs)
+		})
 	})
 }
 
 func BenchmarkOpenJobs(b *testing.B) {
+	benchJobsRun(b, func(b *testing.B, pt, dek []byte, cs, jobs int) {
+		benchOpen(b, "par/raw", pt, sealWith(b, dek, benchHeader(cs), pt), cs, func(src io.Reader) (*envelope.Reader, error) {
+			return envelope.NewReaderJobs(src, dek, jobs)
+		})
+	})
+}
+
+// benchJobsRun runs bench as one sub-benchmark over 64 KiB chunks with GOMAXPROCS jobs, over
+// the bench plaintext and DEK.
+func benchJobsRun(b *testing.B, bench func(b *testing.B, pt, dek []byte, cs, jobs int)) {
 	pt := benchPlaintext()
 	dek := testDEK(7)
 	const cs = 64 << 10
 	jobs := runtime.GOMAXPROCS(0)
-	b.Run(fmt.Sprintf("chunk=64KiB/jobs=%d", jobs), func(b *testing.B) {
-		sealed := sealWith(b, dek, benchHeader(cs), pt)
-		src := bytes.NewReader(sealed)
-		aead := rawAEAD()
-		var chunks [][]byte
-		var nonce [12]byte
-		var aad [32]byte
-		for i, off := uint64(0), 0; off < benchPayload; i, off = i+1, off+cs {
-			binary.BigEndian.PutUint64(nonce[3:11], i)
-			chunks = append(chunks, aead.Seal(nil, nonce[:], pt[off:off+cs], aad[:]))
-		}
-		out := make([]byte, cs)
-		pairBenchUnit(b, "par/raw", func() {
-			src.Reset(sealed)
-			r, err := envelope.NewReaderJobs(src, dek, jobs)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, err := r.WriteTo(io.Discard); err != nil {
-				b.Fatal(err)
-			}
-		}, func() { rawOpen(aead, chunks, out) })
-	})
+	b.Run(fmt.Sprintf("chunk=64KiB/jobs=%d", jobs), func(b *testing.B) { bench(b, pt, dek, cs, jobs) })
 }

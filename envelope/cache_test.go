@@ -3,6 +3,7 @@ package envelope_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"sync"
 	"testing"
 	"testing/iotest"
@@ -29,6 +30,17 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.now = c.now.Add(d)
 	c.mu.Unlock()
+}
+
+// newTestCache returns a fake KMS from seed and a caching key generator over it with opts, closed
+// when the test ends.
+func newTestCache(t *testing.T, seed string, opts envelope.CacheOptions) (*envelopetest.FakeKMS, *envelope.CachingKeyGenerator) {
+	t.Helper()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, seed, nil)
+	c, err := envelope.NewCachingKeyGenerator(kms, opts)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return kms, c
 }
 
 func sealCached(t *testing.T, gen envelope.KeyGenerator, user map[string]string, n int) ([]byte, *envelope.Header) {
@@ -173,16 +185,11 @@ func (b *barrierWriter) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-// Concurrent seals cannot overshoot MaxBytes: each reserves its size when it starts. Before issue
-// 13 bytes were counted only when a seal finished, so eight 300-byte seals started together all
-// took one DEK with MaxBytes 1000 (2400 bytes under one DEK).
-func TestCacheReservesBytesAtStart(t *testing.T) {
-	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cache-reserve", nil)
-	c, err := envelope.NewCachingKeyGenerator(kms, envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
-	require.NoError(t, err)
-	defer c.Close()
-	const n, size = 8, 300
+// sealConcurrently starts n seals through gen together, each of the plaintext src returns into
+// its own barrierWriter (so that all n are in flight at once), and returns their headers (nil
+// where a seal failed, which fails the test).
+func sealConcurrently(t *testing.T, gen envelope.KeyGenerator, n int, user map[string]string, src func() io.Reader) []*envelope.Header {
+	t.Helper()
 	var wg sync.WaitGroup
 	wg.Add(n)
 	hdrs := make([]*envelope.Header, n)
@@ -191,8 +198,7 @@ func TestCacheReservesBytesAtStart(t *testing.T) {
 		done.Add(1)
 		go func(i int) {
 			defer done.Done()
-			dst := &barrierWriter{wg: &wg}
-			h, err := envelope.Seal(context.Background(), dst, bytes.NewReader(payload(size)), c, envelope.SealOptions{Context: map[string]string{"app": "x"}})
+			h, err := envelope.Seal(context.Background(), &barrierWriter{wg: &wg}, src(), gen, envelope.SealOptions{Context: user})
 			if err != nil {
 				t.Error(err)
 				return
@@ -201,6 +207,17 @@ func TestCacheReservesBytesAtStart(t *testing.T) {
 		}(i)
 	}
 	done.Wait()
+	return hdrs
+}
+
+// Concurrent seals cannot overshoot MaxBytes: each reserves its size when it starts. Before issue
+// 13 bytes were counted only when a seal finished, so eight 300-byte seals started together all
+// took one DEK with MaxBytes 1000 (2400 bytes under one DEK).
+func TestCacheReservesBytesAtStart(t *testing.T) {
+	t.Parallel()
+	_, c := newTestCache(t, "cache-reserve", envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
+	const n, size = 8, 300
+	hdrs := sealConcurrently(t, c, n, map[string]string{"app": "x"}, func() io.Reader { return bytes.NewReader(payload(size)) })
 	perDEK := map[string]int{}
 	for _, h := range hdrs {
 		require.NotNil(t, h)
@@ -218,28 +235,15 @@ func TestCacheReservesBytesAtStart(t *testing.T) {
 // does not start on the same DEK.
 func TestCacheUnknownSizeReservesTheRest(t *testing.T) {
 	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cache-stream", nil)
-	c, err := envelope.NewCachingKeyGenerator(kms, envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
-	require.NoError(t, err)
-	defer c.Close()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	ids := make([]string, 2)
-	var done sync.WaitGroup
-	for i := range ids {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			h, err := envelope.Seal(context.Background(), &barrierWriter{wg: &wg}, iotest.HalfReader(bytes.NewReader(payload(10))), c,
-				envelope.SealOptions{Context: map[string]string{"app": "s"}})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			ids[i] = h.RecordID()
-		}()
+	_, c := newTestCache(t, "cache-stream", envelope.CacheOptions{MaxAge: time.Hour, MaxBytes: 1000})
+	hdrs := sealConcurrently(t, c, 2, map[string]string{"app": "s"}, func() io.Reader {
+		return iotest.HalfReader(bytes.NewReader(payload(10)))
+	})
+	ids := make([]string, len(hdrs))
+	for i, h := range hdrs {
+		require.NotNil(t, h)
+		ids[i] = h.RecordID()
 	}
-	done.Wait()
 	require.NotEqual(t, ids[0], ids[1])
 	// Afterwards only the 10 bytes sealed count: the next envelope reuses a DEK.
 	_, h := sealCached(t, c, map[string]string{"app": "s"}, 10)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -73,6 +74,41 @@ func sealWith(t testing.TB, dek []byte, hdr *envelope.Header, pt []byte) []byte 
 	require.NoError(t, err)
 	require.NoError(t, w.Close())
 	return buf.Bytes()
+}
+
+// pipeRoundTripAlloc seals n bytes of the pattern stream (header ID and context id) with the
+// writer newWriter makes, in a goroutine over a pipe, opens them on the other end with the reader
+// newReader makes, requires the pattern back, and returns the heap bytes allocated meanwhile.
+func pipeRoundTripAlloc(t testing.TB, id string, n int64,
+	newWriter func(io.Writer, *envelope.Header) (*envelope.Writer, error),
+	newReader func(io.Reader) (*envelope.Reader, error)) uint64 {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	pr, pw := io.Pipe()
+	go func() {
+		hdr := &envelope.Header{ID: id, Context: mustContext(t, id, nil)}
+		w, err := newWriter(pw, hdr)
+		if err == nil {
+			_, err = w.ReadFrom(&patternReader{n: n})
+		}
+		if err == nil {
+			err = w.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	r, err := newReader(pr)
+	require.NoError(t, err)
+	sum := sha256.New()
+	got, err := r.WriteTo(sum)
+	require.NoError(t, err)
+	require.Equal(t, n, got)
+	runtime.ReadMemStats(&after)
+	want := sha256.New()
+	_, _ = io.Copy(want, &patternReader{n: n})
+	require.Equal(t, want.Sum(nil), sum.Sum(nil))
+	return after.TotalAlloc - before.TotalAlloc
 }
 
 // rawHeader encodes header fields without validation, to build malformed headers.

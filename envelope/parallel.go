@@ -321,6 +321,33 @@ func (c ctxHolder) WriteHeld(p []byte) (int64, error) {
 // they are read, as they would inside a pipe after write(2).
 func (c ctxHolder) Consumed(end int64, wait bool) (bool, error) { return c.h.Consumed(end, wait) }
 
+// lookahead reads segments one byte beyond their end: a segment followed by more input surely
+// does not hold the last chunk (which must carry the final flag), and the byte beyond it is
+// carried into the next segment.
+type lookahead struct {
+	src io.Reader
+	b   byte // the carried byte, when has
+	has bool
+}
+
+// fill reads into in[start:] from src, after the carried byte if there is one, and returns n, the
+// bytes now in in that belong to this segment, m, the bytes read from src, and io.ReadFull's
+// error. On a nil error in was filled: its last byte, in[n], is carried into the next fill.
+func (l *lookahead) fill(in []byte, start int) (n, m int, err error) {
+	if l.has {
+		in[start] = l.b
+		start++
+		l.has = false
+	}
+	m, err = io.ReadFull(l.src, in[start:])
+	n = start + m
+	if err == nil {
+		n--
+		l.b, l.has = in[n], true
+	}
+	return n, m, err
+}
+
 // readFromParallel is Writer.ReadFrom on w.jobs workers. Every chunk that is known not to be
 // the last is sealed; the rest of the input (up to one chunk, possibly empty) stays pending in
 // w.buf for Write or Close, exactly as the sequential path leaves it.
@@ -329,8 +356,7 @@ func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
 	enc := cs + TagSize
 	k := w.hooks.chunks(cs)
 	var total int64
-	var carry byte
-	hasCarry := false
+	la := lookahead{src: src}
 	pending := w.n // plaintext already in w.buf from earlier Writes, at most one chunk
 	p := &pipeline{
 		jobs: len(w.aeads), inCap: k*cs + 1, outCap: k * enc, wipeIn: true,
@@ -338,26 +364,19 @@ func (w *Writer) readFromParallel(src io.Reader) (int64, error) {
 	}
 	p.fill = func(s *segment) (bool, bool, error) {
 		start := 0
-		switch {
-		case pending > 0:
+		if pending > 0 { // only before the first segment, so nothing is carried yet
 			start = copy(s.in, w.buf[:pending])
 			clear(w.buf[:pending])
 			pending, w.n = 0, 0
-		case hasCarry:
-			s.in[0] = carry
-			start, hasCarry = 1, false
 		}
-		m, err := io.ReadFull(src, s.in[start:k*cs+1])
+		n, m, err := la.fill(s.in[:k*cs+1], start)
 		total += int64(m)
 		w.written += int64(m)
-		n := start + m
 		s.n = n
 		switch err {
 		case nil:
 			// A byte beyond the segment arrived: all k chunks are followed by more data.
-			carry, hasCarry = s.in[k*cs], true
-			s.in[k*cs] = 0
-			s.n = k * cs
+			s.in[k*cs] = 0 // the carried plaintext byte
 			s.chunks = k
 		case io.EOF, io.ErrUnexpectedEOF:
 			// The input ends here: keep the last piece (1..cs bytes, or none) pending.
@@ -501,10 +520,9 @@ func (r *Reader) writeToParallel(dst io.Writer) (int64, error) {
 	enc := cs + TagSize
 	k := r.hooks.chunks(cs)
 	var total int64
-	var carry byte
-	hasCarry := r.carry // after Read calls: cbuf[enc] holds the next chunk's first byte
-	if hasCarry {
-		carry = r.cbuf[enc]
+	la := lookahead{src: r.src}
+	if r.carry { // after Read calls: cbuf[enc] holds the next chunk's first byte
+		la.b, la.has = r.cbuf[enc], true
 	}
 	counter := r.counter
 	p := &pipeline{
@@ -512,18 +530,11 @@ func (r *Reader) writeToParallel(dst io.Writer) (int64, error) {
 		onDispatched: r.hooks.onDispatched,
 	}
 	p.fill = func(s *segment) (bool, bool, error) {
-		start := 0
-		if hasCarry {
-			s.in[0] = carry
-			start, hasCarry = 1, false
-		}
-		m, err := io.ReadFull(r.src, s.in[start:k*enc+1])
-		n := start + m
+		n, _, err := la.fill(s.in[:k*enc+1], 0)
 		s.first = counter
 		switch err {
 		case nil:
-			carry, hasCarry = s.in[k*enc], true
-			s.n, s.chunks = k*enc, k
+			s.n, s.chunks = n, k
 		case io.EOF, io.ErrUnexpectedEOF:
 			// The input ends in this segment: every chunk followed by at least one more byte is
 			// not final; what is left (0..enc bytes) is the final chunk.

@@ -3,12 +3,9 @@ package envelope_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -311,32 +308,10 @@ func TestParallelMemoryBound(t *testing.T) {
 				peak.Store(int32(l))
 			}
 		}}
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		pr, pw := io.Pipe()
-		go func() {
-			hdr := &envelope.Header{ID: "bound", Context: mustContext(t, "bound", nil)}
-			w, err := envelope.NewWriterFixedSaltJobs(pw, dek, hdr, jobs, h)
-			if err == nil {
-				_, err = w.ReadFrom(&patternReader{n: n})
-			}
-			if err == nil {
-				err = w.Close()
-			}
-			pw.CloseWithError(err)
-		}()
-		r, err := envelope.NewReaderJobsHooks(pr, dek, jobs, h)
-		require.NoError(t, err)
-		sum := sha256.New()
-		got, err := r.WriteTo(sum)
-		require.NoError(t, err)
-		require.Equal(t, n, got)
-		runtime.ReadMemStats(&after)
-		want := sha256.New()
-		_, _ = io.Copy(want, &patternReader{n: n})
-		require.Equal(t, want.Sum(nil), sum.Sum(nil))
-		return after.TotalAlloc - before.TotalAlloc, int(peak.Load())
+		alloc = pipeRoundTripAlloc(t, "bound", n, func(dst io.Writer, hdr *envelope.Header) (*envelope.Writer, error) {
+			return envelope.NewWriterFixedSaltJobs(dst, dek, hdr, jobs, h)
+		}, func(src io.Reader) (*envelope.Reader, error) { return envelope.NewReaderJobsHooks(src, dek, jobs, h) })
+		return alloc, int(peak.Load())
 	}
 	// Both sizes fill every segment slot on both sides; buffers come from a sync.Pool, so either
 	// run may have to allocate all of them afresh.
@@ -355,42 +330,15 @@ func TestParallelMemoryBound(t *testing.T) {
 // source or the sink fails, as the sequential one does.
 func TestParallelErrorPathsWipePlaintext(t *testing.T) {
 	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "wipe-par", nil)
-	secret := bytes.Repeat([]byte("SECRET!"), 20)
-	src := &keepingReader{secret: secret}
-	_, err := envelope.Seal(context.Background(), io.Discard, src, kms, envelope.SealOptions{ChunkSize: 1024, Jobs: 3})
-	require.ErrorContains(t, err, "source failed")
-	require.NotNil(t, src.kept)
-	require.Equal(t, make([]byte, len(src.kept)), src.kept, "Seal wiped its segment buffer")
-
-	var sealed bytes.Buffer
-	_, err = envelope.Seal(context.Background(), &sealed, bytes.NewReader(bytes.Repeat(secret, 100)), kms, envelope.SealOptions{ChunkSize: 1024})
-	require.NoError(t, err)
-	dst := &keepingWriter{}
-	_, err = envelope.Open(context.Background(), dst, iotest.HalfReader(bytes.NewReader(sealed.Bytes())), kms, envelope.OpenOptions{Jobs: 3})
-	require.ErrorContains(t, err, "sink failed")
-	require.NotEmpty(t, dst.kept)
-	require.Equal(t, make([]byte, len(dst.kept)), dst.kept, "Open wiped the plaintext segment")
+	requireErrorPathsWipe(t, "wipe-par", 3, "segment", map[string]func([]byte) io.Reader{
+		"stream": func(b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+	})
 }
 
 // TestParallelContextCancel: Seal and Open with Jobs stop within a segment of the cancel.
 func TestParallelContextCancel(t *testing.T) {
 	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cancel-par", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	cw := &cancelAfter{n: 3, cancel: cancel}
-	_, err := envelope.Seal(ctx, cw, io.LimitReader(zeroReader{}, 64<<20), kms, envelope.SealOptions{ChunkSize: 1024, Jobs: 2})
-	require.ErrorIs(t, err, context.Canceled)
-	require.Less(t, cw.writes, 6)
-
-	var sealed bytes.Buffer
-	_, err = envelope.Seal(context.Background(), &sealed, io.LimitReader(zeroReader{}, 8<<20), kms, envelope.SealOptions{ChunkSize: 1024, Jobs: 2})
-	require.NoError(t, err)
-	ctx, cancel = context.WithCancel(context.Background())
-	cw = &cancelAfter{n: 3, cancel: cancel}
-	_, err = envelope.Open(ctx, cw, bytes.NewReader(sealed.Bytes()), kms, envelope.OpenOptions{Jobs: 2})
-	require.True(t, errors.Is(err, context.Canceled), "got %v", err)
-	require.Less(t, cw.writes, 6)
+	requireCancelStops(t, "cancel-par", 2, "segment", 64<<20, 8<<20, func(b []byte) io.Reader { return bytes.NewReader(b) })
 }
 
 // holdingSink is a HoldingWriter that, like a pipe fed by vmsplice, keeps referring to the

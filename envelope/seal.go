@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/envdr/envdr/internal/filesize"
 )
 
 // DataKey is a fresh DEK and its wrap under one region's key.
@@ -180,15 +182,7 @@ func sourceSize(src io.Reader) int64 {
 	case interface{ Len() int }: // *bytes.Reader, *bytes.Buffer, *strings.Reader
 		return int64(s.Len())
 	case *os.File:
-		fi, err := s.Stat()
-		if err != nil || !fi.Mode().IsRegular() {
-			return -1
-		}
-		off, err := s.Seek(0, io.SeekCurrent)
-		if err != nil || off > fi.Size() {
-			return -1
-		}
-		return fi.Size() - off
+		return filesize.Remaining(s)
 	}
 	return -1
 }

@@ -3,11 +3,9 @@ package envelope_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"testing"
 	"testing/iotest"
 
@@ -276,32 +274,9 @@ func TestConstantMemory(t *testing.T) {
 	}
 	dek := testDEK(4)
 	roundTrip := func(n int64) (alloc uint64) {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		pr, pw := io.Pipe()
-		go func() {
-			hdr := &envelope.Header{ID: "big", Context: mustContext(t, "big", nil)}
-			w, err := envelope.NewWriter(pw, dek, hdr)
-			if err == nil {
-				_, err = w.ReadFrom(&patternReader{n: n})
-			}
-			if err == nil {
-				err = w.Close()
-			}
-			pw.CloseWithError(err)
-		}()
-		r, err := envelope.NewReader(pr, dek)
-		require.NoError(t, err)
-		h := sha256.New()
-		got, err := r.WriteTo(h)
-		require.NoError(t, err)
-		require.Equal(t, n, got)
-		runtime.ReadMemStats(&after)
-		want := sha256.New()
-		_, _ = io.Copy(want, &patternReader{n: n})
-		require.Equal(t, want.Sum(nil), h.Sum(nil))
-		return after.TotalAlloc - before.TotalAlloc
+		return pipeRoundTripAlloc(t, "big", n, func(dst io.Writer, hdr *envelope.Header) (*envelope.Writer, error) {
+			return envelope.NewWriter(dst, dek, hdr)
+		}, func(src io.Reader) (*envelope.Reader, error) { return envelope.NewReader(src, dek) })
 	}
 	small := roundTrip(1 << 20)
 	large := roundTrip(size)
@@ -395,47 +370,63 @@ func (k *keepingWriter) Write(p []byte) (int, error) {
 // leaving the decrypted chunk in its buffer.
 func TestErrorPathsWipePlaintext(t *testing.T) {
 	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "wipe", nil)
+	requireErrorPathsWipe(t, "wipe", 0, "chunk", map[string]func([]byte) io.Reader{
+		"stream":    func(b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) },
+		"in memory": func(b []byte) io.Reader { return bytes.NewReader(b) },
+	})
+}
+
+// requireErrorPathsWipe requires that Seal with jobs wipes its buf ("chunk", "segment") buffer
+// when the source fails, and that Open with jobs wipes the plaintext buf when the sink fails,
+// reading the envelope through each of opens.
+func requireErrorPathsWipe(t *testing.T, seed string, jobs int, buf string, opens map[string]func([]byte) io.Reader) {
+	t.Helper()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, seed, nil)
 	secret := bytes.Repeat([]byte("SECRET!"), 20)
 	src := &keepingReader{secret: secret}
-	_, err := envelope.Seal(context.Background(), io.Discard, src, kms, envelope.SealOptions{ChunkSize: 1024})
+	_, err := envelope.Seal(context.Background(), io.Discard, src, kms, envelope.SealOptions{ChunkSize: 1024, Jobs: jobs})
 	require.ErrorContains(t, err, "source failed")
 	require.NotNil(t, src.kept)
-	require.Equal(t, make([]byte, len(src.kept)), src.kept, "Seal wiped its chunk buffer")
+	require.Equal(t, make([]byte, len(src.kept)), src.kept, "Seal wiped its %s buffer", buf)
 
 	var sealed bytes.Buffer
 	_, err = envelope.Seal(context.Background(), &sealed, bytes.NewReader(bytes.Repeat(secret, 100)), kms, envelope.SealOptions{ChunkSize: 1024})
 	require.NoError(t, err)
-	for name, in := range map[string]io.Reader{
-		"stream":    iotest.HalfReader(bytes.NewReader(sealed.Bytes())),
-		"in memory": bytes.NewReader(sealed.Bytes()),
-	} {
+	for name, open := range opens {
 		dst := &keepingWriter{}
-		_, err := envelope.Open(context.Background(), dst, in, kms, envelope.OpenOptions{})
+		_, err := envelope.Open(context.Background(), dst, open(sealed.Bytes()), kms, envelope.OpenOptions{Jobs: jobs})
 		require.ErrorContains(t, err, "sink failed", name)
 		require.NotEmpty(t, dst.kept, name)
-		require.Equal(t, make([]byte, len(dst.kept)), dst.kept, "%s: Open wiped the plaintext chunk", name)
+		require.Equal(t, make([]byte, len(dst.kept)), dst.kept, "%s: Open wiped the plaintext %s", name, buf)
 	}
 }
 
 // Seal and Open stop between chunks once their context is cancelled.
 func TestContextCancelStopsBetweenChunks(t *testing.T) {
 	t.Parallel()
-	kms := envelopetest.NewFakeKMS(testRegion, testARN, "cancel", nil)
+	requireCancelStops(t, "cancel", 0, "chunk", 1<<20, 1<<20, func(b []byte) io.Reader { return iotest.HalfReader(bytes.NewReader(b)) })
+}
+
+// requireCancelStops requires that Seal with jobs of sealN zero bytes, and Open with jobs of an
+// envelope of openN zero bytes read through open, stop within a unit ("chunk", "segment") of a
+// cancel made at the sink's third write.
+func requireCancelStops(t *testing.T, seed string, jobs int, unit string, sealN, openN int64, open func([]byte) io.Reader) {
+	t.Helper()
+	kms := envelopetest.NewFakeKMS(testRegion, testARN, seed, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cw := &cancelAfter{n: 3, cancel: cancel}
-	_, err := envelope.Seal(ctx, cw, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	_, err := envelope.Seal(ctx, cw, io.LimitReader(zeroReader{}, sealN), kms, envelope.SealOptions{ChunkSize: 1024, Jobs: jobs})
 	require.ErrorIs(t, err, context.Canceled)
-	require.Less(t, cw.writes, 6, "Seal stopped within a chunk of the cancel")
+	require.Less(t, cw.writes, 6, "Seal stopped within a %s of the cancel", unit)
 
 	var sealed bytes.Buffer
-	_, err = envelope.Seal(context.Background(), &sealed, io.LimitReader(zeroReader{}, 1<<20), kms, envelope.SealOptions{ChunkSize: 1024})
+	_, err = envelope.Seal(context.Background(), &sealed, io.LimitReader(zeroReader{}, openN), kms, envelope.SealOptions{ChunkSize: 1024, Jobs: jobs})
 	require.NoError(t, err)
 	ctx, cancel = context.WithCancel(context.Background())
 	cw = &cancelAfter{n: 3, cancel: cancel}
-	_, err = envelope.Open(ctx, cw, iotest.HalfReader(bytes.NewReader(sealed.Bytes())), kms, envelope.OpenOptions{})
+	_, err = envelope.Open(ctx, cw, open(sealed.Bytes()), kms, envelope.OpenOptions{Jobs: jobs})
 	require.ErrorIs(t, err, context.Canceled)
-	require.Less(t, cw.writes, 6, "Open stopped within a chunk of the cancel")
+	require.Less(t, cw.writes, 6, "Open stopped within a %s of the cancel", unit)
 }
 
 type cancelAfter struct {

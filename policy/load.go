@@ -3,10 +3,11 @@ package policy
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -48,11 +49,7 @@ func Load(name string, b []byte) ([]Named, error) {
 		}
 		return []Named{{Name: name, Doc: d}}, nil
 	}
-	keys := make([]string, 0, len(top))
-	for k := range top {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(top))
 	var out []Named
 	for _, k := range keys {
 		d, err := Parse(top[k])

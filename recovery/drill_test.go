@@ -17,6 +17,7 @@ import (
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
+	"github.com/envdr/envdr/replicate/replicatetest"
 )
 
 func pendingIDs(r *recovery.DrillReport) []string {
@@ -40,15 +41,8 @@ func sorted(s []string) []string {
 func TestDrillAfterRegionLostMidRun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	d, err := replicate.NewDaemon(ctx, f.cfg, zap.NewNop(), replicate.DaemonOptions{
+	d := replicatetest.StartDaemon(t, ctx, f.cfg, zap.NewNop(), replicate.DaemonOptions{
 		WaitTime: time.Second, RetryBase: time.Second, Regions: fastRegions})
-	require.NoError(t, err)
-	require.NoError(t, d.Start(ctx))
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		d.Stop(c)
-	})
 
 	before := f.enqueue(t, 40)
 	waitFor(t, 60*time.Second, "the first batch to replicate everywhere", func() bool {

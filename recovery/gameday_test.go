@@ -13,6 +13,7 @@ import (
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
+	"github.com/envdr/envdr/replicate/replicatetest"
 )
 
 // envControl loses and restores regions of a test's stand-in.
@@ -25,16 +26,9 @@ func (c envControl) Up(_ context.Context, r string) error   { return c.env.Stack
 func (f *fixture) startDaemons(t *testing.T) {
 	t.Helper()
 	for _, r := range f.env.Regions {
-		d, err := replicate.NewDaemon(context.Background(), f.cfg, zap.NewNop(), replicate.DaemonOptions{
+		replicatetest.StartDaemon(t, context.Background(), f.cfg, zap.NewNop(), replicate.DaemonOptions{
 			WaitTime: time.Second, RetryBase: time.Second, Region: r,
 			Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
-		})
-		require.NoError(t, err)
-		require.NoError(t, d.Start(context.Background()))
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			d.Stop(ctx)
 		})
 	}
 }

@@ -53,30 +53,15 @@ func setupWith(t testing.TB, o localtest.Options) *fixture {
 // newRecord makes a record with real KMS wraps in the given regions: GenerateDataKey in the home
 // region, ReEncrypt to each other region's replica key. The DEK is wiped at once.
 func (f *fixture) newRecord(ctx context.Context, in ...string) (*envelope.Record, error) {
-	id, err := envelope.NewID()
-	if err != nil {
-		return nil, err
-	}
-	ec, err := envelope.NewContext(id, map[string]string{"app": "drill-test"})
-	if err != nil {
-		return nil, err
-	}
 	home, err := f.topo.HomeRegion()
 	if err != nil {
 		return nil, err
 	}
-	dek, wrapped, arn, err := home.GenerateDataKeyRaw(ctx, ec.Map())
+	rec, wrapped, arn, err := mintRecord(ctx, home, "drill-test")
 	if err != nil {
 		return nil, err
 	}
-	com, err := envelope.Commitment(dek)
-	envelope.Wipe(dek)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().UTC()
-	rec := &envelope.Record{ID: id, Context: ec, Commitment: com, SourceRegion: home.Name, SourceKeyARN: arn,
-		CreatedAt: now, Regions: map[string]*envelope.RegionWrap{}}
+	now := rec.CreatedAt
 	for _, n := range in {
 		if n == home.Name {
 			rec.Regions[n] = &envelope.RegionWrap{KeyARN: arn, Wrapped: wrapped, WrappedAt: now}
@@ -90,13 +75,38 @@ func (f *fixture) newRecord(ctx context.Context, in ...string) (*envelope.Record
 		if err != nil {
 			return nil, err
 		}
-		w, k, err := r.ReEncrypt(ctx, wrapped, src, "", ec.Map())
+		w, k, err := r.ReEncrypt(ctx, wrapped, src, "", rec.Context.Map())
 		if err != nil {
 			return nil, err
 		}
 		rec.Regions[n] = &envelope.RegionWrap{KeyARN: k, Wrapped: w, WrappedAt: now}
 	}
 	return rec, nil
+}
+
+// mintRecord makes a record without wraps under a fresh DEK from home (GenerateDataKey; the
+// DEK is wiped at once), and returns it with the home region's wrap and its key ARN.
+func mintRecord(ctx context.Context, home *regions.Region, app string) (rec *envelope.Record, wrapped []byte, arn string, err error) {
+	id, err := envelope.NewID()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ec, err := envelope.NewContext(id, map[string]string{"app": app})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	dek, wrapped, arn, err := home.GenerateDataKeyRaw(ctx, ec.Map())
+	if err != nil {
+		return nil, nil, "", err
+	}
+	com, err := envelope.Commitment(dek)
+	envelope.Wipe(dek)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	rec = &envelope.Record{ID: id, Context: ec, Commitment: com, SourceRegion: home.Name, SourceKeyARN: arn,
+		CreatedAt: time.Now().UTC(), Regions: map[string]*envelope.RegionWrap{}}
+	return rec, wrapped, arn, nil
 }
 
 // seed inserts n records wrapped in the given regions, concurrently, and returns their IDs.

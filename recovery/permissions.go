@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/policy"
 )
 
@@ -21,39 +22,25 @@ import (
 const CheckDaemonPermissions = "daemon-permissions"
 
 // DaemonRole is the role the stand-in's envdr-daemon profile signs as.
-const DaemonRole = "envdr-daemon"
-
-type simulateRequest struct {
-	Role      string              `json:"role"`
-	Region    string              `json:"region"`
-	Action    string              `json:"action"`
-	Resource  string              `json:"resource"`
-	Context   map[string][]string `json:"context,omitempty"`
-	KeyPolicy *string             `json:"key_policy,omitempty"`
-}
-
-type simulateResult struct {
-	Allowed bool   `json:"allowed"`
-	Message string `json:"message"`
-}
+const DaemonRole = iam.RoleDaemon
 
 // daemonCalls lists (region, action, resource, key policy) the daemon needs in one region: its
 // key's cryptographic actions with envdr:id in the context and DescribeKey, its table replica's
 // item actions, and on the region's (and the home) queue the consume, GetQueueAttributes and
 // SendMessage actions (the re-send before redrive), SendMessage on the DLQ.
-func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy *string) []simulateRequest {
+func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy *string) []iam.SimulateRequest {
 	account := arnAccount(rc.Key)
 	ctx := map[string][]string{"kms:EncryptionContextKeys": {policy.ContextKey}, "kms:EncryptionContext:" + policy.ContextKey: {"doctor"}}
-	var out []simulateRequest
+	var out []iam.SimulateRequest
 	kmsActions := []string{"kms:Decrypt", "kms:Encrypt"}
 	if rc.Mode == config.ModeMRK {
 		kmsActions = append(kmsActions, "kms:ReEncryptFrom", "kms:ReEncryptTo")
 	}
 	if keyPolicy != nil { // a key that could not be read is the key checks' finding
 		for _, a := range kmsActions {
-			out = append(out, simulateRequest{Action: a, Resource: keyARN, Context: ctx, KeyPolicy: keyPolicy})
+			out = append(out, iam.SimulateRequest{Action: a, Resource: keyARN, Context: ctx, KeyPolicy: keyPolicy})
 		}
-		out = append(out, simulateRequest{Action: "kms:DescribeKey", Resource: keyARN, KeyPolicy: keyPolicy})
+		out = append(out, iam.SimulateRequest{Action: "kms:DescribeKey", Resource: keyARN, KeyPolicy: keyPolicy})
 	}
 	table := fmt.Sprintf("arn:aws:dynamodb:%s:%s:table/%s", rc.Name, account, cfg.Table)
 	var queues, dlqs []string
@@ -64,15 +51,15 @@ func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy 
 	for _, a := range policy.DaemonActions() {
 		switch {
 		case strings.HasPrefix(a, "dynamodb:"):
-			out = append(out, simulateRequest{Action: a, Resource: table})
+			out = append(out, iam.SimulateRequest{Action: a, Resource: table})
 		case strings.HasPrefix(a, "sqs:"):
 			for _, q := range dedup(queues) {
-				out = append(out, simulateRequest{Action: a, Resource: queueARN(q, rc.Name, account)})
+				out = append(out, iam.SimulateRequest{Action: a, Resource: queueARN(q, rc.Name, account)})
 			}
 		}
 	}
 	for _, q := range dedup(dlqs) {
-		out = append(out, simulateRequest{Action: "sqs:SendMessage", Resource: queueARN(q, rc.Name, account)})
+		out = append(out, iam.SimulateRequest{Action: "sqs:SendMessage", Resource: queueARN(q, rc.Name, account)})
 	}
 	for i := range out {
 		out[i].Role, out[i].Region = DaemonRole, rc.Name
@@ -166,8 +153,8 @@ func doctorPermissions(ctx context.Context, cfg *config.Config, facts map[string
 	}
 }
 
-func simulate(ctx context.Context, hc *http.Client, admin string, q simulateRequest) (simulateResult, error) {
-	var res simulateResult
+func simulate(ctx context.Context, hc *http.Client, admin string, q iam.SimulateRequest) (iam.SimulateResult, error) {
+	var res iam.SimulateResult
 	body, _ := json.Marshal(q)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(admin, "/")+"/iam/simulate", bytes.NewReader(body))
 	if err != nil {

@@ -242,6 +242,7 @@ func TestRewrapRepairsDeadWrap(t *testing.T) {
 	for _, rec := range f.records(t, ids) {
 		require.Equal(t, f.env.Keys[eu].MRK, rec.Regions[eu].KeyARN)
 	}
+	f.env.Settle() // the rewrap wrote through the home region; verify reads eu-west-1's replica
 	ver, err := recovery.Verify(ctx, &cfg, recovery.VerifyOptions{Region: eu, Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, ver.Passed(), "%+v", ver.Failures)

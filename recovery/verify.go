@@ -28,6 +28,10 @@ type VerifyOptions struct {
 	MaxFailures int
 	// NoWrite leaves verified_at and last_error untouched (read-only verification).
 	NoWrite bool
+	// StampBatch is the most items (one per region stamped) a batched write of verified_at and
+	// last_error holds (default and maximum replicate.MaxTransactItems; 1 writes each record
+	// on its own).
+	StampBatch int
 	// Progress, optional, is called with the number of records done.
 	Progress func(n int)
 	// Total, optional, is called once with the approximate number of records (progress bars).
@@ -38,18 +42,24 @@ type VerifyOptions struct {
 
 // VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
 type VerifyReport struct {
-	StartedAt       time.Time     `json:"started_at"`
-	DurationSeconds float64       `json:"duration_seconds"`
-	Table           string        `json:"table"`
-	ScanRegion      string        `json:"scan_region"`
-	Regions         []string      `json:"regions"`
-	Required        []string      `json:"required"`
-	Quorum          int           `json:"quorum,omitempty"`
-	Records         int64         `json:"records"`
-	OK              int64         `json:"ok"`
-	Failed          int64         `json:"failed"`
-	Unreadable      int64         `json:"unreadable"`
-	Updated         int64         `json:"verified_at_updated"`
+	StartedAt       time.Time `json:"started_at"`
+	DurationSeconds float64   `json:"duration_seconds"`
+	Table           string    `json:"table"`
+	ScanRegion      string    `json:"scan_region"`
+	Regions         []string  `json:"regions"`
+	Required        []string  `json:"required"`
+	Quorum          int       `json:"quorum,omitempty"`
+	Records         int64     `json:"records"`
+	OK              int64     `json:"ok"`
+	Failed          int64     `json:"failed"`
+	Unreadable      int64     `json:"unreadable"`
+	Updated         int64     `json:"verified_at_updated"`
+	// StampWrites are the batched writes (transactions) that wrote the Updated records' stamps,
+	// StampItems the items they wrote; StampFallbacks the records written on their own because
+	// they changed between the scan and the batch (a concurrent writer) or the batch failed.
+	StampWrites     int64         `json:"stamp_writes"`
+	StampItems      int64         `json:"stamp_items"`
+	StampFallbacks  int64         `json:"stamp_fallbacks"`
 	RecordsPerSec   float64       `json:"records_per_second"`
 	PerRegion       []RegionTally `json:"per_region"`
 	Failures        []Failure     `json:"failures"`
@@ -114,6 +124,18 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	fails := newFailures(opts.MaxFailures)
 	var records, okN, failedN, unreadable, updated atomic.Int64
 	now := time.Now
+	stamps := &stamper{store: scan.store, items: opts.StampBatch, done: func(u replicate.BatchUpdate, r replicate.BatchResult) {
+		switch {
+		case r.Err == nil && r.Wrote:
+			updated.Add(1)
+		case r.Err != nil && ctx.Err() == nil:
+			fails.add(Failure{ID: u.ID, Region: scanRegion, Outcome: "write_failed", Reason: trimErr(r.Err)})
+		}
+	}}
+	if stamps.items < 1 {
+		stamps.items = replicate.MaxTransactItems
+	}
+	stamps.writers = make(chan struct{}, stampWriters(opts.Workers))
 
 	handle := func(ctx context.Context, rec *envelope.Record) {
 		if ctx.Err() != nil {
@@ -158,52 +180,19 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		if opts.NoWrite {
 			return
 		}
-		// One conditional write per record through the scanned region's table: verified_at for
-		// each region that opened the record, last_error for each that could not. A wrap that
-		// changed meanwhile (rewrap) is left alone: only the wrap checked is marked.
-		t := now().UTC()
-		checked := map[string]*envelope.RegionWrap{}
+		// verified_at for each region that opened the record, last_error for each that could
+		// not, through the scanned region's table, batched with other records' (stamper). A
+		// wrap that changed meanwhile (rewrap) is left alone: only the wrap checked is marked.
+		checked := map[string]stampCheck{}
 		for n, x := range res {
 			if x.rec != nil && x.rec.Regions[n] != nil && x.outcome != OutcomeUnavailable {
-				checked[n] = x.rec.Regions[n]
+				checked[n] = stampCheck{wrap: x.rec.Regions[n], ok: x.outcome == OutcomeOK, err: x.err}
 			}
 		}
-		wrote := false
-		_, err := scan.store.Update(ctx, rec.ID, func(cur *envelope.Record) (*envelope.Record, error) {
-			wrote = false
-			if cur == nil {
-				return nil, nil
-			}
-			next := cur.Clone()
-			changed := false
-			for n, w := range checked {
-				cw := next.Regions[n]
-				if cw == nil || cw.KeyARN != w.KeyARN || !bytes.Equal(cw.Wrapped, w.Wrapped) {
-					continue
-				}
-				if res[n].outcome == OutcomeOK {
-					if t.After(cw.VerifiedAt) {
-						cw.VerifiedAt, changed = t, true
-					}
-					if cw.LastError != "" {
-						cw.LastError, cw.LastErrorAt, changed = "", t, true
-					}
-				} else if cw.HasWrap() {
-					cw.LastError, cw.LastErrorAt, changed = "verify: "+trimErr(res[n].err), t, true
-				}
-			}
-			if !changed {
-				return nil, nil
-			}
-			wrote = true
-			return next, nil
-		})
-		switch {
-		case err == nil && wrote:
-			updated.Add(1)
-		case err != nil && ctx.Err() == nil:
-			fails.add(Failure{ID: rec.ID, Region: scanRegion, Outcome: "write_failed", Reason: trimErr(err)})
+		if len(checked) == 0 {
+			return
 		}
+		stamps.add(ctx, replicate.BatchUpdate{ID: rec.ID, Cur: rec, Mutate: stampMutate(checked, now().UTC())}, len(checked))
 	}
 
 	start := time.Now()
@@ -234,7 +223,10 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 			rep.Interrupted = true
 		}
 	}
+	stamps.flush(ctx)
 	d := time.Since(start)
+	st := stamps.snapshot()
+	rep.StampWrites, rep.StampItems, rep.StampFallbacks = int64(st.Writes), int64(st.Items), int64(st.Fallbacks)
 	rep.DurationSeconds = d.Seconds()
 	rep.Records, rep.OK, rep.Failed, rep.Unreadable, rep.Updated = records.Load(), okN.Load(), failedN.Load(), unreadable.Load(), updated.Load()
 	rep.RecordsPerSec = rate(rep.Records, d)
@@ -243,4 +235,44 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	return rep, nil
+}
+
+// stampCheck is what verify found for one region's wrap: the wrap checked and the outcome.
+type stampCheck struct {
+	wrap *envelope.RegionWrap
+	ok   bool
+	err  error
+}
+
+// stampMutate returns the update that marks, at t, each checked region's wrap: verified_at
+// (clearing last_error) where it opened, last_error where it did not. A wrap no longer the one
+// checked (rewrap, a repair) is left alone. It writes nothing when nothing changes.
+func stampMutate(checked map[string]stampCheck, t time.Time) func(cur *envelope.Record) (*envelope.Record, error) {
+	return func(cur *envelope.Record) (*envelope.Record, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		next := cur.Clone()
+		changed := false
+		for n, c := range checked {
+			cw := next.Regions[n]
+			if cw == nil || cw.KeyARN != c.wrap.KeyARN || !bytes.Equal(cw.Wrapped, c.wrap.Wrapped) {
+				continue
+			}
+			if c.ok {
+				if t.After(cw.VerifiedAt) {
+					cw.VerifiedAt, changed = t, true
+				}
+				if cw.LastError != "" {
+					cw.LastError, cw.LastErrorAt, changed = "", t, true
+				}
+			} else if cw.HasWrap() {
+				cw.LastError, cw.LastErrorAt, changed = "verify: "+trimErr(c.err), t, true
+			}
+		}
+		if !changed {
+			return nil, nil
+		}
+		return next, nil
+	}
 }

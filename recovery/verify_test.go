@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -79,4 +80,55 @@ func TestVerify(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, single.Passed())
 	require.Equal(t, int64(1), single.Records)
+}
+
+// verify's stamps are batched on the versions the scan read. A record rewrapped by another
+// writer after verify checked it, while its stamp waits in a batch, makes the transaction
+// cancel: the other records are written in a batch again, and this one alone from a fresh
+// read: the new wrap is kept (not clobbered, not stamped: verify never checked it) and the
+// record's other regions are stamped.
+func TestVerifyBatchedStampsKeepConcurrentWrite(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.seed(t, 10, f.env.Regions...)
+	page, err := f.home.ScanPage(ctx, 0, 1, "", 0)
+	require.NoError(t, err)
+	require.Len(t, page.Records, 10)
+	first, other := page.Records[0], page.Records[1]
+	const region = "ap-southeast-2"
+	swapped := bytes.Clone(other.Regions[region].Wrapped)
+	calls := 0
+	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 1, Workers: 1,
+		Progress: func(int) {
+			calls++
+			if calls != 1 {
+				return
+			}
+			// The first record is checked and its stamp held: rewrap it now.
+			_, err := f.home.Update(ctx, first.ID, func(cur *envelope.Record) (*envelope.Record, error) {
+				next := cur.Clone()
+				next.Regions[region] = &envelope.RegionWrap{KeyARN: cur.Regions[region].KeyARN, Wrapped: swapped, WrappedAt: time.Now().UTC()}
+				return next, nil
+			})
+			require.NoError(t, err)
+		}})
+	require.NoError(t, err)
+	require.True(t, rep.Passed(), "%+v", rep.Failures)
+	require.Equal(t, int64(10), rep.Updated)
+	require.Equal(t, int64(1), rep.StampFallbacks)
+	require.Equal(t, int64(1), rep.StampWrites, "the nine other records in one transaction")
+	got, err := f.home.Get(ctx, first.ID)
+	require.NoError(t, err)
+	require.Equal(t, swapped, got.Regions[region].Wrapped, "the concurrent rewrap was clobbered")
+	require.False(t, got.Regions[region].Verified(), "a wrap verify never checked was stamped")
+	require.True(t, got.Regions["us-east-1"].Verified())
+	require.True(t, got.Regions["eu-west-1"].Verified())
+	for _, r := range page.Records[1:] {
+		got, err := f.home.Get(ctx, r.ID)
+		require.NoError(t, err)
+		for _, n := range f.env.Regions {
+			require.True(t, got.Regions[n].Verified(), "%s in %s", r.ID, n)
+		}
+	}
 }

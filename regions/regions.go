@@ -269,6 +269,11 @@ type Region struct {
 }
 
 func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
+	// Every client gets request bodies the SDK cannot close under the transport (ownBodies).
+	if ac.HTTPClient == nil {
+		ac.HTTPClient = awshttp.NewBuildableClient() // what the SDK would use
+	}
+	ac.HTTPClient = ownBodies{next: ac.HTTPClient}
 	kc := kms.NewFromConfig(ac, func(o *kms.Options) {
 		if rc.Endpoints.KMS != "" {
 			o.BaseEndpoint = aws.String(rc.Endpoints.KMS)

@@ -18,6 +18,7 @@ import (
 	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
+	"github.com/envdr/envdr/replicate/replicatetest"
 )
 
 // outageAsDaemon runs envdr run as the daemon role, under the daemon policy `envdr policy
@@ -67,16 +68,9 @@ func outageAsDaemon(t *testing.T, drop ...string) (dlqEvents int, requeued float
 	const n = 4
 	ids, _ := b.sealAndSend(t, n, 1)
 	b.env.Down("eu-west-1")
-	d, err := replicate.NewDaemon(ctx, &dcfg, b.log, replicate.DaemonOptions{
+	d := replicatetest.StartDaemon(t, ctx, &dcfg, b.log, replicate.DaemonOptions{
 		WaitTime: time.Second, RetryBase: 200 * time.Millisecond,
 		Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
-	})
-	require.NoError(t, err)
-	require.NoError(t, d.Start(ctx))
-	t.Cleanup(func() {
-		c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		d.Stop(c)
 	})
 	time.Sleep(8 * time.Second)
 	b.env.Up("eu-west-1")

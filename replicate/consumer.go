@@ -279,16 +279,7 @@ func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
 		case <-fetchCtx.Done():
 			return
 		}
-		free := 1
-		for free < 10 {
-			select {
-			case c.slots <- struct{}{}:
-				free++
-				continue
-			default:
-			}
-			break
-		}
+		free := c.gatherSlots(fetchCtx)
 		msgs, err := c.receive(fetchCtx, free)
 		for i := len(msgs); i < free; i++ {
 			<-c.slots // give back what this fetch did not use
@@ -316,6 +307,40 @@ func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
 		}
 		c.metrics.OldestAge.Set(oldestAge(msgs).Seconds())
 	}
+}
+
+// fetchGather is how long a fetch waits for more free workers when fewer than 10 are free, so a
+// busy daemon receives in batches of 10 rather than one message a call as each worker frees up.
+const fetchGather = 25 * time.Millisecond
+
+// gatherSlots takes more free slots (one is taken): every one free now, and when that is fewer
+// than 10, those that free up within fetchGather. It returns how many it holds.
+func (c *Consumer) gatherSlots(ctx context.Context) int {
+	free := 1
+	var deadline <-chan time.Time
+	for free < 10 && free < cap(c.slots) {
+		select {
+		case c.slots <- struct{}{}:
+			free++
+			continue
+		default:
+		}
+		// Every other slot is a busy worker's: wait a little for some to finish.
+		if deadline == nil {
+			t := time.NewTimer(fetchGather)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case c.slots <- struct{}{}:
+			free++
+			continue
+		case <-deadline:
+		case <-ctx.Done():
+		}
+		break
+	}
+	return free
 }
 
 // oldestAge is the age of the oldest event among msgs, from when each was first sent (a re-sent
@@ -554,11 +579,16 @@ func (c *Consumer) toDLQ(ctx context.Context, m Message, res Result) error {
 	return nil
 }
 
-// deleter deletes acknowledged messages in batches of up to 10, flushing at least every 50 ms.
+// deleteEvery is the longest an acknowledged message waits to be deleted with others (a crash in
+// between only redelivers it, and a redelivered event is a no-op).
+const deleteEvery = 250 * time.Millisecond
+
+// deleter deletes acknowledged messages in batches of up to 10, flushing at least every
+// deleteEvery.
 func (c *Consumer) deleter() {
 	defer close(c.delDone)
 	batch := make([]string, 0, 10)
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(deleteEvery)
 	defer tick.Stop()
 	flush := func() {
 		if len(batch) == 0 {

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
@@ -44,10 +43,7 @@ func metricFamilies(t *testing.T, url string) (names map[string]bool, text strin
 func TestMonitoringNamesExistOnDaemonMetrics(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	_, body, _ := b.seal(t)
-	b.send(t, body)
-	d := b.daemon(t)
-	b.waitDrained(t, d, 30*time.Second)
+	d := b.daemonAfterOneEvent(t)
 	names, text := metricFamilies(t, "http://"+d.AdminAddr()+"/metrics")
 
 	drill := map[string]bool{}

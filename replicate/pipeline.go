@@ -57,7 +57,19 @@ type Pipeline struct {
 	// replicaWait bounds how long a verification waits for a region's replica to receive the
 	// record's wrap (global tables replicate asynchronously, typically within a second).
 	replicaWait time.Duration
+	lags        map[string]*replicaLag // each other region's replication lag, as observed
 }
+
+// remoteReadLinger is how long a read of another region's replica waits for others to share its
+// BatchGetItem call; ownReadLinger the same for reads of this daemon's own replica (each event's
+// first read), short, as the event waits on it.
+const (
+	remoteReadLinger = 50 * time.Millisecond
+	ownReadLinger    = 5 * time.Millisecond
+	// ownWriteLinger is how long a record write or a verification stamp waits for other events'
+	// writes, to go out in one TransactWriteItems call.
+	ownWriteLinger = 10 * time.Millisecond
+)
 
 // DefaultReplicaWait is how long verifying a region waits for its replica to catch up before
 // the event is left for redelivery.
@@ -68,8 +80,9 @@ const DefaultReplicaWait = 5 * time.Second
 func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metrics, ready *Readiness) (*Pipeline, error) {
 	cfg := topo.Config()
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: AckRuleFromConfig(cfg),
-		log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait}
+		log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait, lags: map[string]*replicaLag{}}
 	for _, name := range topo.Names() {
+		p.lags[name] = &replicaLag{}
 		r, _ := topo.Region(name)
 		s := NewStore(cfg.Table, name, r.DynamoDB(), cfg.RegionNames())
 		if m != nil {
@@ -86,6 +99,15 @@ func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metr
 	}
 	p.home = own
 	p.self, _ = topo.Region(region)
+	for name, s := range p.stores {
+		if name != region {
+			// Reads of another region's replica wait for replication anyway: batch them.
+			s.SetReadLinger(remoteReadLinger)
+		} else {
+			s.SetReadLinger(ownReadLinger)
+			s.SetWriteLinger(ownWriteLinger)
+		}
+	}
 	return p, nil
 }
 
@@ -323,19 +345,18 @@ func (p *Pipeline) record(ctx context.Context, w *eventWork, stored, delta *enve
 }
 
 // verify proves, for a sampled event, that each region with an unverified wrap opens it alone,
-// and stamps each region's outcome as soon as it is known: a region's item is its own
-// (docs/FORMAT.md 6.1), so a slow or sick region never holds back the others' stamps. It
-// returns the record with the stamps and the regions whose own replica it read.
+// and stamps the outcomes: together, in one write, when the regions finish within stampGrace of
+// each other, else each group as it is known. A region's item is its own (docs/FORMAT.md 6.1),
+// so a slow or sick region never holds back the others' stamps for longer than that. It returns
+// the record with the stamps and the regions whose own replica it read.
 func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Record) (*envelope.Record, map[string]bool, error) {
 	confirmed := map[string]bool{}
 	if !p.policy.Sampled(w.ev.ID) {
 		return rec, confirmed, nil
 	}
-	var mu sync.Mutex // guards stamped, writeErr, confirmed
-	stamped := map[string]*envelope.RegionWrap{}
-	var writeErr error
+	var mu sync.Mutex // guards confirmed
 	proven := w.key.proven()
-	g, gctx := errgroup.WithContext(ctx)
+	var todo []string
 	for _, name := range p.topo.Names() {
 		rw := rec.Regions[name]
 		if !rw.HasWrap() {
@@ -345,6 +366,11 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 			w.status(name, "verified")
 			continue
 		}
+		todo = append(todo, name)
+	}
+	sb := &stampBatch{p: p, id: w.ev.ID, base: rec, pending: map[string]verifyStamp{}, outstanding: len(todo)}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range todo {
 		r, _ := p.topo.Region(name)
 		g.Go(func() error {
 			var pr *envelope.Wrap
@@ -353,18 +379,7 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 			}
 			checked, start, err := p.verifyIn(gctx, r, rec, pr)
 			now := p.now()
-			st := verifyStamp{wrap: checked, at: now, err: err}
-			updated, werr := p.home.UpdateFrom(gctx, rec, w.ev.ID, stampVerified(map[string]verifyStamp{name: st}))
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case werr != nil:
-				if writeErr == nil {
-					writeErr = werr
-				}
-			case updated != nil:
-				stamped[name] = updated.Regions[name]
-			}
+			sb.add(gctx, name, verifyStamp{wrap: checked, at: now, err: err})
 			if err != nil {
 				w.status(name, "verify failed: "+trimErr(err))
 				if errors.Is(err, envelope.ErrCommitmentMismatch) && name == w.ev.SourceRegion {
@@ -377,26 +392,105 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 				p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 			}
 			w.status(name, "verified")
+			mu.Lock()
 			confirmed[name] = true
+			mu.Unlock()
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
-	if writeErr != nil {
+	if sb.err != nil {
 		w.res.Reason = "record_write"
-		return nil, nil, writeErr
+		return nil, nil, sb.err
 	}
-	if len(stamped) > 0 {
+	if len(sb.stamped) > 0 {
 		rec = rec.Clone()
-		for name, sw := range stamped {
+		for name, sw := range sb.stamped {
 			if sw != nil {
 				rec.Regions[name] = sw
 			}
 		}
 	}
 	return rec, confirmed, nil
+}
+
+// stampGrace is how long the first verification outcome of an event waits for the others, to be
+// written with them in one write.
+const stampGrace = time.Second
+
+// stampBatch gathers one event's verification outcomes and writes them in as few writes as the
+// regions' timing allows: the first outcome waits (up to stampGrace) for the verifications still
+// under way, then writes everything gathered; an outcome that comes later does the same.
+type stampBatch struct {
+	p  *Pipeline
+	id string
+
+	mu          sync.Mutex
+	pending     map[string]verifyStamp
+	outstanding int           // verifications not yet added
+	waiter      chan struct{} // closed to wake the outcome that waits to write
+	wmu         sync.Mutex    // serialises the writes, so each starts from the last one's record
+	base        *envelope.Record
+	stamped     map[string]*envelope.RegionWrap
+	err         error // the first failed write (guarded by wmu)
+}
+
+func (b *stampBatch) add(ctx context.Context, name string, st verifyStamp) {
+	b.mu.Lock()
+	b.pending[name] = st
+	b.outstanding--
+	if b.waiter != nil {
+		if b.outstanding == 0 {
+			close(b.waiter) // the waiting outcome writes them all now
+			b.waiter = nil
+		}
+		b.mu.Unlock()
+		return
+	}
+	if b.outstanding > 0 {
+		ch := make(chan struct{})
+		b.waiter = ch
+		b.mu.Unlock()
+		t := time.NewTimer(stampGrace)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		b.mu.Lock()
+		if b.waiter == ch {
+			b.waiter = nil
+		}
+	}
+	batch := b.pending
+	b.pending = map[string]verifyStamp{}
+	b.mu.Unlock()
+	b.write(ctx, batch)
+}
+
+func (b *stampBatch) write(ctx context.Context, batch map[string]verifyStamp) {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	updated, err := b.p.home.UpdateFrom(ctx, b.base, b.id, stampVerified(batch))
+	if err != nil {
+		if b.err == nil {
+			b.err = err
+		}
+		return
+	}
+	if updated == nil {
+		return
+	}
+	b.base = updated
+	if b.stamped == nil {
+		b.stamped = map[string]*envelope.RegionWrap{}
+	}
+	for name := range batch {
+		b.stamped[name] = updated.Regions[name]
+	}
 }
 
 // decide acks when the replication policy is met by what every region's own replica holds.
@@ -498,7 +592,13 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 	// The wait for the region's replica to hold the wrap is the global table's lag, observed on
 	// its own; the verification proper (envdr_verify_seconds) starts once the replica answers.
 	waitStart := p.now()
-	rec, err := p.replicated(ctx, r.Name, want)
+	rec, err := want, error(nil)
+	if r.Name != p.home.Region {
+		rec, err = p.replicated(ctx, r.Name, want)
+	}
+	// else: want came from this daemon's own replica in this pass, by a strongly consistent
+	// read or a conditional write that succeeded there: it is what that replica holds, and
+	// reading it again would prove nothing more.
 	readAt := p.now()
 	if err != nil {
 		return nil, readAt, err
@@ -531,14 +631,26 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 // replication to bring it the wrap that was written for region elsewhere: global tables
 // replicate asynchronously, and the ack rule needs the region's own replica to hold its wrap.
 // After the wait it returns what the replica holds; the caller decides.
+//
+// The first read of another region's replica waits about as long as replication has lately
+// taken to reach it (replicaLag), so a wrap is normally read once, not polled for.
 func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope.Record) (*envelope.Record, error) {
-	deadline := p.now().Add(p.replicaWait)
+	start := p.now()
+	deadline := start.Add(p.replicaWait)
 	delay := 20 * time.Millisecond
 	r, err := p.topo.Region(region)
 	if err != nil {
 		return nil, err
 	}
-	for {
+	lag := p.lag(region)
+	// A wrap written a while ago (a redelivery, a copy) has had time to replicate: only the
+	// part of the expected lag not yet past is waited for.
+	if d := lag.first() - start.Sub(lastChange(want.Regions[region])); d > 0 {
+		if err := sleepCtx(ctx, min(d, p.replicaWait/2)); err != nil {
+			return nil, err
+		}
+	}
+	for first := true; ; first = false {
 		// The read goes through the region's health: a region whose endpoints do not answer is
 		// deferred at once instead of holding the event for a timeout on every delivery.
 		var rec *envelope.Record
@@ -549,6 +661,7 @@ func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope
 		})
 		switch {
 		case err == nil && sameWrap(rec.Regions[region], want.Regions[region]):
+			lag.observe(first, p.now().Sub(start))
 			return rec, nil
 		case err != nil && !errors.Is(err, ErrRecordNotFound):
 			return nil, err
@@ -558,12 +671,77 @@ func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope
 			}
 			return rec, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
+		if err := sleepCtx(ctx, delay); err != nil {
+			return nil, err
 		}
 		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// lastChange is the latest time a region's state records (its wrap, verification or error).
+func lastChange(w *envelope.RegionWrap) time.Time {
+	if w == nil {
+		return time.Time{}
+	}
+	t := w.WrappedAt
+	for _, u := range []time.Time{w.VerifiedAt, w.LastErrorAt} {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// lag returns region's replication-lag estimate; the daemon's own replica has none (its reads
+// are strongly consistent after its own writes).
+func (p *Pipeline) lag(region string) *replicaLag {
+	if region == p.home.Region {
+		return nil
+	}
+	return p.lags[region]
+}
+
+// replicaLag estimates how long a write takes to show in one region's replica, from the reads
+// that found it: a first read that missed moves the estimate toward the time it took, one that
+// found the wrap lowers it a little, so the estimate follows the lag down as well as up.
+type replicaLag struct {
+	mu  sync.Mutex
+	est time.Duration
+}
+
+// maxLagWait caps the wait before the first read (a replica far behind is polled instead).
+const maxLagWait = 2 * time.Second
+
+func (l *replicaLag) first() time.Duration {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.est
+}
+
+func (l *replicaLag) observe(first bool, took time.Duration) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if first {
+		l.est = l.est * 19 / 20
+	} else {
+		l.est = min(maxLagWait, (4*l.est+took)/5)
 	}
 }
 

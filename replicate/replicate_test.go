@@ -30,6 +30,7 @@ import (
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
+	"github.com/envdr/envdr/replicate/replicatetest"
 )
 
 // bundle is one test's stand-in, topology and captured logs.
@@ -145,18 +146,10 @@ func (b *bundle) daemon(t *testing.T) *replicate.Daemon { t.Helper(); return b.d
 // daemonIn starts the daemon of region ("": the home region).
 func (b *bundle) daemonIn(t *testing.T, region string) *replicate.Daemon {
 	t.Helper()
-	d, err := replicate.NewDaemon(context.Background(), b.asDaemon(t), b.log, replicate.DaemonOptions{
+	return replicatetest.StartDaemon(t, context.Background(), b.asDaemon(t), b.log, replicate.DaemonOptions{
 		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second, Region: region,
 		Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
 	})
-	require.NoError(t, err)
-	require.NoError(t, d.Start(context.Background()))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		d.Stop(ctx)
-	})
-	return d
 }
 
 // waitDrained waits until the queue is empty (visible, in flight, delayed) twice in a row.
@@ -189,6 +182,37 @@ func (b *bundle) record(t *testing.T, region, id string) *envelope.Record {
 	rec, err := replicate.NewStore(b.cfg.Table, region, r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
 	require.NoError(t, err)
 	return rec
+}
+
+// daemonAfterOneEvent seals and sends one event and returns a daemon that has replicated it
+// (drained the queue).
+func (b *bundle) daemonAfterOneEvent(t *testing.T) *replicate.Daemon {
+	t.Helper()
+	_, body, _ := b.seal(t)
+	b.send(t, body)
+	d := b.daemon(t)
+	b.waitDrained(t, d, 30*time.Second)
+	return d
+}
+
+// progressedWithoutEU reports whether every record of ids, read from the home region's replica
+// (no wait for replication: eu-west-1 may be unreachable), is verified in us-east-1 and
+// ap-southeast-2 while eu-west-1 holds no wrap and a last error that lastErr accepts.
+func (b *bundle) progressedWithoutEU(t *testing.T, ids []string, lastErr func(string) bool) bool {
+	t.Helper()
+	r, err := b.topo.Region("us-east-1")
+	require.NoError(t, err)
+	store := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB(), b.cfg.RegionNames())
+	for _, id := range ids {
+		rec, err := store.Get(context.Background(), id)
+		if err != nil || !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
+			return false
+		}
+		if w := rec.Regions["eu-west-1"]; w == nil || w.HasWrap() || !lastErr(w.LastError) {
+			return false
+		}
+	}
+	return true
 }
 
 // openIn opens sealed through region alone, with that region's wrap from the record.
@@ -327,18 +351,7 @@ func TestRegionDownThenBack(t *testing.T) {
 	d := b.daemon(t)
 	// The healthy regions progress while eu-west-1 is down, and no message is deleted.
 	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			r, err := b.topo.Region("us-east-1")
-			require.NoError(t, err)
-			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
-			if err != nil || !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
-				return false
-			}
-			if w := rec.Regions["eu-west-1"]; w.HasWrap() || w == nil || w.LastError == "" {
-				return false
-			}
-		}
-		return true
+		return b.progressedWithoutEU(t, ids, func(lastErr string) bool { return lastErr != "" })
 	}, 30*time.Second, 200*time.Millisecond)
 	depth, err := d.QueueDepth(context.Background())
 	require.NoError(t, err)
@@ -461,10 +474,7 @@ func TestStopMidBatchLosesNothing(t *testing.T) {
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	_, body, _ := b.seal(t)
-	b.send(t, body)
-	d := b.daemon(t)
-	b.waitDrained(t, d, 30*time.Second)
+	d := b.daemonAfterOneEvent(t)
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + d.AdminAddr() + path)
 		require.NoError(t, err)
@@ -617,22 +627,9 @@ func TestRegionBlackholedThenCleared(t *testing.T) {
 	require.NoError(t, b.env.Stack.SetFault("eu-west-1", "", localaws.Fault{Blackhole: true}))
 	d := b.daemon(t)
 	require.Eventually(t, func() bool {
-		for _, id := range ids {
-			r, err := b.topo.Region("us-east-1")
-			require.NoError(t, err)
-			rec, err := replicate.NewStore(b.cfg.Table, "us-east-1", r.DynamoDB(), b.cfg.RegionNames()).Get(context.Background(), id)
-			if err != nil {
-				return false
-			}
-			if !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
-				return false
-			}
-			if w := rec.Regions["eu-west-1"]; w == nil || w.HasWrap() || !strings.Contains(w.LastError, "no answer within 500ms") &&
-				!strings.Contains(w.LastError, "marked unhealthy") {
-				return false
-			}
-		}
-		return true
+		return b.progressedWithoutEU(t, ids, func(lastErr string) bool {
+			return strings.Contains(lastErr, "no answer within 500ms") || strings.Contains(lastErr, "marked unhealthy")
+		})
 	}, 30*time.Second, 200*time.Millisecond, "the healthy regions progress while eu-west-1 is blackholed")
 	require.Zero(t, testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")))
 	require.Zero(t, testutil.ToFloat64(d.Metrics.Healthy.WithLabelValues("eu-west-1")))

@@ -7,11 +7,12 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/expression"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/sethvargo/go-retry"
@@ -57,6 +58,10 @@ type Store struct {
 	names []string
 	// OnConflict, optional, is called for each lost conditional write (metrics).
 	OnConflict func()
+	// reads coalesces concurrent Gets into batch reads; batchWrites, with a write linger,
+	// different records' conditional writes into one transaction.
+	reads       coalescer[*readReq]
+	batchWrites coalescer[*writeReq]
 }
 
 // NewStore returns the store of table in region, over db (that region's client). regions are
@@ -67,27 +72,18 @@ func NewStore(table, region string, db DynamoAPI, regions []string) *Store {
 		names = append(names, region)
 	}
 	sort.Strings(names)
-	return &Store{Table: table, Region: region, db: db, names: names}
+	s := &Store{Table: table, Region: region, db: db, names: names}
+	s.initReads()
+	s.initWrites()
+	return s
 }
 
-// Attribute names of the record items; see docs/FORMAT.md.
+// Attribute names used outside the item types' tags (headerItem, regionItem; docs/FORMAT.md).
 const (
-	attrID         = "id"
-	attrVersion    = "version"
-	attrContext    = "context"
-	attrCommitment = "commitment"
-	attrSource     = "source_region"
-	attrSourceKey  = "source_key_arn"
-	attrCreatedAt  = "created_at"
-	attrRegions    = "regions" // first layout only: the per-region map inside the record item
-	attrRecord     = "record"  // region item: the envelope ID
-	attrRegion     = "region"  // region item: the region name
-	attrKeyARN     = "key_arn"
-	attrWrapped    = "wrapped_dek"
-	attrWrappedAt  = "wrapped_at"
-	attrVerifiedAt = "verified_at"
-	attrLastError  = "last_error"
-	attrLastErrAt  = "last_error_at"
+	attrID      = "id"
+	attrVersion = "version"
+	attrContext = "context"
+	attrSource  = "source_region"
 )
 
 // regionSep joins an envelope ID and a region name into a region item's id. Envelope IDs are
@@ -96,17 +92,13 @@ const regionSep = "#"
 
 func regionItemID(id, region string) string { return id + regionSep + region }
 
-func idKey(id string) map[string]ddbtypes.AttributeValue {
-	return map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}}
-}
-
-// Get reads a record (its header and every region's item) with strongly consistent reads.
+// Get reads a record (its header and every region's item) with strongly consistent reads,
+// batched with the other Gets under way at the same time.
 func (s *Store) Get(ctx context.Context, id string) (*envelope.Record, error) {
-	recs, err := s.assemble(ctx, []string{id})
-	if err != nil {
-		return nil, fmt.Errorf("region %s: read record %s from table %s: %w", s.Region, id, s.Table, err)
+	r := s.get(ctx, id)
+	if r.err != nil && !r.decoded {
+		return nil, fmt.Errorf("region %s: read record %s from table %s: %w", s.Region, id, s.Table, r.err)
 	}
-	r := recs[id]
 	if r.err != nil {
 		return nil, fmt.Errorf("region %s: record %s in table %s: %w", s.Region, id, s.Table, r.err)
 	}
@@ -117,8 +109,9 @@ func (s *Store) Get(ctx context.Context, id string) (*envelope.Record, error) {
 }
 
 type assembled struct {
-	rec *envelope.Record
-	err error
+	rec     *envelope.Record
+	err     error
+	decoded bool // err is the record's decoding error, not the read's
 }
 
 // assemble reads the header and region items of ids (BatchGetItem, consistent) and decodes
@@ -166,7 +159,7 @@ func (s *Store) decode(ids []string, items map[string]map[string]ddbtypes.Attrib
 				rec.Version = max(rec.Version, w.Version)
 			}
 		}
-		out[id] = assembled{rec: rec, err: err}
+		out[id] = assembled{rec: rec, err: err, decoded: err != nil}
 	}
 	return out
 }
@@ -187,8 +180,8 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]ddbtypes.Attribu
 				return err
 			}
 			for _, it := range res.Responses[s.Table] {
-				if v, ok := it[attrID].(*ddbtypes.AttributeValueMemberS); ok {
-					out[v.Value] = it
+				if id := itemID(it); id != "" {
+					out[id] = it
 				}
 			}
 			if batch = res.UnprocessedKeys[s.Table].Keys; len(batch) > 0 {
@@ -245,12 +238,15 @@ func (s *Store) update(ctx context.Context, id string, known *envelope.Record, h
 			result = cur
 			return nil
 		}
-		writes := s.writes(cur, next)
+		writes, err := s.writes(cur, next)
+		if err != nil {
+			return err
+		}
 		if len(writes) == 0 {
 			result = cur
 			return nil
 		}
-		if err = s.write(ctx, writes); err == nil {
+		if err = s.submit(ctx, id, writes); err == nil {
 			result = next
 			return nil
 		}
@@ -275,28 +271,40 @@ func (s *Store) update(ctx context.Context, id string, known *envelope.Record, h
 // new, a put of each region item whose state changed, and a delete of each region item next
 // drops. It sets next's item versions to those the writes will leave, and next.Version to the
 // largest (a record's version: it only increases, and every write of the record raises it).
-func (s *Store) writes(cur, next *envelope.Record) []ddbtypes.TransactWriteItem {
+func (s *Store) writes(cur, next *envelope.Record) ([]ddbtypes.TransactWriteItem, error) {
 	var out []ddbtypes.TransactWriteItem
-	ifAbsent := func() (*string, map[string]string) {
-		return aws.String("attribute_not_exists(#id)"), map[string]string{"#id": attrID}
-	}
-	ifVersion := func(v int64) (*string, map[string]string, map[string]ddbtypes.AttributeValue) {
-		return aws.String("#v = :v"), map[string]string{"#v": attrVersion},
-			map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(v, 10)}}
+	table := aws.String(s.Table)
+	put := func(item map[string]ddbtypes.AttributeValue, cond expression.ConditionBuilder) error {
+		e, err := expression.NewBuilder().WithCondition(cond).Build()
+		if err != nil {
+			return fmt.Errorf("record %s: condition: %w", next.ID, err)
+		}
+		out = append(out, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: table, Item: item,
+			ConditionExpression: e.Condition(), ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values()}})
+		return nil
 	}
 	if cur == nil {
 		next.Version = 1
-		cond, names := ifAbsent()
-		out = append(out, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeHeader(next),
-			ConditionExpression: cond, ExpressionAttributeNames: names}})
+		h, err := encodeHeader(next)
+		if err != nil {
+			return nil, err
+		}
+		if err := put(h, ifAbsent()); err != nil {
+			return nil, err
+		}
 	} else {
 		next.Version = cur.Version
 		if !sameHeader(cur, next) {
 			// Never from envdr's own mutations (the header's fields are immutable, and the merge
 			// refuses to change them); a tool that deliberately edits them (tests of tampering)
 			// rewrites the header.
-			out = append(out, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeHeader(next),
-				ConditionExpression: aws.String("attribute_exists(#id)"), ExpressionAttributeNames: map[string]string{"#id": attrID}}})
+			h, err := encodeHeader(next)
+			if err != nil {
+				return nil, err
+			}
+			if err := put(h, expression.AttributeExists(expression.Name(attrID))); err != nil {
+				return nil, err
+			}
 		}
 	}
 	names := make([]string, 0, len(next.Regions))
@@ -320,26 +328,42 @@ func (s *Store) writes(cur, next *envelope.Record) []ddbtypes.TransactWriteItem 
 		}
 		w.Version = version + 1
 		next.Version = max(next.Version, w.Version)
-		p := &ddbtypes.Put{TableName: aws.String(s.Table), Item: encodeRegionItem(next.ID, n, w)}
-		if version == 0 {
-			p.ConditionExpression, p.ExpressionAttributeNames = ifAbsent()
-		} else {
-			p.ConditionExpression, p.ExpressionAttributeNames, p.ExpressionAttributeValues = ifVersion(version)
+		item, err := encodeRegionItem(next.ID, n, w)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, ddbtypes.TransactWriteItem{Put: p})
+		cond := ifAbsent()
+		if version != 0 {
+			cond = ifVersion(version)
+		}
+		if err := put(item, cond); err != nil {
+			return nil, err
+		}
 	}
 	if cur != nil {
 		for n, old := range cur.Regions {
 			if _, kept := next.Regions[n]; kept || old.Version == 0 {
 				continue // a first-layout entry (version 0) has no item of its own to delete
 			}
-			d := &ddbtypes.Delete{TableName: aws.String(s.Table), Key: idKey(regionItemID(next.ID, n))}
-			d.ConditionExpression, d.ExpressionAttributeNames, d.ExpressionAttributeValues = ifVersion(old.Version)
-			out = append(out, ddbtypes.TransactWriteItem{Delete: d})
+			e, err := expression.NewBuilder().WithCondition(ifVersion(old.Version)).Build()
+			if err != nil {
+				return nil, fmt.Errorf("record %s: condition: %w", next.ID, err)
+			}
+			out = append(out, ddbtypes.TransactWriteItem{Delete: &ddbtypes.Delete{TableName: table, Key: idKey(regionItemID(next.ID, n)),
+				ConditionExpression: e.Condition(), ExpressionAttributeNames: e.Names(), ExpressionAttributeValues: e.Values()}})
 			next.Version = max(next.Version, old.Version+1)
 		}
 	}
-	return out
+	return out, nil
+}
+
+// ifAbsent: the item does not exist yet. ifVersion: the item is at version v.
+func ifAbsent() expression.ConditionBuilder {
+	return expression.AttributeNotExists(expression.Name(attrID))
+}
+
+func ifVersion(v int64) expression.ConditionBuilder {
+	return expression.Name(attrVersion).Equal(expression.Value(v))
 }
 
 // write performs the writes: one PutItem or DeleteItem, or one transaction so that a region's
@@ -417,16 +441,16 @@ func (s *Store) records(ctx context.Context, items []map[string]ddbtypes.Attribu
 	var ids []string
 	var bad []BadItem
 	for _, item := range items {
-		v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS)
-		if !ok {
+		id := itemID(item)
+		if id == "" {
 			bad = append(bad, BadItem{ID: "?", Err: fmt.Errorf("region %s: an item in table %s: %w", s.Region, s.Table, itemError(attrID, "a string"))})
 			continue
 		}
-		if strings.Contains(v.Value, regionSep) {
+		if strings.Contains(id, regionSep) {
 			continue
 		}
-		headers[v.Value] = item
-		ids = append(ids, v.Value)
+		headers[id] = item
+		ids = append(ids, id)
 	}
 	if len(ids) == 0 {
 		return nil, bad, nil
@@ -454,213 +478,157 @@ func (s *Store) records(ctx context.Context, items []map[string]ddbtypes.Attribu
 	return recs, bad, nil
 }
 
-func encodeTime(t time.Time) ddbtypes.AttributeValue {
-	return &ddbtypes.AttributeValueMemberS{Value: t.UTC().Format(time.RFC3339Nano)}
+// The items' shapes (docs/FORMAT.md, "Records in DynamoDB"), marshaled with attributevalue.
+// Times are RFC 3339 strings in UTC with nanoseconds; an unset time, key, wrap or error is left
+// out of the item.
+
+// headerItem is a record's header item: what never changes after the record is made. Regions is
+// the first layout's per-region map, read only.
+type headerItem struct {
+	ID           string                 `dynamodbav:"id"`
+	Version      *int64                 `dynamodbav:"version"`
+	Context      map[string]string      `dynamodbav:"context"`
+	Commitment   []byte                 `dynamodbav:"commitment,omitempty"`
+	SourceRegion string                 `dynamodbav:"source_region"`
+	SourceKeyARN string                 `dynamodbav:"source_key_arn,omitempty"`
+	CreatedAt    time.Time              `dynamodbav:"created_at"`
+	Regions      map[string]regionState `dynamodbav:"regions,omitempty"`
 }
 
-// encodeHeader is a record's header item: what never changes after the record is made.
-func encodeHeader(r *envelope.Record) map[string]ddbtypes.AttributeValue {
-	ctx := map[string]ddbtypes.AttributeValue{}
-	for k, v := range r.Context.Map() {
-		ctx[k] = &ddbtypes.AttributeValueMemberS{Value: v}
-	}
-	return map[string]ddbtypes.AttributeValue{
-		attrID:         &ddbtypes.AttributeValueMemberS{Value: r.ID},
-		attrVersion:    &ddbtypes.AttributeValueMemberN{Value: "1"},
-		attrContext:    &ddbtypes.AttributeValueMemberM{Value: ctx},
-		attrCommitment: &ddbtypes.AttributeValueMemberB{Value: r.Commitment},
-		attrSource:     &ddbtypes.AttributeValueMemberS{Value: r.SourceRegion},
-		attrSourceKey:  &ddbtypes.AttributeValueMemberS{Value: r.SourceKeyARN},
-		attrCreatedAt:  encodeTime(r.CreatedAt),
-	}
+// regionState is a region's state: the attributes of its region item, or an entry of the first
+// layout's regions map.
+type regionState struct {
+	KeyARN      string    `dynamodbav:"key_arn,omitempty"`
+	Wrapped     []byte    `dynamodbav:"wrapped_dek,omitempty"`
+	WrappedAt   time.Time `dynamodbav:"wrapped_at"`
+	VerifiedAt  time.Time `dynamodbav:"verified_at"`
+	LastError   string    `dynamodbav:"last_error,omitempty"`
+	LastErrorAt time.Time `dynamodbav:"last_error_at"`
 }
 
-// encodeRegionWrap is a region's state as attributes (of a region item, or of the first
-// layout's regions map).
-func encodeRegionWrap(w *envelope.RegionWrap) map[string]ddbtypes.AttributeValue {
-	m := map[string]ddbtypes.AttributeValue{}
-	if w.KeyARN != "" {
-		m[attrKeyARN] = &ddbtypes.AttributeValueMemberS{Value: w.KeyARN}
+// regionItem is region Region's item of record Record.
+type regionItem struct {
+	ID      string `dynamodbav:"id"`
+	Record  string `dynamodbav:"record"`
+	Region  string `dynamodbav:"region"`
+	Version *int64 `dynamodbav:"version"`
+	regionState
+}
+
+// keyItem is the table's key.
+type keyItem struct {
+	ID string `dynamodbav:"id"`
+}
+
+func encodeItemTime(t time.Time) (ddbtypes.AttributeValue, error) {
+	return &ddbtypes.AttributeValueMemberS{Value: t.UTC().Format(time.RFC3339Nano)}, nil
+}
+
+// marshalItem marshals one of the item types above.
+func marshalItem(v any) (map[string]ddbtypes.AttributeValue, error) {
+	m, err := attributevalue.MarshalMapWithOptions(v, func(o *attributevalue.EncoderOptions) {
+		o.EncodeTime = encodeItemTime
+		o.OmitEmptyTime = true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encode item: %w", err)
 	}
-	if len(w.Wrapped) > 0 {
-		m[attrWrapped] = &ddbtypes.AttributeValueMemberB{Value: w.Wrapped}
+	return m, nil
+}
+
+// unmarshalItem decodes an item into one of the item types above; a malformed item is
+// envelope.ErrBadRecord, with the attribute named.
+func unmarshalItem(item map[string]ddbtypes.AttributeValue, v any) error {
+	if err := attributevalue.UnmarshalMap(item, v); err != nil {
+		return fmt.Errorf("%w: %v", envelope.ErrBadRecord, err)
 	}
-	if !w.WrappedAt.IsZero() {
-		m[attrWrappedAt] = encodeTime(w.WrappedAt)
-	}
-	if !w.VerifiedAt.IsZero() {
-		m[attrVerifiedAt] = encodeTime(w.VerifiedAt)
-	}
-	if w.LastError != "" {
-		m[attrLastError] = &ddbtypes.AttributeValueMemberS{Value: w.LastError}
-	}
-	if !w.LastErrorAt.IsZero() {
-		m[attrLastErrAt] = encodeTime(w.LastErrorAt)
+	return nil
+}
+
+func idKey(id string) map[string]ddbtypes.AttributeValue {
+	m, err := marshalItem(keyItem{ID: id})
+	if err != nil { // a struct of one string always marshals
+		return map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}}
 	}
 	return m
+}
+
+// itemID is an item's id ("" when it has none, or not a string).
+func itemID(item map[string]ddbtypes.AttributeValue) string {
+	var k keyItem
+	if attributevalue.UnmarshalMap(map[string]ddbtypes.AttributeValue{attrID: item[attrID]}, &k) != nil {
+		return ""
+	}
+	return k.ID
+}
+
+func toState(w *envelope.RegionWrap) regionState {
+	return regionState{KeyARN: w.KeyARN, Wrapped: w.Wrapped, WrappedAt: w.WrappedAt, VerifiedAt: w.VerifiedAt,
+		LastError: w.LastError, LastErrorAt: w.LastErrorAt}
+}
+
+func (st regionState) wrap() *envelope.RegionWrap {
+	return &envelope.RegionWrap{KeyARN: st.KeyARN, Wrapped: st.Wrapped, WrappedAt: st.WrappedAt, VerifiedAt: st.VerifiedAt,
+		LastError: st.LastError, LastErrorAt: st.LastErrorAt}
+}
+
+// encodeHeader is a record's header item, at version 1.
+func encodeHeader(r *envelope.Record) (map[string]ddbtypes.AttributeValue, error) {
+	one := int64(1)
+	return marshalItem(headerItem{ID: r.ID, Version: &one, Context: r.Context.Map(), Commitment: r.Commitment,
+		SourceRegion: r.SourceRegion, SourceKeyARN: r.SourceKeyARN, CreatedAt: r.CreatedAt})
 }
 
 // encodeRegionItem is region's item of record id, at w.Version.
-func encodeRegionItem(id, region string, w *envelope.RegionWrap) map[string]ddbtypes.AttributeValue {
-	m := encodeRegionWrap(w)
-	m[attrID] = &ddbtypes.AttributeValueMemberS{Value: regionItemID(id, region)}
-	m[attrRecord] = &ddbtypes.AttributeValueMemberS{Value: id}
-	m[attrRegion] = &ddbtypes.AttributeValueMemberS{Value: region}
-	m[attrVersion] = &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(w.Version, 10)}
-	return m
-}
-
-// itemError names the attribute of a malformed item.
-func itemError(attr, want string) error {
-	return fmt.Errorf("%w: attribute %s: want %s", envelope.ErrBadRecord, attr, want)
-}
-
-func getS(m map[string]ddbtypes.AttributeValue, k string, required bool) (string, error) {
-	v, ok := m[k]
-	if !ok {
-		if required {
-			return "", itemError(k, "a string (missing)")
-		}
-		return "", nil
-	}
-	s, ok := v.(*ddbtypes.AttributeValueMemberS)
-	if !ok {
-		return "", itemError(k, "a string")
-	}
-	return s.Value, nil
-}
-
-func getTime(m map[string]ddbtypes.AttributeValue, k string, required bool) (time.Time, error) {
-	s, err := getS(m, k, required)
-	if err != nil || s == "" {
-		return time.Time{}, err
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, itemError(k, "an RFC 3339 time")
-	}
-	return t, nil
-}
-
-func getB(m map[string]ddbtypes.AttributeValue, k string) ([]byte, error) {
-	v, ok := m[k]
-	if !ok {
-		return nil, nil
-	}
-	b, ok := v.(*ddbtypes.AttributeValueMemberB)
-	if !ok {
-		return nil, itemError(k, "binary")
-	}
-	return b.Value, nil
-}
-
-func getVersion(item map[string]ddbtypes.AttributeValue) (int64, error) {
-	vn, ok := item[attrVersion].(*ddbtypes.AttributeValueMemberN)
-	if !ok {
-		return 0, itemError(attrVersion, "a number")
-	}
-	v, err := strconv.ParseInt(vn.Value, 10, 64)
-	if err != nil {
-		return 0, itemError(attrVersion, "a whole number")
-	}
-	return v, nil
-}
-
-// decodeRegionWrap reads a region's state from its attributes.
-func decodeRegionWrap(m map[string]ddbtypes.AttributeValue) (*envelope.RegionWrap, error) {
-	w := &envelope.RegionWrap{}
-	var err error
-	if w.KeyARN, err = getS(m, attrKeyARN, false); err != nil {
-		return nil, err
-	}
-	if w.Wrapped, err = getB(m, attrWrapped); err != nil {
-		return nil, err
-	}
-	if w.WrappedAt, err = getTime(m, attrWrappedAt, false); err != nil {
-		return nil, err
-	}
-	if w.VerifiedAt, err = getTime(m, attrVerifiedAt, false); err != nil {
-		return nil, err
-	}
-	if w.LastError, err = getS(m, attrLastError, false); err != nil {
-		return nil, err
-	}
-	if w.LastErrorAt, err = getTime(m, attrLastErrAt, false); err != nil {
-		return nil, err
-	}
-	return w, nil
+func encodeRegionItem(id, region string, w *envelope.RegionWrap) (map[string]ddbtypes.AttributeValue, error) {
+	v := w.Version
+	return marshalItem(regionItem{ID: regionItemID(id, region), Record: id, Region: region, Version: &v, regionState: toState(w)})
 }
 
 // decodeRegionItem reads a region item, with its version.
 func decodeRegionItem(item map[string]ddbtypes.AttributeValue) (*envelope.RegionWrap, error) {
-	w, err := decodeRegionWrap(item)
-	if err != nil {
+	var it regionItem
+	if err := unmarshalItem(item, &it); err != nil {
 		return nil, err
 	}
-	if w.Version, err = getVersion(item); err != nil {
-		return nil, err
+	if it.Version == nil {
+		return nil, itemError(attrVersion, "a number (missing)")
 	}
+	w := it.wrap()
+	w.Version = *it.Version
 	return w, nil
 }
 
 // decodeHeader reads a header item, and the regions map of a first-layout item.
 func decodeHeader(item map[string]ddbtypes.AttributeValue) (*envelope.Record, error) {
-	var (
-		r   envelope.Record
-		err error
-	)
-	if r.ID, err = getS(item, attrID, true); err != nil {
+	var h headerItem
+	if err := unmarshalItem(item, &h); err != nil {
 		return nil, err
 	}
-	if r.Version, err = getVersion(item); err != nil {
+	switch {
+	case h.ID == "":
+		return nil, itemError(attrID, "a string (missing)")
+	case h.Version == nil:
+		return nil, itemError(attrVersion, "a number (missing)")
+	case h.Context == nil:
+		return nil, itemError(attrContext, "a map (missing)")
+	case h.SourceRegion == "":
+		return nil, itemError(attrSource, "a string (missing)")
+	}
+	ctx, err := envelope.ParseContext(h.Context)
+	if err != nil {
 		return nil, err
 	}
-	cm, ok := item[attrContext].(*ddbtypes.AttributeValueMemberM)
-	if !ok {
-		return nil, itemError(attrContext, "a map")
+	r := &envelope.Record{ID: h.ID, Version: *h.Version, Context: ctx, Commitment: h.Commitment,
+		SourceRegion: h.SourceRegion, SourceKeyARN: h.SourceKeyARN, CreatedAt: h.CreatedAt,
+		Regions: make(map[string]*envelope.RegionWrap, len(h.Regions))}
+	for name, st := range h.Regions {
+		r.Regions[name] = st.wrap() // Version 0: the region has no item of its own yet
 	}
-	ctx := map[string]string{}
-	for k, v := range cm.Value {
-		s, ok := v.(*ddbtypes.AttributeValueMemberS)
-		if !ok {
-			return nil, itemError(attrContext+"."+k, "a string")
-		}
-		ctx[k] = s.Value
-	}
-	if r.Context, err = envelope.ParseContext(ctx); err != nil {
-		return nil, err
-	}
-	if r.Commitment, err = getB(item, attrCommitment); err != nil {
-		return nil, err
-	}
-	if r.SourceRegion, err = getS(item, attrSource, true); err != nil {
-		return nil, err
-	}
-	if r.SourceKeyARN, err = getS(item, attrSourceKey, false); err != nil {
-		return nil, err
-	}
-	if r.CreatedAt, err = getTime(item, attrCreatedAt, false); err != nil {
-		return nil, err
-	}
-	r.Regions = map[string]*envelope.RegionWrap{}
-	legacy, ok := item[attrRegions]
-	if !ok {
-		return &r, nil
-	}
-	rm, ok := legacy.(*ddbtypes.AttributeValueMemberM)
-	if !ok {
-		return nil, itemError(attrRegions, "a map")
-	}
-	for name, v := range rm.Value {
-		wm, ok := v.(*ddbtypes.AttributeValueMemberM)
-		if !ok {
-			return nil, itemError(attrRegions+"."+name, "a map")
-		}
-		w, err := decodeRegionWrap(wm.Value)
-		if err != nil {
-			return nil, err
-		}
-		r.Regions[name] = w // Version 0: the region has no item of its own yet
-	}
-	return &r, nil
+	return r, nil
+}
+
+// itemError names the attribute of a malformed item.
+func itemError(attr, want string) error {
+	return fmt.Errorf("%w: attribute %s: want %s", envelope.ErrBadRecord, attr, want)
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/envdr/envdr/envelope"
 )
@@ -40,7 +39,7 @@ func (s *Store) ScanPage(ctx context.Context, segment, total int, after string, 
 		in.Limit = aws.Int32(limit)
 	}
 	if after != "" {
-		in.ExclusiveStartKey = map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: after}}
+		in.ExclusiveStartKey = idKey(after)
 	}
 	out, err := s.db.Scan(ctx, in)
 	if err != nil {
@@ -51,8 +50,8 @@ func (s *Store) ScanPage(ctx context.Context, segment, total int, after string, 
 		return nil, err
 	}
 	p := &Page{Records: recs, Bad: bad}
-	if k, ok := out.LastEvaluatedKey[attrID].(*ddbtypes.AttributeValueMemberS); ok {
-		p.Next = k.Value
+	if k := itemID(out.LastEvaluatedKey); k != "" {
+		p.Next = k
 	} else if len(out.LastEvaluatedKey) > 0 {
 		return nil, fmt.Errorf("region %s: scan table %s: unexpected key schema in LastEvaluatedKey (want the string attribute %q only)", s.Region, s.Table, attrID)
 	}

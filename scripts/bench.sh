@@ -105,7 +105,7 @@ export ENVDR_LOCAL_BACKENDS="$LOCAL/backends.json"
 echo "ready: $CONFIG"
 
 mkdir -p "$DIR"
-rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-throttled.json,replicate-throttled.log,summary.txt,summary.json}
+rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-c16.json,replicate-c16.log,replicate.cpu.pprof,replicate-pprof.txt,replicate-throttled.json,replicate-throttled.log,summary.txt,summary.json}
 rm -f "$DIR"/quota-q*-p*.{json,log} "$DIR"/mode-*.{json,log}
 
 # 1. Envelope library.
@@ -174,9 +174,18 @@ echo "$cli_ok" >"$DIR/cli-check.txt"
 if [[ "${BENCH_SKIP_REPLICATE:-0}" == 1 ]]; then
   echo "BENCH_SKIP_REPLICATE=1: section 3 left out" >&2
 else
-step "3/3 replicator: $N envelopes, envdr run --drain as a process (unthrottled)"
-"$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
-  --out "$DIR/replicate.json" || failed+=("replicator (unthrottled)")
+# The lean daemon (issue 14): CPU per envelope and events/s at concurrency 64 (the default) and
+# 16, the first with a pprof CPU profile of the daemon (its top functions are printed here and
+# kept in $DIR/replicate.cpu.pprof: go tool pprof bin/envdr $DIR/replicate.cpu.pprof).
+step "3/3 replicator: $N envelopes, envdr run --drain as a process (unthrottled), concurrency ${BENCH_CONCURRENCY:-64}, CPU profile"
+"$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --concurrency "${BENCH_CONCURRENCY:-64}" \
+  --cpu-profile "$DIR/replicate.cpu.pprof" --out "$DIR/replicate.json" || failed+=("replicator (unthrottled)")
+if [[ -s $DIR/replicate.cpu.pprof ]]; then
+  go tool pprof -top -nodecount=25 "$ENVDR" "$DIR/replicate.cpu.pprof" 2>/dev/null | tee "$DIR/replicate-pprof.txt" | sed -n '1,32p' || true
+fi
+step "3/3 replicator: $N envelopes, unthrottled, concurrency 16"
+"$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --concurrency 16 \
+  --out "$DIR/replicate-c16.json" || failed+=("replicator (unthrottled, concurrency 16)")
 step "3/3 replicator: $N envelopes, each region's KMS limited to $THROTTLE req/s, kms_rate $THROTTLE"
 "$BENCH" replicate --envdr "$ENVDR" --n "$N" --timeout "$TIMEOUT" --throttle "$THROTTLE" ${BENCH_CONCURRENCY:+--concurrency "$BENCH_CONCURRENCY"} \
   --out "$DIR/replicate-throttled.json" || failed+=("replicator (throttled)")

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/filesize"
 )
 
 // durableFile writes an output file that is fsynced before it is renamed into place (commit),
@@ -93,15 +94,7 @@ func inputSize(in io.Reader) int64 {
 	if !ok {
 		return -1
 	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return -1
-	}
-	off, err := f.Seek(0, io.SeekCurrent)
-	if err != nil || off > fi.Size() {
-		return -1
-	}
-	return fi.Size() - off
+	return filesize.Remaining(f)
 }
 
 // growPipe raises a pipe's buffer to 1 MiB (the default /proc/sys/fs/pipe-max-size) when f is a

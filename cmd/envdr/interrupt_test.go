@@ -38,10 +38,7 @@ func TestOpenInterrupted(t *testing.T) {
 		// The input is a generated 1 GiB envelope, sealed by this test straight into open's
 		// stdin: no GiB on disk, and the test costs what open does until the signal.
 		out := filepath.Join(dir, "out-"+sig.s.String())
-		cmd := exec.Command(os.Args[0], "--config", env.ConfigPath, "open", "-", out)
-		cmd.Env = append(os.Environ(), envRunMain+"=1")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
+		cmd, stderr := envdrCmd("--config", env.ConfigPath, "open", "-", out)
 		stdin, err := cmd.StdinPipe()
 		require.NoError(t, err)
 		require.NoError(t, cmd.Start())
@@ -53,27 +50,9 @@ func TestOpenInterrupted(t *testing.T) {
 			fed <- err
 		}()
 		// Wait until open is writing plaintext (its temporary file has data), then signal.
-		require.Eventually(t, func() bool {
-			m, _ := filepath.Glob(filepath.Join(dir, ".out-*.envdr-tmp-*"))
-			if len(m) != 1 {
-				return false
-			}
-			fi, err := os.Stat(m[0])
-			return err == nil && fi.Size() > 4<<20
-		}, 30*time.Second, time.Millisecond, "open never started writing")
-		signalled := time.Now()
-		require.NoError(t, cmd.Process.Signal(sig.s))
-		err = cmd.Wait()
-		took := time.Since(signalled)
+		took, err := interruptWhenWriting(t, cmd, filepath.Join(dir, ".out-*.envdr-tmp-*"), sig.s, "open")
 		require.Error(t, <-fed, "open stopped reading before the end of the 1 GiB")
-		var ee *exec.ExitError
-		require.True(t, errors.As(err, &ee), "open must fail after %s, got %v; stderr: %s", sig.s, err, stderr.String())
-		require.Equal(t, sig.code, ee.ExitCode(), stderr.String())
-		require.Less(t, took, time.Second, "exit within 1 s of %s", sig.s)
-		t.Logf("%s: exit %d %s after the signal", sig.s, ee.ExitCode(), took.Round(time.Microsecond))
-		require.NoFileExists(t, out)
-		m, _ := filepath.Glob(filepath.Join(dir, ".out-*"))
-		require.Empty(t, m, "no temporary file is left")
+		requireInterrupted(t, err, took, "open", sig.s, sig.code, stderr.String(), out, filepath.Join(dir, ".out-*"))
 		require.Contains(t, stderr.String(), "interrupted")
 	}
 }
@@ -88,29 +67,52 @@ func TestSealInterrupted(t *testing.T) {
 	env := localtest.New(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "sealed.envdr")
-	cmd := exec.Command(os.Args[0], "--config", env.ConfigPath, "seal", "-", out)
-	cmd.Env = append(os.Environ(), envRunMain+"=1")
+	cmd, stderr := envdrCmd("--config", env.ConfigPath, "seal", "-", out)
 	cmd.Stdin = io.LimitReader(zeros{}, 1<<40)
+	require.NoError(t, cmd.Start())
+	took, err := interruptWhenWriting(t, cmd, filepath.Join(dir, ".sealed.envdr.envdr-tmp-*"), syscall.SIGINT, "seal")
+	requireInterrupted(t, err, took, "seal", syscall.SIGINT, 130, stderr.String(), out, filepath.Join(dir, ".sealed*"))
+}
+
+// envdrCmd is envdr as a subprocess (this test binary re-executed) with args, its stderr
+// collected.
+func envdrCmd(args ...string) (*exec.Cmd, *strings.Builder) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), envRunMain+"=1")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Start())
+	return cmd, &stderr
+}
+
+// interruptWhenWriting waits until the one temporary file matching tmp holds more than 4 MiB
+// (what, the started cmd, is writing its output), signals cmd with sig, and returns how long
+// after the signal it exited and how (cmd.Wait's error).
+func interruptWhenWriting(t *testing.T, cmd *exec.Cmd, tmp string, sig syscall.Signal, what string) (time.Duration, error) {
+	t.Helper()
 	require.Eventually(t, func() bool {
-		m, _ := filepath.Glob(filepath.Join(dir, ".sealed.envdr.envdr-tmp-*"))
+		m, _ := filepath.Glob(tmp)
 		if len(m) != 1 {
 			return false
 		}
 		fi, err := os.Stat(m[0])
 		return err == nil && fi.Size() > 4<<20
-	}, 30*time.Second, time.Millisecond, "seal never started writing")
+	}, 30*time.Second, time.Millisecond, what+" never started writing")
 	signalled := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	require.NoError(t, cmd.Process.Signal(sig))
 	err := cmd.Wait()
-	took := time.Since(signalled)
+	return time.Since(signalled), err
+}
+
+// requireInterrupted requires that what exited with code within 1 s of sig (took), leaving
+// neither out nor a temporary file matching tmp.
+func requireInterrupted(t *testing.T, err error, took time.Duration, what string, sig syscall.Signal, code int, stderr, out, tmp string) {
+	t.Helper()
 	var ee *exec.ExitError
-	require.True(t, errors.As(err, &ee), "seal must fail after SIGINT, got %v; stderr: %s", err, stderr.String())
-	require.Equal(t, 130, ee.ExitCode(), stderr.String())
-	require.Less(t, took, time.Second)
+	require.True(t, errors.As(err, &ee), "%s must fail after %s, got %v; stderr: %s", what, sig, err, stderr)
+	require.Equal(t, code, ee.ExitCode(), stderr)
+	require.Less(t, took, time.Second, "exit within 1 s of %s", sig)
+	t.Logf("%s: exit %d %s after the signal", sig, ee.ExitCode(), took.Round(time.Microsecond))
 	require.NoFileExists(t, out)
-	m, _ := filepath.Glob(filepath.Join(dir, ".sealed*"))
+	m, _ := filepath.Glob(tmp)
 	require.Empty(t, m, "no temporary file is left")
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -21,6 +24,7 @@ func init() {
 			retryBase time.Duration
 			drain     bool
 			region    string
+			cpuProf   string
 		)
 		cmd := &cobra.Command{
 			Use:   "run",
@@ -58,6 +62,14 @@ leaves unfinished messages for redelivery; exit status 0.`,
 				defer func() { _ = log.Sync() }()
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 				defer stop()
+				tuneGC()
+				if cpuProf != "" {
+					stopProf, err := startCPUProfile(cpuProf)
+					if err != nil {
+						return err
+					}
+					defer stopProf()
+				}
 				if region != "" {
 					if _, ok := cfg.Region(region); !ok {
 						return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
@@ -93,8 +105,40 @@ leaves unfinished messages for redelivery; exit status 0.`,
 		f.DurationVar(&retryBase, "retry-base", 2*time.Second, "first redelivery delay of an event whose regions are not all done")
 		f.BoolVar(&drain, "drain", false, "exit once the queue (visible, in flight and delayed) stays empty")
 		f.StringVar(&region, "region", os.Getenv("ENVDR_REGION"), "the region this daemon runs for: its queue, its table replica (default home_region); env ENVDR_REGION")
+		f.StringVar(&cpuProf, "cpu-profile", "", "write a pprof CPU profile of the whole run to this file (go tool pprof; make bench does)")
 		return cmd
 	})
+}
+
+// daemonGCPercent is the daemon's GOGC unless the environment sets GOGC: its live heap is a few
+// MiB, so letting the heap grow to five times that before a collection costs little memory and
+// halves the CPU the collector takes per event (docs/BENCH.md, "A lean daemon").
+const daemonGCPercent = 400
+
+// daemonMemoryLimit is its soft memory limit unless GOMEMLIMIT is set: the collector works
+// harder as the heap nears it, so a burst of work cannot grow the heap without bound.
+const daemonMemoryLimit = 256 << 20
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(daemonGCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(daemonMemoryLimit)
+	}
+}
+
+// startCPUProfile profiles the process's CPU into path until the returned stop is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpu-profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("--cpu-profile %s: %w", path, err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
 }
 
 // waitDrained stops the daemon once the queue has been empty for two checks in a row.

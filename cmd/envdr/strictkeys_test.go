@@ -27,10 +27,9 @@ const envRunMain = "ENVDR_TEST_RUN_MAIN"
 // and its stderr followed by its stdout.
 func envdrProc(t *testing.T, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), envRunMain+"=1")
-	var stderr, stdout bytes.Buffer
-	cmd.Stderr, cmd.Stdout = &stderr, &stdout
+	cmd, stderr := envdrCmd(args...)
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
 )
 
 func init() {
@@ -27,9 +28,11 @@ for each record and each region, reads the record from that region's own table, 
 region's wrap with that region's KMS and the record's encryption context, and checks the key
 commitment. The data key is wiped at once; nothing secret is printed.
 
-Each region that opened a record gets its verified_at updated (conditional write, only if the
-wrap checked is still the record's); a region that could not gets last_error. --no-write makes
-the run read-only.
+Each region that opened a record gets its verified_at updated, a region that could not gets
+last_error, only if the wrap checked is still the record's. These writes are batched: up to
+--stamp-batch items (one per region stamped, default 100, DynamoDB's limit) in one transaction
+of conditional writes on the versions the scan read; a record changed meanwhile by another
+writer is written again on its own from a fresh read. --no-write makes the run read-only.
 
 With --region R only R is checked and only R's endpoints are used (R's table is scanned).
 
@@ -81,6 +84,7 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
 		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
+		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
 		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)

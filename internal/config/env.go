@@ -3,7 +3,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -98,11 +100,7 @@ func (c *Config) applyEnv(environ []string) error {
 			delete(vars, old)
 		}
 	}
-	keys := make([]string, 0, len(vars))
-	for k := range vars {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(vars))
 	var errs []error
 	for _, k := range keys {
 		if i, ok := regionIndex(k); ok && i >= len(c.Regions) {

@@ -193,14 +193,7 @@ func (t *faultTable) get(region, service string) (Fault, <-chan struct{}) {
 func (t *faultTable) all() map[string]map[string]Fault {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make(map[string]map[string]Fault, len(t.m))
-	for r, svcs := range t.m {
-		out[r] = make(map[string]Fault, len(svcs))
-		for s, f := range svcs {
-			out[r][s] = f
-		}
-	}
-	return out
+	return copyNested(t.m)
 }
 
 // close releases every held request for good (the stand-in stops).

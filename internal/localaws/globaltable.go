@@ -362,14 +362,89 @@ func (g *GlobalTables) write(ctx context.Context, region, op string, in http.Hea
 	if err != nil || status/100 != 2 {
 		return status, hdr, out, err
 	}
-	for _, ref := range refs {
-		image, err := g.image(rctx, region, ref)
-		if err != nil {
-			return 0, nil, nil, fmt.Errorf("read back %s after %s: %w", ref.table, op, err)
-		}
-		g.record(region, ref, image)
+	images, err := g.images(rctx, region, refs)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("read back %d items after %s: %w", len(refs), op, err)
+	}
+	for i, ref := range refs {
+		g.record(region, ref, images[i])
 	}
 	return status, hdr, out, nil
+}
+
+// maxBatchGetKeys is DynamoDB's limit of keys in one BatchGetItem call.
+const maxBatchGetKeys = 100
+
+// images reads the current state of refs in region (nil: no such item), in their order: one
+// GetItem for a single item, else consistent BatchGetItem calls of up to 100 keys (a
+// transaction of 100 items is read back in one call, not a hundred), any key the backend left
+// unprocessed read with GetItem.
+func (g *GlobalTables) images(ctx context.Context, region string, refs []itemRef) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, len(refs))
+	if len(refs) == 1 {
+		img, err := g.image(ctx, region, refs[0])
+		out[0] = img
+		return out, err
+	}
+	type keysAndAttributes struct {
+		Keys           []json.RawMessage
+		ConsistentRead bool
+	}
+	got := map[string]json.RawMessage{} // itemRef.id() -> image
+	for start := 0; start < len(refs); start += maxBatchGetKeys {
+		batch := refs[start:min(len(refs), start+maxBatchGetKeys)]
+		req := map[string]*keysAndAttributes{}
+		for _, r := range batch {
+			if req[r.table] == nil {
+				req[r.table] = &keysAndAttributes{ConsistentRead: true}
+			}
+			req[r.table].Keys = append(req[r.table].Keys, r.key)
+		}
+		_, body, err := g.call(ctx, region, "BatchGetItem", map[string]any{"RequestItems": req})
+		if err != nil {
+			return nil, err
+		}
+		var res struct {
+			Responses map[string][]map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(body, &res); err != nil {
+			return nil, err
+		}
+		for table, items := range res.Responses {
+			names, err := g.keySchema(ctx, region, table)
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range items {
+				k := map[string]json.RawMessage{}
+				for _, n := range names {
+					k[n] = it[n]
+				}
+				var ref []itemRef
+				if err := addKey(&ref, table, k); err != nil {
+					return nil, err
+				}
+				img, err := json.Marshal(it)
+				if err != nil {
+					return nil, err
+				}
+				got[ref[0].id()] = img
+			}
+		}
+	}
+	for i, r := range refs {
+		if img, ok := got[r.id()]; ok {
+			out[i] = img
+			continue
+		}
+		// Absent (deleted), or left unprocessed by the backend: one read to tell which.
+		img, err := g.image(ctx, region, r)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = img
+	}
+	return out, nil
 }
 
 // record stamps a local write and queues it for every other region.

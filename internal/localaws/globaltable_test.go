@@ -3,6 +3,7 @@ package localaws_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -50,12 +51,18 @@ func ddbClients(env *localtest.Env) map[string]*dynamodb.Client {
 	return out
 }
 
+// newGlobalTableTest starts a stand-in for t with replication lag: its Env, a context for its
+// calls, each region's DynamoDB and the table.
+func newGlobalTableTest(t *testing.T, lag time.Duration) (*localtest.Env, context.Context, map[string]*dynamodb.Client, string) {
+	t.Helper()
+	env := localtest.New(t)
+	env.SetLag(lag)
+	return env, ctxT(t), ddbClients(env), env.Config.Table
+}
+
 func TestGlobalTableReplicatesAfterLag(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(time.Second)
+	env, ctx, db, table := newGlobalTableTest(t, time.Second)
 
 	start := time.Now()
 	putV(ctx, t, db["us-east-1"], table, "a", "1")
@@ -88,10 +95,7 @@ func TestGlobalTableReplicatesAfterLag(t *testing.T) {
 
 func TestGlobalTableConflictsConvergeLastWriterWins(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(500 * time.Millisecond)
+	env, ctx, db, table := newGlobalTableTest(t, 500*time.Millisecond)
 
 	// Conditions are checked against the local replica only: both creates succeed.
 	create := func(r string) error {
@@ -133,10 +137,7 @@ func TestGlobalTableConflictsConvergeLastWriterWins(t *testing.T) {
 
 func TestGlobalTableRegionDownCatchesUpInOrder(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	db, table := ddbClients(env), env.Config.Table
-	env.SetLag(50 * time.Millisecond)
+	env, ctx, db, table := newGlobalTableTest(t, 50*time.Millisecond)
 
 	env.Down("eu-west-1")
 	for i := range 5 {
@@ -223,4 +224,55 @@ func TestQueuesArePerRegion(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, m.Messages, 1)
 	require.Equal(t, "for eu", aws.ToString(m.Messages[0].Body))
+}
+
+// A transaction of DynamoDB's maximum 100 items (conditional puts, an update, a delete) is read
+// back in one BatchGetItem and each item replicates, the delete included; a cancelled
+// transaction changes nothing anywhere.
+func TestGlobalTableLargeTransactionReplicatesEachItem(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	ctx := ctxT(t)
+	db, table := ddbClients(env), aws.String(env.Config.Table)
+	us := db["us-east-1"]
+	putV(ctx, t, us, *table, "gone", "x")
+	putV(ctx, t, us, *table, "upd", "old")
+	env.Settle()
+	var items []ddbtypes.TransactWriteItem
+	for i := 0; i < 98; i++ {
+		id := fmt.Sprintf("p%02d", i)
+		items = append(items, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{TableName: table,
+			Item:                map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: id}, "v": &ddbtypes.AttributeValueMemberS{Value: id}},
+			ConditionExpression: aws.String("attribute_not_exists(id)")}})
+	}
+	items = append(items,
+		ddbtypes.TransactWriteItem{Update: &ddbtypes.Update{TableName: table, Key: key("upd"), UpdateExpression: aws.String("SET v = :v"),
+			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": &ddbtypes.AttributeValueMemberS{Value: "new"}}}},
+		ddbtypes.TransactWriteItem{Delete: &ddbtypes.Delete{TableName: table, Key: key("gone")}})
+	_, err := us.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
+	require.NoError(t, err)
+	env.Settle()
+	for _, r := range env.Regions {
+		for i := 0; i < 98; i++ {
+			id := fmt.Sprintf("p%02d", i)
+			require.Equal(t, id, getV(ctx, t, db[r], *table, id), "%s in %s", id, r)
+		}
+		require.Equal(t, "new", getV(ctx, t, db[r], *table, "upd"), r)
+		require.Equal(t, "", getV(ctx, t, db[r], *table, "gone"), r)
+	}
+
+	// One condition fails: nothing is written, in the region or elsewhere.
+	_, err = us.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []ddbtypes.TransactWriteItem{
+		{Put: &ddbtypes.Put{TableName: table, Item: map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: "q"}, "v": &ddbtypes.AttributeValueMemberS{Value: "q"}}}},
+		{Put: &ddbtypes.Put{TableName: table, Item: map[string]ddbtypes.AttributeValue{"id": &ddbtypes.AttributeValueMemberS{Value: "p00"}, "v": &ddbtypes.AttributeValueMemberS{Value: "lost"}},
+			ConditionExpression: aws.String("attribute_not_exists(id)")}},
+	}})
+	var tce *ddbtypes.TransactionCanceledException
+	require.True(t, errors.As(err, &tce), "want TransactionCanceledException, got %v", err)
+	time.Sleep(2 * localaws.DefaultReplicationLag)
+	env.Settle()
+	for _, r := range env.Regions {
+		require.Equal(t, "", getV(ctx, t, db[r], *table, "q"), r)
+		require.Equal(t, "p00", getV(ctx, t, db[r], *table, "p00"), r)
+	}
 }

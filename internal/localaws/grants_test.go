@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/policy"
 )
 
@@ -20,12 +19,9 @@ import (
 // retires it, a key user with kms:RevokeGrant revokes it.
 func TestGrantsAllowWithinConstraints(t *testing.T) {
 	t.Parallel()
-	env := localtest.New(t)
-	ctx := ctxT(t)
-	region := "eu-west-1"
-	key := env.Keys[region].MRK
-	admin := kms.NewFromConfig(env.AWSConfig(region))
-	nobody := kms.NewFromConfig(env.AWSConfigAs(region, iam.RoleNobody))
+	k := newKeyTest(t, "eu-west-1", mrkKey)
+	env, ctx, key, admin := k.env, k.ctx, k.key, k.admin
+	nobody := k.kmsAs(iam.RoleNobody)
 	operatorID, _ := env.IAM.Identity(iam.RoleOperator)
 	nobodyID, _ := env.IAM.Identity(iam.RoleNobody)
 	gdk := func(id string) error {
@@ -77,7 +73,7 @@ func TestGrantsAllowWithinConstraints(t *testing.T) {
 	// The grantee cannot retire it (no RetireGrant in its operations); the retiring principal can.
 	_, err = nobody.RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g.GrantToken})
 	requireDenied(t, err, "AccessDeniedException", iam.RoleNobody, "kms:RetireGrant", "*")
-	_, err = kms.NewFromConfig(env.AWSConfigAs(region, iam.RoleOperator)).RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g.GrantToken})
+	_, err = k.kmsAs(iam.RoleOperator).RetireGrant(ctx, &kms.RetireGrantInput{GrantToken: g.GrantToken})
 	require.NoError(t, err)
 	requireDenied(t, gdk("env-1"), "AccessDeniedException", iam.RoleNobody, "kms:GenerateDataKey", key)
 

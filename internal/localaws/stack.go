@@ -88,6 +88,7 @@ type Stack struct {
 	global  *GlobalTables
 	faults  *faultTable // gray failures per region and service; kept across Down/Up
 	iam     *iam.IAM
+	calls   callCounter // SQS and DynamoDB requests by region and operation
 }
 
 // NewStack listens on every region's endpoints (127.0.0.1 only).
@@ -125,9 +126,9 @@ func NewStack(opts StackOptions) (*Stack, error) {
 			ServiceKMS: {region: r, service: ServiceKMS, port: p.KMS, hold: -1,
 				handler: s.faults.middleware(r, ServiceKMS, kmsWithSTS(m, r, opts.KMS(r)))},
 			ServiceSQS: {region: r, service: ServiceSQS, port: p.SQS, hold: -1,
-				handler: s.faults.middleware(r, ServiceSQS, m.Authenticate(r, ServiceSQS, sqsAuthError, regionalQueues(r, authorizeSQS(m, r, sqsProxy))))},
+				handler: s.calls.middleware(r, ServiceSQS, s.faults.middleware(r, ServiceSQS, m.Authenticate(r, ServiceSQS, sqsAuthError, regionalQueues(r, authorizeSQS(m, r, sqsProxy)))))},
 			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1,
-				handler: s.faults.middleware(r, ServiceDynamoDB, m.Authenticate(r, ServiceDynamoDB, ddbAuthError, authorizeDynamoDB(m, r, s.global.Handler(r))))},
+				handler: s.calls.middleware(r, ServiceDynamoDB, s.faults.middleware(r, ServiceDynamoDB, m.Authenticate(r, ServiceDynamoDB, ddbAuthError, authorizeDynamoDB(m, r, s.global.Handler(r)))))},
 		}
 	}
 	for _, r := range regions {
@@ -194,6 +195,14 @@ func (s *Stack) IsUp(region string) bool {
 	}
 	return m[ServiceKMS].isUp()
 }
+
+// Calls returns the SQS and DynamoDB requests each region's endpoints received since the last
+// ResetCalls, by region and operation ("dynamodb:GetItem", "sqs:ReceiveMessage"). Benchmarks
+// count the round trips of a run with it.
+func (s *Stack) Calls() map[string]map[string]int64 { return s.calls.snapshot() }
+
+// ResetCalls zeroes the counters of Calls.
+func (s *Stack) ResetCalls() { s.calls.reset() }
 
 // IAM is the identities and identity policies every endpoint authenticates and authorizes with.
 func (s *Stack) IAM() *iam.IAM { return s.iam }

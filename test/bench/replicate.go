@@ -87,6 +87,11 @@ type ReplicateResult struct {
 	ThrottledCalls    int64   `json:"throttled_calls"`
 	ThrottledFraction float64 `json:"throttled_fraction"`
 	CallsPerEnvelope
+	// StorageCalls are the SQS and DynamoDB requests the stand-in's endpoints received during the
+	// daemons' run, by region and "service:Operation"; StoragePerEnvelope sums them over regions
+	// per envelope (the daemons' round trips besides KMS).
+	StorageCalls       map[string]map[string]int64 `json:"storage_calls"`
+	StoragePerEnvelope map[string]float64          `json:"storage_per_envelope"`
 	// QuotaBoundRate = ThrottleRPS / MaxRegionPerEnvelope; Fraction = EventsPerS / QuotaBoundRate.
 	QuotaBoundRate float64 `json:"quota_bound_rate,omitempty"`
 	Fraction       float64 `json:"fraction,omitempty"`
@@ -117,6 +122,7 @@ func runReplicate(args []string) error {
 	out := fs.String("out", "", "write the result JSON here")
 	logPath := fs.String("log", "", "write the daemon's log here (default: next to --out)")
 	timeout := fs.Duration("timeout", 20*time.Minute, "stop the daemon after this long")
+	cpuProfile := fs.String("cpu-profile", "", "have the daemon write a pprof CPU profile of its run here (envdr run --cpu-profile)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,7 +137,7 @@ func runReplicate(args []string) error {
 	defer stop()
 	res, err := replicateBench(ctx, replicateOptions{
 		Bin: *bin, N: *n, Throttle: *throttle, KMSRate: *kmsRate, Procs: *procs, Concurrency: *concurrency,
-		Mode: *mode, MRKWrap: *mrkWrap, Verify: *verify, LogPath: *logPath, Timeout: *timeout,
+		Mode: *mode, MRKWrap: *mrkWrap, Verify: *verify, LogPath: *logPath, Timeout: *timeout, CPUProfile: *cpuProfile,
 	})
 	if res != nil && *out != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
@@ -159,6 +165,7 @@ type replicateOptions struct {
 	Verify      string
 	LogPath     string
 	Timeout     time.Duration
+	CPUProfile  string
 }
 
 // Values of --kms-rate besides a number.
@@ -419,6 +426,7 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 	fmt.Fprintf(os.Stderr, "replicate: sealed and enqueued %d envelopes in %.1fs\n", o.N, res.SealS)
 
 	s.svc.ResetCounters()
+	s.stack.ResetCalls()
 	s.throttle.reset()
 	if o.Throttle > 0 {
 		for _, r := range localaws.DefaultRegions {
@@ -426,11 +434,12 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 		}
 	}
 	logs := o.logPaths()
-	runErr := runDaemons(ctx, bin, cfgPath, logs, o.Timeout, res)
+	runErr := runDaemons(ctx, bin, cfgPath, logs, o.Timeout, o.CPUProfile, res)
 	res.CPUPerEnvMs = (res.Daemon.UserS + res.Daemon.SysS) / float64(o.N) * 1000
 
 	// Counters first: the checks below call KMS too.
 	res.Calls = s.svc.Counters()
+	res.StorageCalls = s.stack.Calls()
 	res.Throttled = s.throttle.snapshot()
 	for _, r := range localaws.DefaultRegions {
 		s.svc.SetRateLimit(r, 0)
@@ -470,7 +479,7 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 // runDaemons runs one `envdr run --drain` per log path at once, all on the one queue, each
 // logging to its path, and records their rusage in res: each in Daemons (more than one only),
 // together in Daemon. The error names every daemon that failed.
-func runDaemons(ctx context.Context, bin, cfgPath string, logs []string, timeout time.Duration, res *ReplicateResult) error {
+func runDaemons(ctx context.Context, bin, cfgPath string, logs []string, timeout time.Duration, cpuProfile string, res *ReplicateResult) error {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	ms := make([]Measurement, len(logs))
@@ -481,8 +490,11 @@ func runDaemons(ctx context.Context, bin, cfgPath string, logs []string, timeout
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(dctx, bin, "--config", cfgPath, "run", "--drain", "--wait-time", "1s",
-			"--admin-addr", "127.0.0.1:0")
+		args := []string{"--config", cfgPath, "run", "--drain", "--wait-time", "1s", "--admin-addr", "127.0.0.1:0"}
+		if cpuProfile != "" && k == 0 {
+			args = append(args, "--cpu-profile", cpuProfile) // the first daemon's
+		}
+		cmd := exec.CommandContext(dctx, bin, args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 45 * time.Second
@@ -618,6 +630,12 @@ func summarizeCalls(res *ReplicateResult) {
 		}
 		res.PerRegionPerEnvelope[region] = float64(regionCalls) / n
 		res.MaxRegionPerEnvelope = max(res.MaxRegionPerEnvelope, float64(regionCalls)/n)
+	}
+	res.StoragePerEnvelope = map[string]float64{}
+	for _, ops := range res.StorageCalls {
+		for op, c := range ops {
+			res.StoragePerEnvelope[op] += float64(c) / n
+		}
 	}
 	res.KMSCalls, res.ThrottledCalls = 0, 0
 	for region, ops := range res.Calls {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/envdr/envdr/internal/loadavg"
 )
 
 // Files of a bench directory (written by scripts/bench.sh and the subcommands).
@@ -27,6 +29,7 @@ const (
 	fileCLICheck    = "cli-check.txt"      // "ok" once open's output equalled the input
 	fileReplicate   = "replicate.json"     // unthrottled replicator run
 	fileReplicateTh = "replicate-throttled.json"
+	fileReplicate16 = "replicate-c16.json" // unthrottled, worker.concurrency 16
 	fileSummary     = "summary.txt"
 	fileSummaryJSON = "summary.json" // every figure of the summary, for machines
 )
@@ -37,6 +40,7 @@ const (
 	goalCLIRatio   = 1.5
 	goalRSSMiB     = 32
 	goalQuotaShare = 0.9
+	goalCPUPerEnv  = 1.5 // ms of daemon CPU per envelope, mrk mode, 3 regions (issue 14)
 )
 
 func runSummary(args []string) error {
@@ -98,7 +102,7 @@ func summarize(w io.Writer, dir string, short bool, quota float64) (f Figures, e
 		mode = "SHORT (harness check only; figures are not meaningful)"
 	}
 	f = Figures{Time: time.Now().UTC().Format(time.RFC3339), Mode: mode, Platform: runtime.GOOS + "/" + runtime.GOARCH,
-		CPUs: runtime.NumCPU(), Load: loadAvg(), Replicate: map[string]*ReplicateResult{}}
+		CPUs: runtime.NumCPU(), Load: loadavg.String(), Replicate: map[string]*ReplicateResult{}}
 	defer func() { f.GoalsMissed = j.missed }()
 	fmt.Fprintf(w, "\n== envdr bench summary  %s  mode: %s  %s, %d CPUs, load %s\n", f.Time, mode, f.Platform, f.CPUs, f.Load)
 
@@ -123,19 +127,21 @@ func summarize(w io.Writer, dir string, short bool, quota float64) (f Figures, e
 
 	// 3. Replicator.
 	fmt.Fprintf(w, "\n-- 3. replicator: envdr run --drain as a process, isolated three-region stand-in\n")
-	var free, th *ReplicateResult
+	var free, free16, th *ReplicateResult
 	if free, err = readReplicate(filepath.Join(dir, fileReplicate)); err != nil {
 		fmt.Fprintf(w, "   unthrottled run: not run: %v\n", err)
+	}
+	if free16, err = readReplicate(filepath.Join(dir, fileReplicate16)); err != nil {
+		fmt.Fprintf(w, "   unthrottled run at concurrency 16: not run: %v\n", err)
 	}
 	if th, err = readReplicate(filepath.Join(dir, fileReplicateTh)); err != nil {
 		fmt.Fprintf(w, "   throttled run: not run: %v\n", err)
 	}
-	writeReplicate(w, free, th, j)
-	if free != nil {
-		f.Replicate["unthrottled"] = free
-	}
-	if th != nil {
-		f.Replicate["throttled"] = th
+	writeReplicate(w, free, free16, th, j)
+	for name, r := range map[string]*ReplicateResult{"unthrottled": free, "unthrottled_c16": free16, "throttled": th} {
+		if r != nil {
+			f.Replicate[name] = r
+		}
 	}
 
 	fmt.Fprintf(w, "\n-- 3. many daemons, one quota: 1, 2, 3... envdr run --drain on one queue, each region's KMS throttled at Q,\n"+
@@ -163,18 +169,6 @@ func summarize(w io.Writer, dir string, short bool, quota float64) (f Figures, e
 		fmt.Fprintf(w, "\n   goals missed: %d\n", j.missed)
 	}
 	return f, nil
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // GoBench is one line of `go test -bench` output.
@@ -392,9 +386,10 @@ func readReplicate(path string) (*ReplicateResult, error) {
 	return &r, nil
 }
 
-func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
+func writeReplicate(w io.Writer, free, free16, th *ReplicateResult, j *judge) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "   figure\tunthrottled\tKMS throttled\tgoal\t\n")
+	runs := []*ReplicateResult{free, free16, th}
+	fmt.Fprintf(tw, "   figure\tunthrottled\tunthrottled, concurrency 16\tKMS throttled\tgoal\t\n")
 	col := func(r *ReplicateResult, f func(*ReplicateResult) string) string {
 		if r == nil {
 			return "-"
@@ -402,7 +397,7 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 		return f(r)
 	}
 	row := func(name string, f func(*ReplicateResult) string, goal string) {
-		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t\n", name, col(free, f), col(th, f), goal)
+		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%s\t\n", name, col(free, f), col(free16, f), col(th, f), goal)
 	}
 	row("envelopes / regions / mode", func(r *ReplicateResult) string {
 		return fmt.Sprintf("%d / %d / %s", r.N, len(r.PerRegionPerEnvelope), r.Mode)
@@ -416,12 +411,18 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 	row("daemon kms_rate / concurrency", func(r *ReplicateResult) string { return fmt.Sprintf("%g / %d", r.KMSRate, r.Concurrency) }, "")
 	row("events/s (first receive -> last ack)", func(r *ReplicateResult) string { return fmt.Sprintf("%.1f", r.EventsPerS) }, "")
 	row("active time s / daemon wall s", func(r *ReplicateResult) string { return fmt.Sprintf("%.2f / %.2f", r.ActiveS, r.Daemon.WallS) }, "")
+	cpuOK := true
+	for _, r := range []*ReplicateResult{free, free16} {
+		if r != nil && r.Mode == "mrk" && len(r.PerRegionPerEnvelope) == 3 {
+			cpuOK = cpuOK && r.CPUPerEnvMs <= goalCPUPerEnv
+		}
+	}
 	row("daemon CPU per envelope", func(r *ReplicateResult) string {
 		return fmt.Sprintf("%.3f ms (%.2fs user + %.2fs sys)", r.CPUPerEnvMs, r.Daemon.UserS, r.Daemon.SysS)
-	}, "")
+	}, fmt.Sprintf("<= %.1f ms unthrottled %s", goalCPUPerEnv, j.check(cpuOK)))
 	row("daemon peak RSS", func(r *ReplicateResult) string { return fmt.Sprintf("%.1f MiB", float64(r.Daemon.MaxRSSKiB)/1024) }, "")
 	ops := map[string]bool{}
-	for _, r := range []*ReplicateResult{free, th} {
+	for _, r := range runs {
 		if r != nil {
 			for op := range r.PerEnvelope {
 				ops[op] = true
@@ -432,7 +433,7 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 		row("KMS "+op+" per envelope", func(r *ReplicateResult) string { return fmt.Sprintf("%.3f", r.PerEnvelope[op]) }, "")
 	}
 	regs := map[string]bool{}
-	for _, r := range []*ReplicateResult{free, th} {
+	for _, r := range runs {
 		if r != nil {
 			for reg := range r.PerRegionPerEnvelope {
 				regs[reg] = true
@@ -441,6 +442,17 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 	}
 	for _, reg := range sortedKeys(regs) {
 		row("KMS calls per envelope in "+reg, func(r *ReplicateResult) string { return fmt.Sprintf("%.3f", r.PerRegionPerEnvelope[reg]) }, "")
+	}
+	storage := map[string]bool{}
+	for _, r := range runs {
+		if r != nil {
+			for op := range r.StoragePerEnvelope {
+				storage[op] = true
+			}
+		}
+	}
+	for _, op := range sortedKeys(storage) {
+		row(op+" per envelope", func(r *ReplicateResult) string { return fmt.Sprintf("%.3f", r.StoragePerEnvelope[op]) }, "")
 	}
 	row("KMS ThrottlingException answers", func(r *ReplicateResult) string {
 		var n int64
@@ -452,8 +464,8 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 		return strconv.FormatInt(n, 10)
 	}, "")
 	if th != nil {
-		fmt.Fprintf(tw, "   quota-bound rate (limit / max region calls per envelope)\t\t%.1f\t\t\n", th.QuotaBoundRate)
-		fmt.Fprintf(tw, "   achieved / quota-bound rate\t\t%.3f\t>= %.2f %s\t\n", th.Fraction, goalQuotaShare, j.check(th.Fraction >= goalQuotaShare))
+		fmt.Fprintf(tw, "   quota-bound rate (limit / max region calls per envelope)\t\t\t%.1f\t\t\n", th.QuotaBoundRate)
+		fmt.Fprintf(tw, "   achieved / quota-bound rate\t\t\t%.3f\t>= %.2f %s\t\n", th.Fraction, goalQuotaShare, j.check(th.Fraction >= goalQuotaShare))
 	}
 	defer func() {
 		if th != nil && free != nil && th.QuotaBoundRate > 0 && free.EventsPerS < 1.1*th.QuotaBoundRate {
@@ -462,13 +474,16 @@ func writeReplicate(w io.Writer, free, th *ReplicateResult, j *judge) {
 				free.EventsPerS, th.QuotaBoundRate)
 		}
 	}()
-	row("failed envelopes (not verified+opened in every region)", func(r *ReplicateResult) string { return strconv.Itoa(r.FailedEnvelopes) }, "0 "+
-		j.check((free == nil || free.FailedEnvelopes == 0) && (th == nil || th.FailedEnvelopes == 0)))
+	failedOK := true
+	for _, r := range runs {
+		failedOK = failedOK && (r == nil || r.FailedEnvelopes == 0)
+	}
+	row("failed envelopes (not verified+opened in every region)", func(r *ReplicateResult) string { return strconv.Itoa(r.FailedEnvelopes) }, "0 "+j.check(failedOK))
 	row("DLQ / left in queue", func(r *ReplicateResult) string { return fmt.Sprintf("%d / %d", r.DLQ, r.QueueLeft) }, "0 / 0")
 	row("region unwraps re-checked by the bench", func(r *ReplicateResult) string { return strconv.Itoa(r.RegionUnwrapsOK) }, "")
 	row("event outcomes (daemon log)", func(r *ReplicateResult) string { return outcomes(r.Outcomes) }, "")
 	tw.Flush()
-	for _, r := range []*ReplicateResult{free, th} {
+	for _, r := range runs {
 		if r != nil && len(r.Problems) > 0 {
 			fmt.Fprintf(w, "   problems (limit %g): %s\n", r.ThrottleRPS, strings.Join(r.Problems, "; "))
 		}

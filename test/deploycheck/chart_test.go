@@ -3,9 +3,10 @@ package deploycheck
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"testing"
 
@@ -64,12 +65,7 @@ func render(t *testing.T, overlays []string, set map[string]any) (map[string]str
 func decode(t *testing.T, files map[string]string) *rendered {
 	t.Helper()
 	r := &rendered{cms: map[string]*corev1.ConfigMap{}, custom: map[string]map[string]any{}}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if !strings.HasSuffix(name, ".yaml") {
 			continue
 		}
@@ -82,24 +78,19 @@ func decode(t *testing.T, files map[string]string) *rendered {
 			var target any
 			switch meta.APIVersion + "/" + meta.Kind {
 			case "apps/v1/Deployment":
-				r.deploy = &appsv1.Deployment{}
-				target = r.deploy
+				target = decodeInto(&r.deploy)
 			case "v1/ServiceAccount":
-				r.sa = &corev1.ServiceAccount{}
-				target = r.sa
+				target = decodeInto(&r.sa)
 			case "v1/Service":
-				r.svc = &corev1.Service{}
-				target = r.svc
+				target = decodeInto(&r.svc)
 			case "v1/ConfigMap":
 				cm := &corev1.ConfigMap{}
 				target = cm
 				defer func() { r.cms[cm.Name] = cm }()
 			case "policy/v1/PodDisruptionBudget":
-				r.pdb = &policyv1.PodDisruptionBudget{}
-				target = r.pdb
+				target = decodeInto(&r.pdb)
 			case "networking.k8s.io/v1/NetworkPolicy":
-				r.netpol = &networkingv1.NetworkPolicy{}
-				target = r.netpol
+				target = decodeInto(&r.netpol)
 			case "batch/v1/CronJob":
 				cj := &batchv1.CronJob{}
 				r.cronJobs = append(r.cronJobs, cj)
@@ -117,6 +108,12 @@ func decode(t *testing.T, files map[string]string) *rendered {
 		}
 	}
 	return r
+}
+
+// decodeInto points *p at a new T and returns it, the target to decode an object into.
+func decodeInto[T any](p **T) any {
+	*p = new(T)
+	return *p
 }
 
 func stripComments(s string) string {

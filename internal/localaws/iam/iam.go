@@ -283,7 +283,8 @@ func (m *IAM) AuthorizeRequest(r *http.Request, region string, c Check) (denied 
 	return msg, true
 }
 
-// SimulateRequest is the body of POST /iam/simulate.
+// SimulateRequest is the body of POST /iam/simulate (the stand-in serves it; `envdr doctor`
+// sends it, recovery/permissions.go).
 type SimulateRequest struct {
 	Role     string              `json:"role"`
 	Region   string              `json:"region"`

@@ -333,24 +333,28 @@ func condition(op string, want, got []string, present bool) bool {
 // comparator returns how an operator compares a policy value with a request value, and whether
 // it is negated (the comparator is then the positive form).
 func comparator(op string) (func(want, got string) bool, bool, bool) {
-	eq := func(w, g string) bool { return w == g }
-	fold := func(w, g string) bool { return strings.EqualFold(w, g) }
-	like := func(w, g string) bool { return Glob(w, g, false) }
-	switch op {
-	case "StringEquals", "ArnEquals":
-		return eq, false, true
-	case "StringNotEquals", "ArnNotEquals":
-		return eq, true, true
-	case "StringEqualsIgnoreCase":
-		return fold, false, true
-	case "StringNotEqualsIgnoreCase":
-		return fold, true, true
-	case "StringLike", "ArnLike":
-		return like, false, true
-	case "StringNotLike", "ArnNotLike":
-		return like, true, true
-	case "Bool":
-		return fold, false, true
-	}
-	return nil, false, false
+	c, ok := comparators[op]
+	return c.cmp, c.negated, ok
+}
+
+func equal(w, g string) bool     { return w == g }
+func equalFold(w, g string) bool { return strings.EqualFold(w, g) }
+func like(w, g string) bool      { return Glob(w, g, false) }
+
+// comparators are the supported condition operators (without IfExists and the set qualifiers).
+var comparators = map[string]struct {
+	cmp     func(want, got string) bool
+	negated bool
+}{
+	"StringEquals":              {equal, false},
+	"ArnEquals":                 {equal, false},
+	"StringNotEquals":           {equal, true},
+	"ArnNotEquals":              {equal, true},
+	"StringEqualsIgnoreCase":    {equalFold, false},
+	"StringNotEqualsIgnoreCase": {equalFold, true},
+	"StringLike":                {like, false},
+	"ArnLike":                   {like, false},
+	"StringNotLike":             {like, true},
+	"ArnNotLike":                {like, true},
+	"Bool":                      {equalFold, false},
 }

@@ -168,18 +168,13 @@ func opListGrants(s *Service, region string, body []byte) (any, *apiError) {
 	}
 	return viewKey(s, region, str(req.KeyId), false, func(st *state, k *key) (any, *apiError) {
 		var all []grantEntry
-		var names []string
 		for _, g := range k.Grants {
 			if (req.GrantId != nil && g.ID != *req.GrantId) || (req.GranteePrincipal != nil && g.Grantee != *req.GranteePrincipal) {
 				continue
 			}
 			all = append(all, entry(st, k, g))
 		}
-		sort.Slice(all, func(i, j int) bool { return all[i].GrantId < all[j].GrantId })
-		for _, g := range all {
-			names = append(names, g.GrantId)
-		}
-		return listPage("Grants", all, names, str(req.Marker), limit), nil
+		return grantPage(all, str(req.Marker), limit), nil
 	})
 }
 
@@ -208,12 +203,17 @@ func opListRetirableGrants(s *Service, region string, body []byte) (any, *apiErr
 			}
 		}
 	}
+	return grantPage(all, str(req.Marker), limit), nil
+}
+
+// grantPage is the ListGrants-style page of grants (ordered by grant ID) after marker.
+func grantPage(all []grantEntry, marker string, limit int32) map[string]any {
 	sort.Slice(all, func(i, j int) bool { return all[i].GrantId < all[j].GrantId })
 	var names []string
 	for _, g := range all {
 		names = append(names, g.GrantId)
 	}
-	return listPage("Grants", all, names, str(req.Marker), limit), nil
+	return listPage("Grants", all, names, marker, limit)
 }
 
 // removeGrant deletes the grant named by token, or by key and grant ID.

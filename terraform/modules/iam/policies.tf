@@ -1,8 +1,9 @@
 # The same documents `envdr policy render` generates (policy/render.go), statement for statement:
 # make validate plans the examples and fails if any document differs.
 locals {
-  root  = "arn:${var.partition}:iam::${var.account_id}:root"
-  roles = { for r in ["daemon", "producer", "operator", "rewrap"] : r => "arn:${var.partition}:iam::${var.account_id}:role/${var.name_prefix}-${r}" }
+  root       = "arn:${var.partition}:iam::${var.account_id}:root"
+  role_names = ["daemon", "producer", "operator", "rewrap"] # render's order in the key policies
+  roles      = { for r in local.role_names : r => "arn:${var.partition}:iam::${var.account_id}:role/${var.name_prefix}-${r}" }
 
   admins = length(var.admin_arns) > 0 ? var.admin_arns : [local.root]
 
@@ -71,6 +72,57 @@ locals {
     for a in k.aliases : "Condition" => { "ForAnyValue:StringEquals" = { "kms:ResourceAliases" = [a] } }
   } }
 
+  # What each role does with envdr's keys, the same in its identity policy (a statement a key,
+  # Sid + the key's region) and in every key policy (grant Sid). Use, with the context condition,
+  # actions by key mode:
+  key_use_access = {
+    daemon   = { sid = "WrapAndVerify", grant = "DaemonWrapAndVerify", mrk = local.mrk_actions, independent = local.independent_actions }
+    producer = { sid = "Seal", grant = "ProducerSeal", mrk = ["kms:GenerateDataKey"], independent = ["kms:GenerateDataKey"] }
+    operator = { sid = "Open", grant = "OperatorOpen", mrk = ["kms:Decrypt"], independent = ["kms:Decrypt"] }
+    rewrap   = { sid = "Rewrap", grant = "RewrapKeyUse", mrk = local.mrk_actions, independent = local.mrk_actions }
+  }
+  # and describe (none for the producer), scoped by alias in the identity policy where the config
+  # names one:
+  key_describe_access = {
+    daemon   = { sid = "DescribeKey", grant = "DaemonDescribeKey", actions = ["kms:DescribeKey"] }
+    operator = { sid = "InspectKey", grant = "OperatorInspectKey", actions = local.key_read_actions }
+    rewrap   = { sid = "DescribeKey", grant = "RewrapDescribeKey", actions = ["kms:DescribeKey"] }
+  }
+
+  # Identity policy statements by role.
+  key_use = { for role, a in local.key_use_access : role => [for k in local.keys : {
+    Sid       = "${a.sid}${k.sid}"
+    Effect    = "Allow"
+    Action    = a[k.mode]
+    Resource  = [k.resource]
+    Condition = local.use_condition[k.region]
+  }] }
+  key_describe = { for role, a in local.key_describe_access : role => [for k in local.keys : merge({
+    Sid      = "${a.sid}${k.sid}"
+    Effect   = "Allow"
+    Action   = a.actions
+    Resource = [k.resource]
+  }, local.alias_only_condition[k.region])] }
+
+  # Key policy statements by key mode: each role's use and describe, in the roles' order.
+  key_grants = { for mode in ["mrk", "independent"] : mode => flatten([for role in local.role_names : concat(
+    [{
+      Sid       = local.key_use_access[role].grant
+      Effect    = "Allow"
+      Principal = { AWS = [local.roles[role]] }
+      Action    = local.key_use_access[role][mode]
+      Resource  = ["*"]
+      Condition = { "ForAnyValue:StringEquals" = local.ctx }
+    }],
+    [for r, a in local.key_describe_access : {
+      Sid       = a.grant
+      Effect    = "Allow"
+      Principal = { AWS = [local.roles[role]] }
+      Action    = a.actions
+      Resource  = ["*"]
+    } if r == role],
+  )]) }
+
   queue_key = [for q in compact([var.queue_kms_key_arn]) : {
     Sid      = "QueueEncryption"
     Effect   = "Allow"
@@ -85,19 +137,8 @@ locals {
   daemon_policy = jsonencode({
     Version = "2012-10-17"
     Statement = concat(
-      [for k in local.keys : {
-        Sid       = "WrapAndVerify${k.sid}"
-        Effect    = "Allow"
-        Action    = k.mode == "mrk" ? local.mrk_actions : local.independent_actions
-        Resource  = [k.resource]
-        Condition = local.use_condition[k.region]
-      }],
-      [for k in local.keys : merge({
-        Sid      = "DescribeKey${k.sid}"
-        Effect   = "Allow"
-        Action   = ["kms:DescribeKey"]
-        Resource = [k.resource]
-      }, local.alias_only_condition[k.region])],
+      local.key_use.daemon,
+      local.key_describe.daemon,
       [
         { Sid = "Records", Effect = "Allow", Action = local.daemon_table_actions, Resource = local.table_arns },
         { Sid = "ConsumeEvents", Effect = "Allow", Action = local.daemon_queue_actions, Resource = local.queue_arns },
@@ -113,13 +154,7 @@ locals {
   producer_policy = jsonencode({
     Version = "2012-10-17"
     Statement = concat(
-      [for k in local.keys : {
-        Sid       = "Seal${k.sid}"
-        Effect    = "Allow"
-        Action    = ["kms:GenerateDataKey"]
-        Resource  = [k.resource]
-        Condition = local.use_condition[k.region]
-      }],
+      local.key_use.producer,
       [{ Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.queue_arns }],
       local.queue_key,
     )
@@ -128,19 +163,8 @@ locals {
   operator_policy = jsonencode({
     Version = "2012-10-17"
     Statement = concat(
-      [for k in local.keys : {
-        Sid       = "Open${k.sid}"
-        Effect    = "Allow"
-        Action    = ["kms:Decrypt"]
-        Resource  = [k.resource]
-        Condition = local.use_condition[k.region]
-      }],
-      [for k in local.keys : merge({
-        Sid      = "InspectKey${k.sid}"
-        Effect   = "Allow"
-        Action   = local.key_read_actions
-        Resource = [k.resource]
-      }, local.alias_only_condition[k.region])],
+      local.key_use.operator,
+      local.key_describe.operator,
       [
         {
           Sid    = "ReadRecords"
@@ -161,19 +185,8 @@ locals {
   rewrap_policy = jsonencode({
     Version = "2012-10-17"
     Statement = concat(
-      [for k in local.keys : {
-        Sid       = "Rewrap${k.sid}"
-        Effect    = "Allow"
-        Action    = local.mrk_actions
-        Resource  = [k.resource]
-        Condition = local.use_condition[k.region]
-      }],
-      [for k in local.keys : merge({
-        Sid      = "DescribeKey${k.sid}"
-        Effect   = "Allow"
-        Action   = ["kms:DescribeKey"]
-        Resource = [k.resource]
-      }, local.alias_only_condition[k.region])],
+      local.key_use.rewrap,
+      local.key_describe.rewrap,
       [{ Sid = "Records", Effect = "Allow", Action = local.rewrap_table_actions, Resource = local.table_arns }],
       local.previous.rewrap,
     )
@@ -184,7 +197,7 @@ locals {
   key_policies = { for k in local.keys : k.region => jsonencode({
     Version = "2012-10-17"
     Id      = "envdr-${k.family}"
-    Statement = [
+    Statement = concat([
       { Sid = "KeyAdministration", Effect = "Allow", Principal = { AWS = local.admins }, Action = local.admin_actions, Resource = ["*"] },
       {
         Sid       = "DenyOtherAccounts"
@@ -194,41 +207,6 @@ locals {
         Resource  = ["*"]
         Condition = { StringNotEquals = { "kms:CallerAccount" = [var.account_id] } }
       },
-      {
-        Sid       = "DaemonWrapAndVerify"
-        Effect    = "Allow"
-        Principal = { AWS = [local.roles.daemon] }
-        Action    = k.mode == "mrk" ? local.mrk_actions : local.independent_actions
-        Resource  = ["*"]
-        Condition = { "ForAnyValue:StringEquals" = local.ctx }
-      },
-      { Sid = "DaemonDescribeKey", Effect = "Allow", Principal = { AWS = [local.roles.daemon] }, Action = ["kms:DescribeKey"], Resource = ["*"] },
-      {
-        Sid       = "ProducerSeal"
-        Effect    = "Allow"
-        Principal = { AWS = [local.roles.producer] }
-        Action    = ["kms:GenerateDataKey"]
-        Resource  = ["*"]
-        Condition = { "ForAnyValue:StringEquals" = local.ctx }
-      },
-      {
-        Sid       = "OperatorOpen"
-        Effect    = "Allow"
-        Principal = { AWS = [local.roles.operator] }
-        Action    = ["kms:Decrypt"]
-        Resource  = ["*"]
-        Condition = { "ForAnyValue:StringEquals" = local.ctx }
-      },
-      { Sid = "OperatorInspectKey", Effect = "Allow", Principal = { AWS = [local.roles.operator] }, Action = local.key_read_actions, Resource = ["*"] },
-      {
-        Sid       = "RewrapKeyUse"
-        Effect    = "Allow"
-        Principal = { AWS = [local.roles.rewrap] }
-        Action    = local.mrk_actions
-        Resource  = ["*"]
-        Condition = { "ForAnyValue:StringEquals" = local.ctx }
-      },
-      { Sid = "RewrapDescribeKey", Effect = "Allow", Principal = { AWS = [local.roles.rewrap] }, Action = ["kms:DescribeKey"], Resource = ["*"] },
-    ]
+    ], local.key_grants[k.mode])
   }) }
 }

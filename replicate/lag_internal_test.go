@@ -1,0 +1,41 @@
+package replicate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/envelope"
+)
+
+// The wait before the first read of another region's replica follows the replication lag up
+// (reads that missed) and down (reads that found the wrap at once), and stays within maxLagWait.
+func TestReplicaLagFollowsObservations(t *testing.T) {
+	var l replicaLag
+	require.Zero(t, l.first(), "no estimate yet: read at once")
+	for i := 0; i < 30; i++ {
+		l.observe(false, 300*time.Millisecond) // every first read missed; found after 300 ms
+	}
+	require.InDelta(t, 300*time.Millisecond, l.first(), float64(10*time.Millisecond))
+	for i := 0; i < 30; i++ {
+		l.observe(true, 300*time.Millisecond) // lag fell: the first reads find the wrap
+	}
+	require.Less(t, l.first(), 100*time.Millisecond, "the estimate decays while first reads succeed")
+	for i := 0; i < 50; i++ {
+		l.observe(false, time.Minute)
+	}
+	require.Equal(t, maxLagWait, l.first())
+	var none *replicaLag // the daemon's own replica: never waits
+	none.observe(false, time.Second)
+	require.Zero(t, none.first())
+}
+
+func TestLastChange(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	require.True(t, lastChange(nil).IsZero())
+	w := &envelope.RegionWrap{WrappedAt: t0, LastErrorAt: t0.Add(time.Second)}
+	require.Equal(t, t0.Add(time.Second), lastChange(w))
+	w.VerifiedAt = t0.Add(time.Minute)
+	require.Equal(t, t0.Add(time.Minute), lastChange(w))
+}

@@ -46,7 +46,7 @@ func (c *coalescer[R]) add(r R) {
 func (c *coalescer[R]) startLocked() {
 	if c.running < maxInFlight {
 		c.running++
-		go c.run()
+		goTask(c.run)
 	}
 }
 

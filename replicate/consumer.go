@@ -300,10 +300,10 @@ func (c *Consumer) fetchLoop(fetchCtx, workCtx context.Context) {
 		backoff = newBackoff()
 		for _, m := range msgs {
 			c.workers.Add(1)
-			go func(m Message) {
+			goTask(func() {
 				defer func() { <-c.slots; c.workers.Done() }()
 				c.work(workCtx, m)
-			}(m)
+			})
 		}
 		c.metrics.OldestAge.Set(oldestAge(msgs).Seconds())
 	}

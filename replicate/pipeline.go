@@ -12,7 +12,6 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -64,11 +63,11 @@ type Pipeline struct {
 // BatchGetItem call; ownReadLinger the same for reads of this daemon's own replica (each event's
 // first read), short, as the event waits on it.
 const (
-	remoteReadLinger = 50 * time.Millisecond
+	remoteReadLinger = 100 * time.Millisecond
 	ownReadLinger    = 5 * time.Millisecond
 	// ownWriteLinger is how long a record write or a verification stamp waits for other events'
 	// writes, to go out in one TransactWriteItems call.
-	ownWriteLinger = 10 * time.Millisecond
+	ownWriteLinger = 20 * time.Millisecond
 )
 
 // DefaultReplicaWait is how long verifying a region waits for its replica to catch up before
@@ -295,7 +294,7 @@ func (p *Pipeline) wrap(ctx context.Context, w *eventWork, stored, cur *envelope
 	// outage does not rewrite every pending record on every redelivery.
 	quietErrors := recentError(cur, p.now())
 	var mu sync.Mutex // guards delta
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := newTaskGroup(ctx)
 	for _, name := range p.topo.Names() {
 		if cur.Regions[name].HasWrap() {
 			w.status(name, "wrapped")
@@ -369,7 +368,7 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 		todo = append(todo, name)
 	}
 	sb := &stampBatch{p: p, id: w.ev.ID, base: rec, pending: map[string]verifyStamp{}, outstanding: len(todo)}
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx := newTaskGroup(ctx)
 	for _, name := range todo {
 		r, _ := p.topo.Region(name)
 		g.Go(func() error {
@@ -510,7 +509,7 @@ func (p *Pipeline) decide(ctx context.Context, w *eventWork, rec *envelope.Recor
 func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, confirmed map[string]bool, w *eventWork) *envelope.Record {
 	view := rec.Clone()
 	var mu sync.Mutex // guards view
-	var g errgroup.Group
+	g := &taskGroup{}
 	for name, rw := range rec.Regions {
 		if !rw.HasWrap() || confirmed[name] {
 			continue

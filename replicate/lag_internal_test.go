@@ -1,8 +1,11 @@
 package replicate
 
 import (
+	"errors"
 	"testing"
 	"time"
+
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/stretchr/testify/require"
 
@@ -38,4 +41,21 @@ func TestLastChange(t *testing.T) {
 	require.Equal(t, t0.Add(time.Second), lastChange(w))
 	w.VerifiedAt = t0.Add(time.Minute)
 	require.Equal(t, t0.Add(time.Minute), lastChange(w))
+}
+
+// failedIn reads a cancelled transaction's reasons item by item: only the writes whose items
+// failed are named; a cancellation without matching reasons names them all (nil).
+func TestFailedInNamesTheLosingWrites(t *testing.T) {
+	group := [][]string{{"None"}, {"None", "ConditionalCheckFailed"}, {"None"}}
+	var reasons []ddbtypes.CancellationReason
+	for _, w := range group {
+		for _, code := range w {
+			reasons = append(reasons, ddbtypes.CancellationReason{Code: &code})
+		}
+	}
+	tce := &ddbtypes.TransactionCanceledException{CancellationReasons: reasons}
+	items := func(w []string) int { return len(w) }
+	require.Equal(t, []bool{false, true, false}, failedIn(group, items, tce))
+	require.Nil(t, failedIn(group, items, &ddbtypes.TransactionCanceledException{}), "no reasons: every write")
+	require.Nil(t, failedIn(group, items, errors.New("timeout")), "not a cancellation")
 }

@@ -56,7 +56,9 @@ type Pipeline struct {
 	// replicaWait bounds how long a verification waits for a region's replica to receive the
 	// record's wrap (global tables replicate asynchronously, typically within a second).
 	replicaWait time.Duration
-	lags        map[string]*replicaLag // each other region's replication lag, as observed
+	// lags holds each other region's replication lag, as observed; the daemon's own replica has
+	// none (its reads are strongly consistent after its own writes).
+	lags map[string]*replicaLag
 }
 
 // remoteReadLinger is how long a read of another region's replica waits for others to share its
@@ -81,7 +83,6 @@ func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metr
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: AckRuleFromConfig(cfg),
 		log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait, lags: map[string]*replicaLag{}}
 	for _, name := range topo.Names() {
-		p.lags[name] = &replicaLag{}
 		r, _ := topo.Region(name)
 		s := NewStore(cfg.Table, name, r.DynamoDB(), cfg.RegionNames())
 		if m != nil {
@@ -102,6 +103,7 @@ func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metr
 		if name != region {
 			// Reads of another region's replica wait for replication anyway: batch them.
 			s.SetReadLinger(remoteReadLinger)
+			p.lags[name] = &replicaLag{}
 		} else {
 			s.SetReadLinger(ownReadLinger)
 			s.SetWriteLinger(ownWriteLinger)
@@ -641,7 +643,7 @@ func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope
 	if err != nil {
 		return nil, err
 	}
-	lag := p.lag(region)
+	lag := p.lags[region] // nil for the daemon's own replica: no wait
 	// A wrap written a while ago (a redelivery, a copy) has had time to replicate: only the
 	// part of the expected lag not yet past is waited for.
 	if d := lag.first() - start.Sub(lastChange(want.Regions[region])); d > 0 {
@@ -700,15 +702,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// lag returns region's replication-lag estimate; the daemon's own replica has none (its reads
-// are strongly consistent after its own writes).
-func (p *Pipeline) lag(region string) *replicaLag {
-	if region == p.home.Region {
-		return nil
-	}
-	return p.lags[region]
 }
 
 // replicaLag estimates how long a write takes to show in one region's replica, from the reads

@@ -515,11 +515,6 @@ type regionItem struct {
 	regionState
 }
 
-// keyItem is the table's key.
-type keyItem struct {
-	ID string `dynamodbav:"id"`
-}
-
 func encodeItemTime(t time.Time) (ddbtypes.AttributeValue, error) {
 	return &ddbtypes.AttributeValueMemberS{Value: t.UTC().Format(time.RFC3339Nano)}, nil
 }
@@ -545,21 +540,18 @@ func unmarshalItem(item map[string]ddbtypes.AttributeValue, v any) error {
 	return nil
 }
 
+// idKey is the table's key of an item (a key, not an item: built directly, as reads and scans
+// build one per item they ask for).
 func idKey(id string) map[string]ddbtypes.AttributeValue {
-	m, err := marshalItem(keyItem{ID: id})
-	if err != nil { // a struct of one string always marshals
-		return map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}}
-	}
-	return m
+	return map[string]ddbtypes.AttributeValue{attrID: &ddbtypes.AttributeValueMemberS{Value: id}}
 }
 
 // itemID is an item's id ("" when it has none, or not a string).
 func itemID(item map[string]ddbtypes.AttributeValue) string {
-	var k keyItem
-	if attributevalue.UnmarshalMap(map[string]ddbtypes.AttributeValue{attrID: item[attrID]}, &k) != nil {
-		return ""
+	if v, ok := item[attrID].(*ddbtypes.AttributeValueMemberS); ok {
+		return v.Value
 	}
-	return k.ID
+	return ""
 }
 
 func toState(w *envelope.RegionWrap) regionState {

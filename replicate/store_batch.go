@@ -208,28 +208,45 @@ func packTransact[W any](queue []W, of func(W) (id string, items int)) (group, r
 // index in the caller's updates). nil means every record of the group: the error does not say
 // which (not a cancelled transaction, or reasons that do not match the items).
 func failedRecords(group []pendingWrite, err error) map[int]bool {
+	failed := failedIn(group, func(p pendingWrite) int { return len(p.writes) }, err)
+	if failed == nil {
+		return nil
+	}
+	out := map[int]bool{}
+	for k, f := range failed {
+		if f {
+			out[group[k].i] = true
+		}
+	}
+	return out
+}
+
+// failedIn is failedRecords over any kind of batched write (items says how many items a write
+// put in the transaction): failed[k] is whether group[k]'s condition failed; nil means every
+// write of the group (the error does not say which, or names none).
+func failedIn[W any](group []W, items func(W) int, err error) []bool {
 	var tce *ddbtypes.TransactionCanceledException
 	if !errors.As(err, &tce) {
 		return nil
 	}
 	n := 0
-	for _, p := range group {
-		n += len(p.writes)
+	for _, w := range group {
+		n += items(w)
 	}
 	if len(tce.CancellationReasons) != n {
 		return nil
 	}
-	failed := map[int]bool{}
-	k := 0
-	for _, p := range group {
-		for range p.writes {
+	failed := make([]bool, len(group))
+	some, k := false, 0
+	for j, w := range group {
+		for range items(w) {
 			if code := aws.ToString(tce.CancellationReasons[k].Code); code != "" && code != "None" {
-				failed[p.i] = true
+				failed[j], some = true, true
 			}
 			k++
 		}
 	}
-	if len(failed) == 0 {
+	if !some {
 		return nil
 	}
 	return failed

@@ -12,11 +12,12 @@ import (
 // With a write linger (SetWriteLinger) the conditional writes of different records share one
 // TransactWriteItems call (at most MaxTransactItems items, no record twice): a write waits up
 // to the linger for others to join it. Each record's writes keep their own conditions; DynamoDB
-// applies the call all or nothing, so when a condition fails (TransactionCanceledException) every
-// record's writes are sent again on their own, and only the records that lost their condition
-// see the conflict (Update then reads afresh and retries, as without batching). The daemon sets
-// it on its own replica, where each event writes its record and then its verification stamps:
-// together they were two thirds of its DynamoDB round trips (issue 14).
+// applies the call all or nothing, so when a condition fails (TransactionCanceledException) the
+// records that lost their condition (the cancellation reasons, as UpdateBatch reads them) are
+// sent again on their own, and only they see the conflict (Update then reads afresh and
+// retries, as without batching); the others go together again. The daemon sets it on its own
+// replica, where each event writes its record and then its verification stamps: together they
+// were two thirds of its DynamoDB round trips (issue 14).
 
 type writeReq struct {
 	ctx   context.Context
@@ -69,6 +70,14 @@ func takeWrites(pending []*writeReq) (batch, rest []*writeReq) {
 func (s *Store) sendWrites(batch []*writeReq) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), readBatchTimeout)
 	defer cancel()
+	s.sendWritesIn(ctx, batch)
+}
+
+// sendWritesIn writes a batch in one call. When DynamoDB cancels it, nothing was written: the
+// records whose condition failed (the cancellation reasons; all of them when the reasons do not
+// say) are written again on their own, so only they see the conflict, and the others together
+// again.
+func (s *Store) sendWritesIn(ctx context.Context, batch []*writeReq) {
 	if len(batch) == 1 {
 		batch[0].done <- s.write(ctx, batch[0].items)
 		return
@@ -79,21 +88,28 @@ func (s *Store) sendWrites(batch []*writeReq) {
 	}
 	err := s.write(ctx, all)
 	var tce *ddbtypes.TransactionCanceledException
-	if errors.As(err, &tce) {
-		// Nothing was written: each record's writes again on their own, so only those whose
-		// conditions failed see the conflict.
-		var wg sync.WaitGroup
+	if !errors.As(err, &tce) {
 		for _, r := range batch {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r.done <- s.write(ctx, r.items)
-			}()
+			r.done <- err
 		}
-		wg.Wait()
 		return
 	}
-	for _, r := range batch {
-		r.done <- err
+	failed := failedIn(batch, func(r *writeReq) int { return len(r.items) }, err)
+	var wg sync.WaitGroup
+	var rest []*writeReq
+	for k, r := range batch {
+		if failed != nil && !failed[k] {
+			rest = append(rest, r)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.done <- s.write(ctx, r.items)
+		}()
 	}
+	if len(rest) > 0 {
+		s.sendWritesIn(ctx, rest)
+	}
+	wg.Wait()
 }

@@ -21,7 +21,7 @@ require (
 	github.com/prometheus/common v0.55.0
 	github.com/rogpeppe/go-internal v1.13.1
 	github.com/schollz/progressbar/v3 v3.17.1
-	github.com/sethvargo/go-retry v0.3.0
+	github.com/sethvargo/go-retry v0.5.0
 	github.com/spf13/cobra v1.8.1
 	github.com/spf13/pflag v1.0.5
 	github.com/stretchr/testify v1.10.0

@@ -71,8 +71,7 @@ func (r *Region) do(ctx context.Context, op, keyARN string, f func(context.Conte
 		}
 		return retryable, mapped
 	}
-	// The first try runs outside go-retry: the common case builds no backoff (go-retry seeds a
-	// new random source per jittered backoff, measurable at thousands of calls per second).
+	// The first try runs outside go-retry: the common case builds no backoff.
 	again, err := attempt(ctx)
 	if again && r.opts.Attempts > 1 {
 		b := retry.NewExponential(r.opts.BaseBackoff)

@@ -398,12 +398,9 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 	start := time.Now()
 	log := c.log.With(zap.String("message_id", m.ID), zap.Int("receive_count", m.ReceiveCount))
 
-	hbCtx, hbStop := context.WithCancel(ctx)
-	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); c.heartbeat(hbCtx, m, log) }()
+	hb := c.startHeartbeat(ctx, m, log)
 	res := c.h.Handle(ctx, m)
-	hbStop()
-	<-hbDone
+	hb.stop()
 
 	fields := []zap.Field{zap.String("id", res.EnvelopeID), zap.String("outcome", res.Verdict.String()),
 		zap.Any("regions", res.Regions), zap.Duration("duration", time.Since(start))}
@@ -481,26 +478,65 @@ func (c *Consumer) expire(ctx context.Context, m Message, res Result, origin tim
 }
 
 // heartbeat renews the message's visibility at a third of the timeout until ctx ends.
-func (c *Consumer) heartbeat(ctx context.Context, m Message, log *zap.Logger) {
+// heartbeat keeps a message invisible while it is worked on: every third of the visibility
+// timeout it extends the timeout again. It is a timer, not a goroutine, until it fires: most
+// events finish long before the first extension, and a goroutine, a ticker and a context per event
+// were a measurable part of the daemon's CPU per envelope (issue 14).
+type heartbeat struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+	cancel  context.CancelFunc // the extension in flight, if any
+	running sync.WaitGroup
+}
+
+func (c *Consumer) startHeartbeat(ctx context.Context, m Message, log *zap.Logger) *heartbeat {
+	h := &heartbeat{}
 	every := c.cfg.Visibility / 3
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.t = time.AfterFunc(every, func() {
+		h.mu.Lock()
+		if h.stopped {
+			h.mu.Unlock()
 			return
-		case <-t.C:
-			cctx, cancel := c.bounded(ctx, 0)
-			_, err := c.q.ChangeMessageVisibility(cctx, &sqs.ChangeMessageVisibilityInput{
-				QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle),
-				VisibilityTimeout: int32(c.cfg.Visibility / time.Second),
-			})
-			cancel()
-			if err != nil && ctx.Err() == nil {
-				log.Warn("extending visibility failed", zap.Error(err))
-			}
 		}
+		cctx, cancel := c.bounded(ctx, 0)
+		h.cancel = cancel
+		h.running.Add(1)
+		h.mu.Unlock()
+		defer h.running.Done()
+
+		_, err := c.q.ChangeMessageVisibility(cctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: aws.String(c.cfg.QueueURL), ReceiptHandle: aws.String(m.ReceiptHandle),
+			VisibilityTimeout: int32(c.cfg.Visibility / time.Second),
+		})
+		cancel()
+		h.mu.Lock()
+		stopped := h.stopped
+		h.cancel = nil
+		if !stopped {
+			h.t.Reset(every)
+		}
+		h.mu.Unlock()
+		if err != nil && !stopped && ctx.Err() == nil {
+			log.Warn("extending visibility failed", zap.Error(err))
+		}
+	})
+	return h
+}
+
+// stop ends the heartbeat: no extension starts after it, and one in flight is cancelled and
+// waited for.
+func (h *heartbeat) stop() {
+	h.mu.Lock()
+	h.stopped = true
+	h.t.Stop()
+	if h.cancel != nil {
+		h.cancel()
 	}
+	h.mu.Unlock()
+	h.running.Wait()
 }
 
 // delayRedelivery sets the message to come back after a backoff that grows with its receive

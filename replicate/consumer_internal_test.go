@@ -193,3 +193,61 @@ type attrSQS struct {
 func (f *attrSQS) GetQueueAttributes(context.Context, *sqs.GetQueueAttributesInput, ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
 	return &sqs.GetQueueAttributesOutput{Attributes: f.attrs}, nil
 }
+
+// A message worked on for longer than a third of the visibility timeout has its visibility
+// extended every third, and not once more after the work ends.
+func TestHeartbeatExtendsUntilStopped(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", Visibility: 60 * time.Millisecond}, f, nil, zap.NewNop(), nil)
+	hb := c.startHeartbeat(context.Background(), Message{ID: "m1", ReceiptHandle: "h1"}, zap.NewNop())
+	require.Eventually(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.visibility) >= 3
+	}, 5*time.Second, 5*time.Millisecond, "three extensions every 20 ms")
+	hb.stop()
+	f.mu.Lock()
+	n := len(f.visibility)
+	f.mu.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.visibility, n, "an extension after stop")
+}
+
+// A heartbeat stopped while an extension hangs cancels it and returns; a message that finishes
+// first never extends at all.
+func TestHeartbeatStopCancelsAHangingExtension(t *testing.T) {
+	t.Parallel()
+	f := &hangingSQS{started: make(chan struct{}, 1)}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", Visibility: 30 * time.Millisecond, CallTimeout: time.Hour}, f, nil, zap.NewNop(), nil)
+	hb := c.startHeartbeat(context.Background(), Message{ID: "m1", ReceiptHandle: "h1"}, zap.NewNop())
+	<-f.started
+	done := make(chan struct{})
+	go func() { hb.stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stop waited on a hanging extension instead of cancelling it")
+	}
+	require.ErrorIs(t, f.err, context.Canceled)
+
+	quick := &fakeSQS{}
+	c = NewConsumer(ConsumerConfig{QueueURL: "q", Visibility: time.Minute}, quick, nil, zap.NewNop(), nil)
+	c.startHeartbeat(context.Background(), Message{ID: "m2", ReceiptHandle: "h2"}, zap.NewNop()).stop()
+	require.Empty(t, quick.visibility)
+}
+
+type hangingSQS struct {
+	fakeSQS
+	started chan struct{}
+	err     error
+}
+
+func (f *hangingSQS) ChangeMessageVisibility(ctx context.Context, _ *sqs.ChangeMessageVisibilityInput, _ ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error) {
+	f.started <- struct{}{}
+	<-ctx.Done()
+	f.err = ctx.Err()
+	return nil, f.err
+}

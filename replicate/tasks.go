@@ -32,10 +32,28 @@ var sharedTasks = sync.OnceValue(func() *ants.Pool {
 
 // goTask runs fn on a pooled goroutine, or on a new one when none is free.
 func goTask(fn func()) {
-	if p := sharedTasks(); p == nil || p.Submit(fn) != nil {
-		go fn()
+	run := func() { growStack(); fn() }
+	if p := sharedTasks(); p == nil || p.Submit(run) != nil {
+		go run()
 	}
 }
+
+// growStack grows the calling goroutine's stack once, while it is shallow, to what an AWS SDK
+// call needs. Growing it there copies one frame; growing it deep inside the SDK's middleware
+// chain copies and adjusts dozens, several times over. (The garbage collector shrinks an idle
+// pooled goroutine's stack again, so a long-lived goroutine would otherwise pay it again.)
+//
+//go:noinline
+func growStack() {
+	var pad [stackHint]byte
+	keepStack(pad[:])
+}
+
+// stackHint is about the stack an SDK call through the middleware chain uses.
+const stackHint = 16 << 10
+
+//go:noinline
+func keepStack([]byte) {}
 
 // taskGroup is errgroup.WithContext on pooled goroutines: Wait waits for every task and returns
 // the first error, which also cancels the group's context.

@@ -1,0 +1,76 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+)
+
+func TestTaskGroupWaitsAndReturnsTheFirstError(t *testing.T) {
+	g, ctx := newTaskGroup(context.Background())
+	boom := errors.New("boom")
+	var mu sync.Mutex
+	ran := 0
+	for i := range 50 {
+		g.Go(func() error {
+			mu.Lock()
+			ran++
+			mu.Unlock()
+			if i == 7 {
+				return boom
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); !errors.Is(err, boom) {
+		t.Fatalf("Wait = %v, want %v", err, boom)
+	}
+	if ran != 50 {
+		t.Fatalf("%d of 50 tasks ran before Wait returned", ran)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the group's context was not cancelled by the error")
+	}
+}
+
+// deepCall uses about as much stack as an AWS SDK call's middleware chain (tens of frames).
+//
+//go:noinline
+func deepCall(n int) byte {
+	var frame [256]byte
+	frame[n%len(frame)] = byte(n)
+	if n == 0 {
+		return frame[0]
+	}
+	return deepCall(n-1) + frame[n%len(frame)]
+}
+
+// BenchmarkTaskDeepStack compares a deep call on a fresh goroutine, on a pooled one whose stack
+// the garbage collector has shrunk back (a GC, untimed, between tasks), and on a
+// pooled one that grows its stack once, shallow, first (goTask). The ratios, not the times, are
+// the figure.
+func BenchmarkTaskDeepStack(b *testing.B) {
+	const depth = 40 // ~12 KiB of frames
+	run := func(b *testing.B, start func(func())) {
+		var wg sync.WaitGroup
+		for i := 0; i < b.N; i++ {
+			wg.Add(1)
+			start(func() { defer wg.Done(); deepCall(depth) })
+			wg.Wait()
+			b.StopTimer()
+			runtime.GC() // shrinks idle pooled goroutines' stacks, as the daemon's GCs do
+			b.StartTimer()
+		}
+	}
+	b.Run("go", func(b *testing.B) { run(b, func(fn func()) { go fn() }) })
+	b.Run("pool", func(b *testing.B) {
+		run(b, func(fn func()) {
+			if sharedTasks().Submit(fn) != nil {
+				go fn()
+			}
+		})
+	})
+	b.Run("goTask", func(b *testing.B) { run(b, goTask) })
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/envdr/envdr/internal/procs"
 	"github.com/envdr/envdr/replicate"
 )
 
@@ -63,6 +64,9 @@ leaves unfinished messages for redelivery; exit status 0.`,
 				ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 				defer stop()
 				tuneGC()
+				procs.Follow(ctx, procs.DefaultPolicy, func(from, to int) {
+					log.Debug("GOMAXPROCS follows the load", zap.Int("from", from), zap.Int("to", to))
+				})
 				if cpuProf != "" {
 					stopProf, err := startCPUProfile(cpuProf)
 					if err != nil {

@@ -254,7 +254,7 @@ func (s *standIn) close() {
 	if s.cfg != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		direct := localaws.AWSConfig(s.cfg.HomeRegion, config.Endpoints{SQS: s.backends.SQS, DynamoDB: s.backends.DynamoDB},
+		direct := localaws.AWSConfig(s.cfg.HomeRegion, config.Endpoints{SQS: s.backends.SQS},
 			localaws.AccessKey, localaws.SecretKey)
 		sc := sqs.NewFromConfig(direct)
 		for _, u := range []string{s.cfg.QueueURL, s.cfg.DLQURL} {
@@ -262,7 +262,11 @@ func (s *standIn) close() {
 				fmt.Fprintf(os.Stderr, "replicate: cleanup: DeleteQueue %s: %v\n", u, err)
 			}
 		}
-		if _, err := localaws.NewDynamoDB(direct).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(s.cfg.Table)}); err != nil {
+		// The table has a replica per region, each in the backend's database for that region:
+		// deleted through the stand-in, which deletes every replica.
+		home, _ := s.cfg.Region(s.cfg.HomeRegion)
+		viaStandIn := localaws.AWSConfig(s.cfg.HomeRegion, home.Endpoints, localaws.AccessKey, localaws.SecretKey)
+		if _, err := localaws.NewDynamoDB(viaStandIn).DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(s.cfg.Table)}); err != nil {
 			fmt.Fprintf(os.Stderr, "replicate: cleanup: DeleteTable %s: %v\n", s.cfg.Table, err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -82,6 +83,9 @@ type PairStats struct {
 	// newer write of the item (last writer wins).
 	Replicated int64 `json:"replicated"`
 	Conflicts  int64 `json:"conflicts"`
+	// Writes counts the BatchWriteItem requests sent to To's replica to apply them (up to 25
+	// changes each; re-sent unprocessed items count again).
+	Writes int64 `json:"writes"`
 	// Pending changes are waiting for their lag to pass or for a region to come back.
 	Pending int `json:"pending"`
 	// ReplicationLatency, as CloudWatch's metric of that name: the time from a write at From to
@@ -116,8 +120,8 @@ type pair struct {
 	queue    []change
 	wake     chan struct{}
 
-	replicated, conflicts int64
-	lastLat, maxLat       time.Duration
+	replicated, conflicts, writes int64
+	lastLat, maxLat               time.Duration
 }
 
 // NewGlobalTables starts replication between regions over the DynamoDB Local at backend.
@@ -186,7 +190,7 @@ func (g *GlobalTables) Stats() []PairStats {
 	out := make([]PairStats, 0, len(g.pairs))
 	for _, p := range g.pairs {
 		out = append(out, PairStats{
-			From: p.from, To: p.to, Lag: p.lag.String(), Replicated: p.replicated, Conflicts: p.conflicts,
+			From: p.from, To: p.to, Lag: p.lag.String(), Replicated: p.replicated, Conflicts: p.conflicts, Writes: p.writes,
 			Pending: len(p.queue), LastLatencyMs: ms(p.lastLat), MaxLatencyMs: ms(p.maxLat),
 		})
 	}
@@ -482,34 +486,38 @@ func (g *GlobalTables) image(ctx context.Context, region string, ref itemRef) (j
 	return res.Item, nil
 }
 
+// DynamoDB's limits of one BatchWriteItem call: put and delete requests, and request size.
+const (
+	maxBatchWriteItems = 25
+	maxBatchWriteBytes = 16 << 20
+)
+
+// maxUnprocessedRounds bounds how often one delivery re-sends the requests a BatchWriteItem
+// left unprocessed; past it the rest waits at the head of the queue for the next delivery.
+const maxUnprocessedRounds = 5
+
 // deliver applies one direction's changes in order, each once its lag has passed and while
-// both regions are up.
+// both regions are up, as many at a time as one BatchWriteItem takes (dueBatch).
 func (g *GlobalTables) deliver(p *pair) {
 	defer g.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		g.mu.Lock()
-		var head *change
-		if len(p.queue) > 0 {
-			c := p.queue[0]
-			head = &c
-		}
+		batch, wait := p.dueBatch(time.Now())
 		g.mu.Unlock()
-		wait := time.Hour
-		if head != nil {
-			wait = time.Until(head.due)
-			if wait <= 0 {
-				if !g.isUp(p.from) || !g.isUp(p.to) {
-					wait = 20 * time.Millisecond // a lost region neither sends nor receives
-				} else if err := g.apply(p, *head); err != nil {
-					wait = 50 * time.Millisecond // the backend hiccupped: try the same change again
-				} else {
-					g.mu.Lock()
-					p.queue = p.queue[1:]
-					g.mu.Unlock()
+		if len(batch) > 0 {
+			if !g.isUp(p.from) || !g.isUp(p.to) {
+				wait = 20 * time.Millisecond // a lost region neither sends nor receives
+			} else {
+				done, err := g.applyBatch(p, batch)
+				g.mu.Lock()
+				p.dequeue(batch, done)
+				g.mu.Unlock()
+				if err == nil {
 					continue
 				}
+				wait = 50 * time.Millisecond // the backend hiccupped: try what is left again
 			}
 		}
 		timer.Reset(wait)
@@ -528,42 +536,189 @@ func (g *GlobalTables) deliver(p *pair) {
 	}
 }
 
-// apply writes a change into p.to's replica unless that replica holds a newer write of the item.
-func (g *GlobalTables) apply(p *pair, c change) error {
-	ref := itemRef{table: c.table, key: c.key}
-	unlock := g.lock(p.to, []itemRef{ref})
+// dueBatch returns a copy of the changes at the head of p's queue that are due at now, as many
+// as one BatchWriteItem takes: up to 25 and 16 MB, of one table (a missing table fails the
+// whole request, and is then treated as for a single change), and each item once (
+// BatchWriteItem refuses two requests for one key, and a later write of an item must not
+// overtake an earlier). With none due, it returns how long until the head is. g.mu is held.
+func (p *pair) dueBatch(now time.Time) ([]change, time.Duration) {
+	if len(p.queue) == 0 {
+		return nil, time.Hour
+	}
+	if wait := p.queue[0].due.Sub(now); wait > 0 {
+		return nil, wait
+	}
+	n, size := 0, 0
+	items := map[string]bool{}
+	for _, c := range p.queue {
+		ref := itemRef{table: c.table, key: c.key}
+		sz := requestSize(c)
+		if n == maxBatchWriteItems || c.due.After(now) || c.table != p.queue[0].table || items[ref.id()] ||
+			(n > 0 && size+sz > maxBatchWriteBytes) {
+			break
+		}
+		items[ref.id()] = true
+		n++
+		size += sz
+	}
+	return append([]change(nil), p.queue[:n]...), 0
+}
+
+// requestSize is about what a change adds to a BatchWriteItem request.
+func requestSize(c change) int { return len(c.table) + len(c.key) + len(c.image) + 64 }
+
+// dequeue removes a batch taken from the head of p's queue (dueBatch) but for the changes not
+// done, which stay at the head in their order. g.mu is held.
+func (p *pair) dequeue(batch []change, done []bool) {
+	j := len(batch)
+	for i := len(batch) - 1; i >= 0; i-- {
+		if !done[i] {
+			j--
+			p.queue[j] = batch[i]
+		}
+	}
+	p.queue = p.queue[j:]
+}
+
+// applyBatch writes a batch of changes (distinct items of one table) into p.to's replica with
+// BatchWriteItem, but for those whose item that replica holds a newer write of, which it
+// discards as conflicts. The items' locks are held from the check to the recorded result, so no
+// local write slips in between. It reports which changes are done (applied or discarded); on an
+// error the others have to be tried again.
+func (g *GlobalTables) applyBatch(p *pair, batch []change) ([]bool, error) {
+	refs := make([]itemRef, len(batch))
+	for i, c := range batch {
+		refs[i] = itemRef{table: c.table, key: c.key}
+	}
+	unlock := g.lock(p.to, refs)
 	defer unlock()
+	done := make([]bool, len(batch))
+	lat := make([]time.Duration, len(batch))
 	g.mu.Lock()
-	cur, seen := g.meta[p.to][ref.id()]
+	for i, c := range batch {
+		lat[i] = time.Since(c.ver.At)
+		if cur, seen := g.meta[p.to][refs[i].id()]; seen && !c.ver.newer(cur) {
+			done[i] = true
+			p.conflicts++
+			p.noteLatency(lat[i])
+		}
+	}
 	g.mu.Unlock()
-	lat := time.Since(c.ver.At)
-	if seen && !c.ver.newer(cur) {
+	for round := 0; slices.Contains(done, false); round++ {
+		if round == maxUnprocessedRounds {
+			return done, fmt.Errorf("BatchWriteItem in %s: items still unprocessed after %d rounds", p.to, round)
+		}
+		if round > 0 {
+			time.Sleep(time.Duration(round) * 10 * time.Millisecond) // the backend is busy: back off
+		}
+		left, err := g.batchWrite(p, batch, done)
+		if err != nil {
+			return done, err
+		}
 		g.mu.Lock()
-		p.conflicts++
-		p.lastLat = lat
-		p.maxLat = max(p.maxLat, lat)
+		for i, ref := range refs {
+			if done[i] || left[ref.id()] {
+				continue
+			}
+			done[i] = true
+			g.meta[p.to][ref.id()] = batch[i].ver
+			p.replicated++
+			p.noteLatency(lat[i])
+		}
 		g.mu.Unlock()
-		return nil
+	}
+	return done, nil
+}
+
+// noteLatency records one change's replication latency. g.mu is held.
+func (p *pair) noteLatency(lat time.Duration) {
+	p.lastLat = lat
+	p.maxLat = max(p.maxLat, lat)
+}
+
+// batchWrite sends the changes of batch not yet done to p.to's replica in one BatchWriteItem
+// and returns the items it left unprocessed (by itemRef.id()).
+func (g *GlobalTables) batchWrite(p *pair, batch []change, done []bool) (map[string]bool, error) {
+	var reqs []map[string]any
+	sent := map[string]bool{}
+	for i, c := range batch {
+		switch {
+		case done[i]:
+			continue
+		case c.image == nil:
+			reqs = append(reqs, map[string]any{"DeleteRequest": map[string]any{"Key": c.key}})
+		default:
+			reqs = append(reqs, map[string]any{"PutRequest": map[string]any{"Item": c.image}})
+		}
+		sent[itemRef{table: c.table, key: c.key}.id()] = true
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var err error
-	if c.image == nil {
-		_, _, err = g.call(ctx, p.to, "DeleteItem", map[string]any{"TableName": c.table, "Key": c.key})
-	} else {
-		_, _, err = g.call(ctx, p.to, "PutItem", map[string]any{"TableName": c.table, "Item": c.image})
-	}
-	// A table deleted meanwhile (everywhere) has nothing to replicate into.
-	if err != nil && !strings.Contains(err.Error(), "ResourceNotFoundException") {
-		return err
-	}
 	g.mu.Lock()
-	g.meta[p.to][ref.id()] = c.ver
-	p.replicated++
-	p.lastLat = lat
-	p.maxLat = max(p.maxLat, lat)
+	p.writes++
 	g.mu.Unlock()
-	return nil
+	_, out, err := g.call(ctx, p.to, "BatchWriteItem", map[string]any{"RequestItems": map[string]any{batch[0].table: reqs}})
+	// A table deleted meanwhile (everywhere) has nothing to replicate into.
+	if err != nil && strings.Contains(err.Error(), "ResourceNotFoundException") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	left, err := unprocessed(out, batch[0].key)
+	if err != nil {
+		return nil, fmt.Errorf("BatchWriteItem in %s: %w", p.to, err)
+	}
+	for id := range left {
+		if !sent[id] {
+			// Which of ours it stands for is unknown: count none of them as applied.
+			return nil, fmt.Errorf("BatchWriteItem in %s: unprocessed item %s was not sent", p.to, id)
+		}
+	}
+	return left, nil
+}
+
+// unprocessed reads the items a BatchWriteItem answer left unprocessed, by itemRef.id(); key is
+// the key of any item of the request, for the names of the table's key attributes.
+func unprocessed(answer []byte, key json.RawMessage) (map[string]bool, error) {
+	var res struct {
+		UnprocessedItems map[string][]struct {
+			PutRequest    *struct{ Item map[string]json.RawMessage }
+			DeleteRequest *struct{ Key map[string]json.RawMessage }
+		}
+	}
+	if err := json.Unmarshal(answer, &res); err != nil {
+		return nil, err
+	}
+	if len(res.UnprocessedItems) == 0 {
+		return nil, nil
+	}
+	var names map[string]json.RawMessage
+	if err := json.Unmarshal(key, &names); err != nil {
+		return nil, err
+	}
+	var refs []itemRef
+	for table, reqs := range res.UnprocessedItems {
+		for _, r := range reqs {
+			k := map[string]json.RawMessage{}
+			switch {
+			case r.PutRequest != nil:
+				for n := range names {
+					k[n] = r.PutRequest.Item[n]
+				}
+			case r.DeleteRequest != nil:
+				k = r.DeleteRequest.Key
+			}
+			if err := addKey(&refs, table, k); err != nil {
+				return nil, fmt.Errorf("unprocessed item: %w", err)
+			}
+		}
+	}
+	left := map[string]bool{}
+	for _, r := range refs {
+		left[r.id()] = true
+	}
+	return left, nil
 }
 
 // lock takes the stripes of refs in region in a fixed order and returns their unlock.

@@ -276,3 +276,116 @@ func TestGlobalTableLargeTransactionReplicatesEachItem(t *testing.T) {
 		require.Equal(t, "p00", getV(ctx, t, db[r], *table, "p00"), r)
 	}
 }
+
+// pairStats returns one replication direction's counters.
+func pairStats(t *testing.T, env *localtest.Env, from, to string) localaws.PairStats {
+	t.Helper()
+	for _, p := range env.Stack.GlobalTables().Stats() {
+		if p.From == from && p.To == to {
+			return p
+		}
+	}
+	t.Fatalf("no replication %s -> %s", from, to)
+	return localaws.PairStats{}
+}
+
+// batchPut writes items id -> v in one BatchWriteItem.
+func batchPut(ctx context.Context, t *testing.T, c *dynamodb.Client, table string, ids []string, v string) {
+	t.Helper()
+	var reqs []ddbtypes.WriteRequest
+	for _, id := range ids {
+		reqs = append(reqs, ddbtypes.WriteRequest{PutRequest: &ddbtypes.PutRequest{Item: map[string]ddbtypes.AttributeValue{
+			"id": &ddbtypes.AttributeValueMemberS{Value: id}, "v": &ddbtypes.AttributeValueMemberS{Value: v}}}})
+	}
+	out, err := c.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]ddbtypes.WriteRequest{table: reqs}})
+	require.NoError(t, err)
+	require.Empty(t, out.UnprocessedItems)
+}
+
+func ids(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, fmt.Sprintf("%s%03d", prefix, i))
+	}
+	return out
+}
+
+// Changes are applied in BatchWriteItem calls of up to 25 distinct items: 102 changes waiting
+// for a lost region reach it in 5 calls, and of two writes of one item the later lands last.
+func TestGlobalTableReplicatesInBatches(t *testing.T) {
+	t.Parallel()
+	env, ctx, db, table := newGlobalTableTest(t, 50*time.Millisecond)
+	us := db["us-east-1"]
+
+	env.Down("eu-west-1")
+	batchPut(ctx, t, us, table, ids("p", 0, 25), "1")
+	batchPut(ctx, t, us, table, ids("p", 25, 50), "1")
+	putV(ctx, t, us, table, "k", "first")
+	batchPut(ctx, t, us, table, ids("p", 50, 60), "1")
+	putV(ctx, t, us, table, "k", "second")
+	batchPut(ctx, t, us, table, ids("p", 60, 85), "1")
+	batchPut(ctx, t, us, table, ids("p", 85, 100), "1")
+	time.Sleep(200 * time.Millisecond) // every change is due
+	env.Up("eu-west-1")
+	env.Settle()
+
+	for _, r := range env.Regions {
+		require.Equal(t, "second", getV(ctx, t, db[r], table, "k"), r)
+		for _, id := range ids("p", 0, 100) {
+			require.Equal(t, "1", getV(ctx, t, db[r], table, id), "%s in %s", id, r)
+		}
+	}
+	// The queue for eu-west-1: p000-p049 | k p050-p059 | k p060-p083 | p084-p099.
+	eu := pairStats(t, env, "us-east-1", "eu-west-1")
+	require.EqualValues(t, 102, eu.Replicated)
+	require.EqualValues(t, 5, eu.Writes, "BatchWriteItem calls to eu-west-1's replica")
+	// ap-southeast-2 stayed up: its changes left as they came due, still many to a call.
+	ap := pairStats(t, env, "us-east-1", "ap-southeast-2")
+	require.EqualValues(t, 102, ap.Replicated)
+	require.Less(t, ap.Writes, int64(30), "BatchWriteItem calls to ap-southeast-2's replica")
+}
+
+// Last writer wins holds for batched changes: an item written in two regions, amid other
+// items, ends as the later write everywhere, and the earlier one is a conflict where it
+// arrives after the later one was written.
+func TestGlobalTableBatchedConflictsLastWriterWins(t *testing.T) {
+	t.Parallel()
+	env, ctx, db, table := newGlobalTableTest(t, 500*time.Millisecond)
+
+	env.Down("ap-southeast-2")
+	start := time.Now()
+	batchPut(ctx, t, db["us-east-1"], table, append(ids("us", 0, 10), "c"), "us-east-1")
+	batchPut(ctx, t, db["eu-west-1"], table, append(ids("eu", 0, 10), "c"), "eu-west-1")
+	require.Less(t, time.Since(start), 500*time.Millisecond, "eu-west-1 wrote c after us-east-1's change arrived")
+	time.Sleep(600 * time.Millisecond)
+	env.Up("ap-southeast-2")
+	env.Settle()
+	for _, r := range env.Regions {
+		require.Equal(t, "eu-west-1", getV(ctx, t, db[r], table, "c"), r)
+		for _, id := range append(ids("us", 0, 10), ids("eu", 0, 10)...) {
+			require.NotEmpty(t, getV(ctx, t, db[r], table, id), "%s in %s", id, r)
+		}
+	}
+	require.EqualValues(t, 1, pairStats(t, env, "us-east-1", "eu-west-1").Conflicts)
+
+	// Every region writes the same 25 items at once, five times over: every replica converges.
+	var wg sync.WaitGroup
+	for _, r := range env.Regions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 5 {
+				batchPut(ctx, t, db[r], table, ids("race", 0, 25), fmt.Sprintf("%s-%d", r, j))
+			}
+		}()
+	}
+	wg.Wait()
+	env.Settle()
+	for _, id := range ids("race", 0, 25) {
+		v := getV(ctx, t, db["us-east-1"], table, id)
+		require.NotEmpty(t, v, id)
+		for _, r := range env.Regions[1:] {
+			require.Equal(t, v, getV(ctx, t, db[r], table, id), "%s in %s", id, r)
+		}
+	}
+}

@@ -227,7 +227,7 @@ func TestSummaryRendersEverySection(t *testing.T) {
 		"envdr seal / age, to a pipe", "4.00x", "3.50x (2)", "envdr open to a durable file / dd conv=fsync (time)", "1.50x",
 		"unthrottled run: not run", "achieved / quota-bound rate", "0.950",
 		"curve at Q = 60 req/s", "quota-bound rate 30.0 envelopes/s; bound: machine", "0.950  >= 0.90, 0 failed: PASS",
-		"0.800  >= 0.90, 0 failed: MISS (machine-bound)", "0.0200 (20 of 1000)", "40 / 30 / 30", "no unthrottled run to tell",
+		"0.800  >= 0.90, 0 failed: MISS  ", "0.0200 (20 of 1000)", "40 / 30 / 30", "no unthrottled run to tell",
 		"mrk, mrk_wrap: reencrypt, verify: all", "5.000", "150.0 envelopes/s", "mrk, mrk_wrap: reencrypt, verify: sample:10%", "272.7 envelopes/s"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
@@ -286,4 +286,32 @@ func TestRatioJudgedOnPairedMedian(t *testing.T) {
 		}
 	}
 	t.Fatal("no durable seal ratio")
+}
+
+// A curve's rows are judged against the quota only where their daemons together could beat it
+// unthrottled: one daemon slower than the quota allows is not the limiter's miss; a MISS with no
+// call throttled is marked machine-bound.
+func TestQuotaCurveJudgesOnlyWhereTheQuotaBinds(t *testing.T) {
+	c := QuotaCurve{Quota: 300, QuotaBoundRate: 150, Unthrottled: 124.8, Runs: []*ReplicateResult{
+		{N: 2000, Procs: 1, EventsPerS: 122.2, Fraction: 0.815, KMSCalls: 10003},
+		{N: 2000, Procs: 2, EventsPerS: 156.4, Fraction: 1.043, KMSCalls: 10039, ThrottledCalls: 33},
+		{N: 2000, Procs: 3, EventsPerS: 75, Fraction: 0.5, KMSCalls: 10000},
+	}}
+	c.Bound = "quota from 2 daemons"
+	if c.quotaBinds(1) || !c.quotaBinds(2) || !c.quotaBinds(3) {
+		t.Fatalf("quotaBinds(1, 2, 3) = %v %v %v, want false true true", c.quotaBinds(1), c.quotaBinds(2), c.quotaBinds(3))
+	}
+	var out bytes.Buffer
+	j := &judge{}
+	writeQuotaCurves(&out, []QuotaCurve{c}, j)
+	s := out.String()
+	for _, want := range []string{"bound: quota from 2 daemons", "not judged: 1 unthrottled daemon(s) make 124.8/s, below the quota",
+		"1.043  >= 0.90, 0 failed: PASS", "0.500  >= 0.90, 0 failed: MISS (machine-bound: no call throttled)"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("curve lacks %q:\n%s", want, s)
+		}
+	}
+	if j.missed != 1 {
+		t.Errorf("missed = %d, want 1 (the 3-daemon row only):\n%s", j.missed, s)
+	}
 }

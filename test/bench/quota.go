@@ -28,8 +28,13 @@ type QuotaCurve struct {
 	QuotaBoundRate float64 `json:"quota_bound_rate"`
 	// Unthrottled is one daemon's rate without a quota (the machine's bound: the higher of its
 	// events/s and the rate of its middle 90 % of acknowledgements, which leaves out a
-	// straggler's redelivery), 0 if not run; Bound says which bound applied: "quota" when the
-	// machine did clearly better (1.1x) than the quota-bound rate unthrottled, else "machine".
+	// straggler's redelivery), 0 if not run; Bound says which bound applied: "quota" when one
+	// daemon did clearly better (1.1x) than the quota-bound rate unthrottled, "quota from N
+	// daemons" when N of them could, else "machine".
+	// A row is judged against the quota only when its daemons together could clearly beat the
+	// quota-bound rate unthrottled (procs x Unthrottled >= 1.1x; QuotaCurve.quotaBinds): one
+	// daemon at its concurrency may replicate slower than the quota allows, and then the
+	// quota, and the limiter, had nothing to do with its rate.
 	Unthrottled float64            `json:"unthrottled_events_per_s,omitempty"`
 	Bound       string             `json:"bound"`
 	Runs        []*ReplicateResult `json:"runs"` // by procs
@@ -87,14 +92,28 @@ func readQuotaCurves(dir string, free *ReplicateResult) ([]QuotaCurve, []string)
 		c.Bound = "machine"
 		if free != nil {
 			c.Unthrottled = max(free.EventsPerS, free.EventsPerSMid)
-			if c.QuotaBoundRate > 0 && c.Unthrottled >= 1.1*c.QuotaBoundRate {
-				c.Bound = "quota"
+			for _, r := range c.Runs {
+				if c.quotaBinds(r.Procs) {
+					c.Bound = "quota"
+					if r.Procs > 1 {
+						c.Bound = fmt.Sprintf("quota from %d daemons", r.Procs)
+					}
+					break
+				}
 			}
 		}
 		out = append(out, *c)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Quota < out[j].Quota })
 	return out, problems
+}
+
+// quotaBinds says whether the quota, rather than the daemons' own rate, bounds a run of procs
+// daemons: unthrottled, one daemon replicated Unthrottled envelopes/s, so procs of them could
+// replicate up to procs times that (less if the machine runs out first: that is still judged).
+// Without an unthrottled run every row is judged.
+func (c QuotaCurve) quotaBinds(procs int) bool {
+	return c.Unthrottled == 0 || c.QuotaBoundRate == 0 || float64(procs)*c.Unthrottled >= 1.1*c.QuotaBoundRate
 }
 
 // writeQuotaCurves prints each curve: procs, events/s, share of the quota bound (the goal, judged
@@ -106,9 +125,15 @@ func writeQuotaCurves(w io.Writer, curves []QuotaCurve, j *judge) {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(tw, "   procs\tenvelopes\tevents/s (middle 90%%)\tachieved / quota-bound\tthrottled / KMS calls\tfailed\tDLQ / queue\tredeliveries\tCPU per envelope (all daemons)\tacked per process\t\n")
 		for _, r := range c.Runs {
-			verdict := j.check(r.Fraction >= goalQuotaShare && r.FailedEnvelopes == 0)
-			if c.Bound == "machine" && verdict == "MISS" {
-				verdict += " (machine-bound)"
+			var verdict string
+			switch {
+			case !c.quotaBinds(r.Procs):
+				verdict = fmt.Sprintf("not judged: %d unthrottled daemon(s) make %.1f/s, below the quota", r.Procs, float64(r.Procs)*c.Unthrottled)
+			default:
+				verdict = j.check(r.Fraction >= goalQuotaShare && r.FailedEnvelopes == 0)
+				if verdict == "MISS" && r.ThrottledCalls == 0 {
+					verdict += " (machine-bound: no call throttled)"
+				}
 			}
 			fmt.Fprintf(tw, "   %d\t%d\t%.1f (%.1f)\t%.3f  >= %.2f, 0 failed: %s\t%.4f (%d of %d)\t%d\t%d / %d\t%d\t%.3f ms\t%s\t\n",
 				r.Procs, r.N, r.EventsPerS, r.EventsPerSMid, r.Fraction, goalQuotaShare, verdict, r.ThrottledFraction, r.ThrottledCalls, r.KMSCalls,
@@ -118,9 +143,10 @@ func writeQuotaCurves(w io.Writer, curves []QuotaCurve, j *judge) {
 		switch {
 		case c.Unthrottled == 0:
 			fmt.Fprintf(w, "   note: no unthrottled run to tell whether the machine or the quota bounded these runs.\n")
-		case c.Bound == "machine":
+		case c.Bound != "quota":
 			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s (whole run or middle 90%%, the higher), not clearly above the quota-bound %.1f/s:\n"+
-				"   the machine, not the KMS quota, bounded these runs, so their fractions say little about the limiter.\n",
+				"   a row is judged against the quota only where its daemons together could replicate 1.1x the quota-bound rate unthrottled;\n"+
+				"   a MISS with no call throttled was bounded by the machine, not the quota, and says little about the limiter.\n",
 				c.Unthrottled, c.QuotaBoundRate)
 		default:
 			fmt.Fprintf(w, "   note: unthrottled, one daemon replicated %.1f envelopes/s (whole run or middle 90%%, the higher; %.1fx the quota-bound rate):\n"+

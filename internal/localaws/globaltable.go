@@ -678,14 +678,17 @@ func (g *GlobalTables) batchWrite(p *pair, batch []change, done []bool) (map[str
 	return left, nil
 }
 
+// writeRequest is one entry of a BatchWriteItem request, or of its UnprocessedItems.
+type writeRequest struct {
+	PutRequest    *struct{ Item map[string]json.RawMessage }
+	DeleteRequest *struct{ Key map[string]json.RawMessage }
+}
+
 // unprocessed reads the items a BatchWriteItem answer left unprocessed, by itemRef.id(); key is
 // the key of any item of the request, for the names of the table's key attributes.
 func unprocessed(answer []byte, key json.RawMessage) (map[string]bool, error) {
 	var res struct {
-		UnprocessedItems map[string][]struct {
-			PutRequest    *struct{ Item map[string]json.RawMessage }
-			DeleteRequest *struct{ Key map[string]json.RawMessage }
-		}
+		UnprocessedItems map[string][]writeRequest
 	}
 	if err := json.Unmarshal(answer, &res); err != nil {
 		return nil, err
@@ -791,10 +794,7 @@ func (g *GlobalTables) touched(ctx context.Context, region, op string, body []by
 		}
 	case "BatchWriteItem":
 		var b struct {
-			RequestItems map[string][]struct {
-				PutRequest    *struct{ Item map[string]json.RawMessage }
-				DeleteRequest *struct{ Key map[string]json.RawMessage }
-			}
+			RequestItems map[string][]writeRequest
 		}
 		if err := json.Unmarshal(body, &b); err != nil {
 			return nil, err

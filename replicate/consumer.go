@@ -477,7 +477,6 @@ func (c *Consumer) expire(ctx context.Context, m Message, res Result, origin tim
 	c.deletes <- m.ReceiptHandle
 }
 
-// heartbeat renews the message's visibility at a third of the timeout until ctx ends.
 // heartbeat keeps a message invisible while it is worked on: every third of the visibility
 // timeout it extends the timeout again. It is a timer, not a goroutine, until it fires: most
 // events finish long before the first extension, and a goroutine, a ticker and a context per event

@@ -54,10 +54,11 @@ func (p Policy) Next(cur, most int, used, window time.Duration, calm *int) int {
 	return cur
 }
 
-// Follow starts with one P and follows the process's load until ctx ends, then restores the
-// Ps it found. It returns at once (doing nothing) when GOMAXPROCS is set in the environment,
-// when there is one P anyway, or where the process's CPU time cannot be read. onChange, if
-// not nil, is told of each change.
+// Follow sets one P and, in a goroutine of its own, follows the process's load until ctx ends,
+// then restores the Ps it found (the runtime's default: the CPU count or container quota at
+// start; setting GOMAXPROCS ends the runtime's own updates of it). It does nothing when
+// GOMAXPROCS is set in the environment, when there is one P anyway, or where the process's CPU
+// time cannot be read. onChange, if not nil, is told of each change.
 func Follow(ctx context.Context, p Policy, onChange func(from, to int)) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return

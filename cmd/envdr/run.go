@@ -52,6 +52,9 @@ leaves unfinished messages for redelivery; exit status 0.`,
   envdr --config local/envdr.yaml run --drain      # exit 0 once the queue is empty (demos, backfills)`,
 			Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := checkRunFlags(waitTime, retryBase); err != nil {
+					return err
+				}
 				cfg, err := loadConfig()
 				if err != nil {
 					return err
@@ -112,6 +115,19 @@ leaves unfinished messages for redelivery; exit status 0.`,
 		f.StringVar(&cpuProf, "cpu-profile", "", "write a pprof CPU profile of the whole run to this file (go tool pprof; make bench does)")
 		return cmd
 	})
+}
+
+// checkRunFlags refuses what SQS or the daemon cannot take, instead of quietly using something
+// else: a long-poll wait is whole seconds from 1 to 20 (SQS's WaitTimeSeconds; 0 would be short
+// polling, a receive call after another on an idle queue), and redelivery needs a delay.
+func checkRunFlags(waitTime, retryBase time.Duration) error {
+	if waitTime < time.Second || waitTime > 20*time.Second || waitTime%time.Second != 0 {
+		return usageError("--wait-time %s: the SQS long-poll wait is whole seconds from 1s to 20s", waitTime)
+	}
+	if retryBase <= 0 {
+		return usageError("--retry-base %s: the first redelivery delay must be above 0, e.g. 2s", retryBase)
+	}
+	return nil
 }
 
 // daemonGCPercent is the daemon's GOGC unless the environment sets GOGC: its live heap is a few

@@ -69,7 +69,7 @@ Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad us
 				return nil
 			},
 		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
+		addOutputFlag(cmd, &asJSON)
 		cmd.Flags().StringSliceVar(&opts.Admins, "admin", nil, "principal ARN that counts as a key administrator in the key-policy lint, repeatable")
 		return cmd
 	})

@@ -122,7 +122,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "unrecoverable records listed (the rest are counted)")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		f.Float64Var(&opts.MinRecoverable, "min-recoverable", 100, "lowest percentage of records recoverable that passes")
 		f.DurationVar(&opts.MaxRPO, "max-rpo", 0, "fail when the recovery point (age of the oldest outstanding replication) is older, e.g. 15m (0: no limit)")

@@ -100,7 +100,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 		f.DurationVar(&opts.Within, "within", 2*time.Minute, "how long to wait for protection after sealing stops, and for the catch-up")
 		f.DurationVar(&opts.SealTimeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
 		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout (default Markdown)")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&noControl, "no-control", false, "do not take the region down and back (AWS: you block its endpoints); R is never contacted")
 		return cmd
 	})

@@ -205,7 +205,7 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			return tw.flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: {"regions": {...}, "replication": [...]}`)
+	addOutputFlag(cmd, &asJSON)
 	return cmd
 }
 
@@ -293,7 +293,7 @@ func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {region: {operation: calls}}")
+	addOutputFlag(cmd, &asJSON)
 	cmd.Flags().BoolVar(&reset, "reset", false, "zero the counters after printing them")
 	return cmd
 }

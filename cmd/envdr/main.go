@@ -92,9 +92,14 @@ per problem, each naming the field).`,
 			if err != nil {
 				return usageError("--log-level %q: use debug, info, warn or error (see %s --help)", globalLogLevel, cmd.CommandPath())
 			}
-			// The AWS SDK logs through zap, as JSON at the same level, on every command.
+			if _, err := logFormat(globalLogFormat); err != nil {
+				return usageError("--log-format %q: use console or json (see %s --help)", globalLogFormat, cmd.CommandPath())
+			}
+			// The AWS SDK logs through zap, in the same format and at the same level, on every
+			// command; seal and open log their own steps on it too.
 			if l, err := newLogger(globalLogLevel); err == nil {
 				regions.SetDefaultSDKLogger(l)
+				cliLog = l
 			}
 			return nil
 		},
@@ -110,7 +115,9 @@ per problem, each naming the field).`,
 	if lvl == "" {
 		lvl = "info"
 	}
-	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of JSON logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
+	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of the logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
+	root.PersistentFlags().StringVar(&globalLogFormat, "log-format", os.Getenv("ENVDR_LOG_FORMAT"),
+		"log format on stderr: console or json (default: console on a terminal, json otherwise); env ENVDR_LOG_FORMAT")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see %s --help)", err, c.CommandPath())
 	})
@@ -207,10 +214,11 @@ func run(args []string) int {
 			signal.Stop(sigs)
 		}
 	}()
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
+	err = withHelpHint(cmd, err)
 	mu.Lock()
 	sig := got
 	mu.Unlock()
@@ -228,6 +236,20 @@ func run(args []string) int {
 		return ee.code
 	}
 	return exitFailure
+}
+
+// withHelpHint makes every usage error (exit 2) end with "(see envdr X --help)", X being the
+// command that refused, however deep in the code the refusal was made.
+func withHelpHint(cmd *cobra.Command, err error) error {
+	var ee *exitError
+	if cmd == nil || !errors.As(err, &ee) || ee.code != exitUsage || strings.Contains(err.Error(), "(see envdr") {
+		return err
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return err // a config file's problems, one line each naming the field: --help would not help
+	}
+	return &exitError{code: exitUsage, err: fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 }
 
 func sigName(s os.Signal) string {

@@ -156,7 +156,7 @@ line every 5 s otherwise; --quiet: none).`,
 				return t.flush()
 			},
 		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		addOutputFlag(cmd, &asJSON)
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
 		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default home_region)")
 		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")

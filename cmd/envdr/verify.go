@@ -85,7 +85,7 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
 		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd

@@ -17,6 +17,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
 )
 
@@ -332,4 +333,20 @@ func addTrustAnyKeyFlag(cmd *cobra.Command, p *bool) {
 		}
 		return nil
 	}
+}
+
+// checkReportPaths refuses, before a drill or game day starts, a --report PATH whose PATH.md,
+// PATH.html or PATH.json already exists, unless --force: a report is evidence, and yesterday's
+// is not to be replaced by accident.
+func checkReportPaths(path string, force bool, cmd string) error {
+	if path == "" || force {
+		return nil
+	}
+	md, html, js := recovery.ReportPaths(path)
+	for _, p := range []string{md, html, js} {
+		if _, err := os.Lstat(p); err == nil {
+			return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force (see %s --help)", p, cmd)
+		}
+	}
+	return nil
 }

@@ -17,6 +17,7 @@ func init() {
 			report    string
 			asJSON    bool
 			noControl bool
+			force     bool
 		)
 		cmd := &cobra.Command{
 			Use:   "gameday --lose R [--rate N] [--before D] [--during D] [--report PATH]",
@@ -59,6 +60,9 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					}
 					opts.Control = localaws.NewAdminClient(cfg.Local.Admin)
 				}
+				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+					return err
+				}
 				opts.Log = func(s string) { fmt.Fprintf(c.ErrOrStderr(), "gameday: %s\n", s) }
 				rep, err := recovery.Gameday(c.Context(), cfg, opts)
 				if err != nil {
@@ -99,7 +103,8 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 		f.DurationVar(&opts.During, "during", 20*time.Second, "how long to seal while the region is lost")
 		f.DurationVar(&opts.Within, "within", 2*time.Minute, "how long to wait for protection after sealing stops, and for the catch-up")
 		f.DurationVar(&opts.SealTimeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&noControl, "no-control", false, "do not take the region down and back (AWS: you block its endpoints); R is never contacted")
 		return cmd

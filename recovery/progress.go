@@ -95,7 +95,7 @@ func progressLine(done, total int64, elapsed time.Duration) string {
 	}
 	eta := "unknown"
 	if r > 0 {
-		eta = (time.Duration(float64(total-done)/r*float64(time.Second))).Round(time.Second).String()
+		eta = (time.Duration(float64(total-done) / r * float64(time.Second))).Round(time.Second).String()
 	}
 	return fmt.Sprintf("%d of about %d records (%.0f%%, %.0f/s), about %s left", done, total, 100*float64(done)/float64(total), r, eta)
 }

@@ -28,11 +28,11 @@ type statusReport struct {
 	Region string `json:"region"`
 	// Skipped are the regions tried before it whose replica did not answer (without --region).
 	Skipped    []recovery.SkippedRegion `json:"skipped"`
-	Records    int            `json:"records"`
-	Replicated int            `json:"replicated"` // records meeting the replication policy
-	Regions    []regionStatus `json:"regions"`
-	Queued     int            `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
-	DeadLetter int            `json:"dead_letter"` // events in the region's DLQ
+	Records    int                      `json:"records"`
+	Replicated int                      `json:"replicated"` // records meeting the replication policy
+	Regions    []regionStatus           `json:"regions"`
+	Queued     int                      `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
+	DeadLetter int                      `json:"dead_letter"` // events in the region's DLQ
 }
 
 func init() {

@@ -43,11 +43,21 @@ func Probe(ctx context.Context, cfg *config.Config, r *regions.Region, timeout t
 	case tctx.Err() != nil:
 		return fmt.Sprintf("its table replica did not answer within %s", timeout)
 	case regions.IsConnError(err):
-		return "unreachable: " + trimErr(err)
+		return "unreachable: " + shortCause(err)
 	case regions.IsOutage(err):
-		return "server error: " + trimErr(err)
+		return "server error: " + shortCause(err)
 	}
 	return ""
+}
+
+// shortCause is the end of an error's message, where an SDK error keeps its cause ("... dial
+// tcp ...: connection refused"); the region is named by the caller.
+func shortCause(err error) string {
+	s := err.Error()
+	if len(s) > 100 {
+		s = "…" + s[len(s)-100:]
+	}
+	return s
 }
 
 // ProbeAll probes the named regions at once and returns the lost ones, in the order given.

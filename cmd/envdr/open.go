@@ -301,13 +301,27 @@ func (rd *readers) fallOver(ctx context.Context) (*unwrapped, error) {
 // errNoReadingRegion: every region in the fall-over order failed.
 var errNoReadingRegion = errors.New("no region could open it")
 
-// trimReason is an error's message, shortened for a one-line reason.
+// trimReason is the heart of an error for a one-line reason: the call that failed and its
+// cause (the network error, the HTTP status), rather than the whole chain of context that the
+// final error carries anyway.
 func trimReason(err error) string {
-	s := err.Error()
-	if len(s) > 200 {
-		s = s[:200] + "…"
+	op, s := "", err.Error()
+	var re *regions.Error
+	var he interface{ HTTPStatusCode() int }
+	switch {
+	case errors.As(err, &re) && re.Err != nil:
+		op, s = re.Op+": ", re.Err.Error()
+		if errors.As(err, &he) && he.HTTPStatusCode() >= 500 {
+			s = fmt.Sprintf("HTTP %d", he.HTTPStatusCode())
+		}
+	case errors.As(err, &he) && he.HTTPStatusCode() >= 500:
+		s = fmt.Sprintf("HTTP %d", he.HTTPStatusCode())
 	}
-	return s
+	// The cause is at the end of an SDK error's message ("... dial tcp ...: connection refused").
+	if len(s) > 100 {
+		s = "…" + s[len(s)-100:]
+	}
+	return op + s
 }
 
 // unwrapIn unwraps the data key through region alone (explicit: the user chose it with --region;

@@ -188,11 +188,10 @@ func TestOutageDayClient(t *testing.T) {
 	require.NotContains(t, stderr, "skipped")
 }
 
-// replicateAll runs a daemon per region until each record holds a wrap in every region.
-func replicateAll(t *testing.T, env *localtest.Env, cfgPath string, ids ...string) {
+// startDaemons runs a replication daemon per region (envdr run --region R) until the test ends
+// or the returned stop is called.
+func startDaemons(t *testing.T, env *localtest.Env, cfg *config.Config) (stop func()) {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
-	require.NoError(t, err)
 	ctx := context.Background()
 	var daemons []*replicate.Daemon
 	for _, r := range env.Regions {
@@ -201,13 +200,63 @@ func replicateAll(t *testing.T, env *localtest.Env, cfgPath string, ids ...strin
 		require.NoError(t, d.Start(ctx))
 		daemons = append(daemons, d)
 	}
-	defer func() {
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
 		for _, d := range daemons {
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			d.Stop(sctx)
 			cancel()
 		}
-	}()
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestGamedayOpensWithoutRegion: the game day, while the home region is lost, opens an envelope
+// sealed before the loss and one sealed during it as plain `envdr open` does, and reports the
+// region that served each.
+func TestGamedayOpensWithoutRegion(t *testing.T) {
+	env := localtest.New(t)
+	cfgPath := writeConfig(t, env.Config)
+	cfg, err := config.Load(cfgPath)
+	require.NoError(t, err)
+	startDaemons(t, env, cfg)
+	stdout, stderr, code := runSplit(t, "--config", cfgPath, "gameday", "--lose", "us-east-1", "--before", "2s", "--during", "3s",
+		"--rate", "4", "--within", "1m", "--region-timeout", "2s", "--output", "json")
+	require.Equal(t, exitOK, code, stderr)
+	var rep struct {
+		Passed bool `json:"passed"`
+		Opened []struct {
+			ID       string   `json:"id"`
+			SealedIn string   `json:"sealed_in"`
+			Region   string   `json:"region"`
+			Error    string   `json:"error"`
+			Skipped  []string `json:"skipped"`
+		} `json:"opened_without_region"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+	require.True(t, rep.Passed)
+	require.Len(t, rep.Opened, 2)
+	require.Equal(t, "us-east-1", rep.Opened[0].SealedIn, "sealed before the loss, at home")
+	require.Equal(t, "eu-west-1", rep.Opened[0].Region)
+	require.Equal(t, []string{"us-east-1"}, rep.Opened[0].Skipped)
+	require.Equal(t, "eu-west-1", rep.Opened[1].SealedIn, "sealed during the loss: fell over to eu-west-1")
+	require.Equal(t, "eu-west-1", rep.Opened[1].Region)
+	require.Empty(t, rep.Opened[1].Skipped)
+	require.Contains(t, stderr, "open without --region, us-east-1 lost: record "+rep.Opened[0].ID+" (sealed in us-east-1) opened through eu-west-1")
+}
+
+// replicateAll runs a daemon per region until each record holds a wrap in every region.
+func replicateAll(t *testing.T, env *localtest.Env, cfgPath string, ids ...string) {
+	t.Helper()
+	cfg, err := config.Load(cfgPath)
+	require.NoError(t, err)
+	ctx := context.Background()
+	defer startDaemons(t, env, cfg)()
 	topo, err := regions.New(ctx, cfg, regions.Options{})
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()

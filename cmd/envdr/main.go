@@ -77,11 +77,15 @@ Try it locally with no AWS account:
   envdr --config local/envdr.yaml seal --context app=billing in.txt in.envdr
   envdr --config local/envdr.yaml open --region eu-west-1 in.envdr out.txt
 
-Every command takes --config FILE (or ENVDR_CONFIG) and --log-level (or ENVDR_LOG_LEVEL), and
-exits 0 on success, 1 on failure or findings, 2 on bad usage or a bad config, 130 or 143 when
-stopped by SIGINT or SIGTERM (no output file is left), printing one line "envdr: error: ..."
-that names the region, key and record concerned (a config with several problems: one such line
-per problem, each naming the field).`,
+Every command takes --config FILE (or ENVDR_CONFIG), --log-level (or ENVDR_LOG_LEVEL) and
+--log-format console|json (or ENVDR_LOG_FORMAT; console on a terminal, JSON otherwise); every
+command that prints a result takes --output json|text (--json; ENVDR_OUTPUT). seal, open and
+report files never overwrite a file, never write over their input, never write binary to a
+terminal, unless --force. envdr exits 0 on success, 1 on failure or findings, 2 on bad usage or
+a bad config (the line ends with "(see envdr X --help)"), 130 or 143 when stopped by SIGINT or
+SIGTERM (no output file is left), printing one line "envdr: error: ..." that names the region,
+key and record concerned (a config with several problems: one such line per problem, each
+naming the field). Results and exit codes per command: docs/OUTPUT.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       buildVersion().String(),

@@ -13,6 +13,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -115,6 +116,10 @@ Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 				rd := &readers{cfg: cfg, hdr: hdr, anyKey: anyKey, timeout: timeout,
 					onSkip: func(region string, why string) {
 						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: region %s skipped: %s\n", region, why)
+					},
+					onFallback: func(region string, first *envelope.Wrap, err error, used *envelope.Wrap) {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: record %s: region %s: the %s wrap did not open (%v); opened with the %s wrap under %s\n",
+							hdr.RecordID(), region, first.Source, err, used.Source, used.KeyARN)
 					}}
 				var got *unwrapped
 				if region != "" {
@@ -202,9 +207,12 @@ type unwrapped struct {
 }
 
 func (u *unwrapped) result(hdr *envelope.Header) wrapUsed {
-	src := "record"
-	if bytes.Equal(u.wrap.Wrapped, hdr.WrappedDEK) {
-		src = "header"
+	src := u.wrap.Source
+	if src == "" {
+		src = "record"
+		if bytes.Equal(u.wrap.Wrapped, hdr.WrappedDEK) {
+			src = "header"
+		}
 	}
 	return wrapUsed{Region: u.wrap.Region, KeyARN: u.wrap.KeyARN, Source: src}
 }
@@ -233,6 +241,8 @@ type readers struct {
 	anyKey  bool
 	timeout time.Duration
 	onSkip  func(region, why string)
+	// onFallback, optional, is told when a region's first wrap failed and a later one opened.
+	onFallback func(region string, first *envelope.Wrap, err error, used *envelope.Wrap)
 }
 
 // order is the fall-over order: the sealing region (the header's), then seal order.
@@ -325,30 +335,54 @@ func trimReason(err error) string {
 }
 
 // unwrapIn unwraps the data key through region alone (explicit: the user chose it with --region;
-// otherwise, in the sealing region the header's own wrap serves) and checks its commitment.
+// otherwise, in the sealing region the header's own wrap serves) and checks its commitment. The
+// region's wraps are tried in chooseWrap's order (its record's, then the header's): a wrap that
+// does not open or fails the commitment falls back to the next, said on stderr (onFallback). A
+// region that is out fails at once, for the fall-over to move on.
 func (rd *readers) unwrapIn(ctx context.Context, region string, explicit bool) (*unwrapped, error) {
 	choose := region
 	if !explicit && region == rd.hdr.HomeRegion {
 		choose = "" // the sealing region: its header wrap, no table read
 	}
 	cliLog.Debug("open: trying region", zap.String("region", region), zap.String("record", rd.hdr.RecordID()))
-	r, wrap, err := chooseWrap(ctx, rd.cfg, rd.hdr, choose, rd.anyKey)
+	r, wraps, err := chooseWrap(ctx, rd.cfg, rd.hdr, choose, rd.anyKey)
 	if err != nil {
 		return nil, err
 	}
-	if wrap == nil {
-		wrap = rd.hdr.Wrap()
+	if len(wraps) == 0 {
+		w := rd.hdr.Wrap()
+		w.Source = "header"
+		wraps = []*envelope.Wrap{w}
 	}
-	cliLog.Debug("open: KMS Decrypt", zap.String("region", r.Name), zap.String("key_arn", wrap.KeyARN), zap.String("record", rd.hdr.RecordID()))
-	dek, err := r.Unwrap(ctx, wrap.Wrapped, wrap.KeyARN, rd.hdr.Context)
+	var failed []error
+	for _, w := range wraps {
+		cliLog.Debug("open: KMS Decrypt", zap.String("region", r.Name), zap.String("key_arn", w.KeyARN), zap.String("wrap", w.Source), zap.String("record", rd.hdr.RecordID()))
+		dek, err := rd.unwrapChecked(ctx, r, w)
+		if err == nil {
+			if len(failed) > 0 && rd.onFallback != nil {
+				rd.onFallback(r.Name, wraps[0], failed[0], w)
+			}
+			return &unwrapped{dek: dek, region: r.Name, wrap: w}, nil
+		}
+		failed = append(failed, err)
+		if regions.IsOutage(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, failed[0]
+}
+
+// unwrapChecked unwraps one wrap through r and checks the key commitment.
+func (rd *readers) unwrapChecked(ctx context.Context, r *regions.Region, w *envelope.Wrap) ([]byte, error) {
+	dek, err := r.Unwrap(ctx, w.Wrapped, w.KeyARN, rd.hdr.Context)
 	if err != nil {
-		return nil, &envelope.KeyError{Op: "unwrap", ID: rd.hdr.RecordID(), Region: r.Name, KeyARN: wrap.KeyARN, Err: err}
+		return nil, &envelope.KeyError{Op: "unwrap", ID: rd.hdr.RecordID(), Region: r.Name, KeyARN: w.KeyARN, Err: err}
 	}
 	if err := envelope.VerifyCommitment(dek, rd.hdr); err != nil {
 		envelope.Wipe(dek)
-		return nil, &envelope.KeyError{Op: "unwrap", ID: rd.hdr.RecordID(), Region: r.Name, KeyARN: wrap.KeyARN, Err: err}
+		return nil, &envelope.KeyError{Op: "unwrap", ID: rd.hdr.RecordID(), Region: r.Name, KeyARN: w.KeyARN, Err: err}
 	}
-	return &unwrapped{dek: dek, region: r.Name, wrap: wrap}, nil
+	return dek, nil
 }
 
 // onlyRegion builds a topology with clients for region alone (a configured region: the caller
@@ -367,10 +401,12 @@ func onlyRegion(ctx context.Context, cfg *config.Config, region string, anyKey b
 	return topo.Region(region)
 }
 
-// chooseWrap picks the region and wrap that open uses. With no region, the header's own wrap in
-// the header's home region. With a region R: R's wrap from the record in R's table, else the
-// header's wrap through R's replica of a multi-Region key.
-func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string, anyKey bool) (*regions.Region, *envelope.Wrap, error) {
+// chooseWrap picks the region and the wraps that open uses, in the order to try them. With no
+// region, the header's own wrap in the header's home region. With a region R: R's wrap from the
+// record in R's table, then the header's wrap through R's replica of a multi-Region key (or in
+// the home region itself), so a record wrap that fails its commitment falls back to the
+// envelope's own (issue 20, finding 4).
+func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string, anyKey bool) (*regions.Region, []*envelope.Wrap, error) {
 	explicit := region != ""
 	if !explicit {
 		region = hdr.HomeRegion
@@ -395,20 +431,18 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 		return nil, nil, fmt.Errorf("region %s: record %s: %w: the record's context or key commitment differs from the envelope header's",
 			region, id, envelope.ErrRecordConflict)
 	}
+	var wraps []*envelope.Wrap
 	if recErr == nil {
 		if w := rec.Wrap(r.Name); w != nil && len(w.Wrapped) > 0 {
-			return r, w, nil
+			w.Source = "record"
+			wraps = append(wraps, w)
 		}
 	}
-	if region == hdr.HomeRegion {
-		return r, nil, nil
+	if hw := recovery.HeaderWrapIn(cfg, hdr, region); hw != nil {
+		wraps = append(wraps, hw)
 	}
-	if rc, _ := cfg.Region(region); rc.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(hdr.KeyARN) {
-		arn, err := regions.ReplicaARN(hdr.KeyARN, region)
-		if err != nil {
-			return nil, nil, err
-		}
-		return r, &envelope.Wrap{Region: region, KeyARN: arn, Wrapped: hdr.WrappedDEK}, nil
+	if len(wraps) > 0 {
+		return r, wraps, nil
 	}
 	why := "the record has no wrap for it"
 	if recErr != nil {

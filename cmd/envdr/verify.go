@@ -27,8 +27,8 @@ for each record and each region, reads the record from that region's own table, 
 region's wrap with that region's KMS and the record's encryption context, and checks the key
 commitment. The data key is wiped at once; nothing secret is printed.
 
-Each region that opened a record gets its verified_at updated, a region that could not gets
-last_error, only if the wrap checked is still the record's. These writes are batched: up to
+Each region that opened a record gets its verified_at updated, only if the wrap checked is
+still the record's; failures are reported, never written to the table. These writes are batched: up to
 --stamp-batch items (one per region stamped, default 100, DynamoDB's limit) in one transaction
 of conditional writes on the versions the scan read; a record changed meanwhile by another
 writer is written again on its own from a fresh read. --no-write makes the run read-only.
@@ -40,6 +40,11 @@ A lost region: without --region, each region's table replica is probed first (bo
 as failing and not required, and verify says so (stderr, "skipped" in the JSON). When it is the
 home region, the table is read in the next region that answers. --strict checks it anyway, so
 its records fail.
+
+--require-current also fails every wrap that opens but is not under its region's current key
+(the configured key; an alias resolved now): the gate before an old key may be retired
+(docs/DRILLS.md). It is on by default when a region lists previous_keys or names its key by an
+alias; --require-current=false turns it off.
 
 --output json prints the report with "passed" (true or false) first (docs/OUTPUT.md).
 
@@ -61,6 +66,9 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				}
 				if opts.RegionTimeout <= 0 {
 					return usageError("--region-timeout %s: use a positive duration such as 5s", opts.RegionTimeout)
+				}
+				if !c.Flags().Changed("require-current") {
+					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
 				}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
 				opts.Progress, opts.Total = p.Add, p.SetTotal
@@ -94,7 +102,8 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
-		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
+		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at")
+		f.BoolVar(&opts.RequireCurrent, "require-current", false, "fail wraps not under the region's current key (default on when a region lists previous_keys or names its key by an alias)")
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
@@ -118,9 +127,9 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 	}
 	fmt.Fprintf(w, "verify %s: %d records, %d ok, %d failed, %d unreadable in %.1fs (%.0f records/s); table %s read in %s\n",
 		status, r.Records, r.OK, r.Failed, r.Unreadable, r.DurationSeconds, r.RecordsPerSec, r.Table, r.ScanRegion)
-	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "UNAVAILABLE", "KMS-MEAN")
+	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "NOT-CURRENT", "UNAVAILABLE", "KMS-MEAN")
 	for _, g := range r.PerRegion {
-		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
+		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.NotCurrent, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
 	_ = t.flush()
 	for _, s := range r.Skipped {

@@ -89,7 +89,10 @@ Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 					return err
 				}
 				if asJSON && args[1] == "-" {
-					return usageError("--output json prints the result on stdout, where OUT - writes the plaintext: name an OUT file")
+					if cmd.Flags().Changed("output") || cmd.Flags().Changed("json") {
+						return usageError("--output json prints the result on stdout, where OUT - writes the plaintext: name an OUT file")
+					}
+					asJSON = false // ENVDR_OUTPUT=json: stdout carries the data, so no result, as in text
 				}
 				cfg, err := loadConfig()
 				if err != nil {

@@ -82,7 +82,10 @@ Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad u
 					return err
 				}
 				if asJSON && args[1] == "-" {
-					return usageError("--output json prints the result on stdout, where OUT - writes the envelope: name an OUT file")
+					if cmd.Flags().Changed("output") || cmd.Flags().Changed("json") {
+						return usageError("--output json prints the result on stdout, where OUT - writes the envelope: name an OUT file")
+					}
+					asJSON = false // ENVDR_OUTPUT=json: stdout carries the data, so no result, as in text
 				}
 				cfg, err := loadConfig()
 				if err != nil {

@@ -182,7 +182,7 @@ func doctorRegion(ctx context.Context, cfg *config.Config, rc config.Region, r *
 	silent := err != nil && tctx.Err() != nil && ctx.Err() == nil
 	cancel()
 	if err != nil && (silent || regions.IsConnError(err) || regions.IsOutage(err)) {
-		why := "KMS did not answer: " + trimErr(err)
+		why := "KMS did not answer: " + shortCause(err)
 		if silent {
 			why = fmt.Sprintf("KMS did not answer within %s", timeout)
 		}

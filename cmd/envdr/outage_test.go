@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -33,9 +34,14 @@ func runSplit(t *testing.T, args ...string) (stdout, stderr string, code int) {
 		return out.String(), errb.String(), exitOK
 	}
 	err = withHelpHint(cmd, err)
+	code = exitFailure // as run: an error without a code is a failure
 	var ee *exitError
-	require.True(t, errors.As(err, &ee), "untyped error %v", err)
-	return out.String(), errb.String() + "envdr: error: " + err.Error() + "\n", ee.code
+	if errors.As(err, &ee) {
+		code = ee.code
+	}
+	var line bytes.Buffer
+	printError(&line, err)
+	return out.String(), errb.String() + line.String(), code
 }
 
 // TestOutageDayClient is issue 22's acceptance test for the readers: with us-east-1 (the home
@@ -277,4 +283,51 @@ func replicateAll(t *testing.T, env *localtest.Env, cfgPath string, ids ...strin
 		return true
 	}, 90*time.Second, 250*time.Millisecond)
 	env.Settle()
+}
+
+// TestOpenFallsOverSilentAnd5xx: open without --region skips a sealing region whose KMS answers
+// only 5xx, and one that never answers, within --region-timeout, naming why.
+func TestOpenFallsOverSilentAnd5xx(t *testing.T) {
+	env := localtest.New(t)
+	cfgPath := writeConfig(t, env.Config)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.txt")
+	require.NoError(t, os.WriteFile(in, []byte("gray failures\n"), 0o600))
+	sealed := filepath.Join(dir, "in.envdr")
+	_, stderr, code := runSplit(t, "--config", cfgPath, "seal", in, sealed)
+	require.Equal(t, exitOK, code, stderr)
+
+	for _, c := range []struct {
+		name  string
+		fault localaws.Fault
+		why   string
+	}{
+		{"5xx", localaws.Fault{ErrorRate: 1}, "region us-east-1 skipped: (server error|no answer within)"},
+		{"silent", localaws.Fault{Blackhole: true}, `region us-east-1 skipped: no answer within --region-timeout 1s`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			require.NoError(t, env.Stack.SetFault("us-east-1", "kms", c.fault))
+			defer func() { require.NoError(t, env.Stack.ClearFaults("us-east-1", "")) }()
+			start := time.Now()
+			stdout, stderr, code := runSplit(t, "--config", cfgPath, "open", "--region-timeout", "1s", "--output", "json", sealed, filepath.Join(dir, c.name+".out"))
+			require.Equal(t, exitOK, code, stderr)
+			require.Less(t, time.Since(start), 5*time.Second, "bounded by --region-timeout")
+			require.Regexp(t, c.why, stderr)
+			var res openResult
+			require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
+			require.Equal(t, "eu-west-1", res.Region)
+			require.Len(t, res.Skipped, 1)
+			require.Equal(t, "us-east-1", res.Skipped[0].Region)
+		})
+	}
+
+	// Every region out: open fails, naming each region and why, and leaves no output.
+	for _, r := range env.Regions {
+		env.Down(r)
+	}
+	out := filepath.Join(dir, "none.out")
+	_, stderr, code = runSplit(t, "--config", cfgPath, "open", "--region-timeout", "1s", sealed, out)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, stderr, "no region could open it (tried [us-east-1 eu-west-1 ap-southeast-2])")
+	require.NoFileExists(t, out)
 }

@@ -122,6 +122,7 @@ naming the field). Results and exit codes per command: docs/OUTPUT.md.`,
 	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of the logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
 	root.PersistentFlags().StringVar(&globalLogFormat, "log-format", os.Getenv("ENVDR_LOG_FORMAT"),
 		"log format on stderr: console or json (default: console on a terminal, json otherwise); env ENVDR_LOG_FORMAT")
+	_ = root.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{logConsole, logJSON}, cobra.ShellCompDirectiveNoFileComp))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see %s --help)", err, c.CommandPath())
 	})

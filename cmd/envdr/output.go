@@ -29,6 +29,7 @@ func addOutputFlag(cmd *cobra.Command, asJSON *bool) {
 	}
 	cmd.Flags().StringVar(&format, "output", def, "result format on stdout: text or json (docs/OUTPUT.md); env ENVDR_OUTPUT")
 	cmd.Flags().BoolVar(&alias, "json", false, "print the result as JSON (alias of --output json)")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputJSON, outputText}, cobra.ShellCompDirectiveNoFileComp))
 	chainPreRun(cmd, func(c *cobra.Command, _ []string) error {
 		switch {
 		case alias:

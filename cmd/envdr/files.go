@@ -46,6 +46,8 @@ type output struct {
 	count *countingWriter
 	path  string
 	force bool
+	// special is OUT opened as it is: a device or FIFO, closed by commit and abort.
+	special *os.File
 }
 
 // outputRules say what an output may never do without --force (docs/OUTPUT.md).
@@ -72,20 +74,29 @@ func checkOutput(path string, r outputRules) error {
 	if path == "-" || r.force {
 		return nil
 	}
-	st, err := os.Stat(path)
+	lst, err := os.Lstat(path)
 	if err != nil {
 		return nil // nothing there (or nothing we may look at: creating will say why)
 	}
-	if r.in != "" && r.in != "-" {
+	st, err := os.Stat(path)
+	if err == nil && r.in != "" && r.in != "-" {
 		if ist, err := os.Stat(r.in); err == nil && os.SameFile(st, ist) {
 			return usageError("output %s is the input %s (the same file): refusing to write over it; choose another OUT, or --force (see %s --help)", path, r.in, r.cmd)
 		}
 	}
-	if st.IsDir() {
+	switch {
+	case err == nil && st.IsDir():
 		return usageError("output %s is a directory; name a file (see %s --help)", path, r.cmd)
+	case err == nil && special(st):
+		return nil // a device or pipe (/dev/null, a FIFO): written to as it is, nothing is replaced
+	case lst.Mode()&fs.ModeSymlink != 0 && err != nil:
+		return usageError("output %s is a dangling symbolic link: refusing to replace it; remove it, choose another OUT, or --force (see %s --help)", path, r.cmd)
 	}
 	return usageError("output %s exists: refusing to overwrite it; remove it, choose another OUT, or --force (see %s --help)", path, r.cmd)
 }
+
+// special reports a file that is neither regular nor a directory: a device, a FIFO, a socket.
+func special(st fs.FileInfo) bool { return !st.Mode().IsRegular() && !st.IsDir() }
 
 func createOutput(path string, r outputRules) (*output, error) {
 	if err := checkOutput(path, r); err != nil {
@@ -105,6 +116,15 @@ func createOutput(path string, r outputRules) (*output, error) {
 		}
 		c := &countingWriter{w: w}
 		return &output{w: c, count: c}, nil
+	}
+	if st, err := os.Stat(path); err == nil && special(st) {
+		// /dev/null or a FIFO: no temporary file (renaming one over a device would replace it).
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return nil, err
+		}
+		c := &countingWriter{w: f}
+		return &output{w: c, count: c, special: f}, nil
 	}
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".envdr-tmp-*")
@@ -172,6 +192,9 @@ func (o *output) preallocateAfterFirst(n int64) {
 // fails if OUT appeared meanwhile, so a file created after checkOutput is not overwritten
 // either; with --force (or where hard links are not supported) it is renamed over OUT.
 func (o *output) commit() error {
+	if o.special != nil {
+		return o.special.Close()
+	}
 	if o.f == nil {
 		return nil
 	}
@@ -231,6 +254,9 @@ func syncDir(dir string) error {
 
 // abort removes the temporary file; safe after commit.
 func (o *output) abort() {
+	if o.special != nil {
+		_ = o.special.Close()
+	}
 	if o.f == nil {
 		return
 	}

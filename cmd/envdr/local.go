@@ -217,21 +217,24 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 func newLocalLagCmd(client adminClientFunc) *cobra.Command {
 	var from, to string
 	var jitter time.Duration
+	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "lag [--from R1] [--to R2] [--jitter J] DURATION",
+		Use:   "lag [--from R1] [--to R2] [--jitter J [--seed N]] DURATION",
 		Short: "Set the global tables' replication lag (default 250ms) and jitter, for every pair of regions or one direction",
 		Long: `Every DynamoDB write reaches the other regions' replicas DURATION after it was made (replication is
 asynchronous; conflicting writes are resolved by last writer wins, as DynamoDB global tables do).
 With --jitter J each item waits DURATION plus a random delay in [0, J] of its own, per
 destination: the items of one transaction or batch then arrive at different times and in any
 order, as on AWS, where items replicate individually (two writes of one item still arrive in
-write order). Without --jitter the jitter is left as it is (0 unless set).
+write order). Without --jitter the jitter is left as it is (0 unless set). --seed N restarts
+the jitter's random source, so the same writes in the same order get the same delays.
 The new lag applies to writes made from now on. "envdr local status" shows each direction's lag,
 jitter, measured replication latency and conflicts.
 
   envdr local lag 2s                                   every pair
   envdr local lag --from us-east-1 --to eu-west-1 5s    one direction
   envdr local lag 1s --jitter 500ms                    each item 1s to 1.5s late
+  envdr local lag 1s --jitter 500ms --seed 7           the same, with a replayable schedule
   envdr local lag 0 --jitter 0                         as fast as the stand-in can`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -243,12 +246,19 @@ jitter, measured replication latency and conflicts.
 			if withJitter && jitter < 0 {
 				return usageError("--jitter %s: want a duration >= 0 such as 100ms", jitter)
 			}
+			var seedp *uint64
+			if cmd.Flags().Changed("seed") {
+				if !withJitter {
+					return usageError("--seed goes with --jitter")
+				}
+				seedp = &seed
+			}
 			c, err := client(cmd)
 			if err != nil {
 				return err
 			}
 			if withJitter {
-				err = c.SetLagJitter(cmd.Context(), from, to, d, jitter)
+				err = c.SetLagJitter(cmd.Context(), from, to, d, jitter, seedp)
 			} else {
 				err = c.SetLag(cmd.Context(), from, to, d)
 			}
@@ -270,6 +280,7 @@ jitter, measured replication latency and conflicts.
 	cmd.Flags().StringVar(&from, "from", "", "only changes written in this region")
 	cmd.Flags().StringVar(&to, "to", "", "only changes arriving in this region")
 	cmd.Flags().DurationVar(&jitter, "jitter", 0, "each item waits the lag plus a random delay up to this (default: unchanged)")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "restart the jitter's random source from this seed (a replayable schedule)")
 	return cmd
 }
 

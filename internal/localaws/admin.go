@@ -39,9 +39,10 @@ type KMSHooks interface {
 //	                                      ThrottlingException past N requests/s in the region, per quota class
 //	DELETE /kms/ratelimit/{region}        no rate limit
 //	GET  /replication                     global tables: per direction lag, jitter, latency, conflicts
-//	PUT  /replication/lag?lag=D[&jitter=J][&from=R1][&to=R2]
+//	PUT  /replication/lag?lag=D[&jitter=J][&seed=N][&from=R1][&to=R2]
 //	                                      set the replication lag (all pairs by default), and the
-//	                                      jitter when given: each item waits D plus up to J
+//	                                      jitter when given: each item waits D plus up to J;
+//	                                      seed restarts the jitter's random source
 //	PUT  /replication/skew/{region}?skew=D  offset the region's write clock (last writer wins)
 //	GET  /faults                          active gray failures: {region: {service: fault}}
 //	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
@@ -153,11 +154,21 @@ func (a *Admin) Handler() http.Handler {
 				return
 			}
 		}
-		// Both checked before either is set: a bad request changes nothing.
+		var seed uint64
+		if v := q.Get("seed"); v != "" {
+			if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+				http.Error(w, "seed must be an unsigned integer", http.StatusBadRequest)
+				return
+			}
+		}
+		// All checked before any is set: a bad request changes nothing.
 		g := a.Stack.GlobalTables()
 		err = g.SetLag(q.Get("from"), q.Get("to"), lag)
 		if err == nil && jitter >= 0 {
 			err = g.SetJitter(q.Get("from"), q.Get("to"), jitter)
+		}
+		if err == nil && q.Has("seed") {
+			g.SetSeed(seed)
 		}
 		if err != nil {
 			code := http.StatusBadRequest
@@ -409,9 +420,13 @@ func (c *AdminClient) SetLag(ctx context.Context, from, to string, lag time.Dura
 }
 
 // SetLagJitter sets the replication lag and jitter from one region to another ("" for every
-// region): each change waits lag plus a random share of jitter, drawn per item.
-func (c *AdminClient) SetLagJitter(ctx context.Context, from, to string, lag, jitter time.Duration) error {
+// region): each change waits lag plus a random share of jitter, drawn per item. A non-nil seed
+// restarts the jitter's random source from it (a reproducible schedule).
+func (c *AdminClient) SetLagJitter(ctx context.Context, from, to string, lag, jitter time.Duration, seed *uint64) error {
 	q := url.Values{"lag": {lag.String()}, "jitter": {jitter.String()}}
+	if seed != nil {
+		q.Set("seed", strconv.FormatUint(*seed, 10))
+	}
 	if from != "" {
 		q.Set("from", from)
 	}

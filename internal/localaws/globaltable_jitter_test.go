@@ -3,6 +3,7 @@ package localaws_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 )
 
@@ -211,4 +213,47 @@ func TestGlobalTableLastWriterWinsUnderClockSkew(t *testing.T) {
 		require.Equal(t, "eu-west-1 again", getV(ctx, t, db[r], table, "s"), r)
 	}
 	require.Equal(t, "-400ms", env.Stack.Status()["eu-west-1"].ClockSkew)
+}
+
+// The admin endpoint's replication knobs: lag with jitter (and its seed) per direction, a lag
+// without jitter leaving the jitter alone, clock skew per region; a bad value changes nothing.
+func TestAdminReplicationJitterAndSkew(t *testing.T) {
+	t.Parallel()
+	env := localtest.New(t)
+	env.SetJitter(0) // whatever ENVDR_LOCAL_JITTER says
+	ctx := ctxT(t)
+	ac := localaws.NewAdminClient(env.Admin)
+	jitterOf := func(from, to string) string { return pairStats(t, env, from, to).Jitter }
+
+	seed := uint64(7)
+	require.NoError(t, ac.SetLagJitter(ctx, "us-east-1", "eu-west-1", 400*time.Millisecond, 150*time.Millisecond, &seed))
+	st := pairStats(t, env, "us-east-1", "eu-west-1")
+	require.Equal(t, "400ms", st.Lag)
+	require.Equal(t, "150ms", st.Jitter)
+	require.Equal(t, "0s", jitterOf("eu-west-1", "us-east-1"), "one direction only")
+	require.NoError(t, ac.SetLag(ctx, "us-east-1", "eu-west-1", 300*time.Millisecond))
+	require.Equal(t, "150ms", jitterOf("us-east-1", "eu-west-1"), "a lag alone leaves the jitter")
+	require.NoError(t, ac.SetLagJitter(ctx, "", "", 250*time.Millisecond, 0, nil))
+	require.Equal(t, "0s", jitterOf("us-east-1", "eu-west-1"))
+
+	require.Error(t, ac.SetLagJitter(ctx, "mars-north-1", "", time.Second, time.Second, nil))
+	for _, q := range []string{"lag=1s&jitter=-1s", "lag=1s&jitter=soon", "lag=1s&jitter=1s&seed=x"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPut, env.Admin+"/replication/lag?"+q, nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, q)
+	}
+	require.Equal(t, "250ms", pairStats(t, env, "us-east-1", "eu-west-1").Lag, "a bad request changed the lag")
+
+	require.NoError(t, ac.SetSkew(ctx, "eu-west-1", -300*time.Millisecond))
+	regions, err := ac.Status(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "-300ms", regions["eu-west-1"].ClockSkew)
+	require.Empty(t, regions["us-east-1"].ClockSkew)
+	require.Equal(t, -300*time.Millisecond, env.Stack.GlobalTables().Skew()["eu-west-1"])
+	require.NoError(t, ac.SetSkew(ctx, "eu-west-1", 0))
+	require.Zero(t, env.Stack.GlobalTables().Skew()["eu-west-1"])
+	require.Error(t, ac.SetSkew(ctx, "mars-north-1", time.Second))
 }

@@ -176,6 +176,9 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	if err != nil {
 		return err
 	}
+	// Already protected as this replica saw it: a copy or a redelivery, not the envelope's
+	// protection moment (envdr_protection_seconds).
+	w.wasProtected = stored != nil && p.metFrom(stored)
 	delta, err := p.wrap(ctx, w, stored, cur)
 	if err != nil {
 		return err
@@ -193,11 +196,13 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 
 // eventWork is one event's state across the phases.
 type eventWork struct {
-	ev  *envelope.Event
-	ec  map[string]string
-	key *sourceKey
-	mu  sync.Mutex // guards res.Regions, written by the phases' goroutines
-	res *Result
+	// wasProtected: the record met the policy in this daemon's replica before this pass.
+	wasProtected bool
+	ev           *envelope.Event
+	ec           map[string]string
+	key          *sourceKey
+	mu           sync.Mutex // guards res.Regions, written by the phases' goroutines
+	res          *Result
 }
 
 func (w *eventWork) status(region, s string) {
@@ -582,7 +587,16 @@ func (p *Pipeline) decide(ctx context.Context, w *eventWork, rec *envelope.Recor
 		return fmt.Errorf("record %s: replication policy not met; waiting for %s", w.ev.ID, strings.Join(missing, ", "))
 	}
 	w.res.Verdict = Ack
+	if !w.wasProtected && p.metrics != nil && !w.ev.CreatedAt.IsZero() {
+		p.metrics.Protection.WithLabelValues(w.ev.SourceRegion).Observe(max(p.now().Sub(w.ev.CreatedAt), 0).Seconds())
+	}
 	return nil
+}
+
+// metFrom reports whether rec, as one replica holds it, meets the policy.
+func (p *Pipeline) metFrom(rec *envelope.Record) bool {
+	ok, _ := p.policy.Met(rec)
+	return ok
 }
 
 // survivingView is rec as the ack rule sees it (I1): a region the rule counts is kept only if

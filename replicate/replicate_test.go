@@ -18,7 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -784,4 +786,35 @@ func TestRedeliveryCannotUndoRewrap(t *testing.T) {
 	got := b.record(t, "us-east-1", id).Regions["us-east-1"]
 	require.Equal(t, rewrapped, got.Wrapped, "the redelivered event put the pre-rewrap wrap back")
 	require.True(t, got.Verified(), "the rewrapped wrap is verified by the redelivery")
+}
+
+// envdr_protection_seconds (issue 23): one sample per envelope, from its seal to the ack that
+// found every required region's replica holding its verified wrap; a later copy of an already
+// protected envelope adds none.
+func TestProtectionTimeObservedOncePerEnvelope(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	var bodies []string
+	for i := 0; i < 3; i++ {
+		_, body, _ := b.seal(t)
+		bodies = append(bodies, body)
+		b.send(t, body)
+	}
+	d := b.daemon(t)
+	b.waitDrained(t, d, time.Minute)
+	count := func() uint64 {
+		var m dto.Metric
+		require.NoError(t, d.Metrics.Protection.WithLabelValues("us-east-1").(prometheus.Histogram).Write(&m))
+		return m.GetHistogram().GetSampleCount()
+	}
+	require.Equal(t, uint64(3), count())
+	var m dto.Metric
+	require.NoError(t, d.Metrics.Protection.WithLabelValues("us-east-1").(prometheus.Histogram).Write(&m))
+	require.Positive(t, m.GetHistogram().GetSampleSum())
+	for _, body := range bodies {
+		b.send(t, body) // copies, after the fact
+	}
+	acked := func() float64 { return testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")) }
+	require.Eventually(t, func() bool { return acked() >= 6 }, time.Minute, 50*time.Millisecond)
+	require.Equal(t, uint64(3), count(), "a copy of a protected envelope is no protection moment")
 }

@@ -253,6 +253,10 @@ func (rd *readers) order() []string {
 	var order []string
 	if _, ok := rd.cfg.Region(rd.hdr.HomeRegion); ok {
 		order = append(order, rd.hdr.HomeRegion)
+	} else {
+		// A config without that region (or an edited header, which the chunks will catch):
+		// the configured regions may still hold a wrap of the data key.
+		cliLog.Debug("open: the sealing region is not configured; trying the seal order", zap.String("region", rd.hdr.HomeRegion), zap.String("record", rd.hdr.RecordID()))
 	}
 	for _, n := range rd.cfg.SealOrder() {
 		if !slices.Contains(order, n) {

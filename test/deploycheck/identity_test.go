@@ -37,6 +37,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/policy"
 )
@@ -51,7 +52,12 @@ type row struct {
 	daemon bool
 }
 
-func (r row) command() string { return "envdr " + strings.Join(r.Args, " ") }
+func (r row) command() string {
+	if strings.Contains(r.Args[0], ":") { // an AWS call (KEDA's scaler), not an envdr command
+		return strings.Join(r.Args, " ")
+	}
+	return "envdr " + strings.Join(r.Args, " ")
+}
 
 // roleOfRun maps a command line to the role docs/POLICY.md gives it, for docs that do not name
 // one ("# as envdr-X" comments name it where they do).
@@ -268,7 +274,11 @@ func docRows(t *testing.T) []row {
 					line = line[:i]
 				}
 			}
-			args := strings.Fields(line)[1:]
+			// The shell's command substitution in a report name (outage-$(date +%F)) is one word.
+			args := strings.Fields(strings.ReplaceAll(line, "$(date +%F)", "$(date_+%F)"))[1:]
+			for i := range args {
+				args[i] = strings.ReplaceAll(args[i], "$(date_+%F)", "$(date +%F)")
+			}
 			if len(args) >= 2 && args[0] == "--config" {
 				args = args[2:]
 			}
@@ -393,17 +403,18 @@ func TestIdentityMatrix(t *testing.T) {
 	}
 	run := func(r *row) {
 		args := f.concrete(r.Args)
-		if !profile(r.Identity) {
-			r.Result = "SKIP: the stand-in has no " + r.Identity + " profile"
-			return
+		as, note, restore := standIn(t, env, r.Identity)
+		defer restore()
+		if note != "" {
+			f.missingProfileRoles[r.Identity] = true
 		}
-		c := f.cmd(ctx, r.Identity, args)
+		c := f.cmd(ctx, as, args)
 		b, err := c.CombinedOutput()
 		if err != nil {
 			r.Result = fmt.Sprintf("FAIL: %v: %s", err, lastLines(b, 40))
 			return
 		}
-		r.Result = "ok"
+		r.Result = "ok" + note
 	}
 
 	// 1. Seal (the producer's line), so every reader has a record and a file.
@@ -514,7 +525,7 @@ func TestIdentityMatrix(t *testing.T) {
 	}
 
 	// 4. What each role must not do.
-	nots := mustNots(t, env, profile)
+	nots := mustNots(t, env)
 
 	// Print the matrix (and keep docs/DEPLOY.md's copy honest).
 	var md strings.Builder
@@ -540,7 +551,7 @@ func TestIdentityMatrix(t *testing.T) {
 			missing = append(missing, r)
 		}
 		sort.Strings(missing)
-		fmt.Printf("SKIP identity matrix rows of %v: the stand-in has no such profile yet (its profiles must come from policy render)\n", missing)
+		fmt.Printf("NOTE the stand-in has no profile for %v yet: envdr-nobody played each, with that role's rendered identity policy and key policy grants\n", missing)
 	}
 	for _, r := range rows {
 		require.False(t, strings.HasPrefix(r.Result, "FAIL"), "%s as %s: %s: %s", r.Workload, r.Identity, r.command(), r.Result)
@@ -581,7 +592,7 @@ type mustNot struct{ role, what, result string }
 // mustNots calls KMS and DynamoDB as each role and requires AccessDenied where the role must not
 // act: the daemon never makes data keys, the producer never decrypts or scans, and nobody but
 // the failover role (key administrators) moves a multi-Region key's primary.
-func mustNots(t *testing.T, env *localtest.Env, profile func(string) bool) []mustNot {
+func mustNots(t *testing.T, env *localtest.Env) []mustNot {
 	ctx := context.Background()
 	home := env.Config.HomeRegion
 	key := env.Config.Regions[0].Key
@@ -608,11 +619,13 @@ func mustNots(t *testing.T, env *localtest.Env, profile func(string) bool) []mus
 	}
 	var out []mustNot
 	add := func(role, what string, call func(aws.Config) error) {
-		if !profile(role) {
-			out = append(out, mustNot{role, what, "SKIP: no profile"})
-			return
+		as, note, restore := standIn(t, env, role)
+		defer restore()
+		res := denied(call(env.AWSConfigAs(home, as)))
+		if res == "denied" {
+			res += note
 		}
-		out = append(out, mustNot{role, what, denied(call(env.AWSConfigAs(home, role)))})
+		out = append(out, mustNot{role, what, res})
 	}
 	add("envdr-daemon", "kms:GenerateDataKey", func(c aws.Config) error {
 		_, err := kms.NewFromConfig(c).GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(key), NumberOfBytes: aws.Int32(32),
@@ -648,9 +661,13 @@ func mustNots(t *testing.T, env *localtest.Env, profile func(string) bool) []mus
 // applyShipped sets the stand-in's keys up as terraform/modules/kms-mrk does: automatic
 // rotation on (on the primary; replicas share it) and the key policy `envdr policy render`
 // generates (the modules apply the same documents, make validate checks that).
-func applyShipped(t *testing.T, env *localtest.Env) {
+func applyShipped(t *testing.T, env *localtest.Env) { applyRendered(t, env, policy.Options{}) }
+
+// applyRendered renders the policies with opts and puts the key policies on the stand-in's keys;
+// it returns the rendered documents by file name.
+func applyRendered(t *testing.T, env *localtest.Env, opts policy.Options) map[string]*policy.Document {
 	ctx := context.Background()
-	docs, err := policy.Render(env.Config, policy.Options{})
+	docs, err := policy.Render(env.Config, opts)
 	require.NoError(t, err)
 	byName := map[string]*policy.Document{}
 	for _, d := range docs {
@@ -669,6 +686,41 @@ func applyShipped(t *testing.T, env *localtest.Env) {
 		_, err = c.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: md.KeyMetadata.Arn, Policy: aws.String(string(doc.JSON()))})
 		require.NoError(t, err, "region %s: PutKeyPolicy", r.Name)
 	}
+	return byName
+}
+
+// standIn returns the stand-in profile to run role's rows under. A role the stand-in has no
+// profile for yet (its profiles predate the role) is played by envdr-nobody: it gets the role's
+// rendered identity policy, and the keys get key policies rendered with envdr-nobody's ARN in
+// that role's place, so the call is authorized by exactly the role's grants. restore puts the
+// shipped key policies back and leaves envdr-nobody with nothing.
+func standIn(t *testing.T, env *localtest.Env, role string) (profile, note string, restore func()) {
+	if _, ok := env.IAM.Identity(role); ok {
+		return role, "", func() {}
+	}
+	nobody, ok := env.IAM.Identity(iam.RoleNobody)
+	require.True(t, ok)
+	var opts policy.Options
+	short := strings.TrimPrefix(role, "envdr-")
+	switch short {
+	case "drill":
+		opts.DrillRole = nobody.ARN()
+	case "failover":
+		opts.FailoverRole = nobody.ARN()
+	case "gameday":
+		opts.GamedayRole = nobody.ARN()
+	default:
+		t.Fatalf("no stand-in profile for %s and no rendered role to play it", role)
+	}
+	docs := applyRendered(t, env, opts)
+	doc := docs["iam-"+short+".json"]
+	require.NotNil(t, doc, "render has no iam-%s.json", short)
+	require.NoError(t, env.IAM.SetPolicy(iam.RoleNobody, doc))
+	return iam.RoleNobody, " (as envdr-nobody with iam-" + short + ".json and " + role + "'s key policy grants: the stand-in has no " + role + " profile yet)",
+		func() {
+			require.NoError(t, env.IAM.SetPolicy(iam.RoleNobody))
+			applyShipped(t, env)
+		}
 }
 
 // checkDeployCopy requires docs/DEPLOY.md's copy of the matrix to list every row's workload,

@@ -514,12 +514,17 @@ func TestIdentityMatrix(t *testing.T) {
 		case err := <-d.done:
 			d.r.Result = fmt.Sprintf("FAIL: exited early: %v: %s", err, lastLines(d.out.Bytes(), 6))
 		default:
+			// It replicated the sealed record (above); now it must drain and stop cleanly.
 			_ = d.cmd.Process.Signal(os.Interrupt)
 			select {
-			case <-d.done:
+			case err := <-d.done:
+				if err != nil {
+					d.r.Result = fmt.Sprintf("FAIL: on SIGINT: %v: %s", err, lastLines(d.out.Bytes(), 6))
+				}
 			case <-time.After(60 * time.Second):
 				_ = d.cmd.Process.Kill()
 				<-d.done
+				d.r.Result = "FAIL: did not stop within 60s of SIGINT"
 			}
 			if d.r.Result == "" {
 				d.r.Result = "ok"

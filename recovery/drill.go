@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -270,7 +269,9 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	guard := newGuard(cfg, opts.Lose)
 	ro := opts.Regions
 	ro.Exclude = []string{opts.Lose}
-	ro.HTTPClient = guard
+	// The guard wraps the client the SDK built for each region, so AWS_CA_BUNDLE still applies
+	// (the SDK adds a CA bundle only to its own buildable client).
+	ro.WrapHTTPClient = guard.wrap
 	topo, err := regions.New(ctx, cfg, ro)
 	if err != nil {
 		return nil, err
@@ -655,7 +656,6 @@ var _ io.Writer = (*countingWriter)(nil)
 // endpoints, so a code path that reaches for that region shows up in the report instead of
 // silently working (or silently timing out) during a real outage.
 type guard struct {
-	next  aws.HTTPClient
 	lost  string
 	hosts map[string]bool // the lost region's endpoint hosts no surviving region shares
 	hits  atomic.Int64
@@ -664,11 +664,7 @@ type guard struct {
 }
 
 func newGuard(cfg *config.Config, lost string) *guard {
-	g := &guard{lost: lost, hosts: map[string]bool{}, seen: map[string]bool{},
-		next: awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-			t.MaxIdleConns = 1024
-			t.MaxIdleConnsPerHost = 256
-		}).WithTimeout(30 * time.Second)}
+	g := &guard{lost: lost, hosts: map[string]bool{}, seen: map[string]bool{}}
 	shared := map[string]bool{}
 	for _, r := range cfg.Regions {
 		for _, ep := range []string{r.Endpoints.KMS, r.Endpoints.SQS, r.Endpoints.DynamoDB, r.Endpoints.STS} {
@@ -692,7 +688,23 @@ func newGuard(cfg *config.Config, lost string) *guard {
 // ErrLostRegionContacted: the drill tried to reach the region it is meant to have lost.
 var ErrLostRegionContacted = errors.New("drill: request to the lost region refused")
 
-func (g *guard) Do(req *http.Request) (*http.Response, error) {
+// wrap puts the guard in front of one region's HTTP client.
+func (g *guard) wrap(next aws.HTTPClient) aws.HTTPClient { return guarded{g: g, next: next} }
+
+type guarded struct {
+	g    *guard
+	next aws.HTTPClient
+}
+
+func (c guarded) Do(req *http.Request) (*http.Response, error) {
+	if err := c.g.refuse(req); err != nil {
+		return nil, err
+	}
+	return c.next.Do(req)
+}
+
+// refuse counts and refuses a request to the lost region.
+func (g *guard) refuse(req *http.Request) error {
 	host := req.URL.Host
 	// AWS endpoints name the region (kms.eu-west-1.amazonaws.com); the stand-in's are ports.
 	if g.hosts[host] || strings.Contains("."+req.URL.Hostname()+".", "."+g.lost+".") {
@@ -700,9 +712,9 @@ func (g *guard) Do(req *http.Request) (*http.Response, error) {
 		g.mu.Lock()
 		g.seen[host] = true
 		g.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s (%s)", ErrLostRegionContacted, g.lost, host)
+		return fmt.Errorf("%w: %s (%s)", ErrLostRegionContacted, g.lost, host)
 	}
-	return g.next.Do(req)
+	return nil
 }
 
 func (g *guard) isolation() Isolation {

@@ -47,6 +47,9 @@ type DrillOptions struct {
 	MinRecoverable float64
 	// MaxRPO, when > 0, fails the drill when the recovery point is older (rpo_seconds).
 	MaxRPO time.Duration
+	// Sampling: a sharded scan, or a statistical drill of a random sample whose report bounds
+	// the fraction of the table the surviving regions cannot open.
+	Sampling
 }
 
 // ReportSchemaVersion is the version of the drill report's JSON layout. 2 added schema_version,
@@ -141,6 +144,11 @@ type DrillReport struct {
 	Thresholds     Thresholds   `json:"thresholds"`
 	Checks         []DrillCheck `json:"checks"`
 	Passed         bool         `json:"passed"`
+	// Shard is this run's part of a sharded scan ("i/N"); empty for a whole scan.
+	Shard string `json:"shard,omitempty"`
+	// Sample, for a statistical drill: the sample, the method, and the bound on the fraction
+	// of the table the surviving regions cannot open (one entry, region "surviving").
+	Sample *SampleReport `json:"sample,omitempty"`
 	// SHA256 is the hex SHA-256 of the JSON report with this value left empty (""): see
 	// VerifyDrillReport. It is set when the JSON is written, and must stay the last field.
 	SHA256 string `json:"sha256"`
@@ -374,6 +382,10 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 			unreadable.Add(1)
 			fails.add(Failure{ID: b.ID, Region: scanRegion, Outcome: "unreadable", Reason: trimErr(b.Err)})
 		}}
+	if err := planScan(ctx, e, &opts.Sampling, scan, len(cfg.RegionNames())); err != nil {
+		return nil, fmt.Errorf("drill (lose %s): %w", opts.Lose, err)
+	}
+	rep.Shard = opts.Shard.String()
 	if err := e.run(ctx); err != nil {
 		if ctx.Err() == nil {
 			return nil, fmt.Errorf("drill (lose %s): %w", opts.Lose, err)
@@ -441,6 +453,10 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	rep.Isolation = guard.isolation()
+	if opts.Sample > 0 {
+		rep.Sample = sampleReport(opts.Sampling, rep.Records,
+			[]RegionTally{{Region: "surviving", OK: rep.Recoverable}}, nil)
+	}
 	rep.judge(opts)
 	return rep, nil
 }
@@ -487,6 +503,14 @@ func (r *DrillReport) judge(opts DrillOptions) {
 			Detail: fmt.Sprintf("%d requests tried to reach the lost region %s", r.Isolation.LostRegionRequests, r.Lost)},
 		{Name: "complete", Passed: !r.Interrupted, Value: b2f(!r.Interrupted), Limit: 1,
 			Detail: "the scan ran to the end (not interrupted)"},
+	}
+	if sm := r.Sample; sm != nil && sm.MaxDefect > 0 {
+		r.Checks = append(r.Checks, DrillCheck{Name: "sample", Passed: sm.WorstUpperBound <= sm.MaxDefect, Value: sm.WorstUpperBound, Limit: sm.MaxDefect,
+			Detail: fmt.Sprintf("%d of %d sampled records unrecoverable: at %.4g%% confidence at most %.4g%% of the table is, at most %.4g%% allowed (--max-defect)",
+				sm.Regions[0].Defects, sm.Drawn, 100*sm.Confidence, 100*sm.WorstUpperBound, 100*sm.MaxDefect)})
+		// The sample's verdict replaces the whole-table percentage, which a sample cannot give.
+		r.Checks[0].Passed = true
+		r.Checks[0].Detail += "; judged by the sample's bound instead"
 	}
 	if opts.MaxRPO > 0 {
 		lim := opts.MaxRPO.Seconds()

@@ -92,6 +92,21 @@ func ParsePercent(s string) (float64, error) {
 	return v, nil
 }
 
+// Sampling chooses what part of the table a verify or drill reads.
+type Sampling struct {
+	// Shard, when Count > 1, reads only this process's part of the scan (--shard i/N): the
+	// segments of one parallel scan of Segments x Count segments, split without overlap.
+	Shard Shard
+	// Sample, when > 0, reads a uniform random sample of that many records instead of every
+	// record (SampleMethod), and reports the upper bound on the defect rate at Confidence.
+	// Confidence with MaxDefect (both in (0,1)) sets Sample to SampleSize and passes only when
+	// the bound is at most MaxDefect.
+	Sample                int
+	Confidence, MaxDefect float64
+	// Seed, when non-zero, fixes the sample (tests, a replay); zero draws a random one.
+	Seed uint64
+}
+
 // Shard is one process's part of a scan: shard Index of Count (--shard i/N, 1-based on the
 // command line).
 type Shard struct{ Index, Count int }

@@ -39,7 +39,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 		return rep
 	}
 
-	s := verify(recovery.VerifyOptions{Sample: 40, Seed: 7})
+	s := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Sample: 40, Seed: 7}})
 	require.Equal(t, int64(40), s.Records)
 	require.NotNil(t, s.Sample)
 	require.Equal(t, recovery.SampleMethod, s.Sample.Method)
@@ -57,7 +57,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	}
 	require.Equal(t, s.Failed == 0, s.Passed())
 
-	all := verify(recovery.VerifyOptions{Sample: 500})
+	all := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Sample: 500}})
 	require.True(t, all.Sample.Exhaustive)
 	require.Equal(t, int64(n), all.Sample.Drawn)
 	for _, b := range all.Sample.Regions {
@@ -68,7 +68,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	}
 	require.False(t, all.Passed())
 
-	c := verify(recovery.VerifyOptions{Confidence: 0.9, MaxDefect: 0.2})
+	c := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
 	require.Equal(t, 11, c.Sample.Requested, "ln(0.1)/ln(0.8) = 10.3")
 	require.Equal(t, int64(11), c.Records)
 	require.Equal(t, c.Sample.WorstUpperBound <= 0.2, c.Passed())
@@ -78,7 +78,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	var records, failed int64
 	seen := map[string]bool{}
 	for i := range 4 {
-		part := verify(recovery.VerifyOptions{Segments: 2, Shard: recovery.Shard{Index: i, Count: 4}})
+		part := verify(recovery.VerifyOptions{Segments: 2, Sampling: recovery.Sampling{Shard: recovery.Shard{Index: i, Count: 4}}})
 		require.Equal(t, recovery.Shard{Index: i, Count: 4}.String(), part.Shard)
 		records += part.Records
 		failed += part.Failed
@@ -92,4 +92,22 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	for _, id := range ids[:broken] {
 		require.True(t, seen[id], id)
 	}
+}
+
+// A statistical drill bounds the fraction of the table the surviving regions cannot open, and
+// with a max defect judges by that bound (issue 25).
+func TestSampledDrill(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.seed(t, 30, f.env.Regions...)
+	f.env.Settle()
+	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
+		Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
+	require.NoError(t, err)
+	require.Equal(t, int64(11), rep.Records)
+	require.NotNil(t, rep.Sample)
+	require.Equal(t, "surviving", rep.Sample.Regions[0].Region)
+	require.Zero(t, rep.Sample.Regions[0].Defects)
+	require.InDelta(t, recovery.UpperBound(0, 11, 0.9), rep.Sample.WorstUpperBound, 1e-12)
+	require.True(t, rep.Passed, "%+v", rep.FailedChecks())
 }

@@ -50,17 +50,8 @@ type VerifyOptions struct {
 	Strict bool
 	// RegionTimeout bounds each region's reachability probe (default DefaultRegionTimeout).
 	RegionTimeout time.Duration
-	// Shard, when Count > 1, verifies only this process's part of the scan (--shard i/N): the
-	// segments of one parallel scan of Segments x Count segments, split without overlap.
-	Shard Shard
-	// Sample, when > 0, verifies a uniform random sample of that many records instead of every
-	// record (SampleMethod), and reports the upper bound on the defect rate at Confidence.
-	// Confidence with MaxDefect (both in (0,1)) sets Sample to SampleSize and passes only when
-	// every required region's bound is at most MaxDefect.
-	Sample                int
-	Confidence, MaxDefect float64
-	// Seed, when non-zero, fixes the sample (tests, a replay); zero draws a random one.
-	Seed uint64
+	// Sampling: a sharded scan or a statistical sample instead of one whole scan.
+	Sampling
 }
 
 // SampleReport is a statistical verify's or drill's sample and bounds.
@@ -89,7 +80,7 @@ type RegionBound struct {
 }
 
 // sampleReport fills the bounds from the per-region tallies.
-func sampleReport(opts VerifyOptions, drawn int64, tallies []RegionTally, required map[string]bool) *SampleReport {
+func sampleReport(opts Sampling, drawn int64, tallies []RegionTally, required map[string]bool) *SampleReport {
 	sr := &SampleReport{Method: SampleMethod, Requested: opts.Sample, Drawn: drawn, Confidence: opts.Confidence,
 		MaxDefect: opts.MaxDefect, Seed: opts.Seed, Exhaustive: drawn < int64(opts.Sample)}
 	for _, t := range tallies {
@@ -317,7 +308,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 				unreadable.Add(1)
 				fails.add(Failure{ID: b.ID, Region: scanRegion, Outcome: "unreadable", Reason: trimErr(b.Err)})
 			}}
-		if err := planScan(ctx, e, &opts, scan, len(cfg.RegionNames())); err != nil {
+		if err := planScan(ctx, e, &opts.Sampling, scan, len(cfg.RegionNames())); err != nil {
 			return nil, err
 		}
 		rep.Shard = opts.Shard.String()
@@ -340,7 +331,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	if opts.Sample > 0 {
-		rep.Sample = sampleReport(opts, rep.Records, rep.PerRegion, required)
+		rep.Sample = sampleReport(opts.Sampling, rep.Records, rep.PerRegion, required)
 	}
 	return rep, nil
 }
@@ -348,7 +339,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 // planScan sets which segments e reads: this shard's (opts.Shard), or, for a sample, random
 // segments of the whole table until opts.Sample records (opts.Confidence and opts.MaxDefect give
 // the size; the seed is drawn when zero and kept in opts for the report).
-func planScan(ctx context.Context, e *engine, opts *VerifyOptions, scan *regionCheck, regionCount int) error {
+func planScan(ctx context.Context, e *engine, opts *Sampling, scan *regionCheck, regionCount int) error {
 	if opts.MaxDefect > 0 {
 		n, err := SampleSize(opts.Confidence, opts.MaxDefect)
 		if err != nil {

@@ -90,7 +90,7 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				if !c.Flags().Changed("require-current") {
 					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
 				}
-				if err := sampleFlags(&opts, conf, max, shard); err != nil {
+				if err := sampleFlags(&opts.Sampling, opts.ID, conf, max, shard); err != nil {
 					return err
 				}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
@@ -130,11 +130,7 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
-		f.IntVar(&opts.Sample, "sample", 0, "check a uniform random sample of this many records and report each region's upper bound on the fraction it cannot open")
-		f.StringVar(&conf, "confidence", "", "confidence of the sample's bound, e.g. 99.9% (default 99.9%); with --max-defect, sizes the sample")
-		f.StringVar(&max, "max-defect", "", "with --confidence: the largest fraction of records a region may fail to open, e.g. 0.1%")
-		f.StringVar(&shard, "shard", "", "i/N: check this process's part of one scan split N ways (same --segments in every shard)")
-		f.Uint64Var(&opts.Seed, "seed", 0, "the sample's random seed (0: a fresh one; the report names it, to draw the same sample again)")
+		addSampleFlags(cmd, &opts.Sampling, &conf, &max, &shard)
 		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")
 		f.DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's table replica may take to answer the probe before it is skipped")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
@@ -142,8 +138,19 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 	})
 }
 
-// sampleFlags checks --sample, --confidence, --max-defect and --shard into opts.
-func sampleFlags(opts *recovery.VerifyOptions, conf, maxDefect, shard string) error {
+// addSampleFlags adds --sample, --confidence, --max-defect, --shard and --seed (verify, drill).
+func addSampleFlags(cmd *cobra.Command, opts *recovery.Sampling, conf, maxDefect, shard *string) {
+	f := cmd.Flags()
+	f.IntVar(&opts.Sample, "sample", 0, "check a uniform random sample of this many records and report the upper bound on the fraction that cannot be opened")
+	f.StringVar(conf, "confidence", "", "confidence of the sample's bound, e.g. 99.9% (default 99.9%); with --max-defect, sizes the sample")
+	f.StringVar(maxDefect, "max-defect", "", "with --confidence: the largest fraction of records that may fail to open, e.g. 0.1%")
+	f.StringVar(shard, "shard", "", "i/N: read this process's part of one scan split N ways (the same --segments in every shard)")
+	f.Uint64Var(&opts.Seed, "seed", 0, "the sample's random seed (0: a fresh one; the report names it, to draw the same sample again)")
+}
+
+// sampleFlags checks --sample, --confidence, --max-defect and --shard into opts (id: --id, which
+// takes none of them).
+func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect, shard string) error {
 	if opts.Sample < 0 {
 		return usageError("--sample %d: want a number of records, 1 or more", opts.Sample)
 	}
@@ -170,7 +177,7 @@ func sampleFlags(opts *recovery.VerifyOptions, conf, maxDefect, shard string) er
 		return usageError("--confidence needs --sample N or --max-defect Q")
 	}
 	sampling := opts.Sample > 0 || opts.MaxDefect > 0
-	if sampling && opts.ID != "" {
+	if sampling && id != "" {
 		return usageError("--id checks one record; a sample takes no --id")
 	}
 	if shard != "" {
@@ -181,7 +188,7 @@ func sampleFlags(opts *recovery.VerifyOptions, conf, maxDefect, shard string) er
 		if sampling {
 			return usageError("--shard splits a full scan; a sample is drawn from the whole table")
 		}
-		if opts.ID != "" {
+		if id != "" {
 			return usageError("--shard splits a full scan; --id checks one record")
 		}
 		opts.Shard = s

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -123,7 +124,7 @@ func TestRecoveryCommands(t *testing.T) {
 	require.NoError(t, os.WriteFile(report, edited, 0o644))
 	_, code, msg = runCLI(t, "drill", "verify-report", report)
 	require.Equal(t, exitFailure, code)
-	require.Contains(t, msg, "drill report digest mismatch")
+	require.Contains(t, msg, "report digest mismatch")
 	// Thresholds: an RPO limit below the age of the records not yet replicated fails the drill.
 	out, code, msg = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--quiet", "--max-rpo", "1ns")
 	require.Equal(t, exitFindings, code, out)
@@ -166,4 +167,43 @@ func sortedFirst(ids []string) string {
 		}
 	}
 	return first
+}
+
+// Sharded verify through the CLI (issue 25): three shards write their reports, envdr report
+// merge makes the report of the whole table, and drill verify-report accepts it; a statistical
+// verify states its bound.
+func TestShardedVerifyCLI(t *testing.T) {
+	env := localtest.New(t)
+	cfg := env.ConfigPath
+	seedCLI(t, env, 12, env.Regions...)
+	dir := t.TempDir()
+	var files []string
+	for i := 1; i <= 3; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("shard-%d", i))
+		out, code, _ := runCLI(t, "--config", cfg, "verify", "--quiet", "--segments", "2", "--shard", fmt.Sprintf("%d/3", i), "--report", p)
+		require.Equal(t, exitOK, code, out)
+		require.Contains(t, out, fmt.Sprintf("shard %d/3", i))
+		files = append(files, p+".json")
+	}
+	merged := filepath.Join(dir, "all")
+	out, code, _ := runCLI(t, append([]string{"report", "merge", "--out", merged}, files...)...)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "verify PASSED: 12 records, 12 ok")
+	out, code, _ = runCLI(t, "drill", "verify-report", merged+".json")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "digest OK")
+	require.Contains(t, out, "verify merged from 3 shards PASSED, 12 records")
+
+	_, code, msg := runCLI(t, append([]string{"report", "merge", "--out", merged}, files...)...)
+	require.Equal(t, exitUsage, code, "an existing report is not overwritten")
+	require.Contains(t, msg, "exists")
+	_, code, msg = runCLI(t, append([]string{"report", "merge", "--out", filepath.Join(dir, "two")}, files[:2]...)...)
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, msg, "missing shard [3/3]")
+
+	out, code, _ = runCLI(t, "--config", cfg, "verify", "--quiet", "--no-write", "--confidence", "90%", "--max-defect", "20%")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "verify PASSED: 11 records")
+	require.Contains(t, out, "sample: a uniform random sample of 11 records")
+	require.Contains(t, out, "max defect 20%")
 }

@@ -11,6 +11,8 @@ package iam
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -67,16 +69,48 @@ func (i Identity) SessionARN() string {
 
 // DefaultIdentities are the stand-in's roles. The keys are fixed, like the admin's: the stand-in
 // guards nothing worth a secret, and fixed keys keep local/credentials the same on every run.
+// AddRole adds more (the roles `envdr policy render` renders policies for).
 func DefaultIdentities() []Identity {
 	out := []Identity{{Role: RoleAdmin, AccessKey: AdminAccessKey, SecretKey: AdminSecretKey}}
-	for _, r := range []struct{ role, tag string }{
-		{RoleDaemon, "DAEMON"}, {RoleProducer, "PRODUCER"}, {RoleOperator, "OPERATOR"}, {RoleRewrap, "REWRAP"}, {RoleNobody, "NOBODY"},
-	} {
-		ak := "AKIAENVDR" + r.tag
-		ak += strings.Repeat("0", 20-len(ak))
-		out = append(out, Identity{Role: r.role, AccessKey: ak, SecretKey: "envdr-local-" + strings.ToLower(r.tag) + "-secret"})
+	for _, r := range []string{RoleDaemon, RoleProducer, RoleOperator, RoleRewrap, RoleNobody} {
+		out = append(out, NewIdentity(r))
 	}
 	return out
+}
+
+// NewIdentity is the identity of a role with its fixed keys, derived from the role name:
+// envdr-daemon signs with AKIAENVDRDAEMON00000. Access keys are 20 letters and digits (DynamoDB
+// Local accepts nothing else); a long name is shortened with a hash so keys stay distinct.
+func NewIdentity(role string) Identity {
+	tag := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return r - 'a' + 'A'
+		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			return r
+		}
+		return -1
+	}, strings.TrimPrefix(role, "envdr-"))
+	const room = 20 - len("AKIAENVDR")
+	if len(tag) > room {
+		h := sha256.Sum256([]byte(role))
+		tag = tag[:room-4] + strings.ToUpper(hex.EncodeToString(h[:2]))
+	}
+	ak := "AKIAENVDR" + tag + strings.Repeat("0", room-len(tag))
+	return Identity{Role: role, AccessKey: ak, SecretKey: "envdr-local-" + strings.ToLower(tag) + "-secret"}
+}
+
+// AddRole adds a role (NewIdentity) unless it exists; it has no policy until SetPolicy.
+func (m *IAM) AddRole(role string) Identity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id, ok := m.byRole[role]; ok {
+		return id
+	}
+	id := NewIdentity(role)
+	m.byKey[id.AccessKey] = id
+	m.byRole[role] = id
+	return id
 }
 
 // AdminPolicy allows everything.

@@ -353,8 +353,10 @@ func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error
 
 // ProvisionIsolated provisions, behind stack's endpoints, the keys and a queue, DLQ and table of
 // their own named with suffix: one test's or one benchmark's isolated three-region setup.
-func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string) (*Provisioned, error) {
+// Unless defaultKeyPolicies, the keys carry the rendered key policies.
+func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string, defaultKeyPolicies bool) (*Provisioned, error) {
 	return Provision(ctx, ProvisionOptions{
+		DefaultKeyPolicies: defaultKeyPolicies,
 		Regions: DefaultRegions,
 		Endpoints: func(r string) config.Endpoints {
 			ep, _ := stack.Endpoints(r)

@@ -75,6 +75,9 @@ var (
 		"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage",
 	}
 	rewrapKeyActions = []string{"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
+	// rewrapDescribeActions: without --since, rewrap asks KMS when the key last rotated
+	// (ListKeyRotations) to pick the wraps made before it.
+	rewrapDescribeActions = []string{"kms:DescribeKey", "kms:ListKeyRotations"}
 )
 
 // DaemonActions are the actions `envdr run` calls: the policy linter checks a daemon policy
@@ -438,7 +441,7 @@ func (e *env) rewrap() *Document {
 		d.Statement = append(d.Statement, keyUse("Rewrap"+sidRegion(k.region), k, rewrapKeyActions, true))
 	}
 	for _, k := range e.keys {
-		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, rewrapDescribeActions, false))
 	}
 	d.Statement = append(d.Statement, Statement{Sid: "Records", Effect: "Allow", Action: rewrapTableActions, Resource: e.tableARNs})
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
@@ -500,7 +503,7 @@ func (e *env) keyPolicy(k keyRef) *Document {
 			use("OperatorOpen", e.opts.OperatorRole, []string{"kms:Decrypt"}, withContext(nil)),
 			use("OperatorInspectKey", e.opts.OperatorRole, operatorKeyReadActions, nil),
 			use("RewrapKeyUse", e.opts.RewrapRole, rewrapKeyActions, withContext(nil)),
-			use("RewrapDescribeKey", e.opts.RewrapRole, []string{"kms:DescribeKey"}, nil),
+			use("RewrapDescribeKey", e.opts.RewrapRole, rewrapDescribeActions, nil),
 		},
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"os"
 	"path/filepath"
 	"sort"
@@ -41,7 +42,7 @@ func sorted(s []string) []string {
 func TestDrillAfterRegionLostMidRun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	d := replicatetest.StartDaemon(t, ctx, f.cfg, zap.NewNop(), replicate.DaemonOptions{
+	d := replicatetest.StartDaemon(t, ctx, f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
 		WaitTime: time.Second, RetryBase: time.Second, Regions: fastRegions})
 
 	before := f.enqueue(t, 40)
@@ -57,7 +58,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		return f.wrapped(after, "us-east-1", "eu-west-1")
 	})
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(len(before)+len(after)), rep.Records)
 	require.Equal(t, rep.Records, rep.Recoverable, "failures: %+v", rep.Failures)
@@ -80,7 +81,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		n, err := d.QueueDepth(ctx)
 		return err == nil && n == 0 && f.wrapped(after, f.env.Regions...)
 	})
-	healthy, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	healthy, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, 100.0, healthy.RecoverablePercent)
 	require.Equal(t, healthy.Records, healthy.Replicated)
@@ -100,7 +101,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	file, hdr := f.sealed(t)
 	f.env.ResetCounters()
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
 	require.NoError(t, err)
 	require.Equal(t, int64(38), rep.Records)
 	require.Equal(t, int64(33), rep.Recoverable)
@@ -126,7 +127,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	require.Zero(t, f.env.Counters()["us-east-1"]["Decrypt"], "the drill called the lost region's KMS")
 
 	// --all-surviving: the 3 records wrapped in eu-west-1 only now fail too.
-	all, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
+	all, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(30), all.Recoverable)
 	require.Equal(t, int64(3), all.DecryptFailed)
@@ -210,12 +211,12 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 	})
 	require.NoError(t, err)
 	f.env.Settle()
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), rep.DecryptFailed)
 	require.Equal(t, ids[0], rep.Failures[0].ID)
 	require.Contains(t, rep.Failures[0].Reason, "us-east-1")
-	any, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions})
+	any, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(2), any.Recoverable, "eu-west-1 opens it")
 }

@@ -2,6 +2,7 @@ package recovery_test
 
 import (
 	"context"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"testing"
 	"time"
 
@@ -66,7 +67,7 @@ func TestVerifyInLaggingRegionKeepsOtherRegionsWraps(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: x, ID: id, Regions: fastRegions})
+	rep, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Region: x, ID: id, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, rep.Passed(), "%+v", rep.Failures)
 

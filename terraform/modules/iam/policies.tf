@@ -86,7 +86,7 @@ locals {
   key_describe_access = {
     daemon   = { sid = "DescribeKey", grant = "DaemonDescribeKey", actions = ["kms:DescribeKey"] }
     operator = { sid = "InspectKey", grant = "OperatorInspectKey", actions = local.key_read_actions }
-    rewrap   = { sid = "DescribeKey", grant = "RewrapDescribeKey", actions = ["kms:DescribeKey"] }
+    rewrap   = { sid = "DescribeKey", grant = "RewrapDescribeKey", actions = ["kms:DescribeKey", "kms:ListKeyRotations"] }
   }
 
   # Identity policy statements by role.

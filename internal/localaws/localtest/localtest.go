@@ -314,6 +314,17 @@ func (e *Env) ConfigAs(cfg *config.Config, role string) *config.Config {
 	return &c
 }
 
+// ConfigPathAs writes ConfigAs(cfg, role) to a file of the test's and returns its path, for
+// --config of a CLI run as role.
+func (e *Env) ConfigPathAs(cfg *config.Config, role string) string {
+	e.t.Helper()
+	path := filepath.Join(e.t.TempDir(), role+".yaml")
+	if err := localaws.WriteConfig(path, e.ConfigAs(cfg, role)); err != nil {
+		e.t.Fatalf("localtest: %v", err)
+	}
+	return path
+}
+
 // AWSConfigAs is AWSConfig signed as one of the stand-in's roles (iam.RoleDaemon, ...).
 func (e *Env) AWSConfigAs(region, role string) aws.Config {
 	e.t.Helper()

@@ -357,7 +357,7 @@ func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error
 func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string, defaultKeyPolicies bool) (*Provisioned, error) {
 	return Provision(ctx, ProvisionOptions{
 		DefaultKeyPolicies: defaultKeyPolicies,
-		Regions: DefaultRegions,
+		Regions:            DefaultRegions,
 		Endpoints: func(r string) config.Endpoints {
 			ep, _ := stack.Endpoints(r)
 			return ep

@@ -2,7 +2,6 @@ package recovery_test
 
 import (
 	"context"
-	"github.com/envdr/envdr/internal/localaws/iam"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"

@@ -2,7 +2,6 @@ package recovery_test
 
 import (
 	"context"
-	"github.com/envdr/envdr/internal/localaws/iam"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 

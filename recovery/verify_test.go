@@ -3,13 +3,13 @@ package recovery_test
 import (
 	"bytes"
 	"context"
-	"github.com/envdr/envdr/internal/localaws/iam"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -26,8 +27,12 @@ type VerifyOptions struct {
 	Segments, Workers int
 	// MaxFailures bounds the failure details kept (the rest are counted).
 	MaxFailures int
-	// NoWrite leaves verified_at and last_error untouched (read-only verification).
+	// NoWrite leaves verified_at untouched (read-only verification).
 	NoWrite bool
+	// RequireCurrent fails a wrap that opens but is not under its region's current key (the
+	// configured key, an alias resolved now): the gate before an old key is retired.
+	// RequireCurrentByDefault says when the CLI turns it on.
+	RequireCurrent bool
 	// StampBatch is the most items (one per region stamped) a batched write of verified_at and
 	// last_error holds (default and maximum replicate.MaxTransactItems; 1 writes each record
 	// on its own).
@@ -38,6 +43,12 @@ type VerifyOptions struct {
 	Total func(n int64)
 	// Regions tunes the per-region clients (tests shorten retries).
 	Regions regions.Options
+	// Strict counts a lost region's records as failures. Otherwise (checking every region) a
+	// region whose table replica does not answer within RegionTimeout is skipped, reported as
+	// such, and not required: verify on the outage day checks what is left.
+	Strict bool
+	// RegionTimeout bounds each region's reachability probe (default DefaultRegionTimeout).
+	RegionTimeout time.Duration
 }
 
 // VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
@@ -49,11 +60,13 @@ type VerifyReport struct {
 	Regions         []string  `json:"regions"`
 	Required        []string  `json:"required"`
 	Quorum          int       `json:"quorum,omitempty"`
-	Records         int64     `json:"records"`
-	OK              int64     `json:"ok"`
-	Failed          int64     `json:"failed"`
-	Unreadable      int64     `json:"unreadable"`
-	Updated         int64     `json:"verified_at_updated"`
+	// RequireCurrent: wraps under a key other than the region's current key failed.
+	RequireCurrent bool  `json:"require_current"`
+	Records        int64 `json:"records"`
+	OK             int64 `json:"ok"`
+	Failed         int64 `json:"failed"`
+	Unreadable     int64 `json:"unreadable"`
+	Updated        int64 `json:"verified_at_updated"`
 	// StampWrites are the batched writes (transactions) that wrote the Updated records' stamps,
 	// StampItems the items they wrote; StampFallbacks the records written on their own because
 	// they changed between the scan and the batch (a concurrent writer) or the batch failed.
@@ -66,13 +79,18 @@ type VerifyReport struct {
 	FailuresOmitted int64         `json:"failures_omitted"`
 	// Interrupted is set when the run was cancelled before the scan finished.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// Skipped are the regions left out because they did not answer (not with Strict); they are
+	// neither checked nor required. Strict says whether they would have failed the run.
+	Skipped []SkippedRegion `json:"skipped"`
+	Strict  bool            `json:"strict"`
 }
 
 // Passed reports whether every record opened in every required region.
 func (r *VerifyReport) Passed() bool { return r.Failed == 0 && r.Unreadable == 0 && !r.Interrupted }
 
 // Verify scans the records and proves, for each, that each checked region can decrypt its wrap
-// on its own (commitment checked), updating verified_at (or last_error) per region.
+// on its own (commitment checked), updating verified_at per region that opened it; with
+// RequireCurrent it also fails wraps that are not under the region's current key.
 func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*VerifyReport, error) {
 	names := cfg.RegionNames()
 	var exclude []string
@@ -97,13 +115,20 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	if opts.Region != "" {
 		scanRegion = opts.Region
 	}
-	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names}
+	skipped, names, scanRegion, err := verifySkips(ctx, cfg, topo, opts, names, scanRegion)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names,
+		Skipped: skipped, Strict: opts.Strict}
 	required := map[string]bool{}
 	if opts.Region != "" {
 		required[opts.Region] = true
 	} else {
 		for _, r := range cfg.Policy.Required {
-			required[r] = true
+			if slices.Contains(names, r) {
+				required[r] = true
+			}
 		}
 		rep.Quorum = cfg.Policy.Quorum
 	}
@@ -119,7 +144,13 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 			return nil, err
 		}
 		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB(), cfg.RegionNames()), tally: newTally()}
+		if opts.RequireCurrent {
+			if checks[n].current, err = currentKey(ctx, r); err != nil {
+				return nil, err
+			}
+		}
 	}
+	rep.RequireCurrent = opts.RequireCurrent
 	scan := checks[scanRegion]
 	fails := newFailures(opts.MaxFailures)
 	var records, okN, failedN, unreadable, updated atomic.Int64
@@ -180,13 +211,15 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		if opts.NoWrite {
 			return
 		}
-		// verified_at for each region that opened the record, last_error for each that could
-		// not, through the scanned region's table, batched with other records' (stamper). A
-		// wrap that changed meanwhile (rewrap) is left alone: only the wrap checked is marked.
+		// verified_at for each region that opened the record, through the scanned region's
+		// table, batched with other records' (stamper). A wrap that changed meanwhile (rewrap)
+		// is left alone: only the wrap checked is marked. Failures are reported, never written:
+		// a failure stamp would rewrite the region's item with the wrap it read, which last
+		// writer wins could bring back over a newer wrap (docs/FORMAT.md §6.1, I3).
 		checked := map[string]stampCheck{}
 		for n, x := range res {
-			if x.rec != nil && x.rec.Regions[n] != nil && x.outcome != OutcomeUnavailable {
-				checked[n] = stampCheck{wrap: x.rec.Regions[n], ok: x.outcome == OutcomeOK, err: x.err}
+			if x.rec != nil && x.rec.Regions[n].HasWrap() && (x.outcome == OutcomeOK || x.outcome == OutcomeNotCurrent) {
+				checked[n] = stampCheck{wrap: x.rec.Regions[n]}
 			}
 		}
 		if len(checked) == 0 {
@@ -207,7 +240,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		}
 	} else {
 		if opts.Total != nil {
-			if n, err := scan.store.ApproxCount(ctx, scan.r.DynamoDB()); err == nil {
+			if n, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), len(cfg.RegionNames())); err == nil {
 				opts.Total(n)
 			}
 		}
@@ -237,16 +270,50 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	return rep, nil
 }
 
-// stampCheck is what verify found for one region's wrap: the wrap checked and the outcome.
-type stampCheck struct {
-	wrap *envelope.RegionWrap
-	ok   bool
-	err  error
+// verifySkips finds, when every region is checked and not Strict, the regions whose table
+// replica does not answer: they are skipped (not checked, not required), and when the scan
+// region is one of them the table is read in the first region of ReadOrder that answers.
+func verifySkips(ctx context.Context, cfg *config.Config, topo *regions.Topology, opts VerifyOptions, names []string, scanRegion string) ([]SkippedRegion, []string, string, error) {
+	skipped := []SkippedRegion{}
+	if opts.Strict || opts.Region != "" {
+		return skipped, names, scanRegion, nil
+	}
+	skipped = append(skipped, ProbeAll(ctx, cfg, topo, names, opts.RegionTimeout)...)
+	if len(skipped) == 0 {
+		return skipped, names, scanRegion, nil
+	}
+	lost := map[string]bool{}
+	for _, s := range skipped {
+		lost[s.Region] = true
+	}
+	var left []string
+	for _, n := range names {
+		if !lost[n] {
+			left = append(left, n)
+		}
+	}
+	if len(left) == 0 {
+		return nil, nil, "", fmt.Errorf("%w: no region answered: %v", regions.ErrRegionUnavailable, skipped)
+	}
+	if lost[scanRegion] {
+		for _, n := range ReadOrder(cfg) {
+			if !lost[n] && slices.Contains(left, n) {
+				scanRegion = n
+				break
+			}
+		}
+	}
+	return skipped, left, scanRegion, nil
 }
 
-// stampMutate returns the update that marks, at t, each checked region's wrap: verified_at
-// (clearing last_error) where it opened, last_error where it did not. A wrap no longer the one
-// checked (rewrap, a repair) is left alone. It writes nothing when nothing changes.
+// stampCheck is a region's wrap that verify decrypted and checked against the commitment.
+type stampCheck struct {
+	wrap *envelope.RegionWrap
+}
+
+// stampMutate returns the update that marks, at t, each checked region's wrap verified (clearing
+// a legacy last_error). A wrap no longer the one checked (rewrap, a repair) is left alone, so
+// the item keeps holding a checked wrap (I3). It writes nothing when nothing changes.
 func stampMutate(checked map[string]stampCheck, t time.Time) func(cur *envelope.Record) (*envelope.Record, error) {
 	return func(cur *envelope.Record) (*envelope.Record, error) {
 		if cur == nil {
@@ -259,15 +326,11 @@ func stampMutate(checked map[string]stampCheck, t time.Time) func(cur *envelope.
 			if cw == nil || cw.KeyARN != c.wrap.KeyARN || !bytes.Equal(cw.Wrapped, c.wrap.Wrapped) {
 				continue
 			}
-			if c.ok {
-				if t.After(cw.VerifiedAt) {
-					cw.VerifiedAt, changed = t, true
-				}
-				if cw.LastError != "" {
-					cw.LastError, cw.LastErrorAt, changed = "", t, true
-				}
-			} else if cw.HasWrap() {
-				cw.LastError, cw.LastErrorAt, changed = "verify: "+trimErr(c.err), t, true
+			if t.After(cw.VerifiedAt) {
+				cw.VerifiedAt, changed = t, true
+			}
+			if cw.LastError != "" {
+				cw.LastError, cw.LastErrorAt, changed = "", t, true
 			}
 		}
 		if !changed {

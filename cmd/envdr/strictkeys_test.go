@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -39,6 +40,15 @@ func envdrProc(t *testing.T, args ...string) (int, string) {
 		t.Fatalf("run envdr: %v", err)
 	}
 	return 0, stderr.String() + stdout.String()
+}
+
+func writeConfig(t *testing.T, c *config.Config) string {
+	t.Helper()
+	raw, err := yaml.Marshal(c)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "envdr.yaml")
+	require.NoError(t, os.WriteFile(p, raw, 0o600))
+	return p
 }
 
 // TestStrictKeysRefuseForeignKey is issue 13's acceptance test for strict keys. An envelope

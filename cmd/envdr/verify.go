@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -28,16 +27,29 @@ for each record and each region, reads the record from that region's own table, 
 region's wrap with that region's KMS and the record's encryption context, and checks the key
 commitment. The data key is wiped at once; nothing secret is printed.
 
-Each region that opened a record gets its verified_at updated, a region that could not gets
-last_error, only if the wrap checked is still the record's. These writes are batched: up to
+Each region that opened a record gets its verified_at updated, only if the wrap checked is
+still the record's; failures are reported, never written to the table. These writes are batched: up to
 --stamp-batch items (one per region stamped, default 100, DynamoDB's limit) in one transaction
 of conditional writes on the versions the scan read; a record changed meanwhile by another
 writer is written again on its own from a fresh read. --no-write makes the run read-only.
 
 With --region R only R is checked and only R's endpoints are used (R's table is scanned).
 
-Exit status: 0 every record opened in every required region, 1 some did not (the records are
-named, up to --max-failures), 2 bad usage or config.`,
+A lost region: without --region, each region's table replica is probed first (bounded by
+--region-timeout); a region that is unreachable, silent or answers 5xx is skipped, not counted
+as failing and not required, and verify says so (stderr, "skipped" in the JSON). When it is the
+home region, the table is read in the next region that answers. --strict checks it anyway, so
+its records fail.
+
+--require-current also fails every wrap that opens but is not under its region's current key
+(the configured key; an alias resolved now): the gate before an old key may be retired
+(docs/DRILLS.md). It is on by default when a region lists previous_keys or names its key by an
+alias; --require-current=false turns it off.
+
+--output json prints the report with "passed" (true or false) first (docs/OUTPUT.md).
+
+Exit status: 0 every record opened in every required region (skipped regions aside), 1 some
+did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml verify
   envdr --config local/envdr.yaml verify --region eu-west-1 --json
   envdr verify --id 3f2a9c...`,
@@ -52,6 +64,12 @@ named, up to --max-failures), 2 bad usage or config.`,
 						return usageError("--region %s is not configured (configured: %v)", opts.Region, cfg.RegionNames())
 					}
 				}
+				if opts.RegionTimeout <= 0 {
+					return usageError("--region-timeout %s: use a positive duration such as 5s", opts.RegionTimeout)
+				}
+				if !c.Flags().Changed("require-current") {
+					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
+				}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
 				opts.Progress, opts.Total = p.Add, p.SetTotal
 				rep, err := recovery.Verify(c.Context(), cfg, opts)
@@ -62,10 +80,11 @@ named, up to --max-failures), 2 bad usage or config.`,
 					}
 					return withCode(exitFailure, fmt.Errorf("verify: %w", err))
 				}
+				for _, s := range rep.Skipped {
+					fmt.Fprintf(c.ErrOrStderr(), "envdr: verify: region %s skipped (%s): not checked, not required; --strict to count it as failing\n", s.Region, s.Reason)
+				}
 				if asJSON {
-					enc := json.NewEncoder(c.OutOrStdout())
-					enc.SetIndent("", "  ")
-					if err := enc.Encode(rep); err != nil {
+					if err := writeJSON(c.OutOrStdout(), verifyResult{Passed: rep.Passed(), VerifyReport: rep}); err != nil {
 						return withCode(exitFailure, err)
 					}
 				} else {
@@ -83,13 +102,22 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
-		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
+		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at")
+		f.BoolVar(&opts.RequireCurrent, "require-current", false, "fail wraps not under the region's current key (default on when a region lists previous_keys or names its key by an alias)")
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")
+		f.DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's table replica may take to answer the probe before it is skipped")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
+}
+
+// verifyResult is verify's --output json result: the report with its verdict (docs/OUTPUT.md).
+type verifyResult struct {
+	Passed bool `json:"passed"`
+	*recovery.VerifyReport
 }
 
 func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
@@ -99,11 +127,14 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 	}
 	fmt.Fprintf(w, "verify %s: %d records, %d ok, %d failed, %d unreadable in %.1fs (%.0f records/s); table %s read in %s\n",
 		status, r.Records, r.OK, r.Failed, r.Unreadable, r.DurationSeconds, r.RecordsPerSec, r.Table, r.ScanRegion)
-	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "UNAVAILABLE", "KMS-MEAN")
+	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "NOT-CURRENT", "UNAVAILABLE", "KMS-MEAN")
 	for _, g := range r.PerRegion {
-		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
+		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.NotCurrent, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
 	_ = t.flush()
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "  region %s SKIPPED (not checked, not required): %s\n", s.Region, s.Reason)
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  record %s region %s: %s: %s\n", f.ID, f.Region, f.Outcome, f.Reason)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
@@ -26,7 +27,7 @@ func (c envControl) Up(_ context.Context, r string) error   { return c.env.Stack
 func (f *fixture) startDaemons(t *testing.T) {
 	t.Helper()
 	for _, r := range f.env.Regions {
-		replicatetest.StartDaemon(t, context.Background(), f.cfg, zap.NewNop(), replicate.DaemonOptions{
+		replicatetest.StartDaemon(t, context.Background(), f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
 			WaitTime: time.Second, RetryBase: time.Second, Region: r,
 			Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
 		})
@@ -38,7 +39,9 @@ func (f *fixture) startDaemons(t *testing.T) {
 // seconds (RTO), and the home region catches up after it returns.
 func TestGamedayLoseHomeRegion(t *testing.T) {
 	t.Parallel()
-	f := setup(t)
+	// A game day seals and opens, which no role rendered here may do both of: until a game-day
+	// role is rendered, its keys keep KMS's default key policy and it runs as the admin.
+	f := setupWith(t, localtest.Options{DefaultKeyPolicies: true})
 	f.env.SetLag(time.Second)
 	f.startDaemons(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

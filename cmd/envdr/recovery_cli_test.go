@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -40,11 +42,15 @@ func runCLI(t *testing.T, args ...string) (string, int, string) {
 func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 	t.Helper()
 	ctx := context.Background()
-	topo, err := regions.New(ctx, env.Config, regions.Options{})
+	// Sealed as the producer, wrapped elsewhere as the daemon (the keys carry the rendered key
+	// policies, which let the admin manage keys but not use them).
+	topo, err := regions.New(ctx, env.ConfigAs(nil, iam.RoleDaemon), regions.Options{})
 	require.NoError(t, err)
-	home, err := topo.HomeRegion()
+	producer, err := regions.New(ctx, env.ConfigAs(nil, iam.RoleProducer), regions.Options{})
 	require.NoError(t, err)
-	store := replicate.NewStore(env.Config.Table, home.Name, home.DynamoDB(), env.Config.RegionNames())
+	home, err := producer.HomeRegion()
+	require.NoError(t, err)
+	store := replicate.NewStore(env.Config.Table, home.Name, localaws.NewDynamoDB(env.AWSConfig(home.Name)), env.Config.RegionNames())
 	var ids []string
 	for i := 0; i < n; i++ {
 		id, err := envelope.NewID()
@@ -82,7 +88,9 @@ func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 
 func TestRecoveryCommands(t *testing.T) {
 	env := localtest.New(t)
-	cfg := env.ConfigPath
+	// verify (recording) runs under the rewrap role, which may write records (docs/POLICY.md);
+	// drill under the operator.
+	cfg, operator := env.ConfigPathAs(nil, iam.RoleRewrap), env.ConfigPathAs(nil, iam.RoleOperator)
 	seedCLI(t, env, 6, env.Regions...)
 	homeOnly := seedCLI(t, env, 2, "us-east-1")
 
@@ -102,7 +110,7 @@ func TestRecoveryCommands(t *testing.T) {
 
 	env.Down("eu-west-1")
 	dir := t.TempDir()
-	out, code, _ = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--quiet", "--report", filepath.Join(dir, "eu"))
+	out, code, _ = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--quiet", "--report", filepath.Join(dir, "eu"))
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "drill lose eu-west-1 PASSED: 8 records, 8 recoverable")
 	require.Contains(t, out, "not yet replicated: record")
@@ -116,7 +124,7 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "digest OK")
 	require.Contains(t, out, "drill lose eu-west-1 PASSED")
-	require.Contains(t, out, "caller arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local")
+	require.Contains(t, out, "caller arn:aws:sts::111122223333:assumed-role/envdr-operator/envdr-local")
 	js, err := os.ReadFile(report)
 	require.NoError(t, err)
 	edited := bytes.Replace(js, []byte(`"recoverable": 8,`), []byte(`"recoverable": 9,`), 1)
@@ -126,15 +134,15 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitFailure, code)
 	require.Contains(t, msg, "report digest mismatch")
 	// Thresholds: an RPO limit below the age of the records not yet replicated fails the drill.
-	out, code, msg = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--quiet", "--max-rpo", "1ns")
+	out, code, msg = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--quiet", "--max-rpo", "1ns")
 	require.Equal(t, exitFindings, code, out)
 	require.Contains(t, out, "check rpo FAILED")
 	require.Contains(t, msg, "failed checks: rpo")
-	_, code, _ = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--min-recoverable", "101")
+	_, code, _ = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--min-recoverable", "101")
 	require.Equal(t, exitUsage, code)
 	env.Up("eu-west-1")
 
-	out, code, msg = runCLI(t, "--config", cfg, "drill", "--lose", "us-east-1", "--quiet")
+	out, code, msg = runCLI(t, "--config", operator, "drill", "--lose", "us-east-1", "--quiet")
 	require.Equal(t, exitFindings, code, out)
 	require.Contains(t, msg, "2 of 8 records unrecoverable")
 	require.Contains(t, msg, sortedFirst(homeOnly))
@@ -146,14 +154,17 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "changed 2, unchanged 6, failed 0")
 
-	// The stand-in's default key policy grants kms:* without a context condition.
-	out, code, msg = runCLI(t, "--config", cfg, "doctor")
+	// The stand-in's keys carry the rendered key policies, which pass doctor's key-policy
+	// check; their automatic rotation is off, which fails.
+	out, code, msg = runCLI(t, "--config", operator, "doctor")
 	require.Equal(t, exitFindings, code, out)
-	require.Regexp(t, `(?m)^FAIL +key-policy `, out)
+	require.Regexp(t, `(?m)^PASS +key-policy +us-east-1 `, out)
+	require.NotRegexp(t, `(?m)^FAIL +key-policy `, out)
+	require.Regexp(t, `(?m)^FAIL +key-rotation +us-east-1 `, out)
 	require.Contains(t, out, "fix: ")
-	require.Contains(t, msg, "key-policy in us-east-1")
+	require.Contains(t, msg, "key-rotation in us-east-1")
 
-	_, code, _ = runCLI(t, "--config", cfg, "drill")
+	_, code, _ = runCLI(t, "--config", operator, "drill")
 	require.Equal(t, exitUsage, code)
 	_, code, _ = runCLI(t, "--config", cfg, "verify", "--region", "mars-1")
 	require.Equal(t, exitUsage, code)

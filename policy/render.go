@@ -92,8 +92,9 @@ var (
 	// (ListKeyRotations) to pick the wraps made before it.
 	rewrapDescribeActions = []string{"kms:DescribeKey", "kms:ListKeyRotations"}
 	// drillTableActions: the drill scans the table in one surviving region and reads each
-	// record there (BatchGetItem, GetItem); it never writes.
-	drillTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"}
+	// record there (BatchGetItem, GetItem), and a sampled drill sizes its scan from the table's
+	// item count (DescribeTable); it never writes.
+	drillTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"}
 	// gamedayTableActions: a game day reads back the records of the envelopes it sealed.
 	gamedayTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem"}
 	// gamedayKeyActions: a game day seals (GenerateDataKey) and opens each region's wrap alone

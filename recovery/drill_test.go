@@ -246,7 +246,7 @@ func TestDrillWithCABundle(t *testing.T) {
 	f := setup(t)
 	ids := f.seed(t, 5, f.env.Regions...)
 	cfg := *f.cfg
-	local := cfg.Local
+	local := f.as(t, iam.RoleDrill).Local // the drill's own role, as the environment's credentials
 	cfg.Local = nil
 	dir := t.TempDir()
 	t.Setenv("AWS_PROFILE", "")

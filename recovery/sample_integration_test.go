@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -34,7 +35,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	f.env.Settle()
 	verify := func(o recovery.VerifyOptions) *recovery.VerifyReport {
 		o.NoWrite, o.Regions = true, fastRegions
-		rep, err := recovery.Verify(ctx, f.cfg, o)
+		rep, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), o)
 		require.NoError(t, err)
 		return rep
 	}
@@ -131,11 +132,11 @@ func TestShardedDrillMerges(t *testing.T) {
 	ctx := context.Background()
 	f.seed(t, 24, f.env.Regions...)
 	f.env.Settle()
-	whole, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions})
+	whole, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions})
 	require.NoError(t, err)
 	var parts []*recovery.DrillReport
 	for i := range 2 {
-		r, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions,
+		r, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions,
 			Sampling: recovery.Sampling{Shard: recovery.Shard{Index: i, Count: 2}}})
 		require.NoError(t, err)
 		js, err := r.JSON()
@@ -164,7 +165,7 @@ func TestSampledDrill(t *testing.T) {
 	ctx := context.Background()
 	f.seed(t, 30, f.env.Regions...)
 	f.env.Settle()
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
 		Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
 	require.NoError(t, err)
 	require.Equal(t, int64(11), rep.Records)

@@ -185,7 +185,8 @@ func sortedFirst(ids []string) string {
 // verify states its bound.
 func TestShardedVerifyCLI(t *testing.T) {
 	env := localtest.New(t)
-	cfg := env.ConfigPath
+	// verify (recording, --report) runs under the rewrap role, which may write records.
+	cfg := env.ConfigPathAs(nil, iam.RoleRewrap)
 	seedCLI(t, env, 12, env.Regions...)
 	dir := t.TempDir()
 	var files []string

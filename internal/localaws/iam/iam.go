@@ -50,6 +50,10 @@ const (
 	RoleOperator = "envdr-operator"
 	RoleRewrap   = "envdr-rewrap"
 	RoleNobody   = "envdr-nobody"
+	// The roles policy render adds (each rendered iam-NAME.json becomes role envdr-NAME).
+	RoleDrill    = "envdr-drill"
+	RoleFailover = "envdr-failover"
+	RoleGameday  = "envdr-gameday"
 )
 
 // Identity is one principal: a role with its access key.

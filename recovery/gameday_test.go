@@ -39,14 +39,13 @@ func (f *fixture) startDaemons(t *testing.T) {
 // seconds (RTO), and the home region catches up after it returns.
 func TestGamedayLoseHomeRegion(t *testing.T) {
 	t.Parallel()
-	// A game day seals and opens, which no role rendered here may do both of: until a game-day
-	// role is rendered, its keys keep KMS's default key policy and it runs as the admin.
-	f := setupWith(t, localtest.Options{DefaultKeyPolicies: true})
+	// A game day seals and opens: it runs as its own role, envdr-gameday (docs/POLICY.md).
+	f := setup(t)
 	f.env.SetLag(time.Second)
 	f.startDaemons(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	rep, err := recovery.Gameday(ctx, f.cfg, recovery.GamedayOptions{
+	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), recovery.GamedayOptions{
 		Lose: "us-east-1", Rate: 4, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
 		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions,
 		Log: func(s string) { t.Log(s) },

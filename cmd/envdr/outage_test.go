@@ -229,10 +229,9 @@ func startDaemons(t *testing.T, env *localtest.Env, cfg *config.Config) (stop fu
 // sealed before the loss and one sealed during it as plain `envdr open` does, and reports the
 // region that served each.
 func TestGamedayOpensWithoutRegion(t *testing.T) {
-	// A game day seals and opens, which no role rendered here may do both of: until a game-day
-	// role is rendered, its keys keep KMS's default key policy and it runs as the admin.
-	env := localtest.NewWith(t, localtest.Options{DefaultKeyPolicies: true})
-	cfgPath := writeConfig(t, env.Config)
+	// A game day seals and opens: it runs as its own role, envdr-gameday (docs/POLICY.md).
+	env := localtest.New(t)
+	cfgPath := env.ConfigPathAs(nil, iam.RoleGameday)
 	cfg, err := config.Load(cfgPath)
 	require.NoError(t, err)
 	startDaemons(t, env, cfg)

@@ -156,7 +156,7 @@ func shardPlan(segments int, s Shard) plan {
 // record falls in exactly one segment by the hash of its key, which is independent of whether it
 // opens, so the first n records read this way are a simple random sample.
 func samplePlan(records int64, rng *rand.Rand) plan {
-	const perSegment = 4
+	const perSegment = 32
 	total := int(min(max(records/perSegment, 1), 1_000_000))
 	return plan{total: total, segments: rng.Perm(total)}
 }

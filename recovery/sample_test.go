@@ -86,8 +86,8 @@ func TestShardPlansPartitionTheScan(t *testing.T) {
 	for s, n := range seen {
 		require.Equal(t, 1, n, "segment %d", s)
 	}
-	sp := samplePlan(1000, rand.New(rand.NewPCG(1, 2)))
-	require.Equal(t, 250, sp.total)
-	require.Len(t, sp.segments, 250)
+	sp := samplePlan(3200, rand.New(rand.NewPCG(1, 2)))
+	require.Equal(t, 100, sp.total)
+	require.Len(t, sp.segments, 100)
 	require.Equal(t, 1, samplePlan(0, rand.New(rand.NewPCG(1, 2))).total)
 }

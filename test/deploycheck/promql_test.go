@@ -267,3 +267,53 @@ func TestPromtoolRulesExtraction(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(script), cmd.Args[1], "the script cuts the spec as this test does")
 }
+
+// The dashboard can be narrowed to regions and namespaces: both variables exist, and every
+// panel's query uses them (the drill's pushed series have no daemon or namespace: they follow
+// the region variable through lost_region).
+func TestDashboardVariables(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repo, "deploy/monitoring/grafana-dashboard.json"))
+	require.NoError(t, err)
+	var dash struct {
+		Templating struct {
+			List []struct {
+				Name       string `json:"name"`
+				Type       string `json:"type"`
+				Definition string `json:"definition"`
+				IncludeAll bool   `json:"includeAll"`
+				AllValue   string `json:"allValue"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(b, &dash))
+	vars := map[string]string{}
+	for _, v := range dash.Templating.List {
+		vars[v.Name] = v.Definition
+		if v.Type == "query" {
+			require.True(t, v.IncludeAll, v.Name)
+			require.Equal(t, ".*", v.AllValue, "%s: All matches series without the label too", v.Name)
+		}
+	}
+	require.Contains(t, vars["region"], "daemon_region")
+	require.Contains(t, vars["namespace"], "namespace")
+	protection := false
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			require.Contains(t, tg.Expr, `=~"$region"`, p.Title)
+			if !strings.Contains(tg.Expr, "envdr_drill_") {
+				require.Contains(t, tg.Expr, `daemon_region=~"$region"`, p.Title)
+				require.Contains(t, tg.Expr, `namespace=~"$namespace"`, p.Title)
+			}
+			if strings.Contains(tg.Expr, "histogram_quantile(0.9999, sum by (source_region, le) (rate(envdr_protection_seconds_bucket") {
+				protection = true
+			}
+		}
+	}
+	require.True(t, protection, "a panel shows the protection time's p99.99")
+}

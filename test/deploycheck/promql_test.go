@@ -263,6 +263,10 @@ func TestPromtoolRulesExtraction(t *testing.T) {
 	require.NoError(t, yaml.Unmarshal(b, &want))
 	require.Equal(t, want["spec"], plain)
 	require.Len(t, plain["groups"], 6)
+	// The ECS Terraform module loads the same rules into Amazon Managed Service for Prometheus.
+	tf, err := os.ReadFile(filepath.Join(repo, "terraform/modules/ecs-ops/files/prometheusrule.yaml"))
+	require.NoError(t, err)
+	require.Equal(t, string(b), string(tf), "cp deploy/monitoring/prometheusrule.yaml terraform/modules/ecs-ops/files/")
 	script, err := os.ReadFile(filepath.Join(repo, "scripts/promtool-test.sh"))
 	require.NoError(t, err)
 	require.Contains(t, string(script), cmd.Args[1], "the script cuts the spec as this test does")

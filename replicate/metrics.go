@@ -54,7 +54,9 @@ type Metrics struct {
 	// it from unprotected to protected in its replica (copies and redeliveries of a protected
 	// record are not; a duplicate worked at the same moment may add a second, later sample).
 	Protection *prometheus.HistogramVec // source_region
-	BuildInfo  *prometheus.GaugeVec     // version, commit, goversion: always 1
+	// Scrub are the scrubber's metrics (envdr_scrub_*), zero while scrubbing is off.
+	Scrub     *ScrubMetrics
+	BuildInfo *prometheus.GaugeVec // version, commit, goversion: always 1
 }
 
 // ProtectionBuckets bound envdr_protection_seconds: fine around the default SLO (99.99% within
@@ -119,6 +121,8 @@ func NewRegionMetrics(region string) *Metrics {
 	if region != "" {
 		m.reg = prometheus.WrapRegistererWith(prometheus.Labels{DaemonRegionLabel: region}, m.Registry)
 	}
+	m.Scrub = newScrubMetrics()
+	m.reg.MustRegister(m.Scrub.collectors()...)
 	m.reg.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
 		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.RegionFailures, m.Repairs, m.Protection, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -54,6 +54,16 @@ variable "amp_workspace_id" {
   default     = null
 }
 
+variable "daemon_task_role_arn" {
+  description = "The envdr service's task role (envdr-daemon), which the ADOT sidecar runs with: granted aps:RemoteWrite on amp_workspace_id. Required with amp_workspace_id."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.daemon_task_role_arn == null || can(regex("^arn:[^:]+:iam::[0-9]{12}:role/.+$", var.daemon_task_role_arn))
+    error_message = "daemon_task_role_arn must be an IAM role ARN."
+  }
+}
+
 variable "slo_objective" {
   description = "Decryptability SLO: the share of envelopes protected within slo_threshold_seconds (docs/RUNBOOK.md#slo-the-decryptability-objective)."
   type        = number
@@ -84,8 +94,10 @@ locals {
   "le=~\"15|15\\\\.0\"", "le=~\"${local.slo_le}|${local.slo_le}\\\\.0\"")
   # Amazon Managed Service for Prometheus takes plain Prometheus rule groups: the spec.
   rules = yamlencode({ groups = yamldecode(local.rules_text).spec.groups })
-  # The task role, by name, for the remote-write grant.
-  task_role_name = element(split("/", var.task_role_arn), length(split("/", var.task_role_arn)) - 1)
+  # The daemon's task role, by name and account, for the remote-write grant.
+  daemon_role_parts = var.daemon_task_role_arn == null ? ["", ""] : split("/", var.daemon_task_role_arn)
+  daemon_role_name  = element(local.daemon_role_parts, length(local.daemon_role_parts) - 1)
+  account_id        = var.daemon_task_role_arn == null ? "" : element(split(":", var.daemon_task_role_arn), 4)
 }
 
 resource "aws_cloudwatch_metric_alarm" "queue_age" {
@@ -160,7 +172,13 @@ resource "aws_cloudwatch_metric_alarm" "no_running_tasks" {
 }
 
 resource "aws_prometheus_rule_group_namespace" "envdr" {
-  count        = var.amp_workspace_id == null ? 0 : 1
+  count = var.amp_workspace_id == null ? 0 : 1
+  lifecycle {
+    precondition {
+      condition     = var.daemon_task_role_arn != null
+      error_message = "amp_workspace_id needs daemon_task_role_arn: the ADOT sidecar writes with the daemon's task role."
+    }
+  }
   region       = var.region
   name         = "${var.name}-${var.region}"
   workspace_id = var.amp_workspace_id
@@ -173,14 +191,14 @@ data "aws_iam_policy_document" "remote_write" {
   statement {
     sid       = "RemoteWriteEnvdrMetrics"
     actions   = ["aps:RemoteWrite"]
-    resources = ["arn:aws:aps:${var.region}:${element(split(":", var.task_role_arn), 4)}:workspace/${var.amp_workspace_id}"]
+    resources = ["arn:aws:aps:${var.region}:${local.account_id}:workspace/${var.amp_workspace_id}"]
   }
 }
 
 resource "aws_iam_role_policy" "remote_write" {
   count  = var.amp_workspace_id == null ? 0 : 1
   name   = "envdr-adot-remote-write-${var.region}"
-  role   = local.task_role_name
+  role   = local.daemon_role_name
   policy = data.aws_iam_policy_document.remote_write[0].json
 }
 

@@ -73,7 +73,7 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		return nil, fmt.Errorf("region %s: no dead-letter queue; set regions[].dlq_url for it (or dlq_url for the home region)", region)
 	}
 	log = log.With(zap.String("daemon_region", region))
-	m := NewMetrics()
+	m := NewRegionMetrics(region)
 	m.SetBuild(opts.Version, opts.Commit)
 	m.InitRegions(cfg.RegionNames())
 	opts.Regions.Observer = m

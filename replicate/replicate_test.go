@@ -512,13 +512,15 @@ func TestAdminEndpoints(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, ready)
 	code, metrics := get("/metrics")
 	require.Equal(t, http.StatusOK, code)
+	// Every series names the daemon's own region (daemon_region), first among its sorted labels.
+	dr := `daemon_region="` + d.Region() + `"`
 	for _, want := range []string{
-		`envdr_events_total{outcome="acked",reason=""} 1`,
-		`envdr_kms_calls_total{op="ReEncrypt",region="eu-west-1",result="ok"} 1`,
-		`envdr_wrap_seconds_count{region="ap-southeast-2"} 1`,
-		`envdr_verify_seconds_count{region="us-east-1"} 1`,
-		`envdr_inflight_events 0`,
-		`envdr_region_healthy{region="eu-west-1"} 1`,
+		`envdr_events_total{` + dr + `,outcome="acked",reason=""} 1`,
+		`envdr_kms_calls_total{` + dr + `,op="ReEncrypt",region="eu-west-1",result="ok"} 1`,
+		`envdr_wrap_seconds_count{` + dr + `,region="ap-southeast-2"} 1`,
+		`envdr_verify_seconds_count{` + dr + `,region="us-east-1"} 1`,
+		`envdr_inflight_events{` + dr + `} 0`,
+		`envdr_region_healthy{` + dr + `,region="eu-west-1"} 1`,
 	} {
 		require.Contains(t, metrics, want)
 	}

@@ -16,6 +16,8 @@ echo "== go test (unit, integration, fault-injection short form)"
 go test -count=1 -timeout 20m ./...
 echo "== go test -race (replicate, regions, internal/localaws)"
 make -s race
+echo "== promtool test rules (deploy/monitoring/tests)"
+make -s promtool-test
 echo "== fuzz (short)"
 make -s fuzz-short
 # validate plans every Terraform root when it can (offline provider, or the registry) and

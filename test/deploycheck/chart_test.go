@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/replicate"
 )
 
 var chartDir = filepath.Join(repo, "deploy/helm/envdr")
@@ -210,10 +212,17 @@ func checkRelease(t *testing.T, r *rendered, region string) {
 		require.NoError(t, err)
 		require.True(t, bytes.Equal(a, b), "deploy/helm/envdr/files/%s differs from deploy/monitoring/%s: cp deploy/monitoring/%s deploy/helm/envdr/files/", f, f, f)
 	}
+	// With the default SLO and jobs, its groups are the file's, then the release's own absent
+	// alert for its job and region.
 	var want map[string]any
 	b, _ := os.ReadFile(filepath.Join(repo, "deploy/monitoring/prometheusrule.yaml"))
 	require.NoError(t, yaml.Unmarshal(b, &want))
-	require.Equal(t, want["spec"], r.custom["PrometheusRule"]["spec"])
+	groups := field(r.custom["PrometheusRule"], "spec", "groups").([]any)
+	fileGroups := want["spec"].(map[string]any)["groups"].([]any)
+	require.Equal(t, fileGroups, groups[:len(groups)-1])
+	own := groups[len(groups)-1].(map[string]any)["rules"].([]any)[0].(map[string]any)
+	require.Equal(t, `absent(up{job="`+r.svc.Name+`",namespace="envdr"} == 1)`, own["expr"])
+	require.Equal(t, region, own["labels"].(map[string]any)["daemon_region"])
 
 	// EKS Pod Identity: the pods reach the node's agent (IPv4 and IPv6, port 80); IMDS stays
 	// closed by default.
@@ -335,6 +344,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{map[string]any{"aws": map[string]any{"identity": "kiam"}}, "aws.identity \"kiam\": use irsa or pod-identity"},
 		{map[string]any{"config": map[string]any{"create": false}}, "config.existingSecret is required"},
 		{map[string]any{"region": ""}, "region is required"},
+		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"thresholdSeconds": 12}}}, "monitoring.slo.thresholdSeconds 12 is not a bucket"},
+		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"objective": 99.99}}}, "monitoring.slo.objective 99.99 must be between 0 and 1"},
 	} {
 		_, err := render(t, nil, c.set)
 		require.ErrorContains(t, err, c.want, fmt.Sprint(c.set))
@@ -362,4 +373,44 @@ func TestChartLint(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(broken, "templates/service.yaml"), []byte("{{ if .Values.region }}\nkind: Service\n"), 0o644))
 	l := lint.All(broken, nil, "envdr", false)
 	require.Equal(t, support.ErrorSev, l.HighestSeverity, "%v", l.Messages)
+}
+
+// The SLO is set from values: the objective recording rule and every error ratio's bucket follow
+// them, and the threshold buckets the chart accepts are the daemon's.
+func TestChartSLOFromValues(t *testing.T) {
+	files, err := render(t, nil, map[string]any{"monitoring": map[string]any{
+		"slo": map[string]any{"objective": 0.999, "thresholdSeconds": 7.5}, "fleetJobs": "replicator-.+"}})
+	require.NoError(t, err)
+	r := decode(t, files)
+	exprs := map[string]string{}
+	for _, g := range field(r.custom["PrometheusRule"], "spec", "groups").([]any) {
+		for _, x := range g.(map[string]any)["rules"].([]any) {
+			rule := x.(map[string]any)
+			name, _ := rule["record"].(string)
+			if name == "" {
+				name, _ = rule["alert"].(string)
+			}
+			exprs[name] = rule["expr"].(string)
+		}
+	}
+	require.Equal(t, "vector(0.999)", exprs["envdr:protection_slo_objective:ratio"])
+	n := 0
+	for name, e := range exprs {
+		if strings.HasPrefix(name, "envdr:protection_slo_errors:") {
+			n++
+			require.Contains(t, e, `envdr_protection_seconds_bucket{le=~"7\\.5|7\\.5\\.0"}`, name)
+			require.NotContains(t, e, `"15`, name)
+		}
+	}
+	require.Equal(t, 7, n)
+	require.Equal(t, `absent(up{job=~"replicator-.+"} == 1)`, exprs["EnvdrFleetAbsent"])
+
+	// The chart's list of thresholds is the histogram's buckets.
+	tpl, err := os.ReadFile(filepath.Join(chartDir, "templates/monitoring.yaml"))
+	require.NoError(t, err)
+	var list []string
+	for _, b := range replicate.ProtectionBuckets {
+		list = append(list, fmt.Sprintf("%q", strconv.FormatFloat(b, 'f', -1, 64)))
+	}
+	require.Contains(t, string(tpl), "(list "+strings.Join(list, " ")+")")
 }

@@ -563,7 +563,7 @@ var rootChecks = map[string]func(p *Plan) error{
 		}))
 	},
 	"modules/cloudtrail/examples/basic": checkTrail,
-	"modules/ecs-ops/examples/basic":    checkECSOps,
+	"modules/ecs-ops/examples/basic":    func(p *Plan) error { return errors.Join(checkECSOps(p), checkECSMonitoring(p)) },
 	"examples/three-region": func(p *Plan) error {
 		replicas := []string{"eu-west-1", "ap-southeast-2"}
 		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p), checkTrail(p),

@@ -362,6 +362,7 @@ func (f *fixture) concrete(args []string) []string {
 // cmd runs envdr under a stand-in profile.
 func (f *fixture) cmd(ctx context.Context, role string, args []string) *exec.Cmd {
 	c := exec.CommandContext(ctx, f.bin, args...)
+	c.Dir = f.dir // a relative output path of a shipped command lands here, never in the checkout
 	c.Env = append(os.Environ(), "AWS_SHARED_CREDENTIALS_FILE="+f.env.CredentialsPath, "AWS_PROFILE="+role,
 		"AWS_CONFIG_FILE="+filepath.Join(f.dir, "no-aws-config"), "AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=")
 	return c

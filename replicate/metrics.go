@@ -165,6 +165,7 @@ func (m *Metrics) InitRegions(names []string) {
 		m.RegionFailures.WithLabelValues(r, "verify")
 		m.Repairs.WithLabelValues(r)
 		m.Protection.WithLabelValues(r)
+		m.Scrub.init(r)
 		for _, op := range KMSOps {
 			m.KMSLatency.WithLabelValues(r, op)
 			m.Throttles.WithLabelValues(r, op)

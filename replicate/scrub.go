@@ -48,6 +48,7 @@ type ScrubMetrics struct {
 	Rate     *prometheus.GaugeVec   // region: the KMS calls per second the budget allows
 	Oldest   *prometheus.GaugeVec   // region: seconds since the oldest segment's last completed pass began
 	Coverage *prometheus.GaugeVec   // region: segments done in the current pass, as a fraction
+	Period   *prometheus.GaugeVec   // region: scrub.period in seconds (the alert compares Oldest with it)
 }
 
 func newScrubMetrics() *ScrubMetrics {
@@ -62,11 +63,26 @@ func newScrubMetrics() *ScrubMetrics {
 			Help: "Upper bound on the age of the oldest verification in the region: seconds since the start of the oldest segment's last completed scrub pass (until every segment has completed one: since this daemon's scrubber started)."}, []string{"region"}),
 		Coverage: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_scrub_coverage_ratio",
 			Help: "Fraction of the region's table scrubbed in the current pass."}, []string{"region"}),
+		Period: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_scrub_period_seconds",
+			Help: "The scrub period (scrub.period): every record should be verified again within it."}, []string{"region"}),
 	}
 }
 
+// init creates region's series at zero, so the alerts and dashboards see them (scrubbing off:
+// they stay zero, and EnvdrScrubBehind stays quiet).
+func (m *ScrubMetrics) init(region string) {
+	for _, o := range []string{"verified", "recent", "no_wrap", "failed", "repaired"} {
+		m.Records.WithLabelValues(region, o)
+	}
+	m.KMSCalls.WithLabelValues(region)
+	m.Rate.WithLabelValues(region)
+	m.Oldest.WithLabelValues(region)
+	m.Coverage.WithLabelValues(region)
+	m.Period.WithLabelValues(region)
+}
+
 func (m *ScrubMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Records, m.KMSCalls, m.Rate, m.Oldest, m.Coverage}
+	return []prometheus.Collector{m.Records, m.KMSCalls, m.Rate, m.Oldest, m.Coverage, m.Period}
 }
 
 // Scrubber re-verifies one region's wraps; see the comment above.
@@ -123,6 +139,7 @@ func (s *Scrubber) rate() float64 {
 // Run scrubs until ctx ends.
 func (s *Scrubber) Run(ctx context.Context) {
 	s.started = s.now()
+	s.m.Period.WithLabelValues(s.r.Name).Set(s.period.Seconds())
 	s.log.Info("scrubber started", zap.String("region", s.r.Name), zap.Float64("budget", s.budget),
 		zap.Duration("period", s.period), zap.Float64("kms_calls_per_second", s.rate()))
 	for ctx.Err() == nil {

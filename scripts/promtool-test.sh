@@ -12,9 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-version=${PROMTOOL_DEB_VERSION:?PROMTOOL_DEB_VERSION is set by mk/monitoring.mk}
+# PROMTOOL_DEB_VERSION: the accepted builds, in order of preference (all promtool 2.42.0).
+versions=${PROMTOOL_DEB_VERSION:?PROMTOOL_DEB_VERSION is set by mk/monitoring.mk}
+version=${versions%% *}
 bin=$PWD/.tools/bin/promtool
-stamp=$PWD/.tools/bin/.promtool-$version
+stamp=$PWD/.tools/bin/.promtool-${versions// /_}
 
 skip() {
   if [[ ${ENVDR_REQUIRE_PROMTOOL:-} == 1 ]]; then
@@ -32,13 +34,20 @@ install_promtool() {
   tmp=$(mktemp -d)
   # apt-get download writes into the current directory; the _apt sandbox user may not be able
   # to, which apt only warns about.
-  if ! (cd "$tmp" && apt-get download -q "prometheus=$version" >/dev/null 2>&1); then
+  download() {
+    local v
+    for v in $versions; do
+      (cd "$tmp" && apt-get download -q "prometheus=$v" >/dev/null 2>&1) && return 0
+    done
+    return 1
+  }
+  if ! download; then
     # A fresh machine has no package lists yet: read them once (needs root), then retry.
     if [[ $(id -u) == 0 ]]; then
       apt-get update -q >/dev/null 2>&1 || true
     fi
-    (cd "$tmp" && apt-get download -q "prometheus=$version" >/dev/null 2>&1) ||
-      { rm -rf "$tmp"; skip "apt-get download prometheus=$version failed (not in this machine's apt sources; the pin is Debian 12's)"; }
+    download ||
+      { rm -rf "$tmp"; skip "apt-get download prometheus=($versions) failed (not in this machine's apt sources; the pins are Debian 12's)"; }
   fi
   dpkg -x "$tmp"/prometheus_*.deb "$tmp/x"
   mkdir -p .tools/bin

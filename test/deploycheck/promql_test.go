@@ -262,7 +262,7 @@ func TestPromtoolRulesExtraction(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, yaml.Unmarshal(b, &want))
 	require.Equal(t, want["spec"], plain)
-	require.Len(t, plain["groups"], 6)
+	require.Len(t, plain["groups"], 5)
 	// The ECS Terraform module loads the same rules into Amazon Managed Service for Prometheus.
 	tf, err := os.ReadFile(filepath.Join(repo, "terraform/modules/ecs-ops/files/prometheusrule.yaml"))
 	require.NoError(t, err)

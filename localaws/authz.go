@@ -10,8 +10,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/sigv4"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/sigv4"
 )
 
 // Authentication failures, answered with each service's code and HTTP status:

@@ -6,8 +6,8 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/sigv4"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/sigv4"
 )
 
 // kmsWithSTS serves a region's KMS port: requests signed for STS go to GetCallerIdentity (so drill

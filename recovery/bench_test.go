@@ -20,7 +20,7 @@ import (
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/loadavg"
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"

@@ -14,7 +14,7 @@ echo "== go vet + staticcheck (pinned)"
 make -s lint
 echo "== go test (unit, integration, fault-injection short form)"
 go test -count=1 -timeout 20m ./...
-echo "== go test -race (replicate, regions, internal/localaws)"
+echo "== go test -race (replicate, regions, localaws)"
 make -s race
 echo "== fuzz (short)"
 make -s fuzz-short

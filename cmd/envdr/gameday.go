@@ -11,7 +11,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws"
 	"github.com/envdr/envdr/recovery"
 )
 

@@ -16,9 +16,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/kms"
 )
 
 func init() { register(newLocalCmd) }

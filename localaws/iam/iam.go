@@ -22,8 +22,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/envdr/envdr/internal/localaws/iampolicy"
-	"github.com/envdr/envdr/internal/localaws/sigv4"
+	"github.com/envdr/envdr/localaws/iampolicy"
+	"github.com/envdr/envdr/localaws/sigv4"
 	"github.com/envdr/envdr/policy"
 )
 

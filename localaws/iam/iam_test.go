@@ -17,8 +17,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/sigv4"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/sigv4"
 )
 
 func TestIdentitiesAndCredentialsFile(t *testing.T) {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws/iampolicy"
+	"github.com/envdr/envdr/localaws/iampolicy"
 	"github.com/envdr/envdr/policy"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws/kms"
 )
 
 // Serve two Regions, make a multi-Region key with a replica, and decrypt in

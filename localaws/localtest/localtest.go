@@ -26,9 +26,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/kms"
 )
 
 var _ localaws.KMSHooks = (*kms.Service)(nil)

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/localtest"
 )
 
 // Two Envs share the backends but nothing else, and each removes its queue and table when its

@@ -15,7 +15,7 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws/sigv4"
+	"github.com/envdr/envdr/localaws/sigv4"
 )
 
 const (

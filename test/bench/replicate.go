@@ -32,8 +32,8 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/kms"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )

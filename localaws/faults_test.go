@@ -105,11 +105,11 @@ func TestFaultDelayJitter(t *testing.T) {
 		random float64
 		want   time.Duration
 	}{{0, 150 * time.Millisecond}, {0.5, 200 * time.Millisecond}, {0.75, 225 * time.Millisecond}} {
-		require.Equal(t, tc.want, f.delay(func() float64 { return tc.random }), "random %v", tc.random)
+		require.Equal(t, tc.want, faultDelay(f, func() float64 { return tc.random }), "random %v", tc.random)
 	}
 	// Jitter larger than the latency never makes a negative wait.
-	require.Equal(t, time.Duration(0), Fault{Latency: 10 * time.Millisecond, Jitter: time.Second}.delay(func() float64 { return 0 }))
-	require.Equal(t, time.Second, Fault{Latency: time.Second}.delay(func() float64 { panic("no jitter: no random draw") }))
+	require.Equal(t, time.Duration(0), faultDelay(Fault{Latency: 10 * time.Millisecond, Jitter: time.Second}, func() float64 { return 0 }))
+	require.Equal(t, time.Second, faultDelay(Fault{Latency: time.Second}, func() float64 { panic("no jitter: no random draw") }))
 }
 
 // faultHarness is the middleware in front of a handler that counts what it served.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/envdr/envdr/localaws/admin"
 )
 
 // Global tables, as DynamoDB global tables version 2019.11.21 run them:
@@ -80,28 +82,8 @@ type change struct {
 	due     time.Time
 }
 
-// PairStats are one replication direction's counters.
-type PairStats struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Lag is the configured delay before a change is applied at To; each change waits Lag plus
-	// a random share of Jitter (uniform in [0, Jitter], drawn per item and destination).
-	Lag    string `json:"lag"`
-	Jitter string `json:"jitter"`
-	// Replicated counts changes applied at To; Conflicts those discarded because To held a
-	// newer write of the item (last writer wins).
-	Replicated int64 `json:"replicated"`
-	Conflicts  int64 `json:"conflicts"`
-	// Writes counts the BatchWriteItem requests sent to To's replica to apply them (up to 25
-	// changes each; re-sent unprocessed items count again).
-	Writes int64 `json:"writes"`
-	// Pending changes are waiting for their lag to pass or for a region to come back.
-	Pending int `json:"pending"`
-	// ReplicationLatency, as CloudWatch's metric of that name: the time from a write at From to
-	// its arrival at To, for the last change and the largest seen, in milliseconds.
-	LastLatencyMs float64 `json:"replication_latency_last_ms"`
-	MaxLatencyMs  float64 `json:"replication_latency_max_ms"`
-}
+// PairStats are one replication direction's counters (the admin wire type, localaws/admin).
+type PairStats = admin.PairStats
 
 // GlobalTables replicates every table between the regions of a Stack. It also serves each
 // region's DynamoDB endpoint (Handler), which is where it sees the writes.

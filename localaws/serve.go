@@ -14,13 +14,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/localaws/iam"
 )
 
-// DefaultBasePort is the first of the stand-in's fixed ports (see Ports), chosen so that
-// local/envdr.yaml is the same on every run, and below Linux's ephemeral range (32768-60999) so
-// that a busy machine's outgoing connections never hold one of them.
-const DefaultBasePort = 24660
+// DefaultBasePort is the first of the stand-in's fixed ports (see Ports and admin.DefaultBasePort).
+const DefaultBasePort = admin.DefaultBasePort
 
 // Ports is the fixed port layout of `envdr local serve` from a base port B:
 // B admin, B+1 fauxqs, B+2 DynamoDB Local, and for the i-th region B+10+10i (KMS), +1 (SQS),
@@ -70,8 +69,8 @@ type ServeOptions struct {
 	Ready func(configPath string)
 }
 
-// ConfigFile is the config `envdr local serve` writes inside its directory.
-const ConfigFile = "envdr.yaml"
+// ConfigFile is the config the stand-in writes inside its directory (admin.ConfigFile).
+const ConfigFile = admin.ConfigFile
 
 // Serve runs the stand-in until ctx ends or a backend dies: it starts fauxqs and DynamoDB Local
 // as child processes, puts every region's endpoints in front of them and the KMS stand-in,

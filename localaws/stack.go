@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/localaws/iam"
 )
 
@@ -45,17 +46,16 @@ var DefaultRegions = []string{"us-east-1", "eu-west-1", "ap-southeast-2"}
 // ErrUnknownRegion is returned for a region the stack does not serve.
 var ErrUnknownRegion = errors.New("localaws: unknown region")
 
-// Service names, as in SigV4 credential scopes.
+// Service names, as in SigV4 credential scopes (defined in localaws/admin, the admin wire).
 const (
-	ServiceKMS      = "kms"
-	ServiceSQS      = "sqs"
-	ServiceDynamoDB = "dynamodb"
-	// ServiceSTS is served on each region's KMS port (GetCallerIdentity only).
-	ServiceSTS = "sts"
+	ServiceKMS      = admin.ServiceKMS
+	ServiceSQS      = admin.ServiceSQS
+	ServiceDynamoDB = admin.ServiceDynamoDB
+	ServiceSTS      = admin.ServiceSTS
 )
 
 // Services lists the per-region services in a fixed order.
-var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB}
+var Services = admin.Services
 
 // RegionPorts fixes one region's ports; 0 picks an ephemeral port.
 type RegionPorts struct {
@@ -262,24 +262,11 @@ func (s *Stack) Close() error {
 	return nil
 }
 
-// RegionStatus is one region's state, as the admin endpoint reports it.
-type RegionStatus struct {
-	Up        bool          `json:"up"`
-	Endpoints EndpointsJSON `json:"endpoints"`
-	// Faults are the region's active gray failures by service (absent: none).
-	Faults map[string]Fault `json:"faults,omitempty"`
-	// ClockSkew is the offset of the region's write clock, which stamps its global-table
-	// writes for last writer wins (absent: none).
-	ClockSkew string `json:"clock_skew,omitempty"`
-}
-
-// EndpointsJSON is config.Endpoints with lower-case JSON names, as in the YAML config.
-type EndpointsJSON struct {
-	KMS      string `json:"kms"`
-	SQS      string `json:"sqs"`
-	DynamoDB string `json:"dynamodb"`
-	STS      string `json:"sts"`
-}
+// RegionStatus and EndpointsJSON are the admin endpoint's wire types (localaws/admin).
+type (
+	RegionStatus  = admin.RegionStatus
+	EndpointsJSON = admin.EndpointsJSON
+)
 
 // Status reports every region.
 func (s *Stack) Status() map[string]RegionStatus {

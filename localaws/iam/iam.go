@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/localaws/iampolicy"
 	"github.com/envdr/envdr/localaws/sigv4"
 	"github.com/envdr/envdr/policy"
@@ -41,7 +42,7 @@ const (
 // Role names; each profile in the credentials file is named after its role.
 const (
 	RoleAdmin    = "envdr-admin"
-	RoleDaemon   = "envdr-daemon"
+	RoleDaemon   = admin.RoleDaemon
 	RoleProducer = "envdr-producer"
 	RoleOperator = "envdr-operator"
 	RoleRewrap   = "envdr-rewrap"
@@ -283,25 +284,13 @@ func (m *IAM) AuthorizeRequest(r *http.Request, region string, c Check) (denied 
 	return msg, true
 }
 
-// SimulateRequest is the body of POST /iam/simulate (the stand-in serves it; `envdr doctor`
-// sends it, recovery/permissions.go).
-type SimulateRequest struct {
-	Role     string              `json:"role"`
-	Region   string              `json:"region"`
-	Action   string              `json:"action"`
-	Resource string              `json:"resource"`
-	Context  map[string][]string `json:"context,omitempty"`
-	// KeyPolicy, when set, is evaluated as the key policy of a KMS key.
-	KeyPolicy *string `json:"key_policy,omitempty"`
-}
-
-// SimulateResult answers POST /iam/simulate.
-type SimulateResult struct {
-	Allowed   bool   `json:"allowed"`
-	Decision  string `json:"decision"`
-	Statement string `json:"statement,omitempty"`
-	Message   string `json:"message,omitempty"`
-}
+// SimulateRequest and SimulateResult are POST /iam/simulate's wire types; they live in
+// localaws/admin so that `envdr doctor` (recovery/permissions.go) sends them without linking
+// the stand-in.
+type (
+	SimulateRequest = admin.SimulateRequest
+	SimulateResult  = admin.SimulateResult
+)
 
 // Simulate evaluates a request as the named role would make it, like iam:SimulatePrincipalPolicy.
 func (m *IAM) Simulate(s SimulateRequest) (SimulateResult, error) {

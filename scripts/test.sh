@@ -16,6 +16,10 @@ echo "== go test (unit, integration, fault-injection short form)"
 go test -count=1 -timeout 20m ./...
 echo "== go test -race (replicate, regions, localaws)"
 make -s race
+# envdr builds for every laptop (CGO off); the release snapshot is built offline and checked:
+# archives, SHA256SUMS, SBOMs, each binary's header and version, the linux/amd64 one run.
+echo "== cross-builds and release snapshot"
+make -s cross release-check
 echo "== fuzz (short)"
 make -s fuzz-short
 # validate plans every Terraform root when it can (offline provider, or the registry) and

@@ -252,7 +252,7 @@ func WriteConfig(path string, c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	head := "# Written by `envdr local serve` (make local-up): the local three-region stand-in.\n" +
+	head := "# Written by `envdr-local` (make local-up): the local three-region stand-in.\n" +
 		"# Regenerated on every start; edit a copy, not this file.\n"
 	return writeFileAtomic(path, append([]byte(head), b...))
 }
@@ -267,7 +267,7 @@ func portsFree(p Ports) error {
 	for _, port := range all {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("port %d is in use (another `envdr local serve`? run make local-down, or pick --base-port): %w", port, err))
+			errs = append(errs, fmt.Errorf("port %d is in use (another `envdr-local`? run make local-down, or pick --base-port): %w", port, err))
 			continue
 		}
 		_ = ln.Close()

@@ -197,6 +197,18 @@ func binFormat(goos string) string {
 	return "ELF"
 }
 
+// lcCodeSignature is LC_CODE_SIGNATURE (mach-o/loader.h), which debug/macho does not name.
+const lcCodeSignature = 0x1d
+
+func hasLoad(f *macho.File, cmd uint32) bool {
+	for _, l := range f.Loads {
+		if raw := l.Raw(); len(raw) >= 4 && f.ByteOrder.Uint32(raw) == cmd {
+			return true
+		}
+	}
+	return false
+}
+
 // checkBinary checks the executable's header (format and CPU), its Go build information and
 // that the version string is in it.
 func checkBinary(b []byte, goos, goarch, version string) error {
@@ -212,6 +224,10 @@ func checkBinary(b []byte, goos, goarch, version string) error {
 			return fmt.Errorf("Mach-O type %v, want an executable", f.Type)
 		}
 		cpu = map[macho.Cpu]string{macho.CpuArm64: "arm64", macho.CpuAmd64: "amd64"}[f.Cpu]
+		// Apple silicon kills an unsigned executable at launch; Go's linker signs it ad hoc.
+		if goarch == "arm64" && !hasLoad(f, lcCodeSignature) {
+			return errors.New("Mach-O arm64 without a code signature (LC_CODE_SIGNATURE): macOS would kill it at launch")
+		}
 	case "windows":
 		f, err := pe.NewFile(r)
 		if err != nil {

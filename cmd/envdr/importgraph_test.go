@@ -39,3 +39,13 @@ func TestProductImportGraphHasNoStandIn(t *testing.T) {
 		require.Contains(t, own, module+"localaws/admin", "%s: the check read envdr's graph", target)
 	}
 }
+
+// localaws/admin stays small and pure: the standard library only, so linking it brings nothing
+// of the stand-in (nor any Linux-only code) into envdr.
+func TestAdminPackageIsStandardLibraryOnly(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	require.NoError(t, err, "the import-graph check runs go list")
+	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", "github.com/envdr/envdr/localaws/admin").CombinedOutput()
+	require.NoError(t, err, "go list -deps: %s", out)
+	require.Equal(t, []string{"github.com/envdr/envdr/localaws/admin"}, strings.Fields(string(out)))
+}

@@ -13,11 +13,14 @@
 package localaws
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"sort"
@@ -397,6 +400,40 @@ func newBackendTransport() *http.Transport {
 	}
 }
 
+// retryReused retries a request once on a fresh connection when it failed on a pooled one: the
+// backend may close an idle connection at the very moment the proxy reuses it (its keep-alive
+// timer and the proxy's idle timeout race, and on a loaded machine the proxy's timer fires
+// late), which loses the request or cuts the response although the backend is fine. A fresh
+// connection has no such race, so a failure on one is returned as it is. The body is buffered
+// so it can be sent again (the stand-in's bodies are small: AWS caps them at a few MiB).
+type retryReused struct{ next http.RoundTripper }
+
+func (t retryReused) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	for attempt := 0; ; attempt++ {
+		reused := false
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		r := req.Clone(httptrace.WithClientTrace(req.Context(), trace))
+		if body != nil {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			r.ContentLength = int64(len(body))
+		}
+		resp, err := t.next.RoundTrip(r)
+		if err == nil || !reused || attempt > 0 || req.Context().Err() != nil {
+			return resp, err
+		}
+	}
+}
+
 // newProxy forwards to a backend, keeping the client's Host header: fauxqs builds queue URLs
 // from it, so the URLs it returns point at this region's SQS endpoint.
 func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
@@ -405,7 +442,7 @@ func newProxy(target *url.URL, tr http.RoundTripper) http.Handler {
 			r.SetURL(target)
 			r.Out.Host = r.In.Host
 		},
-		Transport:     tr,
+		Transport:     retryReused{tr},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if errors.Is(err, context.Canceled) {

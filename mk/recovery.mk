@@ -20,3 +20,11 @@ drill-bench: build local-up ## drill and verify rate, peak RSS and KMS-quota fra
 rewrap-soak: local-up ## rotate a key and rewrap 10,000 records, killed midway and resumed: each re-wrapped exactly once
 	ENVDR_REQUIRE_LOCAL=1 ENVDR_SOAK_RECORDS=$(REWRAP_SOAK_RECORDS) \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkRewrapSoak$$' -benchtime 1x -timeout 60m ./recovery/
+
+# Issue 25's figures: a statistical verify, and 1, 2 and 4 shards of a full verify side by side,
+# on SCALE_N records (default 100,000; SCALE_N=1000000 for a million: seeding alone is long).
+SCALE_N ?= 100000
+.PHONY: scale-bench
+scale-bench: build local-up ## statistical verify (99.9%, 0.1%) and 1/2/4-shard verify on SCALE_N (100,000) records; docs/BENCH.md
+	ENVDR_REQUIRE_LOCAL=1 ENVDR_BIN=$(abspath $(DRILL_BIN)) ENVDR_SCALE_N=$(SCALE_N) \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 120m ./recovery/

@@ -3,7 +3,14 @@ package recovery_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
 	"github.com/envdr/envdr/replicate/replicatetest"
@@ -41,7 +49,7 @@ func sorted(s []string) []string {
 func TestDrillAfterRegionLostMidRun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	d := replicatetest.StartDaemon(t, ctx, f.cfg, zap.NewNop(), replicate.DaemonOptions{
+	d := replicatetest.StartDaemon(t, ctx, f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
 		WaitTime: time.Second, RetryBase: time.Second, Regions: fastRegions})
 
 	before := f.enqueue(t, 40)
@@ -57,7 +65,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		return f.wrapped(after, "us-east-1", "eu-west-1")
 	})
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(len(before)+len(after)), rep.Records)
 	require.Equal(t, rep.Records, rep.Recoverable, "failures: %+v", rep.Failures)
@@ -80,7 +88,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		n, err := d.QueueDepth(ctx)
 		return err == nil && n == 0 && f.wrapped(after, f.env.Regions...)
 	})
-	healthy, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	healthy, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, 100.0, healthy.RecoverablePercent)
 	require.Equal(t, healthy.Records, healthy.Replicated)
@@ -100,7 +108,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	file, hdr := f.sealed(t)
 	f.env.ResetCounters()
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
 	require.NoError(t, err)
 	require.Equal(t, int64(38), rep.Records)
 	require.Equal(t, int64(33), rep.Recoverable)
@@ -126,7 +134,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	require.Zero(t, f.env.Counters()["us-east-1"]["Decrypt"], "the drill called the lost region's KMS")
 
 	// --all-surviving: the 3 records wrapped in eu-west-1 only now fail too.
-	all, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
+	all, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(30), all.Recoverable)
 	require.Equal(t, int64(3), all.DecryptFailed)
@@ -212,7 +220,7 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 	})
 	require.NoError(t, err)
 	f.env.Settle()
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Zero(t, rep.DecryptFailed, "%+v", rep.Failures)
 	require.Equal(t, int64(2), rep.Recoverable)
@@ -224,8 +232,49 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 		require.Equalf(t, want, g.Fallbacks, "region %s: checks that opened with another wrap than its own", g.Region)
 	}
 	// verify does not fall back: a region's own wrap that fails is a finding to fix.
-	ver, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "us-east-1", NoWrite: true, Regions: fastRegions})
+	ver, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Region: "us-east-1", NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), ver.Failed)
 	require.Equal(t, ids[0], ver.Failures[0].ID)
+}
+
+// A drill as it runs on AWS (a config without a local: section, credentials from the
+// environment) with AWS_CA_BUNDLE set: the guard wraps the client the SDK built with the bundle.
+// Before issue 21 the drill failed before doing anything: "unable to add custom RootCAs
+// HTTPClient, has no WithTransportOptions, *recovery.guard".
+func TestDrillWithCABundle(t *testing.T) {
+	f := setup(t)
+	ids := f.seed(t, 5, f.env.Regions...)
+	cfg := *f.cfg
+	local := f.as(t, iam.RoleDrill).Local // the drill's own role, as the environment's credentials
+	cfg.Local = nil
+	dir := t.TempDir()
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_ACCESS_KEY_ID", local.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", local.SecretKey)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CA_BUNDLE", testCABundle(t))
+
+	rep, err := recovery.Drill(context.Background(), &cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(len(ids)), rep.Records)
+	require.Equal(t, rep.Records, rep.Recoverable)
+	require.Zero(t, rep.Isolation.LostRegionRequests)
+}
+
+// testCABundle writes a self-signed CA certificate as PEM and returns its path.
+func testCABundle(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "envdr test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	return p
 }

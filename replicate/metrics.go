@@ -22,9 +22,13 @@ import (
 // test/deploycheck checks every one of them.
 type Metrics struct {
 	Registry *prometheus.Registry
-	Events   *prometheus.CounterVec   // outcome, reason
-	Wrap     *prometheus.HistogramVec // region
-	Verify   *prometheus.HistogramVec // region
+	// reg registers on Registry with the constant label daemon_region (the region this daemon
+	// runs in) on every series, when known: one Prometheus or Thanos over several regions tells
+	// their fleets apart. Not "region": that label names the region a wrap or KMS call is for.
+	reg    prometheus.Registerer
+	Events *prometheus.CounterVec   // outcome, reason
+	Wrap   *prometheus.HistogramVec // region
+	Verify *prometheus.HistogramVec // region
 	// ReplicaWait is how long a verification waited for the region's own replica to hold the
 	// wrap written elsewhere: the global table's replication lag as the daemon sees it.
 	ReplicaWait *prometheus.HistogramVec // region
@@ -32,7 +36,7 @@ type Metrics struct {
 	KMSLatency  *prometheus.HistogramVec // region, op
 	Throttles   *prometheus.CounterVec   // region, op
 	InFlight    prometheus.Gauge
-	OldestAge   prometheus.Gauge
+	OldestAge   prometheus.Gauge     // per daemon; the region is daemon_region
 	Healthy     *prometheus.GaugeVec // region
 	Requeued    prometheus.Counter
 	DLQ         *prometheus.CounterVec // reason
@@ -50,7 +54,9 @@ type Metrics struct {
 	// it from unprotected to protected in its replica (copies and redeliveries of a protected
 	// record are not; a duplicate worked at the same moment may add a second, later sample).
 	Protection *prometheus.HistogramVec // source_region
-	BuildInfo  *prometheus.GaugeVec     // version, commit, goversion: always 1
+	// Scrub are the scrubber's metrics (envdr_scrub_*), zero while scrubbing is off.
+	Scrub     *ScrubMetrics
+	BuildInfo *prometheus.GaugeVec // version, commit, goversion: always 1
 }
 
 // ProtectionBuckets bound envdr_protection_seconds: fine around the default SLO (99.99% within
@@ -61,8 +67,17 @@ var ProtectionBuckets = []float64{0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60
 // alerts see a zero before the first call or throttle.
 var KMSOps = []string{"GenerateDataKey", "Decrypt", "Encrypt", "ReEncrypt", "DescribeKey"}
 
-// NewMetrics registers every metric on a fresh registry.
-func NewMetrics() *Metrics {
+// DaemonRegionLabel is the constant label NewRegionMetrics puts on every series: the region the
+// daemon runs in, whose queue and DLQ it reads. The alerts group by it.
+const DaemonRegionLabel = "daemon_region"
+
+// NewMetrics registers every metric on a fresh registry, with no daemon_region label (tests,
+// tools that run no daemon).
+func NewMetrics() *Metrics { return NewRegionMetrics("") }
+
+// NewRegionMetrics registers every metric on a fresh registry, each series labelled
+// daemon_region=region (none when region is empty).
+func NewRegionMetrics(region string) *Metrics {
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
@@ -102,7 +117,13 @@ func NewMetrics() *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_build_info",
 			Help: "Always 1; the labels name the running envdr build."}, []string{"version", "commit", "goversion"}),
 	}
-	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
+	m.reg = m.Registry
+	if region != "" {
+		m.reg = prometheus.WrapRegistererWith(prometheus.Labels{DaemonRegionLabel: region}, m.Registry)
+	}
+	m.Scrub = newScrubMetrics()
+	m.reg.MustRegister(m.Scrub.collectors()...)
+	m.reg.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
 		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.RegionFailures, m.Repairs, m.Protection, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetBuild("", "")
@@ -208,7 +229,7 @@ func (m *Metrics) WatchQueues(q QueueAttributesAPI, queueURL, dlqURL string) {
 			c.depths[[2]string{name, s}] = 0
 		}
 	}
-	m.Registry.MustRegister(c)
+	m.reg.MustRegister(c)
 }
 
 func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc; ch <- c.errDesc }

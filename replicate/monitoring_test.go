@@ -76,10 +76,18 @@ func TestMonitoringNamesExistOnDaemonMetrics(t *testing.T) {
 	}
 
 	// The new metrics carry real values: the build, the KMS latency of the calls just made, and
-	// both queues' depth read from SQS.
-	require.Regexp(t, `envdr_build_info\{commit="[^"]+",goversion="go[^"]+",version="[^"]+"\} 1`, text)
-	require.Regexp(t, `envdr_kms_call_seconds_count\{op="ReEncrypt",region="eu-west-1"\} [1-9]`, text)
-	require.Contains(t, text, `envdr_kms_throttles_total{op="Decrypt",region="ap-southeast-2"} 0`)
-	require.Contains(t, text, `envdr_queue_messages{queue="dlq",state="visible"} 0`)
-	require.Contains(t, text, `envdr_queue_scrape_error{queue="events"} 0`)
+	// both queues' depth read from SQS. Every series names the daemon's own region
+	// (daemon_region), so one Prometheus over several regions tells their fleets apart.
+	region := d.Region()
+	require.Regexp(t, `envdr_build_info\{commit="[^"]+",daemon_region="`+region+`",goversion="go[^"]+",version="[^"]+"\} 1`, text)
+	require.Regexp(t, `envdr_kms_call_seconds_count\{daemon_region="`+region+`",op="ReEncrypt",region="eu-west-1"\} [1-9]`, text)
+	require.Contains(t, text, `envdr_kms_throttles_total{daemon_region="`+region+`",op="Decrypt",region="ap-southeast-2"} 0`)
+	require.Contains(t, text, `envdr_queue_messages{daemon_region="`+region+`",queue="dlq",state="visible"} 0`)
+	require.Contains(t, text, `envdr_queue_scrape_error{daemon_region="`+region+`",queue="events"} 0`)
+	require.Regexp(t, `envdr_oldest_message_age_seconds\{daemon_region="`+region+`"\} `, text)
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "envdr_") {
+			require.Contains(t, line, `daemon_region="`+region+`"`, "every envdr series is per region")
+		}
+	}
 }

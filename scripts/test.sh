@@ -20,6 +20,8 @@ make -s race
 # archives, SHA256SUMS, SBOMs, each binary's header and version, the linux/amd64 one run.
 echo "== cross-builds and release snapshot"
 make -s cross release-check
+echo "== promtool test rules (deploy/monitoring/tests)"
+make -s promtool-test
 echo "== fuzz (short)"
 make -s fuzz-short
 # validate plans every Terraform root when it can (offline provider, or the registry) and

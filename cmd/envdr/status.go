@@ -21,6 +21,33 @@ type regionStatus struct {
 	Verified int    `json:"verified"`
 	Failing  int    `json:"failing"` // no wrap (or unverified) with a last error
 	Missing  int    `json:"missing"` // no wrap
+	// OldestUnprotected is the oldest record the replication policy still waits for this region
+	// on (it lacks the region's wrap, or that wrap's verification): the region lagging longest
+	// shows the oldest. Null when none.
+	OldestUnprotected *unprotected `json:"oldest_unprotected"`
+}
+
+// unprotected names a record not yet meeting the replication policy, and how old it is.
+type unprotected struct {
+	ID           string    `json:"id"`
+	SourceRegion string    `json:"source_region"`
+	CreatedAt    time.Time `json:"created_at"`
+	AgeSeconds   float64   `json:"age_seconds"`
+}
+
+// older keeps in *cur whichever of it and r was created first.
+func older(cur **unprotected, r *envelope.Record) {
+	if *cur == nil || r.CreatedAt.Before((*cur).CreatedAt) {
+		*cur = &unprotected{ID: r.ID, SourceRegion: r.SourceRegion, CreatedAt: r.CreatedAt.UTC()}
+	}
+}
+
+// age renders an oldest-unprotected entry for the table: its age, or "-" when none.
+func (u *unprotected) age() string {
+	if u == nil {
+		return "-"
+	}
+	return time.Duration(u.AgeSeconds * float64(time.Second)).Round(time.Second).String()
 }
 
 type statusReport struct {
@@ -30,9 +57,12 @@ type statusReport struct {
 	Skipped    []recovery.SkippedRegion `json:"skipped"`
 	Records    int                      `json:"records"`
 	Replicated int                      `json:"replicated"` // records meeting the replication policy
-	Regions    []regionStatus           `json:"regions"`
-	Queued     int                      `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
-	DeadLetter int                      `json:"dead_letter"` // events in the region's DLQ
+	// OldestUnprotected is the oldest record in this replica not meeting the replication policy:
+	// the decryptability recovery point as this region sees it. Null when every record meets it.
+	OldestUnprotected *unprotected   `json:"oldest_unprotected"`
+	Regions           []regionStatus `json:"regions"`
+	Queued            int            `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
+	DeadLetter        int            `json:"dead_letter"` // events in the region's DLQ
 }
 
 func init() {
@@ -49,7 +79,9 @@ func init() {
 			Short: "Summarise replication: records per region wrapped and verified, queue and DLQ depth",
 			Long: `status scans one region's replica of the records table (parallel scan segments, constant
 memory) and counts, per region, the records wrapped, verified, missing a wrap and failing (a last
-error is recorded). It also reports the events still in that region's queue and in its
+error is recorded). It names the oldest record not yet protected (not meeting the replication
+policy in this replica) and, per region, the oldest one the policy still waits for that region
+on: the decryptability recovery point as this replica sees it. It also reports the events still in that region's queue and in its
 dead-letter queue. It reads only; use verify to re-check that each region can decrypt, and drill
 to rehearse a loss. While it scans, progress goes to stderr (a bar on a terminal, a line every
 5 s otherwise, with the estimated total and time left; --quiet: none).
@@ -125,13 +157,20 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 				for seg := 0; seg < segments; seg++ {
 					g.Go(func() error {
 						return store.Scan(gctx, seg, segments, func(r *envelope.Record) error {
-							ok, _ := pol.Met(r)
+							ok, missing := pol.Met(r)
 							progress.Add(1)
 							mu.Lock()
 							defer mu.Unlock()
 							rep.Records++
 							if ok {
 								rep.Replicated++
+							} else {
+								older(&rep.OldestUnprotected, r)
+								for _, name := range missing {
+									if i, known := idx[name]; known {
+										older(&rep.Regions[i].OldestUnprotected, r)
+									}
+								}
 							}
 							for name, i := range idx {
 								w := r.Regions[name]
@@ -169,15 +208,29 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 						return fmt.Errorf("region %s: DLQ %s: %w", home.Name, dlqURL, err)
 					}
 				}
+				now := time.Now()
+				setAge := func(u *unprotected) {
+					if u != nil {
+						u.AgeSeconds = max(now.Sub(u.CreatedAt), 0).Seconds()
+					}
+				}
+				setAge(rep.OldestUnprotected)
+				for i := range rep.Regions {
+					setAge(rep.Regions[i].OldestUnprotected)
+				}
 				out := cmd.OutOrStdout()
 				if asJSON {
 					return writeJSON(out, rep)
 				}
 				fmt.Fprintf(out, "region %s: records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
 					rep.Region, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
-				t := newTable(out, "REGION", "WRAPPED", "VERIFIED", "MISSING", "FAILING")
+				if u := rep.OldestUnprotected; u != nil {
+					fmt.Fprintf(out, "oldest not protected: %s, sealed in %s at %s (%s ago)\n",
+						u.ID, u.SourceRegion, u.CreatedAt.Format(time.RFC3339), u.age())
+				}
+				t := newTable(out, "REGION", "WRAPPED", "VERIFIED", "MISSING", "FAILING", "OLDEST UNPROTECTED (AGE)")
 				for _, rs := range rep.Regions {
-					t.row(rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing)
+					t.row(rs.Region, rs.Wrapped, rs.Verified, rs.Missing, rs.Failing, rs.OldestUnprotected.age())
 				}
 				return t.flush()
 			},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/replicate"
 )
 
 var chartDir = filepath.Join(repo, "deploy/helm/envdr")
@@ -31,7 +33,8 @@ var chartDir = filepath.Join(repo, "deploy/helm/envdr")
 // rendered is one release's objects, decoded strictly into their types.
 type rendered struct {
 	deploy   *appsv1.Deployment
-	sa       *corev1.ServiceAccount
+	sa       *corev1.ServiceAccount            // the daemon's
+	sas      map[string]*corev1.ServiceAccount // by name: the daemon's and the drills'
 	svc      *corev1.Service
 	cms      map[string]*corev1.ConfigMap
 	pdb      *policyv1.PodDisruptionBudget
@@ -64,7 +67,12 @@ func render(t *testing.T, overlays []string, set map[string]any) (map[string]str
 // k8s.io/api type; the CRDs (KEDA, Prometheus Operator) are decoded into maps and checked below.
 func decode(t *testing.T, files map[string]string) *rendered {
 	t.Helper()
-	r := &rendered{cms: map[string]*corev1.ConfigMap{}, custom: map[string]map[string]any{}}
+	r := &rendered{cms: map[string]*corev1.ConfigMap{}, sas: map[string]*corev1.ServiceAccount{}, custom: map[string]map[string]any{}}
+	defer func() {
+		if r.deploy != nil {
+			r.sa = r.sas[r.deploy.Spec.Template.Spec.ServiceAccountName]
+		}
+	}()
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if !strings.HasSuffix(name, ".yaml") {
 			continue
@@ -80,7 +88,9 @@ func decode(t *testing.T, files map[string]string) *rendered {
 			case "apps/v1/Deployment":
 				target = decodeInto(&r.deploy)
 			case "v1/ServiceAccount":
-				target = decodeInto(&r.sa)
+				sa := &corev1.ServiceAccount{}
+				target = sa
+				defer func() { r.sas[sa.Name] = sa }()
 			case "v1/Service":
 				target = decodeInto(&r.svc)
 			case "v1/ConfigMap":
@@ -202,17 +212,52 @@ func checkRelease(t *testing.T, r *rendered, region string) {
 		require.NoError(t, err)
 		require.True(t, bytes.Equal(a, b), "deploy/helm/envdr/files/%s differs from deploy/monitoring/%s: cp deploy/monitoring/%s deploy/helm/envdr/files/", f, f, f)
 	}
+	// With the default SLO and jobs, its groups are the file's, then the release's own absent
+	// alert for its job and region.
 	var want map[string]any
 	b, _ := os.ReadFile(filepath.Join(repo, "deploy/monitoring/prometheusrule.yaml"))
 	require.NoError(t, yaml.Unmarshal(b, &want))
-	require.Equal(t, want["spec"], r.custom["PrometheusRule"]["spec"])
+	groups := field(r.custom["PrometheusRule"], "spec", "groups").([]any)
+	fileGroups := want["spec"].(map[string]any)["groups"].([]any)
+	require.Equal(t, fileGroups, groups[:len(groups)-1])
+	own := groups[len(groups)-1].(map[string]any)["rules"].([]any)[0].(map[string]any)
+	require.Equal(t, `absent(up{job="`+r.svc.Name+`",namespace="envdr"} == 1)`, own["expr"])
+	require.Equal(t, region, own["labels"].(map[string]any)["daemon_region"])
 
-	// Drills: one CronJob per lost region, never this one, with the same config and identity.
+	// EKS Pod Identity: the pods reach the node's agent (IPv4 and IPv6, port 80); IMDS stays
+	// closed by default.
+	agent := false
+	for _, e := range r.netpol.Spec.Egress {
+		var cidrs []string
+		for _, p := range e.To {
+			if p.IPBlock != nil {
+				cidrs = append(cidrs, p.IPBlock.CIDR)
+			}
+		}
+		require.NotContains(t, cidrs, "169.254.169.254/32", "IMDS is closed unless networkPolicy.imds")
+		if slices.Contains(cidrs, "169.254.170.23/32") {
+			require.Contains(t, cidrs, "fd00:ec2::23/128")
+			require.Equal(t, "80", e.Ports[0].Port.String())
+			agent = true
+		}
+	}
+	podIdentity := r.sa.Annotations["eks.amazonaws.com/role-arn"] == ""
+	require.Equal(t, podIdentity, agent, "the NetworkPolicy opens the Pod Identity agent exactly when aws.identity is pod-identity")
+
+	// Drills: one CronJob per lost region, never this one, with the same config and their own
+	// identity: the drill's service account (the drill role), not the daemon's.
 	require.NotEmpty(t, r.cronJobs)
+	drillSA := r.sas[r.deploy.Name+"-drill"]
+	require.NotNil(t, drillSA, "the drill's service account %s-drill; have %v", r.deploy.Name, slices.Collect(maps.Keys(r.sas)))
+	require.False(t, *drillSA.AutomountServiceAccountToken)
+	if !podIdentity {
+		require.Equal(t, "arn:aws:iam::111122223333:role/envdr-drill", drillSA.Annotations["eks.amazonaws.com/role-arn"])
+	}
 	for _, cj := range r.cronJobs {
 		ps := cj.Spec.JobTemplate.Spec.Template.Spec
 		require.Equal(t, corev1.RestartPolicyNever, ps.RestartPolicy)
-		require.Equal(t, r.sa.Name, ps.ServiceAccountName)
+		require.Equal(t, drillSA.Name, ps.ServiceAccountName)
+		require.NotEqual(t, r.sa.Name, ps.ServiceAccountName, "a drill never runs as the daemon")
 		args := ps.Containers[0].Args
 		require.Equal(t, "drill", args[0])
 		lose := args[indexOf(args, "--lose")+1]
@@ -299,6 +344,8 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{map[string]any{"aws": map[string]any{"identity": "kiam"}}, "aws.identity \"kiam\": use irsa or pod-identity"},
 		{map[string]any{"config": map[string]any{"create": false}}, "config.existingSecret is required"},
 		{map[string]any{"region": ""}, "region is required"},
+		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"thresholdSeconds": 12}}}, "monitoring.slo.thresholdSeconds 12 is not a bucket"},
+		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"objective": 99.99}}}, "monitoring.slo.objective 99.99 must be between 0 and 1"},
 	} {
 		_, err := render(t, nil, c.set)
 		require.ErrorContains(t, err, c.want, fmt.Sprint(c.set))
@@ -326,4 +373,44 @@ func TestChartLint(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(broken, "templates/service.yaml"), []byte("{{ if .Values.region }}\nkind: Service\n"), 0o644))
 	l := lint.All(broken, nil, "envdr", false)
 	require.Equal(t, support.ErrorSev, l.HighestSeverity, "%v", l.Messages)
+}
+
+// The SLO is set from values: the objective recording rule and every error ratio's bucket follow
+// them, and the threshold buckets the chart accepts are the daemon's.
+func TestChartSLOFromValues(t *testing.T) {
+	files, err := render(t, nil, map[string]any{"monitoring": map[string]any{
+		"slo": map[string]any{"objective": 0.999, "thresholdSeconds": 7.5}, "fleetJobs": "replicator-.+"}})
+	require.NoError(t, err)
+	r := decode(t, files)
+	exprs := map[string]string{}
+	for _, g := range field(r.custom["PrometheusRule"], "spec", "groups").([]any) {
+		for _, x := range g.(map[string]any)["rules"].([]any) {
+			rule := x.(map[string]any)
+			name, _ := rule["record"].(string)
+			if name == "" {
+				name, _ = rule["alert"].(string)
+			}
+			exprs[name] = rule["expr"].(string)
+		}
+	}
+	require.Equal(t, "vector(0.999)", exprs["envdr:protection_slo_objective:ratio"])
+	n := 0
+	for name, e := range exprs {
+		if strings.HasPrefix(name, "envdr:protection_slo_errors:") {
+			n++
+			require.Contains(t, e, `envdr_protection_seconds_bucket{le=~"7\\.5|7\\.5\\.0"}`, name)
+			require.NotContains(t, e, `"15`, name)
+		}
+	}
+	require.Equal(t, 7, n)
+	require.Equal(t, `absent(up{job=~"replicator-.+"} == 1)`, exprs["EnvdrFleetAbsent"])
+
+	// The chart's list of thresholds is the histogram's buckets.
+	tpl, err := os.ReadFile(filepath.Join(chartDir, "templates/monitoring.yaml"))
+	require.NoError(t, err)
+	var list []string
+	for _, b := range replicate.ProtectionBuckets {
+		list = append(list, fmt.Sprintf("%q", strconv.FormatFloat(b, 'f', -1, 64)))
+	}
+	require.Contains(t, string(tpl), "(list "+strings.Join(list, " ")+")")
 }

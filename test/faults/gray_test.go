@@ -227,7 +227,8 @@ func histQuantile(text, name, region string, q float64) float64 {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, `region="`+region+`"`) {
+		// The label region exactly: daemon_region="R" must not match it.
+		if !strings.HasPrefix(line, name+"_bucket{") || (!strings.Contains(line, `{region="`+region+`"`) && !strings.Contains(line, `,region="`+region+`"`)) {
 			continue
 		}
 		_, rest, _ := strings.Cut(line, `le="`)

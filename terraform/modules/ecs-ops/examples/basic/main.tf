@@ -11,12 +11,28 @@ module "ecs_ops" {
   cluster_arn         = "arn:aws:ecs:us-east-1:111122223333:cluster/envdr"
   queue_name          = "envdr-events"
   task_definition_arn = "arn:aws:ecs:us-east-1:111122223333:task-definition/envdr:7"
-  task_role_arn       = "arn:aws:iam::111122223333:role/envdr-daemon"
+  drill_task_role_arn = "arn:aws:iam::111122223333:role/envdr-drill"
   execution_role_arn  = "arn:aws:iam::111122223333:role/envdr-task-execution"
   subnets             = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
   security_groups     = ["sg-0123456789abcdef0"]
   drill_lose          = ["eu-west-1", "ap-southeast-2"]
   pushgateway_url     = "http://pushgateway.internal:9091"
+
+  # Monitoring: CloudWatch alarms to an SNS topic, envdr's metrics and alert rules in Amazon
+  # Managed Service for Prometheus through the task's ADOT sidecar.
+  alarm_actions        = ["arn:aws:sns:us-east-1:111122223333:envdr-alerts"]
+  table_name           = "envdr-records"
+  replica_regions      = ["eu-west-1", "ap-southeast-2"]
+  amp_workspace_id     = "ws-0123abcd-4567-89ef-0123-456789abcdef"
+  daemon_task_role_arn = "arn:aws:iam::111122223333:role/envdr-daemon"
+}
+
+output "alarm_names" {
+  value = module.ecs_ops.alarm_names
+}
+
+output "amp_remote_write_url" {
+  value = module.ecs_ops.amp_remote_write_url
 }
 
 output "drill_schedules" {

@@ -20,4 +20,4 @@ test: build ## vet, unit + integration tests on the local stand-in, short fuzz, 
 	bash scripts/test.sh
 
 clean: local-down ## stop the stand-in, remove build output (keeps installed tools)
-	rm -rf bin local .bench
+	rm -rf bin local .bench dist

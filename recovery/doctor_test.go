@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"

@@ -22,7 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/envelope"
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
 	"github.com/envdr/envdr/replicate/replicatetest"

@@ -9,8 +9,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/policy"
 )
 
@@ -22,25 +22,25 @@ import (
 const CheckDaemonPermissions = "daemon-permissions"
 
 // DaemonRole is the role the stand-in's envdr-daemon profile signs as.
-const DaemonRole = iam.RoleDaemon
+const DaemonRole = admin.RoleDaemon
 
 // daemonCalls lists (region, action, resource, key policy) the daemon needs in one region: its
 // key's cryptographic actions with envdr:id in the context and DescribeKey, its table replica's
 // item actions, and on the region's (and the home) queue the consume, GetQueueAttributes and
 // SendMessage actions (the re-send before redrive), SendMessage on the DLQ.
-func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy *string) []iam.SimulateRequest {
+func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy *string) []admin.SimulateRequest {
 	account := arnAccount(rc.Key)
 	ctx := map[string][]string{"kms:EncryptionContextKeys": {policy.ContextKey}, "kms:EncryptionContext:" + policy.ContextKey: {"doctor"}}
-	var out []iam.SimulateRequest
+	var out []admin.SimulateRequest
 	kmsActions := []string{"kms:Decrypt", "kms:Encrypt"}
 	if rc.Mode == config.ModeMRK {
 		kmsActions = append(kmsActions, "kms:ReEncryptFrom", "kms:ReEncryptTo")
 	}
 	if keyPolicy != nil { // a key that could not be read is the key checks' finding
 		for _, a := range kmsActions {
-			out = append(out, iam.SimulateRequest{Action: a, Resource: keyARN, Context: ctx, KeyPolicy: keyPolicy})
+			out = append(out, admin.SimulateRequest{Action: a, Resource: keyARN, Context: ctx, KeyPolicy: keyPolicy})
 		}
-		out = append(out, iam.SimulateRequest{Action: "kms:DescribeKey", Resource: keyARN, KeyPolicy: keyPolicy})
+		out = append(out, admin.SimulateRequest{Action: "kms:DescribeKey", Resource: keyARN, KeyPolicy: keyPolicy})
 	}
 	table := fmt.Sprintf("arn:aws:dynamodb:%s:%s:table/%s", rc.Name, account, cfg.Table)
 	var queues, dlqs []string
@@ -51,15 +51,15 @@ func daemonCalls(cfg *config.Config, rc config.Region, keyARN string, keyPolicy 
 	for _, a := range policy.DaemonActions() {
 		switch {
 		case strings.HasPrefix(a, "dynamodb:"):
-			out = append(out, iam.SimulateRequest{Action: a, Resource: table})
+			out = append(out, admin.SimulateRequest{Action: a, Resource: table})
 		case strings.HasPrefix(a, "sqs:"):
 			for _, q := range dedup(queues) {
-				out = append(out, iam.SimulateRequest{Action: a, Resource: queueARN(q, rc.Name, account)})
+				out = append(out, admin.SimulateRequest{Action: a, Resource: queueARN(q, rc.Name, account)})
 			}
 		}
 	}
 	for _, q := range dedup(dlqs) {
-		out = append(out, iam.SimulateRequest{Action: "sqs:SendMessage", Resource: queueARN(q, rc.Name, account)})
+		out = append(out, admin.SimulateRequest{Action: "sqs:SendMessage", Resource: queueARN(q, rc.Name, account)})
 	}
 	for i := range out {
 		out[i].Role, out[i].Region = DaemonRole, rc.Name
@@ -153,10 +153,10 @@ func doctorPermissions(ctx context.Context, cfg *config.Config, facts map[string
 	}
 }
 
-func simulate(ctx context.Context, hc *http.Client, admin string, q iam.SimulateRequest) (iam.SimulateResult, error) {
-	var res iam.SimulateResult
+func simulate(ctx context.Context, hc *http.Client, adminURL string, q admin.SimulateRequest) (admin.SimulateResult, error) {
+	var res admin.SimulateResult
 	body, _ := json.Marshal(q)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(admin, "/")+"/iam/simulate", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(adminURL, "/")+"/iam/simulate", bytes.NewReader(body))
 	if err != nil {
 		return res, err
 	}

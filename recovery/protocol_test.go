@@ -10,7 +10,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 

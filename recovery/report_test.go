@@ -12,7 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/envdr/envdr/envelope"
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )

@@ -56,6 +56,7 @@ step() { printf '\n== bench: %s\n' "$*"; }
 
 step "build"
 go build -buildvcs=auto -o "$ENVDR" ./cmd/envdr
+go build -buildvcs=auto -o bin/envdr-local ./cmd/envdr-local
 go build -o "$BENCH" ./test/bench
 if [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
   echo "installing filippo.io/age/cmd/...@$AGE_VERSION into $TOOLS"
@@ -74,7 +75,7 @@ stop_standin() {
   local pid
   pid="$(cat "$LOCAL/serve.pid" 2>/dev/null)" || return 0
   # Only our own serve, never a process that reused the pid.
-  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "local serve --dir $LOCAL"; then
+  if [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "envdr-local --dir $LOCAL"; then
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
@@ -88,7 +89,7 @@ stop_standin # a leftover of an interrupted run
 mkdir -p "$LOCAL"
 SETSID=""
 command -v setsid >/dev/null && SETSID=setsid
-$SETSID "$ENVDR" local serve --dir "$LOCAL" --base-port "$LOCAL_PORT" --tools .tools/localaws \
+$SETSID bin/envdr-local --dir "$LOCAL" --base-port "$LOCAL_PORT" --tools .tools/localaws \
   >"$LOCAL/serve.log" 2>&1 </dev/null &
 echo $! >"$LOCAL/serve.pid"
 deadline=$((SECONDS + 120))

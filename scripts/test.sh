@@ -14,8 +14,12 @@ echo "== go vet + staticcheck (pinned)"
 make -s lint
 echo "== go test (unit, integration, fault-injection short form)"
 go test -count=1 -timeout 20m ./...
-echo "== go test -race (replicate, regions, internal/localaws)"
+echo "== go test -race (replicate, regions, localaws)"
 make -s race
+# envdr builds for every laptop (CGO off); the release snapshot is built offline and checked:
+# archives, SHA256SUMS, SBOMs, each binary's header and version, the linux/amd64 one run.
+echo "== cross-builds and release snapshot"
+make -s cross release-check
 echo "== promtool test rules (deploy/monitoring/tests)"
 make -s promtool-test
 echo "== fuzz (short)"

@@ -11,7 +11,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -65,7 +65,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					if cfg.Local == nil || cfg.Local.Admin == "" {
 						return usageError("this config has no local.admin (not the local stand-in): block %s's endpoints yourself and pass --no-control", opts.Lose)
 					}
-					opts.Control = localaws.NewAdminClient(cfg.Local.Admin)
+					opts.Control = admin.NewClient(cfg.Local.Admin)
 				}
 				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
 					return err

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 )
 

@@ -5,20 +5,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws/admin"
 )
 
 func init() { register(newLocalCmd) }
@@ -40,16 +35,16 @@ The control commands find the stand-in's admin endpoint in the config's local.ad
 		Args: subcommandArgs,
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
-	var admin string
-	cmd.PersistentFlags().StringVar(&admin, "admin", os.Getenv("ENVDR_LOCAL_ADMIN"), "admin endpoint URL (default: the config's local.admin); env ENVDR_LOCAL_ADMIN")
-	client := func(c *cobra.Command) (*localaws.AdminClient, error) {
-		if admin != "" {
-			return localaws.NewAdminClient(admin), nil
+	var adminURL string
+	cmd.PersistentFlags().StringVar(&adminURL, "admin", os.Getenv("ENVDR_LOCAL_ADMIN"), "admin endpoint URL (default: the config's local.admin); env ENVDR_LOCAL_ADMIN")
+	client := func(c *cobra.Command) (*admin.Client, error) {
+		if adminURL != "" {
+			return admin.NewClient(adminURL), nil
 		}
 		path := globalConfigPath
 		if !c.Flags().Changed("config") && os.Getenv("ENVDR_CONFIG") == "" {
 			if _, err := os.Stat(path); err != nil {
-				path = "local/" + localaws.ConfigFile
+				path = "local/" + admin.ConfigFile
 			}
 		}
 		cfg, err := config.Load(path)
@@ -59,70 +54,27 @@ The control commands find the stand-in's admin endpoint in the config's local.ad
 		if cfg.Local == nil || cfg.Local.Admin == "" {
 			return nil, usageError("config %s has no local.admin: it is not a local stand-in config", path)
 		}
-		return localaws.NewAdminClient(cfg.Local.Admin), nil
+		return admin.NewClient(cfg.Local.Admin), nil
 	}
 	cmd.AddCommand(newLocalServeCmd(), newLocalRegionCmd("down", client), newLocalRegionCmd("up", client),
 		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalFaultCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client), newLocalSkewCmd(client))
 	return cmd
 }
 
-type adminClientFunc func(*cobra.Command) (*localaws.AdminClient, error)
+type adminClientFunc func(*cobra.Command) (*admin.Client, error)
 
+// newLocalServeCmd answers the old `envdr local serve`: the stand-in is its own command now
+// (cmd/envdr-local), so that the envdr binary carries none of it.
 func newLocalServeCmd() *cobra.Command {
-	var (
-		dir, tools string
-		basePort   int
-		persistDDB bool
-		lag        time.Duration
-		jitter     time.Duration
-	)
-	base := localaws.DefaultBasePort
-	if v := os.Getenv("ENVDR_LOCAL_BASE_PORT"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			base = n
-		}
-	}
-	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Run the stand-in in the foreground until SIGTERM (make local-up runs this in the background)",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if basePort < 1024 || basePort > 65535-40 {
-				return usageError("--base-port %d: use 1024..65495", basePort)
-			}
-			if jitter < 0 {
-				return usageError("--jitter %s: want a duration >= 0", jitter)
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
-			defer stop()
-			authz := iam.New()
-			svc, err := kms.NewService(kms.Options{Dir: filepath.Join(dir, "kms"), Regions: localaws.DefaultRegions, Authorizer: authz})
-			if err != nil {
-				return err
-			}
-			defer svc.Close()
-			return localaws.Serve(ctx, localaws.ServeOptions{
-				Dir: dir, Tools: tools, BasePort: basePort, Regions: localaws.DefaultRegions,
-				KMS: svc.Handler, KMSHooks: svc, IAM: authz, PersistDynamoDB: persistDDB, Lag: lagOption(lag), Jitter: jitter,
-				Log: cmd.ErrOrStderr(),
-			})
+	return &cobra.Command{
+		Use:                "serve",
+		Short:              "Moved: the stand-in is its own command, envdr-local (make local-up runs it)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return usageError("the stand-in is its own command now: run envdr-local (go build -o bin/envdr-local ./cmd/envdr-local), or make local-up; see docs/LOCAL.md")
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "local", "directory for envdr.yaml, backends.json, logs/ and KMS state (kms/)")
-	cmd.Flags().StringVar(&tools, "tools", ".tools/localaws", "where scripts/localaws-install.sh installed fauxqs and DynamoDB Local")
-	cmd.Flags().IntVar(&basePort, "base-port", base, "first of the fixed ports (admin; see docs/LOCAL.md); env ENVDR_LOCAL_BASE_PORT")
-	cmd.Flags().BoolVar(&persistDDB, "persist-dynamodb", false, "keep DynamoDB data in DIR/dynamodb across restarts (default: in memory)")
-	cmd.Flags().DurationVar(&lag, "lag", localaws.DefaultReplicationLag, "global tables' replication lag between every pair of regions (change it later with envdr local lag)")
-	cmd.Flags().DurationVar(&jitter, "jitter", 0, "global tables' replication jitter: each item waits the lag plus a random share of this, so a transaction's items arrive apart and in any order")
-	return cmd
-}
-
-// lagOption maps the --lag flag to ServeOptions.Lag, where 0 means the default.
-func lagOption(d time.Duration) time.Duration {
-	if d <= 0 {
-		return -1
-	}
-	return d
 }
 
 func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
@@ -207,8 +159,8 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), struct {
-					Regions     map[string]localaws.RegionStatus `json:"regions"`
-					Replication []localaws.PairStats             `json:"replication"`
+					Regions     map[string]admin.RegionStatus `json:"regions"`
+					Replication []admin.PairStats             `json:"replication"`
 				}{st, repl})
 			}
 			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS", "CLOCK")
@@ -461,18 +413,18 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			region := args[0]
-			if service != "" && service != localaws.ServiceKMS && service != localaws.ServiceSQS && service != localaws.ServiceDynamoDB {
+			if service != "" && service != admin.ServiceKMS && service != admin.ServiceSQS && service != admin.ServiceDynamoDB {
 				return usageError("--service %q: want kms, sqs or dynamodb (none: all three)", service)
 			}
-			var f localaws.Fault
+			var f admin.Fault
 			var err error
 			if latency != "" {
-				if f.Latency, f.Jitter, err = localaws.ParseLatency(latency); err != nil {
+				if f.Latency, f.Jitter, err = admin.ParseLatency(latency); err != nil {
 					return usageError("--latency: %v", err)
 				}
 			}
 			if errorRate != "" {
-				if f.ErrorRate, err = localaws.ParseErrorRate(errorRate); err != nil {
+				if f.ErrorRate, err = admin.ParseErrorRate(errorRate); err != nil {
 					return usageError("--error-rate: %v", err)
 				}
 			}
@@ -505,7 +457,7 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 			if err != nil {
 				return fmt.Errorf("region %s: %w", region, err)
 			}
-			for _, svc := range localaws.Services {
+			for _, svc := range admin.Services {
 				if g, ok := now[svc]; ok {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", region, svc, g)
 				}
@@ -523,9 +475,9 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 }
 
 // faultsSummary renders a region's faults for the status table: "kms: latency 1s; sqs: …", "-".
-func faultsSummary(m map[string]localaws.Fault) string {
+func faultsSummary(m map[string]admin.Fault) string {
 	var parts []string
-	for _, svc := range localaws.Services {
+	for _, svc := range admin.Services {
 		if f, ok := m[svc]; ok {
 			parts = append(parts, svc+": "+f.String())
 		}

@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/localtest"
 )
 
 // runLocal runs the CLI in-process and returns exit code and stdout.
@@ -111,8 +111,10 @@ func TestLocalControlCommands(t *testing.T) {
 	require.True(t, strings.Contains(out, "local.admin"), out)
 }
 
-func TestLocalServeRejectsBadBasePort(t *testing.T) {
+// The stand-in is its own command now (cmd/envdr-local): the old `envdr local serve` says where
+// it went, as a usage error, whatever flags it is given.
+func TestLocalServeMovedToEnvdrLocal(t *testing.T) {
 	code, out := runLocal(t, "local", "serve", "--base-port", "80", "--dir", t.TempDir())
 	require.Equal(t, exitUsage, code, out)
-	require.Contains(t, out, "--base-port")
+	require.Contains(t, out, "envdr-local")
 }

@@ -12,8 +12,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/replicate"
 )
 

@@ -4,8 +4,8 @@ import (
 	"testing"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 )
 
 // commandRoles is the stand-in role each command runs as when deployed (docs/POLICY.md): seal as

@@ -16,7 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/envdr/envdr/envelope"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/localtest"
 )
 
 // TestMain lets testscript run the envdr binary in-process as the "envdr" command.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws/localtest"
 )
 
 // TestBinaryNeverToTerminal: with stdout a terminal (the check behind stdoutIsTerminal), seal

@@ -10,9 +10,15 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version overrides the module version when set at build time with -ldflags "-X main.version=..."
-// (deploy/Dockerfile does, since its build context has no .git to stamp from).
-var version = ""
+// version, commit and date override the build information when set at build time with
+// -ldflags "-X main.version=v1.2.3 -X main.commit=... -X main.date=...": release archives
+// (scripts/release.sh) and deploy/Dockerfile set them, since a build from a git worktree or a
+// build context without .git carries no VCS stamp.
+var (
+	version = ""
+	commit  = ""
+	date    = ""
+)
 
 // versionInfo is what `envdr version` prints: the main module version and the VCS stamp the Go
 // toolchain records (go build stamps vcs.* when built inside a git checkout).
@@ -25,8 +31,9 @@ type versionInfo struct {
 	Platform string `json:"platform"`
 }
 
-// versionFrom reads bi (nil when the binary carries no build info).
-func versionFrom(bi *debug.BuildInfo, override string) versionInfo {
+// versionFrom reads bi (nil when the binary carries no build info); a non-empty override
+// (version, then commit and date) wins over it.
+func versionFrom(bi *debug.BuildInfo, override string, stamp ...string) versionInfo {
 	v := versionInfo{Version: "dev", Commit: "unknown", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	if bi != nil {
 		if mv := bi.Main.Version; mv != "" && mv != "(devel)" {
@@ -49,12 +56,18 @@ func versionFrom(bi *debug.BuildInfo, override string) versionInfo {
 	if override != "" {
 		v.Version = override
 	}
+	if len(stamp) > 0 && stamp[0] != "" {
+		v.Commit, v.Modified = stamp[0], false
+	}
+	if len(stamp) > 1 && stamp[1] != "" {
+		v.Date = stamp[1]
+	}
 	return v
 }
 
 func buildVersion() versionInfo {
 	bi, _ := debug.ReadBuildInfo()
-	return versionFrom(bi, version)
+	return versionFrom(bi, version, commit, date)
 }
 
 // String is the one line `envdr version` and `envdr --version` print.

@@ -36,3 +36,19 @@ func TestVersionFromBuildInfo(t *testing.T) {
 	require.False(t, v.Modified)
 	require.Equal(t, "dev", versionFrom(nil, "").Version)
 }
+
+// A release build stamps commit and date with -ldflags -X (scripts/release.sh): a build from a
+// worktree or a source tarball carries no VCS stamp of its own, and the stamp wins over one.
+func TestVersionReleaseStamp(t *testing.T) {
+	v := versionFrom(nil, "v1.4.0", "0123456789abcdef0123456789abcdef01234567", "2026-12-07T17:12:07Z")
+	require.Equal(t, "v1.4.0", v.Version)
+	require.Equal(t, "0123456789abcdef0123456789abcdef01234567", v.Commit)
+	require.Equal(t, "2026-12-07T17:12:07Z", v.Date)
+	require.False(t, v.Modified)
+
+	bi := &debug.BuildInfo{Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "aaaa"}, {Key: "vcs.modified", Value: "true"}}}
+	v = versionFrom(bi, "", "bbbb", "")
+	require.Equal(t, "bbbb", v.Commit)
+	require.False(t, v.Modified, "the stamp describes the release commit, not the builder's tree")
+	require.Equal(t, "dev", v.Version)
+}

@@ -32,8 +32,8 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/kms"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/kms"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -218,7 +218,7 @@ type standIn struct {
 func newStandIn(ctx context.Context) (*standIn, error) {
 	b, err := localaws.FindBackends()
 	if err != nil {
-		return nil, fmt.Errorf("no running SQS and DynamoDB backends (envdr local serve; set ENVDR_LOCAL_BACKENDS): %w", err)
+		return nil, fmt.Errorf("no running SQS and DynamoDB backends (envdr-local; set ENVDR_LOCAL_BACKENDS): %w", err)
 	}
 	svc, err := kms.NewService(kms.Options{Regions: localaws.DefaultRegions})
 	if err != nil {

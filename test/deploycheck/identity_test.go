@@ -36,9 +36,9 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/policy"
 )
 

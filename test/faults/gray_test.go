@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws"
 )
 
 // TestGrayFailure: while events flow at a steady rate, eu-west-1 is blackholed (its KMS, SQS

@@ -27,9 +27,9 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
-	"github.com/envdr/envdr/internal/localaws/iam"
-	"github.com/envdr/envdr/internal/localaws/localtest"
+	"github.com/envdr/envdr/localaws"
+	"github.com/envdr/envdr/localaws/iam"
+	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
-	"github.com/envdr/envdr/internal/localaws/iam"
+	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )

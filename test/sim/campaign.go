@@ -14,11 +14,11 @@ import (
 // Figures sum a campaign.
 type Figures struct {
 	Schedules, Ops, Events, Handled, Acks, Poison, Kills, Forged, Verifies, Rewraps, Drills int
-	Violations                                                                               int
-	Failed                                                                                   []Result
-	Errors                                                                                   []Result
-	Elapsed                                                                                  time.Duration
-	ByInvariant                                                                              map[string]int
+	Violations                                                                              int
+	Failed                                                                                  []Result
+	Errors                                                                                  []Result
+	Elapsed                                                                                 time.Duration
+	ByInvariant                                                                             map[string]int
 }
 
 // Campaign runs n schedules from seeds first, first+1, ... with par at once.

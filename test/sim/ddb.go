@@ -385,7 +385,7 @@ func (g *globalTable) serve(region, op string, body []byte) (any, *ddbErr) {
 	case "Scan":
 		var in struct {
 			Segment, TotalSegments, Limit int
-			ExclusiveStartKey         attrs
+			ExclusiveStartKey             attrs
 		}
 		if err := json.Unmarshal(body, &in); err != nil {
 			return nil, bad(err)

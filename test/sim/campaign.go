@@ -13,12 +13,12 @@ import (
 
 // Figures sum a campaign.
 type Figures struct {
-	Schedules, Ops, Events, Handled, Acks, Poison, Kills, Forged, Verifies, Rewraps, Drills int
-	Violations                                                                              int
-	Failed                                                                                  []Result
-	Errors                                                                                  []Result
-	Elapsed                                                                                 time.Duration
-	ByInvariant                                                                             map[string]int
+	Schedules, Ops, Events, Handled, Acks, Poison, Kills, Forged, Verifies, Rewraps, Drills, Opens int
+	Violations                                                                                     int
+	Failed                                                                                         []Result
+	Errors                                                                                         []Result
+	Elapsed                                                                                        time.Duration
+	ByInvariant                                                                                    map[string]int
 }
 
 // Campaign runs n schedules from seeds first, first+1, ... with par at once.
@@ -47,6 +47,7 @@ func Campaign(ctx context.Context, first uint64, n, par int, progress io.Writer)
 				f.Verifies += st.Verifies
 				f.Rewraps += st.Rewraps
 				f.Drills += st.Drills
+				f.Opens += st.Opens
 				if res.Err != nil {
 					f.Errors = append(f.Errors, res)
 				}
@@ -87,20 +88,20 @@ func (f Figures) String() string {
 		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
 	}
 	sort.Strings(kinds)
-	return fmt.Sprintf("%d schedules, %d operations, %d events (%d forged), %d deliveries handled (%d acked, %d dead-lettered), %d kills, %d verify runs, %d rewraps, %d drills; %d violations in %d schedules [%s]; %d setup errors; %s",
-		f.Schedules, f.Ops, f.Events, f.Forged, f.Handled, f.Acks, f.Poison, f.Kills, f.Verifies, f.Rewraps, f.Drills,
+	return fmt.Sprintf("%d schedules, %d operations, %d events (%d forged), %d deliveries handled (%d acked, %d dead-lettered), %d kills, %d verify runs, %d rewraps, %d drills, %d opens; %d violations in %d schedules [%s]; %d setup errors; %s",
+		f.Schedules, f.Ops, f.Events, f.Forged, f.Handled, f.Acks, f.Poison, f.Kills, f.Verifies, f.Rewraps, f.Drills, f.Opens,
 		f.Violations, len(f.Failed), strings.Join(kinds, ", "), len(f.Errors), f.Elapsed.Round(time.Second))
 }
 
 // Shrink reduces a failing schedule's ops (delta debugging, ddmin) to a smaller list that still
-// breaks invariant inv; each candidate runs tries times (timing varies between runs).
+// breaks invariant inv (an invariant's name, or a part of a violation's text); each candidate runs tries times (timing varies between runs).
 func Shrink(ctx context.Context, s Schedule, inv string, tries int, budget time.Duration, log io.Writer) []bool {
 	deadline := time.Now().Add(budget)
 	fails := func(keep []bool) bool {
 		for i := 0; i < tries; i++ {
 			res := Run(ctx, s, keep)
 			for _, v := range res.Violations {
-				if v.Inv == inv {
+				if v.Inv == inv || strings.Contains(v.String(), inv) {
 					return true
 				}
 			}
@@ -180,7 +181,7 @@ func ParseKeep(s string, n int) ([]bool, error) {
 
 // Report prints a failing schedule: its seed, violations, and (after shrinking) the ops that
 // still break the first violated invariant, with the command that replays them.
-func Report(ctx context.Context, w io.Writer, res Result, shrink bool, budget time.Duration) {
+func Report(ctx context.Context, w io.Writer, res Result, shrink bool, budget time.Duration, inv string) {
 	s := Generate(res.Seed)
 	fmt.Fprintf(w, "VIOLATION seed %d (replay: make sim SEED=%d)\n", res.Seed, res.Seed)
 	for _, v := range res.Violations {
@@ -190,7 +191,9 @@ func Report(ctx context.Context, w io.Writer, res Result, shrink bool, budget ti
 		fmt.Fprint(w, s.describe(nil))
 		return
 	}
-	inv := res.Violations[0].Inv
+	if inv == "" {
+		inv = res.Violations[0].Inv
+	}
 	keep := Shrink(ctx, s, inv, 2, budget, w)
 	fmt.Fprintf(w, "shrunk schedule breaking %s (replay: make sim SEED=%d OPS=%s)\n", inv, res.Seed, KeepString(keep))
 	fmt.Fprint(w, s.describe(keep))

@@ -105,6 +105,9 @@ func (w *world) check(ctx context.Context, su setup) []Violation {
 			}
 		}
 	}
+	for _, f := range w.openFails {
+		add("I1", "%s", f)
+	}
 	// I2: a passing verify of R means every record it counted opens in R alone.
 	for _, p := range w.passed {
 		for _, id := range p.ids {

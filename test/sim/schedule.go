@@ -76,6 +76,8 @@ func (o Op) String() string {
 		return "envdr verify --region " + o.Region
 	case "drill":
 		return "envdr drill --lose " + o.Region
+	case "open":
+		return fmt.Sprintf("envdr open --region %s envelope #%d", o.Region, o.Env)
 	case "rewrap":
 		return "rotate " + o.Region + " to a new key: envdr rewrap --region " + o.Region + ", then envdr verify --require-current"
 	case "wait":
@@ -126,7 +128,7 @@ func Generate(seed uint64) Schedule {
 	}
 	kinds := []weighted{{"seal", 14}, {"handle", 34}, {"dup", 5}, {"forge", 6}, {"kill", 3}, {"restart", 4},
 		{"down", 4}, {"up", 5}, {"kmsfault", 3}, {"clear", 2}, {"lag", 3}, {"lagto", 3}, {"skew", 3},
-		{"verify", 4}, {"drill", 1}, {"rewrap", 1}, {"wait", 5}}
+		{"verify", 4}, {"drill", 1}, {"rewrap", 1}, {"open", 2}, {"wait", 5}}
 	total := 0
 	for _, k := range kinds {
 		total += k.w
@@ -335,6 +337,10 @@ func (w *world) apply(ctx context.Context, o Op, dir string) error {
 		return w.verify(ctx, o.Region, "verify")
 	case "drill":
 		return w.drill(ctx, o.Region, dir)
+	case "open":
+		if e := w.envAt(o.Env); e != nil {
+			return w.openCLI(ctx, e, o.Region, dir)
+		}
 	case "rewrap":
 		return w.rotate(ctx, o.Region, dir)
 	case "wait":
@@ -393,8 +399,47 @@ func (w *world) drill(ctx context.Context, region, dir string) error {
 	}
 	s := &session{n: w.net, name: "drill"}
 	w.stats.Drills++
-	_, err := recovery.Drill(ctx, w.config(), recovery.DrillOptions{Lose: region, Open: files, Segments: 2, Workers: 4, Regions: w.regionOptions(s)})
-	return err
+	acked := w.ackedNow()
+	healthy := w.healthyRequired(region)
+	rep, err := recovery.Drill(ctx, w.config(), recovery.DrillOptions{Lose: region, Open: files, Segments: 2, Workers: 4, Regions: w.regionOptions(s)})
+	if err != nil {
+		return err
+	}
+	// An envelope acknowledged before the drill opens in every required region alone (I1): with
+	// one of them surviving and healthy, the drill must open it.
+	for _, f := range rep.Files {
+		if acked[f.ID] && healthy != "" && !f.OK {
+			w.mu.Lock()
+			w.openFails = append(w.openFails, fmt.Sprintf("envdr drill --lose %s could not open acknowledged envelope %s (%s healthy): %s", region, short(f.ID), healthy, f.Error))
+			w.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// ackedNow is the set of envelopes acknowledged so far.
+func (w *world) ackedNow() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]bool, len(w.acked))
+	for id := range w.acked {
+		out[id] = true
+	}
+	return out
+}
+
+// healthyRequired names a required region other than except that is up with no KMS fault, ""
+// when none is.
+func (w *world) healthyRequired(except string) string {
+	w.net.mu.Lock()
+	defer w.net.mu.Unlock()
+	for _, r := range w.config().Policy.Required {
+		f := w.net.faults[r+"|kms"]
+		if r != except && !w.net.down[r] && f.errRate == 0 && f.throttle == 0 {
+			return r
+		}
+	}
+	return ""
 }
 
 // rotate moves region to a new key: the config names the new key (the old one as a previous

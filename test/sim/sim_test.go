@@ -12,7 +12,8 @@ import (
 
 // Knobs: ENVDR_SIM_N schedules (default 50: the short form), ENVDR_SIM_SEED the first seed (a
 // replay runs exactly that seed when ENVDR_SIM_N is unset), ENVDR_SIM_OPS the ops to keep (a
-// shrunk schedule), ENVDR_SIM_PAR schedules at once, ENVDR_SIM_SHRINK=0 to skip shrinking.
+// shrunk schedule), ENVDR_SIM_PAR schedules at once, ENVDR_SIM_SHRINK=0 to skip shrinking,
+// ENVDR_SIM_INV the invariant a replay's shrinking keeps broken (default: the first broken).
 func envInt(t *testing.T, name string, def int) int {
 	v := os.Getenv(name)
 	if v == "" {
@@ -49,7 +50,8 @@ func TestSimulation(t *testing.T) {
 		}
 		if len(res.Violations) > 0 {
 			var b strings.Builder
-			Report(ctx, &b, res, false, 0)
+			shrink := keep == nil && os.Getenv("ENVDR_SIM_SHRINK") != "0"
+			Report(ctx, &b, res, shrink, 10*time.Minute, os.Getenv("ENVDR_SIM_INV"))
 			t.Fatal(b.String())
 		}
 		return
@@ -76,7 +78,7 @@ func TestSimulation(t *testing.T) {
 	shrink := os.Getenv("ENVDR_SIM_SHRINK") != "0"
 	for i, r := range f.Failed {
 		var b strings.Builder
-		Report(ctx, &b, r, shrink && i < 3, 3*time.Minute)
+		Report(ctx, &b, r, shrink && i < 3, 3*time.Minute, "")
 		t.Error(b.String())
 	}
 }

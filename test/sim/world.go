@@ -65,6 +65,7 @@ type world struct {
 	dlq       []dlqEntry
 	passed    []verifyPass
 	retireChk []retireCheck
+	openFails []string // acknowledged envelopes that open or drill could not open
 	inflight  sync.WaitGroup
 	stats     Stats
 	notes     []string
@@ -100,7 +101,7 @@ type retireCheck struct {
 
 // Stats are one schedule's counts.
 type Stats struct {
-	Ops, Events, Handled, Acks, Poison, Retries, Kills, Forged, Verifies, Rewraps, Drills int
+	Ops, Events, Handled, Acks, Poison, Retries, Kills, Forged, Verifies, Rewraps, Drills, Opens int
 }
 
 type syncBuffer struct {
@@ -423,19 +424,32 @@ func (w *world) seal(ctx context.Context, region string, copyTo string) error {
 	if err != nil {
 		return err
 	}
-	r, err := topo.Region(region)
-	if err != nil {
-		return err
-	}
 	plain := make([]byte, 64+w.rng.IntN(64))
 	for i := range plain {
 		plain[i] = byte(w.rng.UintN(256))
 	}
-	gen := &keepDEK{r: r}
+	// As `envdr seal` does: the region asked for first, then the next ones in order.
+	var hdr *envelope.Header
+	var gen *keepDEK
 	var out bytes.Buffer
-	hdr, err := envelope.Seal(ctx, &out, bytes.NewReader(plain), gen, envelope.SealOptions{Context: map[string]string{"app": "sim"}})
-	if err != nil {
-		return err
+	for i := 0; i < len(Regions); i++ {
+		r, err := topo.Region(region)
+		if err != nil {
+			return err
+		}
+		gen = &keepDEK{r: r}
+		out.Reset()
+		hdr, err = envelope.Seal(ctx, &out, bytes.NewReader(plain), gen, envelope.SealOptions{Context: map[string]string{"app": "sim"}})
+		if err == nil {
+			break
+		}
+		if i == len(Regions)-1 {
+			return err
+		}
+		if copyTo != "" {
+			copyTo = next(next(region))
+		}
+		region = next(region)
 	}
 	ev, err := envelope.NewEvent(hdr, time.Now(), "")
 	if err != nil {

@@ -100,6 +100,17 @@ func (w *world) serveSockets() (*sockets, error) {
 	return s, nil
 }
 
+// config is c with the sockets' endpoints.
+func (s *sockets) config(c0 *config.Config) *config.Config {
+	c := *c0
+	c.Regions = append([]config.Region(nil), c.Regions...)
+	for i := range c.Regions {
+		n := c.Regions[i].Name
+		c.Regions[i].Endpoints = config.Endpoints{KMS: s.urls["kms|"+n], DynamoDB: s.urls["dynamodb|"+n]}
+	}
+	return &c
+}
+
 func (s *sockets) close() {
 	for _, srv := range s.srvs {
 		_ = srv.Close()
@@ -119,14 +130,8 @@ func (w *world) openCLI(ctx context.Context, e *sealed, region, dir string) erro
 		return err
 	}
 	defer socks.close()
-	c := *w.config()
-	c.Regions = append([]config.Region(nil), c.Regions...)
-	for i := range c.Regions {
-		n := c.Regions[i].Name
-		c.Regions[i].Endpoints = config.Endpoints{KMS: socks.urls["kms|"+n], DynamoDB: socks.urls["dynamodb|"+n]}
-	}
 	cfgPath := filepath.Join(dir, "envdr.yaml")
-	if err := localaws.WriteConfig(cfgPath, &c); err != nil {
+	if err := localaws.WriteConfig(cfgPath, socks.config(w.config())); err != nil {
 		return err
 	}
 	in := filepath.Join(dir, "open-"+short(e.hdr.RecordID())+".envdr")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/recovery"
+	"github.com/envdr/envdr/regions"
 )
 
 // Op is one operation of a schedule. A schedule is generated from its seed alone, so the
@@ -397,11 +398,19 @@ func (w *world) drill(ctx context.Context, region, dir string) error {
 		}
 		files = append(files, p)
 	}
-	s := &session{n: w.net, name: "drill"}
 	w.stats.Drills++
 	acked := w.ackedNow()
 	healthy := w.healthyRequired(region)
-	rep, err := recovery.Drill(ctx, w.config(), recovery.DrillOptions{Lose: region, Open: files, Segments: 2, Workers: 4, Regions: w.regionOptions(s)})
+	// The drill brings its own HTTP client (its guard against the lost region), so it reaches
+	// the simulated regions through loopback sockets, as the CLI does.
+	socks, err := w.serveSockets()
+	if err != nil {
+		return err
+	}
+	defer socks.close()
+	cfg := socks.config(w.config())
+	rep, err := recovery.Drill(ctx, cfg, recovery.DrillOptions{Lose: region, Open: files, Segments: 2, Workers: 4,
+		Regions: regions.Options{Attempts: 3, BaseBackoff: 2 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxCooldown: 200 * time.Millisecond}})
 	if err != nil {
 		return err
 	}

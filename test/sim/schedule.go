@@ -182,6 +182,9 @@ func Generate(seed uint64) Schedule {
 	return Schedule{Seed: seed, Setup: su, Ops: ops}
 }
 
+// debugHook, set by a debugging test, sees the settled world.
+var debugHook func(*world, Result)
+
 // Result is one schedule's outcome.
 type Result struct {
 	Seed       uint64
@@ -244,6 +247,9 @@ func Run(ctx context.Context, s Schedule, keep []bool) Result {
 	}
 	w.settle(ctx)
 	res.Violations = w.check(ctx, s.Setup)
+	if debugHook != nil {
+		debugHook(w, res)
+	}
 	res.Stats = w.stats
 	res.Notes = w.notes
 	res.Duration = time.Since(start)

@@ -547,7 +547,10 @@ func parseRegionItem(img attrs) regionItem {
 	}
 	s.S = ""
 	if json.Unmarshal(img["verified_at"], &s) == nil {
-		it.verified = s.S
+		// An unset time may be stored as the zero time: that is not a verification.
+		if t, err := time.Parse(time.RFC3339Nano, s.S); err == nil && !t.IsZero() {
+			it.verified = s.S
+		}
 	}
 	s.S = ""
 	if json.Unmarshal(img["last_error"], &s) == nil {

@@ -37,18 +37,19 @@ type globalTable struct {
 	regions []string
 	net     *network
 
-	mu       sync.Mutex
-	replicas map[string]map[string]*version // region -> item id -> version
-	lag      time.Duration
-	jitter   time.Duration
-	lagTo    map[string]time.Duration // extra lag into a region (a replica far behind)
-	skew     map[string]time.Duration
-	rng      *rand.Rand
-	pending  int
-	history  []applied // every version applied to any replica, in order (for I3)
-	wg       sync.WaitGroup
-	closed   bool
-	writes   int
+	mu        sync.Mutex
+	replicas  map[string]map[string]*version // region -> item id -> version
+	lag       time.Duration
+	jitter    time.Duration
+	lagTo     map[string]time.Duration // extra lag into a region (a replica far behind)
+	skew      map[string]time.Duration
+	rng       *rand.Rand
+	pending   int
+	history   []applied // every version applied to any replica, in order (for I3)
+	inflightD map[*delivery]bool
+	wg        sync.WaitGroup
+	closed    bool
+	writes    int
 }
 
 // version is one write of an item.
@@ -141,30 +142,61 @@ func imgOf(v *version) map[string]json.RawMessage {
 	return v.img
 }
 
-// deliverAfter applies v in to after d, once both regions are up.
+// delivery is one change on its way to one replica.
+type delivery struct {
+	from, to, id string
+	v            *version
+	timer        *time.Timer
+}
+
+// deliverAfter applies v in to after d, once both regions are up. g.mu is held.
 func (g *globalTable) deliverAfter(from, to, id string, v *version, d time.Duration) {
-	time.AfterFunc(d, func() {
-		g.mu.Lock()
-		if g.closed {
-			g.pending--
-			g.mu.Unlock()
-			g.wg.Done()
-			return
-		}
-		if !g.net.isUp(from) || !g.net.isUp(to) {
-			g.mu.Unlock()
-			g.deliverAfter(from, to, id, v, 20*time.Millisecond) // still pending, still in wg
-			return
-		}
-		rep := g.replicas[to]
-		if v.newer(rep[id]) {
-			g.history = append(g.history, applied{region: to, id: id, prev: imgOf(rep[id]), next: v.img})
-			rep[id] = v
-		}
+	dl := &delivery{from: from, to: to, id: id, v: v}
+	if g.inflightD == nil {
+		g.inflightD = map[*delivery]bool{}
+	}
+	g.inflightD[dl] = true
+	dl.timer = time.AfterFunc(d, func() { g.deliver(dl) })
+}
+
+func (g *globalTable) deliver(dl *delivery) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.inflightD, dl)
+	if g.closed {
 		g.pending--
-		g.mu.Unlock()
 		g.wg.Done()
-	})
+		return
+	}
+	if !g.net.isUp(dl.from) || !g.net.isUp(dl.to) {
+		g.deliverAfter(dl.from, dl.to, dl.id, dl.v, 20*time.Millisecond) // still pending, still in wg
+		return
+	}
+	rep := g.replicas[dl.to]
+	if dl.v.newer(rep[dl.id]) {
+		g.history = append(g.history, applied{region: dl.to, id: dl.id, prev: imgOf(rep[dl.id]), next: dl.v.img})
+		rep[dl.id] = dl.v
+	}
+	g.pending--
+	g.wg.Done()
+}
+
+// flush delivers every change on its way now (the end of a schedule: lag no longer matters, and
+// the checker must not wait out a 30 s lag). Regions must be up.
+func (g *globalTable) flush() {
+	g.mu.Lock()
+	var due []*delivery
+	for dl := range g.inflightD {
+		if dl.timer.Stop() {
+			due = append(due, dl)
+		}
+	}
+	g.mu.Unlock()
+	// Deliver in write order per item, so last writer wins sees them as they were written.
+	sort.Slice(due, func(i, j int) bool { return due[i].v.seq < due[j].v.seq })
+	for _, dl := range due {
+		g.deliver(dl)
+	}
 }
 
 // settled reports whether no change is on its way.

@@ -184,7 +184,7 @@ func (w *world) isHealthyRequired(region string) bool {
 	w.net.mu.Lock()
 	defer w.net.mu.Unlock()
 	f := w.net.faults[region+"|kms"]
-	return req && !w.net.down[region] && f.errRate == 0 && f.throttle == 0 && f.latency == 0
+	return req && !w.net.down[region] && !w.net.down[region+"|kms"] && f.errRate == 0 && f.throttle == 0 && f.latency == 0
 }
 
 func lastLine(s string) string {

@@ -58,6 +58,8 @@ func (o Op) String() string {
 		return fmt.Sprintf("restart daemon %s/%d", o.Region, o.Slot)
 	case "down":
 		return "lose region " + o.Region
+	case "kmsdown":
+		return "lose KMS in " + o.Region + " (its table and queue stay)"
 	case "up":
 		return "region " + o.Region + " returns"
 	case "kmsfault":
@@ -128,7 +130,7 @@ func Generate(seed uint64) Schedule {
 		w    int
 	}
 	kinds := []weighted{{"seal", 14}, {"handle", 34}, {"dup", 5}, {"forge", 6}, {"kill", 3}, {"restart", 4},
-		{"down", 4}, {"up", 5}, {"kmsfault", 3}, {"clear", 2}, {"lag", 3}, {"lagto", 3}, {"skew", 3},
+		{"down", 4}, {"kmsdown", 3}, {"up", 6}, {"kmsfault", 3}, {"clear", 2}, {"lag", 3}, {"lagto", 3}, {"skew", 3},
 		{"verify", 4}, {"drill", 1}, {"rewrap", 1}, {"open", 2}, {"wait", 5}}
 	total := 0
 	for _, k := range kinds {
@@ -167,7 +169,8 @@ func Generate(seed uint64) Schedule {
 		case "lag":
 			o.Dur, o.Dur2 = ms(r, 0, 300), ms(r, 0, 500)
 		case "lagto":
-			o.Dur = ms(r, 300, 2500)
+			// A replica a little behind, or far behind (issue 20's finding 2: 40 s).
+			o.Dur = pick(r, ms(r, 300, 3000), ms(r, 5000, 30000))
 		case "skew":
 			o.Dur = ms(r, 0, 800) - 400*time.Millisecond
 		case "verify":
@@ -322,8 +325,11 @@ func (w *world) apply(ctx context.Context, o Op, dir string) error {
 		}
 	case "down":
 		w.net.setDown(o.Region, true)
+	case "kmsdown":
+		w.net.setDown(o.Region+"|kms", true)
 	case "up":
 		w.net.setDown(o.Region, false)
+		w.net.setDown(o.Region+"|kms", false)
 	case "kmsfault":
 		w.net.setFault(o.Region, "kms", fault{errRate: o.F, throttle: float64(o.Pick) / 100, latency: o.Dur})
 	case "clear":
@@ -450,7 +456,7 @@ func (w *world) healthyRequired(except string) string {
 	defer w.net.mu.Unlock()
 	for _, r := range w.config().Policy.Required {
 		f := w.net.faults[r+"|kms"]
-		if r != except && !w.net.down[r] && f.errRate == 0 && f.throttle == 0 {
+		if r != except && !w.net.down[r] && !w.net.down[r+"|kms"] && f.errRate == 0 && f.throttle == 0 {
 			return r
 		}
 	}
@@ -528,6 +534,7 @@ func (w *world) settle(ctx context.Context) {
 	w.inflight.Wait()
 	for _, r := range Regions {
 		w.net.setDown(r, false)
+		w.net.setDown(r+"|kms", false)
 	}
 	w.net.clearFaults()
 	w.gt.mu.Lock()
@@ -572,6 +579,7 @@ func (w *world) settle(ctx context.Context) {
 }
 
 func (w *world) waitReplication(max time.Duration) {
+	w.gt.flush()
 	deadline := time.Now().Add(max)
 	for !w.gt.settled() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)

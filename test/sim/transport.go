@@ -99,7 +99,7 @@ func (s *session) Do(req *http.Request) (*http.Response, error) {
 	service, region := parts[0], parts[1]
 	n := s.n
 	n.mu.Lock()
-	down := n.down[region]
+	down := n.down[region] || n.down[region+"|"+service]
 	f := n.faults[region+"|"+service]
 	h := n.handlers[service+"|"+region]
 	n.mu.Unlock()

@@ -35,7 +35,7 @@ func (o Op) String() string {
 	case "seal":
 		s := "seal in " + o.Region
 		if o.Flag {
-			s += " (+copy to the next region)"
+			s += fmt.Sprintf(" (+copy to the next region, delayed %s)", o.Dur)
 		}
 		return s
 	case "handle":
@@ -137,7 +137,11 @@ func Generate(seed uint64) Schedule {
 		total += k.w
 	}
 	ops := make([]Op, 0, n+2)
-	ops = append(ops, Op{Kind: "seal", Region: Regions[0], Flag: true})
+	if r.IntN(3) == 0 {
+		// A third of the schedules start with one replica far behind.
+		ops = append(ops, Op{Kind: "lagto", Region: pick(r, Regions...), Dur: ms(r, 5000, 30000)})
+	}
+	ops = append(ops, Op{Kind: "seal", Region: Regions[0], Flag: true, Dur: ms(r, 0, 2000)})
 	for len(ops) < n {
 		x := r.IntN(total)
 		var kind string
@@ -156,6 +160,7 @@ func Generate(seed uint64) Schedule {
 				o.Region = Regions[0]
 			}
 			o.Flag = r.IntN(5) < 3
+			o.Dur = ms(r, 0, 2000)
 		case "handle":
 			if r.IntN(8) == 0 {
 				o.Dur = ms(r, 1, 80)
@@ -293,7 +298,7 @@ func (w *world) apply(ctx context.Context, o Op, dir string) error {
 		if o.Flag {
 			copyTo = next(o.Region)
 		}
-		return w.seal(ctx, o.Region, copyTo)
+		return w.seal(ctx, o.Region, copyTo, o.Dur)
 	case "handle":
 		if d := w.slot(o.Region, o.Slot); d != nil {
 			if o.Dur > 0 {

@@ -261,6 +261,7 @@ type message struct {
 	receives int
 	busy     bool
 	done     bool
+	visible  time.Time // a delayed message (an event's copy) is received from then on
 }
 
 var msgSeq struct {
@@ -291,8 +292,9 @@ func (w *world) take(region string, pick int) *message {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var vis []*message
+	now := time.Now()
 	for _, m := range q.msgs {
-		if !m.busy && !m.done {
+		if !m.busy && !m.done && !now.Before(m.visible) {
 			vis = append(vis, m)
 		}
 	}
@@ -418,7 +420,7 @@ func (d *daemon) handle(pick int, killAfter time.Duration) {
 
 // seal seals a small random file in region as a producer does (GenerateDataKey there), keeps
 // its DEK for the checks, and enqueues its event in region (and a copy in the next region).
-func (w *world) seal(ctx context.Context, region string, copyTo string) error {
+func (w *world) seal(ctx context.Context, region string, copyTo string, copyDelay time.Duration) error {
 	s := &session{n: w.net, name: "producer"}
 	topo, err := regions.New(ctx, w.config(), w.regionOptions(s))
 	if err != nil {
@@ -466,7 +468,9 @@ func (w *world) seal(ctx context.Context, region string, copyTo string) error {
 	w.mu.Unlock()
 	w.send(region, &message{body: string(body), envID: hdr.RecordID()})
 	if copyTo != "" && copyTo != region {
-		w.send(copyTo, &message{body: string(body), envID: hdr.RecordID()})
+		// The copy is delayed (enqueue_copy_delay, scaled down), so normally the sealing
+		// region's daemon has acknowledged the event before the copy is received.
+		w.send(copyTo, &message{body: string(body), envID: hdr.RecordID(), visible: time.Now().Add(copyDelay)})
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ type Wrap struct {
 	Region  string
 	KeyARN  string
 	Wrapped []byte
+	// Source says where the wrap came from, for messages: e.g. "record" (the region's item in
+	// its table) or "header" (the envelope's own wrap). Empty when it does not matter.
+	Source string
 }
 
 // SealOptions configures Seal.
@@ -67,6 +70,13 @@ type OpenOptions struct {
 	// Jobs is the number of workers authenticating chunks concurrently (NewReaderJobs); 0 or 1:
 	// one, on the calling goroutine. Release rules are the same either way.
 	Jobs int
+	// Fallbacks are tried in order, after Wrap (or the header's wrap), when a wrap does not
+	// unwrap or opens to a DEK that fails the key commitment: a region's record may hold a bad
+	// wrap while the header's multi-Region wrap still opens there. No plaintext is written
+	// before a wrap passes the commitment, so a failed try leaves dst untouched.
+	Fallbacks []*Wrap
+	// Used, when not nil, is told the wrap that opened and the errors of those tried before it.
+	Used func(w *Wrap, failed []error)
 }
 
 // NewID returns a random envelope ID: 32 lower-case hex digits (128 bits).
@@ -203,10 +213,28 @@ func checkDataKey(dk *DataKey) error {
 	return nil
 }
 
+// unwrapChecked unwraps w and checks the DEK against the header's key commitment; the DEK is
+// returned only when it matches (the caller wipes it).
+func unwrapChecked(ctx context.Context, u Unwrapper, hdr *Header, w *Wrap) ([]byte, error) {
+	if len(w.Wrapped) == 0 {
+		return nil, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: w.Region, KeyARN: w.KeyARN,
+			Err: fmt.Errorf("%w: no wrapped DEK", ErrBadKey)}
+	}
+	dek, err := u.Unwrap(ctx, w.Wrapped, w.KeyARN, hdr.Context)
+	if err != nil {
+		return nil, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: w.Region, KeyARN: w.KeyARN, Err: err}
+	}
+	if err := VerifyCommitment(dek, hdr); err != nil {
+		Wipe(dek)
+		return nil, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: w.Region, KeyARN: w.KeyARN, Err: err}
+	}
+	return dek, nil
+}
+
 // Open reads an envelope from src and writes its plaintext to dst. In order, before any
 // plaintext is written: the header is parsed strictly, the context is compared with
-// opts.Context, the DEK is unwrapped (from opts.Wrap or the header), and the key commitment is
-// checked. Then each chunk is written as soon as it authenticates; see Reader for what a
+// opts.Context, the DEK is unwrapped (from opts.Wrap or the header, then each of opts.Fallbacks
+// until one passes), and the key commitment is checked. Then each chunk is written as soon as it authenticates; see Reader for what a
 // failure after the first chunk leaves in dst. The header is returned whenever it parsed, also
 // with an error, so callers can name the envelope.
 func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts OpenOptions) (*Header, error) {
@@ -227,18 +255,24 @@ func Open(ctx context.Context, dst io.Writer, src io.Reader, u Unwrapper, opts O
 	if opts.Wrap != nil {
 		wrap = opts.Wrap
 	}
-	if len(wrap.Wrapped) == 0 {
-		return hdr, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: wrap.Region, KeyARN: wrap.KeyARN,
-			Err: fmt.Errorf("%w: no wrapped DEK", ErrBadKey)}
+	var failed []error
+	var dek []byte
+	for _, w := range append([]*Wrap{wrap}, opts.Fallbacks...) {
+		if w == nil {
+			continue
+		}
+		if dek, err = unwrapChecked(ctx, u, hdr, w); err == nil {
+			if opts.Used != nil {
+				opts.Used(w, failed)
+			}
+			break
+		}
+		failed = append(failed, err)
 	}
-	dek, err := u.Unwrap(ctx, wrap.Wrapped, wrap.KeyARN, hdr.Context)
-	if err != nil {
-		return hdr, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: wrap.Region, KeyARN: wrap.KeyARN, Err: err}
+	if dek == nil {
+		return hdr, failed[0]
 	}
 	defer Wipe(dek)
-	if err := VerifyCommitment(dek, hdr); err != nil {
-		return hdr, &KeyError{Op: "unwrap", ID: hdr.RecordID(), Region: wrap.Region, KeyARN: wrap.KeyARN, Err: err}
-	}
 	r, err := newReader(src, hdr, raw, dek, jobs)
 	if err != nil {
 		return hdr, err

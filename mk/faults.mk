@@ -32,7 +32,12 @@ race: ## go test -race on the packages with concurrency
 	$(GO) test -race -count=1 -timeout 15m ./replicate/... ./regions/... ./internal/localaws/...
 
 # The lag sweep (issue 10): the replicator, verify, drill, rewrap and the fault suite's short
-# form with every test's stand-in replicating its global tables 1 s late (default 250 ms).
-LAG_SWEEP ?= 1s
-test-lag: local-up ## replicate, recovery, CLI and fault-suite tests with LAG_SWEEP (1s) of replication lag
-	ENVDR_REQUIRE_LOCAL=1 ENVDR_LOCAL_LAG=$(LAG_SWEEP) $(GO) test -count=1 -timeout 30m ./replicate/ ./recovery/ ./cmd/envdr/ ./test/faults/
+# form with every test's stand-in replicating its global tables 1 s late (default 250 ms), each
+# item up to JITTER_SWEEP later again, on its own (issue 20: a transaction's items arrive apart
+# and in any order, as on AWS). Each test logs its jitter seed; JITTER_SEED=N replays one.
+LAG_SWEEP    ?= 1s
+JITTER_SWEEP ?= 500ms
+JITTER_SEED  ?=
+test-lag: local-up ## replicate, recovery, CLI and fault-suite tests with LAG_SWEEP (1s) of replication lag plus JITTER_SWEEP (500ms) per item
+	ENVDR_REQUIRE_LOCAL=1 ENVDR_LOCAL_LAG=$(LAG_SWEEP) ENVDR_LOCAL_JITTER=$(JITTER_SWEEP) ENVDR_LOCAL_SEED=$(JITTER_SEED) \
+		$(GO) test -count=1 -timeout 30m ./replicate/ ./recovery/ ./cmd/envdr/ ./test/faults/

@@ -187,10 +187,13 @@ type MatrixRow struct {
 
 // FileResult is one envelope file opened end to end.
 type FileResult struct {
-	Path    string  `json:"path"`
-	ID      string  `json:"id,omitempty"`
-	OK      bool    `json:"ok"`
-	Region  string  `json:"region,omitempty"`
+	Path   string `json:"path"`
+	ID     string `json:"id,omitempty"`
+	OK     bool   `json:"ok"`
+	Region string `json:"region,omitempty"`
+	// Wrap is the wrap that opened it: "record" (the region's own, from its table) or
+	// "header" (the envelope's own, when the recorded one was missing or bad).
+	Wrap    string  `json:"wrap,omitempty"`
 	Bytes   int64   `json:"bytes"`
 	Seconds float64 `json:"seconds"`
 	Error   string  `json:"error,omitempty"`
@@ -543,13 +546,16 @@ func drillRecord(ctx context.Context, rec *envelope.Record, checks map[string]*r
 			c.tally.count(OutcomeNoWrap)
 			continue
 		}
-		_, outcome, err := c.check(ctx, rec, n == scanRegion)
+		_, outcome, used, err := c.checkWithFallback(ctx, rec, n == scanRegion)
 		if ctx.Err() != nil {
 			return false, "", ""
 		}
 		c.tally.count(outcome)
 		if outcome == OutcomeOK {
 			opened++
+			if used != "" {
+				reasons = append(reasons, fmt.Sprintf("%s: its own wrap is bad; opened with %s", n, used))
+			}
 			continue
 		}
 		reasons = append(reasons, fmt.Sprintf("%s: %s", n, trimErr(err)))
@@ -599,22 +605,19 @@ func openFile(ctx context.Context, cfg *config.Config, checks map[string]*region
 	var reasons []string
 	for _, n := range surviving {
 		c := checks[n]
-		var wrap *envelope.Wrap
+		// The region's wrap from its own table first, then the header's own wrap where the
+		// region opens it (a bad recorded wrap falls back to it: issue 20, finding 4).
+		var wraps []*envelope.Wrap
 		rec, recErr := c.store.Get(ctx, res.ID)
-		switch {
-		case recErr == nil && rec.Wrap(n) != nil:
-			wrap = rec.Wrap(n)
-		case hdr.HomeRegion == n:
-			wrap = hdr.Wrap()
-		default:
-			rc, _ := cfg.Region(n)
-			if rc.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(hdr.KeyARN) {
-				if arn, err := regions.ReplicaARN(hdr.KeyARN, n); err == nil {
-					wrap = &envelope.Wrap{Region: n, KeyARN: arn, Wrapped: hdr.WrappedDEK}
-				}
-			}
+		if recErr == nil && rec.Wrap(n) != nil {
+			w := rec.Wrap(n)
+			w.Source = "record"
+			wraps = append(wraps, w)
 		}
-		if wrap == nil {
+		if hw := HeaderWrapIn(cfg, hdr, n); hw != nil {
+			wraps = append(wraps, hw)
+		}
+		if len(wraps) == 0 {
 			why := "no wrap for this region in its table"
 			if recErr != nil {
 				why = trimErr(recErr)
@@ -628,10 +631,12 @@ func openFile(ctx context.Context, cfg *config.Config, checks map[string]*region
 			return res
 		}
 		cw := &countingWriter{}
-		_, err = envelope.Open(ctx, cw, f, c.r, envelope.OpenOptions{Wrap: wrap})
+		var used *envelope.Wrap
+		_, err = envelope.Open(ctx, cw, f, c.r, envelope.OpenOptions{Wrap: wraps[0], Fallbacks: wraps[1:],
+			Used: func(w *envelope.Wrap, _ []error) { used = w }})
 		f.Close()
 		if err == nil {
-			res.OK, res.Region, res.Bytes = true, n, cw.n
+			res.OK, res.Region, res.Bytes, res.Wrap = true, n, cw.n, used.Source
 			return res
 		}
 		reasons = append(reasons, n+": "+trimErr(err))

@@ -195,8 +195,10 @@ func section(page, start, end string) string {
 	return page[i : i+j]
 }
 
-// A bad wrap (another record's, so KMS refuses it under this context) fails in its region and
-// the drill says why; the record still opens through the other surviving region.
+// A bad wrap (another record's, so KMS refuses it under this context) no longer strands its
+// region: the drill falls back to another region's multi-Region wrap in the region's own table,
+// opened through the region's own replica key, and counts the fallback (issue 20, finding 4).
+// Before, us-east-1 failed the record even though it could open it alone.
 func TestDrillBadWrapFallsBack(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
@@ -212,10 +214,18 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 	f.env.Settle()
 	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
-	require.Equal(t, int64(1), rep.DecryptFailed)
-	require.Equal(t, ids[0], rep.Failures[0].ID)
-	require.Contains(t, rep.Failures[0].Reason, "us-east-1")
-	any, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions})
+	require.Zero(t, rep.DecryptFailed, "%+v", rep.Failures)
+	require.Equal(t, int64(2), rep.Recoverable)
+	for _, g := range rep.Matrix {
+		want := int64(0)
+		if g.Region == "us-east-1" {
+			want = 1
+		}
+		require.Equalf(t, want, g.Fallbacks, "region %s: checks that opened with another wrap than its own", g.Region)
+	}
+	// verify does not fall back: a region's own wrap that fails is a finding to fix.
+	ver, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "us-east-1", NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
-	require.Equal(t, int64(2), any.Recoverable, "eu-west-1 opens it")
+	require.Equal(t, int64(1), ver.Failed)
+	require.Equal(t, ids[0], ver.Failures[0].ID)
 }

@@ -347,7 +347,8 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 }
 
 // rewrapRecord re-makes rec's wrap in x.r and writes it; did is false when another writer got
-// there first.
+// there first. The new wrap is checked (decrypted in the region, commitment compared) before it
+// is written, so the region's item goes on holding a checked wrap (docs/FORMAT.md §6.1, I3).
 func (x *rewrapper) rewrapRecord(ctx context.Context, rec *envelope.Record) (did bool, err error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
@@ -361,9 +362,6 @@ func (x *rewrapper) rewrapRecord(ctx context.Context, rec *envelope.Record) (did
 		old := rec.Regions[x.r.Name]
 		wrapped, keyARN, err := x.make(ctx, rec)
 		if err != nil {
-			return false, err
-		}
-		if err := x.check(ctx, rec, wrapped, keyARN); err != nil {
 			return false, err
 		}
 		now := time.Now().UTC()
@@ -381,15 +379,9 @@ func (x *rewrapper) rewrapRecord(ctx context.Context, rec *envelope.Record) (did
 				return nil, errRaced
 			}
 			next := cur.Clone()
-			// Replacing a region's wrap is deliberate, not a merge (envelope.Record.Merge).
-			nw := &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, VerifiedAt: now}
-			if cw != nil {
-				nw.LastErrorAt = cw.LastErrorAt
-				if cw.LastError != "" {
-					nw.LastErrorAt = now
-				}
-			}
-			next.Regions[x.r.Name] = nw
+			// Replacing a region's wrap is deliberate, not a merge (envelope.Record.Merge). The
+			// new wrap was decrypted in the region and checked: it is verified now.
+			next.Regions[x.r.Name] = &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, VerifiedAt: now, LastErrorAt: now}
 			wrote = true
 			return next, nil
 		})
@@ -412,26 +404,34 @@ func sameWrap(a, b *envelope.RegionWrap) bool {
 }
 
 // deadWrap reports whether err says a wrap can no longer be opened where it is (its key
-// disabled, pending deletion or gone, the wrap refused, or its key no longer trusted), as opposed
-// to a passing failure (throttling, an unreachable region) that a later run may not see.
+// disabled, pending deletion or gone, the wrap refused, its key no longer trusted, or it opens
+// to another data key than the record's commitment names), as opposed to a passing failure
+// (throttling, an unreachable region) that a later run may not see.
 func deadWrap(err error) bool {
 	return errors.Is(err, regions.ErrKeyDisabled) || errors.Is(err, regions.ErrKeyNotFound) ||
-		errors.Is(err, regions.ErrInvalidCiphertext) || errors.Is(err, regions.ErrUntrustedKey)
+		errors.Is(err, regions.ErrInvalidCiphertext) || errors.Is(err, regions.ErrUntrustedKey) ||
+		errors.Is(err, envelope.ErrCommitmentMismatch)
 }
 
-// make produces the new wrap under the target key.
+// make produces the new wrap under the target key, checked: ReEncrypt of the region's own wrap
+// when it is good, else a backfill from the first other region's wrap that yields a checked
+// wrap. A region whose wrap fails its commitment counts as having no wrap.
 func (x *rewrapper) make(ctx context.Context, rec *envelope.Record) ([]byte, string, error) {
 	ec := rec.Context.Map()
 	var dead error
 	if w := rec.Regions[x.r.Name]; w.HasWrap() {
 		// Rotation or key change: inside KMS, in this region.
 		wrapped, arn, err := x.r.ReEncrypt(ctx, w.Wrapped, w.KeyARN, x.target, ec)
+		if err == nil {
+			err = x.check(ctx, rec, wrapped, arn)
+		}
 		if err == nil || !deadWrap(err) {
 			return wrapped, arn, err
 		}
-		// The region's wrap no longer opens (its key disabled, deleted or replaced): repair the
-		// region by backfilling from another region's good wrap, as for a missing one.
-		dead = fmt.Errorf("region %s: record %s: the region's wrap under %s no longer opens: %w", x.r.Name, rec.ID, w.KeyARN, err)
+		// The region's wrap no longer opens (its key disabled, deleted or replaced), or is a
+		// wrap of another data key: repair the region by backfilling from another region's
+		// good wrap, as for a missing one.
+		dead = fmt.Errorf("region %s: record %s: the region's wrap under %s is dead: %w", x.r.Name, rec.ID, w.KeyARN, err)
 	}
 	wrapped, arn, err := x.backfill(ctx, rec, ec)
 	if err != nil && dead != nil {
@@ -440,55 +440,55 @@ func (x *rewrapper) make(ctx context.Context, rec *envelope.Record) ([]byte, str
 	return wrapped, arn, err
 }
 
-// backfill makes the region's wrap from another region's wrap.
+// backfill makes the region's wrap from another region's wrap: the first source whose result
+// checks out (a source wrap of another data key is skipped, never copied).
 func (x *rewrapper) backfill(ctx context.Context, rec *envelope.Record, ec map[string]string) ([]byte, string, error) {
-	// Backfill. A multi-Region wrap of the same key from any region opens through this
-	// region's replica: ReEncrypt here, the DEK never leaves KMS.
-	if regions.IsMultiRegionKeyARN(x.target) {
-		for _, name := range x.sources(rec) {
-			w := rec.Regions[name]
-			if regions.KeyID(w.KeyARN) != regions.KeyID(x.target) {
-				continue
-			}
-			src, err := regions.ReplicaARN(w.KeyARN, x.r.Name)
-			if err != nil {
-				continue
-			}
-			return x.r.ReEncrypt(ctx, w.Wrapped, src, x.target, ec)
-		}
-	}
-	// Independent keys: Decrypt once where a wrap exists, Encrypt here, wipe.
 	var errs []error
 	for _, name := range x.sources(rec) {
-		sr, err := x.topo.Region(name)
-		if err != nil {
-			continue
+		wrapped, arn, err := x.backfillFrom(ctx, rec, name, ec)
+		if err == nil {
+			if err = x.check(ctx, rec, wrapped, arn); err == nil {
+				return wrapped, arn, nil
+			}
 		}
-		w := rec.Regions[name]
-		dek, err := sr.DecryptRaw(ctx, w.Wrapped, w.KeyARN, ec)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-			envelope.Wipe(dek)
-			errs = append(errs, fmt.Errorf("region %s: record %s: %w", name, rec.ID, err))
-			continue
-		}
-		wrapped, keyARN, err := x.r.EncryptRaw(ctx, dek, ec)
-		envelope.Wipe(dek)
-		if err != nil {
-			return nil, "", err
-		}
-		if keyARN != x.target {
-			return x.r.ReEncrypt(ctx, wrapped, keyARN, x.target, ec)
-		}
-		return wrapped, keyARN, nil
+		errs = append(errs, fmt.Errorf("from %s: %w", name, err))
 	}
 	if len(errs) == 0 {
 		return nil, "", fmt.Errorf("region %s: record %s: no region holds a wrap to backfill from", x.r.Name, rec.ID)
 	}
 	return nil, "", fmt.Errorf("region %s: record %s: no wrap to backfill from opened: %w", x.r.Name, rec.ID, errors.Join(errs...))
+}
+
+// backfillFrom makes the region's wrap from region name's wrap: a multi-Region wrap of the
+// target's key opens through this region's replica (ReEncrypt here, the DEK never leaves KMS);
+// otherwise Decrypt once in name (commitment checked), Encrypt here, wipe.
+func (x *rewrapper) backfillFrom(ctx context.Context, rec *envelope.Record, name string, ec map[string]string) ([]byte, string, error) {
+	w := rec.Regions[name]
+	if regions.IsMultiRegionKeyARN(x.target) && regions.KeyID(w.KeyARN) == regions.KeyID(x.target) {
+		if src, err := regions.ReplicaARN(w.KeyARN, x.r.Name); err == nil {
+			return x.r.ReEncrypt(ctx, w.Wrapped, src, x.target, ec)
+		}
+	}
+	sr, err := x.topo.Region(name)
+	if err != nil {
+		return nil, "", err
+	}
+	dek, err := sr.DecryptRaw(ctx, w.Wrapped, w.KeyARN, ec)
+	if err != nil {
+		return nil, "", err
+	}
+	defer envelope.Wipe(dek)
+	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
+		return nil, "", fmt.Errorf("region %s: record %s: %w", name, rec.ID, err)
+	}
+	wrapped, keyARN, err := x.r.EncryptRaw(ctx, dek, ec)
+	if err != nil {
+		return nil, "", err
+	}
+	if keyARN != x.target {
+		return x.r.ReEncrypt(ctx, wrapped, keyARN, x.target, ec)
+	}
+	return wrapped, keyARN, nil
 }
 
 // sources lists the regions holding a wrap, the record's source region first.

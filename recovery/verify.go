@@ -26,8 +26,12 @@ type VerifyOptions struct {
 	Segments, Workers int
 	// MaxFailures bounds the failure details kept (the rest are counted).
 	MaxFailures int
-	// NoWrite leaves verified_at and last_error untouched (read-only verification).
+	// NoWrite leaves verified_at untouched (read-only verification).
 	NoWrite bool
+	// RequireCurrent fails a wrap that opens but is not under its region's current key (the
+	// configured key, an alias resolved now): the gate before an old key is retired.
+	// RequireCurrentByDefault says when the CLI turns it on.
+	RequireCurrent bool
 	// StampBatch is the most items (one per region stamped) a batched write of verified_at and
 	// last_error holds (default and maximum replicate.MaxTransactItems; 1 writes each record
 	// on its own).
@@ -49,11 +53,13 @@ type VerifyReport struct {
 	Regions         []string  `json:"regions"`
 	Required        []string  `json:"required"`
 	Quorum          int       `json:"quorum,omitempty"`
-	Records         int64     `json:"records"`
-	OK              int64     `json:"ok"`
-	Failed          int64     `json:"failed"`
-	Unreadable      int64     `json:"unreadable"`
-	Updated         int64     `json:"verified_at_updated"`
+	// RequireCurrent: wraps under a key other than the region's current key failed.
+	RequireCurrent bool  `json:"require_current"`
+	Records        int64 `json:"records"`
+	OK             int64 `json:"ok"`
+	Failed         int64 `json:"failed"`
+	Unreadable     int64 `json:"unreadable"`
+	Updated        int64 `json:"verified_at_updated"`
 	// StampWrites are the batched writes (transactions) that wrote the Updated records' stamps,
 	// StampItems the items they wrote; StampFallbacks the records written on their own because
 	// they changed between the scan and the batch (a concurrent writer) or the batch failed.
@@ -72,7 +78,8 @@ type VerifyReport struct {
 func (r *VerifyReport) Passed() bool { return r.Failed == 0 && r.Unreadable == 0 && !r.Interrupted }
 
 // Verify scans the records and proves, for each, that each checked region can decrypt its wrap
-// on its own (commitment checked), updating verified_at (or last_error) per region.
+// on its own (commitment checked), updating verified_at per region that opened it; with
+// RequireCurrent it also fails wraps that are not under the region's current key.
 func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*VerifyReport, error) {
 	names := cfg.RegionNames()
 	var exclude []string
@@ -119,7 +126,13 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 			return nil, err
 		}
 		checks[n] = &regionCheck{r: r, store: replicate.NewStore(cfg.Table, n, r.DynamoDB(), cfg.RegionNames()), tally: newTally()}
+		if opts.RequireCurrent {
+			if checks[n].current, err = currentKey(ctx, r); err != nil {
+				return nil, err
+			}
+		}
 	}
+	rep.RequireCurrent = opts.RequireCurrent
 	scan := checks[scanRegion]
 	fails := newFailures(opts.MaxFailures)
 	var records, okN, failedN, unreadable, updated atomic.Int64
@@ -180,13 +193,15 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		if opts.NoWrite {
 			return
 		}
-		// verified_at for each region that opened the record, last_error for each that could
-		// not, through the scanned region's table, batched with other records' (stamper). A
-		// wrap that changed meanwhile (rewrap) is left alone: only the wrap checked is marked.
+		// verified_at for each region that opened the record, through the scanned region's
+		// table, batched with other records' (stamper). A wrap that changed meanwhile (rewrap)
+		// is left alone: only the wrap checked is marked. Failures are reported, never written:
+		// a failure stamp would rewrite the region's item with the wrap it read, which last
+		// writer wins could bring back over a newer wrap (docs/FORMAT.md §6.1, I3).
 		checked := map[string]stampCheck{}
 		for n, x := range res {
-			if x.rec != nil && x.rec.Regions[n] != nil && x.outcome != OutcomeUnavailable {
-				checked[n] = stampCheck{wrap: x.rec.Regions[n], ok: x.outcome == OutcomeOK, err: x.err}
+			if x.rec != nil && x.rec.Regions[n].HasWrap() && (x.outcome == OutcomeOK || x.outcome == OutcomeNotCurrent) {
+				checked[n] = stampCheck{wrap: x.rec.Regions[n]}
 			}
 		}
 		if len(checked) == 0 {
@@ -237,16 +252,14 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	return rep, nil
 }
 
-// stampCheck is what verify found for one region's wrap: the wrap checked and the outcome.
+// stampCheck is a region's wrap that verify decrypted and checked against the commitment.
 type stampCheck struct {
 	wrap *envelope.RegionWrap
-	ok   bool
-	err  error
 }
 
-// stampMutate returns the update that marks, at t, each checked region's wrap: verified_at
-// (clearing last_error) where it opened, last_error where it did not. A wrap no longer the one
-// checked (rewrap, a repair) is left alone. It writes nothing when nothing changes.
+// stampMutate returns the update that marks, at t, each checked region's wrap verified (clearing
+// a legacy last_error). A wrap no longer the one checked (rewrap, a repair) is left alone, so
+// the item keeps holding a checked wrap (I3). It writes nothing when nothing changes.
 func stampMutate(checked map[string]stampCheck, t time.Time) func(cur *envelope.Record) (*envelope.Record, error) {
 	return func(cur *envelope.Record) (*envelope.Record, error) {
 		if cur == nil {
@@ -259,15 +272,11 @@ func stampMutate(checked map[string]stampCheck, t time.Time) func(cur *envelope.
 			if cw == nil || cw.KeyARN != c.wrap.KeyARN || !bytes.Equal(cw.Wrapped, c.wrap.Wrapped) {
 				continue
 			}
-			if c.ok {
-				if t.After(cw.VerifiedAt) {
-					cw.VerifiedAt, changed = t, true
-				}
-				if cw.LastError != "" {
-					cw.LastError, cw.LastErrorAt, changed = "", t, true
-				}
-			} else if cw.HasWrap() {
-				cw.LastError, cw.LastErrorAt, changed = "verify: "+trimErr(c.err), t, true
+			if t.After(cw.VerifiedAt) {
+				cw.VerifiedAt, changed = t, true
+			}
+			if cw.LastError != "" {
+				cw.LastError, cw.LastErrorAt, changed = "", t, true
 			}
 		}
 		if !changed {

@@ -2,6 +2,7 @@ package replicate
 
 import (
 	"hash/fnv"
+	"slices"
 	"sort"
 
 	"github.com/envdr/envdr/envelope"
@@ -41,6 +42,12 @@ func (p AckRule) Sampled(id string) bool {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(id))
 	return float64(h.Sum64()%10000) < p.SamplePercent*100
+}
+
+// Counts reports whether region's state can change the verdict: a required region, or, with a
+// quorum, any configured region.
+func (p AckRule) Counts(region string) bool {
+	return p.Quorum > 0 || slices.Contains(p.Required, region)
 }
 
 // Met reports whether rec satisfies the policy: a region is satisfied when it holds a wrap and,

@@ -35,6 +35,19 @@ const AttrFirstSent = "envdr-first-sent"
 // ReasonExpired is the DLQ reason of an event not replicated within worker.max_age.
 const ReasonExpired = "expired"
 
+// AttrCutShort is the message attribute that counts, through re-sends, how often the event came
+// back at the queue's redrive limit because its attempt there was cut short (a crash, kill -9,
+// or a stop past the shutdown grace) before any verdict (a Number).
+const AttrCutShort = "envdr-cut-short"
+
+// ReasonCutShort is the DLQ reason of an event whose attempts at the redrive limit were cut
+// short cutShortLimit times: SQS would otherwise redrive it with no reason at all.
+const ReasonCutShort = "cut_short"
+
+// cutShortLimit is how many cut-short attempts at the redrive limit an event gets before it is
+// dead-lettered with ReasonCutShort (one that crashes the daemon every time must end somewhere).
+const cutShortLimit = 3
+
 // Message is one received SQS message.
 type Message struct {
 	ID            string
@@ -43,6 +56,7 @@ type Message struct {
 	ReceiveCount  int
 	SentAt        time.Time // when this copy was sent
 	FirstSentAt   time.Time // when the event was first sent (AttrFirstSent), zero if never re-sent
+	CutShort      int       // AttrCutShort: attempts at the redrive limit cut short so far
 }
 
 // Origin is when the event was first sent: FirstSentAt, else SentAt (zero if unknown).
@@ -365,7 +379,7 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
 		VisibilityTimeout:   int32(c.cfg.Visibility / time.Second),
 		MessageSystemAttributeNames: []sqstypes.MessageSystemAttributeName{
 			sqstypes.MessageSystemAttributeNameApproximateReceiveCount, sqstypes.MessageSystemAttributeNameSentTimestamp},
-		MessageAttributeNames: []string{AttrFirstSent},
+		MessageAttributeNames: []string{AttrFirstSent, AttrCutShort},
 	})
 	if err != nil {
 		return nil, err
@@ -386,6 +400,9 @@ func (c *Consumer) receive(ctx context.Context, n int) ([]Message, error) {
 				msg.FirstSentAt = time.UnixMilli(ms)
 			}
 		}
+		if a, ok := m.MessageAttributes[AttrCutShort]; ok {
+			msg.CutShort, _ = strconv.Atoi(aws.ToString(a.StringValue))
+		}
 		msgs = append(msgs, msg)
 	}
 	return msgs, nil
@@ -397,6 +414,9 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 	defer c.metrics.InFlight.Dec()
 	start := time.Now()
 	log := c.log.With(zap.String("message_id", m.ID), zap.Int("receive_count", m.ReceiveCount))
+	if c.atRedriveLimit(ctx, m, log) {
+		return
+	}
 
 	hb := c.startHeartbeat(ctx, m, log)
 	res := c.h.Handle(ctx, m)
@@ -428,6 +448,17 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 		c.deletes <- m.ReceiptHandle
 	default:
 		if ctx.Err() != nil {
+			// At the redrive limit, leaving it would let SQS dead-letter it with no reason on
+			// the next receive: re-send it as a fresh message first.
+			if c.cfg.MaxReceives > 1 && m.ReceiveCount >= c.cfg.MaxReceives-1 {
+				if err := c.requeue(context.WithoutCancel(ctx), m, m.CutShort); err == nil {
+					c.metrics.Requeued.Inc()
+					c.metrics.Events.WithLabelValues("requeued", "shutdown").Inc()
+					log.Info("shutting down at the redrive limit: event re-sent as a fresh message", fields...)
+					c.deletes <- m.ReceiptHandle
+					return
+				}
+			}
 			c.metrics.Events.WithLabelValues("retry", "shutdown").Inc()
 			log.Info("shutting down: event left for redelivery", fields...)
 			return
@@ -437,7 +468,7 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 			return
 		}
 		if c.cfg.MaxReceives > 0 && m.ReceiveCount >= c.cfg.MaxReceives-1 {
-			if err := c.requeue(ctx, m); err == nil {
+			if err := c.requeue(ctx, m, m.CutShort); err == nil {
 				c.metrics.Requeued.Inc()
 				c.metrics.Events.WithLabelValues("requeued", res.Reason).Inc()
 				log.Warn("policy not met before redrive: event re-sent as a fresh message", fields...)
@@ -555,10 +586,60 @@ func (c *Consumer) delayRedelivery(ctx context.Context, m Message) {
 	})
 }
 
-func (c *Consumer) requeue(ctx context.Context, m Message) error {
+// atRedriveLimit handles a message received for the last time SQS allows before redrive: a
+// Retry at the receive before it is always re-sent (work), so getting here means that attempt
+// was cut short (a crash, kill -9, a stop past the grace). Were this attempt cut short too, SQS
+// would dead-letter the event with no reason. So the event is re-sent as a fresh message
+// (counting the cut-short attempts) and this copy deleted; after cutShortLimit such attempts it
+// goes to the DLQ with ReasonCutShort instead. It reports whether it took the message.
+func (c *Consumer) atRedriveLimit(ctx context.Context, m Message, log *zap.Logger) bool {
+	if c.cfg.MaxReceives < 2 || m.ReceiveCount < c.cfg.MaxReceives {
+		return false
+	}
+	n := m.CutShort + 1
+	if n >= cutShortLimit {
+		res := Result{Reason: ReasonCutShort, EnvelopeID: eventID(m.Body), Err: fmt.Errorf(
+			"the event's attempts at the queue's redrive limit (receive %d of %d) were cut short %d times (a daemon crash, kill -9, or a stop past its grace) before any verdict; not worked again",
+			m.ReceiveCount, c.cfg.MaxReceives, n)}
+		if err := c.toDLQ(context.WithoutCancel(ctx), m, res); err != nil {
+			log.Error("event cut short at the redrive limit, but sending it to the DLQ failed; leaving it for redelivery", zap.Error(err))
+			return false
+		}
+		c.metrics.Events.WithLabelValues("poison", ReasonCutShort).Inc()
+		c.metrics.DLQ.WithLabelValues(ReasonCutShort).Inc()
+		log.Error("event cut short at the redrive limit again; sent to the DLQ", zap.String("id", res.EnvelopeID), zap.Int("cut_short", n), zap.Error(res.Err))
+		c.deletes <- m.ReceiptHandle
+		return true
+	}
+	if err := c.requeue(context.WithoutCancel(ctx), m, n); err != nil {
+		log.Error("re-sending an event at the redrive limit failed; working it as it is", zap.Error(err))
+		return false
+	}
+	c.metrics.Requeued.Inc()
+	c.metrics.Events.WithLabelValues("requeued", ReasonCutShort).Inc()
+	log.Warn("an attempt at the redrive limit was cut short: event re-sent as a fresh message", zap.Int("cut_short", n))
+	c.deletes <- m.ReceiptHandle
+	return true
+}
+
+// eventID is the envelope ID of an event body, for the DLQ's attributes ("" if it has none).
+func eventID(body string) string {
+	var ev struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal([]byte(body), &ev)
+	return ev.ID
+}
+
+// requeue re-sends m's event as a fresh message (a fresh receive count), carrying when the event
+// was first sent and its count of cut-short attempts.
+func (c *Consumer) requeue(ctx context.Context, m Message, cutShort int) error {
 	delay := int32(min(c.cfg.Visibility, 15*time.Minute) / time.Second)
 	attrs := map[string]sqstypes.MessageAttributeValue{
 		"envdr-requeued-from": {DataType: aws.String("String"), StringValue: aws.String(m.ID)},
+	}
+	if cutShort > 0 {
+		attrs[AttrCutShort] = sqstypes.MessageAttributeValue{DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(cutShort))}
 	}
 	if o := m.Origin(); !o.IsZero() {
 		attrs[AttrFirstSent] = firstSentAttr(o)

@@ -251,3 +251,77 @@ func (f *hangingSQS) ChangeMessageVisibility(ctx context.Context, _ *sqs.ChangeM
 	f.err = ctx.Err()
 	return nil, f.err
 }
+
+// countingHandler counts the events it is given.
+type countingHandler struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (h *countingHandler) Handle(context.Context, Message) Result {
+	h.mu.Lock()
+	h.n++
+	h.mu.Unlock()
+	return Result{Verdict: Ack}
+}
+
+// A message received at the redrive limit (its attempt at the receive before was cut short: a
+// crash, kill -9, a stop past the grace) is re-sent as a fresh message counting the cut-short
+// attempts, and not worked: were this attempt cut short too, SQS would dead-letter it with no
+// reason (issue 20). The third time it goes to the DLQ with reason cut_short. Before issue 20 it
+// was worked as it was, and a second cut-short sent it to the DLQ with no reason.
+func TestCutShortAtRedriveLimit(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{}
+	m := NewMetrics()
+	h := &countingHandler{}
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", DLQURL: "dlq", MaxReceives: 5, Visibility: 30 * time.Second}, f, h, zap.NewNop(), m)
+	body := `{"id":"0123456789abcdef0123456789abcdef"}`
+	c.work(context.Background(), Message{ID: "m1", Body: body, ReceiptHandle: "h1", ReceiveCount: 5})
+	require.Zero(t, h.n, "not worked at the limit")
+	require.Len(t, f.sent, 1)
+	require.Equal(t, "q", aws.ToString(f.sent[0].QueueUrl), "re-sent to the queue")
+	require.Equal(t, "1", aws.ToString(f.sent[0].MessageAttributes[AttrCutShort].StringValue))
+	require.Equal(t, "h1", <-c.deletes)
+
+	// Below the limit it is worked as usual.
+	c.work(context.Background(), Message{ID: "m2", Body: body, ReceiptHandle: "h2", ReceiveCount: 4, CutShort: 1})
+	require.Equal(t, 1, h.n)
+	require.Equal(t, "h2", <-c.deletes)
+
+	// Cut short at the limit a second time: the copy counts 2.
+	c.work(context.Background(), Message{ID: "m3", Body: body, ReceiptHandle: "h3", ReceiveCount: 5, CutShort: 1})
+	require.Len(t, f.sent, 2)
+	require.Equal(t, "2", aws.ToString(f.sent[1].MessageAttributes[AttrCutShort].StringValue))
+	require.Equal(t, "h3", <-c.deletes)
+
+	// The third time: the DLQ, with a reason.
+	c.work(context.Background(), Message{ID: "m4", Body: body, ReceiptHandle: "h4", ReceiveCount: 5, CutShort: 2})
+	require.Len(t, f.sent, 3)
+	require.Equal(t, "dlq", aws.ToString(f.sent[2].QueueUrl))
+	require.Equal(t, ReasonCutShort, aws.ToString(f.sent[2].MessageAttributes["reason"].StringValue))
+	require.Equal(t, "0123456789abcdef0123456789abcdef", aws.ToString(f.sent[2].MessageAttributes["envelope_id"].StringValue))
+	require.Contains(t, aws.ToString(f.sent[2].MessageAttributes["error"].StringValue), "cut short 3 times")
+	require.Equal(t, 1.0, testutil.ToFloat64(m.DLQ.WithLabelValues(ReasonCutShort)))
+	require.Equal(t, "h4", <-c.deletes)
+	require.Equal(t, 1, h.n)
+}
+
+// A daemon stopping while an event at the redrive limit is cut short re-sends it as a fresh
+// message instead of leaving it for SQS to dead-letter with no reason.
+func TestShutdownAtRedriveLimitRequeues(t *testing.T) {
+	t.Parallel()
+	f := &fakeSQS{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := NewConsumer(ConsumerConfig{QueueURL: "q", DLQURL: "dlq", MaxReceives: 5, Visibility: 30 * time.Second}, f,
+		verdictHandler{Result{Verdict: Retry, Reason: "error", Err: context.Canceled}}, zap.NewNop(), nil)
+	c.work(ctx, Message{ID: "m1", Body: "{}", ReceiptHandle: "h1", ReceiveCount: 4})
+	require.Len(t, f.sent, 1)
+	require.Equal(t, "q", aws.ToString(f.sent[0].QueueUrl))
+	require.Equal(t, "h1", <-c.deletes)
+
+	// Below the limit it is left for redelivery, as before.
+	c.work(ctx, Message{ID: "m2", Body: "{}", ReceiptHandle: "h2", ReceiveCount: 2})
+	require.Len(t, f.sent, 1)
+}

@@ -37,8 +37,25 @@ type Metrics struct {
 	Requeued    prometheus.Counter
 	DLQ         *prometheus.CounterVec // reason
 	RecordCASs  *prometheus.CounterVec // result: ok, conflict
-	BuildInfo   *prometheus.GaugeVec   // version, commit, goversion: always 1
+	// RegionFailures counts wraps and verifications that failed, by region and phase (wrap,
+	// verify). Failures live here and in the logs, never in the table: a write without a wrap
+	// must not share an item with one (docs/FORMAT.md §6.1, I3).
+	RegionFailures *prometheus.CounterVec // region, phase
+	// Repairs counts recorded wraps that failed their commitment (or that KMS refused as
+	// invalid) and were replaced with a checked wrap, by region.
+	Repairs *prometheus.CounterVec // region
+	// Protection is the decryptability RPO per envelope: the time from its seal (the event's
+	// created_at) to the acknowledgement that found every required region's own replica holding
+	// its (verified) wrap, by sealing region. Observed once per envelope: by the pass that moved
+	// it from unprotected to protected in its replica (copies and redeliveries of a protected
+	// record are not; a duplicate worked at the same moment may add a second, later sample).
+	Protection *prometheus.HistogramVec // source_region
+	BuildInfo  *prometheus.GaugeVec     // version, commit, goversion: always 1
 }
+
+// ProtectionBuckets bound envdr_protection_seconds: fine around the default SLO (99.99% within
+// 15 s), coarse out to an hour (an outage's backlog).
+var ProtectionBuckets = []float64{0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300, 600, 1800, 3600}
 
 // KMSOps are the KMS operations the daemon sends, pre-created per region so rate() and the
 // alerts see a zero before the first call or throttle.
@@ -75,11 +92,18 @@ func NewMetrics() *Metrics {
 			Help: "Poison events sent to the DLQ, by reason."}, []string{"reason"}),
 		RecordCASs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_record_writes_total",
 			Help: "Conditional record writes, by result (ok, conflict)."}, []string{"result"}),
+		RegionFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_region_failures_total",
+			Help: "Wraps and verifications that failed, by region and phase (wrap, verify)."}, []string{"region", "phase"}),
+		Repairs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_wrap_repairs_total",
+			Help: "Recorded wraps that failed their key commitment (or that KMS refused) and were replaced with a checked wrap, by region."}, []string{"region"}),
+		Protection: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_protection_seconds",
+			Help:    "Seconds from an envelope's seal to the acknowledgement that every required region's own replica holds its verified wrap (the decryptability RPO), by sealing region.",
+			Buckets: ProtectionBuckets}, []string{"source_region"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_build_info",
 			Help: "Always 1; the labels name the running envdr build."}, []string{"version", "commit", "goversion"}),
 	}
 	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
-		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.BuildInfo,
+		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.RegionFailures, m.Repairs, m.Protection, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.SetBuild("", "")
 	return m
@@ -116,6 +140,10 @@ func (m *Metrics) InitRegions(names []string) {
 		m.Wrap.WithLabelValues(r)
 		m.Verify.WithLabelValues(r)
 		m.ReplicaWait.WithLabelValues(r)
+		m.RegionFailures.WithLabelValues(r, "wrap")
+		m.RegionFailures.WithLabelValues(r, "verify")
+		m.Repairs.WithLabelValues(r)
+		m.Protection.WithLabelValues(r)
 		for _, op := range KMSOps {
 			m.KMSLatency.WithLabelValues(r, op)
 			m.Throttles.WithLabelValues(r, op)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -174,6 +176,9 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	if err != nil {
 		return err
 	}
+	// Already protected as this replica saw it: a copy or a redelivery, not the envelope's
+	// protection moment (envdr_protection_seconds).
+	w.wasProtected = stored != nil && p.metFrom(stored)
 	delta, err := p.wrap(ctx, w, stored, cur)
 	if err != nil {
 		return err
@@ -182,20 +187,22 @@ func (p *Pipeline) process(ctx context.Context, ev *envelope.Event, res *Result)
 	if err != nil {
 		return err
 	}
-	rec, confirmed, err := p.verify(ctx, w, rec)
+	rec, err = p.verify(ctx, w, rec)
 	if err != nil {
 		return err
 	}
-	return p.decide(ctx, w, rec, confirmed)
+	return p.decide(ctx, w, rec)
 }
 
 // eventWork is one event's state across the phases.
 type eventWork struct {
-	ev  *envelope.Event
-	ec  map[string]string
-	key *sourceKey
-	mu  sync.Mutex // guards res.Regions, written by the phases' goroutines
-	res *Result
+	// wasProtected: the record met the policy in this daemon's replica before this pass.
+	wasProtected bool
+	ev           *envelope.Event
+	ec           map[string]string
+	key          *sourceKey
+	mu           sync.Mutex // guards res.Regions, written by the phases' goroutines
+	res          *Result
 }
 
 func (w *eventWork) status(region, s string) {
@@ -282,19 +289,17 @@ func (p *Pipeline) read(ctx context.Context, w *eventWork) (stored, cur *envelop
 // wrap makes the wrap of every region that has none yet, in parallel (bounded by the region
 // count; each region's limiter bounds its KMS rate), and returns them with the event's record
 // as the delta to record.
+//
+// It keeps the record invariants of docs/FORMAT.md §6.1: the event's wrap is checked against
+// its commitment before it fills or is re-wrapped into any region, in every mode (a forged event
+// is poison, commitment_mismatch, and writes nothing: I5); and a region whose wrap failed gets
+// no item at all (its failure goes to the logs and metrics), so no write without a wrap can
+// replace a wrap in another replica by last-writer-wins (I3).
 func (p *Pipeline) wrap(ctx context.Context, w *eventWork, stored, cur *envelope.Record) (*envelope.Record, error) {
-	// A new record must not be created from an event whose wrap does not match its commitment:
-	// in mrk mode nothing else checks it before the write, and a record with a forged
-	// commitment would make the genuine event conflict (and be dead-lettered) forever.
-	if stored == nil {
-		if _, err := w.key.open(ctx); err != nil {
-			return nil, err
-		}
+	if err := p.checkEventWrap(ctx, w, stored); err != nil {
+		return nil, err
 	}
 	delta := w.ev.Record()
-	// last_error rewrites are throttled: at most one per lastErrorEvery per record, so a long
-	// outage does not rewrite every pending record on every redelivery.
-	quietErrors := recentError(cur, p.now())
 	var mu sync.Mutex // guards delta
 	g, gctx := newTaskGroup(ctx)
 	for _, name := range p.topo.Names() {
@@ -307,29 +312,49 @@ func (p *Pipeline) wrap(ctx context.Context, w *eventWork, stored, cur *envelope
 			start := p.now()
 			wrapped, keyARN, err := p.wrapIn(gctx, r, w.ev, w.ec, w.key.open)
 			now := p.now()
-			mu.Lock()
-			defer mu.Unlock()
 			if err != nil {
 				var pe *poisonError
 				if errors.As(err, &pe) {
 					return err
 				}
 				w.status(name, "failed: "+trimErr(err))
-				if !quietErrors {
-					delta.Regions[name] = &envelope.RegionWrap{LastError: trimErr(err), LastErrorAt: now}
-				}
+				p.failed(name, "wrap")
 				return nil
 			}
 			p.answered(name)
 			if p.metrics != nil {
 				p.metrics.Wrap.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 			}
+			mu.Lock()
 			delta.Regions[name] = &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, LastErrorAt: now}
+			mu.Unlock()
 			w.status(name, "wrapped")
 			return nil
 		})
 	}
 	return delta, g.Wait()
+}
+
+// checkEventWrap proves the event's wrap opens to the DEK its commitment names before anything
+// uses it (I5: a forged event changes nothing). An event whose wrap is byte for byte the
+// verified wrap the record already holds for the source region (a copy, a redelivery) was
+// proven when that wrap was verified, and needs no KMS call; any other is opened (in the source
+// region, or through this daemon's own replica of the multi-Region key) and checked.
+func (p *Pipeline) checkEventWrap(ctx context.Context, w *eventWork, stored *envelope.Record) error {
+	if stored != nil && bytes.Equal(stored.Commitment, w.ev.Commitment) {
+		if sw := stored.Regions[w.ev.SourceRegion]; sw.Verified() && sameWrap(sw, &envelope.RegionWrap{KeyARN: w.ev.KeyARN, Wrapped: w.ev.WrappedDEK}) {
+			return nil
+		}
+	}
+	_, err := w.key.open(ctx)
+	return err
+}
+
+// failed counts a region's failed wrap or verification (the table never records failures).
+func (p *Pipeline) failed(region, phase string) {
+	if p.metrics != nil {
+		p.metrics.RegionFailures.WithLabelValues(region, phase).Inc()
+	}
 }
 
 // record merges the delta into the record through this region's replica (conditional writes).
@@ -349,13 +374,13 @@ func (p *Pipeline) record(ctx context.Context, w *eventWork, stored, delta *enve
 // and stamps the outcomes: together, in one write, when the regions finish within stampGrace of
 // each other, else each group as it is known. A region's item is its own (docs/FORMAT.md 6.1),
 // so a slow or sick region never holds back the others' stamps for longer than that. It returns
-// the record with the stamps and the regions whose own replica it read.
-func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Record) (*envelope.Record, map[string]bool, error) {
-	confirmed := map[string]bool{}
+// the record with the stamps. A region whose wrap is bad (errBadWrap) is repaired.
+func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Record) (*envelope.Record, error) {
 	if !p.policy.Sampled(w.ev.ID) {
-		return rec, confirmed, nil
+		return rec, nil
 	}
-	var mu sync.Mutex // guards confirmed
+	var mu sync.Mutex // guards bad
+	bad := map[string]*envelope.RegionWrap{}
 	proven := w.key.proven()
 	var todo []string
 	for _, name := range p.topo.Names() {
@@ -383,8 +408,11 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 			sb.add(gctx, name, verifyStamp{wrap: checked, at: now, err: err})
 			if err != nil {
 				w.status(name, "verify failed: "+trimErr(err))
-				if errors.Is(err, envelope.ErrCommitmentMismatch) && name == w.ev.SourceRegion {
-					return poison(ReasonCommitmentMismatch, "record %s: the source wrap does not match the commitment: %w", w.ev.ID, err)
+				p.failed(name, "verify")
+				if errors.Is(err, errBadWrap) {
+					mu.Lock()
+					bad[name] = rec.Regions[name]
+					mu.Unlock()
 				}
 				return nil
 			}
@@ -393,18 +421,15 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 				p.metrics.Verify.WithLabelValues(name).Observe(now.Sub(start).Seconds())
 			}
 			w.status(name, "verified")
-			mu.Lock()
-			confirmed[name] = true
-			mu.Unlock()
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if sb.err != nil {
 		w.res.Reason = "record_write"
-		return nil, nil, sb.err
+		return nil, sb.err
 	}
 	if len(sb.stamped) > 0 {
 		rec = rec.Clone()
@@ -414,7 +439,68 @@ func (p *Pipeline) verify(ctx context.Context, w *eventWork, rec *envelope.Recor
 			}
 		}
 	}
-	return rec, confirmed, nil
+	if len(bad) > 0 {
+		return nil, p.repair(ctx, w, rec, bad)
+	}
+	return rec, nil
+}
+
+// errBadWrap marks a recorded wrap that is no wrap of the record's DEK: KMS refused it as
+// invalid, or it opened to a DEK that fails the commitment. Such a region counts as having no
+// wrap (docs/FORMAT.md §6.1), and repair replaces it.
+var errBadWrap = errors.New("the recorded wrap is not a wrap of the record's data key")
+
+// repair replaces each region's bad wrap with a checked one, made from the event's checked DEK
+// (ReEncrypt or Encrypt as for a missing wrap), and leaves the event for redelivery, which
+// verifies the new wraps. The write replaces a wrap only while it is still the bad one it read
+// (another writer may have repaired it meanwhile), so it never displaces a checked wrap (I3).
+func (p *Pipeline) repair(ctx context.Context, w *eventWork, rec *envelope.Record, bad map[string]*envelope.RegionWrap) error {
+	if _, err := w.key.open(ctx); err != nil {
+		return err
+	}
+	fresh := map[string]*envelope.RegionWrap{}
+	for name := range bad {
+		r, _ := p.topo.Region(name)
+		wrapped, keyARN, err := p.wrapIn(ctx, r, w.ev, w.ec, w.key.open)
+		if err != nil {
+			w.res.Reason = "repair"
+			return fmt.Errorf("record %s: region %s: replacing a wrap that fails its commitment: %w", w.ev.ID, name, err)
+		}
+		now := p.now()
+		fresh[name] = &envelope.RegionWrap{KeyARN: keyARN, Wrapped: wrapped, WrappedAt: now, LastErrorAt: now}
+	}
+	_, err := p.home.UpdateFrom(ctx, rec, w.ev.ID, func(cur *envelope.Record) (*envelope.Record, error) {
+		if cur == nil {
+			return nil, nil
+		}
+		next := cur.Clone()
+		changed := false
+		for name, nw := range fresh {
+			if c := cur.Regions[name]; c.HasWrap() && !sameWrap(c, bad[name]) {
+				continue // already replaced by another writer
+			}
+			cp := *nw
+			next.Regions[name] = &cp
+			changed = true
+		}
+		if !changed {
+			return nil, nil
+		}
+		return next, nil
+	})
+	if err != nil {
+		w.res.Reason = "record_write"
+		return err
+	}
+	names := slices.Sorted(maps.Keys(fresh))
+	for _, name := range names {
+		w.status(name, "bad wrap replaced")
+		if p.metrics != nil {
+			p.metrics.Repairs.WithLabelValues(name).Inc()
+		}
+	}
+	w.res.Reason = "repaired"
+	return fmt.Errorf("record %s: the recorded wrap of %s failed its key commitment and was replaced with a checked wrap; verifying it on redelivery", w.ev.ID, strings.Join(names, ", "))
 }
 
 // stampGrace is how long the first verification outcome of an event waits for the others, to be
@@ -495,25 +581,39 @@ func (b *stampBatch) write(ctx context.Context, batch map[string]verifyStamp) {
 }
 
 // decide acks when the replication policy is met by what every region's own replica holds.
-func (p *Pipeline) decide(ctx context.Context, w *eventWork, rec *envelope.Record, confirmed map[string]bool) error {
-	if ok, missing := p.policy.Met(p.survivingView(ctx, rec, confirmed, w)); !ok {
+func (p *Pipeline) decide(ctx context.Context, w *eventWork, rec *envelope.Record) error {
+	if ok, missing := p.policy.Met(p.survivingView(ctx, rec, w)); !ok {
 		w.res.Reason = "regions_pending"
 		return fmt.Errorf("record %s: replication policy not met; waiting for %s", w.ev.ID, strings.Join(missing, ", "))
 	}
 	w.res.Verdict = Ack
+	if !w.wasProtected && p.metrics != nil && !w.ev.CreatedAt.IsZero() {
+		p.metrics.Protection.WithLabelValues(w.ev.SourceRegion).Observe(max(p.now().Sub(w.ev.CreatedAt), 0).Seconds())
+	}
 	return nil
 }
 
-// survivingView is rec as the ack rule sees it: a region counts only if its own replica, read
-// through its own endpoint, holds its wrap (what this daemon's replica says is not enough:
-// global tables replicate asynchronously, and an acked event must survive this region's loss).
-// Regions confirmed in this pass are not read again.
-func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, confirmed map[string]bool, w *eventWork) *envelope.Record {
+// metFrom reports whether rec, as one replica holds it, meets the policy.
+func (p *Pipeline) metFrom(rec *envelope.Record) bool {
+	ok, _ := p.policy.Met(rec)
+	return ok
+}
+
+// survivingView is rec as the ack rule sees it (I1): a region the rule counts is kept only if
+// its own replica, read now through its own endpoint, holds the same wrap under the same
+// commitment (what this daemon's memory or replica says is not enough: global tables replicate
+// asynchronously, item by item, and an acked event must survive this region's loss). The wrap's
+// verification, by this pass or an earlier writer, was a Decrypt through that region's own
+// endpoints of exactly these bytes.
+func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, w *eventWork) *envelope.Record {
 	view := rec.Clone()
 	var mu sync.Mutex // guards view
 	g := &taskGroup{}
 	for name, rw := range rec.Regions {
-		if !rw.HasWrap() || confirmed[name] {
+		if !p.policy.Counts(name) {
+			continue
+		}
+		if !rw.HasWrap() {
 			continue
 		}
 		if _, err := p.topo.Region(name); err != nil {
@@ -521,12 +621,15 @@ func (p *Pipeline) survivingView(ctx context.Context, rec *envelope.Record, conf
 		}
 		g.Go(func() error {
 			got, err := p.replicated(ctx, name, rec)
-			if err == nil && sameWrap(got.Regions[name], rw) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err == nil && sameWrap(got.Regions[name], rw) && bytes.Equal(got.Commitment, rec.Commitment) {
+				if !rw.Verified() && got.Regions[name].Verified() {
+					view.Regions[name] = got.Regions[name] // stamped there by another writer
+				}
 				return nil
 			}
-			mu.Lock()
 			delete(view.Regions, name)
-			mu.Unlock()
 			if err != nil {
 				w.status(name, "not confirmed in its own replica: "+trimErr(err))
 			} else {
@@ -572,19 +675,6 @@ func invalidWrapIsPoison(id string, err error) error {
 	return err
 }
 
-// lastErrorEvery is the least time between two last_error rewrites of one record.
-const lastErrorEvery = time.Minute
-
-// recentError reports whether rec recorded a last_error less than lastErrorEvery ago.
-func recentError(rec *envelope.Record, now time.Time) bool {
-	for _, w := range rec.Regions {
-		if w != nil && w.LastError != "" && now.Sub(w.LastErrorAt) < lastErrorEvery {
-			return true
-		}
-	}
-	return false
-}
-
 // verifyIn proves region r can open the record alone: it reads the record from r's own table
 // endpoint, decrypts r's wrap with r's KMS, and checks the key commitment. With proven (a wrap
 // already decrypted in r and checked against the commitment) it checks that r's table holds
@@ -619,11 +709,14 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 	}
 	dek, err := r.DecryptRaw(ctx, w.Wrapped, w.KeyARN, rec.Context.Map())
 	if err != nil {
+		if errors.Is(err, regions.ErrInvalidCiphertext) {
+			return nil, readAt, fmt.Errorf("%w: %w", errBadWrap, err)
+		}
 		return nil, readAt, err
 	}
 	defer envelope.Wipe(dek)
 	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return nil, readAt, fmt.Errorf("region %s: record %s: key %s: %w", r.Name, want.ID, w.KeyARN, err)
+		return nil, readAt, fmt.Errorf("region %s: record %s: key %s: %w: %w", r.Name, want.ID, w.KeyARN, errBadWrap, err)
 	}
 	return w, readAt, nil
 }
@@ -790,11 +883,13 @@ type verifyStamp struct {
 	err  error
 }
 
-// stampVerified returns a Store.Update mutation that records verification outcomes without ever
-// changing a wrap: verified_at is set only on a region whose current wrap is exactly the one that
-// was decrypted (another worker may have replaced an unverified wrap meanwhile; that one is
-// verified on its own delivery), and a failure is recorded only on a region not yet verified. So
-// a verified wrap is never displaced and verified_at only moves forward.
+// stampVerified returns a Store.Update mutation that records successful verifications without
+// ever changing a wrap: verified_at is set only on a region whose current wrap is exactly the one
+// that was decrypted and checked (another worker may have replaced an unverified wrap meanwhile;
+// that one is verified on its own delivery). Its item then holds a checked wrap, as before (I3),
+// and verified_at only moves forward in this replica. Failures are never written (logs and
+// metrics only): a failure stamp would rewrite the item with the wrap it read, which last writer
+// wins could bring back over a newer wrap written in another region.
 func stampVerified(stamps map[string]verifyStamp) func(cur *envelope.Record) (*envelope.Record, error) {
 	return func(cur *envelope.Record) (*envelope.Record, error) {
 		if cur == nil {
@@ -807,12 +902,8 @@ func stampVerified(stamps map[string]verifyStamp) func(cur *envelope.Record) (*e
 			if w == nil {
 				continue
 			}
-			switch {
-			case st.err == nil && sameWrap(st.wrap, w) && st.at.After(w.VerifiedAt):
+			if st.err == nil && sameWrap(st.wrap, w) && st.at.After(w.VerifiedAt) {
 				w.VerifiedAt, w.LastError, w.LastErrorAt = st.at, "", st.at
-				changed = true
-			case st.err != nil && !w.Verified() && st.at.After(w.LastErrorAt):
-				w.LastError, w.LastErrorAt = "verify: "+trimErr(st.err), st.at
 				changed = true
 			}
 		}

@@ -18,7 +18,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -197,7 +199,9 @@ func (b *bundle) daemonAfterOneEvent(t *testing.T) *replicate.Daemon {
 
 // progressedWithoutEU reports whether every record of ids, read from the home region's replica
 // (no wait for replication: eu-west-1 may be unreachable), is verified in us-east-1 and
-// ap-southeast-2 while eu-west-1 holds no wrap and a last error that lastErr accepts.
+// ap-southeast-2 while eu-west-1 holds no wrap, and whether the daemon logged a failure for
+// eu-west-1 that lastErr accepts. Failures are logged and counted, never written to the table
+// (no item without a wrap: docs/FORMAT.md §6.1, I3).
 func (b *bundle) progressedWithoutEU(t *testing.T, ids []string, lastErr func(string) bool) bool {
 	t.Helper()
 	r, err := b.topo.Region("us-east-1")
@@ -208,11 +212,22 @@ func (b *bundle) progressedWithoutEU(t *testing.T, ids []string, lastErr func(st
 		if err != nil || !rec.Regions["ap-southeast-2"].Verified() || !rec.Regions["us-east-1"].Verified() {
 			return false
 		}
-		if w := rec.Regions["eu-west-1"]; w == nil || w.HasWrap() || !lastErr(w.LastError) {
-			return false
+		if w := rec.Regions["eu-west-1"]; w != nil {
+			require.Falsef(t, w.HasWrap(), "record %s: eu-west-1 has a wrap while it is unreachable", id)
+			require.Emptyf(t, w.LastError, "record %s: a failure was written to eu-west-1's item", id)
 		}
 	}
-	return true
+	return b.loggedStatus("eu-west-1", lastErr)
+}
+
+// loggedStatus reports whether some event's log line gave region a status that accept takes.
+func (b *bundle) loggedStatus(region string, accept func(string) bool) bool {
+	for _, e := range b.logs.All() {
+		if regs, ok := e.ContextMap()["regions"].(map[string]string); ok && accept(regs[region]) {
+			return true
+		}
+	}
+	return false
 }
 
 // openIn opens sealed through region alone, with that region's wrap from the record.
@@ -351,7 +366,7 @@ func TestRegionDownThenBack(t *testing.T) {
 	d := b.daemon(t)
 	// The healthy regions progress while eu-west-1 is down, and no message is deleted.
 	require.Eventually(t, func() bool {
-		return b.progressedWithoutEU(t, ids, func(lastErr string) bool { return lastErr != "" })
+		return b.progressedWithoutEU(t, ids, func(status string) bool { return strings.HasPrefix(status, "failed: ") })
 	}, 30*time.Second, 200*time.Millisecond)
 	depth, err := d.QueueDepth(context.Background())
 	require.NoError(t, err)
@@ -509,10 +524,11 @@ func TestAdminEndpoints(t *testing.T) {
 	d.Stop(ctx)
 }
 
-// While a region is down, redeliveries do not rewrite the record's last_error more than once a
-// minute. Before issue 13 every redelivery rewrote it (a conditional write per pending record per
-// retry during an outage).
-func TestLastErrorRewritesThrottled(t *testing.T) {
+// While a region is down, redeliveries write nothing for it: no item without a wrap may share
+// the region's item with a wrap (docs/FORMAT.md §6.1, I3; issue 20's finding 2: such a write
+// erased an acknowledged wrap in another replica by last-writer-wins), so the failure is counted
+// in envdr_region_failures_total and logged, and the record is not rewritten on each retry.
+func TestFailedRegionWritesNothing(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
 	ids, _ := b.sealAndSend(t, 1, 1)
@@ -523,11 +539,12 @@ func TestLastErrorRewritesThrottled(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return retries() >= 1 }, 30*time.Second, 50*time.Millisecond)
 	first := b.record(t, "us-east-1", ids[0])
-	require.NotEmpty(t, first.Regions["eu-west-1"].LastError)
+	require.Nil(t, first.Regions["eu-west-1"], "a region whose wrap failed has no item")
+	require.GreaterOrEqual(t, testutil.ToFloat64(d.Metrics.RegionFailures.WithLabelValues("eu-west-1", "wrap")), 1.0)
 	require.Eventually(t, func() bool { return retries() >= 3 }, 60*time.Second, 50*time.Millisecond)
 	later := b.record(t, "us-east-1", ids[0])
-	require.Equal(t, first.Version, later.Version, "no rewrite within a minute")
-	require.Equal(t, first.Regions["eu-west-1"].LastErrorAt, later.Regions["eu-west-1"].LastErrorAt)
+	require.Equal(t, first.Version, later.Version, "no rewrite on a retry")
+	require.Nil(t, later.Regions["eu-west-1"])
 }
 
 // sealEventUnder seals an envelope in the home region under key (a key or alias ARN of the home
@@ -769,4 +786,35 @@ func TestRedeliveryCannotUndoRewrap(t *testing.T) {
 	got := b.record(t, "us-east-1", id).Regions["us-east-1"]
 	require.Equal(t, rewrapped, got.Wrapped, "the redelivered event put the pre-rewrap wrap back")
 	require.True(t, got.Verified(), "the rewrapped wrap is verified by the redelivery")
+}
+
+// envdr_protection_seconds (issue 23): one sample per envelope, from its seal to the ack that
+// found every required region's replica holding its verified wrap; a later copy of an already
+// protected envelope adds none.
+func TestProtectionTimeObservedOncePerEnvelope(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	var bodies []string
+	for i := 0; i < 3; i++ {
+		_, body, _ := b.seal(t)
+		bodies = append(bodies, body)
+		b.send(t, body)
+	}
+	d := b.daemon(t)
+	b.waitDrained(t, d, time.Minute)
+	count := func() uint64 {
+		var m dto.Metric
+		require.NoError(t, d.Metrics.Protection.WithLabelValues("us-east-1").(prometheus.Histogram).Write(&m))
+		return m.GetHistogram().GetSampleCount()
+	}
+	require.Equal(t, uint64(3), count())
+	var m dto.Metric
+	require.NoError(t, d.Metrics.Protection.WithLabelValues("us-east-1").(prometheus.Histogram).Write(&m))
+	require.Positive(t, m.GetHistogram().GetSampleSum())
+	for _, body := range bodies {
+		b.send(t, body) // copies, after the fact
+	}
+	acked := func() float64 { return testutil.ToFloat64(d.Metrics.Events.WithLabelValues("acked", "")) }
+	require.Eventually(t, func() bool { return acked() >= 6 }, time.Minute, 50*time.Millisecond)
+	require.Equal(t, uint64(3), count(), "a copy of a protected envelope is no protection moment")
 }

@@ -62,7 +62,7 @@ The control commands find the stand-in's admin endpoint in the config's local.ad
 		return localaws.NewAdminClient(cfg.Local.Admin), nil
 	}
 	cmd.AddCommand(newLocalServeCmd(), newLocalRegionCmd("down", client), newLocalRegionCmd("up", client),
-		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalFaultCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client))
+		newLocalStatusCmd(client), newLocalCountersCmd(client), newLocalThrottleCmd(client), newLocalFaultCmd(client), newLocalReadyCmd(client), newLocalLagCmd(client), newLocalSkewCmd(client))
 	return cmd
 }
 
@@ -74,6 +74,7 @@ func newLocalServeCmd() *cobra.Command {
 		basePort   int
 		persistDDB bool
 		lag        time.Duration
+		jitter     time.Duration
 	)
 	base := localaws.DefaultBasePort
 	if v := os.Getenv("ENVDR_LOCAL_BASE_PORT"); v != "" {
@@ -89,6 +90,9 @@ func newLocalServeCmd() *cobra.Command {
 			if basePort < 1024 || basePort > 65535-40 {
 				return usageError("--base-port %d: use 1024..65495", basePort)
 			}
+			if jitter < 0 {
+				return usageError("--jitter %s: want a duration >= 0", jitter)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			authz := iam.New()
@@ -99,7 +103,7 @@ func newLocalServeCmd() *cobra.Command {
 			defer svc.Close()
 			return localaws.Serve(ctx, localaws.ServeOptions{
 				Dir: dir, Tools: tools, BasePort: basePort, Regions: localaws.DefaultRegions,
-				KMS: svc.Handler, KMSHooks: svc, IAM: authz, PersistDynamoDB: persistDDB, Lag: lagOption(lag),
+				KMS: svc.Handler, KMSHooks: svc, IAM: authz, PersistDynamoDB: persistDDB, Lag: lagOption(lag), Jitter: jitter,
 				Log: cmd.ErrOrStderr(),
 			})
 		},
@@ -109,6 +113,7 @@ func newLocalServeCmd() *cobra.Command {
 	cmd.Flags().IntVar(&basePort, "base-port", base, "first of the fixed ports (admin; see docs/LOCAL.md); env ENVDR_LOCAL_BASE_PORT")
 	cmd.Flags().BoolVar(&persistDDB, "persist-dynamodb", false, "keep DynamoDB data in DIR/dynamodb across restarts (default: in memory)")
 	cmd.Flags().DurationVar(&lag, "lag", localaws.DefaultReplicationLag, "global tables' replication lag between every pair of regions (change it later with envdr local lag)")
+	cmd.Flags().DurationVar(&jitter, "jitter", 0, "global tables' replication jitter: each item waits the lag plus a random share of this, so a transaction's items arrive apart and in any order")
 	return cmd
 }
 
@@ -188,19 +193,19 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 					Replication []localaws.PairStats             `json:"replication"`
 				}{st, repl})
 			}
-			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS")
+			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS", "CLOCK")
 			for _, r := range sortedRegions(st) {
 				s := st[r]
 				state := "up"
 				if !s.Up {
 					state = "down"
 				}
-				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults))
+				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults), skewSummary(s.ClockSkew))
 			}
 			tw.row()
-			tw.row("REPLICATION", "LAG", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
+			tw.row("REPLICATION", "LAG", "JITTER", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
 			for _, p := range repl {
-				tw.row(p.From+" -> "+p.To, p.Lag, p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
+				tw.row(p.From+" -> "+p.To, p.Lag, p.Jitter, p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
 			}
 			return tw.flush()
 		},
@@ -211,41 +216,125 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 
 func newLocalLagCmd(client adminClientFunc) *cobra.Command {
 	var from, to string
+	var jitter time.Duration
+	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "lag [--from R1] [--to R2] DURATION",
-		Short: "Set the global tables' replication lag (default 250ms), for every pair of regions or one direction",
+		Use:   "lag [--from R1] [--to R2] [--jitter J [--seed N]] DURATION",
+		Short: "Set the global tables' replication lag (default 250ms) and jitter, for every pair of regions or one direction",
 		Long: `Every DynamoDB write reaches the other regions' replicas DURATION after it was made (replication is
 asynchronous; conflicting writes are resolved by last writer wins, as DynamoDB global tables do).
+With --jitter J each item waits DURATION plus a random delay in [0, J] of its own, per
+destination: the items of one transaction or batch then arrive at different times and in any
+order, as on AWS, where items replicate individually (two writes of one item still arrive in
+write order). Without --jitter the jitter is left as it is (0 unless set). --seed N restarts
+the jitter's random source, so the same writes in the same order get the same delays.
 The new lag applies to writes made from now on. "envdr local status" shows each direction's lag,
-measured replication latency and conflicts.
+jitter, measured replication latency and conflicts.
 
   envdr local lag 2s                                   every pair
   envdr local lag --from us-east-1 --to eu-west-1 5s    one direction
-  envdr local lag 0                                    as fast as the stand-in can`,
+  envdr local lag 1s --jitter 500ms                    each item 1s to 1.5s late
+  envdr local lag 1s --jitter 500ms --seed 7           the same, with a replayable schedule
+  envdr local lag 0 --jitter 0                         as fast as the stand-in can`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := time.ParseDuration(args[0])
 			if err != nil || d < 0 {
 				return usageError("DURATION %q: want a duration >= 0 such as 250ms or 2s", args[0])
 			}
+			withJitter := cmd.Flags().Changed("jitter")
+			if withJitter && jitter < 0 {
+				return usageError("--jitter %s: want a duration >= 0 such as 100ms", jitter)
+			}
+			var seedp *uint64
+			if cmd.Flags().Changed("seed") {
+				if !withJitter {
+					return usageError("--seed goes with --jitter")
+				}
+				seedp = &seed
+			}
 			c, err := client(cmd)
 			if err != nil {
 				return err
 			}
-			if err := c.SetLag(cmd.Context(), from, to, d); err != nil {
+			if withJitter {
+				err = c.SetLagJitter(cmd.Context(), from, to, d, jitter, seedp)
+			} else {
+				err = c.SetLag(cmd.Context(), from, to, d)
+			}
+			if err != nil {
 				return err
 			}
 			scope := "every pair of regions"
 			if from != "" || to != "" {
 				scope = fmt.Sprintf("%s -> %s", or(from, "*"), or(to, "*"))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "replication lag %s: %s\n", scope, d)
+			if withJitter {
+				fmt.Fprintf(cmd.OutOrStdout(), "replication lag %s: %s, jitter %s\n", scope, d, jitter)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "replication lag %s: %s\n", scope, d)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "only changes written in this region")
 	cmd.Flags().StringVar(&to, "to", "", "only changes arriving in this region")
+	cmd.Flags().DurationVar(&jitter, "jitter", 0, "each item waits the lag plus a random delay up to this (default: unchanged)")
+	cmd.Flags().Uint64Var(&seed, "seed", 0, "restart the jitter's random source from this seed (a replayable schedule)")
 	return cmd
+}
+
+func newLocalSkewCmd(client adminClientFunc) *cobra.Command {
+	return &cobra.Command{
+		Use:   "skew REGION=OFFSET...",
+		Short: "Offset regions' write clocks, which last writer wins compares (default 0)",
+		Long: `Global tables resolve concurrent writes to one item by last writer wins, on the time the writing
+region's clock gave the write. OFFSET moves a region's clock ahead (300ms) or behind (-300ms):
+a write made later in real time in a region whose clock is behind then loses to an earlier
+one. A region still never overwrites its own item with an older time. "envdr local status"
+shows each region's offset.
+
+  envdr local skew eu-west-1=-300ms us-east-1=200ms
+  envdr local skew eu-west-1=0                        back in step`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			type set struct {
+				region string
+				skew   time.Duration
+			}
+			var sets []set
+			for _, a := range args {
+				region, v, ok := strings.Cut(a, "=")
+				d, err := time.ParseDuration(v)
+				if !ok || region == "" || err != nil {
+					return usageError("%q: want REGION=OFFSET such as eu-west-1=-300ms", a)
+				}
+				sets = append(sets, set{region, d})
+			}
+			c, err := client(cmd)
+			if err != nil {
+				return err
+			}
+			for _, s := range sets {
+				if err := c.SetSkew(cmd.Context(), s.region, s.skew); err != nil {
+					return fmt.Errorf("region %s: %w", s.region, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s write clock %s\n", s.region, skewSummary(s.skew.String()))
+			}
+			return nil
+		},
+	}
+}
+
+// skewSummary shows a region's clock offset: "-" when in step, else signed ("+300ms").
+func skewSummary(skew string) string {
+	switch {
+	case skew == "" || skew == "0s":
+		return "-"
+	case strings.HasPrefix(skew, "-"):
+		return skew
+	}
+	return "+" + skew
 }
 
 func or(s, def string) string {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -75,9 +76,13 @@ renamed into place only on success.`,
 					}
 				}
 				ctx := cmd.Context()
-				r, wrap, err := chooseWrap(ctx, cfg, hdr, region, anyKey)
+				r, wraps, err := chooseWrap(ctx, cfg, hdr, region, anyKey)
 				if err != nil {
 					return err
+				}
+				var wrap *envelope.Wrap
+				if len(wraps) > 0 {
+					wrap = wraps[0]
 				}
 				if err := checkJobsFlag(jobs); err != nil {
 					return err
@@ -87,7 +92,17 @@ renamed into place only on success.`,
 					return fmt.Errorf("output: %w", err)
 				}
 				out.preallocate(openedSize(hdr, inputSize(in)))
-				if _, err := envelope.Open(ctx, out.w, src, r, envelope.OpenOptions{Context: want, Wrap: wrap, Jobs: jobs}); err != nil {
+				used := func(w *envelope.Wrap, failed []error) {
+					if len(failed) > 0 {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: record %s: region %s: the %s wrap did not open (%v); opened with the %s wrap under %s\n",
+							hdr.RecordID(), r.Name, wraps[0].Source, failed[0], w.Source, w.KeyARN)
+					}
+				}
+				var fallbacks []*envelope.Wrap
+				if len(wraps) > 1 {
+					fallbacks = wraps[1:]
+				}
+				if _, err := envelope.Open(ctx, out.w, src, r, envelope.OpenOptions{Context: want, Wrap: wrap, Fallbacks: fallbacks, Used: used, Jobs: jobs}); err != nil {
 					out.abort()
 					return fmt.Errorf("open %s (record %s) through region %s: %w", args[0], hdr.RecordID(), r.Name, err)
 				}
@@ -121,10 +136,12 @@ func onlyRegion(ctx context.Context, cfg *config.Config, region string, anyKey b
 	return topo.Region(region)
 }
 
-// chooseWrap picks the region and wrap that open uses. With no region, the header's own wrap in
-// the header's home region. With a region R: R's wrap from the record in R's table, else the
-// header's wrap through R's replica of a multi-Region key.
-func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string, anyKey bool) (*regions.Region, *envelope.Wrap, error) {
+// chooseWrap picks the region and the wraps that open uses, in the order to try them. With no
+// region, the header's own wrap in the header's home region. With a region R: R's wrap from the
+// record in R's table, then the header's wrap through R's replica of a multi-Region key (or in
+// the home region itself), so a record wrap that fails its commitment falls back to the
+// envelope's own (issue 20, finding 4).
+func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, region string, anyKey bool) (*regions.Region, []*envelope.Wrap, error) {
 	explicit := region != ""
 	if !explicit {
 		region = hdr.HomeRegion
@@ -149,20 +166,18 @@ func chooseWrap(ctx context.Context, cfg *config.Config, hdr *envelope.Header, r
 		return nil, nil, fmt.Errorf("region %s: record %s: %w: the record's context or key commitment differs from the envelope header's",
 			region, id, envelope.ErrRecordConflict)
 	}
+	var wraps []*envelope.Wrap
 	if recErr == nil {
 		if w := rec.Wrap(r.Name); w != nil && len(w.Wrapped) > 0 {
-			return r, w, nil
+			w.Source = "record"
+			wraps = append(wraps, w)
 		}
 	}
-	if region == hdr.HomeRegion {
-		return r, nil, nil
+	if hw := recovery.HeaderWrapIn(cfg, hdr, region); hw != nil {
+		wraps = append(wraps, hw)
 	}
-	if rc, _ := cfg.Region(region); rc.Mode == config.ModeMRK && regions.IsMultiRegionKeyARN(hdr.KeyARN) {
-		arn, err := regions.ReplicaARN(hdr.KeyARN, region)
-		if err != nil {
-			return nil, nil, err
-		}
-		return r, &envelope.Wrap{Region: region, KeyARN: arn, Wrapped: hdr.WrappedDEK}, nil
+	if len(wraps) > 0 {
+		return r, wraps, nil
 	}
 	why := "the record has no wrap for it"
 	if recErr != nil {

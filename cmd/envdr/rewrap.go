@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,9 +20,10 @@ func init() {
 			asJSON     bool
 			quiet      bool
 			checkpoint string
+			check      bool
 		)
 		cmd := &cobra.Command{
-			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run]",
+			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run | --check]",
 			Short: "Re-wrap data keys after a key rotation, a key change, or a new region (backfill)",
 			Long: `rewrap re-makes region R's wrap of every record that needs it:
 
@@ -41,12 +43,23 @@ because a re-made wrap no longer needs re-making, every record is re-wrapped exa
 checkpoint is removed when the run finishes. KMS calls obey the region's kms_rate; --rate caps
 records per second further.
 
-Without --region every configured region is rewrapped in turn. Exit status: 0 done, 1 some
-records failed (named) or the run was interrupted, 2 bad usage or config.`,
+A wrap that opens to another data key than the record's commitment names (a bad wrap) counts
+as none: it is replaced from another region's good wrap, never re-wrapped.
+
+--check counts, without any KMS call or write, the records whose wrap in R still needs
+rewrapping (missing, under another key than the target, or made before its latest rotation),
+and exits 1 if there are any: with verify --require-current, the gate before an old key is
+retired (docs/DRILLS.md).
+
+Without --region every configured region is rewrapped in turn. Exit status: 0 done (--check:
+nothing left to rewrap), 1 some records failed (named), the run was interrupted, or --check
+found records to rewrap, 2 bad usage or config.`,
 			Example: `  # after aws kms rotate-key-on-demand on the primary
   envdr --config local/envdr.yaml rewrap --region eu-west-1
   # preview only
   envdr rewrap --region eu-west-1 --dry-run
+  # the retirement gate: exit 1 while any wrap in eu-west-1 still needs rewrapping
+  envdr rewrap --region eu-west-1 --check
   # move a region to another key
   envdr rewrap --region eu-west-1 --to-key arn:aws:kms:eu-west-1:111122223333:key/1234abcd-...
   # backfill a region just added to the config
@@ -63,6 +76,12 @@ records failed (named) or the run was interrupted, 2 bad usage or config.`,
 						return usageError("--since %q: want an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", since)
 					}
 					opts.Since = t
+				}
+				if check {
+					if opts.DryRun {
+						return usageError("--check and --dry-run: pick one (--check is a dry run that fails when anything is left)")
+					}
+					opts.DryRun = true
 				}
 				targets := cfg.RegionNames()
 				if opts.Region != "" {
@@ -112,6 +131,19 @@ records failed (named) or the run was interrupted, 2 bad usage or config.`,
 						all = append(all, r.Failures...)
 					}
 					return withCode(exitFindings, fmt.Errorf("rewrap: %d records failed: %s", failed, failureNames(all, 0)))
+				case check:
+					var left int64
+					var where []string
+					for _, r := range reports {
+						if r.Changed > 0 {
+							left += r.Changed
+							where = append(where, fmt.Sprintf("%s: %d", r.Region, r.Changed))
+						}
+					}
+					if left > 0 {
+						return withCode(exitFindings, fmt.Errorf("rewrap --check: %d records still need rewrapping (%s); run envdr rewrap without --check",
+							left, strings.Join(where, ", ")))
+					}
 				}
 				return nil
 			},
@@ -121,6 +153,7 @@ records failed (named) or the run was interrupted, 2 bad usage or config.`,
 		f.StringVar(&opts.ToKey, "to-key", "", "target key or alias ARN in the region (default: the configured key)")
 		f.StringVar(&since, "since", "", "re-make wraps made before this RFC 3339 time (default: the key's latest rotation)")
 		f.BoolVar(&opts.DryRun, "dry-run", false, "count what would change; no KMS call, no write")
+		f.BoolVar(&check, "check", false, "a dry run that exits 1 while any record still needs rewrapping (the key-retirement gate)")
 		f.StringVar(&checkpoint, "checkpoint", "", "checkpoint file (default: $XDG_STATE_HOME/envdr/rewrap-TABLE-REGION.json)")
 		f.Float64Var(&opts.Rate, "rate", 0, "records per second at most (0: only the region's kms_rate)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments (a resumed run keeps the checkpoint's)")

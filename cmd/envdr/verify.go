@@ -28,13 +28,18 @@ for each record and each region, reads the record from that region's own table, 
 region's wrap with that region's KMS and the record's encryption context, and checks the key
 commitment. The data key is wiped at once; nothing secret is printed.
 
-Each region that opened a record gets its verified_at updated, a region that could not gets
-last_error, only if the wrap checked is still the record's. These writes are batched: up to
+Each region that opened a record gets its verified_at updated, only if the wrap checked is
+still the record's; failures are reported, never written to the table. These writes are batched: up to
 --stamp-batch items (one per region stamped, default 100, DynamoDB's limit) in one transaction
 of conditional writes on the versions the scan read; a record changed meanwhile by another
 writer is written again on its own from a fresh read. --no-write makes the run read-only.
 
 With --region R only R is checked and only R's endpoints are used (R's table is scanned).
+
+--require-current also fails every wrap that opens but is not under its region's current key
+(the configured key; an alias resolved now): the gate before an old key may be retired
+(docs/DRILLS.md). It is on by default when a region lists previous_keys or names its key by an
+alias; --require-current=false turns it off.
 
 Exit status: 0 every record opened in every required region, 1 some did not (the records are
 named, up to --max-failures), 2 bad usage or config.`,
@@ -51,6 +56,9 @@ named, up to --max-failures), 2 bad usage or config.`,
 					if _, ok := cfg.Region(opts.Region); !ok {
 						return usageError("--region %s is not configured (configured: %v)", opts.Region, cfg.RegionNames())
 					}
+				}
+				if !c.Flags().Changed("require-current") {
+					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
 				}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
 				opts.Progress, opts.Total = p.Add, p.SetTotal
@@ -83,7 +91,8 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
-		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at or last_error")
+		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at")
+		f.BoolVar(&opts.RequireCurrent, "require-current", false, "fail wraps not under the region's current key (default on when a region lists previous_keys or names its key by an alias)")
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
 		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
@@ -99,9 +108,9 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 	}
 	fmt.Fprintf(w, "verify %s: %d records, %d ok, %d failed, %d unreadable in %.1fs (%.0f records/s); table %s read in %s\n",
 		status, r.Records, r.OK, r.Failed, r.Unreadable, r.DurationSeconds, r.RecordsPerSec, r.Table, r.ScanRegion)
-	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "UNAVAILABLE", "KMS-MEAN")
+	t := newTable(w, "REGION", "OK", "NO-WRAP", "NO-RECORD", "FAILED", "NOT-CURRENT", "UNAVAILABLE", "KMS-MEAN")
 	for _, g := range r.PerRegion {
-		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
+		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.NotCurrent, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
 	_ = t.flush()
 	for _, f := range r.Failures {

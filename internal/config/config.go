@@ -353,6 +353,11 @@ func (c *Config) Validate() error {
 	if c.MRKWrap != "" && c.MRKWrap != MRKWrapReEncrypt && c.MRKWrap != MRKWrapShared {
 		bad("mrk_wrap", "%q; use reencrypt (the default) or shared", c.MRKWrap)
 	}
+	if c.MRKWrap == MRKWrapShared && c.Policy.Verify != VerifyAll {
+		// shared records the source wrap's bytes as each region's wrap; only the region's own
+		// verification Decrypt proves them there, so acking unverified would ack unchecked bytes.
+		bad("mrk_wrap", "shared needs policy.verify: all (each region's Decrypt is what proves the shared wrap opens there); it is %q", c.Policy.Verify)
+	}
 	sealSeen := map[string]bool{}
 	for i, r := range c.SealRegions {
 		if !seen[r] {

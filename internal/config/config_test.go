@@ -191,3 +191,17 @@ func TestValidationOnePerLine(t *testing.T) {
 	require.Equal(t, "config "+p+": table: missing; set it to the DynamoDB records table name\n"+
 		"config "+p+": regions[2].mode: \"fast\" for region ap-southeast-2; use mrk or independent", err.Error())
 }
+
+// mrk_wrap: shared records the source wrap's bytes as every mrk region's wrap; only each region's
+// verification proves them there, so it is refused with any verify policy but all (issue 20).
+func TestSharedWrapNeedsVerifyAll(t *testing.T) {
+	for _, verify := range []string{"none", "sample:10%"} {
+		cfg := strings.Replace(good, `policy: {verify: "sample:10%"}`, `policy: {verify: "`+verify+`"}`, 1) + "mrk_wrap: shared\n"
+		_, err := Parse([]byte(cfg))
+		require.ErrorContains(t, err, "mrk_wrap", verify)
+		require.ErrorContains(t, err, "policy.verify: all", verify)
+	}
+	cfg := strings.Replace(good, `policy: {verify: "sample:10%"}`, `policy: {verify: all}`, 1) + "mrk_wrap: shared\n"
+	_, err := Parse([]byte(cfg))
+	require.NoError(t, err)
+}

@@ -38,8 +38,12 @@ type KMSHooks interface {
 //	PUT  /kms/ratelimit/{region}?rps=N[&class=cryptographic|management]
 //	                                      ThrottlingException past N requests/s in the region, per quota class
 //	DELETE /kms/ratelimit/{region}        no rate limit
-//	GET  /replication                     global tables: per direction lag, latency, conflicts
-//	PUT  /replication/lag?lag=D[&from=R1][&to=R2]   set the replication lag (all pairs by default)
+//	GET  /replication                     global tables: per direction lag, jitter, latency, conflicts
+//	PUT  /replication/lag?lag=D[&jitter=J][&seed=N][&from=R1][&to=R2]
+//	                                      set the replication lag (all pairs by default), and the
+//	                                      jitter when given: each item waits D plus up to J;
+//	                                      seed restarts the jitter's random source
+//	PUT  /replication/skew/{region}?skew=D  offset the region's write clock (last writer wins)
 //	GET  /faults                          active gray failures: {region: {service: fault}}
 //	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
 //	                                      inject a gray failure (replaces the service's fault;
@@ -143,7 +147,30 @@ func (a *Admin) Handler() http.Handler {
 			http.Error(w, "lag must be a duration such as 250ms or 2s", http.StatusBadRequest)
 			return
 		}
-		if err := a.Stack.GlobalTables().SetLag(q.Get("from"), q.Get("to"), lag); err != nil {
+		jitter := time.Duration(-1) // absent: unchanged
+		if v := q.Get("jitter"); v != "" {
+			if jitter, err = time.ParseDuration(v); err != nil || jitter < 0 {
+				http.Error(w, "jitter must be a duration >= 0 such as 100ms", http.StatusBadRequest)
+				return
+			}
+		}
+		var seed uint64
+		if v := q.Get("seed"); v != "" {
+			if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+				http.Error(w, "seed must be an unsigned integer", http.StatusBadRequest)
+				return
+			}
+		}
+		// All checked before any is set: a bad request changes nothing.
+		g := a.Stack.GlobalTables()
+		err = g.SetLag(q.Get("from"), q.Get("to"), lag)
+		if err == nil && jitter >= 0 {
+			err = g.SetJitter(q.Get("from"), q.Get("to"), jitter)
+		}
+		if err == nil && q.Has("seed") {
+			g.SetSeed(seed)
+		}
+		if err != nil {
 			code := http.StatusBadRequest
 			if errors.Is(err, ErrUnknownRegion) {
 				code = http.StatusNotFound
@@ -152,6 +179,23 @@ func (a *Admin) Handler() http.Handler {
 			return
 		}
 		writeJSON(w, a.Stack.GlobalTables().Stats())
+	})
+	mux.HandleFunc("PUT /replication/skew/{region}", func(w http.ResponseWriter, r *http.Request) {
+		region := r.PathValue("region")
+		skew, err := time.ParseDuration(r.URL.Query().Get("skew"))
+		if err != nil {
+			http.Error(w, "skew must be a duration such as 300ms or -300ms", http.StatusBadRequest)
+			return
+		}
+		if err := a.Stack.GlobalTables().SetSkew(region, skew); err != nil {
+			code := http.StatusBadRequest
+			if errors.Is(err, ErrUnknownRegion) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		writeJSON(w, a.Stack.Status()[region])
 	})
 	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.Faults()) })
 	mux.HandleFunc("PUT /faults/{region}", func(w http.ResponseWriter, r *http.Request) {
@@ -373,6 +417,28 @@ func (c *AdminClient) SetLag(ctx context.Context, from, to string, lag time.Dura
 		q.Set("to", to)
 	}
 	return c.do(ctx, http.MethodPut, "/replication/lag?"+q.Encode(), nil)
+}
+
+// SetLagJitter sets the replication lag and jitter from one region to another ("" for every
+// region): each change waits lag plus a random share of jitter, drawn per item. A non-nil seed
+// restarts the jitter's random source from it (a reproducible schedule).
+func (c *AdminClient) SetLagJitter(ctx context.Context, from, to string, lag, jitter time.Duration, seed *uint64) error {
+	q := url.Values{"lag": {lag.String()}, "jitter": {jitter.String()}}
+	if seed != nil {
+		q.Set("seed", strconv.FormatUint(*seed, 10))
+	}
+	if from != "" {
+		q.Set("from", from)
+	}
+	if to != "" {
+		q.Set("to", to)
+	}
+	return c.do(ctx, http.MethodPut, "/replication/lag?"+q.Encode(), nil)
+}
+
+// SetSkew offsets region's write clock by skew (negative: behind).
+func (c *AdminClient) SetSkew(ctx context.Context, region string, skew time.Duration) error {
+	return c.do(ctx, http.MethodPut, "/replication/skew/"+url.PathEscape(region)+"?skew="+url.QueryEscape(skew.String()), nil)
 }
 
 // Faults returns the active gray failures, region -> service -> fault.

@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -25,10 +25,14 @@ import (
 //     access key and that region, one file per region, no -sharedDb);
 //   - a write is applied to the local replica at once, conditions are checked against that
 //     replica only, and the change is sent to every other replica asynchronously, after a lag;
+//   - items replicate individually: each item a transaction or batch wrote leaves for each
+//     other replica on its own, after the lag plus a random jitter of its own (0 by default),
+//     so another region can see part of a transaction, its items in any order. Two writes of
+//     one item arrive in write order;
 //   - concurrent writes to one item are resolved per item by last writer wins on the time of
-//     the write, so every replica converges on the same item; the losing write is discarded
-//     (counted as a conflict here). Equal times are broken by region name, so every replica
-//     picks the same winner;
+//     the write, as the writing region's clock (which may be skewed) stamped it, so every
+//     replica converges on the same item; the losing write is discarded (counted as a conflict
+//     here). Equal times are broken by region name, so every replica picks the same winner;
 //   - deletes replicate like writes;
 //   - a region that is down neither sends nor receives changes, and catches up in order when
 //     it returns.
@@ -70,15 +74,20 @@ type change struct {
 	key   json.RawMessage // the item's key attributes, DynamoDB JSON
 	image json.RawMessage // the whole item after the write; nil for a delete
 	ver   itemVersion
-	due   time.Time
+	// written is when the write happened by the stand-in's own (unskewed) clock: the lag and
+	// the ReplicationLatency count from it, whatever the writing region's clock said.
+	written time.Time
+	due     time.Time
 }
 
 // PairStats are one replication direction's counters.
 type PairStats struct {
 	From string `json:"from"`
 	To   string `json:"to"`
-	// Lag is the configured delay before a change is applied at To.
-	Lag string `json:"lag"`
+	// Lag is the configured delay before a change is applied at To; each change waits Lag plus
+	// a random share of Jitter (uniform in [0, Jitter], drawn per item and destination).
+	Lag    string `json:"lag"`
+	Jitter string `json:"jitter"`
 	// Replicated counts changes applied at To; Conflicts those discarded because To held a
 	// newer write of the item (last writer wins).
 	Replicated int64 `json:"replicated"`
@@ -102,22 +111,26 @@ type GlobalTables struct {
 	isUp    func(region string) bool
 	client  *http.Client
 
-	clock   atomic.Int64 // last write time handed out, Unix ns: strictly increasing
 	stripes map[string]*[256]sync.Mutex
 
 	mu      sync.Mutex
 	meta    map[string]map[string]itemVersion // region -> table|key -> last write applied
 	pairs   map[[2]string]*pair
 	schemas map[string][]string // region|table -> key attribute names
+	clocks  map[string]*regionClock
+	rng     *rand.Rand // the jitter's draws; seeded by SetSeed for a reproducible schedule
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
 type pair struct {
-	from, to string
-	lag      time.Duration
+	from, to    string
+	lag, jitter time.Duration
+	// queue holds the changes not yet applied, ordered by due time (stable: a tie keeps write
+	// order); its first inflight changes are being applied by deliver.
 	queue    []change
+	inflight int
 	wake     chan struct{}
 
 	replicated, conflicts, writes int64
@@ -134,9 +147,12 @@ func NewGlobalTables(backend *url.URL, regions []string, isUp func(string) bool,
 		meta:    map[string]map[string]itemVersion{},
 		pairs:   map[[2]string]*pair{},
 		schemas: map[string][]string{},
+		clocks:  map[string]*regionClock{},
+		rng:     rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0)),
 		stop:    make(chan struct{}),
 	}
 	for _, from := range regions {
+		g.clocks[from] = &regionClock{}
 		g.stripes[from] = &[256]sync.Mutex{}
 		g.meta[from] = map[string]itemVersion{}
 		for _, to := range regions {
@@ -183,6 +199,60 @@ func (g *GlobalTables) SetLag(from, to string, lag time.Duration) error {
 	return nil
 }
 
+// SetJitter sets the replication jitter from one region to another ("" for from or to means
+// every region): each change then waits its direction's lag plus a random delay in [0, jitter],
+// drawn for each item and destination, so the items of one transaction or batch arrive in
+// another region at different times and in any order. It applies to changes written from now
+// on.
+func (g *GlobalTables) SetJitter(from, to string, jitter time.Duration) error {
+	if jitter < 0 {
+		return fmt.Errorf("localaws: replication jitter %s: must be 0 or more", jitter)
+	}
+	for _, r := range []string{from, to} {
+		if r != "" && g.stripes[r] == nil {
+			return fmt.Errorf("%w %q", ErrUnknownRegion, r)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for k, p := range g.pairs {
+		if (from == "" || k[0] == from) && (to == "" || k[1] == to) {
+			p.jitter = jitter
+		}
+	}
+	return nil
+}
+
+// SetSeed restarts the jitter's random source from seed: the same writes, made in the same
+// order with the same lags, then get the same delays, so a simulation can replay a schedule.
+func (g *GlobalTables) SetSeed(seed uint64) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rng = rand.New(rand.NewPCG(seed, 0))
+}
+
+// SetSkew offsets region's write clock by skew (negative: behind) from now on. Last writer
+// wins compares the times the writing regions' clocks gave, so a write made later in real time
+// in a region whose clock is behind can lose to an earlier one, as with real clocks. AWS keeps
+// its clocks far closer than the few hundred milliseconds a test uses.
+func (g *GlobalTables) SetSkew(region string, skew time.Duration) error {
+	c := g.clocks[region]
+	if c == nil {
+		return fmt.Errorf("%w %q", ErrUnknownRegion, region)
+	}
+	c.skew.Store(int64(skew))
+	return nil
+}
+
+// Skew returns every region's write clock offset.
+func (g *GlobalTables) Skew() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for r, c := range g.clocks {
+		out[r] = time.Duration(c.skew.Load())
+	}
+	return out
+}
+
 // Stats returns every replication direction's counters, ordered by (from, to).
 func (g *GlobalTables) Stats() []PairStats {
 	g.mu.Lock()
@@ -190,7 +260,7 @@ func (g *GlobalTables) Stats() []PairStats {
 	out := make([]PairStats, 0, len(g.pairs))
 	for _, p := range g.pairs {
 		out = append(out, PairStats{
-			From: p.from, To: p.to, Lag: p.lag.String(), Replicated: p.replicated, Conflicts: p.conflicts, Writes: p.writes,
+			From: p.from, To: p.to, Lag: p.lag.String(), Jitter: p.jitter.String(), Replicated: p.replicated, Conflicts: p.conflicts, Writes: p.writes,
 			Pending: len(p.queue), LastLatencyMs: ms(p.lastLat), MaxLatencyMs: ms(p.maxLat),
 		})
 	}
@@ -204,21 +274,6 @@ func (g *GlobalTables) Stats() []PairStats {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// now hands out write times: wall clock, strictly increasing across all regions, so two writes
-// never share a time and "last" is well defined.
-func (g *GlobalTables) now() time.Time {
-	for {
-		last := g.clock.Load()
-		t := time.Now().UnixNano()
-		if t <= last {
-			t = last + 1
-		}
-		if g.clock.CompareAndSwap(last, t) {
-			return time.Unix(0, t)
-		}
-	}
-}
 
 // Handler serves region's DynamoDB endpoint: it forwards to the region's replica and sends
 // every successful write on to the other replicas.
@@ -451,18 +506,29 @@ func (g *GlobalTables) images(ctx context.Context, region string, refs []itemRef
 	return out, nil
 }
 
-// record stamps a local write and queues it for every other region.
+// record stamps a local write with region's clock and queues it for every other region, each
+// with its own delay (lag and jitter). The item's lock is held (write), so the item's version
+// in region cannot change meanwhile.
 func (g *GlobalTables) record(region string, ref itemRef, image json.RawMessage) {
-	ver := itemVersion{At: g.now(), Region: region}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.meta[region][ref.id()] = ver
+	// Read under g.mu, after any deliver's dueBatch that came first: a change queued now is due
+	// after every change being applied (enqueue relies on it).
+	written := time.Now()
+	id := ref.id()
+	ver := itemVersion{At: g.clocks[region].stamp(written, g.meta[region][id].At), Region: region}
+	g.meta[region][id] = ver
 	for _, to := range g.regions {
 		if to == region {
 			continue
 		}
 		p := g.pairs[[2]string{region, to}]
-		p.queue = append(p.queue, change{table: ref.table, key: ref.key, image: image, ver: ver, due: ver.At.Add(p.lag)})
+		var jitter time.Duration
+		if p.jitter > 0 {
+			jitter = time.Duration(g.rng.Int64N(int64(p.jitter) + 1))
+		}
+		p.enqueue(change{table: ref.table, key: ref.key, image: image, ver: ver, written: written,
+			due: written.Add(p.lag + jitter)})
 		select {
 		case p.wake <- struct{}{}:
 		default:
@@ -505,9 +571,13 @@ func (g *GlobalTables) deliver(p *pair) {
 	for {
 		g.mu.Lock()
 		batch, wait := p.dueBatch(time.Now())
+		p.inflight = len(batch)
 		g.mu.Unlock()
 		if len(batch) > 0 {
 			if !g.isUp(p.from) || !g.isUp(p.to) {
+				g.mu.Lock()
+				p.inflight = 0
+				g.mu.Unlock()
 				wait = 20 * time.Millisecond // a lost region neither sends nor receives
 			} else {
 				done, err := g.applyBatch(p, batch)
@@ -578,6 +648,7 @@ func (p *pair) dequeue(batch []change, done []bool) {
 		}
 	}
 	p.queue = p.queue[j:]
+	p.inflight = 0
 }
 
 // applyBatch writes a batch of changes (distinct items of one table) into p.to's replica with
@@ -596,7 +667,7 @@ func (g *GlobalTables) applyBatch(p *pair, batch []change) ([]bool, error) {
 	lat := make([]time.Duration, len(batch))
 	g.mu.Lock()
 	for i, c := range batch {
-		lat[i] = time.Since(c.ver.At)
+		lat[i] = time.Since(c.written)
 		if cur, seen := g.meta[p.to][refs[i].id()]; seen && !c.ver.newer(cur) {
 			done[i] = true
 			p.conflicts++

@@ -38,16 +38,6 @@ func TestQueueRegion(t *testing.T) {
 	}
 }
 
-func TestGlobalTablesClockStrictlyIncreases(t *testing.T) {
-	g := &GlobalTables{}
-	last := g.now()
-	for range 10000 {
-		n := g.now()
-		require.True(t, n.After(last))
-		last = n
-	}
-}
-
 func TestTouchedItems(t *testing.T) {
 	g := &GlobalTables{schemas: map[string][]string{"us-east-1|t": {"id"}}}
 	for _, c := range []struct {

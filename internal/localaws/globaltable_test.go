@@ -315,6 +315,7 @@ func ids(prefix string, from, to int) []string {
 func TestGlobalTableReplicatesInBatches(t *testing.T) {
 	t.Parallel()
 	env, ctx, db, table := newGlobalTableTest(t, 50*time.Millisecond)
+	env.SetJitter(0) // the calls counted below are those of changes due together
 	us := db["us-east-1"]
 
 	env.Down("eu-west-1")

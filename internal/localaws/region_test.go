@@ -74,6 +74,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 		"id": &ddbtypes.AttributeValueMemberS{Value: "rec-1"}, "v": &ddbtypes.AttributeValueMemberS{Value: "written in " + lost},
 	}})
 	require.NoError(t, err)
+	env.Settle() // the item has left for the other regions (with jitter, later than the sleep below)
 
 	// A long poll in flight when the region goes: its connection is cut, it does not hang.
 	inflight := make(chan error, 1)

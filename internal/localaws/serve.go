@@ -62,6 +62,8 @@ type ServeOptions struct {
 	PersistDynamoDB bool
 	// Lag is the global tables' replication lag: 0 means DefaultReplicationLag, negative none.
 	Lag time.Duration
+	// Jitter is the global tables' replication jitter: each item waits Lag plus up to Jitter.
+	Jitter time.Duration
 	// Log receives progress lines.
 	Log io.Writer
 	// Ready is called once everything is provisioned and the config is written.
@@ -184,6 +186,9 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		if err := stack.GlobalTables().SetLag("", "", max(o.Lag, 0)); err != nil {
 			return err
 		}
+	}
+	if err := stack.GlobalTables().SetJitter("", "", o.Jitter); err != nil {
+		return err
 	}
 	admin := &Admin{Stack: stack, KMS: o.KMSHooks, IAM: o.IAM}
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports.Admin))

@@ -268,6 +268,9 @@ type RegionStatus struct {
 	Endpoints EndpointsJSON `json:"endpoints"`
 	// Faults are the region's active gray failures by service (absent: none).
 	Faults map[string]Fault `json:"faults,omitempty"`
+	// ClockSkew is the offset of the region's write clock, which stamps its global-table
+	// writes for last writer wins (absent: none).
+	ClockSkew string `json:"clock_skew,omitempty"`
 }
 
 // EndpointsJSON is config.Endpoints with lower-case JSON names, as in the YAML config.
@@ -282,9 +285,14 @@ type EndpointsJSON struct {
 func (s *Stack) Status() map[string]RegionStatus {
 	out := map[string]RegionStatus{}
 	faults := s.faults.all()
+	skew := s.global.Skew()
 	for _, r := range s.regions {
 		ep, _ := s.Endpoints(r)
-		out[r] = RegionStatus{Up: s.IsUp(r), Endpoints: EndpointsJSON(ep), Faults: faults[r]}
+		st := RegionStatus{Up: s.IsUp(r), Endpoints: EndpointsJSON(ep), Faults: faults[r]}
+		if skew[r] != 0 {
+			st.ClockSkew = skew[r].String()
+		}
+		out[r] = st
 	}
 	return out
 }

@@ -30,7 +30,8 @@ func TestRegionLoss(t *testing.T) {
 	during := s.sealN(scaled(30, 300), map[string]string{"app": "region-loss", "phase": "during"})
 	s.send(bodies(during)...)
 	// The healthy regions progress: every event gets verified wraps in us-east-1 and
-	// ap-southeast-2 and a recorded failure for the lost region.
+	// ap-southeast-2, and nothing for the lost region (its failures are logged and counted,
+	// never written: no item without a wrap, docs/FORMAT.md §6.1, I3).
 	home := s.store("us-east-1")
 	require.Eventually(t, func() bool {
 		for _, e := range during {
@@ -38,12 +39,15 @@ func TestRegionLoss(t *testing.T) {
 			if err != nil || !rec.Regions["us-east-1"].Verified() || !rec.Regions["ap-southeast-2"].Verified() {
 				return false
 			}
-			if w := rec.Regions[lost]; w == nil || w.HasWrap() || w.LastError == "" {
+			if w := rec.Regions[lost]; w != nil {
 				return false
 			}
 		}
 		return true
 	}, 90*time.Second, 250*time.Millisecond, "the healthy regions must progress while %s is down", lost)
+	failures, err := d.metric("envdr_region_failures_total", map[string]string{"region": lost, "phase": "wrap"})
+	require.NoError(t, err)
+	require.Positive(t, failures, "the lost region's failed wraps are counted")
 
 	// A crash during the outage changes nothing: the next daemon starts without the lost
 	// region (it is unreachable, not misconfigured) and picks up the same work.

@@ -54,6 +54,13 @@ type suite struct {
 // regions that should use their independent key; the rest use the multi-Region key.
 func newSuite(t *testing.T, modes map[string]string) *suite {
 	t.Helper()
+	return newSuiteWith(t, modes, nil)
+}
+
+// newSuiteWith is newSuite with tweak applied to the config before it is validated and written
+// (a replication policy of the test's own, say).
+func newSuiteWith(t *testing.T, modes map[string]string, tweak func(*config.Config)) *suite {
+	t.Helper()
 	env := localtest.New(t)
 	cfg := *env.Config
 	cfg.Regions = append([]config.Region(nil), env.Config.Regions...)
@@ -66,6 +73,9 @@ func newSuite(t *testing.T, modes map[string]string) *suite {
 	// A short visibility timeout: a message held by a killed daemon comes back in seconds.
 	cfg.Worker.Visibility = 4 * time.Second
 	cfg.Worker.Grace = 15 * time.Second
+	if tweak != nil {
+		tweak(&cfg)
+	}
 	require.NoError(t, cfg.Validate())
 	// The roles carry the policies `envdr policy render` generates for this config (its keys),
 	// as they would be deployed.

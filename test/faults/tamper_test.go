@@ -196,7 +196,10 @@ func TestTamper(t *testing.T) {
 	}
 
 	// Records: the same envelope through one region alone, with that region's wrap tampered
-	// in the table. Each case edits the record, opens, and restores it.
+	// in the table. Each case edits the record, opens, and restores it. Since issue 20
+	// (finding 4) open falls back to the header's multi-Region wrap through the region's own
+	// replica key, opens the authentic plaintext and names the failed wrap; verify, which has
+	// no envelope, still fails the record in that region.
 	store := s.store("us-east-1")
 	orig, err := store.Get(context.Background(), a.id)
 	require.NoError(t, err)
@@ -248,7 +251,7 @@ func TestTamper(t *testing.T) {
 		s.putRecord(store, a.id, func(r *envelope.Record) { c.edit(r) })
 		out := filepath.Join(s.dir, "rec.out")
 		res := s.cli(nil, "open", "--region", c.region, in, out)
-		outcomes = append(outcomes, s.checkRejected(c.name, "open --region "+c.region, c.want, res, out, a.plain, false))
+		outcomes = append(outcomes, s.checkFellBack(c.name, "open --region "+c.region, c.want, res, out, a.plain))
 		verify(c.name, c.region, c.want)
 		s.putRecord(store, a.id, func(r *envelope.Record) { *r = *orig.Clone() })
 	}
@@ -358,6 +361,28 @@ func (s *suite) checkVerifyFailed(name, id, region, want string, res cliResult) 
 		t.Errorf("%s: verify: want exit 1, one error line naming record %s in %s and %q in the report; got %d, %q, stdout %q",
 			name, id, region, want, res.code, stderr, res.stdout)
 	}
+	return o
+}
+
+// checkFellBack asserts an open whose recorded wrap failed (want names why) and that fell back
+// to the header's wrap: exit 0, the authentic plaintext in out, and one stderr line naming the
+// failed wrap and the wrap used.
+func (s *suite) checkFellBack(name, how, want string, res cliResult, out string, plain []byte) tamperOutcome {
+	t := s.t
+	t.Helper()
+	o := tamperOutcome{name: name, how: how + " (falls back)", want: want, code: res.code, stdout: len(res.stdout)}
+	stderr := strings.TrimRight(string(res.stderr), "\n")
+	o.errLine = stderr
+	o.named = strings.HasPrefix(stderr, "envdr: record ") && !strings.Contains(stderr, "\n") && strings.Contains(stderr, want) &&
+		strings.Contains(stderr, "opened with the header wrap")
+	got, err := os.ReadFile(out)
+	o.outFile = err == nil
+	if res.code != 0 || !o.named || !bytes.Equal(got, plain) {
+		t.Errorf("%s: want exit 0, the plaintext, and one line naming %q and the header wrap; got exit %d, %d bytes (authentic: %v), %q",
+			name, want, res.code, len(got), bytes.Equal(got, plain), stderr)
+	}
+	res.outCap.exempt = len(res.stdout) > 0
+	_ = os.Remove(out)
 	return o
 }
 

@@ -12,11 +12,13 @@ package localtest
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +39,15 @@ const EnvRequire = "ENVDR_REQUIRE_LOCAL"
 // EnvLag sets every Env's replication lag (default localaws.DefaultReplicationLag), e.g.
 // ENVDR_LOCAL_LAG=1s for the lag sweep (make test-lag).
 const EnvLag = "ENVDR_LOCAL_LAG"
+
+// EnvJitter sets every Env's replication jitter (default 0): each item replicates after the lag
+// plus a random delay in [0, jitter] of its own, so a transaction's items arrive apart and in
+// any order. ENVDR_LOCAL_JITTER=500ms in the lag sweep (make test-lag).
+const EnvJitter = "ENVDR_LOCAL_JITTER"
+
+// EnvSeed fixes the seed of every Env's jitter (default: random, logged by each test), to
+// replay a failing run's replication schedule.
+const EnvSeed = "ENVDR_LOCAL_SEED"
 
 // Env is one test's three-region stand-in.
 type Env struct {
@@ -74,6 +85,14 @@ type Options struct {
 	// ExtraRegions are served too (their own KMS, SQS and DynamoDB endpoints, and a replica of
 	// every table) but are not in Config: a region a test adds later (a backfill).
 	ExtraRegions []string
+	// Jitter is the replication jitter between every pair of regions; 0: ENVDR_LOCAL_JITTER's,
+	// or none.
+	Jitter time.Duration
+	// Seed seeds the jitter's random source; 0: ENVDR_LOCAL_SEED's, or a random seed. The seed
+	// used is logged when there is jitter.
+	Seed uint64
+	// ClockSkew offsets regions' write clocks (last writer wins compares their times).
+	ClockSkew map[string]time.Duration
 }
 
 // New starts an Env and registers its teardown with t.Cleanup. Without running backends it
@@ -116,6 +135,7 @@ func NewWith(t testing.TB, o Options) *Env {
 			t.Fatalf("localtest: %v", err)
 		}
 	}
+	setSchedule(t, stack.GlobalTables(), o)
 	if err := localaws.LoadRenderedPolicies(m, prov.Config); err != nil {
 		t.Fatalf("localtest: %v", err)
 	}
@@ -153,6 +173,43 @@ func NewWith(t testing.TB, o Options) *Env {
 		t.Fatalf("localtest: %v", err)
 	}
 	return e
+}
+
+// setSchedule applies o's (or the environment's) jitter, seed and clock skew.
+func setSchedule(t testing.TB, g *localaws.GlobalTables, o Options) {
+	t.Helper()
+	jitter, seed := o.Jitter, o.Seed
+	if v := os.Getenv(EnvJitter); jitter == 0 && v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			t.Fatalf("localtest: %s=%q: want a duration >= 0", EnvJitter, v)
+		}
+		jitter = d
+	}
+	if v := os.Getenv(EnvSeed); seed == 0 && v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("localtest: %s=%q: want an unsigned integer", EnvSeed, v)
+		}
+		seed = n
+	}
+	if seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	g.SetSeed(seed)
+	if err := g.SetJitter("", "", jitter); err != nil {
+		t.Fatalf("localtest: %v", err)
+	}
+	if jitter > 0 {
+		t.Logf("localtest: replication jitter %s, seed %d (replay with %s=%d)", jitter, seed, EnvSeed, seed)
+	}
+	for r, d := range o.ClockSkew {
+		if err := g.SetSkew(r, d); err != nil {
+			t.Fatalf("localtest: clock skew: %v", err)
+		}
+	}
 }
 
 // RequireBackends returns the shared backends that `make local-up` started. Without them it
@@ -213,6 +270,23 @@ func (e *Env) Queues(region string) (queueURL, dlqURL string) {
 func (e *Env) SetLag(d time.Duration) {
 	e.t.Helper()
 	if err := e.Stack.GlobalTables().SetLag("", "", d); err != nil {
+		e.t.Fatalf("localtest: %v", err)
+	}
+}
+
+// SetJitter sets the global tables' replication jitter between every pair of regions: each
+// item then waits the lag plus a random delay in [0, d].
+func (e *Env) SetJitter(d time.Duration) {
+	e.t.Helper()
+	if err := e.Stack.GlobalTables().SetJitter("", "", d); err != nil {
+		e.t.Fatalf("localtest: %v", err)
+	}
+}
+
+// SetSkew offsets region's write clock by d (negative: behind) for last writer wins.
+func (e *Env) SetSkew(region string, d time.Duration) {
+	e.t.Helper()
+	if err := e.Stack.GlobalTables().SetSkew(region, d); err != nil {
 		e.t.Fatalf("localtest: %v", err)
 	}
 }

@@ -2,6 +2,9 @@ package sim
 
 import "github.com/envdr/envdr/recovery"
 
-// requireCurrent is the retirement gate's verify: wraps must be under each region's current key.
-// (Before `verify --require-current` existed, a plain verify was the documented gate.)
-func requireCurrent(o recovery.VerifyOptions) recovery.VerifyOptions { return o }
+// requireCurrent is the retirement gate's verify (`envdr verify --require-current`): a wrap must
+// be under its region's current key.
+func requireCurrent(o recovery.VerifyOptions) recovery.VerifyOptions {
+	o.RequireCurrent = true
+	return o
+}

@@ -223,3 +223,35 @@ func leaked(logs string, secret []byte) bool {
 	}
 	return false
 }
+
+// historyOf renders every version of the region items of the records the violations name, in
+// the order the replicas applied them (ENVDR_SIM_HISTORY).
+func (w *world) historyOf(vs []Violation) []string {
+	c := &classifier{w: w, ctx: context.Background(), cache: map[string]wrapClass{}}
+	w.gt.mu.Lock()
+	hist := append([]applied(nil), w.gt.history...)
+	w.gt.mu.Unlock()
+	var out []string
+	for _, h := range hist {
+		recID, region, isRegion := splitItemID(h.id)
+		named := false
+		for _, v := range vs {
+			named = named || strings.Contains(v.Detail, short(recID))
+		}
+		if !isRegion || !named {
+			continue
+		}
+		it := parseRegionItem(h.next)
+		wrap := "no wrap"
+		if len(it.wrapped) > 0 {
+			wrap = "a wrap of " + c.class(region, recID, it).String()
+		}
+		how := "replicated"
+		if h.local {
+			how = "written locally"
+		}
+		out = append(out, fmt.Sprintf("record %s, %s's item in replica %s (%s): %s, verified_at %q, last_error %.80q",
+			short(recID), region, h.region, how, wrap, it.verified, it.lastErr))
+	}
+	return out
+}

@@ -365,7 +365,7 @@ func (g *globalTable) serve(region, op string, body []byte) (any, *ddbErr) {
 				return nil, bad(err)
 			}
 			if seen[id] {
-				return nil, bad(fmt.Errorf("Transaction request cannot include multiple operations on one item"))
+				return nil, bad(fmt.Errorf("transaction request cannot include multiple operations on one item"))
 			}
 			seen[id] = true
 			ok, err := condition(*req, imgOf(rep[id]))

@@ -13,7 +13,8 @@ import (
 // Knobs: ENVDR_SIM_N schedules (default 50: the short form), ENVDR_SIM_SEED the first seed (a
 // replay runs exactly that seed when ENVDR_SIM_N is unset), ENVDR_SIM_OPS the ops to keep (a
 // shrunk schedule), ENVDR_SIM_PAR schedules at once, ENVDR_SIM_SHRINK=0 to skip shrinking,
-// ENVDR_SIM_INV the invariant a replay's shrinking keeps broken (default: the first broken).
+// ENVDR_SIM_INV the invariant a replay's shrinking keeps broken (default: the first broken),
+// ENVDR_SIM_HISTORY=1 prints a replay's history of the records a violation names.
 func envInt(t *testing.T, name string, def int) int {
 	v := os.Getenv(name)
 	if v == "" {
@@ -40,6 +41,15 @@ func TestSimulation(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("replaying seed %d:\n%s", seed, s.describe(keep))
+		if os.Getenv("ENVDR_SIM_HISTORY") != "" {
+			// Every version of the violating records' region items, in the order replicas got them.
+			debugHook = func(w *world, res Result) {
+				for _, line := range w.historyOf(res.Violations) {
+					t.Log(line)
+				}
+			}
+			defer func() { debugHook = nil }()
+		}
 		res := Run(ctx, s, keep)
 		if res.Err != nil {
 			t.Fatalf("seed %d: %v", seed, res.Err)

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -217,12 +219,7 @@ func (c *regionCheck) checkWithFallback(ctx context.Context, rec *envelope.Recor
 	if outcome != OutcomeFailed || own == nil || !badWrap(err) || c.r.Mode != config.ModeMRK {
 		return own, outcome, "", err
 	}
-	names := make([]string, 0, len(own.Regions))
-	for n := range own.Regions {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(own.Regions)) {
 		w := own.Regions[n]
 		if n == c.r.Name || !w.HasWrap() || !regions.IsMultiRegionKeyARN(w.KeyARN) {
 			continue

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -58,6 +59,10 @@ type DoctorReport struct {
 	Checks   []Check `json:"checks"`
 	Failed   int     `json:"failed"`
 	Warnings int     `json:"warnings"`
+	// Lost are the regions whose KMS did not answer (unreachable, silent past the region
+	// timeout, or 5xx): their region-reachable check fails and their other checks are skipped;
+	// every other region is still checked.
+	Lost []string `json:"lost_regions"`
 }
 
 // Passed reports whether no check failed (warnings do not fail).
@@ -69,6 +74,9 @@ type DoctorOptions struct {
 	Admins []string
 	// Regions tunes the per-region clients.
 	Regions regions.Options
+	// RegionTimeout bounds the first call to each region's KMS, which decides whether the region
+	// is lost (default DefaultRegionTimeout).
+	RegionTimeout time.Duration
 }
 
 // regionFacts is what doctor learned about one region's key.
@@ -103,19 +111,25 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f := doctorRegion(ctx, cfg, rc, r, add)
+			f := doctorRegion(ctx, cfg, rc, r, opts.RegionTimeout, add)
 			mu.Lock()
 			facts[rc.Name] = f
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	lost := map[string]bool{}
+	for _, c := range checks {
+		if c.Check == CheckReachable && c.Status == StatusFail {
+			lost[c.Region] = true
+		}
+	}
 	doctorReplicas(cfg, facts, add)
 	doctorPolicies(cfg, facts, opts.Admins, add)
 	doctorPermissions(ctx, cfg, facts, add)
 	for _, rc := range cfg.Regions {
 		q, dlq := cfg.Queues(rc.Name)
-		if r, err := topo.Region(rc.Name); err == nil && (q != "" || rc.Name == cfg.HomeRegion) {
+		if r, err := topo.Region(rc.Name); err == nil && !lost[rc.Name] && (q != "" || rc.Name == cfg.HomeRegion) {
 			doctorQueues(ctx, r, q, dlq, add)
 		}
 	}
@@ -132,7 +146,12 @@ func Doctor(ctx context.Context, cfg *config.Config, opts DoctorOptions) (*Docto
 		}
 		return checkOrder[a.Check] < checkOrder[b.Check]
 	})
-	rep := &DoctorReport{Checks: checks}
+	rep := &DoctorReport{Checks: checks, Lost: []string{}}
+	for _, n := range cfg.RegionNames() {
+		if lost[n] {
+			rep.Lost = append(rep.Lost, n)
+		}
+	}
 	for _, c := range checks {
 		switch c.Status {
 		case StatusFail:
@@ -152,12 +171,23 @@ func primaryOf(md *kmstypes.KeyMetadata) (arn, region string) {
 	return "", ""
 }
 
-func doctorRegion(ctx context.Context, cfg *config.Config, rc config.Region, r *regions.Region, add func(Check)) *regionFacts {
+func doctorRegion(ctx context.Context, cfg *config.Config, rc config.Region, r *regions.Region, timeout time.Duration, add func(Check)) *regionFacts {
 	f := &regionFacts{}
 	kc := r.KMS()
-	out, err := kc.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(rc.Key)})
-	if err != nil && regions.IsConnError(err) {
-		add(Check{Check: CheckReachable, Region: rc.Name, Status: StatusFail, Detail: "KMS did not answer: " + trimErr(err),
+	if timeout <= 0 {
+		timeout = DefaultRegionTimeout
+	}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	out, err := kc.DescribeKey(tctx, &kms.DescribeKeyInput{KeyId: aws.String(rc.Key)})
+	silent := err != nil && tctx.Err() != nil && ctx.Err() == nil
+	cancel()
+	if err != nil && (silent || regions.IsConnError(err) || regions.IsOutage(err)) {
+		why := "KMS did not answer: " + shortCause(err)
+		if silent {
+			why = fmt.Sprintf("KMS did not answer within %s", timeout)
+		}
+		// A lost region is one row that says so; its other checks would only repeat it.
+		add(Check{Check: CheckReachable, Region: rc.Name, Status: StatusFail, Detail: "REGION LOST: " + why + "; its other checks were skipped, the other regions were checked",
 			Fix: fmt.Sprintf("check the network path to KMS in %s (VPC endpoints, proxies, AWS Health); on the local stand-in: envdr local up %s", rc.Name, rc.Name)})
 		return f
 	}

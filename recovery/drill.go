@@ -364,7 +364,7 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 
 	start := time.Now()
 	if opts.Total != nil {
-		if n, err := scan.store.ApproxCount(ctx, scan.r.DynamoDB()); err == nil {
+		if n, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), len(cfg.RegionNames())); err == nil {
 			opts.Total(n)
 		}
 	}

@@ -47,6 +47,21 @@ type GamedayOptions struct {
 	Regions regions.Options
 	// Log, optional, receives progress lines.
 	Log func(string)
+	// Open, optional, opens a whole envelope the way `envdr open` does without --region (the
+	// sealing region first, then seal order, skipping a lost region) and says which region
+	// served and which it skipped. During the loss the game day opens an envelope sealed before
+	// it and one sealed during it this way, to show the plain command working. Used only with
+	// Control: without it the lost region must never be contacted, and the fall-over would try it.
+	Open func(ctx context.Context, envelope []byte) (served string, skipped []string, err error)
+}
+
+// GamedayOpen is one envelope opened without --region during the loss.
+type GamedayOpen struct {
+	ID       string   `json:"id"`
+	SealedIn string   `json:"sealed_in"`
+	Region   string   `json:"region,omitempty"` // the region that served
+	Skipped  []string `json:"skipped"`
+	Error    string   `json:"error,omitempty"`
 }
 
 // GamedayReport is what a game day measured. Its three figures:
@@ -85,7 +100,10 @@ type GamedayReport struct {
 	NotCaughtUp    int     `json:"not_caught_up"`
 	// Matrix: per region, how many of the envelopes it opened alone at the end.
 	Matrix []GamedayRegion `json:"matrix"`
-	Passed bool            `json:"passed"`
+	// OpenedWithoutRegion: envelopes opened during the loss as plain `envdr open` does, with no
+	// --region (GamedayOptions.Open); any failure fails the game day.
+	OpenedWithoutRegion []GamedayOpen `json:"opened_without_region"`
+	Passed              bool          `json:"passed"`
 }
 
 // GamedayRegion is one row of the matrix.
@@ -159,10 +177,15 @@ func Gameday(ctx context.Context, cfg *config.Config, o GamedayOptions) (*Gameda
 
 	var mu sync.Mutex
 	var envs []*gdEnvelope
+	// The first envelope sealed before the loss and the first sealed during it are kept whole,
+	// for the open-without---region step (o.Open).
+	keep := map[bool]*kept{}
+	rep.OpenedWithoutRegion = []GamedayOpen{}
 	seal := func(during bool) {
 		pt := make([]byte, 1024)
 		_, _ = rand.Read(pt)
-		hdr, err := envelope.Seal(ctx, io.Discard, bytes.NewReader(pt), keys, envelope.SealOptions{Context: map[string]string{"gameday": rep.StartedAt.Format("20060102T150405Z")}})
+		var sealed bytes.Buffer
+		hdr, err := envelope.Seal(ctx, &sealed, bytes.NewReader(pt), keys, envelope.SealOptions{Context: map[string]string{"gameday": rep.StartedAt.Format("20060102T150405Z")}})
 		envelope.Wipe(pt)
 		mu.Lock()
 		defer mu.Unlock()
@@ -177,6 +200,9 @@ func Gameday(ctx context.Context, cfg *config.Config, o GamedayOptions) (*Gameda
 		}
 		rec := &envelope.Record{ID: hdr.RecordID(), Context: hdr.Context, Commitment: hdr.Commitment}
 		envs = append(envs, &gdEnvelope{id: rec.ID, rec: rec, sealedAt: time.Now(), during: during, opened: map[string]time.Time{}})
+		if keep[during] == nil {
+			keep[during] = &kept{id: hdr.RecordID(), region: hdr.HomeRegion, file: sealed.Bytes()}
+		}
 		rep.Sealed++
 		rep.SealedIn[hdr.HomeRegion]++
 		if during {
@@ -301,6 +327,24 @@ func Gameday(ctx context.Context, cfg *config.Config, o GamedayOptions) (*Gameda
 	sort.Strings(rep.Unprotected)
 	rep.RPOEnvelopes = len(rep.Unprotected)
 	logf("outage measured: RPO %d envelopes, RTO %.1fs", rep.RPOEnvelopes, rep.RTOSeconds)
+	if o.Open != nil && o.Control != nil {
+		for _, during := range []bool{false, true} {
+			k := keep[during]
+			if k == nil {
+				continue
+			}
+			res := GamedayOpen{ID: k.id, SealedIn: k.region, Skipped: []string{}}
+			served, skipped, err := o.Open(ctx, k.file)
+			if err != nil {
+				res.Error = err.Error()
+				logf("open without --region, %s lost: record %s (sealed in %s) FAILED: %v", o.Lose, k.id, k.region, err)
+			} else {
+				res.Region, res.Skipped = served, append(res.Skipped, skipped...)
+				logf("open without --region, %s lost: record %s (sealed in %s) opened through %s (skipped: %v)", o.Lose, k.id, k.region, served, skipped)
+			}
+			rep.OpenedWithoutRegion = append(rep.OpenedWithoutRegion, res)
+		}
+	}
 
 	if o.Control != nil {
 		if err := o.Control.Up(ctx, o.Lose); err != nil {
@@ -331,7 +375,18 @@ func Gameday(ctx context.Context, cfg *config.Config, o GamedayOptions) (*Gameda
 	rep.EndedAt = time.Now().UTC()
 	rep.Passed = rep.RPOEnvelopes == 0 && rep.SealFailures == 0 && rep.EnqueueFails == 0 && rep.RTOSeconds >= 0 &&
 		(o.Control == nil || rep.NotCaughtUp == 0)
+	for _, x := range rep.OpenedWithoutRegion {
+		if x.Error != "" {
+			rep.Passed = false
+		}
+	}
 	return rep, nil
+}
+
+// kept is an envelope the game day keeps whole to open it later.
+type kept struct {
+	id, region string
+	file       []byte
 }
 
 var gamedayFuncs = map[string]any{
@@ -365,6 +420,8 @@ Surviving regions: {{join .Surviving ", "}}. Lost at {{.LostAt.Format "2006-01-0
 | region | opened alone | of |
 |---|---|---|
 {{range .Matrix}}| {{.Region}}{{if .Lost}} (lost){{end}} | {{.Opened}} | {{.Of}} |
+{{end}}{{range .OpenedWithoutRegion}}
+envdr open without --region while {{$.Lost}} was lost: record {{.ID}} (sealed in {{.SealedIn}}) {{if .Error}}FAILED: {{.Error}}{{else}}opened through {{.Region}}{{if .Skipped}}, skipping {{join .Skipped ", "}}{{end}}{{end}}.
 {{end}}{{if .Unprotected}}
 Unprotected envelopes:
 {{range .Unprotected}}- {{.}}
@@ -380,6 +437,7 @@ const gamedayHTML = `<!doctype html><html><head><meta charset="utf-8"><title>env
 <tr><td>catch-up of {{.Lost}} after its return</td><td>{{secs .CatchUpSeconds}}</td><td></td></tr></table>
 <p>Sealed {{.Sealed}} envelopes ({{.SealedBefore}} before the loss, {{.SealedDuring}} during it); seal failures {{.SealFailures}}, enqueue failures {{.EnqueueFails}}.</p>
 <table><tr><th>region</th><th>opened alone</th><th>of</th></tr>{{range .Matrix}}<tr><td>{{.Region}}{{if .Lost}} (lost){{end}}</td><td>{{.Opened}}</td><td>{{.Of}}</td></tr>{{end}}</table>
+{{range .OpenedWithoutRegion}}<p>envdr open without --region while {{$.Lost}} was lost: record {{.ID}} (sealed in {{.SealedIn}}) {{if .Error}}FAILED: {{.Error}}{{else}}opened through {{.Region}}{{if .Skipped}}, skipping {{join .Skipped ", "}}{{end}}{{end}}.</p>{{end}}
 {{if .Unprotected}}<h2>Unprotected envelopes</h2><ul>{{range .Unprotected}}<li>{{.}}</li>{{end}}</ul>{{end}}
 </body></html>
 `

@@ -319,7 +319,7 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 		}
 	}
 	if opts.Total != nil {
-		if n, err := x.home.ApproxCount(ctx, homeR.DynamoDB()); err == nil {
+		if n, err := ApproxRecords(ctx, x.home, homeR.DynamoDB(), len(cfg.RegionNames())); err == nil {
 			opts.Total(n)
 		}
 	}

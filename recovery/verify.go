@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -42,6 +43,12 @@ type VerifyOptions struct {
 	Total func(n int64)
 	// Regions tunes the per-region clients (tests shorten retries).
 	Regions regions.Options
+	// Strict counts a lost region's records as failures. Otherwise (checking every region) a
+	// region whose table replica does not answer within RegionTimeout is skipped, reported as
+	// such, and not required: verify on the outage day checks what is left.
+	Strict bool
+	// RegionTimeout bounds each region's reachability probe (default DefaultRegionTimeout).
+	RegionTimeout time.Duration
 }
 
 // VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
@@ -72,6 +79,10 @@ type VerifyReport struct {
 	FailuresOmitted int64         `json:"failures_omitted"`
 	// Interrupted is set when the run was cancelled before the scan finished.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// Skipped are the regions left out because they did not answer (not with Strict); they are
+	// neither checked nor required. Strict says whether they would have failed the run.
+	Skipped []SkippedRegion `json:"skipped"`
+	Strict  bool            `json:"strict"`
 }
 
 // Passed reports whether every record opened in every required region.
@@ -104,13 +115,20 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	if opts.Region != "" {
 		scanRegion = opts.Region
 	}
-	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names}
+	skipped, names, scanRegion, err := verifySkips(ctx, cfg, topo, opts, names, scanRegion)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names,
+		Skipped: skipped, Strict: opts.Strict}
 	required := map[string]bool{}
 	if opts.Region != "" {
 		required[opts.Region] = true
 	} else {
 		for _, r := range cfg.Policy.Required {
-			required[r] = true
+			if slices.Contains(names, r) {
+				required[r] = true
+			}
 		}
 		rep.Quorum = cfg.Policy.Quorum
 	}
@@ -222,7 +240,7 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		}
 	} else {
 		if opts.Total != nil {
-			if n, err := scan.store.ApproxCount(ctx, scan.r.DynamoDB()); err == nil {
+			if n, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), len(cfg.RegionNames())); err == nil {
 				opts.Total(n)
 			}
 		}
@@ -250,6 +268,42 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	return rep, nil
+}
+
+// verifySkips finds, when every region is checked and not Strict, the regions whose table
+// replica does not answer: they are skipped (not checked, not required), and when the scan
+// region is one of them the table is read in the first region of ReadOrder that answers.
+func verifySkips(ctx context.Context, cfg *config.Config, topo *regions.Topology, opts VerifyOptions, names []string, scanRegion string) ([]SkippedRegion, []string, string, error) {
+	skipped := []SkippedRegion{}
+	if opts.Strict || opts.Region != "" {
+		return skipped, names, scanRegion, nil
+	}
+	skipped = append(skipped, ProbeAll(ctx, cfg, topo, names, opts.RegionTimeout)...)
+	if len(skipped) == 0 {
+		return skipped, names, scanRegion, nil
+	}
+	lost := map[string]bool{}
+	for _, s := range skipped {
+		lost[s.Region] = true
+	}
+	var left []string
+	for _, n := range names {
+		if !lost[n] {
+			left = append(left, n)
+		}
+	}
+	if len(left) == 0 {
+		return nil, nil, "", fmt.Errorf("%w: no region answered: %v", regions.ErrRegionUnavailable, skipped)
+	}
+	if lost[scanRegion] {
+		for _, n := range ReadOrder(cfg) {
+			if !lost[n] && slices.Contains(left, n) {
+				scanRegion = n
+				break
+			}
+		}
+	}
+	return skipped, left, scanRegion, nil
 }
 
 // stampCheck is a region's wrap that verify decrypted and checked against the commitment.

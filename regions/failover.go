@@ -64,6 +64,10 @@ func (f *Failover) GenerateDataKey(ctx context.Context, ec envelope.Context) (*e
 	return nil, fmt.Errorf("%w (tried %v): %w", ErrNoSealingRegion, f.Order, errors.Join(errs...))
 }
 
+// IsOutage reports a failure that another region may not have (see outage): the readers'
+// fall-over (envdr open) skips a region on it, as seal does.
+func IsOutage(err error) bool { return outage(err) }
+
 // outage reports a failure that another region may not have: the endpoint unreachable or
 // silent, a server error, or throttling that outlasted the retries.
 func outage(err error) bool {

@@ -23,14 +23,26 @@ var ErrNoQueue = errors.New("no events queue configured (regions[].queue_url, or
 // that cannot take the event is skipped (warn is told) and the next one is tried. It returns how
 // many queues took the event, and fails only when none did.
 func Enqueue(ctx context.Context, topo *regions.Topology, hdr *envelope.Header, dataURI string, warn func(string)) (int, error) {
+	sent, err := EnqueueQueues(ctx, topo, hdr, dataURI, warn)
+	return len(sent), err
+}
+
+// Queued is one queue that took an event.
+type Queued struct {
+	Region   string `json:"region"`
+	QueueURL string `json:"queue_url"`
+}
+
+// EnqueueQueues is Enqueue returning which queues took the event (seal's JSON result lists them).
+func EnqueueQueues(ctx context.Context, topo *regions.Topology, hdr *envelope.Header, dataURI string, warn func(string)) ([]Queued, error) {
 	cfg := topo.Config()
 	ev, err := envelope.NewEvent(hdr, time.Now(), dataURI)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	body, err := envelope.EncodeEvent(ev)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	order := cfg.SealOrder()
 	start := slices.Index(order, hdr.HomeRegion)
@@ -38,7 +50,7 @@ func Enqueue(ctx context.Context, topo *regions.Topology, hdr *envelope.Header, 
 		order, start = append([]string{hdr.HomeRegion}, order...), 0
 	}
 	want := cfg.Copies(hdr.HomeRegion)
-	sent := 0
+	var queued []Queued
 	var errs []error
 	for i := range order {
 		name := order[(start+i)%len(order)]
@@ -51,7 +63,7 @@ func Enqueue(ctx context.Context, topo *regions.Topology, hdr *envelope.Header, 
 			continue // excluded from this topology (a drill's lost region)
 		}
 		in := &sqs.SendMessageInput{QueueUrl: aws.String(q), MessageBody: aws.String(string(body))}
-		if sent > 0 {
+		if len(queued) > 0 {
 			in.DelaySeconds = int32(cfg.EnqueueCopyDelay / time.Second)
 		}
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -65,17 +77,17 @@ func Enqueue(ctx context.Context, topo *regions.Topology, hdr *envelope.Header, 
 			errs = append(errs, err)
 			continue
 		}
-		if sent++; sent == want {
+		if queued = append(queued, Queued{Region: name, QueueURL: q}); len(queued) == want {
 			break
 		}
 	}
 	switch {
-	case sent == 0 && len(errs) == 0:
-		return 0, ErrNoQueue
-	case sent == 0:
-		return 0, errors.Join(errs...)
-	case sent < want && warn != nil:
-		warn(fmt.Sprintf("record %s: the event reached %d of %d queues", hdr.RecordID(), sent, want))
+	case len(queued) == 0 && len(errs) == 0:
+		return nil, ErrNoQueue
+	case len(queued) == 0:
+		return nil, errors.Join(errs...)
+	case len(queued) < want && warn != nil:
+		warn(fmt.Sprintf("record %s: the event reached %d of %d queues", hdr.RecordID(), len(queued), want))
 	}
-	return sent, nil
+	return queued, nil
 }

@@ -7,7 +7,9 @@
 #   4. lose eu-west-1 and open every file through each surviving region alone
 #   5. restore eu-west-1 and open through it again
 #   6. lose the home region us-east-1: seal on (seal falls over by itself), open what was sealed
-#      during the outage in each surviving region alone, restore it
+#      during the outage in each surviving region alone; then plain `envdr open` without
+#      --region (it falls over too, naming the region that served), status and verify, which
+#      say what they skipped; restore it
 #   7. a game day: keep sealing while us-east-1 is lost; RPO, RTO and catch-up in a report
 #   and tear down (if this script started the stand-in)
 set -euo pipefail
@@ -120,6 +122,20 @@ for region in eu-west-1 ap-southeast-2; do
   echo "$region alone, with us-east-1 down: opened $ok/20 files sealed during the outage"
   [[ $ok == 20 ]]
 done
+echo
+echo "plain envdr open, no --region, with us-east-1 down: the sealing region first, then seal order"
+first=$(ls "$DIR/in" | head -1)
+rm -rf "$DIR/out" && mkdir -p "$DIR/out"
+echo "\$ envdr open sealed/$first.envdr out/$first        # sealed in us-east-1 before the outage"
+$OPERATOR open --region-timeout 2s "$DIR/sealed/$first.envdr" "$DIR/out/$first"
+cmp "$DIR/in/$first" "$DIR/out/$first"
+echo "\$ envdr open sealed2/outage-01.bin.envdr out/outage-01.bin   # sealed in eu-west-1 during it"
+$OPERATOR open --region-timeout 2s "$DIR/sealed2/outage-01.bin.envdr" "$DIR/out/outage-01.bin"
+cmp "$DIR/in2/outage-01.bin" "$DIR/out/outage-01.bin"
+echo "\$ envdr status    # reads the first table replica that answers"
+$OPERATOR status --quiet --region-timeout 2s
+echo "\$ envdr verify --no-write    # skips the lost region, checks the others"
+$OPERATOR verify --quiet --no-write --region-timeout 2s
 $E local up us-east-1
 wait_drained
 echo "us-east-1 restored; every queue drained: the outage's files are wrapped and verified in us-east-1 too"

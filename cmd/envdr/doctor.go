@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -32,6 +31,10 @@ func init() {
   table             the records table has a replica in every region and is ACTIVE
   queue, dlq        the event queue and its dead-letter queue exist, and the queue redrives to it
 
+A lost region (its KMS unreachable, silent past --region-timeout, or answering 5xx) gets one
+failing region-reachable row marked REGION LOST, its other checks are skipped, and every other
+region is still checked; the JSON lists it under "lost_regions".
+
 Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml doctor
   envdr doctor --json | jq '.checks[] | select(.status == "fail")'`,
@@ -41,14 +44,15 @@ Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad us
 				if err != nil {
 					return err
 				}
+				if opts.RegionTimeout <= 0 {
+					return usageError("--region-timeout %s: use a positive duration such as 5s", opts.RegionTimeout)
+				}
 				rep, err := recovery.Doctor(c.Context(), cfg, opts)
 				if err != nil {
 					return withCode(exitFailure, fmt.Errorf("doctor: %w", err))
 				}
 				if asJSON {
-					enc := json.NewEncoder(c.OutOrStdout())
-					enc.SetIndent("", "  ")
-					if err := enc.Encode(rep); err != nil {
+					if err := writeJSON(c.OutOrStdout(), rep); err != nil {
 						return withCode(exitFailure, err)
 					}
 				} else {
@@ -69,7 +73,8 @@ Exit status: 0 every check passed (warnings allowed), 1 a check failed, 2 bad us
 				return nil
 			},
 		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print the checks as JSON")
+		addOutputFlag(cmd, &asJSON)
+		cmd.Flags().DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's KMS may take to answer before the region is marked lost")
 		cmd.Flags().StringSliceVar(&opts.Admins, "admin", nil, "principal ARN that counts as a key administrator in the key-policy lint, repeatable")
 		return cmd
 	})
@@ -85,4 +90,7 @@ func writeDoctorTable(w io.Writer, r *recovery.DoctorReport) {
 	}
 	_ = t.flush()
 	fmt.Fprintf(w, "%d checks: %d failed, %d warnings\n", len(r.Checks), r.Failed, r.Warnings)
+	if len(r.Lost) > 0 {
+		fmt.Fprintf(w, "LOST regions (not answering; their other checks skipped, the rest checked): %s\n", strings.Join(r.Lost, ", "))
+	}
 }

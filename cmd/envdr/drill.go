@@ -20,6 +20,7 @@ func init() {
 			pushgw string
 			asJSON bool
 			quiet  bool
+			force  bool
 		)
 		cmd := &cobra.Command{
 			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--report PATH]",
@@ -76,6 +77,9 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				if opts.MaxRPO < 0 {
 					return usageError("--max-rpo %s: use a positive duration such as 15m (0: no limit)", opts.MaxRPO)
 				}
+				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+					return err
+				}
 				v := buildVersion()
 				opts.Envdr = recovery.Build{Version: v.Version, Commit: v.Commit}
 				p := recovery.NewProgress(c.ErrOrStderr(), "drill (lose "+opts.Lose+")", quiet)
@@ -116,13 +120,14 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.StringVar(&opts.Lose, "lose", "", "the region to behave as if it were gone (required)")
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
 		f.StringVar(&opts.ScanRegion, "scan-region", "", "surviving region whose table is read (default: home, else the first surviving)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records checked at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "unrecoverable records listed (the rest are counted)")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		f.Float64Var(&opts.MinRecoverable, "min-recoverable", 100, "lowest percentage of records recoverable that passes")
 		f.DurationVar(&opts.MaxRPO, "max-rpo", 0, "fail when the recovery point (age of the oldest outstanding replication) is older, e.g. 15m (0: no limit)")
@@ -132,8 +137,24 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 	})
 }
 
+// verifyReportResult is drill verify-report's --output json result (docs/OUTPUT.md).
+type verifyReportResult struct {
+	File     string `json:"file"`
+	DigestOK bool   `json:"digest_ok"`
+	SHA256   string `json:"sha256,omitempty"`
+	Kind     string `json:"kind,omitempty"` // "drill"
+	Lost     string `json:"lost,omitempty"`
+	// Passed is the verdict the report carries (its checks), not the digest's.
+	Passed    bool   `json:"passed"`
+	StartedAt string `json:"started_at,omitempty"`
+	Envdr     string `json:"envdr_version,omitempty"`
+	Caller    string `json:"caller,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
 func verifyReportCmd() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "verify-report FILE.json",
 		Short: "Check a drill report's SHA-256 digest: was the JSON changed after envdr wrote it?",
 		Long: `verify-report recomputes the SHA-256 digest of a drill report's JSON (the file with its own
@@ -141,6 +162,9 @@ func verifyReportCmd() *cobra.Command {
 byte anywhere fails. The digest proves integrity, not origin: anyone who can run envdr can write
 a report with a matching digest, so keep reports where they cannot be rewritten (an S3 bucket
 with Object Lock, for example).
+
+--output json prints {"file", "digest_ok", "sha256", "kind", "lost", "passed", "started_at",
+"envdr_version", "caller", "error"} (docs/OUTPUT.md), also when the digest does not match.
 
 Exit status: 0 the digest matches (the verdict and digest are printed), 1 it does not, or the
 file is not a drill report of this schema, 2 bad usage.`,
@@ -153,13 +177,22 @@ file is not a drill report of this schema, 2 bad usage.`,
 			}
 			rep, err := recovery.VerifyDrillReport(b)
 			if err != nil {
+				if asJSON {
+					_ = writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], Error: err.Error()})
+				}
 				return withCode(exitFailure, fmt.Errorf("%s: %w", args[0], err))
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], DigestOK: true, SHA256: rep.SHA256, Kind: "drill", Lost: rep.Lost,
+					Passed: rep.Passed, StartedAt: rep.StartedAt.Format("2006-01-02T15:04:05Z"), Envdr: rep.Envdr.Version, Caller: callerName(rep.Caller)})
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s: digest OK (sha256 %s): drill lose %s %s, %s, envdr %s, caller %s\n",
 				args[0], rep.SHA256, rep.Lost, verdict(rep.Passed), rep.StartedAt.Format("2006-01-02T15:04:05Z"), rep.Envdr.Version, callerName(rep.Caller))
 			return nil
 		},
 	}
+	addOutputFlag(cmd, &asJSON)
+	return cmd
 }
 
 func verdict(pass bool) string {

@@ -60,7 +60,7 @@ Exit status: 0 promoted (or REGION already primary), 1 failure, 2 bad usage.`,
 			},
 		}
 		cmd.Flags().StringVar(&promote, "promote", "", "the region whose replica becomes the primary")
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		addOutputFlag(cmd, &asJSON)
 		return cmd
 	})
 }

@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
 	"github.com/envdr/envdr/recovery"
 )
@@ -17,6 +22,7 @@ func init() {
 			report    string
 			asJSON    bool
 			noControl bool
+			force     bool
 		)
 		cmd := &cobra.Command{
 			Use:   "gameday --lose R [--rate N] [--before D] [--during D] [--report PATH]",
@@ -26,7 +32,9 @@ func init() {
 region R, keeps sealing for --during (seal falls over by itself when R was the first sealing
 region), and checks, as it goes, that each envelope opens in every surviving region alone (the
 record from that region's table, its wrap decrypted with that region's KMS, the commitment
-checked). Then it restores R and waits until everything opens in R alone.
+checked). While R is still lost it also opens an envelope sealed before the loss and one sealed
+during it as plain envdr open does, without --region, and reports which region served. Then it
+restores R and waits until everything opens in R alone.
 
 It reports three figures, in the terminal and in PATH.md, PATH.html and PATH.json (--report):
   RPO       envelopes sealed and enqueued that no surviving region could open alone by the end of
@@ -59,7 +67,11 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					}
 					opts.Control = localaws.NewAdminClient(cfg.Local.Admin)
 				}
+				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+					return err
+				}
 				opts.Log = func(s string) { fmt.Fprintf(c.ErrOrStderr(), "gameday: %s\n", s) }
+				opts.Open = openWithoutRegion(cfg, opts.SealTimeout)
 				rep, err := recovery.Gameday(c.Context(), cfg, opts)
 				if err != nil {
 					return withCode(exitFailure, fmt.Errorf("gameday: %w", err))
@@ -99,9 +111,36 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 		f.DurationVar(&opts.During, "during", 20*time.Second, "how long to seal while the region is lost")
 		f.DurationVar(&opts.Within, "within", 2*time.Minute, "how long to wait for protection after sealing stops, and for the catch-up")
 		f.DurationVar(&opts.SealTimeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout (default Markdown)")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.BoolVar(&force, "force", false, "overwrite existing --report files")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&noControl, "no-control", false, "do not take the region down and back (AWS: you block its endpoints); R is never contacted")
 		return cmd
 	})
+}
+
+// openWithoutRegion opens a whole envelope as `envdr open IN OUT` does without --region (the
+// sealing region first, then seal order, skipping regions that are out), discarding the
+// plaintext; the game day shows with it that the plain command works during the loss.
+func openWithoutRegion(cfg *config.Config, timeout time.Duration) func(context.Context, []byte) (string, []string, error) {
+	return func(ctx context.Context, file []byte) (string, []string, error) {
+		hdr, src, err := readHeaderKeep(bytes.NewReader(file))
+		if err != nil {
+			return "", nil, err
+		}
+		rd := &readers{cfg: cfg, hdr: hdr, timeout: timeout}
+		got, err := rd.fallOver(ctx)
+		if err != nil {
+			return "", nil, err
+		}
+		defer envelope.Wipe(got.dek)
+		var skipped []string
+		for _, s := range got.skipped {
+			skipped = append(skipped, s.Region)
+		}
+		if _, err := envelope.Open(ctx, io.Discard, src, heldDEK(got.dek), envelope.OpenOptions{Wrap: got.wrap}); err != nil {
+			return got.region, skipped, fmt.Errorf("record %s through region %s: %w", hdr.RecordID(), got.region, err)
+		}
+		return got.region, skipped, nil
+	}
 }

@@ -154,18 +154,36 @@ func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
 }
 
 func newLocalReadyCmd(client adminClientFunc) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "ready",
 		Short: "Exit 0 if the stand-in is up and provisioned (make local-up polls this)",
-		Args:  noArgs,
+		Long: `ready asks the stand-in's admin endpoint whether it is up and provisioned. --output json prints
+{"ready": true|false, "error": "..."} (docs/OUTPUT.md). Exit status: 0 ready, 1 not, 2 bad usage.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := client(cmd)
 			if err != nil {
 				return err
 			}
-			return c.Ready(cmd.Context())
+			err = c.Ready(cmd.Context())
+			if asJSON {
+				res := struct {
+					Ready bool   `json:"ready"`
+					Error string `json:"error,omitempty"`
+				}{Ready: err == nil}
+				if err != nil {
+					res.Error = err.Error()
+				}
+				if jerr := writeJSON(cmd.OutOrStdout(), res); jerr != nil && err == nil {
+					return jerr
+				}
+			}
+			return err
 		},
 	}
+	addOutputFlag(cmd, &asJSON)
+	return cmd
 }
 
 func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
@@ -210,7 +228,7 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			return tw.flush()
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print JSON: {"regions": {...}, "replication": [...]}`)
+	addOutputFlag(cmd, &asJSON)
 	return cmd
 }
 
@@ -382,7 +400,7 @@ func newLocalCountersCmd(client adminClientFunc) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: {region: {operation: calls}}")
+	addOutputFlag(cmd, &asJSON)
 	cmd.Flags().BoolVar(&reset, "reset", false, "zero the counters after printing them")
 	return cmd
 }

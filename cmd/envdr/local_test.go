@@ -80,6 +80,9 @@ func TestLocalControlCommands(t *testing.T) {
 
 	code, out = runLocal(t, "--config", path, "local", "ready")
 	require.Equal(t, exitOK, code, out)
+	code, out = runLocal(t, "--config", path, "local", "ready", "--output", "json")
+	require.Equal(t, exitOK, code, out)
+	require.JSONEq(t, `{"ready": true}`, out)
 
 	code, out = runLocal(t, "--config", path, "local", "throttle", "eu-west-1", "fast")
 	require.Equal(t, exitUsage, code, out)

@@ -77,11 +77,15 @@ Try it locally with no AWS account:
   envdr --config local/envdr.yaml seal --context app=billing in.txt in.envdr
   envdr --config local/envdr.yaml open --region eu-west-1 in.envdr out.txt
 
-Every command takes --config FILE (or ENVDR_CONFIG) and --log-level (or ENVDR_LOG_LEVEL), and
-exits 0 on success, 1 on failure or findings, 2 on bad usage or a bad config, 130 or 143 when
-stopped by SIGINT or SIGTERM (no output file is left), printing one line "envdr: error: ..."
-that names the region, key and record concerned (a config with several problems: one such line
-per problem, each naming the field).`,
+Every command takes --config FILE (or ENVDR_CONFIG), --log-level (or ENVDR_LOG_LEVEL) and
+--log-format console|json (or ENVDR_LOG_FORMAT; console on a terminal, JSON otherwise); every
+command that prints a result takes --output json|text (--json; ENVDR_OUTPUT). seal, open and
+report files never overwrite a file, never write over their input, never write binary to a
+terminal, unless --force. envdr exits 0 on success, 1 on failure or findings, 2 on bad usage or
+a bad config (the line ends with "(see envdr X --help)"), 130 or 143 when stopped by SIGINT or
+SIGTERM (no output file is left), printing one line "envdr: error: ..." that names the region,
+key and record concerned (a config with several problems: one such line per problem, each
+naming the field). Results and exit codes per command: docs/OUTPUT.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       buildVersion().String(),
@@ -92,9 +96,14 @@ per problem, each naming the field).`,
 			if err != nil {
 				return usageError("--log-level %q: use debug, info, warn or error (see %s --help)", globalLogLevel, cmd.CommandPath())
 			}
-			// The AWS SDK logs through zap, as JSON at the same level, on every command.
+			if _, err := logFormat(globalLogFormat); err != nil {
+				return usageError("--log-format %q: use console or json (see %s --help)", globalLogFormat, cmd.CommandPath())
+			}
+			// The AWS SDK logs through zap, in the same format and at the same level, on every
+			// command; seal and open log their own steps on it too.
 			if l, err := newLogger(globalLogLevel); err == nil {
 				regions.SetDefaultSDKLogger(l)
+				cliLog = l
 			}
 			return nil
 		},
@@ -110,7 +119,10 @@ per problem, each naming the field).`,
 	if lvl == "" {
 		lvl = "info"
 	}
-	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of JSON logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
+	root.PersistentFlags().StringVar(&globalLogLevel, "log-level", lvl, "log level of the logs on stderr: debug, info, warn or error; env ENVDR_LOG_LEVEL")
+	root.PersistentFlags().StringVar(&globalLogFormat, "log-format", os.Getenv("ENVDR_LOG_FORMAT"),
+		"log format on stderr: console or json (default: console on a terminal, json otherwise); env ENVDR_LOG_FORMAT")
+	_ = root.RegisterFlagCompletionFunc("log-format", cobra.FixedCompletions([]string{logConsole, logJSON}, cobra.ShellCompDirectiveNoFileComp))
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError("%v (see %s --help)", err, c.CommandPath())
 	})
@@ -207,10 +219,11 @@ func run(args []string) int {
 			signal.Stop(sigs)
 		}
 	}()
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
+	err = withHelpHint(cmd, err)
 	mu.Lock()
 	sig := got
 	mu.Unlock()
@@ -228,6 +241,20 @@ func run(args []string) int {
 		return ee.code
 	}
 	return exitFailure
+}
+
+// withHelpHint makes every usage error (exit 2) end with "(see envdr X --help)", X being the
+// command that refused, however deep in the code the refusal was made.
+func withHelpHint(cmd *cobra.Command, err error) error {
+	var ee *exitError
+	if cmd == nil || !errors.As(err, &ee) || ee.code != exitUsage || strings.Contains(err.Error(), "(see envdr") {
+		return err
+	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		return err // a config file's problems, one line each naming the field: --help would not help
+	}
+	return &exitError{code: exitUsage, err: fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 }
 
 func sigName(s os.Signal) string {

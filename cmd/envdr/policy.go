@@ -182,7 +182,7 @@ Exit status: 0 no findings, 1 findings (errors or warnings), 2 a file is missing
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&asJSON, "json", false, "print {\"documents\": [...], \"findings\": [...]} as JSON")
+	addOutputFlag(cmd, &asJSON)
 	f.StringSliceVar(&l.Admins, "admin", nil, "principal ARN that counts as a key administrator, repeatable")
 	f.BoolVar(&l.Replicas, "replicas", false, "treat all key policies given as one MRK: the first is the primary")
 	return cmd

@@ -159,7 +159,7 @@ found records to rewrap, 2 bad usage or config.`,
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments (a resumed run keeps the checkpoint's)")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records re-wrapped at once")
 		f.IntVar(&opts.MaxFailures, "max-failures", recovery.DefaultMaxFailures, "failure details kept (the rest are counted)")
-		f.BoolVar(&asJSON, "json", false, "print the reports as JSON")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd

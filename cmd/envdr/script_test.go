@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -52,6 +55,8 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"tamper":   cmdTamper,
 			"exitcode": cmdExitCode,
+			"hardlink": cmdHardlink,
+			"jsonhas":  cmdJSONHas,
 		},
 	})
 }
@@ -77,7 +82,8 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	cmd := exec.Command(path, args[2:]...)
 	cmd.Dir = ts.MkAbs(".")
 	// ENVDR_LOCAL_ADMIN of the caller's shell must not send local commands to another stand-in.
-	cmd.Env = append(os.Environ(), "ENVDR_CONFIG="+ts.Getenv("ENVDR_CONFIG"), "PATH="+ts.Getenv("PATH"), "ENVDR_LOCAL_ADMIN=")
+	cmd.Env = append(os.Environ(), "ENVDR_CONFIG="+ts.Getenv("ENVDR_CONFIG"), "PATH="+ts.Getenv("PATH"), "ENVDR_LOCAL_ADMIN=",
+		"ENVDR_OUTPUT="+ts.Getenv("ENVDR_OUTPUT"), "ENVDR_LOG_FORMAT="+ts.Getenv("ENVDR_LOG_FORMAT"))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err = cmd.Run()
@@ -94,6 +100,43 @@ func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if want != 0 && !bytes.HasPrefix(stderr.Bytes(), []byte("envdr: error: ")) {
 		ts.Fatalf("stderr does not start with %q: %q", "envdr: error: ", stderr.String())
+	}
+}
+
+// cmdHardlink makes NEW a hard link to OLD: hardlink OLD NEW.
+func cmdHardlink(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: hardlink OLD NEW")
+	}
+	ts.Check(os.Link(ts.MkAbs(args[0]), ts.MkAbs(args[1])))
+}
+
+// cmdJSONHas parses the last command's stdout as one JSON object and checks each KEY is a
+// member (a.b for nested members), or with KEY=VALUE that its value prints as VALUE:
+// jsonhas KEY[=VALUE]...
+func cmdJSONHas(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) == 0 {
+		ts.Fatalf("usage: jsonhas KEY[=VALUE]...")
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(ts.ReadFile("stdout")), &doc); err != nil {
+		ts.Fatalf("stdout is not one JSON object: %v", err)
+	}
+	for _, a := range args {
+		key, want, hasWant := strings.Cut(a, "=")
+		var v any = doc
+		for _, part := range strings.Split(key, ".") {
+			m, ok := v.(map[string]any)
+			if !ok {
+				ts.Fatalf("%s: %v is not an object", key, v)
+			}
+			if v, ok = m[part]; !ok {
+				ts.Fatalf("JSON has no member %s", key)
+			}
+		}
+		if got := fmt.Sprint(v); hasWant && got != want {
+			ts.Fatalf("JSON member %s is %s, want %s", key, got, want)
+		}
 	}
 }
 

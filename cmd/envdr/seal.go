@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/regions"
@@ -24,6 +26,8 @@ func init() {
 			region    string
 			timeout   time.Duration
 			jobs      int
+			force     bool
+			asJSON    bool
 		)
 		cmd := &cobra.Command{
 			Use:   "seal [flags] IN|- OUT|-",
@@ -46,7 +50,15 @@ mrk mode it also sends a copy to the next region's queue in seal order (enqueue_
 the seal, another region still has the event and can wrap and verify the data key through its
 own replica key. seal prints the envelope ID on stdout (unless OUT is -).
 
-OUT is written to a temporary file and renamed into place only on success.`,
+OUT is written to a temporary file and put in place only on success. An existing OUT, or OUT
+being IN itself (under any name or link), is refused before anything is read, and a binary
+envelope is never written to a terminal: --force overrides all three.
+
+--output json prints {"id", "region", "key_arn", "bytes", "plaintext_bytes", "output",
+"queues": [{"region", "queue_url"}]} (docs/OUTPUT.md); --log-level debug logs each region tried,
+the KMS call and any fall-over.
+
+Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad usage.`,
 			Example: `  envdr --config local/envdr.yaml seal --context app=billing --context tenant=42 report.pdf report.pdf.envdr
   tar c data/ | envdr seal --enqueue - - > data.tar.envdr
   envdr seal --region eu-west-1 --enqueue invoice.json invoice.json.envdr   # eu-west-1's key only
@@ -61,6 +73,19 @@ OUT is written to a temporary file and renamed into place only on success.`,
 					if err := envelope.ValidateID(id); err != nil {
 						return usageError("--id %q: %v", id, err)
 					}
+				}
+				if err := checkSealContext(id, userCtx); err != nil {
+					return err
+				}
+				rules := outputRules{force: force, in: args[0], binary: true, cmd: cmd.CommandPath()}
+				if err := checkOutput(args[1], rules); err != nil {
+					return err
+				}
+				if asJSON && args[1] == "-" {
+					if cmd.Flags().Changed("output") || cmd.Flags().Changed("json") {
+						return usageError("--output json prints the result on stdout, where OUT - writes the envelope: name an OUT file")
+					}
+					asJSON = false // ENVDR_OUTPUT=json: stdout carries the data, so no result, as in text
 				}
 				cfg, err := loadConfig()
 				if err != nil {
@@ -83,16 +108,18 @@ OUT is written to a temporary file and renamed into place only on success.`,
 				}
 				keys := &regions.Failover{Topology: topo, Order: order, Timeout: timeout,
 					OnFailover: func(r string, err error) {
+						cliLog.Debug("seal: falling over", zap.String("region", r), zap.Error(err))
 						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: region %s cannot seal now (%v); falling over to the next region\n", r, err)
 					}}
+				cliLog.Debug("seal: KMS GenerateDataKey, regions in this order", zap.Strings("order", order), zap.Duration("region_timeout", timeout))
 				in, err := openInput(args[0])
 				if err != nil {
 					return fmt.Errorf("input: %w", err)
 				}
 				defer in.Close()
-				out, err := createOutput(args[1])
+				out, err := createOutput(args[1], rules)
 				if err != nil {
-					return fmt.Errorf("output: %w", err)
+					return err
 				}
 				if err := checkJobsFlag(jobs); err != nil {
 					return err
@@ -100,15 +127,21 @@ OUT is written to a temporary file and renamed into place only on success.`,
 				if n := inputSize(in); n >= 0 {
 					out.preallocateAfterFirst(sealedPayloadSize(n, chunkSize))
 				}
-				hdr, err := envelope.Seal(ctx, out.w, in, keys, envelope.SealOptions{
+				counted := &countingReader{r: in}
+				started := time.Now()
+				hdr, err := envelope.Seal(ctx, out.w, counted, keys, envelope.SealOptions{
 					ID: id, Context: userCtx, ChunkSize: chunkSize, Jobs: jobs})
 				if err != nil {
 					out.abort()
-					return fmt.Errorf("seal %s: %w", args[0], err)
+					return out.userError(fmt.Errorf("seal %s: %w", args[0], err))
 				}
+				cliLog.Debug("seal: data key made and data sealed", zap.String("record", hdr.RecordID()), zap.String("region", hdr.HomeRegion),
+					zap.String("key_arn", hdr.KeyARN), zap.Int64("plaintext_bytes", counted.n), zap.Duration("took", time.Since(started)))
 				if err := out.commit(); err != nil {
-					return fmt.Errorf("output %s: %w", args[1], err)
+					return fmt.Errorf("seal %s: output %s: %w", args[0], args[1], err)
 				}
+				res := sealResult{ID: hdr.ID, Region: hdr.HomeRegion, KeyARN: hdr.KeyARN, Bytes: out.bytes(), PlaintextBytes: counted.n,
+					Output: args[1], Queues: []replicate.Queued{}}
 				if enqueue {
 					if dataURI == "" && args[1] != "-" {
 						if abs, err := filepath.Abs(args[1]); err == nil {
@@ -116,12 +149,18 @@ OUT is written to a temporary file and renamed into place only on success.`,
 						}
 					}
 					warn := func(msg string) { fmt.Fprintf(cmd.ErrOrStderr(), "envdr: %s\n", msg) }
-					if _, err := replicate.Enqueue(ctx, topo, hdr, dataURI, warn); err != nil {
+					queued, err := replicate.EnqueueQueues(ctx, topo, hdr, dataURI, warn)
+					if err != nil {
 						if errors.Is(err, replicate.ErrNoQueue) {
 							err = usageError("%v; --enqueue needs one", err)
 						}
-						return fmt.Errorf("record %s sealed to %s in region %s, but enqueueing its replication event failed (re-run with the same --id to retry): %w", hdr.RecordID(), args[1], hdr.HomeRegion, err)
+						return fmt.Errorf("record %s sealed to %s in region %s, but enqueueing its replication event failed (re-run with the same --id and --force to retry): %w", hdr.RecordID(), args[1], hdr.HomeRegion, err)
 					}
+					res.Queues = queued
+					cliLog.Debug("seal: replication event enqueued", zap.String("record", hdr.RecordID()), zap.Any("queues", queued))
+				}
+				if asJSON {
+					return writeJSON(cmd.OutOrStdout(), res)
 				}
 				if args[1] != "-" {
 					fmt.Fprintln(cmd.OutOrStdout(), hdr.ID)
@@ -137,7 +176,44 @@ OUT is written to a temporary file and renamed into place only on success.`,
 		f.DurationVar(&timeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
 		f.IntVar(&chunkSize, "chunk-size", 0, fmt.Sprintf("plaintext bytes per chunk (default %d)", envelope.DefaultChunkSize))
 		addJobsFlag(cmd, &jobs)
+		f.BoolVar(&force, "force", false, "overwrite an existing OUT (even IN itself), and write the envelope to a terminal")
+		addOutputFlag(cmd, &asJSON)
 		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
 		return cmd
 	})
+}
+
+// sealResult is seal's --output json result (docs/OUTPUT.md).
+type sealResult struct {
+	ID             string             `json:"id"`
+	Region         string             `json:"region"`  // the region whose key made the data key
+	KeyARN         string             `json:"key_arn"` // that key
+	Bytes          int64              `json:"bytes"`   // envelope bytes written
+	PlaintextBytes int64              `json:"plaintext_bytes"`
+	Output         string             `json:"output"` // OUT as given ("-": stdout)
+	Queues         []replicate.Queued `json:"queues"` // queues the replication event went to (--enqueue)
+}
+
+// checkSealContext checks the --context pairs (and --id) as the envelope will, before any KMS
+// call: a reserved envdr: key or a pair over the limits is a usage error, not a KMS failure.
+func checkSealContext(id string, user map[string]string) error {
+	if id == "" {
+		id = "0"
+	}
+	if _, err := envelope.NewContext(id, user); err != nil {
+		return usageError("--context: %v", err)
+	}
+	return nil
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -1,9 +1,9 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -25,12 +25,14 @@ type regionStatus struct {
 
 type statusReport struct {
 	// Region is the region whose replica, queue and DLQ were read.
-	Region     string         `json:"region"`
-	Records    int            `json:"records"`
-	Replicated int            `json:"replicated"` // records meeting the replication policy
-	Regions    []regionStatus `json:"regions"`
-	Queued     int            `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
-	DeadLetter int            `json:"dead_letter"` // events in the region's DLQ
+	Region string `json:"region"`
+	// Skipped are the regions tried before it whose replica did not answer (without --region).
+	Skipped    []recovery.SkippedRegion `json:"skipped"`
+	Records    int                      `json:"records"`
+	Replicated int                      `json:"replicated"` // records meeting the replication policy
+	Regions    []regionStatus           `json:"regions"`
+	Queued     int                      `json:"queued"`      // events in the region's queue (visible, in flight, delayed)
+	DeadLetter int                      `json:"dead_letter"` // events in the region's DLQ
 }
 
 func init() {
@@ -40,17 +42,24 @@ func init() {
 			quiet    bool
 			segments int
 			region   string
+			timeout  time.Duration
 		)
 		cmd := &cobra.Command{
 			Use:   "status",
 			Short: "Summarise replication: records per region wrapped and verified, queue and DLQ depth",
-			Long: `status scans one region's replica of the records table (--region, default the home region;
-parallel scan segments, constant memory) and counts, per region, the records wrapped, verified,
-missing a wrap and failing (a last error is recorded). It also reports the events still in that
-region's queue and in its dead-letter queue. It uses only that region's endpoints, so it works
-with any other region lost. It reads only; use verify to re-check that each region can decrypt,
-and drill to rehearse a loss. While it scans, progress goes to stderr (a bar on a terminal, a
-line every 5 s otherwise; --quiet: none).`,
+			Long: `status scans one region's replica of the records table (parallel scan segments, constant
+memory) and counts, per region, the records wrapped, verified, missing a wrap and failing (a last
+error is recorded). It also reports the events still in that region's queue and in its
+dead-letter queue. It reads only; use verify to re-check that each region can decrypt, and drill
+to rehearse a loss. While it scans, progress goes to stderr (a bar on a terminal, a line every
+5 s otherwise, with the estimated total and time left; --quiet: none).
+
+Which replica: --region R reads R's and uses no other region's endpoints. Without it, status
+reads the first replica that answers: the home region's, then the others in seal order, skipping
+one that is unreachable, silent past --region-timeout, or answers 5xx; it says on stderr which
+region it read and why it skipped the others ("region" and "skipped" in the JSON).
+
+Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 bad usage.`,
 			Example: `  envdr --config local/envdr.yaml status
   envdr status --region eu-west-1 --json | jq .dead_letter`,
 			Args: noArgs,
@@ -60,8 +69,27 @@ line every 5 s otherwise; --quiet: none).`,
 					return err
 				}
 				ctx := cmd.Context()
+				if timeout <= 0 {
+					return usageError("--region-timeout %s: use a positive duration such as 5s", timeout)
+				}
+				skipped := []recovery.SkippedRegion{}
 				if region == "" {
-					region = cfg.HomeRegion
+					topo, err := regions.New(ctx, cfg, regions.Options{})
+					if err != nil {
+						return err
+					}
+					var skip []recovery.SkippedRegion
+					region, skip, err = recovery.FirstReachable(ctx, cfg, topo, recovery.ReadOrder(cfg), timeout)
+					if err != nil {
+						return fmt.Errorf("status: %w", err)
+					}
+					skipped = append(skipped, skip...)
+					for _, s := range skipped {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: status: region %s skipped: %s\n", s.Region, s.Reason)
+					}
+					if len(skipped) > 0 {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: status: reading region %s's replica\n", region)
+					}
 				}
 				if _, ok := cfg.Region(region); !ok {
 					return usageError("--region %s: not among the configured regions %v", region, cfg.RegionNames())
@@ -81,7 +109,7 @@ line every 5 s otherwise; --quiet: none).`,
 					return err
 				}
 				pol := replicationPolicy(cfg)
-				rep := statusReport{Region: region}
+				rep := statusReport{Region: region, Skipped: skipped}
 				idx := map[string]int{}
 				for i, n := range cfg.RegionNames() {
 					idx[n] = i
@@ -90,7 +118,7 @@ line every 5 s otherwise; --quiet: none).`,
 				var mu sync.Mutex
 				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
 				progress := recovery.NewProgress(cmd.ErrOrStderr(), "status", quiet)
-				if n, err := store.ApproxCount(ctx, home.DynamoDB()); err == nil {
+				if n, err := recovery.ApproxRecords(ctx, store, home.DynamoDB(), len(cfg.RegionNames())); err == nil {
 					progress.SetTotal(n)
 				}
 				g, gctx := errgroup.WithContext(ctx)
@@ -143,9 +171,7 @@ line every 5 s otherwise; --quiet: none).`,
 				}
 				out := cmd.OutOrStdout()
 				if asJSON {
-					enc := json.NewEncoder(out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(rep)
+					return writeJSON(out, rep)
 				}
 				fmt.Fprintf(out, "region %s: records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
 					rep.Region, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
@@ -156,9 +182,10 @@ line every 5 s otherwise; --quiet: none).`,
 				return t.flush()
 			},
 		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+		addOutputFlag(cmd, &asJSON)
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
-		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default home_region)")
+		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default: the first that answers, home_region first)")
+		cmd.Flags().DurationVar(&timeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's replica may take to answer before status reads the next")
 		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		return cmd
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -36,13 +35,21 @@ writer is written again on its own from a fresh read. --no-write makes the run r
 
 With --region R only R is checked and only R's endpoints are used (R's table is scanned).
 
+A lost region: without --region, each region's table replica is probed first (bounded by
+--region-timeout); a region that is unreachable, silent or answers 5xx is skipped, not counted
+as failing and not required, and verify says so (stderr, "skipped" in the JSON). When it is the
+home region, the table is read in the next region that answers. --strict checks it anyway, so
+its records fail.
+
 --require-current also fails every wrap that opens but is not under its region's current key
 (the configured key; an alias resolved now): the gate before an old key may be retired
 (docs/DRILLS.md). It is on by default when a region lists previous_keys or names its key by an
 alias; --require-current=false turns it off.
 
-Exit status: 0 every record opened in every required region, 1 some did not (the records are
-named, up to --max-failures), 2 bad usage or config.`,
+--output json prints the report with "passed" (true or false) first (docs/OUTPUT.md).
+
+Exit status: 0 every record opened in every required region (skipped regions aside), 1 some
+did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml verify
   envdr --config local/envdr.yaml verify --region eu-west-1 --json
   envdr verify --id 3f2a9c...`,
@@ -57,6 +64,9 @@ named, up to --max-failures), 2 bad usage or config.`,
 						return usageError("--region %s is not configured (configured: %v)", opts.Region, cfg.RegionNames())
 					}
 				}
+				if opts.RegionTimeout <= 0 {
+					return usageError("--region-timeout %s: use a positive duration such as 5s", opts.RegionTimeout)
+				}
 				if !c.Flags().Changed("require-current") {
 					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
 				}
@@ -70,10 +80,11 @@ named, up to --max-failures), 2 bad usage or config.`,
 					}
 					return withCode(exitFailure, fmt.Errorf("verify: %w", err))
 				}
+				for _, s := range rep.Skipped {
+					fmt.Fprintf(c.ErrOrStderr(), "envdr: verify: region %s skipped (%s): not checked, not required; --strict to count it as failing\n", s.Region, s.Reason)
+				}
 				if asJSON {
-					enc := json.NewEncoder(c.OutOrStdout())
-					enc.SetIndent("", "  ")
-					if err := enc.Encode(rep); err != nil {
+					if err := writeJSON(c.OutOrStdout(), verifyResult{Passed: rep.Passed(), VerifyReport: rep}); err != nil {
 						return withCode(exitFailure, err)
 					}
 				} else {
@@ -94,11 +105,19 @@ named, up to --max-failures), 2 bad usage or config.`,
 		f.BoolVar(&opts.NoWrite, "no-write", false, "read-only: do not update verified_at")
 		f.BoolVar(&opts.RequireCurrent, "require-current", false, "fail wraps not under the region's current key (default on when a region lists previous_keys or names its key by an alias)")
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
-		f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")
+		f.DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's table replica may take to answer the probe before it is skipped")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
+}
+
+// verifyResult is verify's --output json result: the report with its verdict (docs/OUTPUT.md).
+type verifyResult struct {
+	Passed bool `json:"passed"`
+	*recovery.VerifyReport
 }
 
 func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
@@ -113,6 +132,9 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.NotCurrent, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
 	_ = t.flush()
+	for _, s := range r.Skipped {
+		fmt.Fprintf(w, "  region %s SKIPPED (not checked, not required): %s\n", s.Region, s.Reason)
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  record %s region %s: %s: %s\n", f.ID, f.Region, f.Outcome, f.Reason)
 	}

@@ -96,7 +96,7 @@ a file, nor from a source tarball). envdr --version prints the same line.`,
 				return nil
 			},
 		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print the fields as a JSON object")
+		addOutputFlag(cmd, &asJSON)
 		return cmd
 	})
 }

@@ -181,8 +181,14 @@ func (g *GlobalTables) Close() {
 // SetLag sets the replication lag from one region to another; "" for from or to means every
 // region. It applies to changes written from now on.
 func (g *GlobalTables) SetLag(from, to string, lag time.Duration) error {
-	if lag < 0 {
-		return fmt.Errorf("localaws: replication lag %s: must be 0 or more", lag)
+	return g.setPairs(from, to, "lag", lag, func(p *pair) { p.lag = lag })
+}
+
+// setPairs applies set to every replication direction from -> to ("" for every region), after
+// checking d (the lag or jitter, named what) and the region names.
+func (g *GlobalTables) setPairs(from, to, what string, d time.Duration, set func(*pair)) error {
+	if d < 0 {
+		return fmt.Errorf("localaws: replication %s %s: must be 0 or more", what, d)
 	}
 	for _, r := range []string{from, to} {
 		if r != "" && g.stripes[r] == nil {
@@ -193,7 +199,7 @@ func (g *GlobalTables) SetLag(from, to string, lag time.Duration) error {
 	defer g.mu.Unlock()
 	for k, p := range g.pairs {
 		if (from == "" || k[0] == from) && (to == "" || k[1] == to) {
-			p.lag = lag
+			set(p)
 		}
 	}
 	return nil
@@ -205,22 +211,7 @@ func (g *GlobalTables) SetLag(from, to string, lag time.Duration) error {
 // another region at different times and in any order. It applies to changes written from now
 // on.
 func (g *GlobalTables) SetJitter(from, to string, jitter time.Duration) error {
-	if jitter < 0 {
-		return fmt.Errorf("localaws: replication jitter %s: must be 0 or more", jitter)
-	}
-	for _, r := range []string{from, to} {
-		if r != "" && g.stripes[r] == nil {
-			return fmt.Errorf("%w %q", ErrUnknownRegion, r)
-		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for k, p := range g.pairs {
-		if (from == "" || k[0] == from) && (to == "" || k[1] == to) {
-			p.jitter = jitter
-		}
-	}
-	return nil
+	return g.setPairs(from, to, "jitter", jitter, func(p *pair) { p.jitter = jitter })
 }
 
 // SetSeed restarts the jitter's random source from seed: the same writes, made in the same

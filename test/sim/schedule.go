@@ -82,7 +82,7 @@ func (o Op) String() string {
 	case "open":
 		return fmt.Sprintf("envdr open --region %s envelope #%d", o.Region, o.Env)
 	case "rewrap":
-		return "rotate " + o.Region + " to a new key: envdr rewrap --region " + o.Region + ", then envdr verify --require-current"
+		return "rotate " + o.Region + " to a new key: envdr rewrap --region " + o.Region + ", then the retirement gate (rewrap --check, verify --region " + o.Region + " --require-current)"
 	case "wait":
 		return "wait " + o.Dur.String()
 	}
@@ -505,31 +505,75 @@ func (w *world) rotate(ctx context.Context, region, dir string) error {
 	}
 	s := &session{n: w.net, name: "rewrap"}
 	w.stats.Rewraps++
-	if _, err := recovery.Rewrap(ctx, &c, recovery.RewrapOptions{Region: region, ToKey: key, Segments: 2, Workers: 4,
-		Checkpoint: filepath.Join(dir, "rewrap-"+region+fmt.Sprint(len(retired))), Regions: w.regionOptions(s)}); err != nil {
+	ro := recovery.RewrapOptions{Region: region, ToKey: key, Segments: 2, Workers: 4,
+		Checkpoint: filepath.Join(dir, "rewrap-"+region+fmt.Sprint(len(retired))), Regions: w.regionOptions(s)}
+	if _, err := recovery.Rewrap(ctx, &c, ro); err != nil {
 		return err
 	}
-	ids := w.headerIDs(c.HomeRegion)
+	return w.retirementGate(ctx, &c, region, key, retired, ro)
+}
+
+// retirementGate runs the documented gate before a key may be retired (docs/DRILLS.md, "The
+// retirement gate"): no queued event sealed under it and replication settled; `envdr rewrap
+// --region R --check` finds nothing left; `envdr verify --region R --require-current` passes.
+// When it passes, I4 is checked at once: nothing the verify counted needs a retired key.
+func (w *world) retirementGate(ctx context.Context, c *config.Config, region, key string, retired []string, ro recovery.RewrapOptions) error {
+	if w.queuedUnder(retired) {
+		return nil // step 1 says wait: the gate is not claimed
+	}
+	w.inflight.Wait()
+	w.waitReplication(2 * time.Second)
+	if !w.gt.settled() {
+		return nil
+	}
+	check := ro
+	check.DryRun, check.Checkpoint, check.Regions = true, "", w.regionOptions(&session{n: w.net, name: "rewrap-check"})
+	rep, err := recovery.Rewrap(ctx, c, check)
+	if err != nil || rep.Changed > 0 || rep.Failed > 0 {
+		return err
+	}
+	ids := w.headerIDs(region)
 	vs := &session{n: w.net, name: "verify"}
-	rep, err := recovery.Verify(ctx, &c, requireCurrent(recovery.VerifyOptions{Segments: 2, Workers: 4, Regions: w.regionOptions(vs)}))
-	if err != nil {
+	vrep, err := recovery.Verify(ctx, c, requireCurrent(recovery.VerifyOptions{Region: region, Segments: 2, Workers: 4, Regions: w.regionOptions(vs)}))
+	if err != nil || !vrep.Passed() {
 		return err
 	}
-	if rep.Passed() {
-		// The gate passed: the retired keys may go. Nothing the verify counted may still need them.
-		snap := w.gt.snapshot(region)
-		for _, id := range ids {
-			it := parseRegionItem(snap[id+"#"+region])
-			for _, k := range retired {
-				if it.keyARN == k && len(it.wrapped) > 0 {
-					w.mu.Lock()
-					w.retireChk = append(w.retireChk, retireCheck{region: region, keys: []string{k}, ids: []string{id}})
-					w.mu.Unlock()
-				}
+	// The gate passed: the retired keys may go. Nothing the verify counted may still need them.
+	snap := w.gt.snapshot(region)
+	for _, id := range ids {
+		it := parseRegionItem(snap[id+"#"+region])
+		for _, k := range retired {
+			if it.keyARN == k && len(it.wrapped) > 0 {
+				w.mu.Lock()
+				w.retireChk = append(w.retireChk, retireCheck{region: region, keys: []string{k}, ids: []string{id}})
+				w.mu.Unlock()
 			}
 		}
 	}
+	w.mu.Lock()
+	w.passed = append(w.passed, verifyPass{regions: []string{region}, ids: ids, what: "the retirement gate's verify --region " + region + " --require-current"})
+	w.mu.Unlock()
 	return nil
+}
+
+// queuedUnder reports whether any queue holds an event (not yet done) sealed under one of keys.
+func (w *world) queuedUnder(keys []string) bool {
+	for _, q := range w.queues {
+		q.mu.Lock()
+		for _, m := range q.msgs {
+			if m.done {
+				continue
+			}
+			for _, k := range keys {
+				if strings.Contains(m.body, `"key_arn":"`+k+`"`) {
+					q.mu.Unlock()
+					return true
+				}
+			}
+		}
+		q.mu.Unlock()
+	}
+	return false
 }
 
 // settle ends the schedule: every region back, faults and lag gone, every daemon restarted on

@@ -24,12 +24,15 @@ func ExampleRender() {
 	fmt.Println("findings:", len(policy.Lint(docs)))
 	// Output:
 	// iam-daemon.json 10 statements
+	// iam-drill.json 8 statements
+	// iam-failover.json 3 statements
+	// iam-gameday.json 8 statements
 	// iam-operator.json 8 statements
 	// iam-producer.json 4 statements
 	// iam-rewrap.json 7 statements
-	// kms-key-policy.ap-southeast-2.json 9 statements
-	// kms-key-policy.eu-west-1.json 9 statements
-	// kms-key-policy.us-east-1.json 9 statements
+	// kms-key-policy.ap-southeast-2.json 14 statements
+	// kms-key-policy.eu-west-1.json 14 statements
+	// kms-key-policy.us-east-1.json 14 statements
 	// findings: 0
 }
 

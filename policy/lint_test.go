@@ -99,7 +99,7 @@ func TestLintGeneratedClean(t *testing.T) {
 		{"custom roles and SSE-KMS queue", "testdata/envdr.yaml", Options{
 			DaemonRole: "arn:aws:iam::111122223333:role/dr-worker",
 			Admins:     []string{"arn:aws:iam::111122223333:role/KeyAdmin", "arn:aws:iam::111122223333:role/SecOps"},
-			QueueKey:   "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+			QueueKeys:  []string{"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,17 +13,21 @@ import (
 
 // Options are the inputs of Render that the envdr config does not hold.
 type Options struct {
-	// DaemonRole, ProducerRole, OperatorRole and RewrapRole are the role ARNs named in the key
-	// policies. Empty means arn:PARTITION:iam::ACCOUNT:role/envdr-daemon (-producer, -operator,
-	// -rewrap).
+	// DaemonRole, ProducerRole, OperatorRole, RewrapRole, DrillRole, FailoverRole and
+	// GamedayRole are the role ARNs named in the key policies. Empty means
+	// arn:PARTITION:iam::ACCOUNT:role/envdr-daemon (-producer, -operator, -rewrap, -drill,
+	// -failover, -gameday).
 	DaemonRole, ProducerRole, OperatorRole, RewrapRole string
+	DrillRole, FailoverRole, GamedayRole               string
 	// Admins are the key administrators (the only principals that may change the key policy or
 	// schedule deletion). Empty means the account root, which keeps the key manageable through
 	// IAM without delegating any use of it.
 	Admins []string
-	// QueueKey is the KMS key of the queue's SSE-KMS encryption, if the queue uses one instead
-	// of SQS-managed encryption. Producers and the daemon then get that key only through SQS.
-	QueueKey string
+	// QueueKeys are the KMS keys of the queues' SSE-KMS encryption, if the queues use them
+	// instead of SQS-managed encryption: one per region, since SQS uses only a key in the
+	// queue's own region. Producers, the daemon and game days get each only through SQS in
+	// that key's region (kms:ViaService sqs.REGION.amazonaws.com).
+	QueueKeys []string
 }
 
 // Named is a policy document with the name it is rendered or read under.
@@ -40,7 +44,15 @@ const (
 	ProducerPolicy  = "iam-producer.json"
 	OperatorPolicy  = "iam-operator.json"
 	RewrapPolicy    = "iam-rewrap.json"
+	DrillPolicy     = "iam-drill.json"
+	FailoverPolicy  = "iam-failover.json"
+	GamedayPolicy   = "iam-gameday.json"
 )
+
+// Roles are the envdr roles by short name, in the order the key policies name them: the role
+// ARN defaults to arn:PARTITION:iam::ACCOUNT:role/envdr-NAME and the identity policy is
+// iam-NAME.json. The local stand-in has a profile per role (envdr-NAME).
+var Roles = []string{"daemon", "producer", "operator", "rewrap", "drill", "failover", "gameday"}
 
 // Actions by role. Kept as variables so tests and the linter share them.
 var (
@@ -75,6 +87,21 @@ var (
 		"sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage",
 	}
 	rewrapKeyActions = []string{"kms:Decrypt", "kms:Encrypt", "kms:ReEncryptFrom", "kms:ReEncryptTo"}
+	// rewrapDescribeActions: without --since, rewrap asks KMS when the key last rotated
+	// (ListKeyRotations) to pick the wraps made before it.
+	rewrapDescribeActions = []string{"kms:DescribeKey", "kms:ListKeyRotations"}
+	// drillTableActions: the drill scans the table in one surviving region and reads each
+	// record there (BatchGetItem, GetItem); it never writes.
+	drillTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"}
+	// gamedayTableActions: a game day reads back the records of the envelopes it sealed.
+	gamedayTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem"}
+	// gamedayKeyActions: a game day seals (GenerateDataKey) and opens each region's wrap alone
+	// (Decrypt), both with envdr:id in the context.
+	gamedayKeyActions = []string{"kms:Decrypt", "kms:GenerateDataKey"}
+	// failoverKeyActions: failover --promote moves a multi-Region key's primary. KMS authorizes
+	// UpdatePrimaryRegion on the primary key and on the replica that becomes primary, so every
+	// MRK of the family grants it.
+	failoverKeyActions = []string{"kms:DescribeKey", "kms:UpdatePrimaryRegion"}
 )
 
 // DaemonActions are the actions `envdr run` calls: the policy linter checks a daemon policy
@@ -129,6 +156,9 @@ func Render(cfg *config.Config, opts Options) ([]Named, error) {
 		Named{Name: ProducerPolicy, Doc: e.producer()},
 		Named{Name: OperatorPolicy, Doc: e.operator()},
 		Named{Name: RewrapPolicy, Doc: e.rewrap()},
+		Named{Name: DrillPolicy, Doc: e.drill()},
+		Named{Name: FailoverPolicy, Doc: e.failover()},
+		Named{Name: GamedayPolicy, Doc: e.gameday()},
 	)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -237,23 +267,31 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 			e.dlqARNs = appendNew(e.dlqARNs, a)
 		}
 	}
-	if e.opts.DaemonRole == "" {
-		e.opts.DaemonRole = e.role("envdr-daemon")
-	}
-	if e.opts.ProducerRole == "" {
-		e.opts.ProducerRole = e.role("envdr-producer")
-	}
-	if e.opts.OperatorRole == "" {
-		e.opts.OperatorRole = e.role("envdr-operator")
-	}
-	if e.opts.RewrapRole == "" {
-		e.opts.RewrapRole = e.role("envdr-rewrap")
+	for _, r := range []struct {
+		arn  *string
+		name string
+	}{
+		{&e.opts.DaemonRole, "daemon"}, {&e.opts.ProducerRole, "producer"}, {&e.opts.OperatorRole, "operator"},
+		{&e.opts.RewrapRole, "rewrap"}, {&e.opts.DrillRole, "drill"}, {&e.opts.FailoverRole, "failover"},
+		{&e.opts.GamedayRole, "gameday"},
+	} {
+		if *r.arn == "" {
+			*r.arn = e.role("envdr-" + r.name)
+		}
 	}
 	if len(e.opts.Admins) == 0 {
 		e.opts.Admins = []string{fmt.Sprintf("arn:%s:iam::%s:root", e.partition, e.account)}
 	}
-	if e.opts.QueueKey != "" && config.ARNRegion(e.opts.QueueKey) == "" {
-		return nil, fmt.Errorf("policy: queue key %q is not a KMS key ARN", e.opts.QueueKey)
+	seen := map[string]string{}
+	for _, k := range e.opts.QueueKeys {
+		region := config.ARNRegion(k)
+		if region == "" || !strings.Contains(k, ":key/") {
+			return nil, fmt.Errorf("policy: queue key %q is not a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)", k)
+		}
+		if prev, ok := seen[region]; ok && prev != k {
+			return nil, fmt.Errorf("policy: queue keys %s and %s are both in %s: give one key per region", prev, k, region)
+		}
+		seen[region] = k
 	}
 	return e, nil
 }
@@ -438,28 +476,83 @@ func (e *env) rewrap() *Document {
 		d.Statement = append(d.Statement, keyUse("Rewrap"+sidRegion(k.region), k, rewrapKeyActions, true))
 	}
 	for _, k := range e.keys {
-		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, rewrapDescribeActions, false))
 	}
 	d.Statement = append(d.Statement, Statement{Sid: "Records", Effect: "Allow", Action: rewrapTableActions, Resource: e.tableARNs})
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	return d
 }
 
-// queueKey grants the queue's SSE-KMS key only when SQS calls KMS on the role's behalf
-// (kms:ViaService) for this account's callers (kms:CallerAccount); both are single-valued keys,
-// hence plain StringEquals.
+// queueKey grants each region's queue key only when SQS in that region calls KMS on the role's
+// behalf (kms:ViaService) for this account's callers (kms:CallerAccount); both are
+// single-valued keys, hence plain StringEquals. A key serves only the queues of its own region.
 func (e *env) queueKey(actions []string) []Statement {
-	if e.opts.QueueKey == "" {
-		return nil
+	var out []Statement
+	for _, k := range e.opts.QueueKeys {
+		region := config.ARNRegion(k)
+		out = append(out, Statement{
+			Sid: "QueueEncryption" + sidRegion(region), Effect: "Allow", Action: actions, Resource: Strings{k},
+			Condition: Conditions{"StringEquals": {
+				"kms:CallerAccount": {e.account},
+				"kms:ViaService":    {"sqs." + region + ".amazonaws.com"},
+			}},
+		})
 	}
-	region := config.ARNRegion(e.opts.QueueKey)
-	return []Statement{{
-		Sid: "QueueEncryption", Effect: "Allow", Action: actions, Resource: Strings{e.opts.QueueKey},
-		Condition: Conditions{"StringEquals": {
-			"kms:CallerAccount": {e.account},
-			"kms:ViaService":    {"sqs." + region + ".amazonaws.com"},
-		}},
-	}}
+	return out
+}
+
+// drill is the role of scheduled and manual drills (`envdr drill`): scan the table in a
+// surviving region, open each record's wrap there (Decrypt), and count the queue's backlog for
+// the recovery point. Read-only: no writes, no sealing, no queue consumption.
+func (e *env) drill() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("Unwrap"+sidRegion(k.region), k, []string{"kms:Decrypt"}, true))
+	}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+	}
+	d.Statement = append(d.Statement,
+		Statement{Sid: "ScanRecords", Effect: "Allow", Action: drillTableActions, Resource: e.tableARNs},
+		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()},
+	)
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
+	return d
+}
+
+// failover is the role of `envdr failover --promote`: describe the keys and move a
+// multi-Region key's primary (UpdatePrimaryRegion, authorized on both the primary and the
+// replica). It is a key administrator for that one action and uses no key.
+func (e *env) failover() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		actions := []string{"kms:DescribeKey"}
+		if k.mode == config.ModeMRK {
+			actions = failoverKeyActions
+		}
+		d.Statement = append(d.Statement, keyUse("Promote"+sidRegion(k.region), k, actions, false))
+	}
+	return d
+}
+
+// gameday is the role of `envdr gameday`: it seals test envelopes in every region (with
+// fall-over), enqueues their events, and reads the records back to open each region's wrap
+// alone. It does not consume the queue or write records: the daemons do.
+func (e *env) gameday() *Document {
+	d := &Document{Version: Version}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("SealAndOpen"+sidRegion(k.region), k, gamedayKeyActions, true))
+	}
+	for _, k := range e.keys {
+		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
+	}
+	d.Statement = append(d.Statement,
+		Statement{Sid: "ReadRecords", Effect: "Allow", Action: gamedayTableActions, Resource: e.tableARNs},
+		Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.queueARNs},
+	)
+	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
+	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
+	return d
 }
 
 // keyPolicy is the key policy of one region's key. It names no region, so an MRK's primary and
@@ -477,8 +570,10 @@ func (e *env) keyPolicy(k keyRef) *Document {
 		return c
 	}
 	modes := config.ModeIndependent
+	failover := []string{"kms:DescribeKey"}
 	if k.mode == config.ModeMRK {
 		modes = config.ModeMRK
+		failover = failoverKeyActions
 	}
 	return &Document{
 		Version: Version,
@@ -500,7 +595,12 @@ func (e *env) keyPolicy(k keyRef) *Document {
 			use("OperatorOpen", e.opts.OperatorRole, []string{"kms:Decrypt"}, withContext(nil)),
 			use("OperatorInspectKey", e.opts.OperatorRole, operatorKeyReadActions, nil),
 			use("RewrapKeyUse", e.opts.RewrapRole, rewrapKeyActions, withContext(nil)),
-			use("RewrapDescribeKey", e.opts.RewrapRole, []string{"kms:DescribeKey"}, nil),
+			use("RewrapDescribeKey", e.opts.RewrapRole, rewrapDescribeActions, nil),
+			use("DrillUnwrap", e.opts.DrillRole, []string{"kms:Decrypt"}, withContext(nil)),
+			use("DrillDescribeKey", e.opts.DrillRole, []string{"kms:DescribeKey"}, nil),
+			use("FailoverPromote", e.opts.FailoverRole, failover, nil),
+			use("GamedaySealAndOpen", e.opts.GamedayRole, gamedayKeyActions, withContext(nil)),
+			use("GamedayDescribeKey", e.opts.GamedayRole, []string{"kms:DescribeKey"}, nil),
 		},
 	}
 }

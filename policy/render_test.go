@@ -39,7 +39,7 @@ func stmt(t *testing.T, d *Document, sid string) Statement {
 func TestRenderScopesToConfiguredARNs(t *testing.T) {
 	t.Parallel()
 	m := render(t, "testdata/envdr.yaml", Options{})
-	require.Len(t, m, 7)
+	require.Len(t, m, 3+len(Roles))
 	const (
 		us  = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
 		eu  = "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
@@ -115,19 +115,80 @@ func TestRenderAliasConfig(t *testing.T) {
 	require.Equal(t, "envdr-mrk-envdr", m[KeyPolicyPrefix+"ap-southeast-2.json"].ID)
 }
 
-func TestRenderQueueKeyViaService(t *testing.T) {
+// A KMS key serves only the SQS queues of its own region: one queue key per region, each granted
+// only through SQS in that region (issue 21).
+func TestRenderQueueKeyPerRegion(t *testing.T) {
 	t.Parallel()
-	key := "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-	m := render(t, "testdata/envdr.yaml", Options{QueueKey: key, DaemonRole: "arn:aws:iam::111122223333:role/w"})
-	for _, name := range []string{DaemonPolicy, ProducerPolicy} {
-		s := stmt(t, m[name], "QueueEncryption")
-		require.Equal(t, Strings{key}, s.Resource)
-		require.Equal(t, Conditions{"StringEquals": {
-			"kms:CallerAccount": {"111122223333"},
-			"kms:ViaService":    {"sqs.us-east-1.amazonaws.com"},
-		}}, s.Condition)
+	us := "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	eu := "arn:aws:kms:eu-west-1:111122223333:key/2234abcd-12ab-34cd-56ef-1234567890ab"
+	m := render(t, "testdata/envdr.yaml", Options{QueueKeys: []string{us, eu}, DaemonRole: "arn:aws:iam::111122223333:role/w"})
+	for _, name := range []string{DaemonPolicy, ProducerPolicy, GamedayPolicy} {
+		for region, key := range map[string]string{"UsEast1": us, "EuWest1": eu} {
+			s := stmt(t, m[name], "QueueEncryption"+region)
+			require.Equal(t, Strings{key}, s.Resource)
+			require.Equal(t, Conditions{"StringEquals": {
+				"kms:CallerAccount": {"111122223333"},
+				"kms:ViaService":    {"sqs." + config.ARNRegion(key) + ".amazonaws.com"},
+			}}, s.Condition, "%s %s", name, region)
+		}
 	}
 	require.Equal(t, AWS("arn:aws:iam::111122223333:role/w"), stmt(t, m[KeyPolicyPrefix+"us-east-1.json"], "DaemonWrapAndVerify").Principal)
+	_, err := Render(loadCfg(t), Options{QueueKeys: []string{us, "arn:aws:kms:us-east-1:111122223333:key/other"}})
+	require.ErrorContains(t, err, "both in us-east-1")
+}
+
+func loadCfg(t *testing.T) *config.Config {
+	t.Helper()
+	c, err := config.Load("testdata/envdr.yaml")
+	require.NoError(t, err)
+	return c
+}
+
+// Every command has a role: rewrap may list rotations (rewrap without --since), drills only
+// read and open, failover only describes and moves the primary, game days seal, enqueue and
+// open (issue 21). Each grant is in the identity policy and the key policy.
+func TestRenderCommandRoles(t *testing.T) {
+	t.Parallel()
+	const us = "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+	const ap = "arn:aws:kms:ap-southeast-2:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321"
+	m := render(t, "testdata/envdr.yaml", Options{})
+	require.Len(t, m, 3+len(Roles))
+	kp := m[KeyPolicyPrefix+"us-east-1.json"]
+	role := func(n string) *Principal { return AWS("arn:aws:iam::111122223333:role/envdr-" + n) }
+
+	require.Contains(t, stmt(t, m[RewrapPolicy], "DescribeKeyUsEast1").Action, "kms:ListKeyRotations")
+	require.Contains(t, stmt(t, kp, "RewrapDescribeKey").Action, "kms:ListKeyRotations")
+
+	dr := m[DrillPolicy]
+	require.Equal(t, Strings{"kms:Decrypt"}, stmt(t, dr, "UnwrapUsEast1").Action)
+	require.Equal(t, Strings{ContextKey}, stmt(t, dr, "UnwrapUsEast1").Condition["ForAnyValue:StringEquals"]["kms:EncryptionContextKeys"])
+	require.Equal(t, Strings{"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"}, stmt(t, dr, "ScanRecords").Action)
+	require.Equal(t, role("drill"), stmt(t, kp, "DrillUnwrap").Principal)
+	for _, d := range dr.Statement {
+		for _, a := range d.Action {
+			require.NotRegexp(t, `Put|Delete|Update|Send|Receive|Generate|Encrypt`, a, "the drill role only reads")
+		}
+	}
+
+	fo := m[FailoverPolicy]
+	require.Equal(t, Strings{"kms:DescribeKey", "kms:UpdatePrimaryRegion"}, stmt(t, fo, "PromoteUsEast1").Action)
+	require.Equal(t, Strings{us}, stmt(t, fo, "PromoteUsEast1").Resource)
+	require.Equal(t, Strings{"kms:DescribeKey"}, stmt(t, fo, "PromoteApSoutheast2").Action, "an independent key has no primary to move")
+	require.Equal(t, Strings{"kms:DescribeKey", "kms:UpdatePrimaryRegion"}, stmt(t, kp, "FailoverPromote").Action)
+	require.Equal(t, role("failover"), stmt(t, kp, "FailoverPromote").Principal)
+	require.Equal(t, Strings{"kms:DescribeKey"}, stmt(t, m[KeyPolicyPrefix+"ap-southeast-2.json"], "FailoverPromote").Action)
+	// Nobody else is granted UpdatePrimaryRegion except the key administrators.
+	for _, s := range kp.Statement {
+		if s.Sid != "FailoverPromote" && s.Sid != "KeyAdministration" {
+			require.NotContains(t, s.Action, "kms:UpdatePrimaryRegion", s.Sid)
+		}
+	}
+
+	gd := m[GamedayPolicy]
+	require.Equal(t, Strings{"kms:Decrypt", "kms:GenerateDataKey"}, stmt(t, gd, "SealAndOpenApSoutheast2").Action)
+	require.Equal(t, Strings{ap}, stmt(t, gd, "SealAndOpenApSoutheast2").Resource)
+	require.Equal(t, Strings{"sqs:SendMessage"}, stmt(t, gd, "Enqueue").Action)
+	require.Equal(t, role("gameday"), stmt(t, kp, "GamedaySealAndOpen").Principal)
 }
 
 func TestRenderErrors(t *testing.T) {
@@ -145,7 +206,7 @@ func TestRenderErrors(t *testing.T) {
 	c.QueueURL = "not a url"
 	_, err = Render(c, Options{})
 	require.ErrorContains(t, err, "queue_url")
-	_, err = Render(base(), Options{QueueKey: "alias/x"})
+	_, err = Render(base(), Options{QueueKeys: []string{"alias/x"}})
 	require.ErrorContains(t, err, "queue key")
 }
 

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -48,6 +47,9 @@ type DrillOptions struct {
 	MinRecoverable float64
 	// MaxRPO, when > 0, fails the drill when the recovery point is older (rpo_seconds).
 	MaxRPO time.Duration
+	// Sampling: a sharded scan, or a statistical drill of a random sample whose report bounds
+	// the fraction of the table the surviving regions cannot open.
+	Sampling
 }
 
 // ReportSchemaVersion is the version of the drill report's JSON layout. 2 added schema_version,
@@ -142,6 +144,11 @@ type DrillReport struct {
 	Thresholds     Thresholds   `json:"thresholds"`
 	Checks         []DrillCheck `json:"checks"`
 	Passed         bool         `json:"passed"`
+	// Shard is this run's part of a sharded scan ("i/N"); empty for a whole scan.
+	Shard string `json:"shard,omitempty"`
+	// Sample, for a statistical drill: the sample, the method, and the bound on the fraction
+	// of the table the surviving regions cannot open (one entry, region "surviving").
+	Sample *SampleReport `json:"sample,omitempty"`
 	// SHA256 is the hex SHA-256 of the JSON report with this value left empty (""): see
 	// VerifyDrillReport. It is set when the JSON is written, and must stay the last field.
 	SHA256 string `json:"sha256"`
@@ -270,7 +277,9 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	guard := newGuard(cfg, opts.Lose)
 	ro := opts.Regions
 	ro.Exclude = []string{opts.Lose}
-	ro.HTTPClient = guard
+	// The guard wraps the client the SDK built for each region, so AWS_CA_BUNDLE still applies
+	// (the SDK adds a CA bundle only to its own buildable client).
+	ro.WrapHTTPClient = guard.wrap
 	topo, err := regions.New(ctx, cfg, ro)
 	if err != nil {
 		return nil, err
@@ -373,6 +382,10 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 			unreadable.Add(1)
 			fails.add(Failure{ID: b.ID, Region: scanRegion, Outcome: "unreadable", Reason: trimErr(b.Err)})
 		}}
+	if err := planScan(ctx, e, &opts.Sampling, scan, len(cfg.RegionNames())); err != nil {
+		return nil, fmt.Errorf("drill (lose %s): %w", opts.Lose, err)
+	}
+	rep.Shard = opts.Shard.String()
 	if err := e.run(ctx); err != nil {
 		if ctx.Err() == nil {
 			return nil, fmt.Errorf("drill (lose %s): %w", opts.Lose, err)
@@ -440,6 +453,10 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
 	rep.Isolation = guard.isolation()
+	if opts.Sample > 0 {
+		rep.Sample = sampleReport(opts.Sampling, rep.Records,
+			[]RegionTally{{Region: "surviving", OK: rep.Recoverable}}, nil)
+	}
 	rep.judge(opts)
 	return rep, nil
 }
@@ -486,6 +503,14 @@ func (r *DrillReport) judge(opts DrillOptions) {
 			Detail: fmt.Sprintf("%d requests tried to reach the lost region %s", r.Isolation.LostRegionRequests, r.Lost)},
 		{Name: "complete", Passed: !r.Interrupted, Value: b2f(!r.Interrupted), Limit: 1,
 			Detail: "the scan ran to the end (not interrupted)"},
+	}
+	if sm := r.Sample; sm != nil && sm.MaxDefect > 0 {
+		r.Checks = append(r.Checks, DrillCheck{Name: "sample", Passed: sm.WorstUpperBound <= sm.MaxDefect, Value: sm.WorstUpperBound, Limit: sm.MaxDefect,
+			Detail: fmt.Sprintf("%d of %d sampled records unrecoverable: at %.4g%% confidence at most %.4g%% of the table is, at most %.4g%% allowed (--max-defect)",
+				sm.Regions[0].Defects, sm.Drawn, 100*sm.Confidence, 100*sm.WorstUpperBound, 100*sm.MaxDefect)})
+		// The sample's verdict replaces the whole-table percentage, which a sample cannot give.
+		r.Checks[0].Passed = true
+		r.Checks[0].Detail += "; judged by the sample's bound instead"
 	}
 	if opts.MaxRPO > 0 {
 		lim := opts.MaxRPO.Seconds()
@@ -655,7 +680,6 @@ var _ io.Writer = (*countingWriter)(nil)
 // endpoints, so a code path that reaches for that region shows up in the report instead of
 // silently working (or silently timing out) during a real outage.
 type guard struct {
-	next  aws.HTTPClient
 	lost  string
 	hosts map[string]bool // the lost region's endpoint hosts no surviving region shares
 	hits  atomic.Int64
@@ -664,11 +688,7 @@ type guard struct {
 }
 
 func newGuard(cfg *config.Config, lost string) *guard {
-	g := &guard{lost: lost, hosts: map[string]bool{}, seen: map[string]bool{},
-		next: awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-			t.MaxIdleConns = 1024
-			t.MaxIdleConnsPerHost = 256
-		}).WithTimeout(30 * time.Second)}
+	g := &guard{lost: lost, hosts: map[string]bool{}, seen: map[string]bool{}}
 	shared := map[string]bool{}
 	for _, r := range cfg.Regions {
 		for _, ep := range []string{r.Endpoints.KMS, r.Endpoints.SQS, r.Endpoints.DynamoDB, r.Endpoints.STS} {
@@ -692,7 +712,23 @@ func newGuard(cfg *config.Config, lost string) *guard {
 // ErrLostRegionContacted: the drill tried to reach the region it is meant to have lost.
 var ErrLostRegionContacted = errors.New("drill: request to the lost region refused")
 
-func (g *guard) Do(req *http.Request) (*http.Response, error) {
+// wrap puts the guard in front of one region's HTTP client.
+func (g *guard) wrap(next aws.HTTPClient) aws.HTTPClient { return guarded{g: g, next: next} }
+
+type guarded struct {
+	g    *guard
+	next aws.HTTPClient
+}
+
+func (c guarded) Do(req *http.Request) (*http.Response, error) {
+	if err := c.g.refuse(req); err != nil {
+		return nil, err
+	}
+	return c.next.Do(req)
+}
+
+// refuse counts and refuses a request to the lost region.
+func (g *guard) refuse(req *http.Request) error {
 	host := req.URL.Host
 	// AWS endpoints name the region (kms.eu-west-1.amazonaws.com); the stand-in's are ports.
 	if g.hosts[host] || strings.Contains("."+req.URL.Hostname()+".", "."+g.lost+".") {
@@ -700,9 +736,9 @@ func (g *guard) Do(req *http.Request) (*http.Response, error) {
 		g.mu.Lock()
 		g.seen[host] = true
 		g.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s (%s)", ErrLostRegionContacted, g.lost, host)
+		return fmt.Errorf("%w: %s (%s)", ErrLostRegionContacted, g.lost, host)
 	}
-	return g.next.Do(req)
+	return nil
 }
 
 func (g *guard) isolation() Isolation {

@@ -3,7 +3,14 @@ package recovery_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	cryptorand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sort"
@@ -228,4 +235,45 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(1), ver.Failed)
 	require.Equal(t, ids[0], ver.Failures[0].ID)
+}
+
+// A drill as it runs on AWS (a config without a local: section, credentials from the
+// environment) with AWS_CA_BUNDLE set: the guard wraps the client the SDK built with the bundle.
+// Before issue 21 the drill failed before doing anything: "unable to add custom RootCAs
+// HTTPClient, has no WithTransportOptions, *recovery.guard".
+func TestDrillWithCABundle(t *testing.T) {
+	f := setup(t)
+	ids := f.seed(t, 5, f.env.Regions...)
+	cfg := *f.cfg
+	local := cfg.Local
+	cfg.Local = nil
+	dir := t.TempDir()
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_ACCESS_KEY_ID", local.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", local.SecretKey)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_CA_BUNDLE", testCABundle(t))
+
+	rep, err := recovery.Drill(context.Background(), &cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions})
+	require.NoError(t, err)
+	require.Equal(t, int64(len(ids)), rep.Records)
+	require.Equal(t, rep.Records, rep.Recoverable)
+	require.Zero(t, rep.Isolation.LostRegionRequests)
+}
+
+// testCABundle writes a self-signed CA certificate as PEM and returns its path.
+func testCABundle(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), cryptorand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "envdr test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(cryptorand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	return p
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -41,7 +42,13 @@ type engine struct {
 	segments int
 	workers  int
 	pageSize int32
-	// resume, optional, says where a segment starts ("" from the beginning) or that it is done.
+	// plan, optional, is the segments to read (default: all of segments); segments then says
+	// how many of them are read at once.
+	plan plan
+	// limit, when > 0, stops the scan once that many records were handed to handle (a sample).
+	limit int64
+	// resume, optional, says where a segment starts ("" from the beginning) or that it is done;
+	// segments are numbered by their position in the plan.
 	resume func(segment int) (after string, done bool)
 	// pageDone, optional, is called once every record of a page has been handled, so a
 	// checkpoint never claims a record that is still in flight.
@@ -63,6 +70,9 @@ func (e *engine) run(ctx context.Context) error {
 	if e.workers < 1 {
 		e.workers = DefaultWorkers
 	}
+	if e.plan.total == 0 {
+		e.plan = shardPlan(e.segments, Shard{})
+	}
 	// Bounded hand-off: memory holds at most a page per segment plus this channel.
 	jobs := make(chan job, e.workers*2)
 	g, gctx := errgroup.WithContext(ctx)
@@ -80,57 +90,93 @@ func (e *engine) run(ctx context.Context) error {
 			}
 		}()
 	}
-	for seg := 0; seg < e.segments; seg++ {
-		g.Go(func() error {
-			after, done := "", false
-			if e.resume != nil {
-				after, done = e.resume(seg)
+	var handed atomic.Int64
+	positions := make(chan int)
+	g.Go(func() error {
+		defer close(positions)
+		for pos := range e.plan.segments {
+			if e.limit > 0 && handed.Load() >= e.limit {
+				return nil // the sample is complete: no more segments
 			}
-			if done {
+			select {
+			case positions <- pos:
+			case <-gctx.Done():
 				return nil
 			}
-			for {
-				p, err := e.scanPage(gctx, seg, after)
-				if err != nil {
+		}
+		return nil
+	})
+	for range min(e.segments, len(e.plan.segments)) {
+		g.Go(func() error {
+			for pos := range positions {
+				if err := e.segment(gctx, pos, jobs, &handed); err != nil {
 					return err
 				}
-				var page sync.WaitGroup
-				for _, rec := range p.Records {
-					page.Add(1)
-					select {
-					case jobs <- job{rec: rec, wg: &page}:
-					case <-gctx.Done():
-						page.Done()
-					}
-				}
-				for _, b := range p.Bad {
-					if e.bad != nil {
-						e.bad(b)
-					}
-					if e.progress != nil {
-						e.progress(1)
-					}
-				}
-				page.Wait()
-				if err := gctx.Err(); err != nil {
-					return err
-				}
-				if e.pageDone != nil {
-					if err := e.pageDone(seg, p.Next); err != nil {
-						return err
-					}
-				}
-				if p.Next == "" {
-					return nil
-				}
-				after = p.Next
 			}
+			return nil
 		})
 	}
 	err := g.Wait()
 	close(jobs)
 	workers.Wait()
 	return err
+}
+
+// segment reads the plan's segment at pos page by page and hands its records to the workers,
+// until e.limit records were handed out (a sample: then it stops without an error, and the
+// records already handed out are still handled).
+func (e *engine) segment(ctx context.Context, pos int, jobs chan<- job, handed *atomic.Int64) error {
+	after, done := "", false
+	if e.resume != nil {
+		after, done = e.resume(pos)
+	}
+	if done {
+		return nil
+	}
+	for {
+		p, err := e.scanPage(ctx, e.plan.segments[pos], after)
+		if err != nil {
+			return err
+		}
+		var page sync.WaitGroup
+		full := false
+		for _, rec := range p.Records {
+			if e.limit > 0 && handed.Add(1) > e.limit {
+				full = true
+				break
+			}
+			page.Add(1)
+			select {
+			case jobs <- job{rec: rec, wg: &page}:
+			case <-ctx.Done():
+				page.Done()
+			}
+		}
+		for _, b := range p.Bad {
+			if e.bad != nil {
+				e.bad(b)
+			}
+			if e.progress != nil {
+				e.progress(1)
+			}
+		}
+		page.Wait()
+		if full {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if e.pageDone != nil {
+			if err := e.pageDone(pos, p.Next); err != nil {
+				return err
+			}
+		}
+		if p.Next == "" {
+			return nil
+		}
+		after = p.Next
+	}
 }
 
 // scanPage reads one page, retrying transient failures (connection resets, throttling, 5xx,
@@ -141,7 +187,7 @@ func (e *engine) scanPage(ctx context.Context, seg int, after string) (*replicat
 	b := retry.WithMaxRetries(4, retry.NewExponential(200*time.Millisecond))
 	err := retry.Do(ctx, b, func(ctx context.Context) error {
 		var err error
-		p, err = e.store.ScanPage(ctx, seg, e.segments, after, e.pageSize)
+		p, err = e.store.ScanPage(ctx, seg, e.plan.total, after, e.pageSize)
 		if err != nil && transient(err) {
 			return retry.RetryableError(err)
 		}

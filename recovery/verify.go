@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,51 @@ type VerifyOptions struct {
 	Strict bool
 	// RegionTimeout bounds each region's reachability probe (default DefaultRegionTimeout).
 	RegionTimeout time.Duration
+	// Sampling: a sharded scan or a statistical sample instead of one whole scan.
+	Sampling
+}
+
+// SampleReport is a statistical verify's or drill's sample and bounds.
+type SampleReport struct {
+	Method string `json:"method"`
+	// Requested records; Drawn records read (fewer when the table holds fewer: then the run
+	// covered the whole table and Exhaustive is set, and the bounds are exact fractions).
+	Requested  int     `json:"requested"`
+	Drawn      int64   `json:"drawn"`
+	Exhaustive bool    `json:"exhaustive,omitempty"`
+	Confidence float64 `json:"confidence"`
+	MaxDefect  float64 `json:"max_defect,omitempty"`
+	Seed       uint64  `json:"seed"`
+	// Regions: per checked region, the records of the sample it could not open and the upper
+	// bound on the fraction of the table it cannot open, at Confidence.
+	Regions []RegionBound `json:"regions"`
+	// WorstUpperBound is the largest bound of a required region.
+	WorstUpperBound float64 `json:"worst_upper_bound"`
+}
+
+// RegionBound is one region's defects in a sample and the bound they give.
+type RegionBound struct {
+	Region     string  `json:"region"`
+	Defects    int64   `json:"defects"`
+	UpperBound float64 `json:"upper_bound"`
+}
+
+// sampleReport fills the bounds from the per-region tallies.
+func sampleReport(opts Sampling, drawn int64, tallies []RegionTally, required map[string]bool) *SampleReport {
+	sr := &SampleReport{Method: SampleMethod, Requested: opts.Sample, Drawn: drawn, Confidence: opts.Confidence,
+		MaxDefect: opts.MaxDefect, Seed: opts.Seed, Exhaustive: drawn < int64(opts.Sample)}
+	for _, t := range tallies {
+		k := drawn - t.OK
+		b := UpperBound(k, drawn, opts.Confidence)
+		if sr.Exhaustive && drawn > 0 {
+			b = float64(k) / float64(drawn)
+		}
+		sr.Regions = append(sr.Regions, RegionBound{Region: t.Region, Defects: k, UpperBound: b})
+		if required[t.Region] || len(required) == 0 {
+			sr.WorstUpperBound = max(sr.WorstUpperBound, b)
+		}
+	}
+	return sr
 }
 
 // VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
@@ -83,10 +129,23 @@ type VerifyReport struct {
 	// neither checked nor required. Strict says whether they would have failed the run.
 	Skipped []SkippedRegion `json:"skipped"`
 	Strict  bool            `json:"strict"`
+	// Shard is this run's part of a sharded scan ("i/N"); empty for a whole scan.
+	Shard string `json:"shard,omitempty"`
+	// Sample, for a statistical verify: the sample, the method and the bounds.
+	Sample *SampleReport `json:"sample,omitempty"`
 }
 
-// Passed reports whether every record opened in every required region.
-func (r *VerifyReport) Passed() bool { return r.Failed == 0 && r.Unreadable == 0 && !r.Interrupted }
+// Passed reports whether every record opened in every required region; for a statistical
+// verify with a max defect, whether every required region's bound is at most the max defect.
+func (r *VerifyReport) Passed() bool {
+	if r.Unreadable > 0 || r.Interrupted {
+		return false
+	}
+	if r.Sample != nil && r.Sample.MaxDefect > 0 {
+		return r.Sample.WorstUpperBound <= r.Sample.MaxDefect
+	}
+	return r.Failed == 0
+}
 
 // Verify scans the records and proves, for each, that each checked region can decrypt its wrap
 // on its own (commitment checked), updating verified_at per region that opened it; with
@@ -249,6 +308,10 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 				unreadable.Add(1)
 				fails.add(Failure{ID: b.ID, Region: scanRegion, Outcome: "unreadable", Reason: trimErr(b.Err)})
 			}}
+		if err := planScan(ctx, e, &opts.Sampling, scan, len(cfg.RegionNames())); err != nil {
+			return nil, err
+		}
+		rep.Shard = opts.Shard.String()
 		if err := e.run(ctx); err != nil {
 			if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				return nil, err
@@ -267,8 +330,54 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 		rep.PerRegion = append(rep.PerRegion, checks[n].tally.snapshot(n))
 	}
 	rep.Failures, rep.FailuresOmitted = fails.list()
+	if opts.Sample > 0 {
+		rep.Sample = sampleReport(opts.Sampling, rep.Records, rep.PerRegion, required)
+	}
 	return rep, nil
 }
+
+// planScan sets which segments e reads: this shard's (opts.Shard), or, for a sample, random
+// segments of the whole table until opts.Sample records (opts.Confidence and opts.MaxDefect give
+// the size; the seed is drawn when zero and kept in opts for the report).
+func planScan(ctx context.Context, e *engine, opts *Sampling, scan *regionCheck, regionCount int) error {
+	if opts.MaxDefect > 0 {
+		n, err := SampleSize(opts.Confidence, opts.MaxDefect)
+		if err != nil {
+			return err
+		}
+		opts.Sample = n
+	}
+	if opts.Sample <= 0 {
+		if opts.Shard.Count > 1 {
+			e.plan = shardPlan(max(e.segments, 1), opts.Shard)
+		}
+		return nil
+	}
+	if opts.Shard.Count > 1 {
+		return errors.New("a sample (--sample, --confidence/--max-defect) is drawn from the whole table: it takes no --shard")
+	}
+	if opts.Confidence == 0 {
+		opts.Confidence = DefaultConfidence
+	}
+	if opts.Seed == 0 {
+		opts.Seed = rand.Uint64() | 1
+	}
+	records, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), regionCount)
+	if err != nil {
+		return err
+	}
+	e.plan = samplePlan(records, rand.New(rand.NewPCG(opts.Seed, 0x5eed)))
+	e.limit = int64(opts.Sample)
+	// Segments of a sample are small: read many at once.
+	e.segments = max(e.segments, sampleScanners)
+	return nil
+}
+
+// DefaultConfidence is the confidence a --sample N report states its bound at.
+const DefaultConfidence = 0.999
+
+// sampleScanners is how many sample segments are read at once.
+const sampleScanners = 32
 
 // verifySkips finds, when every region is checked and not Strict, the regions whose table
 // replica does not answer: they are skipped (not checked, not required), and when the scan

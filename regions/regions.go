@@ -74,8 +74,13 @@ type Options struct {
 	// Observer, optional.
 	Observer Observer
 	// HTTPClient, optional: shared transport for all clients (the default keeps many idle
-	// connections per host for the daemon's concurrency).
+	// connections per host for the daemon's concurrency). Keep it an *awshttp.BuildableClient:
+	// the SDK adds AWS_CA_BUNDLE (or ca_bundle) only to one of those.
 	HTTPClient aws.HTTPClient
+	// WrapHTTPClient, optional, wraps each region's HTTP client after the SDK has built it (with
+	// AWS_CA_BUNDLE applied): the drill's guard. It sees the API calls, not the credential
+	// fetches.
+	WrapHTTPClient func(aws.HTTPClient) aws.HTTPClient
 	// Now is the clock of the KMS limiter's rate adaptation; nil means time.Now. Tests inject one.
 	Now func() time.Time
 	// Jitter is the limiter's source of jitter, uniform in [0, 1); nil means math/rand/v2.
@@ -177,6 +182,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 		if opts.SDKLogger != nil {
 			awsCfg.Logger, awsCfg.ClientLogMode = *opts.SDKLogger, opts.SDKLogger.logMode()
 		}
+		if opts.WrapHTTPClient != nil {
+			awsCfg.HTTPClient = opts.WrapHTTPClient(awsCfg.HTTPClient)
+		}
 		r := newRegion(rc, awsCfg, opts)
 		t.order = append(t.order, rc.Name)
 		t.regions[rc.Name] = r
@@ -190,8 +198,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 // in the environment (neither AWS_PROFILE nor AWS_ACCESS_KEY_ID), the config's own credentials
 // are used instead, without reading the shared AWS config files: the stand-in's admin identity,
 // so local commands work with no setup. `AWS_SHARED_CREDENTIALS_FILE=local/credentials
-// AWS_PROFILE=envdr-daemon` runs as the daemon role. SDK retries are off: Region.do retries with
-// its own limiter and backoff.
+// AWS_PROFILE=envdr-daemon` runs as the daemon role.
+//
+// The config keeps the SDK's retryer: LoadDefaultConfig hands it to the credential providers it
+// builds (the ECS and EKS Pod Identity endpoints, STS for IRSA and assumed roles), which must
+// retry a failed fetch. The API clients that retry on their own turn the SDK's retries off per
+// client (newRegion: KMS; Region.do retries with its limiter and backoff).
 func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws.HTTPClient) (aws.Config, error) {
 	if cfg.Local != nil {
 		var creds aws.CredentialsProvider = credentials.NewStaticCredentialsProvider(cfg.Local.AccessKey, cfg.Local.SecretKey, "")
@@ -208,11 +220,13 @@ func AWSConfig(ctx context.Context, cfg *config.Config, rc config.Region, hc aws
 			Region:      rc.Name,
 			Credentials: creds,
 			HTTPClient:  hc,
-			Retryer:     func() aws.Retryer { return aws.NopRetryer{} },
 		}, nil
 	}
-	ac, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithRegion(rc.Name), awsconfig.WithHTTPClient(hc),
-		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }))
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(rc.Name)}
+	if hc != nil {
+		opts = append(opts, awsconfig.WithHTTPClient(hc))
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("AWS credentials and config: %w", err)
 	}
@@ -278,6 +292,8 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 		if rc.Endpoints.KMS != "" {
 			o.BaseEndpoint = aws.String(rc.Endpoints.KMS)
 		}
+		// Region.do retries KMS calls with its own limiter and backoff.
+		o.Retryer = aws.NopRetryer{}
 	})
 	dc := dynamodb.NewFromConfig(ac, func(o *dynamodb.Options) {
 		if rc.Endpoints.DynamoDB != "" {

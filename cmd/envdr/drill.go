@@ -15,12 +15,13 @@ import (
 func init() {
 	register(func() *cobra.Command {
 		var (
-			opts   recovery.DrillOptions
-			report string
-			pushgw string
-			asJSON bool
-			quiet  bool
-			force  bool
+			opts             recovery.DrillOptions
+			conf, max, shard string
+			report           string
+			pushgw           string
+			asJSON           bool
+			quiet            bool
+			force            bool
 		)
 		cmd := &cobra.Command{
 			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--report PATH]",
@@ -41,6 +42,12 @@ identity and account (STS GetCallerIdentity in the scan region), start and end t
 in seconds, the thresholds it was judged by (--min-recoverable, --max-rpo), one line per check,
 and a SHA-256 digest of the JSON that envdr drill verify-report FILE checks.
 
+For tables too large for a full pass within a KMS budget: --sample N drills a uniform random
+sample of N records and reports the exact upper bound on the fraction of the table the
+surviving regions cannot open (at --confidence, default 99.9%); --confidence P --max-defect Q
+sizes the sample (n = ln(1-P)/ln(1-Q)) and passes only when that bound is at most Q.
+--shard i/N reads this process's part of one scan split N ways (see envdr verify --help).
+
 --report PATH writes PATH.json, PATH.md and PATH.html (a page to hand an auditor: evidence,
 checks, region x outcome matrix, failures, timings, configuration). On the local stand-in, lose
 the region for real first: envdr local down R.
@@ -53,7 +60,8 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 
   envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json
   envdr drill --lose eu-west-1 --max-rpo 15m --min-recoverable 99.99 --report drills/eu
-  envdr drill verify-report drills/eu.json`,
+  envdr drill verify-report drills/eu.json
+  envdr drill --lose us-east-1 --confidence 99.9% --max-defect 0.1% --report drills/sampled`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if opts.Lose == "" {
@@ -76,6 +84,9 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				}
 				if opts.MaxRPO < 0 {
 					return usageError("--max-rpo %s: use a positive duration such as 15m (0: no limit)", opts.MaxRPO)
+				}
+				if err := sampleFlags(&opts.Sampling, "", conf, max, shard); err != nil {
+					return err
 				}
 				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
 					return err
@@ -130,6 +141,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		f.Float64Var(&opts.MinRecoverable, "min-recoverable", 100, "lowest percentage of records recoverable that passes")
+		addSampleFlags(cmd, &opts.Sampling, &conf, &max, &shard)
 		f.DurationVar(&opts.MaxRPO, "max-rpo", 0, "fail when the recovery point (age of the oldest outstanding replication) is older, e.g. 15m (0: no limit)")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		cmd.AddCommand(verifyReportCmd())
@@ -227,6 +239,13 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 		r.DurationSeconds, r.Timings.RecordsPerSec, r.Lost, r.Isolation.LostRegionRequests)
 	for _, c := range r.FailedChecks() {
 		fmt.Fprintf(w, "  check %s FAILED: %s\n", c.Name, c.Detail)
+	}
+	if r.Shard != "" {
+		fmt.Fprintf(w, "shard %s: this run read its part of the scan only\n", r.Shard)
+	}
+	if sm := r.Sample; sm != nil {
+		fmt.Fprintf(w, "sample: %d records (seed %d): %d unrecoverable; at %s confidence at most %s of the table is unrecoverable (%s)\n",
+			sm.Drawn, sm.Seed, sm.Regions[0].Defects, pct(sm.Confidence), pct(sm.WorstUpperBound), sm.Method)
 	}
 	t := newTable(w, "REGION", "STATE", "WRAPS", "OPENED", "NO-WRAP", "FAILED", "UNAVAILABLE", "SKIPPED")
 	for _, m := range r.Matrix {

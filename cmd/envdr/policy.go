@@ -38,8 +38,8 @@ func newPolicyRenderCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "render [--out DIR]",
 		Short: "Generate the key policy of every region's key and the IAM policies of the envdr roles",
-		Long: `Generate, from the config, one KMS key policy per region and the IAM policies of the three
-envdr roles:
+		Long: `Generate, from the config, one KMS key policy per region and the IAM policies of the envdr
+roles (docs/POLICY.md says what each may do and why):
 
   kms-key-policy.REGION.json  who may administer and use the region's key; identical across an
                               MRK's primary and replicas
@@ -47,13 +47,18 @@ envdr roles:
                               keys, item reads and writes on the table, consume the queue, send
                               to the DLQ
   iam-producer.json           envdr seal --enqueue: GenerateDataKey in the home region, SendMessage
-  iam-operator.json           envdr verify/drill/open: Decrypt and read-only access
+  iam-operator.json           envdr verify/open/status/doctor: Decrypt and read-only access
+  iam-rewrap.json             envdr rewrap: re-make wraps (ListKeyRotations without --since),
+                              rewrite records
+  iam-drill.json              envdr drill (scheduled): Decrypt, scan and read records, queue depth
+  iam-failover.json           envdr failover --promote: DescribeKey, UpdatePrimaryRegion
+  iam-gameday.json            envdr gameday: seal, enqueue, read records back and open them
 
 Every use of a key requires the envelope ID in the encryption context
 (ForAnyValue:StringEquals kms:EncryptionContextKeys = envdr:id). The account comes from the key
 ARNs; queue and table ARNs from queue_url, dlq_url and table. Role names default to
-envdr-daemon, envdr-producer and envdr-operator in that account, as terraform/modules/iam creates
-them.
+envdr-daemon, -producer, -operator, -rewrap, -drill, -failover and -gameday in that account, as
+terraform/modules/iam creates them.
 
 Without --out, all documents go to standard output as one JSON object keyed by file name.`,
 		Example: `  # print every document
@@ -64,10 +69,11 @@ Without --out, all documents go to standard output as one JSON object keyed by f
   aws kms put-key-policy --region eu-west-1 --key-id alias/envdr --policy-name default \
       --policy file://policies/kms-key-policy.eu-west-1.json
 
-  # your own role names, a dedicated key-admin role, an SSE-KMS queue
+  # your own role names, a dedicated key-admin role, SSE-KMS queues (a key per region)
   envdr policy render --daemon-role arn:aws:iam::111122223333:role/dr-worker \
       --admin arn:aws:iam::111122223333:role/KeyAdmin \
-      --queue-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab`,
+      --queue-key arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab \
+      --queue-key arn:aws:kms:eu-west-1:111122223333:key/2234abcd-12ab-34cd-56ef-1234567890ab`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cfg, err := loadConfig()
@@ -100,7 +106,11 @@ Without --out, all documents go to standard output as one JSON object keyed by f
 	f.StringVar(&opts.ProducerRole, "producer-role", "", "producer role ARN (default .../role/envdr-producer)")
 	f.StringVar(&opts.OperatorRole, "operator-role", "", "operator role ARN (default .../role/envdr-operator)")
 	f.StringSliceVar(&opts.Admins, "admin", nil, "key administrator ARN, repeatable (default the account root)")
-	f.StringVar(&opts.QueueKey, "queue-key", "", "KMS key ARN of the queue's SSE-KMS encryption, if any")
+	f.StringVar(&opts.RewrapRole, "rewrap-role", "", "rewrap role ARN (default .../role/envdr-rewrap)")
+	f.StringVar(&opts.DrillRole, "drill-role", "", "drill role ARN (default .../role/envdr-drill)")
+	f.StringVar(&opts.FailoverRole, "failover-role", "", "failover role ARN (default .../role/envdr-failover)")
+	f.StringVar(&opts.GamedayRole, "gameday-role", "", "game day role ARN (default .../role/envdr-gameday)")
+	f.StringSliceVar(&opts.QueueKeys, "queue-key", nil, "KMS key ARN of the queues' SSE-KMS encryption, one per region, repeatable (a key serves only its own region's queues)")
 	return cmd
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/policy"
 )
 
 // runPolicy runs the CLI in-process and returns stdout and the exit code run() would return.
@@ -34,7 +36,7 @@ func TestPolicyRenderStdoutAndLintClean(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	var m map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal([]byte(out), &m))
-	require.Len(t, m, 7)
+	require.Len(t, m, 3+len(policy.Roles))
 	require.Contains(t, m, "iam-daemon.json")
 	require.Contains(t, m, "kms-key-policy.eu-west-1.json")
 
@@ -42,7 +44,7 @@ func TestPolicyRenderStdoutAndLintClean(t *testing.T) {
 	require.NoError(t, os.WriteFile(f, []byte(out), 0o644))
 	out, code = runPolicy(t, "policy", "lint", f)
 	require.Equal(t, exitOK, code, out)
-	require.Contains(t, out, "7 policy documents, no findings")
+	require.Contains(t, out, "10 policy documents, no findings")
 }
 
 func TestPolicyRenderOutDir(t *testing.T) {
@@ -52,7 +54,7 @@ func TestPolicyRenderOutDir(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	require.NoError(t, err)
-	require.Len(t, files, 7)
+	require.Len(t, files, 3+len(policy.Roles))
 	out, code = runPolicy(t, "policy", "lint", "--json", dir)
 	require.Equal(t, exitOK, code, out)
 	var res struct {
@@ -60,7 +62,7 @@ func TestPolicyRenderOutDir(t *testing.T) {
 		Findings  []json.RawMessage `json:"findings"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &res))
-	require.Len(t, res.Documents, 7)
+	require.Len(t, res.Documents, 3+len(policy.Roles))
 	require.NotNil(t, res.Findings)
 	require.Empty(t, res.Findings)
 }

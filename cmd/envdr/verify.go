@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,12 +16,14 @@ import (
 func init() {
 	register(func() *cobra.Command {
 		var (
-			opts   recovery.VerifyOptions
-			asJSON bool
-			quiet  bool
+			opts      recovery.VerifyOptions
+			asJSON    bool
+			quiet     bool
+			shard     string
+			conf, max string
 		)
 		cmd := &cobra.Command{
-			Use:   "verify [--region R] [--id ID]",
+			Use:   "verify [--region R] [--id ID] [--sample N | --confidence P --max-defect Q] [--shard i/N]",
 			Short: "Prove that every required region can open every record on its own",
 			Long: `verify scans the records table (parallel scan segments, streaming: memory stays flat) and,
 for each record and each region, reads the record from that region's own table, decrypts that
@@ -46,13 +49,30 @@ its records fail.
 (docs/DRILLS.md). It is on by default when a region lists previous_keys or names its key by an
 alias; --require-current=false turns it off.
 
+Statistical verify, for tables too large for a full pass within a KMS budget: --sample N
+checks a uniform random sample of N records (random scan segments: DynamoDB places records
+in segments by the hash of their key) and reports, per region, the records it could not open
+and the exact (Clopper-Pearson) upper bound on the fraction of the table it cannot open, at
+--confidence (default 99.9%). --confidence P --max-defect Q draws n = ln(1-P)/ln(1-Q) records
+and passes only when every required region's bound is at most Q (with no failure in the sample,
+that is exactly the confidence P that less than Q of the table fails). A sample larger than
+the table checks every record (exact fractions).
+
+--shard i/N splits one parallel scan of --segments x N segments across N processes (a
+Kubernetes Indexed Job, N ECS tasks): each reads its own segments only, so the N runs together
+read every record exactly once. Give every shard the same --segments.
+
 --output json prints the report with "passed" (true or false) first (docs/OUTPUT.md).
 
 Exit status: 0 every record opened in every required region (skipped regions aside), 1 some
 did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 			Example: `  envdr --config local/envdr.yaml verify
   envdr --config local/envdr.yaml verify --region eu-west-1 --json
-  envdr verify --id 3f2a9c...`,
+  envdr verify --id 3f2a9c...
+  # 99.9% confidence that less than 0.1% of the records fail in any region (6,905 records)
+  envdr verify --confidence 99.9% --max-defect 0.1%
+  # the second of four shards of one full scan
+  envdr verify --shard 2/4 --segments 8 --output json`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
@@ -69,6 +89,9 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				}
 				if !c.Flags().Changed("require-current") {
 					opts.RequireCurrent = recovery.RequireCurrentByDefault(cfg)
+				}
+				if err := sampleFlags(&opts.Sampling, opts.ID, conf, max, shard); err != nil {
+					return err
 				}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
 				opts.Progress, opts.Total = p.Add, p.SetTotal
@@ -107,11 +130,70 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 		f.IntVar(&opts.StampBatch, "stamp-batch", replicate.MaxTransactItems, "items (one per region stamped) written in one transaction; 1 writes each record on its own")
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
+		addSampleFlags(cmd, &opts.Sampling, &conf, &max, &shard)
 		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")
 		f.DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's table replica may take to answer the probe before it is skipped")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
 		return cmd
 	})
+}
+
+// addSampleFlags adds --sample, --confidence, --max-defect, --shard and --seed (verify, drill).
+func addSampleFlags(cmd *cobra.Command, opts *recovery.Sampling, conf, maxDefect, shard *string) {
+	f := cmd.Flags()
+	f.IntVar(&opts.Sample, "sample", 0, "check a uniform random sample of this many records and report the upper bound on the fraction that cannot be opened")
+	f.StringVar(conf, "confidence", "", "confidence of the sample's bound, e.g. 99.9% (default 99.9%); with --max-defect, sizes the sample")
+	f.StringVar(maxDefect, "max-defect", "", "with --confidence: the largest fraction of records that may fail to open, e.g. 0.1%")
+	f.StringVar(shard, "shard", "", "i/N: read this process's part of one scan split N ways (the same --segments in every shard)")
+	f.Uint64Var(&opts.Seed, "seed", 0, "the sample's random seed (0: a fresh one; the report names it, to draw the same sample again)")
+}
+
+// sampleFlags checks --sample, --confidence, --max-defect and --shard into opts (id: --id, which
+// takes none of them).
+func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect, shard string) error {
+	if opts.Sample < 0 {
+		return usageError("--sample %d: want a number of records, 1 or more", opts.Sample)
+	}
+	if conf != "" {
+		v, err := recovery.ParsePercent(conf)
+		if err != nil {
+			return usageError("--confidence %v", err)
+		}
+		opts.Confidence = v
+	}
+	if maxDefect != "" {
+		v, err := recovery.ParsePercent(maxDefect)
+		if err != nil {
+			return usageError("--max-defect %v", err)
+		}
+		if conf == "" {
+			return usageError("--max-defect needs --confidence (the sample size follows from both)")
+		}
+		if opts.Sample > 0 {
+			return usageError("--sample and --max-defect: pick one (--confidence with --max-defect sizes the sample)")
+		}
+		opts.MaxDefect = v
+	} else if conf != "" && opts.Sample == 0 {
+		return usageError("--confidence needs --sample N or --max-defect Q")
+	}
+	sampling := opts.Sample > 0 || opts.MaxDefect > 0
+	if sampling && id != "" {
+		return usageError("--id checks one record; a sample takes no --id")
+	}
+	if shard != "" {
+		s, err := recovery.ParseShard(shard)
+		if err != nil {
+			return usageError("%v", err)
+		}
+		if sampling {
+			return usageError("--shard splits a full scan; a sample is drawn from the whole table")
+		}
+		if id != "" {
+			return usageError("--shard splits a full scan; --id checks one record")
+		}
+		opts.Shard = s
+	}
+	return nil
 }
 
 // verifyResult is verify's --output json result: the report with its verdict (docs/OUTPUT.md).
@@ -132,6 +214,27 @@ func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
 		t.row(g.Region, g.OK, g.NoWrap, g.NoRecord, g.Failed, g.NotCurrent, g.Unavailable, fmt.Sprintf("%.1fms", g.MeanMillis))
 	}
 	_ = t.flush()
+	if r.Shard != "" {
+		fmt.Fprintf(w, "shard %s: this run read its part of the scan only; merge the shards' reports for the whole table\n", r.Shard)
+	}
+	if sm := r.Sample; sm != nil {
+		what := fmt.Sprintf("a uniform random sample of %d records (seed %d)", sm.Drawn, sm.Seed)
+		if sm.Exhaustive {
+			what = fmt.Sprintf("every record: the table holds %d, fewer than the %d asked for (exact fractions)", sm.Drawn, sm.Requested)
+		}
+		fmt.Fprintf(w, "sample: %s; at %s confidence each region fails to open at most this fraction of the table:\n", what, pct(sm.Confidence))
+		for _, b := range sm.Regions {
+			fmt.Fprintf(w, "  %-16s %s  (%d of %d sampled failed)\n", b.Region, pct(b.UpperBound), b.Defects, sm.Drawn)
+		}
+		if sm.MaxDefect > 0 {
+			verdict := "within"
+			if sm.WorstUpperBound > sm.MaxDefect {
+				verdict = "ABOVE"
+			}
+			fmt.Fprintf(w, "max defect %s: the worst required region's bound %s is %s it\n", pct(sm.MaxDefect), pct(sm.WorstUpperBound), verdict)
+		}
+		fmt.Fprintf(w, "method: %s\n", sm.Method)
+	}
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "  region %s SKIPPED (not checked, not required): %s\n", s.Region, s.Reason)
 	}
@@ -175,4 +278,9 @@ func failureNames(fs []recovery.Failure, omitted int64) string {
 		parts = append(parts, "...")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// pct renders a fraction as a percentage with enough digits for small bounds.
+func pct(f float64) string {
+	return strconv.FormatFloat(100*f, 'g', 4, 64) + "%"
 }

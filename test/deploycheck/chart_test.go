@@ -31,7 +31,8 @@ var chartDir = filepath.Join(repo, "deploy/helm/envdr")
 // rendered is one release's objects, decoded strictly into their types.
 type rendered struct {
 	deploy   *appsv1.Deployment
-	sa       *corev1.ServiceAccount
+	sa       *corev1.ServiceAccount            // the daemon's
+	sas      map[string]*corev1.ServiceAccount // by name: the daemon's and the drills'
 	svc      *corev1.Service
 	cms      map[string]*corev1.ConfigMap
 	pdb      *policyv1.PodDisruptionBudget
@@ -64,7 +65,12 @@ func render(t *testing.T, overlays []string, set map[string]any) (map[string]str
 // k8s.io/api type; the CRDs (KEDA, Prometheus Operator) are decoded into maps and checked below.
 func decode(t *testing.T, files map[string]string) *rendered {
 	t.Helper()
-	r := &rendered{cms: map[string]*corev1.ConfigMap{}, custom: map[string]map[string]any{}}
+	r := &rendered{cms: map[string]*corev1.ConfigMap{}, sas: map[string]*corev1.ServiceAccount{}, custom: map[string]map[string]any{}}
+	defer func() {
+		if r.deploy != nil {
+			r.sa = r.sas[r.deploy.Spec.Template.Spec.ServiceAccountName]
+		}
+	}()
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if !strings.HasSuffix(name, ".yaml") {
 			continue
@@ -80,7 +86,9 @@ func decode(t *testing.T, files map[string]string) *rendered {
 			case "apps/v1/Deployment":
 				target = decodeInto(&r.deploy)
 			case "v1/ServiceAccount":
-				target = decodeInto(&r.sa)
+				sa := &corev1.ServiceAccount{}
+				target = sa
+				defer func() { r.sas[sa.Name] = sa }()
 			case "v1/Service":
 				target = decodeInto(&r.svc)
 			case "v1/ConfigMap":
@@ -207,12 +215,40 @@ func checkRelease(t *testing.T, r *rendered, region string) {
 	require.NoError(t, yaml.Unmarshal(b, &want))
 	require.Equal(t, want["spec"], r.custom["PrometheusRule"]["spec"])
 
-	// Drills: one CronJob per lost region, never this one, with the same config and identity.
+	// EKS Pod Identity: the pods reach the node's agent (IPv4 and IPv6, port 80); IMDS stays
+	// closed by default.
+	agent := false
+	for _, e := range r.netpol.Spec.Egress {
+		var cidrs []string
+		for _, p := range e.To {
+			if p.IPBlock != nil {
+				cidrs = append(cidrs, p.IPBlock.CIDR)
+			}
+		}
+		require.NotContains(t, cidrs, "169.254.169.254/32", "IMDS is closed unless networkPolicy.imds")
+		if slices.Contains(cidrs, "169.254.170.23/32") {
+			require.Contains(t, cidrs, "fd00:ec2::23/128")
+			require.Equal(t, "80", e.Ports[0].Port.String())
+			agent = true
+		}
+	}
+	podIdentity := r.sa.Annotations["eks.amazonaws.com/role-arn"] == ""
+	require.Equal(t, podIdentity, agent, "the NetworkPolicy opens the Pod Identity agent exactly when aws.identity is pod-identity")
+
+	// Drills: one CronJob per lost region, never this one, with the same config and their own
+	// identity: the drill's service account (the drill role), not the daemon's.
 	require.NotEmpty(t, r.cronJobs)
+	drillSA := r.sas[r.deploy.Name+"-drill"]
+	require.NotNil(t, drillSA, "the drill's service account %s-drill; have %v", r.deploy.Name, slices.Collect(maps.Keys(r.sas)))
+	require.False(t, *drillSA.AutomountServiceAccountToken)
+	if !podIdentity {
+		require.Equal(t, "arn:aws:iam::111122223333:role/envdr-drill", drillSA.Annotations["eks.amazonaws.com/role-arn"])
+	}
 	for _, cj := range r.cronJobs {
 		ps := cj.Spec.JobTemplate.Spec.Template.Spec
 		require.Equal(t, corev1.RestartPolicyNever, ps.RestartPolicy)
-		require.Equal(t, r.sa.Name, ps.ServiceAccountName)
+		require.Equal(t, drillSA.Name, ps.ServiceAccountName)
+		require.NotEqual(t, r.sa.Name, ps.ServiceAccountName, "a drill never runs as the daemon")
 		args := ps.Containers[0].Args
 		require.Equal(t, "drill", args[0])
 		lose := args[indexOf(args, "--lose")+1]

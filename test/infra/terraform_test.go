@@ -33,10 +33,29 @@ var roots = map[string][]string{
 	"modules/iam/examples/basic":             nil,
 	"modules/cloudtrail/examples/basic":      nil,
 	"modules/ecs-ops/examples/basic":         nil,
+	// The example as terraform.tfvars.example shows it, with the trail on (cloudtrail = true)
+	// and one EKS cluster per region (IRSA).
 	"examples/three-region": {
 		"account_id=111122223333", "cloudtrail=true",
-		"eks_oidc_provider_arn=arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE",
+		`eks_oidc_provider_arns={"us-east-1"="` + oidcUS + `","eu-west-1"="` + oidcEU + `","ap-southeast-2"="` + oidcAP + `"}`,
 	},
+	// One cluster for every region.
+	"examples/three-region#one-cluster": {
+		"account_id=111122223333",
+		`eks_oidc_provider_arns={"us-east-1"="` + oidcUS + `","eu-west-1"="` + oidcUS + `","ap-southeast-2"="` + oidcUS + `"}`,
+	},
+}
+
+const (
+	oidcUS = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.us-east-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+	oidcEU = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE2222222222222222222EXAMPLE"
+	oidcAP = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.ap-southeast-2.amazonaws.com/id/EXAMPLE3333333333333333333EXAMPLE"
+)
+
+// rootDir is the Terraform directory of a roots key: "DIR" or "DIR#variant".
+func rootDir(root string) string {
+	dir, _, _ := strings.Cut(root, "#")
+	return dir
 }
 
 // overrideTF gives the provider fake credentials and turns off every call it would make before
@@ -277,6 +296,8 @@ func (p *Plan) output(name string) (any, bool) {
 
 func str(v any) string { s, _ := v.(string); return s }
 
+func asList(v any) []any { l, _ := v.([]any); return l }
+
 // blocks returns a nested block list (Terraform plans render blocks as lists of objects).
 func blocks(v any) []map[string]any {
 	l, _ := v.([]any)
@@ -304,13 +325,16 @@ func checkPolicies(p *Plan) error {
 	var opts policy.Options
 	if raw, ok := p.output("policy_render_options"); ok {
 		m, _ := raw.(map[string]any)
-		opts.QueueKey = str(m["queue_key"])
-		for _, a := range m["admins"].([]any) {
+		for _, k := range asList(m["queue_keys"]) {
+			opts.QueueKeys = append(opts.QueueKeys, str(k))
+		}
+		for _, a := range asList(m["admins"]) {
 			opts.Admins = append(opts.Admins, str(a))
 		}
 		roles, _ := m["roles"].(map[string]any)
 		opts.DaemonRole, opts.ProducerRole, opts.OperatorRole = str(roles["daemon"]), str(roles["producer"]), str(roles["operator"])
-		opts.RewrapRole = str(roles["rewrap"])
+		opts.RewrapRole, opts.DrillRole = str(roles["rewrap"]), str(roles["drill"])
+		opts.FailoverRole, opts.GamedayRole = str(roles["failover"]), str(roles["gameday"])
 	}
 	rendered, err := policy.Render(cfg, opts)
 	if err != nil {
@@ -363,8 +387,8 @@ func checkPolicies(p *Plan) error {
 			compare("output.key_policies."+region, policy.KeyPolicyPrefix+region+".json", str(doc))
 		}
 	}
-	if roles != 4 {
-		errs = append(errs, fmt.Sprintf("want the 4 envdr role policies in the plan, found %d", roles))
+	if roles != len(policy.Roles) {
+		errs = append(errs, fmt.Sprintf("want the %d envdr role policies in the plan (%v), found %d", len(policy.Roles), policy.Roles, roles))
 	}
 	if keys == 0 {
 		errs = append(errs, "no key policies in the plan")
@@ -454,10 +478,19 @@ func checkTable(p *Plan, replicaRegions []string) error {
 		errs = append(errs, "table: point_in_time_recovery is not enabled")
 	}
 	var got []string
+	cmk := ""
+	if sse := blocks(t["server_side_encryption"]); len(sse) == 1 {
+		cmk = str(sse[0]["kms_key_arn"])
+	}
 	for _, r := range blocks(t["replica"]) {
-		got = append(got, str(r["region_name"]))
+		region := str(r["region_name"])
+		got = append(got, region)
 		if r["point_in_time_recovery"] != true || r["deletion_protection_enabled"] != true {
-			errs = append(errs, fmt.Sprintf("replica %s: want point_in_time_recovery and deletion_protection_enabled", r["region_name"]))
+			errs = append(errs, fmt.Sprintf("replica %s: want point_in_time_recovery and deletion_protection_enabled", region))
+		}
+		// A customer managed key in the home region needs one in each replica's own region.
+		if k := str(r["kms_key_arn"]); cmk != "" && (k == "" || config.ARNRegion(k) != region) {
+			errs = append(errs, fmt.Sprintf("replica %s: the table uses the customer managed key %s, but the replica's kms_key_arn is %q (want a key in %s)", region, cmk, k, region))
 		}
 	}
 	sort.Strings(got)
@@ -518,45 +551,256 @@ var rootChecks = map[string]func(p *Plan) error{
 	},
 	"modules/queue/examples/basic": checkQueue,
 	"modules/table/examples/basic": func(p *Plan) error {
+		t := p.All("aws_dynamodb_table")
+		if len(t) != 1 || len(blocks(t[0].Values["server_side_encryption"])) != 1 || str(blocks(t[0].Values["server_side_encryption"])[0]["kms_key_arn"]) == "" {
+			return errors.New("the table example must use a customer managed key (it checks the replicas' keys)")
+		}
 		return checkTable(p, []string{"eu-west-1", "ap-southeast-2"})
 	},
 	"modules/iam/examples/basic": func(p *Plan) error {
-		return errors.Join(checkPolicies(p), checkPodIdentity(p))
+		return errors.Join(checkPolicies(p), checkPodIdentity(p), checkIRSA(p, map[string][]string{
+			oidcUS: {"envdr-us-east-1"},
+		}))
 	},
-	"modules/cloudtrail/examples/basic": func(p *Plan) error {
-		trails := p.All("aws_cloudtrail")
-		if len(trails) != 1 || trails[0].Values["is_multi_region_trail"] != true || trails[0].Values["enable_log_file_validation"] != true {
-			return fmt.Errorf("want one multi-Region trail with log file validation")
-		}
-		return nil
-	},
-	"modules/ecs-ops/examples/basic": checkECSOps,
+	"modules/cloudtrail/examples/basic": checkTrail,
+	"modules/ecs-ops/examples/basic":    checkECSOps,
 	"examples/three-region": func(p *Plan) error {
 		replicas := []string{"eu-west-1", "ap-southeast-2"}
-		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p))
+		return errors.Join(checkKeys(p, replicas), checkTable(p, replicas), checkQueue(p), checkPolicies(p), checkTrail(p),
+			checkIRSA(p, map[string][]string{
+				oidcUS: {"envdr-us-east-1"}, oidcEU: {"envdr-eu-west-1"}, oidcAP: {"envdr-ap-southeast-2"},
+			}))
 	},
+	"examples/three-region#one-cluster": func(p *Plan) error {
+		if n := len(p.All("aws_cloudtrail")); n != 0 {
+			return fmt.Errorf("cloudtrail defaults to off, found %d trails", n)
+		}
+		return errors.Join(checkPolicies(p), checkIRSA(p, map[string][]string{
+			oidcUS: {"envdr-ap-southeast-2", "envdr-eu-west-1", "envdr-us-east-1"},
+		}))
+	},
+}
+
+// checkTrail: one multi-Region trail with log file validation whose advanced event selectors
+// follow CloudTrail's rules for trails (PutEventSelectors would refuse them on apply otherwise),
+// and that records KMS's management events.
+func checkTrail(p *Plan) error {
+	trails := p.All("aws_cloudtrail")
+	if len(trails) != 1 || trails[0].Values["is_multi_region_trail"] != true || trails[0].Values["enable_log_file_validation"] != true {
+		return fmt.Errorf("want one multi-Region trail with log file validation")
+	}
+	var sels []selector
+	for _, s := range blocks(trails[0].Values["advanced_event_selector"]) {
+		var sel selector
+		for _, f := range blocks(s["field_selector"]) {
+			fs := fieldSelector{Field: str(f["field"]), Ops: map[string][]string{}}
+			for _, op := range []string{"equals", "not_equals", "starts_with", "not_starts_with", "ends_with", "not_ends_with"} {
+				for _, v := range asList(f[op]) {
+					fs.Ops[op] = append(fs.Ops[op], str(v))
+				}
+			}
+			sel = append(sel, fs)
+		}
+		sels = append(sels, sel)
+	}
+	if err := validTrailSelectors(sels); err != nil {
+		return fmt.Errorf("%s: %w", trails[0].Address, err)
+	}
+	if !recordsKMS(sels) {
+		return fmt.Errorf("%s: no selector records KMS's management events", trails[0].Address)
+	}
+	return nil
+}
+
+type fieldSelector struct {
+	Field string
+	Ops   map[string][]string // Terraform's operator name -> values
+}
+
+type selector []fieldSelector
+
+// validTrailSelectors applies CloudTrail's rules for a trail's advanced event selectors
+// (AdvancedFieldSelector in the CloudTrail API reference): eventCategory is required with
+// Equals; on management events only eventCategory, eventSource and readOnly may be used,
+// readOnly only with Equals true or false, and eventSource only with NotEquals
+// kms.amazonaws.com or rdsdata.amazonaws.com.
+func validTrailSelectors(sels []selector) error {
+	if len(sels) == 0 {
+		return errors.New("no advanced event selector")
+	}
+	var errs []string
+	for i, sel := range sels {
+		category := ""
+		for _, f := range sel {
+			if f.Field == "eventCategory" {
+				if len(f.Ops) != 1 || len(f.Ops["equals"]) != 1 {
+					errs = append(errs, fmt.Sprintf("selector %d: eventCategory must be one Equals value", i))
+					continue
+				}
+				category = f.Ops["equals"][0]
+			}
+		}
+		if category == "" {
+			errs = append(errs, fmt.Sprintf("selector %d: eventCategory (Equals) is required", i))
+			continue
+		}
+		if category != "Management" {
+			continue // data events: not used by envdr's trail
+		}
+		for _, f := range sel {
+			switch f.Field {
+			case "eventCategory":
+			case "readOnly":
+				if len(f.Ops) != 1 || len(f.Ops["equals"]) != 1 || (f.Ops["equals"][0] != "true" && f.Ops["equals"][0] != "false") {
+					errs = append(errs, fmt.Sprintf("selector %d: readOnly takes only Equals true or false", i))
+				}
+			case "eventSource":
+				for op, vs := range f.Ops {
+					if op != "not_equals" {
+						errs = append(errs, fmt.Sprintf("selector %d: eventSource on management events takes only NotEquals, not %s %v", i, op, vs))
+						continue
+					}
+					for _, v := range vs {
+						if v != "kms.amazonaws.com" && v != "rdsdata.amazonaws.com" {
+							errs = append(errs, fmt.Sprintf("selector %d: eventSource NotEquals %q: only kms.amazonaws.com or rdsdata.amazonaws.com can be left out", i, v))
+						}
+					}
+				}
+			default:
+				errs = append(errs, fmt.Sprintf("selector %d: field %s is not supported for a trail's management events", i, f.Field))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// recordsKMS: some management selector does not leave out kms.amazonaws.com.
+func recordsKMS(sels []selector) bool {
+	for _, sel := range sels {
+		mgmt, excluded := false, false
+		for _, f := range sel {
+			if f.Field == "eventCategory" && len(f.Ops["equals"]) == 1 && f.Ops["equals"][0] == "Management" {
+				mgmt = true
+			}
+			if f.Field == "eventSource" {
+				for _, v := range f.Ops["not_equals"] {
+					excluded = excluded || v == "kms.amazonaws.com"
+				}
+			}
+		}
+		if mgmt && !excluded {
+			return true
+		}
+	}
+	return false
+}
+
+// checkIRSA: the daemon and drill roles trust each cluster's OIDC provider for exactly the
+// chart's service accounts of that cluster: envdr-REGION for the daemon, envdr-REGION-drill for
+// the drill.
+func checkIRSA(p *Plan, want map[string][]string) error {
+	var errs []string
+	found := 0
+	for _, r := range p.All("aws_iam_role") {
+		name := str(r.Values["name"])
+		suffix := ""
+		switch {
+		case strings.HasSuffix(name, "-daemon"):
+		case strings.HasSuffix(name, "-drill"):
+			suffix = "-drill"
+		default:
+			continue
+		}
+		found++
+		var trust struct {
+			Statement []struct {
+				Principal struct{ Federated string }
+				Action    any
+				Condition map[string]map[string]any
+			}
+		}
+		if err := json.Unmarshal([]byte(str(r.Values["assume_role_policy"])), &trust); err != nil {
+			return fmt.Errorf("%s: trust policy: %w", name, err)
+		}
+		got := map[string][]string{}
+		for _, s := range trust.Statement {
+			if s.Principal.Federated == "" {
+				continue
+			}
+			host := strings.SplitN(s.Principal.Federated, "oidc-provider/", 2)[1]
+			eq := s.Condition["StringEquals"]
+			if aud := str(eq[host+":aud"]); aud != "sts.amazonaws.com" {
+				errs = append(errs, fmt.Sprintf("%s: %s: aud %q, want sts.amazonaws.com", name, host, aud))
+			}
+			var subs []string
+			switch v := eq[host+":sub"].(type) {
+			case string:
+				subs = []string{v}
+			case []any:
+				for _, x := range v {
+					subs = append(subs, str(x))
+				}
+			}
+			sort.Strings(subs)
+			got[s.Principal.Federated] = subs
+		}
+		for provider, sas := range want {
+			var w []string
+			for _, sa := range sas {
+				w = append(w, "system:serviceaccount:envdr:"+sa+suffix)
+			}
+			sort.Strings(w)
+			if strings.Join(got[provider], ",") != strings.Join(w, ",") {
+				errs = append(errs, fmt.Sprintf("%s: trusts %v through %s, want %v", name, got[provider], provider, w))
+			}
+		}
+		if len(got) != len(want) {
+			errs = append(errs, fmt.Sprintf("%s: trusts %d OIDC providers, want %d", name, len(got), len(want)))
+		}
+	}
+	if found != 2 {
+		errs = append(errs, fmt.Sprintf("want the daemon and drill roles, found %d", found))
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
 }
 
 // checkPodIdentity: the daemon role trusts EKS Pod Identity for the associated cluster only, and
 // the association names the chart's service account.
 func checkPodIdentity(p *Plan) error {
-	as := p.All("aws_eks_pod_identity_association")
-	if len(as) != 1 || str(as[0].Values["service_account"]) != "envdr-eu-west-1" || str(as[0].Values["cluster_name"]) != "apps-eu" {
-		return fmt.Errorf("want one Pod Identity association for envdr/envdr-eu-west-1 in apps-eu, got %d", len(as))
+	as := map[string]string{} // service account -> role
+	for _, a := range p.All("aws_eks_pod_identity_association") {
+		if str(a.Values["cluster_name"]) != "apps-eu" || str(a.Values["namespace"]) != "envdr" {
+			return fmt.Errorf("association %s: cluster %v namespace %v", a.Address, a.Values["cluster_name"], a.Values["namespace"])
+		}
+		as[str(a.Values["service_account"])] = a.Name
 	}
+	if len(as) != 2 || as["envdr-eu-west-1"] != "daemon" || as["envdr-eu-west-1-drill"] != "drill" {
+		return fmt.Errorf("want Pod Identity associations envdr-eu-west-1 (daemon) and envdr-eu-west-1-drill (drill) in apps-eu, got %v", as)
+	}
+	roles := 0
 	for _, r := range p.All("aws_iam_role") {
-		if !strings.HasSuffix(str(r.Values["name"]), "-daemon") {
+		name := str(r.Values["name"])
+		if !strings.HasSuffix(name, "-daemon") && !strings.HasSuffix(name, "-drill") {
 			continue
 		}
+		roles++
 		trust := str(r.Values["assume_role_policy"])
-		for _, want := range []string{"pods.eks.amazonaws.com", "sts:TagSession", "arn:aws:eks:eu-west-1:111122223333:cluster/apps-eu", "sts:AssumeRoleWithWebIdentity"} {
+		for _, want := range []string{"pods.eks.amazonaws.com", "sts:TagSession", "arn:aws:eks:eu-west-1:111122223333:cluster/apps-eu", "sts:AssumeRoleWithWebIdentity", "ecs-tasks.amazonaws.com"} {
 			if !strings.Contains(trust, want) {
-				return fmt.Errorf("daemon role trust lacks %s: %s", want, trust)
+				return fmt.Errorf("%s role trust lacks %s: %s", name, want, trust)
 			}
 		}
-		return nil
 	}
-	return errors.New("no daemon role in the plan")
+	if roles != 2 {
+		return fmt.Errorf("want the daemon and drill roles in the plan, found %d", roles)
+	}
+	return nil
 }
 
 // checkECSOps: the service scales on the queue's backlog per task, and one schedule per lost
@@ -601,8 +845,21 @@ func checkECSOps(p *Plan) error {
 			continue
 		}
 		lost[cmd[4]] = true
+		// The drill runs as the drill role (read-only, may Scan), never as the daemon's.
+		var roles struct {
+			TaskRoleArn string `json:"taskRoleArn"`
+		}
+		_ = json.Unmarshal([]byte(str(tg[0]["input"])), &roles)
+		if !strings.HasSuffix(roles.TaskRoleArn, ":role/envdr-drill") {
+			errs = append(errs, fmt.Sprintf("schedule %s: taskRoleArn %q, want the drill role (envdr-drill)", s.Address, roles.TaskRoleArn))
+		}
 		if !strings.Contains(strings.Join(cmd, " "), "--pushgateway http://") || !strings.Contains(strings.Join(cmd, " "), "--max-rpo 15m") {
 			errs = append(errs, fmt.Sprintf("schedule %s: command %v lacks --pushgateway or --max-rpo", s.Address, cmd))
+		}
+	}
+	for _, rp := range p.All("aws_iam_role_policy") {
+		if rp.Name == "scheduler" && (strings.Contains(str(rp.Values["policy"]), "role/envdr-daemon") || !strings.Contains(str(rp.Values["policy"]), "role/envdr-drill")) {
+			errs = append(errs, "the scheduler role must pass the drill role, not the daemon's: "+str(rp.Values["policy"]))
 		}
 	}
 	if len(lost) != 2 || !lost["eu-west-1"] || !lost["ap-southeast-2"] {
@@ -617,13 +874,13 @@ func checkECSOps(p *Plan) error {
 func TestTerraformRoots(t *testing.T) {
 	t.Parallel()
 	tfEnv(t) // skips when no plan is possible; prepares the offline provider once
-	tfRoot := tfCopy(t)
 	for root, vars := range roots {
 		check, ok := rootChecks[root]
 		require.True(t, ok, "no checks for %s", root)
 		t.Run(root, func(t *testing.T) {
 			t.Parallel()
-			p, err := plan(t, tfRoot, root, vars)
+			// A copy per root: two variants of one root must not share plan files.
+			p, err := plan(t, tfCopy(t), rootDir(root), vars)
 			require.NoError(t, err)
 			require.NoError(t, check(p))
 		})
@@ -655,4 +912,18 @@ func TestTerraformModuleLayout(t *testing.T) {
 		require.NotEqual(t, ".terraform.lock.hcl", d.Name(), p)
 		return nil
 	}))
+}
+
+// The trail rules themselves: the selector the module shipped before issue 21 (eventSource
+// Equals kms.amazonaws.com on management events) is refused; today's is accepted.
+func TestTrailSelectorRules(t *testing.T) {
+	t.Parallel()
+	mgmt := fieldSelector{Field: "eventCategory", Ops: map[string][]string{"equals": {"Management"}}}
+	old := []selector{{mgmt, {Field: "eventSource", Ops: map[string][]string{"equals": {"kms.amazonaws.com"}}}}}
+	require.ErrorContains(t, validTrailSelectors(old), "takes only NotEquals")
+	now := []selector{{mgmt, {Field: "eventSource", Ops: map[string][]string{"not_equals": {"rdsdata.amazonaws.com"}}}}}
+	require.NoError(t, validTrailSelectors(now))
+	require.True(t, recordsKMS(now))
+	require.False(t, recordsKMS([]selector{{mgmt, {Field: "eventSource", Ops: map[string][]string{"not_equals": {"kms.amazonaws.com"}}}}}))
+	require.ErrorContains(t, validTrailSelectors([]selector{{mgmt, {Field: "eventName", Ops: map[string][]string{"equals": {"Decrypt"}}}}}), "not supported")
 }

@@ -24,17 +24,22 @@ locals {
 }
 
 module "iam" {
-  source                = "../../modules/iam"
-  account_id            = var.account_id
-  name_prefix           = var.name
-  home_region           = var.home_region
-  regions               = [for r in local.regions : { name = r, key_arn = local.key_arns[r], mode = "mrk" }]
-  table_name            = "${var.name}-records"
-  queue_arn             = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events"
-  dlq_arn               = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events-dlq"
-  region_queue_arns     = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events"]
-  region_dlq_arns       = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events-dlq"]
-  eks_oidc_provider_arn = var.eks_oidc_provider_arn
+  source            = "../../modules/iam"
+  account_id        = var.account_id
+  name_prefix       = var.name
+  home_region       = var.home_region
+  regions           = [for r in local.regions : { name = r, key_arn = local.key_arns[r], mode = "mrk" }]
+  table_name        = "${var.name}-records"
+  queue_arn         = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events"
+  dlq_arn           = "arn:aws:sqs:${var.home_region}:${var.account_id}:${var.name}-events-dlq"
+  region_queue_arns = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events"]
+  region_dlq_arns   = [for r in var.replica_regions : "arn:aws:sqs:${r}:${var.account_id}:${var.name}-events-dlq"]
+  # One IRSA trust per cluster, naming the chart's service accounts of the regions it runs.
+  eks_irsa = [for arn, rs in { for r, a in var.eks_oidc_provider_arns : a => r... } : {
+    oidc_provider_arn      = arn
+    service_accounts       = [for r in rs : "${var.name}-${r}"]
+    drill_service_accounts = [for r in rs : "${var.name}-${r}-drill"]
+  }]
   config_parameter_arn  = "arn:aws:ssm:${var.home_region}:${var.account_id}:parameter/${var.name}/config"
   config_parameter_arns = [for r in var.replica_regions : "arn:aws:ssm:${r}:${var.account_id}:parameter/${var.name}/config"]
 }

@@ -29,10 +29,10 @@ variable "name" {
   default     = "envdr"
 }
 
-variable "eks_oidc_provider_arn" {
-  description = "IAM OIDC provider of the EKS cluster that runs envdr (IRSA); empty for ECS only."
-  type        = string
-  default     = ""
+variable "eks_oidc_provider_arns" {
+  description = "IRSA: the IAM OIDC provider of the EKS cluster that runs envdr in each region, by region (one cluster per region, or the same provider for several). The Helm chart's release in region R uses the service accounts envdr-R and envdr-R-drill. Empty for ECS only."
+  type        = map(string)
+  default     = {}
 }
 
 variable "kms_rate" {

@@ -1,6 +1,7 @@
 # ECS counterpart of the Helm chart's KEDA scaling and drill CronJob: the envdr service's desired
 # count follows the queue depth per task, and EventBridge Scheduler runs `envdr drill` as a
-# one-off task of the same task definition on a schedule.
+# one-off task of the same task definition on a schedule, with the drill's own task role
+# (envdr-drill: read-only) instead of the daemon's.
 
 locals {
   resource_id = "service/${var.cluster_name}/${var.service_name}"
@@ -116,7 +117,7 @@ data "aws_iam_policy_document" "scheduler" {
   statement {
     sid       = "PassTheTaskRoles"
     actions   = ["iam:PassRole"]
-    resources = [var.task_role_arn, var.execution_role_arn]
+    resources = [var.drill_task_role_arn, var.execution_role_arn]
     condition {
       test     = "StringEquals"
       variable = "iam:PassedToService"
@@ -165,9 +166,11 @@ resource "aws_scheduler_schedule" "drill" {
       }
     }
 
-    # The same task definition with the envdr container's command overridden: the drill reads
-    # the same config. --json prints the report (with its SHA-256 digest) into the task's logs.
+    # The same task definition with the envdr container's command and the task role overridden
+    # (the input is RunTask's overrides): the drill reads the same config as the daemon, as the
+    # drill role. --json prints the report (with its SHA-256 digest) into the task's logs.
     input = jsonencode({
+      taskRoleArn = var.drill_task_role_arn
       containerOverrides = [{
         name = "envdr"
         command = concat(

@@ -57,9 +57,13 @@ variable "task_definition_arn" {
   type        = string
 }
 
-variable "task_role_arn" {
-  description = "The task role (envdr-daemon) that the scheduler passes to the drill task."
+variable "drill_task_role_arn" {
+  description = "The drill's task role (terraform/modules/iam's envdr-drill: read-only): the schedule overrides the task definition's daemon role with it and may pass only it and the execution role."
   type        = string
+  validation {
+    condition     = can(regex("^arn:[^:]+:iam::[0-9]{12}:role/.+$", var.drill_task_role_arn))
+    error_message = "drill_task_role_arn must be an IAM role ARN."
+  }
 }
 
 variable "execution_role_arn" {

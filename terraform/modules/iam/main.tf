@@ -1,7 +1,26 @@
 locals {
-  oidc_host = var.eks_oidc_provider_arn == "" ? "" : split("oidc-provider/", var.eks_oidc_provider_arn)[1]
+  # IRSA: one trust statement per EKS cluster's OIDC provider, naming that cluster's service
+  # accounts (the chart names them envdr-REGION and envdr-REGION-drill), for the daemon and the
+  # drill roles.
+  irsa = { for role in ["daemon", "drill"] : role => [for i, c in var.eks_irsa : {
+    Sid       = "EksServiceAccount${i}"
+    Effect    = "Allow"
+    Principal = { Federated = c.oidc_provider_arn }
+    Action    = "sts:AssumeRoleWithWebIdentity"
+    Condition = { StringEquals = {
+      "${split("oidc-provider/", c.oidc_provider_arn)[1]}:sub" = [for sa in(role == "daemon" ? c.service_accounts : c.drill_service_accounts) : "system:serviceaccount:${c.namespace}:${sa}"]
+      "${split("oidc-provider/", c.oidc_provider_arn)[1]}:aud" = "sts.amazonaws.com"
+    } }
+  } if length(role == "daemon" ? c.service_accounts : c.drill_service_accounts) > 0] }
 
-  daemon_trust = concat(
+  # EKS Pod Identity: the EKS Auth service assumes the role for the pods of the associations
+  # below, and only for those (it tags the session with the cluster, namespace and account).
+  pod_identity = {
+    daemon = var.eks_pod_identity
+    drill  = [for a in var.eks_pod_identity : merge(a, { service_account = a.drill_service_account }) if a.drill_service_account != ""]
+  }
+
+  workload_trust = { for role in ["daemon", "drill"] : role => concat(
     var.ecs ? [{
       Sid       = "EcsTasks"
       Effect    = "Allow"
@@ -13,37 +32,29 @@ locals {
         ArnLike      = { "aws:SourceArn" = "arn:${var.partition}:ecs:*:${var.account_id}:*" }
       }
     }] : [],
-    [for p in compact([var.eks_oidc_provider_arn]) : {
-      Sid       = "EksServiceAccount"
-      Effect    = "Allow"
-      Principal = { Federated = p }
-      Action    = "sts:AssumeRoleWithWebIdentity"
-      Condition = { StringEquals = {
-        "${local.oidc_host}:sub" = "system:serviceaccount:${var.eks_namespace}:${var.eks_service_account}"
-        "${local.oidc_host}:aud" = "sts.amazonaws.com"
-      } }
-    }],
-    # EKS Pod Identity: the EKS Auth service assumes the role for the pods of the associations
-    # below, and only for those (it tags the session with the cluster, namespace and account).
-    length(var.eks_pod_identity) == 0 ? [] : [{
+    local.irsa[role],
+    length(local.pod_identity[role]) == 0 ? [] : [{
       Sid       = "EksPodIdentity"
       Effect    = "Allow"
       Principal = { Service = "pods.eks.amazonaws.com" }
       Action    = ["sts:AssumeRole", "sts:TagSession"]
       Condition = {
         StringEquals = { "aws:SourceAccount" = var.account_id }
-        ArnLike      = { "aws:SourceArn" = [for a in var.eks_pod_identity : "arn:${var.partition}:eks:${a.region}:${var.account_id}:cluster/${a.cluster_name}"] }
+        ArnLike      = { "aws:SourceArn" = distinct([for a in local.pod_identity[role] : "arn:${var.partition}:eks:${a.region}:${var.account_id}:cluster/${a.cluster_name}"]) }
       }
     }],
-  )
+  ) }
+  daemon_trust = local.workload_trust.daemon
 
-  human_trust = { for r, arns in { producer = var.producer_trusted_arns, operator = var.operator_trusted_arns } : r => jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect    = "Allow"
-      Principal = { AWS = length(arns) > 0 ? arns : [local.root] }
-      Action    = "sts:AssumeRole"
-    }]
+  human_trust = { for r, arns in {
+    producer = var.producer_trusted_arns, operator = var.operator_trusted_arns, failover = var.failover_trusted_arns,
+    } : r => jsonencode({
+      Version = "2012-10-17"
+      Statement = [{
+        Effect    = "Allow"
+        Principal = { AWS = length(arns) > 0 ? arns : [local.root] }
+        Action    = "sts:AssumeRole"
+      }]
   }) }
 }
 
@@ -60,7 +71,7 @@ resource "aws_iam_role" "daemon" {
   lifecycle {
     precondition {
       condition     = length(local.daemon_trust) > 0
-      error_message = "Enable ecs, set eks_oidc_provider_arn or eks_pod_identity: nothing could assume the daemon role."
+      error_message = "Enable ecs, set eks_irsa or eks_pod_identity: nothing could assume the daemon role."
     }
   }
 }
@@ -75,6 +86,48 @@ resource "aws_eks_pod_identity_association" "daemon" {
   service_account = each.value.service_account
   role_arn        = aws_iam_role.daemon.arn
   tags            = var.tags
+}
+
+# The drill's own role (scheduled drills: the ECS Scheduler's task role override and the Helm
+# CronJob's service account): read-only, so a drill never runs with the daemon's write access and
+# the daemon never needs dynamodb:Scan. docs/POLICY.md says why.
+resource "aws_iam_role" "drill" {
+  name                 = "${var.name_prefix}-drill"
+  description          = "envdr drill: scan and read records, open wraps, queue depth; read-only"
+  max_session_duration = 3600
+  assume_role_policy = jsonencode({
+    Version = "2012-10-17"
+    # Nothing to trust (no ECS, no drill service account) still needs a valid document: the
+    # account root, which then decides through IAM who may run drills by hand.
+    Statement = concat(local.workload_trust.drill, [for st in [{
+      Effect = "Allow", Principal = { AWS = [local.root] }, Action = "sts:AssumeRole"
+    }] : st if length(local.workload_trust.drill) == 0])
+  })
+  tags = var.tags
+}
+
+resource "aws_eks_pod_identity_association" "drill" {
+  for_each        = { for a in local.pod_identity.drill : "${a.region}/${a.cluster_name}/${a.namespace}/${a.service_account}" => a }
+  region          = each.value.region
+  cluster_name    = each.value.cluster_name
+  namespace       = each.value.namespace
+  service_account = each.value.service_account
+  role_arn        = aws_iam_role.drill.arn
+  tags            = var.tags
+}
+
+resource "aws_iam_role" "failover" {
+  name               = "${var.name_prefix}-failover"
+  description        = "envdr failover --promote: move the multi-Region key's primary (UpdatePrimaryRegion)"
+  assume_role_policy = local.human_trust.failover
+  tags               = var.tags
+}
+
+resource "aws_iam_role" "gameday" {
+  name               = "${var.name_prefix}-gameday"
+  description        = "envdr gameday: seal test envelopes, enqueue, open them back per region"
+  assume_role_policy = local.human_trust.operator
+  tags               = var.tags
 }
 
 resource "aws_iam_role" "producer" {
@@ -120,6 +173,24 @@ resource "aws_iam_role_policy" "rewrap" {
   name   = "envdr"
   role   = aws_iam_role.rewrap.id
   policy = local.rewrap_policy
+}
+
+resource "aws_iam_role_policy" "drill" {
+  name   = "envdr"
+  role   = aws_iam_role.drill.id
+  policy = local.drill_policy
+}
+
+resource "aws_iam_role_policy" "failover" {
+  name   = "envdr"
+  role   = aws_iam_role.failover.id
+  policy = local.failover_policy
+}
+
+resource "aws_iam_role_policy" "gameday" {
+  name   = "envdr"
+  role   = aws_iam_role.gameday.id
+  policy = local.gameday_policy
 }
 
 resource "aws_iam_role" "execution" {

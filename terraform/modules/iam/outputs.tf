@@ -1,7 +1,7 @@
 output "role_arns" {
-  description = "ARNs of the daemon, producer, operator and rewrap roles (known at plan time)."
+  description = "ARNs of the envdr roles by short name: daemon, producer, operator, rewrap, drill, failover, gameday (known at plan time)."
   value       = local.roles
-  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap]
+  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap, aws_iam_role.drill, aws_iam_role.failover, aws_iam_role.gameday]
 }
 
 output "execution_role_arn" {
@@ -11,16 +11,11 @@ output "execution_role_arn" {
 
 output "policies" {
   description = "The roles' IAM policies by the file name envdr policy render gives them."
-  value = {
-    "iam-daemon.json"   = local.daemon_policy
-    "iam-producer.json" = local.producer_policy
-    "iam-operator.json" = local.operator_policy
-    "iam-rewrap.json"   = local.rewrap_policy
-  }
+  value       = { for r, p in local.policies : "iam-${r}.json" => p }
 }
 
 output "key_policies" {
   description = "Key policy JSON per region. It names the roles, which must exist before KMS accepts the policy, hence depends_on."
   value       = local.key_policies
-  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap]
+  depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap, aws_iam_role.drill, aws_iam_role.failover, aws_iam_role.gameday]
 }

@@ -2,7 +2,7 @@
 # make validate plans the examples and fails if any document differs.
 locals {
   root       = "arn:${var.partition}:iam::${var.account_id}:root"
-  role_names = ["daemon", "producer", "operator", "rewrap"] # render's order in the key policies
+  role_names = ["daemon", "producer", "operator", "rewrap", "drill", "failover", "gameday"] # render's order in the key policies
   roles      = { for r in local.role_names : r => "arn:${var.partition}:iam::${var.account_id}:role/${var.name_prefix}-${r}" }
 
   admins = length(var.admin_arns) > 0 ? var.admin_arns : [local.root]
@@ -50,12 +50,18 @@ locals {
     "dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:DescribeTable", "dynamodb:GetItem",
     "dynamodb:PutItem", "dynamodb:Scan", "dynamodb:UpdateItem",
   ]
+  # envdr rewrap without --since asks KMS when the key last rotated.
+  rewrap_describe_actions = ["kms:DescribeKey", "kms:ListKeyRotations"]
+  # failover --promote: KMS authorizes UpdatePrimaryRegion on the primary and on the replica.
+  failover_actions = { mrk = ["kms:DescribeKey", "kms:UpdatePrimaryRegion"], independent = ["kms:DescribeKey"] }
 
   # previous_keys and trusted_keys: unwrap (with the context condition) and describe.
   previous = { for role, actions in {
     daemon   = ["kms:Decrypt", "kms:ReEncryptFrom"]
     operator = ["kms:Decrypt"]
     rewrap   = ["kms:Decrypt", "kms:ReEncryptFrom"]
+    drill    = ["kms:Decrypt"]
+    gameday  = ["kms:Decrypt"]
     } : role => [for st in [
       { Sid = "PreviousKeys", Effect = "Allow", Action = actions, Resource = var.previous_key_arns, Condition = { "ForAnyValue:StringEquals" = local.ctx } },
       { Sid = "DescribePreviousKeys", Effect = "Allow", Action = ["kms:DescribeKey"], Resource = var.previous_key_arns },
@@ -80,13 +86,20 @@ locals {
     producer = { sid = "Seal", grant = "ProducerSeal", mrk = ["kms:GenerateDataKey"], independent = ["kms:GenerateDataKey"] }
     operator = { sid = "Open", grant = "OperatorOpen", mrk = ["kms:Decrypt"], independent = ["kms:Decrypt"] }
     rewrap   = { sid = "Rewrap", grant = "RewrapKeyUse", mrk = local.mrk_actions, independent = local.mrk_actions }
+    drill    = { sid = "Unwrap", grant = "DrillUnwrap", mrk = ["kms:Decrypt"], independent = ["kms:Decrypt"] }
+    gameday  = { sid = "SealAndOpen", grant = "GamedaySealAndOpen", mrk = local.gameday_key_actions, independent = local.gameday_key_actions }
   }
+  gameday_key_actions = ["kms:Decrypt", "kms:GenerateDataKey"]
   # and describe (none for the producer), scoped by alias in the identity policy where the config
   # names one:
+  # (failover's actions depend on the key's mode: only an MRK has a primary to move):
   key_describe_access = {
-    daemon   = { sid = "DescribeKey", grant = "DaemonDescribeKey", actions = ["kms:DescribeKey"] }
-    operator = { sid = "InspectKey", grant = "OperatorInspectKey", actions = local.key_read_actions }
-    rewrap   = { sid = "DescribeKey", grant = "RewrapDescribeKey", actions = ["kms:DescribeKey"] }
+    daemon   = { sid = "DescribeKey", grant = "DaemonDescribeKey", mrk = ["kms:DescribeKey"], independent = ["kms:DescribeKey"] }
+    operator = { sid = "InspectKey", grant = "OperatorInspectKey", mrk = local.key_read_actions, independent = local.key_read_actions }
+    rewrap   = { sid = "DescribeKey", grant = "RewrapDescribeKey", mrk = local.rewrap_describe_actions, independent = local.rewrap_describe_actions }
+    drill    = { sid = "DescribeKey", grant = "DrillDescribeKey", mrk = ["kms:DescribeKey"], independent = ["kms:DescribeKey"] }
+    failover = { sid = "Promote", grant = "FailoverPromote", mrk = local.failover_actions.mrk, independent = local.failover_actions.independent }
+    gameday  = { sid = "DescribeKey", grant = "GamedayDescribeKey", mrk = ["kms:DescribeKey"], independent = ["kms:DescribeKey"] }
   }
 
   # Identity policy statements by role.
@@ -100,31 +113,33 @@ locals {
   key_describe = { for role, a in local.key_describe_access : role => [for k in local.keys : merge({
     Sid      = "${a.sid}${k.sid}"
     Effect   = "Allow"
-    Action   = a.actions
+    Action   = a[k.mode]
     Resource = [k.resource]
   }, local.alias_only_condition[k.region])] }
 
   # Key policy statements by key mode: each role's use and describe, in the roles' order.
   key_grants = { for mode in ["mrk", "independent"] : mode => flatten([for role in local.role_names : concat(
-    [{
-      Sid       = local.key_use_access[role].grant
+    [for r, a in local.key_use_access : {
+      Sid       = a.grant
       Effect    = "Allow"
       Principal = { AWS = [local.roles[role]] }
-      Action    = local.key_use_access[role][mode]
+      Action    = a[mode]
       Resource  = ["*"]
       Condition = { "ForAnyValue:StringEquals" = local.ctx }
-    }],
+    } if r == role],
     [for r, a in local.key_describe_access : {
       Sid       = a.grant
       Effect    = "Allow"
       Principal = { AWS = [local.roles[role]] }
-      Action    = a.actions
+      Action    = a[mode]
       Resource  = ["*"]
     } if r == role],
   )]) }
 
-  queue_key = [for q in compact([var.queue_kms_key_arn]) : {
-    Sid      = "QueueEncryption"
+  # One queue key per region: SQS uses only a key of the queue's own region, and only through
+  # SQS in that region (kms:ViaService).
+  queue_key = [for q in var.queue_kms_key_arns : {
+    Sid      = "QueueEncryption${join("", [for p in split("-", split(":", q)[3]) : title(p)])}"
     Effect   = "Allow"
     Action   = ["kms:Decrypt", "kms:GenerateDataKey"]
     Resource = [q]
@@ -191,6 +206,51 @@ locals {
       local.previous.rewrap,
     )
   })
+
+  # envdr drill (scheduled by the ECS Scheduler and the Helm CronJob): read-only.
+  drill_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      local.key_use.drill,
+      local.key_describe.drill,
+      [
+        { Sid = "ScanRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"], Resource = local.table_arns },
+        { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
+      ],
+      local.previous.drill,
+    )
+  })
+
+  # envdr failover --promote: describe the keys and move an MRK's primary; uses no key.
+  failover_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = local.key_describe.failover
+  })
+
+  # envdr gameday: seal, enqueue, read the records back and open each region's wrap alone.
+  gameday_policy = jsonencode({
+    Version = "2012-10-17"
+    Statement = concat(
+      local.key_use.gameday,
+      local.key_describe.gameday,
+      [
+        { Sid = "ReadRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:GetItem"], Resource = local.table_arns },
+        { Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.queue_arns },
+      ],
+      local.previous.gameday,
+      local.queue_key,
+    )
+  })
+
+  policies = {
+    daemon   = local.daemon_policy
+    producer = local.producer_policy
+    operator = local.operator_policy
+    rewrap   = local.rewrap_policy
+    drill    = local.drill_policy
+    failover = local.failover_policy
+    gameday  = local.gameday_policy
+  }
 
   # One key policy per region. It names no region, so an MRK's primary and replicas get the same
   # document. Producers seal in every region (seal falls over when the home region is lost).

@@ -83,10 +83,18 @@ variable "region_dlq_arns" {
   default     = []
 }
 
-variable "queue_kms_key_arn" {
-  description = "KMS key of the queue's SSE-KMS encryption; empty for SQS-managed encryption."
-  type        = string
-  default     = ""
+variable "queue_kms_key_arns" {
+  description = "KMS keys of the queues' SSE-KMS encryption, one per region (a key serves only the queues of its own region); empty for SQS-managed encryption."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for k in var.queue_kms_key_arns : can(regex("^arn:[^:]+:kms:[^:]+:[0-9]{12}:key/.+$", k))])
+    error_message = "queue_kms_key_arns must be KMS key ARNs (arn:aws:kms:REGION:ACCOUNT:key/ID)."
+  }
+  validation {
+    condition     = length(var.queue_kms_key_arns) == length(distinct([for k in var.queue_kms_key_arns : split(":", k)[3]]))
+    error_message = "queue_kms_key_arns lists two keys in one region: give one queue key per region."
+  }
 }
 
 variable "admin_arns" {
@@ -101,31 +109,33 @@ variable "ecs" {
   default     = true
 }
 
-variable "eks_oidc_provider_arn" {
-  description = "IAM OIDC provider ARN of the EKS cluster; when set, the daemon role trusts the envdr service account (IRSA)."
-  type        = string
-  default     = ""
-}
-
-variable "eks_namespace" {
-  description = "Kubernetes namespace of the envdr service account."
-  type        = string
-  default     = "envdr"
-}
-
-variable "eks_service_account" {
-  description = "Name of the envdr Kubernetes service account."
-  type        = string
-  default     = "envdr"
+variable "eks_irsa" {
+  description = "IRSA, per EKS cluster: its IAM OIDC provider ARN, the namespace, and the service accounts that may assume the daemon role (service_accounts) and the drill role (drill_service_accounts). The Helm chart names them envdr-REGION and envdr-REGION-drill; one cluster per region is one entry per region."
+  type = list(object({
+    oidc_provider_arn      = string
+    namespace              = optional(string, "envdr")
+    service_accounts       = list(string)
+    drill_service_accounts = optional(list(string), [])
+  }))
+  default = []
+  validation {
+    condition     = alltrue([for c in var.eks_irsa : can(regex("^arn:[^:]+:iam::[0-9]{12}:oidc-provider/.+$", c.oidc_provider_arn))])
+    error_message = "oidc_provider_arn must be an IAM OIDC provider ARN (arn:aws:iam::ACCOUNT:oidc-provider/oidc.eks.REGION.amazonaws.com/id/ID)."
+  }
+  validation {
+    condition     = length(var.eks_irsa) == length(distinct([for c in var.eks_irsa : c.oidc_provider_arn]))
+    error_message = "eks_irsa lists an OIDC provider twice: list all of a cluster's service accounts in one entry."
+  }
 }
 
 variable "eks_pod_identity" {
-  description = "EKS Pod Identity associations for the daemon role: one per cluster, namespace and service account (the Helm chart's default service account is envdr-REGION). The role then trusts pods.eks.amazonaws.com for these clusters only."
+  description = "EKS Pod Identity associations: one per cluster and namespace, for the daemon's service account (the Helm chart's default is envdr-REGION) and, if set, the drill's (envdr-REGION-drill) with the drill role. The roles then trust pods.eks.amazonaws.com for these clusters only."
   type = list(object({
-    region          = string
-    cluster_name    = string
-    namespace       = string
-    service_account = string
+    region                = string
+    cluster_name          = string
+    namespace             = string
+    service_account       = string
+    drill_service_account = optional(string, "")
   }))
   default = []
 }
@@ -136,8 +146,14 @@ variable "producer_trusted_arns" {
   default     = []
 }
 
+variable "failover_trusted_arns" {
+  description = "Principals that may assume the failover role (UpdatePrimaryRegion: your key administrators); empty means the account."
+  type        = list(string)
+  default     = []
+}
+
 variable "operator_trusted_arns" {
-  description = "Principals that may assume the operator role; empty means the account."
+  description = "Principals that may assume the operator, rewrap and gameday roles; empty means the account."
   type        = list(string)
   default     = []
 }

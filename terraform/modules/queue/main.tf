@@ -15,6 +15,11 @@ resource "aws_sqs_queue" "dlq" {
   tags                      = var.tags
 
   lifecycle {
+    precondition {
+      # Only a key ARN names its region (a key ID or alias is looked up in the queue's region).
+      condition     = try(split(":", var.kms_master_key_id)[3] == var.region, true)
+      error_message = "kms_master_key_id must be a key in the queue's region (${var.region}): SQS uses only keys of its own region."
+    }
     postcondition {
       condition     = self.arn == local.dlq_arn
       error_message = "The DLQ ARN differs from the composed one: is account_id right?"

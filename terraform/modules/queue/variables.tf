@@ -59,7 +59,7 @@ variable "message_retention_seconds" {
 }
 
 variable "kms_master_key_id" {
-  description = "KMS key ARN for SSE-KMS; null uses SQS-managed encryption (SSE-SQS). Pass the same ARN as queue_kms_key_arn to the iam module."
+  description = "KMS key ARN for SSE-KMS, in the queue's own region (SQS uses no key of another region); null uses SQS-managed encryption (SSE-SQS). Pass every region's queue key to the iam module as queue_kms_key_arns."
   type        = string
   default     = null
 }

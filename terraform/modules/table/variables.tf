@@ -44,9 +44,19 @@ variable "deletion_protection" {
 }
 
 variable "kms_key_arn" {
-  description = "Customer managed key for server-side encryption in the home region; null uses the AWS owned key."
+  description = "Customer managed key for server-side encryption in the home region; null uses the AWS owned key. Set replica_kms_key_arns too."
   type        = string
   default     = null
+}
+
+variable "replica_kms_key_arns" {
+  description = "With kms_key_arn: the customer managed key of each replica, by region, each in its own region (a multi-Region key's replicas fit)."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for r, k in var.replica_kms_key_arns : can(regex("^arn:[^:]+:kms:${r}:[0-9]{12}:key/.+$", k))])
+    error_message = "Each replica_kms_key_arns value must be a KMS key ARN in the region it is listed for."
+  }
 }
 
 variable "tags" {

@@ -24,6 +24,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (include "envdr.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The drills' own service account (envdr-REGION-drill): the drill role, not the daemon's. */}}
+{{- define "envdr.drillServiceAccountName" -}}
+{{- default (printf "%s-drill" (include "envdr.fullname" .)) .Values.drill.serviceAccount.name -}}
+{{- end -}}
+
 {{- define "envdr.image" -}}
 {{- if .Values.image.digest -}}
 {{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}

@@ -11,7 +11,7 @@ module "ecs_ops" {
   cluster_arn         = "arn:aws:ecs:us-east-1:111122223333:cluster/envdr"
   queue_name          = "envdr-events"
   task_definition_arn = "arn:aws:ecs:us-east-1:111122223333:task-definition/envdr:7"
-  task_role_arn       = "arn:aws:iam::111122223333:role/envdr-daemon"
+  drill_task_role_arn = "arn:aws:iam::111122223333:role/envdr-drill"
   execution_role_arn  = "arn:aws:iam::111122223333:role/envdr-task-execution"
   subnets             = ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"]
   security_groups     = ["sg-0123456789abcdef0"]

@@ -1,0 +1,113 @@
+package recovery_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/recovery"
+)
+
+// Statistical and sharded verify (issue 25) on the stand-in: a sample reads exactly the records
+// it asks for and states each region's bound from its own defects; a sample larger than the
+// table covers it all and gives exact fractions; confidence and max defect size the sample and
+// decide the verdict; four shards of one scan see every record exactly once, with the failures
+// of a whole scan.
+func TestSampledAndShardedVerify(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	const n, broken = 80, 8
+	ids := f.seed(t, n, f.env.Regions...)
+	other, err := f.home.Get(ctx, ids[n-1])
+	require.NoError(t, err)
+	for _, id := range ids[:broken] {
+		_, err := f.home.Update(ctx, id, func(cur *envelope.Record) (*envelope.Record, error) {
+			next := cur.Clone()
+			next.Regions["eu-west-1"].Wrapped = bytes.Clone(other.Regions["eu-west-1"].Wrapped)
+			return next, nil
+		})
+		require.NoError(t, err)
+	}
+	f.env.Settle()
+	verify := func(o recovery.VerifyOptions) *recovery.VerifyReport {
+		o.NoWrite, o.Regions = true, fastRegions
+		rep, err := recovery.Verify(ctx, f.cfg, o)
+		require.NoError(t, err)
+		return rep
+	}
+
+	s := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Sample: 40, Seed: 7}})
+	require.Equal(t, int64(40), s.Records)
+	require.NotNil(t, s.Sample)
+	require.Equal(t, recovery.SampleMethod, s.Sample.Method)
+	require.Equal(t, int64(40), s.Sample.Drawn)
+	require.False(t, s.Sample.Exhaustive)
+	require.Equal(t, recovery.DefaultConfidence, s.Sample.Confidence)
+	for _, b := range s.Sample.Regions {
+		require.InDelta(t, recovery.UpperBound(b.Defects, 40, recovery.DefaultConfidence), b.UpperBound, 1e-12, b.Region)
+		if b.Region == "eu-west-1" {
+			require.LessOrEqual(t, b.Defects, int64(broken))
+			require.Equal(t, s.Failed, b.Defects, "every failure of the sample is eu-west-1's")
+		} else {
+			require.Zero(t, b.Defects, b.Region)
+		}
+	}
+	require.Equal(t, s.Failed == 0, s.Passed())
+
+	all := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Sample: 500}})
+	require.True(t, all.Sample.Exhaustive)
+	require.Equal(t, int64(n), all.Sample.Drawn)
+	for _, b := range all.Sample.Regions {
+		if b.Region == "eu-west-1" {
+			require.Equal(t, int64(broken), b.Defects)
+			require.InDelta(t, float64(broken)/n, b.UpperBound, 1e-12)
+		}
+	}
+	require.False(t, all.Passed())
+
+	c := verify(recovery.VerifyOptions{Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
+	require.Equal(t, 11, c.Sample.Requested, "ln(0.1)/ln(0.8) = 10.3")
+	require.Equal(t, int64(11), c.Records)
+	require.Equal(t, c.Sample.WorstUpperBound <= 0.2, c.Passed())
+
+	whole := verify(recovery.VerifyOptions{Segments: 2})
+	require.Equal(t, int64(broken), whole.Failed)
+	var records, failed int64
+	seen := map[string]bool{}
+	for i := range 4 {
+		part := verify(recovery.VerifyOptions{Segments: 2, Sampling: recovery.Sampling{Shard: recovery.Shard{Index: i, Count: 4}}})
+		require.Equal(t, recovery.Shard{Index: i, Count: 4}.String(), part.Shard)
+		records += part.Records
+		failed += part.Failed
+		for _, x := range part.Failures {
+			require.False(t, seen[x.ID], "record %s failed in two shards", x.ID)
+			seen[x.ID] = true
+		}
+	}
+	require.Equal(t, int64(n), records, "the shards together read every record once")
+	require.Equal(t, int64(broken), failed)
+	for _, id := range ids[:broken] {
+		require.True(t, seen[id], id)
+	}
+}
+
+// A statistical drill bounds the fraction of the table the surviving regions cannot open, and
+// with a max defect judges by that bound (issue 25).
+func TestSampledDrill(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.seed(t, 30, f.env.Regions...)
+	f.env.Settle()
+	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
+		Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
+	require.NoError(t, err)
+	require.Equal(t, int64(11), rep.Records)
+	require.NotNil(t, rep.Sample)
+	require.Equal(t, "surviving", rep.Sample.Regions[0].Region)
+	require.Zero(t, rep.Sample.Regions[0].Defects)
+	require.InDelta(t, recovery.UpperBound(0, 11, 0.9), rep.Sample.WorstUpperBound, 1e-12)
+	require.True(t, rep.Passed, "%+v", rep.FailedChecks())
+}

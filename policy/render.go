@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -91,8 +92,9 @@ var (
 	// (ListKeyRotations) to pick the wraps made before it.
 	rewrapDescribeActions = []string{"kms:DescribeKey", "kms:ListKeyRotations"}
 	// drillTableActions: the drill scans the table in one surviving region and reads each
-	// record there (BatchGetItem, GetItem); it never writes.
-	drillTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"}
+	// record there (BatchGetItem, GetItem), and a sampled drill sizes its scan from the table's
+	// item count (DescribeTable); it never writes.
+	drillTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"}
 	// gamedayTableActions: a game day reads back the records of the envelopes it sealed.
 	gamedayTableActions = []string{"dynamodb:BatchGetItem", "dynamodb:GetItem"}
 	// gamedayKeyActions: a game day seals (GenerateDataKey) and opens each region's wrap alone
@@ -138,6 +140,8 @@ type env struct {
 	queueARNs, dlqARNs []string
 	tableARNs          []string
 	opts               Options
+	// scrub: envdr run scrubs (scrub.budget > 0), so the daemon also scans the table.
+	scrub bool
 }
 
 // Render generates, for cfg, the key policy of every region's key and the IAM policies of the
@@ -171,6 +175,9 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 		return nil, errors.New("policy: config has no regions")
 	}
 	e := &env{home: cfg.HomeRegion, opts: opts}
+	if b, err := cfg.Scrub.BudgetFraction(); err == nil && b > 0 {
+		e.scrub = true
+	}
 	for _, r := range cfg.Regions {
 		p := strings.SplitN(r.Key, ":", 6)
 		if len(p) != 6 || p[0] != "arn" || p[2] != "kms" {
@@ -397,8 +404,14 @@ func (e *env) daemon() *Document {
 	for _, k := range e.keys {
 		d.Statement = append(d.Statement, keyUse("DescribeKey"+sidRegion(k.region), k, []string{"kms:DescribeKey"}, false))
 	}
+	tableActions := daemonTableActions
+	if e.scrub {
+		// The scrubber reads the table segment by segment (Scan); without scrubbing the daemon
+		// never scans, and keeps no such right.
+		tableActions = append(slices.Clone(daemonTableActions), "dynamodb:Scan")
+	}
 	d.Statement = append(d.Statement,
-		Statement{Sid: "Records", Effect: "Allow", Action: daemonTableActions, Resource: e.tableARNs},
+		Statement{Sid: "Records", Effect: "Allow", Action: tableActions, Resource: e.tableARNs},
 		Statement{Sid: "ConsumeEvents", Effect: "Allow", Action: daemonQueueActions, Resource: e.queueARNs},
 	)
 	if len(e.dlqARNs) > 0 {

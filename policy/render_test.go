@@ -162,7 +162,7 @@ func TestRenderCommandRoles(t *testing.T) {
 	dr := m[DrillPolicy]
 	require.Equal(t, Strings{"kms:Decrypt"}, stmt(t, dr, "UnwrapUsEast1").Action)
 	require.Equal(t, Strings{ContextKey}, stmt(t, dr, "UnwrapUsEast1").Condition["ForAnyValue:StringEquals"]["kms:EncryptionContextKeys"])
-	require.Equal(t, Strings{"dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"}, stmt(t, dr, "ScanRecords").Action)
+	require.Equal(t, Strings{"dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"}, stmt(t, dr, "ScanRecords").Action)
 	require.Equal(t, role("drill"), stmt(t, kp, "DrillUnwrap").Principal)
 	for _, d := range dr.Statement {
 		for _, a := range d.Action {

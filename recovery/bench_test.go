@@ -21,6 +21,7 @@ import (
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/loadavg"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -256,7 +257,7 @@ func quotaRun(b testing.TB, f *fixture, records int, quota float64, run func() *
 func seedLoad(b testing.TB, f *fixture, n int) {
 	b.Helper()
 	const chunk = 250
-	home, err := f.topo.HomeRegion()
+	home, err := f.producer.HomeRegion()
 	require.NoError(b, err)
 	stores := map[string]*replicate.Store{}
 	for _, r := range f.env.Regions {
@@ -323,10 +324,10 @@ func TestDrillBenchShort(t *testing.T) {
 	seedLoad(t, f, n)
 	t.Logf("seeded %d records in %s", n, time.Since(start))
 	ctx := context.Background()
-	dr, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, Segments: 8, Workers: 32})
+	dr, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, Segments: 8, Workers: 32})
 	require.NoError(t, err)
 	require.Equal(t, int64(n), dr.Recoverable)
-	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 8, Workers: 32})
+	rep, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Regions: fastRegions, Segments: 8, Workers: 32})
 	require.NoError(t, err)
 	require.True(t, rep.Passed(), "%+v", rep.Failures)
 	t.Logf("drill %.0f records/s, verify %.0f records/s (%d writes, %d fallbacks)", dr.Timings.RecordsPerSec, rep.RecordsPerSec, rep.StampWrites, rep.StampFallbacks)

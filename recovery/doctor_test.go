@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/policy"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
@@ -62,7 +63,7 @@ func TestDoctor(t *testing.T) {
 	_, err = kc("us-east-1").EnableKeyRotation(ctx, &kms.EnableKeyRotationInput{KeyId: aws.String(primary)})
 	require.NoError(t, err)
 
-	rep, err := recovery.Doctor(ctx, f.cfg, recovery.DoctorOptions{Regions: fastRegions})
+	rep, err := recovery.Doctor(ctx, f.as(t, iam.RoleOperator), recovery.DoctorOptions{Regions: fastRegions})
 	require.NoError(t, err)
 	for _, c := range rep.Checks {
 		require.NotEqual(t, recovery.StatusFail, c.Status, "%+v", c)

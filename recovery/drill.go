@@ -149,6 +149,9 @@ type DrillReport struct {
 	// Sample, for a statistical drill: the sample, the method, and the bound on the fraction
 	// of the table the surviving regions cannot open (one entry, region "surviving").
 	Sample *SampleReport `json:"sample,omitempty"`
+	// MergedFrom, for a report merged from shards (envdr report merge), names each shard's
+	// report by its shard and digest.
+	MergedFrom []MergedShard `json:"merged_from,omitempty"`
 	// SHA256 is the hex SHA-256 of the JSON report with this value left empty (""): see
 	// VerifyDrillReport. It is set when the JSON is written, and must stay the last field.
 	SHA256 string `json:"sha256"`

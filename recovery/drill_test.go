@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
 	"github.com/envdr/envdr/replicate/replicatetest"
@@ -48,7 +49,7 @@ func sorted(s []string) []string {
 func TestDrillAfterRegionLostMidRun(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	d := replicatetest.StartDaemon(t, ctx, f.cfg, zap.NewNop(), replicate.DaemonOptions{
+	d := replicatetest.StartDaemon(t, ctx, f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
 		WaitTime: time.Second, RetryBase: time.Second, Regions: fastRegions})
 
 	before := f.enqueue(t, 40)
@@ -64,7 +65,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		return f.wrapped(after, "us-east-1", "eu-west-1")
 	})
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(len(before)+len(after)), rep.Records)
 	require.Equal(t, rep.Records, rep.Recoverable, "failures: %+v", rep.Failures)
@@ -87,7 +88,7 @@ func TestDrillAfterRegionLostMidRun(t *testing.T) {
 		n, err := d.QueueDepth(ctx)
 		return err == nil && n == 0 && f.wrapped(after, f.env.Regions...)
 	})
-	healthy, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: lost, Regions: fastRegions})
+	healthy, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: lost, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, 100.0, healthy.RecoverablePercent)
 	require.Equal(t, healthy.Records, healthy.Replicated)
@@ -107,7 +108,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	file, hdr := f.sealed(t)
 	f.env.ResetCounters()
 
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", Open: []string{file}, Regions: fastRegions, Segments: 3, Workers: 4})
 	require.NoError(t, err)
 	require.Equal(t, int64(38), rep.Records)
 	require.Equal(t, int64(33), rep.Recoverable)
@@ -133,7 +134,7 @@ func TestDrillLoseHomeRegion(t *testing.T) {
 	require.Zero(t, f.env.Counters()["us-east-1"]["Decrypt"], "the drill called the lost region's KMS")
 
 	// --all-surviving: the 3 records wrapped in eu-west-1 only now fail too.
-	all, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
+	all, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(30), all.Recoverable)
 	require.Equal(t, int64(3), all.DecryptFailed)
@@ -219,7 +220,7 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 	})
 	require.NoError(t, err)
 	f.env.Settle()
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "ap-southeast-2", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Zero(t, rep.DecryptFailed, "%+v", rep.Failures)
 	require.Equal(t, int64(2), rep.Recoverable)
@@ -231,7 +232,7 @@ func TestDrillBadWrapFallsBack(t *testing.T) {
 		require.Equalf(t, want, g.Fallbacks, "region %s: checks that opened with another wrap than its own", g.Region)
 	}
 	// verify does not fall back: a region's own wrap that fails is a finding to fix.
-	ver, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "us-east-1", NoWrite: true, Regions: fastRegions})
+	ver, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Region: "us-east-1", NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), ver.Failed)
 	require.Equal(t, ids[0], ver.Failures[0].ID)
@@ -245,7 +246,7 @@ func TestDrillWithCABundle(t *testing.T) {
 	f := setup(t)
 	ids := f.seed(t, 5, f.env.Regions...)
 	cfg := *f.cfg
-	local := cfg.Local
+	local := f.as(t, iam.RoleDrill).Local // the drill's own role, as the environment's credentials
 	cfg.Local = nil
 	dir := t.TempDir()
 	t.Setenv("AWS_PROFILE", "")

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -35,7 +36,7 @@ func TestPromoteMovesThePrimary(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "PRIMARY", string(md.KeyMetadata.MultiRegionConfiguration.MultiRegionKeyType))
 
-	rep, err := recovery.Doctor(ctx, f.cfg, recovery.DoctorOptions{Regions: fastRegions})
+	rep, err := recovery.Doctor(ctx, f.as(t, iam.RoleOperator), recovery.DoctorOptions{Regions: fastRegions})
 	require.NoError(t, err)
 	var primary *recovery.Check
 	for i, c := range rep.Checks {
@@ -53,7 +54,7 @@ func TestPromoteMovesThePrimary(t *testing.T) {
 
 	// Records still open in every region after the move.
 	ids := f.seed(t, 3, f.env.Regions...)
-	v, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	v, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, v.Passed(), "%+v", v.Failures)
 	require.EqualValues(t, len(ids), v.Records)

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
@@ -26,7 +27,7 @@ func (c envControl) Up(_ context.Context, r string) error   { return c.env.Stack
 func (f *fixture) startDaemons(t *testing.T) {
 	t.Helper()
 	for _, r := range f.env.Regions {
-		replicatetest.StartDaemon(t, context.Background(), f.cfg, zap.NewNop(), replicate.DaemonOptions{
+		replicatetest.StartDaemon(t, context.Background(), f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
 			WaitTime: time.Second, RetryBase: time.Second, Region: r,
 			Regions: regions.Options{MaxCooldown: time.Second, BaseBackoff: 5 * time.Millisecond},
 		})
@@ -38,12 +39,13 @@ func (f *fixture) startDaemons(t *testing.T) {
 // seconds (RTO), and the home region catches up after it returns.
 func TestGamedayLoseHomeRegion(t *testing.T) {
 	t.Parallel()
+	// A game day seals and opens: it runs as its own role, envdr-gameday (docs/POLICY.md).
 	f := setup(t)
 	f.env.SetLag(time.Second)
 	f.startDaemons(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	rep, err := recovery.Gameday(ctx, f.cfg, recovery.GamedayOptions{
+	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), recovery.GamedayOptions{
 		Lose: "us-east-1", Rate: 4, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
 		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions,
 		Log: func(s string) { t.Log(s) },

@@ -17,6 +17,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -28,6 +29,10 @@ type fixture struct {
 	cfg  *config.Config
 	topo *regions.Topology
 	home *replicate.Store
+	// producer and daemon sign as those roles: the fixtures seal and wrap records as the
+	// workloads that do it when deployed (the keys carry the rendered key policies, which let
+	// the admin manage keys but not use them).
+	producer, daemon *regions.Topology
 }
 
 // fastRegions shortens retries so tests with a region down do not wait on back-offs.
@@ -47,13 +52,26 @@ func setupWith(t testing.TB, o localtest.Options) *fixture {
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()
 	require.NoError(t, err)
-	return &fixture{env: env, cfg: &cfg, topo: topo, home: replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())}
+	producer, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleProducer), fastRegions)
+	require.NoError(t, err)
+	daemon, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleDaemon), fastRegions)
+	require.NoError(t, err)
+	return &fixture{env: env, cfg: &cfg, topo: topo, producer: producer, daemon: daemon,
+		home: replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())}
+}
+
+// as is the fixture's config signed as role: the envdr command under test runs as the role that
+// runs it when deployed (seal as the producer, run as the daemon, the reading commands as the
+// operator, rewrap as its own role).
+func (f *fixture) as(t testing.TB, role string) *config.Config {
+	t.Helper()
+	return f.env.ConfigAs(f.cfg, role)
 }
 
 // newRecord makes a record with real KMS wraps in the given regions: GenerateDataKey in the home
 // region, ReEncrypt to each other region's replica key. The DEK is wiped at once.
 func (f *fixture) newRecord(ctx context.Context, in ...string) (*envelope.Record, error) {
-	home, err := f.topo.HomeRegion()
+	home, err := f.producer.HomeRegion()
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +85,7 @@ func (f *fixture) newRecord(ctx context.Context, in ...string) (*envelope.Record
 			rec.Regions[n] = &envelope.RegionWrap{KeyARN: arn, Wrapped: wrapped, WrappedAt: now}
 			continue
 		}
-		r, err := f.topo.Region(n)
+		r, err := f.daemon.Region(n)
 		if err != nil {
 			return nil, err
 		}
@@ -139,7 +157,7 @@ func (f *fixture) seedWith(t testing.TB, n, writers int, in ...string) []string 
 // sealed seals a small random file in the home region and returns its path and header.
 func (f *fixture) sealed(t *testing.T) (string, *envelope.Header) {
 	t.Helper()
-	home, err := f.topo.HomeRegion()
+	home, err := f.producer.HomeRegion()
 	require.NoError(t, err)
 	pt := make([]byte, 3000)
 	_, _ = rand.Read(pt)
@@ -154,7 +172,7 @@ func (f *fixture) sealed(t *testing.T) (string, *envelope.Header) {
 // enqueue seals n envelopes and sends their events; it returns the record IDs.
 func (f *fixture) enqueue(t *testing.T, n int) []string {
 	t.Helper()
-	home, err := f.topo.HomeRegion()
+	home, err := f.producer.HomeRegion()
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var ids []string

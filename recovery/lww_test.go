@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/replicate"
 )
@@ -66,7 +67,7 @@ func TestVerifyInLaggingRegionKeepsOtherRegionsWraps(t *testing.T) {
 	})
 	require.NoError(t, err)
 
-	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: x, ID: id, Regions: fastRegions})
+	rep, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Region: x, ID: id, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, rep.Passed(), "%+v", rep.Failures)
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -24,7 +25,7 @@ func TestRetirementGate(t *testing.T) {
 	const eu = "eu-west-1"
 	f.seed(t, 6, f.env.Regions...)
 	indep := f.env.Keys[eu].Independent
-	_, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp1.json"), Regions: fastRegions})
+	_, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp1.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	f.env.Settle()
 
@@ -36,11 +37,11 @@ func TestRetirementGate(t *testing.T) {
 	require.True(t, recovery.RequireCurrentByDefault(&cfg))
 	require.False(t, recovery.RequireCurrentByDefault(f.cfg), "no previous_keys, no alias: off by default")
 
-	loose, err := recovery.Verify(ctx, &cfg, recovery.VerifyOptions{NoWrite: true, Regions: fastRegions})
+	loose, err := recovery.Verify(ctx, f.env.ConfigAs(&cfg, iam.RoleOperator), recovery.VerifyOptions{NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, loose.Passed(), "without the gate the old key's wraps pass: %+v", loose.Failures)
 	gate := func() *recovery.VerifyReport {
-		rep, err := recovery.Verify(ctx, &cfg, recovery.VerifyOptions{NoWrite: true, RequireCurrent: true, Regions: fastRegions})
+		rep, err := recovery.Verify(ctx, f.env.ConfigAs(&cfg, iam.RoleOperator), recovery.VerifyOptions{NoWrite: true, RequireCurrent: true, Regions: fastRegions})
 		require.NoError(t, err)
 		return rep
 	}
@@ -58,12 +59,12 @@ func TestRetirementGate(t *testing.T) {
 	require.Contains(t, rep.Failures[0].Reason, indep)
 
 	check := func() int64 {
-		r, err := recovery.Rewrap(ctx, &cfg, recovery.RewrapOptions{Region: eu, DryRun: true, Regions: fastRegions})
+		r, err := recovery.Rewrap(ctx, f.env.ConfigAs(&cfg, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, DryRun: true, Regions: fastRegions})
 		require.NoError(t, err)
 		return r.Changed
 	}
 	require.Equal(t, int64(6), check(), "rewrap --check counts what still needs rewrapping")
-	_, err = recovery.Rewrap(ctx, &cfg, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
+	_, err = recovery.Rewrap(ctx, f.env.ConfigAs(&cfg, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	f.env.Settle()
 	require.Zero(t, check())
@@ -81,7 +82,7 @@ func TestRewrapReplacesBadWrap(t *testing.T) {
 	ctx := context.Background()
 	const eu = "eu-west-1"
 	ids := f.seed(t, 3, f.env.Regions...)
-	r, err := f.topo.Region(eu)
+	r, err := f.producer.Region(eu) // the planted wrap: a data key the producer generated
 	require.NoError(t, err)
 	rec, err := f.home.Get(ctx, ids[0])
 	require.NoError(t, err)
@@ -95,18 +96,18 @@ func TestRewrapReplacesBadWrap(t *testing.T) {
 	})
 	require.NoError(t, err)
 	f.env.Settle()
-	bad, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: eu, NoWrite: true, Regions: fastRegions})
+	bad, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Region: eu, NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), bad.Failed)
 	require.Contains(t, bad.Failures[0].Reason, "commitment")
 
-	rep, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, Since: time.Now().UTC(),
+	rep, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, Since: time.Now().UTC(),
 		Checkpoint: filepath.Join(t.TempDir(), "cp.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Zero(t, rep.Failed, "%+v", rep.Failures)
 	require.Equal(t, int64(3), rep.Changed)
 	f.env.Settle()
-	good, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: eu, NoWrite: true, Regions: fastRegions})
+	good, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Region: eu, NoWrite: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, good.Passed(), "%+v", good.Failures)
 }

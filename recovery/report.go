@@ -98,10 +98,16 @@ var digestKey = []byte(`"sha256": "`)
 // byte, the digest's included, makes VerifyDrillReport fail.
 func (r *DrillReport) JSON() ([]byte, error) {
 	r.SHA256 = ""
+	return digestedJSON(r, &r.SHA256)
+}
+
+// digestedJSON encodes v (a report whose last JSON member is "sha256", held in *digest and empty
+// now) as indented JSON, then puts the hex SHA-256 of those bytes into that member and *digest.
+func digestedJSON(v any, digest *string) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(r); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	b := buf.Bytes()
@@ -110,35 +116,49 @@ func (r *DrillReport) JSON() ([]byte, error) {
 		return nil, errors.New("report: no sha256 member in the JSON")
 	}
 	sum := sha256.Sum256(b)
-	r.SHA256 = hex.EncodeToString(sum[:])
+	*digest = hex.EncodeToString(sum[:])
 	at := i + len(digestKey)
-	out := make([]byte, 0, len(b)+len(r.SHA256))
-	out = append(append(append(out, b[:at]...), r.SHA256...), b[at:]...)
+	out := make([]byte, 0, len(b)+len(*digest))
+	out = append(append(append(out, b[:at]...), *digest...), b[at:]...)
 	return out, nil
 }
 
-// ErrReportDigest: a drill report's JSON does not match the digest it carries.
-var ErrReportDigest = errors.New("drill report digest mismatch")
+// ErrReportDigest: a report's JSON does not match the digest it carries.
+var ErrReportDigest = errors.New("report digest mismatch")
 
-// VerifyDrillReport checks a drill report's JSON (as WriteJSON wrote it) against the SHA-256 digest
-// it carries and returns the report. A report edited in any byte, or without a digest, fails.
-func VerifyDrillReport(b []byte) (*DrillReport, error) {
+// checkDigest checks a report's JSON against the digest its last "sha256" member carries and
+// returns that digest.
+func checkDigest(b []byte) (string, error) {
 	i := bytes.LastIndex(b, digestKey)
 	at := i + len(digestKey)
 	if i < 0 || len(b) < at+sha256.Size*2+1 || b[at+sha256.Size*2] != '"' {
-		return nil, fmt.Errorf("%w: no \"sha256\" digest member (a report of envdr before schema %d, or not a drill report)", ErrReportDigest, ReportSchemaVersion)
+		return "", fmt.Errorf("%w: no \"sha256\" digest member (a report of envdr before schema %d, or not an envdr report)", ErrReportDigest, ReportSchemaVersion)
 	}
 	want := string(b[at : at+sha256.Size*2])
 	body := append(append([]byte(nil), b[:at]...), b[at+sha256.Size*2:]...)
 	sum := sha256.Sum256(body)
-	got := hex.EncodeToString(sum[:])
-	if got != want {
-		return nil, fmt.Errorf("%w: the file hashes to %s but carries %s: it was changed after envdr wrote it", ErrReportDigest, got, want)
+	if got := hex.EncodeToString(sum[:]); got != want {
+		return "", fmt.Errorf("%w: the file hashes to %s but carries %s: it was changed after envdr wrote it", ErrReportDigest, got, want)
 	}
-	var r DrillReport
+	return want, nil
+}
+
+// decodeStrict decodes a report's JSON, refusing unknown members.
+func decodeStrict(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	return dec.Decode(v)
+}
+
+// VerifyDrillReport checks a drill report's JSON (as WriteJSON wrote it) against the SHA-256 digest
+// it carries and returns the report. A report edited in any byte, or without a digest, fails.
+func VerifyDrillReport(b []byte) (*DrillReport, error) {
+	want, err := checkDigest(b)
+	if err != nil {
+		return nil, err
+	}
+	var r DrillReport
+	if err := decodeStrict(b, &r); err != nil {
 		return nil, fmt.Errorf("drill report: %w", err)
 	}
 	if r.SHA256 != want {
@@ -148,6 +168,54 @@ func VerifyDrillReport(b []byte) (*DrillReport, error) {
 		return nil, fmt.Errorf("drill report: schema_version %d; this envdr reads %d", r.SchemaVersion, ReportSchemaVersion)
 	}
 	return &r, nil
+}
+
+// ReportKind tells a report file's kind from its JSON: "verify" for verify reports (their
+// "kind" member), else "drill".
+func ReportKind(b []byte) string {
+	var k struct {
+		Kind string `json:"kind"`
+	}
+	_ = json.Unmarshal(b, &k)
+	if k.Kind == "" {
+		return "drill"
+	}
+	return k.Kind
+}
+
+// VerifyVerifyReport checks a verify report's JSON (VerifyResult.JSON) against its digest and
+// returns it.
+func VerifyVerifyReport(b []byte) (*VerifyResult, error) {
+	want, err := checkDigest(b)
+	if err != nil {
+		return nil, err
+	}
+	r := &VerifyResult{VerifyReport: &VerifyReport{}}
+	if err := decodeStrict(b, r); err != nil {
+		return nil, fmt.Errorf("verify report: %w", err)
+	}
+	if r.SHA256 != want || r.Kind != "verify" {
+		return nil, fmt.Errorf("%w: the digest member is not the report's own", ErrReportDigest)
+	}
+	if r.SchemaVersion != ReportSchemaVersion {
+		return nil, fmt.Errorf("verify report: schema_version %d; this envdr reads %d", r.SchemaVersion, ReportSchemaVersion)
+	}
+	return r, nil
+}
+
+// WriteVerifyReport writes a verify report's digested JSON (VerifyResult.JSON) to PATH.json
+// (ReportPaths) and returns that path.
+func WriteVerifyReport(path string, js []byte) (string, error) {
+	_, _, p := ReportPaths(path)
+	if dir := filepath.Dir(p); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", fmt.Errorf("report: %w", err)
+		}
+	}
+	if err := writeFile(p, func(w io.Writer) error { _, err := w.Write(js); return err }); err != nil {
+		return "", fmt.Errorf("report %s: %w", p, err)
+	}
+	return p, nil
 }
 
 // ReportPaths returns the three files a --report PATH produces: PATH.md, PATH.html and

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -26,7 +27,7 @@ func TestDrillReportEvidence(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond)               // the pending records are > 1 s old
 
 	build := recovery.Build{Version: "v1.2.3-test", Commit: "abc123"}
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, Envdr: build})
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, Envdr: build})
 	require.NoError(t, err)
 	require.True(t, rep.Passed, "checks: %+v", rep.Checks)
 	require.Equal(t, recovery.ReportSchemaVersion, rep.SchemaVersion)
@@ -35,7 +36,7 @@ func TestDrillReportEvidence(t *testing.T) {
 	require.Equal(t, host, rep.Host)
 	require.Empty(t, rep.Caller.Error)
 	require.Equal(t, "111122223333", rep.Caller.Account)
-	require.Equal(t, "arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local", rep.Caller.ARN)
+	require.Equal(t, "arn:aws:sts::111122223333:assumed-role/envdr-operator/envdr-local", rep.Caller.ARN)
 	require.Equal(t, "us-east-1", rep.Caller.Region)
 	require.Equal(t, int64(len(replicated)+len(pending)), rep.Records)
 	require.Equal(t, int64(len(pending)), rep.RecoveryPoint.NotReplicated)
@@ -49,14 +50,14 @@ func TestDrillReportEvidence(t *testing.T) {
 	require.Nil(t, rep.Thresholds.MaxRPOSeconds)
 
 	// --max-rpo below the recovery point's age fails the drill, naming the check.
-	strict, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, MaxRPO: 500 * time.Millisecond})
+	strict, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, MaxRPO: 500 * time.Millisecond})
 	require.NoError(t, err)
 	require.False(t, strict.Passed)
 	failed := strict.FailedChecks()
 	require.Len(t, failed, 1)
 	require.Equal(t, "rpo", failed[0].Name)
 	require.Equal(t, 0.5, *strict.Thresholds.MaxRPOSeconds)
-	loose, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, MaxRPO: time.Hour})
+	loose, err := recovery.Drill(ctx, f.as(t, iam.RoleOperator), recovery.DrillOptions{Lose: "eu-west-1", Regions: fastRegions, MaxRPO: time.Hour})
 	require.NoError(t, err)
 	require.True(t, loose.Passed, "checks: %+v", loose.Checks)
 
@@ -71,7 +72,7 @@ func TestDrillReportEvidence(t *testing.T) {
 		b, err := os.ReadFile(p)
 		require.NoError(t, err)
 		require.Contains(t, string(b), rep.SHA256, p)
-		require.Contains(t, string(b), "arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local", p)
+		require.Contains(t, string(b), "arn:aws:sts::111122223333:assumed-role/envdr-operator/envdr-local", p)
 		require.Contains(t, string(b), "v1.2.3-test", p)
 	}
 	got, err := recovery.VerifyDrillReport(js)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/recovery"
 )
@@ -51,7 +53,7 @@ func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.Re
 	const region = "eu-west-1"
 	target := f.env.Keys[region].MRK
 
-	dry, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: region, DryRun: true, Regions: fastRegions})
+	dry, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), recovery.RewrapOptions{Region: region, DryRun: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(n), dry.Changed, "dry run counts every record as to change")
 	require.False(t, dry.Since.IsZero(), "since comes from the key's rotation")
@@ -70,7 +72,7 @@ func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.Re
 		}
 	}
 	f.env.ResetCounters()
-	rep1, err := recovery.Rewrap(killCtx, f.cfg, first)
+	rep1, err := recovery.Rewrap(killCtx, f.as(t, iam.RoleRewrap), first)
 	kill()
 	require.NoError(t, err)
 	require.True(t, rep1.Interrupted)
@@ -79,7 +81,7 @@ func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.Re
 	_, err = os.Stat(cp)
 	require.NoError(t, err, "the checkpoint survives the kill")
 
-	rep2, err := recovery.Rewrap(ctx, f.cfg, opts)
+	rep2, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), opts)
 	require.NoError(t, err)
 	require.True(t, rep2.Resumed)
 	require.False(t, rep2.Interrupted)
@@ -101,12 +103,12 @@ func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.Re
 	require.GreaterOrEqual(t, f.env.Counters()[region]["ReEncrypt"], int64(n))
 	require.Zero(t, f.env.Counters()["ap-southeast-2"]["ReEncrypt"], "rewrap stays in its region")
 
-	again, err := recovery.Rewrap(ctx, f.cfg, opts)
+	again, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), opts)
 	require.NoError(t, err)
 	require.Zero(t, again.Changed)
 	require.Equal(t, int64(n), again.Unchanged)
 
-	v, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	v, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, v.Passed(), "%+v", v.Failures)
 	return rep1, rep2
@@ -150,20 +152,23 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 		Endpoints: f.env.Endpoints(west)})
 	cfg4.Policy.Required = append(append([]string(nil), f.cfg.Policy.Required...), west)
 	require.NoError(t, cfg4.Validate())
+	// The roles' policies for the four-region config, as an operator re-applies them: the new
+	// replica has KMS's default key policy, which leaves its use to IAM.
+	require.NoError(t, localaws.LoadRenderedPolicies(f.env.IAM, &cfg4))
 
-	pre, err := recovery.Verify(ctx, &cfg4, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	pre, err := recovery.Verify(ctx, f.env.ConfigAs(&cfg4, iam.RoleOperator), recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.Equal(t, int64(40), pre.Failed, "nothing is wrapped in the new region yet")
 
-	rep, err := recovery.Rewrap(ctx, &cfg4, recovery.RewrapOptions{Region: west, Checkpoint: filepath.Join(t.TempDir(), "cp.json"), Regions: fastRegions})
+	rep, err := recovery.Rewrap(ctx, f.env.ConfigAs(&cfg4, iam.RoleRewrap), recovery.RewrapOptions{Region: west, Checkpoint: filepath.Join(t.TempDir(), "cp.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(40), rep.Changed)
 	require.Zero(t, rep.Failed, "%+v", rep.Failures)
 	f.env.Settle()
-	post, err := recovery.Verify(ctx, &cfg4, recovery.VerifyOptions{Regions: fastRegions})
+	post, err := recovery.Verify(ctx, f.env.ConfigAs(&cfg4, iam.RoleRewrap), recovery.VerifyOptions{Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, post.Passed(), "%+v", post.Failures)
-	drill, err := recovery.Drill(ctx, &cfg4, recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
+	drill, err := recovery.Drill(ctx, f.env.ConfigAs(&cfg4, iam.RoleOperator), recovery.DrillOptions{Lose: "us-east-1", AllSurviving: true, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, drill.Passed)
 	require.Equal(t, int64(40), drill.Recoverable)
@@ -171,7 +176,7 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 	// Move eu-west-1 to its independent key (--to-key), then run with that config.
 	const eu = "eu-west-1"
 	indep := f.env.Keys[eu].Independent
-	mv, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
+	mv, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(40), mv.Changed)
 	f.env.Settle()
@@ -182,7 +187,7 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 			cfgInd.Regions[i].Key, cfgInd.Regions[i].Mode = indep, config.ModeIndependent
 		}
 	}
-	ind, err := recovery.Verify(ctx, &cfgInd, recovery.VerifyOptions{Region: eu, Regions: fastRegions})
+	ind, err := recovery.Verify(ctx, f.env.ConfigAs(&cfgInd, iam.RoleRewrap), recovery.VerifyOptions{Region: eu, Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, ind.Passed(), "%+v", ind.Failures)
 	for _, rec := range f.records(t, ids) {
@@ -200,12 +205,12 @@ func TestRewrapBackfillNewRegionAndKeyChange(t *testing.T) {
 		require.NoError(t, err)
 	}
 	f.env.Settle()
-	bf, err := recovery.Rewrap(ctx, &cfgInd, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp3.json"), Regions: fastRegions})
+	bf, err := recovery.Rewrap(ctx, f.env.ConfigAs(&cfgInd, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp3.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(5), bf.Changed)
 	require.Equal(t, int64(35), bf.Unchanged)
 	f.env.Settle()
-	ind, err = recovery.Verify(ctx, &cfgInd, recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
+	ind, err = recovery.Verify(ctx, f.env.ConfigAs(&cfgInd, iam.RoleOperator), recovery.VerifyOptions{Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, ind.Passed(), "%+v", ind.Failures)
 }
@@ -219,7 +224,7 @@ func TestRewrapRepairsDeadWrap(t *testing.T) {
 	const eu = "eu-west-1"
 	ids := f.seed(t, 10, f.env.Regions...)
 	indep := f.env.Keys[eu].Independent
-	mv, err := recovery.Rewrap(ctx, f.cfg, recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp1.json"), Regions: fastRegions})
+	mv, err := recovery.Rewrap(ctx, f.as(t, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, ToKey: indep, Checkpoint: filepath.Join(t.TempDir(), "cp1.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(10), mv.Changed)
 
@@ -235,7 +240,7 @@ func TestRewrapRepairsDeadWrap(t *testing.T) {
 	require.Equal(t, eu, cfg.Regions[1].Name)
 	require.NoError(t, cfg.Validate())
 
-	rep, err := recovery.Rewrap(ctx, &cfg, recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
+	rep, err := recovery.Rewrap(ctx, f.env.ConfigAs(&cfg, iam.RoleRewrap), recovery.RewrapOptions{Region: eu, Checkpoint: filepath.Join(t.TempDir(), "cp2.json"), Regions: fastRegions})
 	require.NoError(t, err)
 	require.Zero(t, rep.Failed, "%+v", rep.Failures)
 	require.Equal(t, int64(10), rep.Changed)
@@ -243,7 +248,7 @@ func TestRewrapRepairsDeadWrap(t *testing.T) {
 		require.Equal(t, f.env.Keys[eu].MRK, rec.Regions[eu].KeyARN)
 	}
 	f.env.Settle() // the rewrap wrote through the home region; verify reads eu-west-1's replica
-	ver, err := recovery.Verify(ctx, &cfg, recovery.VerifyOptions{Region: eu, Regions: fastRegions, NoWrite: true})
+	ver, err := recovery.Verify(ctx, f.env.ConfigAs(&cfg, iam.RoleOperator), recovery.VerifyOptions{Region: eu, Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.True(t, ver.Passed(), "%+v", ver.Failures)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -34,7 +35,7 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	f.env.Settle()
 	verify := func(o recovery.VerifyOptions) *recovery.VerifyReport {
 		o.NoWrite, o.Regions = true, fastRegions
-		rep, err := recovery.Verify(ctx, f.cfg, o)
+		rep, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), o)
 		require.NoError(t, err)
 		return rep
 	}
@@ -77,8 +78,15 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	require.Equal(t, int64(broken), whole.Failed)
 	var records, failed int64
 	seen := map[string]bool{}
+	var parts []*recovery.VerifyResult
 	for i := range 4 {
 		part := verify(recovery.VerifyOptions{Segments: 2, Sampling: recovery.Sampling{Shard: recovery.Shard{Index: i, Count: 4}}})
+		// Each shard's report file, as verify --report writes it, read back through its digest.
+		js, err := recovery.NewVerifyResult(part).JSON()
+		require.NoError(t, err)
+		back, err := recovery.VerifyVerifyReport(js)
+		require.NoError(t, err)
+		parts = append(parts, back)
 		require.Equal(t, recovery.Shard{Index: i, Count: 4}.String(), part.Shard)
 		records += part.Records
 		failed += part.Failed
@@ -92,6 +100,62 @@ func TestSampledAndShardedVerify(t *testing.T) {
 	for _, id := range ids[:broken] {
 		require.True(t, seen[id], id)
 	}
+
+	// envdr report merge: the whole table's report, with a digest verify-report accepts.
+	merged, err := recovery.MergeVerify([]*recovery.VerifyResult{parts[2], parts[0], parts[3], parts[1]})
+	require.NoError(t, err)
+	require.Equal(t, int64(n), merged.Records)
+	require.Equal(t, whole.Failed, merged.Failed)
+	require.Len(t, merged.Failures, broken)
+	require.False(t, merged.Passed)
+	require.Len(t, merged.MergedFrom, 4)
+	require.Equal(t, "1/4", merged.MergedFrom[0].Shard)
+	js, err := merged.JSON()
+	require.NoError(t, err)
+	back, err := recovery.VerifyVerifyReport(js)
+	require.NoError(t, err)
+	require.Equal(t, merged.SHA256, back.SHA256)
+	require.Equal(t, "verify", recovery.ReportKind(js))
+	edited := bytes.Replace(js, []byte(`"records": 80`), []byte(`"records": 81`), 1)
+	require.NotEqual(t, js, edited)
+	_, err = recovery.VerifyVerifyReport(edited)
+	require.ErrorIs(t, err, recovery.ErrReportDigest)
+	_, err = recovery.MergeVerify(parts[:3])
+	require.ErrorIs(t, err, recovery.ErrShardSet, "a missing shard")
+	_, err = recovery.MergeVerify([]*recovery.VerifyResult{parts[0], parts[1], parts[2], parts[2]})
+	require.ErrorIs(t, err, recovery.ErrShardSet, "a repeated shard")
+}
+
+// Two shards of a drill merge into the drill of the whole table.
+func TestShardedDrillMerges(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.seed(t, 24, f.env.Regions...)
+	f.env.Settle()
+	whole, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions})
+	require.NoError(t, err)
+	var parts []*recovery.DrillReport
+	for i := range 2 {
+		r, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "eu-west-1", Segments: 2, Regions: fastRegions,
+			Sampling: recovery.Sampling{Shard: recovery.Shard{Index: i, Count: 2}}})
+		require.NoError(t, err)
+		js, err := r.JSON()
+		require.NoError(t, err)
+		back, err := recovery.VerifyDrillReport(js)
+		require.NoError(t, err)
+		parts = append(parts, back)
+	}
+	require.Less(t, parts[0].Records, whole.Records)
+	m, err := recovery.MergeDrill(parts)
+	require.NoError(t, err)
+	require.Equal(t, whole.Records, m.Records)
+	require.Equal(t, whole.Recoverable, m.Recoverable)
+	require.True(t, m.Passed, "%+v", m.FailedChecks())
+	js, err := m.JSON()
+	require.NoError(t, err)
+	back, err := recovery.VerifyDrillReport(js)
+	require.NoError(t, err)
+	require.Len(t, back.MergedFrom, 2)
 }
 
 // A statistical drill bounds the fraction of the table the surviving regions cannot open, and
@@ -101,7 +165,7 @@ func TestSampledDrill(t *testing.T) {
 	ctx := context.Background()
 	f.seed(t, 30, f.env.Regions...)
 	f.env.Settle()
-	rep, err := recovery.Drill(ctx, f.cfg, recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
+	rep, err := recovery.Drill(ctx, f.as(t, iam.RoleDrill), recovery.DrillOptions{Lose: "ap-southeast-2", Regions: fastRegions,
 		Sampling: recovery.Sampling{Confidence: 0.9, MaxDefect: 0.2}})
 	require.NoError(t, err)
 	require.Equal(t, int64(11), rep.Records)

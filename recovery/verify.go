@@ -52,6 +52,8 @@ type VerifyOptions struct {
 	RegionTimeout time.Duration
 	// Sampling: a sharded scan or a statistical sample instead of one whole scan.
 	Sampling
+	// Envdr is the build that runs verify, recorded in the report.
+	Envdr Build
 }
 
 // SampleReport is a statistical verify's or drill's sample and bounds.
@@ -99,6 +101,10 @@ func sampleReport(opts Sampling, drawn int64, tallies []RegionTally, required ma
 
 // VerifyReport is what Verify found. A record fails when a required region cannot open it alone.
 type VerifyReport struct {
+	// SchemaVersion and Kind ("verify") identify the report's JSON layout; Envdr the build.
+	SchemaVersion   int       `json:"schema_version"`
+	Kind            string    `json:"kind"`
+	Envdr           Build     `json:"envdr"`
 	StartedAt       time.Time `json:"started_at"`
 	DurationSeconds float64   `json:"duration_seconds"`
 	Table           string    `json:"table"`
@@ -133,6 +139,35 @@ type VerifyReport struct {
 	Shard string `json:"shard,omitempty"`
 	// Sample, for a statistical verify: the sample, the method and the bounds.
 	Sample *SampleReport `json:"sample,omitempty"`
+	// MergedFrom, for a report merged from shards (envdr report merge), names each shard's
+	// report by its shard and digest.
+	MergedFrom []MergedShard `json:"merged_from,omitempty"`
+	// SHA256 is the hex SHA-256 of the report's JSON with this value left empty (as
+	// DrillReport.SHA256); set when a report file is written, and the last member.
+	SHA256 string `json:"sha256"`
+}
+
+// MergedShard is one shard report a merged report was made of.
+type MergedShard struct {
+	Shard  string `json:"shard"`
+	SHA256 string `json:"sha256"`
+}
+
+// VerifyResult is verify's JSON result and report file: the verdict first, then the report.
+type VerifyResult struct {
+	Passed bool `json:"passed"`
+	*VerifyReport
+}
+
+// NewVerifyResult is r with its verdict.
+func NewVerifyResult(r *VerifyReport) *VerifyResult {
+	return &VerifyResult{Passed: r.Passed(), VerifyReport: r}
+}
+
+// JSON is the result as indented JSON carrying its own SHA-256 digest (sets SHA256).
+func (v *VerifyResult) JSON() ([]byte, error) {
+	v.SHA256 = ""
+	return digestedJSON(v, &v.SHA256)
 }
 
 // Passed reports whether every record opened in every required region; for a statistical
@@ -178,7 +213,8 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 	if err != nil {
 		return nil, err
 	}
-	rep := &VerifyReport{StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names,
+	rep := &VerifyReport{SchemaVersion: ReportSchemaVersion, Kind: "verify", Envdr: opts.Envdr,
+		StartedAt: time.Now().UTC(), Table: cfg.Table, ScanRegion: scanRegion, Regions: names,
 		Skipped: skipped, Strict: opts.Strict}
 	required := map[string]bool{}
 	if opts.Region != "" {

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/recovery"
 )
 
@@ -32,7 +33,7 @@ func TestVerify(t *testing.T) {
 	require.NoError(t, err)
 	f.env.Settle()
 
-	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 2, Workers: 4})
+	rep, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Regions: fastRegions, Segments: 2, Workers: 4})
 	require.NoError(t, err)
 	require.False(t, rep.Passed())
 	require.Equal(t, int64(42), rep.Records)
@@ -61,7 +62,7 @@ func TestVerify(t *testing.T) {
 	require.True(t, broken.Regions["us-east-1"].Verified())
 
 	// A region holding no entry at all for some records: nothing to mark, the records named.
-	ap, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "ap-southeast-2", Regions: fastRegions})
+	ap, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Region: "ap-southeast-2", Regions: fastRegions})
 	require.NoError(t, err)
 	require.Equal(t, int64(2), ap.Failed)
 	require.Equal(t, int64(40), ap.Updated)
@@ -69,7 +70,7 @@ func TestVerify(t *testing.T) {
 	// --region: only that region's endpoints are used; the others may be down.
 	f.env.Down("us-east-1")
 	f.env.Down("ap-southeast-2")
-	one, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "eu-west-1", Regions: fastRegions, NoWrite: true})
+	one, err := recovery.Verify(ctx, f.as(t, iam.RoleOperator), recovery.VerifyOptions{Region: "eu-west-1", Regions: fastRegions, NoWrite: true})
 	require.NoError(t, err)
 	require.Equal(t, []string{"eu-west-1"}, one.Regions)
 	require.Equal(t, int64(42), one.Records)
@@ -77,7 +78,7 @@ func TestVerify(t *testing.T) {
 	require.Equal(t, bad, one.Failures[0].ID)
 
 	// --id: one record.
-	single, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Region: "eu-west-1", ID: ids[3], Regions: fastRegions})
+	single, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Region: "eu-west-1", ID: ids[3], Regions: fastRegions})
 	require.NoError(t, err)
 	require.True(t, single.Passed())
 	require.Equal(t, int64(1), single.Records)
@@ -100,7 +101,7 @@ func TestVerifyBatchedStampsKeepConcurrentWrite(t *testing.T) {
 	const region = "ap-southeast-2"
 	swapped := bytes.Clone(other.Regions[region].Wrapped)
 	calls := 0
-	rep, err := recovery.Verify(ctx, f.cfg, recovery.VerifyOptions{Regions: fastRegions, Segments: 1, Workers: 1,
+	rep, err := recovery.Verify(ctx, f.as(t, iam.RoleRewrap), recovery.VerifyOptions{Regions: fastRegions, Segments: 1, Workers: 1,
 		Progress: func(int) {
 			calls++
 			if calls != 1 {

@@ -46,6 +46,10 @@ type Daemon struct {
 	sqs      SQSAPI
 	log      *zap.Logger
 	region   string
+	// scrub, when scrubbing is on, re-verifies the region's wraps in the background.
+	scrub        *Scrubber
+	stopScrub    context.CancelFunc
+	scrubStopped chan struct{}
 }
 
 // Region is the region this daemon runs for.
@@ -102,6 +106,9 @@ func NewDaemon(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Da
 		return nil, err
 	}
 	d := &Daemon{Metrics: m, Ready: ready, topo: topo, queueURL: queueURL, sqs: self.SQS(), log: log, region: region}
+	if d.scrub, err = NewScrubber(topo, region, log, m); err != nil {
+		return nil, fmt.Errorf("scrub: %w", err)
+	}
 	m.WatchQueues(self.SQS(), queueURL, dlqURL)
 	d.consumer = NewConsumer(ConsumerConfig{
 		QueueURL: queueURL, DLQURL: dlqURL, Concurrency: cfg.Worker.Concurrency,
@@ -130,6 +137,14 @@ func (d *Daemon) Start(ctx context.Context) error {
 		return err
 	}
 	d.Ready.SetRunning(true)
+	if d.scrub != nil {
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		d.stopScrub, d.scrubStopped = cancel, make(chan struct{})
+		go func() {
+			defer close(d.scrubStopped)
+			d.scrub.Run(sctx)
+		}()
+	}
 	d.log.Info("envdr run started", zap.String("region", d.region), zap.Strings("regions", d.topo.Names()), zap.String("queue", d.queueURL), zap.String("admin", d.AdminAddr()))
 	return nil
 }
@@ -138,6 +153,10 @@ func (d *Daemon) Start(ctx context.Context) error {
 // admin server.
 func (d *Daemon) Stop(ctx context.Context) {
 	d.Ready.SetRunning(false)
+	if d.stopScrub != nil {
+		d.stopScrub() // a scrub pass resumes from its lease
+		<-d.scrubStopped
+	}
 	d.consumer.Stop(ctx)
 	if d.admin != nil {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -50,7 +50,9 @@ type Metrics struct {
 	// it from unprotected to protected in its replica (copies and redeliveries of a protected
 	// record are not; a duplicate worked at the same moment may add a second, later sample).
 	Protection *prometheus.HistogramVec // source_region
-	BuildInfo  *prometheus.GaugeVec     // version, commit, goversion: always 1
+	// Scrub are the scrubber's metrics (envdr_scrub_*), zero while scrubbing is off.
+	Scrub     *ScrubMetrics
+	BuildInfo *prometheus.GaugeVec // version, commit, goversion: always 1
 }
 
 // ProtectionBuckets bound envdr_protection_seconds: fine around the default SLO (99.99% within
@@ -102,6 +104,8 @@ func NewMetrics() *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "envdr_build_info",
 			Help: "Always 1; the labels name the running envdr build."}, []string{"version", "commit", "goversion"}),
 	}
+	m.Scrub = newScrubMetrics()
+	m.Registry.MustRegister(m.Scrub.collectors()...)
 	m.Registry.MustRegister(m.Events, m.Wrap, m.Verify, m.ReplicaWait, m.KMSCalls, m.KMSLatency, m.Throttles, m.InFlight, m.OldestAge,
 		m.Healthy, m.Requeued, m.DLQ, m.RecordCASs, m.RegionFailures, m.Repairs, m.Protection, m.BuildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -37,14 +37,17 @@ import (
 
 // bundle is one test's stand-in, topology and captured logs.
 type bundle struct {
-	env   *localtest.Env
-	cfg   *config.Config
-	topo  *regions.Topology
-	logs  *observer.ObservedLogs
-	log   *zap.Logger
-	plain [][]byte // plaintexts sealed, to check logs never hold them
-	deks  [][]byte // DEKs seen by the test (via a recording generator), same purpose
-	mu    sync.Mutex
+	env  *localtest.Env
+	cfg  *config.Config
+	topo *regions.Topology // the admin: SQS and DynamoDB fixtures (no KMS key use)
+	// producer and operator sign as those roles: the keys carry the rendered key policies, which
+	// let the producer generate data keys and the operator decrypt, and the admin neither.
+	producer, operator *regions.Topology
+	logs               *observer.ObservedLogs
+	log                *zap.Logger
+	plain              [][]byte // plaintexts sealed, to check logs never hold them
+	deks               [][]byte // DEKs seen by the test (via a recording generator), same purpose
+	mu                 sync.Mutex
 }
 
 // setup gives a test its own three-region stand-in with the given per-region modes.
@@ -65,8 +68,12 @@ func setup(t *testing.T, modes map[string]string) *bundle {
 	require.NoError(t, localaws.LoadRenderedPolicies(env.IAM, &cfg)) // the roles' policies for these keys
 	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
 	require.NoError(t, err)
+	producer, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleProducer), regions.Options{})
+	require.NoError(t, err)
+	operator, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleOperator), regions.Options{})
+	require.NoError(t, err)
 	core, logs := observer.New(zap.DebugLevel)
-	b := &bundle{env: env, cfg: &cfg, topo: topo, logs: logs, log: zap.New(core)}
+	b := &bundle{env: env, cfg: &cfg, topo: topo, producer: producer, operator: operator, logs: logs, log: zap.New(core)}
 	t.Cleanup(func() { b.checkNoSecretsInLogs(t) })
 	return b
 }
@@ -87,10 +94,11 @@ func (g recordingGen) GenerateDataKey(ctx context.Context, ec envelope.Context) 
 	return dk, err
 }
 
-// seal seals a random plaintext in the home region and returns the envelope and its event body.
+// seal seals a random plaintext in the home region, as the producer, and returns the envelope
+// and its event body.
 func (b *bundle) seal(t *testing.T) (sealed []byte, body string, hdr *envelope.Header) {
 	t.Helper()
-	home, err := b.topo.HomeRegion()
+	home, err := b.producer.HomeRegion()
 	require.NoError(t, err)
 	pt := make([]byte, 1000)
 	_, _ = rand.Read(pt)
@@ -236,7 +244,7 @@ func (b *bundle) openIn(t *testing.T, region string, sealed []byte) []byte {
 	hdr, err := envelope.ReadHeader(bytes.NewReader(sealed))
 	require.NoError(t, err)
 	rec := b.record(t, region, hdr.RecordID())
-	r, err := b.topo.Region(region)
+	r, err := b.operator.Region(region)
 	require.NoError(t, err)
 	var out bytes.Buffer
 	_, err = envelope.Open(context.Background(), &out, bytes.NewReader(sealed), r, envelope.OpenOptions{Wrap: rec.Wrap(region)})
@@ -554,7 +562,7 @@ func (b *bundle) sealEventUnder(t *testing.T, key string) (string, string) {
 	cfg := *b.cfg
 	cfg.Regions = append([]config.Region(nil), b.cfg.Regions...)
 	cfg.Regions[0].Key, cfg.Regions[0].Mode = key, config.ModeIndependent
-	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
+	topo, err := regions.New(context.Background(), b.env.ConfigAs(&cfg, iam.RoleProducer), regions.Options{})
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()
 	require.NoError(t, err)
@@ -607,6 +615,9 @@ func TestAliasRepointedKeepsEvents(t *testing.T) {
 	aliasARN := strings.Replace(keyA, ":key/"+regions.KeyID(keyA), ":"+alias, 1)
 	b.cfg.Regions[0].Key = aliasARN
 	require.NoError(t, b.cfg.Validate())
+	// The roles' policies for the alias config (key/* scoped by kms:ResourceAliases): the
+	// producer seals through the alias whichever key it names.
+	require.NoError(t, localaws.LoadRenderedPolicies(b.env.IAM, b.cfg))
 
 	bodyA, idA := b.sealEventUnder(t, aliasARN)
 	// Found running this suite as envdr-daemon (issue 11): under envdr policy render's
@@ -770,7 +781,11 @@ func TestRedeliveryCannotUndoRewrap(t *testing.T) {
 
 	home, err := b.topo.HomeRegion()
 	require.NoError(t, err)
-	rewrapped, arn, err := home.ReEncrypt(context.Background(), old.Wrapped, old.KeyARN, "", rec.Context.Map())
+	rw, err := regions.New(context.Background(), b.env.ConfigAs(b.cfg, iam.RoleRewrap), regions.Options{})
+	require.NoError(t, err)
+	rwHome, err := rw.HomeRegion()
+	require.NoError(t, err)
+	rewrapped, arn, err := rwHome.ReEncrypt(context.Background(), old.Wrapped, old.KeyARN, "", rec.Context.Map())
 	require.NoError(t, err)
 	require.NotEqual(t, old.Wrapped, rewrapped)
 	store := replicate.NewStore(b.cfg.Table, "us-east-1", home.DynamoDB(), b.cfg.RegionNames())

@@ -101,6 +101,9 @@ until "$ENVDR" local ready --admin "$ADMIN" >/dev/null 2>&1; do
   sleep 0.2
 done
 CONFIG="$LOCAL/envdr.yaml"
+# seal runs as the producer and open as the operator: the stand-in's keys carry the rendered
+# key policies, which let the admin manage them but not use them.
+export AWS_SHARED_CREDENTIALS_FILE="$LOCAL/credentials"
 export ENVDR_LOCAL_BACKENDS="$LOCAL/backends.json"
 echo "ready: $CONFIG"
 
@@ -131,9 +134,9 @@ round=0
 measure() { "$BENCH" measure --out "$DIR/cli.jsonl" --bytes "$BYTES" --round "$round" --label "$@"; }
 cli_ok=ok
 # The inputs of the open runs, sealed once (untimed), and open's output checked once with cmp.
-if "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/data.envdr" >/dev/null &&
-  "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/data.envdr.out" && cmp "$DATA" "$W/data.envdr.out" &&
-  "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cmp - "$DATA" &&
+if env AWS_PROFILE=envdr-producer "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/data.envdr" >/dev/null &&
+  env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/data.envdr.out" && cmp "$DATA" "$W/data.envdr.out" &&
+  env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cmp - "$DATA" &&
   $TOOLS/age -r "$RCPT" -o "$W/data.age" "$DATA" && $TOOLS/age -d -i "$KEY" "$W/data.age" | cmp - "$DATA"; then :; else
   cli_ok="FAIL: sealing the inputs, or an output differing from the input (cmp)"
 fi
@@ -149,21 +152,21 @@ rm -f "$W/data.envdr.out"
 for ((round = 1; round <= REPEAT; round++)); do
   echo "-- round $round of $REPEAT"
   measure cat-pipe -- cat "$DATA" | cat >/dev/null || cli_ok="FAIL: cat" # the pipe's own floor on this machine
-  measure envdr-seal-pipe -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal"
+  measure envdr-seal-pipe -- env AWS_PROFILE=envdr-producer "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal"
   measure age-seal-pipe -- $TOOLS/age -r "$RCPT" "$DATA" | cat >/dev/null || cli_ok="FAIL: age seal"
-  measure envdr-open-pipe -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open"
+  measure envdr-open-pipe -- env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open"
   measure age-open-pipe -- $TOOLS/age -d -i "$KEY" "$W/data.age" | cat >/dev/null || cli_ok="FAIL: age open"
-  measure envdr-seal-pipe-j1 -- "$ENVDR" --config "$CONFIG" seal --jobs 1 --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal --jobs 1"
-  measure envdr-open-pipe-j1 -- "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open --jobs 1"
-  measure envdr-seal -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - >/dev/null || cli_ok="FAIL: envdr seal"
+  measure envdr-seal-pipe-j1 -- env AWS_PROFILE=envdr-producer "$ENVDR" --config "$CONFIG" seal --jobs 1 --context bench=cli "$DATA" - | cat >/dev/null || cli_ok="FAIL: envdr seal --jobs 1"
+  measure envdr-open-pipe-j1 -- env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open --jobs 1 "$W/data.envdr" - | cat >/dev/null || cli_ok="FAIL: envdr open --jobs 1"
+  measure envdr-seal -- env AWS_PROFILE=envdr-producer "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" - >/dev/null || cli_ok="FAIL: envdr seal"
   measure age-seal -- $TOOLS/age -r "$RCPT" "$DATA" >/dev/null || cli_ok="FAIL: age seal"
-  measure envdr-open -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - >/dev/null || cli_ok="FAIL: envdr open"
+  measure envdr-open -- env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open "$W/data.envdr" - >/dev/null || cli_ok="FAIL: envdr open"
   measure age-open -- $TOOLS/age -d -i "$KEY" "$W/data.age" >/dev/null || cli_ok="FAIL: age open"
   measure dd-fsync -- dd if="$DATA" of="$W/dd.out" bs=4M conv=fsync status=none || cli_ok="FAIL: dd"
   rm -f "$W/dd.out"
-  measure envdr-seal-file -- "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/seal.envdr" >/dev/null || cli_ok="FAIL: envdr seal to a file"
+  measure envdr-seal-file -- env AWS_PROFILE=envdr-producer "$ENVDR" --config "$CONFIG" seal --context bench=cli "$DATA" "$W/seal.envdr" >/dev/null || cli_ok="FAIL: envdr seal to a file"
   rm -f "$W/seal.envdr"
-  measure envdr-open-file -- "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/open.out" || cli_ok="FAIL: envdr open to a file"
+  measure envdr-open-file -- env AWS_PROFILE=envdr-operator "$ENVDR" --config "$CONFIG" open "$W/data.envdr" "$W/open.out" || cli_ok="FAIL: envdr open to a file"
   rm -f "$W/open.out"
 done
 rm -rf "$W"

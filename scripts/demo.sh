@@ -142,6 +142,6 @@ echo "us-east-1 restored; every queue drained: the outage's files are wrapped an
 
 say "7. game day: keep sealing while us-east-1 is lost; measure RPO, RTO and the catch-up"
 # The game day seals (a producer's rights) and proves each region opens alone (an operator's):
-# it runs with the stand-in's admin identity.
-$E gameday --lose us-east-1 --before 3s --during 8s --rate 4 --report "$DIR/gameday"
+# it runs as its own role, envdr-gameday (the admin manages the keys but may not use them).
+env AWS_PROFILE=envdr-gameday $E gameday --lose us-east-1 --before 3s --during 8s --rate 4 --report "$DIR/gameday"
 say "demo complete"

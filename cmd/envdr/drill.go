@@ -154,7 +154,7 @@ type verifyReportResult struct {
 	File     string `json:"file"`
 	DigestOK bool   `json:"digest_ok"`
 	SHA256   string `json:"sha256,omitempty"`
-	Kind     string `json:"kind,omitempty"` // "drill"
+	Kind     string `json:"kind,omitempty"` // "drill" or "verify"
 	Lost     string `json:"lost,omitempty"`
 	// Passed is the verdict the report carries (its checks), not the digest's.
 	Passed    bool   `json:"passed"`
@@ -168,8 +168,9 @@ func verifyReportCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify-report FILE.json",
-		Short: "Check a drill report's SHA-256 digest: was the JSON changed after envdr wrote it?",
-		Long: `verify-report recomputes the SHA-256 digest of a drill report's JSON (the file with its own
+		Short: "Check a drill or verify report's SHA-256 digest: was the JSON changed after envdr wrote it?",
+		Long: `verify-report recomputes the SHA-256 digest of a drill or verify report's JSON (drill --report,
+verify --report, or envdr report merge of either; the file with its own
 "sha256" value left empty) and compares it with the digest the file carries. A single changed
 byte anywhere fails. The digest proves integrity, not origin: anyone who can run envdr can write
 a report with a matching digest, so keep reports where they cannot be rewritten (an S3 bucket
@@ -186,6 +187,26 @@ file is not a drill report of this schema, 2 bad usage.`,
 			b, err := os.ReadFile(args[0])
 			if err != nil {
 				return withCode(exitFailure, err)
+			}
+			if recovery.ReportKind(b) == "verify" {
+				vr, err := recovery.VerifyVerifyReport(b)
+				if err != nil {
+					if asJSON {
+						_ = writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], Kind: "verify", Error: err.Error()})
+					}
+					return withCode(exitFailure, fmt.Errorf("%s: %w", args[0], err))
+				}
+				what := "verify"
+				if len(vr.MergedFrom) > 0 {
+					what = fmt.Sprintf("verify merged from %d shards", len(vr.MergedFrom))
+				}
+				if asJSON {
+					return writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], DigestOK: true, SHA256: vr.SHA256, Kind: "verify",
+						Passed: vr.Passed, StartedAt: vr.StartedAt.Format("2006-01-02T15:04:05Z"), Envdr: vr.Envdr.Version})
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s: digest OK (sha256 %s): %s %s, %d records, %s, envdr %s\n",
+					args[0], vr.SHA256, what, verdict(vr.Passed), vr.Records, vr.StartedAt.Format("2006-01-02T15:04:05Z"), vr.Envdr.Version)
+				return nil
 			}
 			rep, err := recovery.VerifyDrillReport(b)
 			if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 )
@@ -26,7 +27,9 @@ import (
 func TestOpenInterrupted(t *testing.T) {
 	env := localtest.New(t)
 	dir := t.TempDir()
-	topo, err := regions.New(context.Background(), env.Config, regions.Options{})
+	// The test seals as the producer; open runs as the operator (the keys carry the rendered
+	// key policies).
+	topo, err := regions.New(context.Background(), env.ConfigAs(nil, iam.RoleProducer), regions.Options{})
 	require.NoError(t, err)
 	home, err := topo.HomeRegion()
 	require.NoError(t, err)
@@ -38,7 +41,7 @@ func TestOpenInterrupted(t *testing.T) {
 		// The input is a generated 1 GiB envelope, sealed by this test straight into open's
 		// stdin: no GiB on disk, and the test costs what open does until the signal.
 		out := filepath.Join(dir, "out-"+sig.s.String())
-		cmd, stderr := envdrCmd("--config", env.ConfigPath, "open", "-", out)
+		cmd, stderr := envdrCmd("--config", env.ConfigPathAs(nil, iam.RoleOperator), "open", "-", out)
 		stdin, err := cmd.StdinPipe()
 		require.NoError(t, err)
 		require.NoError(t, cmd.Start())
@@ -67,7 +70,7 @@ func TestSealInterrupted(t *testing.T) {
 	env := localtest.New(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "sealed.envdr")
-	cmd, stderr := envdrCmd("--config", env.ConfigPath, "seal", "-", out)
+	cmd, stderr := envdrCmd("--config", env.ConfigPathAs(nil, iam.RoleProducer), "seal", "-", out)
 	cmd.Stdin = io.LimitReader(zeros{}, 1<<40)
 	require.NoError(t, cmd.Start())
 	took, err := interruptWhenWriting(t, cmd, filepath.Join(dir, ".sealed.envdr.envdr-tmp-*"), syscall.SIGINT, "seal")

@@ -10,9 +10,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
-	"gopkg.in/yaml.v3"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/replicate"
 )
@@ -29,24 +29,22 @@ func TestOpenThroughEachRegionIndependentKeys(t *testing.T) {
 		cfg.Regions[i].Key = env.Keys[cfg.Regions[i].Name].Independent
 	}
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "envdr.yaml")
-	raw, err := yaml.Marshal(&cfg)
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(cfgPath, raw, 0o600))
+	// Each command as its role: seal as the producer, open as the operator, run as the daemon.
+	producer, operator := env.ConfigPathAs(&cfg, iam.RoleProducer), env.ConfigPathAs(&cfg, iam.RoleOperator)
 	plain := bytes.Repeat([]byte("independent keys, one data key, three regions. "), 5000)
 	in := filepath.Join(dir, "in.bin")
 	require.NoError(t, os.WriteFile(in, plain, 0o600))
 	sealed := filepath.Join(dir, "in.envdr")
 
-	envdr := func(args ...string) int { return run(append([]string{"--config", cfgPath}, args...)) }
-	require.Equal(t, 0, envdr("seal", "--context", "app=indep", "--enqueue", in, sealed))
+	envdr := func(args ...string) int { return run(append([]string{"--config", operator}, args...)) }
+	require.Equal(t, 0, run([]string{"--config", producer, "seal", "--context", "app=indep", "--enqueue", in, sealed}))
 
 	// Before replication, another region cannot open it: no wrap there, and no replica key.
 	out := filepath.Join(dir, "early.bin")
 	require.Equal(t, exitFailure, envdr("open", "--region", "eu-west-1", sealed, out))
 	require.NoFileExists(t, out)
 
-	c, err := config.Load(cfgPath)
+	c, err := config.Load(env.ConfigPathAs(&cfg, iam.RoleDaemon))
 	require.NoError(t, err)
 	d, err := replicate.NewDaemon(context.Background(), c, zap.NewNop(), replicate.DaemonOptions{WaitTime: time.Second})
 	require.NoError(t, err)

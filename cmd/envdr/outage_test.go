@@ -15,6 +15,7 @@ import (
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -49,13 +50,14 @@ func runSplit(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // eu-west-1 and names the serving region, and status and verify work and say what they skipped.
 func TestOutageDayClient(t *testing.T) {
 	env := localtest.New(t)
-	cfgPath := writeConfig(t, env.Config)
+	roles := newRoleConfigs(t, env, nil)
+	cfgPath := roles.admin
 	dir := t.TempDir()
 	plain := bytes.Repeat([]byte("the outage-day client opens this. "), 3000)
 	in := filepath.Join(dir, "in.txt")
 	require.NoError(t, os.WriteFile(in, plain, 0o600))
 	envdr := func(args ...string) (string, string, int) {
-		return runSplit(t, append([]string{"--config", cfgPath}, args...)...)
+		return runSplit(t, append([]string{"--config", roles.path(args...)}, args...)...)
 	}
 	seal := func(out string, args ...string) sealResult {
 		t.Helper()
@@ -201,7 +203,8 @@ func startDaemons(t *testing.T, env *localtest.Env, cfg *config.Config) (stop fu
 	ctx := context.Background()
 	var daemons []*replicate.Daemon
 	for _, r := range env.Regions {
-		d, err := replicate.NewDaemon(ctx, cfg, zap.NewNop(), replicate.DaemonOptions{WaitTime: time.Second, Region: r})
+		// As the daemon role: the keys carry the rendered key policies.
+		d, err := replicate.NewDaemon(ctx, env.ConfigAs(cfg, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{WaitTime: time.Second, Region: r})
 		require.NoError(t, err)
 		require.NoError(t, d.Start(ctx))
 		daemons = append(daemons, d)
@@ -226,8 +229,9 @@ func startDaemons(t *testing.T, env *localtest.Env, cfg *config.Config) (stop fu
 // sealed before the loss and one sealed during it as plain `envdr open` does, and reports the
 // region that served each.
 func TestGamedayOpensWithoutRegion(t *testing.T) {
+	// A game day seals and opens: it runs as its own role, envdr-gameday (docs/POLICY.md).
 	env := localtest.New(t)
-	cfgPath := writeConfig(t, env.Config)
+	cfgPath := env.ConfigPathAs(nil, iam.RoleGameday)
 	cfg, err := config.Load(cfgPath)
 	require.NoError(t, err)
 	startDaemons(t, env, cfg)
@@ -289,12 +293,12 @@ func replicateAll(t *testing.T, env *localtest.Env, cfgPath string, ids ...strin
 // only 5xx, and one that never answers, within --region-timeout, naming why.
 func TestOpenFallsOverSilentAnd5xx(t *testing.T) {
 	env := localtest.New(t)
-	cfgPath := writeConfig(t, env.Config)
+	roles := newRoleConfigs(t, env, nil)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.txt")
 	require.NoError(t, os.WriteFile(in, []byte("gray failures\n"), 0o600))
 	sealed := filepath.Join(dir, "in.envdr")
-	_, stderr, code := runSplit(t, "--config", cfgPath, "seal", in, sealed)
+	_, stderr, code := runSplit(t, "--config", roles.path("seal"), "seal", in, sealed)
 	require.Equal(t, exitOK, code, stderr)
 
 	for _, c := range []struct {
@@ -309,7 +313,7 @@ func TestOpenFallsOverSilentAnd5xx(t *testing.T) {
 			require.NoError(t, env.Stack.SetFault("us-east-1", "kms", c.fault))
 			defer func() { require.NoError(t, env.Stack.ClearFaults("us-east-1", "")) }()
 			start := time.Now()
-			stdout, stderr, code := runSplit(t, "--config", cfgPath, "open", "--region-timeout", "1s", "--output", "json", sealed, filepath.Join(dir, c.name+".out"))
+			stdout, stderr, code := runSplit(t, "--config", roles.path("open"), "open", "--region-timeout", "1s", "--output", "json", sealed, filepath.Join(dir, c.name+".out"))
 			require.Equal(t, exitOK, code, stderr)
 			require.Less(t, time.Since(start), 5*time.Second, "bounded by --region-timeout")
 			require.Regexp(t, c.why, stderr)
@@ -326,7 +330,7 @@ func TestOpenFallsOverSilentAnd5xx(t *testing.T) {
 		env.Down(r)
 	}
 	out := filepath.Join(dir, "none.out")
-	_, stderr, code = runSplit(t, "--config", cfgPath, "open", "--region-timeout", "1s", sealed, out)
+	_, stderr, code = runSplit(t, "--config", roles.path("open"), "open", "--region-timeout", "1s", sealed, out)
 	require.Equal(t, exitFailure, code)
 	require.Contains(t, stderr, "no region could open it (tried [us-east-1 eu-west-1 ap-southeast-2])")
 	require.NoFileExists(t, out)

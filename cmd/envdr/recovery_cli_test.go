@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -39,11 +42,15 @@ func runCLI(t *testing.T, args ...string) (string, int, string) {
 func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 	t.Helper()
 	ctx := context.Background()
-	topo, err := regions.New(ctx, env.Config, regions.Options{})
+	// Sealed as the producer, wrapped elsewhere as the daemon (the keys carry the rendered key
+	// policies, which let the admin manage keys but not use them).
+	topo, err := regions.New(ctx, env.ConfigAs(nil, iam.RoleDaemon), regions.Options{})
 	require.NoError(t, err)
-	home, err := topo.HomeRegion()
+	producer, err := regions.New(ctx, env.ConfigAs(nil, iam.RoleProducer), regions.Options{})
 	require.NoError(t, err)
-	store := replicate.NewStore(env.Config.Table, home.Name, home.DynamoDB(), env.Config.RegionNames())
+	home, err := producer.HomeRegion()
+	require.NoError(t, err)
+	store := replicate.NewStore(env.Config.Table, home.Name, localaws.NewDynamoDB(env.AWSConfig(home.Name)), env.Config.RegionNames())
 	var ids []string
 	for i := 0; i < n; i++ {
 		id, err := envelope.NewID()
@@ -81,7 +88,9 @@ func seedCLI(t *testing.T, env *localtest.Env, n int, in ...string) []string {
 
 func TestRecoveryCommands(t *testing.T) {
 	env := localtest.New(t)
-	cfg := env.ConfigPath
+	// verify (recording) runs under the rewrap role, which may write records (docs/POLICY.md);
+	// drill under the operator.
+	cfg, operator := env.ConfigPathAs(nil, iam.RoleRewrap), env.ConfigPathAs(nil, iam.RoleOperator)
 	seedCLI(t, env, 6, env.Regions...)
 	homeOnly := seedCLI(t, env, 2, "us-east-1")
 
@@ -101,7 +110,7 @@ func TestRecoveryCommands(t *testing.T) {
 
 	env.Down("eu-west-1")
 	dir := t.TempDir()
-	out, code, _ = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--quiet", "--report", filepath.Join(dir, "eu"))
+	out, code, _ = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--quiet", "--report", filepath.Join(dir, "eu"))
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "drill lose eu-west-1 PASSED: 8 records, 8 recoverable")
 	require.Contains(t, out, "not yet replicated: record")
@@ -115,7 +124,7 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "digest OK")
 	require.Contains(t, out, "drill lose eu-west-1 PASSED")
-	require.Contains(t, out, "caller arn:aws:sts::111122223333:assumed-role/envdr-admin/envdr-local")
+	require.Contains(t, out, "caller arn:aws:sts::111122223333:assumed-role/envdr-operator/envdr-local")
 	js, err := os.ReadFile(report)
 	require.NoError(t, err)
 	edited := bytes.Replace(js, []byte(`"recoverable": 8,`), []byte(`"recoverable": 9,`), 1)
@@ -123,17 +132,17 @@ func TestRecoveryCommands(t *testing.T) {
 	require.NoError(t, os.WriteFile(report, edited, 0o644))
 	_, code, msg = runCLI(t, "drill", "verify-report", report)
 	require.Equal(t, exitFailure, code)
-	require.Contains(t, msg, "drill report digest mismatch")
+	require.Contains(t, msg, "report digest mismatch")
 	// Thresholds: an RPO limit below the age of the records not yet replicated fails the drill.
-	out, code, msg = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--quiet", "--max-rpo", "1ns")
+	out, code, msg = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--quiet", "--max-rpo", "1ns")
 	require.Equal(t, exitFindings, code, out)
 	require.Contains(t, out, "check rpo FAILED")
 	require.Contains(t, msg, "failed checks: rpo")
-	_, code, _ = runCLI(t, "--config", cfg, "drill", "--lose", "eu-west-1", "--min-recoverable", "101")
+	_, code, _ = runCLI(t, "--config", operator, "drill", "--lose", "eu-west-1", "--min-recoverable", "101")
 	require.Equal(t, exitUsage, code)
 	env.Up("eu-west-1")
 
-	out, code, msg = runCLI(t, "--config", cfg, "drill", "--lose", "us-east-1", "--quiet")
+	out, code, msg = runCLI(t, "--config", operator, "drill", "--lose", "us-east-1", "--quiet")
 	require.Equal(t, exitFindings, code, out)
 	require.Contains(t, msg, "2 of 8 records unrecoverable")
 	require.Contains(t, msg, sortedFirst(homeOnly))
@@ -145,14 +154,17 @@ func TestRecoveryCommands(t *testing.T) {
 	require.Equal(t, exitOK, code, out)
 	require.Contains(t, out, "changed 2, unchanged 6, failed 0")
 
-	// The stand-in's default key policy grants kms:* without a context condition.
-	out, code, msg = runCLI(t, "--config", cfg, "doctor")
+	// The stand-in's keys carry the rendered key policies, which pass doctor's key-policy
+	// check; their automatic rotation is off, which fails.
+	out, code, msg = runCLI(t, "--config", operator, "doctor")
 	require.Equal(t, exitFindings, code, out)
-	require.Regexp(t, `(?m)^FAIL +key-policy `, out)
+	require.Regexp(t, `(?m)^PASS +key-policy +us-east-1 `, out)
+	require.NotRegexp(t, `(?m)^FAIL +key-policy `, out)
+	require.Regexp(t, `(?m)^FAIL +key-rotation +us-east-1 `, out)
 	require.Contains(t, out, "fix: ")
-	require.Contains(t, msg, "key-policy in us-east-1")
+	require.Contains(t, msg, "key-rotation in us-east-1")
 
-	_, code, _ = runCLI(t, "--config", cfg, "drill")
+	_, code, _ = runCLI(t, "--config", operator, "drill")
 	require.Equal(t, exitUsage, code)
 	_, code, _ = runCLI(t, "--config", cfg, "verify", "--region", "mars-1")
 	require.Equal(t, exitUsage, code)
@@ -166,4 +178,44 @@ func sortedFirst(ids []string) string {
 		}
 	}
 	return first
+}
+
+// Sharded verify through the CLI (issue 25): three shards write their reports, envdr report
+// merge makes the report of the whole table, and drill verify-report accepts it; a statistical
+// verify states its bound.
+func TestShardedVerifyCLI(t *testing.T) {
+	env := localtest.New(t)
+	// verify (recording, --report) runs under the rewrap role, which may write records.
+	cfg := env.ConfigPathAs(nil, iam.RoleRewrap)
+	seedCLI(t, env, 12, env.Regions...)
+	dir := t.TempDir()
+	var files []string
+	for i := 1; i <= 3; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("shard-%d", i))
+		out, code, _ := runCLI(t, "--config", cfg, "verify", "--quiet", "--segments", "2", "--shard", fmt.Sprintf("%d/3", i), "--report", p)
+		require.Equal(t, exitOK, code, out)
+		require.Contains(t, out, fmt.Sprintf("shard %d/3", i))
+		files = append(files, p+".json")
+	}
+	merged := filepath.Join(dir, "all")
+	out, code, _ := runCLI(t, append([]string{"report", "merge", "--out", merged}, files...)...)
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "verify PASSED: 12 records, 12 ok")
+	out, code, _ = runCLI(t, "drill", "verify-report", merged+".json")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "digest OK")
+	require.Contains(t, out, "verify merged from 3 shards PASSED, 12 records")
+
+	_, code, msg := runCLI(t, append([]string{"report", "merge", "--out", merged}, files...)...)
+	require.Equal(t, exitUsage, code, "an existing report is not overwritten")
+	require.Contains(t, msg, "exists")
+	_, code, msg = runCLI(t, append([]string{"report", "merge", "--out", filepath.Join(dir, "two")}, files[:2]...)...)
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, msg, "missing shard [3/3]")
+
+	out, code, _ = runCLI(t, "--config", cfg, "verify", "--quiet", "--no-write", "--confidence", "90%", "--max-defect", "20%")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "verify PASSED: 11 records")
+	require.Contains(t, out, "sample: a uniform random sample of 11 records")
+	require.Contains(t, out, "max defect 20%")
 }

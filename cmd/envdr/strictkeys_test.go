@@ -16,6 +16,7 @@ import (
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/replicate"
 )
@@ -65,7 +66,7 @@ func TestStrictKeysRefuseForeignKey(t *testing.T) {
 	prod := *env.Config
 	prod.Regions = append([]config.Region(nil), env.Config.Regions...)
 	prod.Regions[0].Key, prod.Regions[0].Mode = foreign, config.ModeIndependent
-	prodPath := writeConfig(t, &prod)
+	prodPath := env.ConfigPathAs(&prod, iam.RoleProducer) // seal runs as the producer
 
 	dir := t.TempDir()
 	in, sealed := filepath.Join(dir, "in.txt"), filepath.Join(dir, "in.envdr")
@@ -87,21 +88,23 @@ func TestStrictKeysRefuseForeignKey(t *testing.T) {
 	_, err = store.Update(context.Background(), rec.ID, func(*envelope.Record) (*envelope.Record, error) { return rec, nil })
 	require.NoError(t, err)
 
+	// open and verify --no-write run as the operator.
+	operator := env.ConfigPathAs(nil, iam.RoleOperator)
 	env.ResetCounters()
 	out := filepath.Join(dir, "out.txt")
-	code, stderr := envdrProc(t, "--config", env.ConfigPath, "open", sealed, out)
+	code, stderr := envdrProc(t, "--config", operator, "open", sealed, out)
 	require.Equal(t, exitFailure, code, stderr)
 	require.Contains(t, stderr, foreign)
 	require.Contains(t, stderr, "region "+home)
 	require.Contains(t, stderr, "not a key configured")
 	require.NoFileExists(t, out)
 
-	code, stderr = envdrProc(t, "--config", env.ConfigPath, "open", "--region", home, sealed, out)
+	code, stderr = envdrProc(t, "--config", operator, "open", "--region", home, sealed, out)
 	require.Equal(t, exitFailure, code, stderr)
 	require.Contains(t, stderr, foreign)
 	require.NoFileExists(t, out)
 
-	code, stderr = envdrProc(t, "--config", env.ConfigPath, "verify", "--quiet", "--no-write", "--id", rec.ID)
+	code, stderr = envdrProc(t, "--config", operator, "verify", "--quiet", "--no-write", "--id", rec.ID)
 	require.Equal(t, exitFindings, code, stderr)
 	require.Contains(t, stderr, rec.ID)
 	require.Contains(t, stderr, foreign, "the failure names the key")
@@ -113,7 +116,7 @@ func TestStrictKeysRefuseForeignKey(t *testing.T) {
 	// The same key listed in trusted_keys opens.
 	trusting := *env.Config
 	trusting.TrustedKeys = []string{foreign}
-	trustPath := writeConfig(t, &trusting)
+	trustPath := env.ConfigPathAs(&trusting, iam.RoleOperator)
 	code, stderr = envdrProc(t, "--config", trustPath, "open", sealed, out)
 	require.Equal(t, 0, code, stderr)
 	got, err := os.ReadFile(out)
@@ -122,7 +125,7 @@ func TestStrictKeysRefuseForeignKey(t *testing.T) {
 	require.NoError(t, os.Remove(out))
 
 	// Discovery is opt-in, and loud.
-	code, stderr = envdrProc(t, "--config", env.ConfigPath, "open", "--trust-any-key", sealed, out)
+	code, stderr = envdrProc(t, "--config", operator, "open", "--trust-any-key", sealed, out)
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "WARNING: --trust-any-key")
 }

@@ -16,7 +16,7 @@ import (
 // text through, and --force lifts the refusal, as age does.
 func TestBinaryNeverToTerminal(t *testing.T) {
 	env := localtest.New(t)
-	cfgPath := writeConfig(t, env.Config)
+	roles := newRoleConfigs(t, env, nil)
 	dir := t.TempDir()
 
 	// Stand in a file for the terminal, so what reaches "it" can be read back.
@@ -31,7 +31,7 @@ func TestBinaryNeverToTerminal(t *testing.T) {
 		return b
 	}
 	envdr := func(args ...string) (string, int) {
-		_, stderr, code := runSplit(t, append([]string{"--config", cfgPath}, args...)...)
+		_, stderr, code := runSplit(t, append([]string{"--config", roles.path(args...)}, args...)...)
 		return stderr, code
 	}
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 
@@ -21,6 +22,8 @@ func init() {
 			quiet     bool
 			shard     string
 			conf, max string
+			report    string
+			force     bool
 		)
 		cmd := &cobra.Command{
 			Use:   "verify [--region R] [--id ID] [--sample N | --confidence P --max-defect Q] [--shard i/N]",
@@ -62,7 +65,10 @@ the table checks every record (exact fractions).
 Kubernetes Indexed Job, N ECS tasks): each reads its own segments only, so the N runs together
 read every record exactly once. Give every shard the same --segments.
 
---output json prints the report with "passed" (true or false) first (docs/OUTPUT.md).
+--output json prints the report with "passed" (true or false) first (docs/OUTPUT.md); it ends
+with a "sha256" digest of the JSON, as --report PATH writes it to PATH.json: envdr drill
+verify-report checks it, and envdr report merge combines the reports of --shard 1/N ... N/N into
+the report of the whole table.
 
 Exit status: 0 every record opened in every required region (skipped regions aside), 1 some
 did not (the records are named, up to --max-failures), 2 bad usage or config.`,
@@ -93,6 +99,13 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				if err := sampleFlags(&opts.Sampling, opts.ID, conf, max, shard); err != nil {
 					return err
 				}
+				if report != "" && !force {
+					if _, _, js := recovery.ReportPaths(report); exists(js) {
+						return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force", js)
+					}
+				}
+				v := buildVersion()
+				opts.Envdr = recovery.Build{Version: v.Version, Commit: v.Commit}
 				p := recovery.NewProgress(c.ErrOrStderr(), "verify", quiet || opts.ID != "")
 				opts.Progress, opts.Total = p.Add, p.SetTotal
 				rep, err := recovery.Verify(c.Context(), cfg, opts)
@@ -106,8 +119,20 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				for _, s := range rep.Skipped {
 					fmt.Fprintf(c.ErrOrStderr(), "envdr: verify: region %s skipped (%s): not checked, not required; --strict to count it as failing\n", s.Region, s.Reason)
 				}
+				res := recovery.NewVerifyResult(rep)
+				js, err := res.JSON()
+				if err != nil {
+					return withCode(exitFailure, err)
+				}
+				if report != "" {
+					path, err := recovery.WriteVerifyReport(report, js)
+					if err != nil {
+						return withCode(exitFailure, err)
+					}
+					fmt.Fprintf(c.ErrOrStderr(), "report: %s\n", path)
+				}
 				if asJSON {
-					if err := writeJSON(c.OutOrStdout(), verifyResult{Passed: rep.Passed(), VerifyReport: rep}); err != nil {
+					if _, err := c.OutOrStdout().Write(js); err != nil {
 						return withCode(exitFailure, err)
 					}
 				} else {
@@ -131,6 +156,8 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		addSampleFlags(cmd, &opts.Sampling, &conf, &max, &shard)
+		f.StringVar(&report, "report", "", "also write the report, with its SHA-256 digest, to PATH.json (envdr drill verify-report checks it; envdr report merge combines shards')")
+		f.BoolVar(&force, "force", false, "overwrite an existing --report file")
 		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")
 		f.DurationVar(&opts.RegionTimeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's table replica may take to answer the probe before it is skipped")
 		addTrustAnyKeyFlag(cmd, &opts.Regions.TrustAnyKey)
@@ -194,12 +221,6 @@ func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect, shard string) err
 		opts.Shard = s
 	}
 	return nil
-}
-
-// verifyResult is verify's --output json result: the report with its verdict (docs/OUTPUT.md).
-type verifyResult struct {
-	Passed bool `json:"passed"`
-	*recovery.VerifyReport
 }
 
 func writeVerifySummary(w io.Writer, r *recovery.VerifyReport) {
@@ -283,4 +304,10 @@ func failureNames(fs []recovery.Failure, omitted int64) string {
 // pct renders a fraction as a percentage with enough digits for small bounds.
 func pct(f float64) string {
 	return strconv.FormatFloat(100*f, 'g', 4, 64) + "%"
+}
+
+// exists reports whether path names anything (a dangling link included).
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

@@ -51,6 +51,8 @@ type Config struct {
 	Policy Policy `yaml:"policy" envPrefix:"POLICY_"`
 	// Worker tunes envdr run.
 	Worker Worker `yaml:"worker" envPrefix:"WORKER_"`
+	// Scrub is envdr run's continuous re-verification of the table (off by default).
+	Scrub Scrub `yaml:"scrub,omitempty" envPrefix:"SCRUB_"`
 	// MRKWrap is how mrk regions get their wrap: reencrypt (default: ReEncrypt in the region, so
 	// the wrap comes from the region's own KMS) or shared (the source wrap recorded under the
 	// region's replica ARN: a multi-Region key's replicas share key material, and the region's
@@ -143,6 +145,66 @@ type Worker struct {
 	// long-poll wait on top.
 	SQSTimeout time.Duration `yaml:"sqs_timeout,omitempty" env:"SQS_TIMEOUT"`
 }
+
+// Scrub is the continuous scrubber of envdr run: each region's daemons re-verify that region's
+// wraps, the oldest verification first, spending at most Budget of the region's KMS rate, so
+// the whole table is verified again every Period (docs/OPERATIONS.md).
+type Scrub struct {
+	// Budget is the share of the region's KMS rate (kms_rate, as the limiter finds it) the
+	// scrubber may spend: "5%" (or a fraction, 0.05); "" or "0%": off.
+	Budget string `yaml:"budget,omitempty" env:"BUDGET"`
+	// Period is how often every record should be verified again: "7d", "36h", "90m"
+	// (default 7d).
+	Period string `yaml:"period,omitempty" env:"PERIOD"`
+}
+
+// BudgetFraction is Budget as a fraction in [0, 1) (0: off).
+func (s Scrub) BudgetFraction() (float64, error) {
+	t := strings.TrimSpace(s.Budget)
+	if t == "" {
+		return 0, nil
+	}
+	pct := strings.HasSuffix(t, "%")
+	v, err := strconv.ParseFloat(strings.TrimSuffix(t, "%"), 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q; use a share such as 5%% (or 0.05)", s.Budget)
+	}
+	if pct {
+		v /= 100
+	}
+	if v < 0 || v > 0.5 {
+		return 0, fmt.Errorf("%q; use 0%% (off) up to 50%% of the region's KMS rate", s.Budget)
+	}
+	return v, nil
+}
+
+// PeriodDuration is Period parsed (Go durations, plus whole days "7d"); default 7 days.
+func (s Scrub) PeriodDuration() (time.Duration, error) {
+	t := strings.TrimSpace(s.Period)
+	if t == "" {
+		return DefaultScrubPeriod, nil
+	}
+	var d time.Duration
+	if days, ok := strings.CutSuffix(t, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, fmt.Errorf("%q; use a duration such as 7d, 36h or 90m", s.Period)
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(t); err != nil {
+			return 0, fmt.Errorf("%q; use a duration such as 7d, 36h or 90m", s.Period)
+		}
+	}
+	if d < time.Minute || d > 365*24*time.Hour {
+		return 0, fmt.Errorf("%q; use 1m up to 365d", s.Period)
+	}
+	return d, nil
+}
+
+// DefaultScrubPeriod is scrub.period's default.
+const DefaultScrubPeriod = 7 * 24 * time.Hour
 
 // DefaultMaxAge is worker.max_age's default: 3 days (SQS's default retention is 4).
 const DefaultMaxAge = 72 * time.Hour
@@ -352,6 +414,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MRKWrap != "" && c.MRKWrap != MRKWrapReEncrypt && c.MRKWrap != MRKWrapShared {
 		bad("mrk_wrap", "%q; use reencrypt (the default) or shared", c.MRKWrap)
+	}
+	if _, err := c.Scrub.BudgetFraction(); err != nil {
+		bad("scrub.budget", "%v", err)
+	}
+	if _, err := c.Scrub.PeriodDuration(); err != nil {
+		bad("scrub.period", "%v", err)
 	}
 	if c.MRKWrap == MRKWrapShared && c.Policy.Verify != VerifyAll {
 		// shared records the source wrap's bytes as each region's wrap; only the region's own

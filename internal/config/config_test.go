@@ -205,3 +205,34 @@ func TestSharedWrapNeedsVerifyAll(t *testing.T) {
 	_, err := Parse([]byte(cfg))
 	require.NoError(t, err)
 }
+
+// scrub: {budget, period} (issue 25), with ENVDR_SCRUB_BUDGET and ENVDR_SCRUB_PERIOD.
+func TestScrubConfig(t *testing.T) {
+	c, err := Parse([]byte(good + "scrub: {budget: 5%, period: 7d}\n"))
+	require.NoError(t, err)
+	b, err := c.Scrub.BudgetFraction()
+	require.NoError(t, err)
+	require.InDelta(t, 0.05, b, 1e-12)
+	p, err := c.Scrub.PeriodDuration()
+	require.NoError(t, err)
+	require.Equal(t, 7*24*time.Hour, p)
+
+	off, err := Parse([]byte(good))
+	require.NoError(t, err)
+	b, err = off.Scrub.BudgetFraction()
+	require.NoError(t, err)
+	require.Zero(t, b, "off by default")
+
+	for _, bad := range []string{"scrub: {budget: 80%}", "scrub: {budget: lots}", "scrub: {period: 7x}", "scrub: {period: 10s}"} {
+		_, err := Parse([]byte(good + bad + "\n"))
+		require.ErrorContains(t, err, "scrub.", bad)
+	}
+	t.Setenv("ENVDR_SCRUB_BUDGET", "2%")
+	t.Setenv("ENVDR_SCRUB_PERIOD", "36h")
+	e, err := Parse([]byte(good))
+	require.NoError(t, err)
+	b, _ = e.Scrub.BudgetFraction()
+	p, _ = e.Scrub.PeriodDuration()
+	require.InDelta(t, 0.02, b, 1e-12)
+	require.Equal(t, 36*time.Hour, p)
+}

@@ -44,7 +44,7 @@ func TestAWSCLIAsNobody(t *testing.T) {
 	key := env.Keys[home].MRK
 	q, _ := env.Queues(home)
 
-	enc, err := kms.NewFromConfig(env.AWSConfig(home)).Encrypt(ctxT(t), &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("x"), EncryptionContext: encCtx})
+	enc, err := kms.NewFromConfig(env.AWSConfigAs(home, iam.RoleDaemon)).Encrypt(ctxT(t), &kms.EncryptInput{KeyId: aws.String(key), Plaintext: []byte("x"), EncryptionContext: encCtx})
 	require.NoError(t, err)
 	blob := filepath.Join(t.TempDir(), "blob")
 	require.NoError(t, os.WriteFile(blob, enc.CiphertextBlob, 0o600))

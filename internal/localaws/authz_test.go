@@ -22,8 +22,9 @@ func TestNobodyIsDeniedEverywhere(t *testing.T) {
 	env, ctx, home, key := k.env, k.ctx, k.region, k.key
 	cfg := env.AWSConfigAs(home, iam.RoleNobody)
 
-	// KMS: the default key policy delegates to IAM, and nobody has no identity policy
-	// (https://docs.aws.amazon.com/kms/latest/developerguide/key-policy-default.html).
+	// KMS: the rendered key policy names nobody and delegates no key use to IAM (where nobody
+	// has no identity policy anyway)
+	// (https://docs.aws.amazon.com/kms/latest/developerguide/key-policies.html).
 	nobody := k.kmsAs(iam.RoleNobody)
 	_, err := nobody.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(key), NumberOfBytes: aws.Int32(32), EncryptionContext: encCtx})
 	requireDenied(t, err, "AccessDeniedException", iam.RoleNobody, "kms:GenerateDataKey", key)

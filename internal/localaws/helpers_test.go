@@ -59,10 +59,11 @@ func (k *keyTest) kmsAs(role string) *kms.Client {
 	return kms.NewFromConfig(k.env.AWSConfigAs(k.region, role))
 }
 
-// encrypt returns "x" encrypted under the key by the admin, with encCtx.
+// encrypt returns "x" encrypted under the key by the daemon, with encCtx: the rendered key
+// policy names the daemon for Encrypt (the admin manages keys but cannot use them).
 func (k *keyTest) encrypt(t *testing.T) []byte {
 	t.Helper()
-	enc, err := k.admin.Encrypt(k.ctx, &kms.EncryptInput{KeyId: aws.String(k.key), Plaintext: []byte("x"), EncryptionContext: encCtx})
+	enc, err := k.kmsAs(iam.RoleDaemon).Encrypt(k.ctx, &kms.EncryptInput{KeyId: aws.String(k.key), Plaintext: []byte("x"), EncryptionContext: encCtx})
 	require.NoError(t, err)
 	return enc.CiphertextBlob
 }

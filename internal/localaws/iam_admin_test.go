@@ -66,6 +66,15 @@ func TestAdminIAMEndpoints(t *testing.T) {
 	// Bad input is refused, not half-applied.
 	code, _ = do(http.MethodPut, "/iam/roles/envdr-producer/policy", `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*","Condtion":{}}]}`)
 	require.Equal(t, http.StatusBadRequest, code)
+	// A policy the stand-in cannot evaluate exactly is refused, naming the operator; the role
+	// keeps its policy.
+	code, body = do(http.MethodPut, "/iam/roles/envdr-producer/policy",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"BinaryEquals":{"aws:SourceIp":"AA=="}}}]}`)
+	require.Equal(t, http.StatusBadRequest, code)
+	require.Contains(t, body, `condition operator "BinaryEquals" is not supported`)
+	code, body = do(http.MethodGet, "/iam/roles/envdr-producer/policy", "")
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, body, "BinaryEquals")
 	code, _ = do(http.MethodPut, "/iam/roles/envdr-nosuch/policy", `[]`)
 	require.Equal(t, http.StatusNotFound, code)
 }

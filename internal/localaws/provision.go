@@ -41,6 +41,9 @@ type ProvisionOptions struct {
 	AliasMRK, AliasIndependent, Queue, DLQ, Table string
 	// Admin is the admin endpoint URL recorded in the config's local section.
 	Admin string
+	// DefaultKeyPolicies leaves the keys with KMS's default key policy (the account root,
+	// delegating everything to IAM) instead of the key policies `envdr policy render` generates.
+	DefaultKeyPolicies bool
 }
 
 // RegionKeys are the keys provisioned in one region.
@@ -78,7 +81,8 @@ func (o *ProvisionOptions) defaults() {
 // Provision creates, or finds and reuses, the stand-in's resources: a multi-Region primary key
 // in the home region replicated to every other region, an independent key per region, aliases
 // for both, the event queue with its DLQ, and the records table. It returns a validated config
-// whose regions use the multi-Region key (mrk mode).
+// whose regions use the multi-Region key (mrk mode). Every key then carries the key policy
+// `envdr policy render` generates for it (ApplyKeyPolicies), unless o.DefaultKeyPolicies.
 func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 	o.defaults()
 	home := o.Regions[0]
@@ -198,6 +202,12 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 	c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("provision: the config it would write is invalid: %w", err)
+	}
+	// The keys carry the key policies we ship, so that every caller is held to them as on AWS.
+	if !o.DefaultKeyPolicies {
+		if err := ApplyKeyPolicies(ctx, kc, c, keys); err != nil {
+			return nil, fmt.Errorf("provision: %w", err)
+		}
 	}
 	return &Provisioned{Config: c, Keys: keys}, nil
 }
@@ -343,9 +353,11 @@ func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error
 
 // ProvisionIsolated provisions, behind stack's endpoints, the keys and a queue, DLQ and table of
 // their own named with suffix: one test's or one benchmark's isolated three-region setup.
-func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string) (*Provisioned, error) {
+// Unless defaultKeyPolicies, the keys carry the rendered key policies.
+func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string, defaultKeyPolicies bool) (*Provisioned, error) {
 	return Provision(ctx, ProvisionOptions{
-		Regions: DefaultRegions,
+		DefaultKeyPolicies: defaultKeyPolicies,
+		Regions:            DefaultRegions,
 		Endpoints: func(r string) config.Endpoints {
 			ep, _ := stack.Endpoints(r)
 			return ep

@@ -19,6 +19,7 @@ import (
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 )
 
@@ -30,7 +31,17 @@ type clients struct {
 }
 
 func regionClients(env *localtest.Env, region string) clients {
+	return regionClientsAs(env, region, "")
+}
+
+// regionClientsAs signs as role ("" for the admin). The keys carry the rendered key policies:
+// a key is used by the role they name (the daemon encrypts and decrypts, the producer generates
+// data keys), never by the admin, who only manages it.
+func regionClientsAs(env *localtest.Env, region, role string) clients {
 	cfg := env.AWSConfig(region)
+	if role != "" {
+		cfg = env.AWSConfigAs(region, role)
+	}
 	cfg.RetryMaxAttempts = 1
 	return clients{kms: kms.NewFromConfig(cfg), sqs: sqs.NewFromConfig(cfg), ddb: localaws.NewDynamoDB(cfg)}
 }
@@ -64,9 +75,13 @@ func TestRegionLossAndRestore(t *testing.T) {
 	// State in the region about to be lost: a ciphertext under its MRK replica and its
 	// independent key, a message sent through its SQS endpoint, an item written through its
 	// DynamoDB endpoint.
-	mrkCT, err := c[lost].kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(env.Keys[lost].MRK), Plaintext: []byte("dek-1"), EncryptionContext: encCtx})
+	daemon := map[string]*kms.Client{}
+	for _, r := range env.Regions {
+		daemon[r] = regionClientsAs(env, r, iam.RoleDaemon).kms
+	}
+	mrkCT, err := daemon[lost].Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(env.Keys[lost].MRK), Plaintext: []byte("dek-1"), EncryptionContext: encCtx})
 	require.NoError(t, err)
-	indCT, err := c[lost].kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(env.Keys[lost].Independent), Plaintext: []byte("dek-2"), EncryptionContext: encCtx})
+	indCT, err := daemon[lost].Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(env.Keys[lost].Independent), Plaintext: []byte("dek-2"), EncryptionContext: encCtx})
 	require.NoError(t, err)
 	_, err = c[lost].sqs.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: aws.String(lostQueue), MessageBody: aws.String("event-1")})
 	require.NoError(t, err)
@@ -99,7 +114,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 		require.Error(t, err, "call %d in the lost region", i)
 		require.True(t, errors.Is(err, syscall.ECONNREFUSED), "call %d in the lost region: want connection refused, got %v", i, err)
 	}
-	_, err = c[lost].kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: mrkCT.CiphertextBlob, EncryptionContext: encCtx, KeyId: aws.String(env.Keys[lost].MRK)})
+	_, err = daemon[lost].Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: mrkCT.CiphertextBlob, EncryptionContext: encCtx, KeyId: aws.String(env.Keys[lost].MRK)})
 	require.True(t, errors.Is(err, syscall.ECONNREFUSED), "Decrypt in the lost region: %v", err)
 
 	// The other regions work, and the MRK ciphertext made in the lost region opens with the
@@ -111,7 +126,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 		for i, err := range touch(ctx, env, c[r], r) {
 			require.NoError(t, err, "call %d in %s while %s is down", i, r, lost)
 		}
-		out, err := c[r].kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: mrkCT.CiphertextBlob, EncryptionContext: encCtx, KeyId: aws.String(env.Keys[r].MRK)})
+		out, err := daemon[r].Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: mrkCT.CiphertextBlob, EncryptionContext: encCtx, KeyId: aws.String(env.Keys[r].MRK)})
 		require.NoError(t, err, "decrypt the %s MRK ciphertext in %s", lost, r)
 		require.Equal(t, []byte("dek-1"), out.Plaintext)
 	}
@@ -126,7 +141,7 @@ func TestRegionLossAndRestore(t *testing.T) {
 		require.NoError(t, err, "call %d in %s after restore", i, lost)
 	}
 	for ct, want := range map[*kms.EncryptOutput]string{mrkCT: "dek-1", indCT: "dek-2"} {
-		out, err := c[lost].kms.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: ct.CiphertextBlob, EncryptionContext: encCtx, KeyId: ct.KeyId})
+		out, err := daemon[lost].Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: ct.CiphertextBlob, EncryptionContext: encCtx, KeyId: ct.KeyId})
 		require.NoError(t, err)
 		require.Equal(t, want, string(out.Plaintext))
 	}
@@ -163,7 +178,7 @@ func TestKMSCountersAndRateLimitThroughFixture(t *testing.T) {
 	t.Parallel()
 	env := localtest.New(t)
 	ctx := ctxT(t)
-	c := regionClients(env, "ap-southeast-2")
+	c := regionClientsAs(env, "ap-southeast-2", iam.RoleProducer)
 	env.ResetCounters()
 	for range 3 {
 		_, err := c.kms.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: aws.String(env.Keys["ap-southeast-2"].MRK), NumberOfBytes: aws.Int32(32), EncryptionContext: encCtx})
@@ -173,9 +188,10 @@ func TestKMSCountersAndRateLimitThroughFixture(t *testing.T) {
 	require.Zero(t, env.Counters()["us-east-1"]["GenerateDataKey"])
 
 	env.SetRateLimit("ap-southeast-2", 1)
+	admin := regionClients(env, "ap-southeast-2").kms // the producer may not DescribeKey
 	var throttled int
 	for range 10 {
-		_, err := c.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(env.Keys["ap-southeast-2"].MRK)})
+		_, err := admin.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(env.Keys["ap-southeast-2"].MRK)})
 		var ae smithy.APIError
 		if errors.As(err, &ae) && ae.ErrorCode() == "ThrottlingException" {
 			throttled++
@@ -185,7 +201,7 @@ func TestKMSCountersAndRateLimitThroughFixture(t *testing.T) {
 	}
 	require.Greater(t, throttled, 0, "10 calls at a 1 req/s limit were never throttled")
 	env.SetRateLimit("ap-southeast-2", 0)
-	_, err := c.kms.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(env.Keys["ap-southeast-2"].MRK)})
+	_, err := admin.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(env.Keys["ap-southeast-2"].MRK)})
 	require.NoError(t, err)
 }
 
@@ -306,7 +322,7 @@ func TestGrayFailuresThroughAdmin(t *testing.T) {
 	ctx := ctxT(t)
 	ac := localaws.NewAdminClient(env.Admin)
 	const sick = "eu-west-1"
-	c := regionClients(env, sick)
+	c := regionClientsAs(env, sick, iam.RoleDaemon)
 	keyID := env.Keys[sick].MRK
 	enc, err := c.kms.Encrypt(ctx, &kms.EncryptInput{KeyId: aws.String(keyID), Plaintext: make([]byte, 32), EncryptionContext: encCtx})
 	require.NoError(t, err)

@@ -174,9 +174,6 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		o.IAM = iam.New()
 	}
 	credPath := filepath.Join(o.Dir, CredentialsFile)
-	if err := o.IAM.WriteCredentials(credPath); err != nil {
-		return err
-	}
 	stack, err := NewStack(StackOptions{Regions: o.Regions, KMS: o.KMS, Backends: backends, Ports: ports.Regions, IAM: o.IAM})
 	if err != nil {
 		return err
@@ -218,6 +215,10 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 		return err
 	}
 	if err := LoadRenderedPolicies(o.IAM, prov.Config); err != nil {
+		return err
+	}
+	// After the rendered policies: every role they name has a profile.
+	if err := o.IAM.WriteCredentials(credPath); err != nil {
 		return err
 	}
 	if err := WriteConfig(cfgPath, prov.Config); err != nil {

@@ -240,7 +240,7 @@ func newStandIn(ctx context.Context) (*standIn, error) {
 	s := &standIn{svc: svc, stack: stack, backends: b, throttle: tc}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	prov, err := localaws.ProvisionIsolated(pctx, stack, suffix)
+	prov, err := localaws.ProvisionIsolated(pctx, stack, suffix, true) // the bench signs everything as the admin: keys keep the default policy
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("provision: %w", err)

@@ -28,6 +28,7 @@ import (
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/internal/localaws/localtest"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -40,9 +41,12 @@ type suite struct {
 	env     *localtest.Env
 	cfg     *config.Config
 	cfgPath string
-	topo    *regions.Topology
-	dir     string
-	secrets *secrets
+	topo    *regions.Topology // the admin: queues and tables (no key use)
+	// producer seals and operator decrypts in-process, as those roles: the keys carry the
+	// rendered key policies, which let the admin manage keys but not use them.
+	producer, operator *regions.Topology
+	dir                string
+	secrets            *secrets
 
 	mu      sync.Mutex
 	outputs []*capture // stdout and stderr of every envdr process
@@ -85,7 +89,12 @@ func newSuiteWith(t *testing.T, modes map[string]string, tweak func(*config.Conf
 	require.NoError(t, localaws.WriteConfig(path, &cfg))
 	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
 	require.NoError(t, err)
-	s := &suite{t: t, env: env, cfg: &cfg, cfgPath: path, topo: topo, dir: dir, secrets: newSecrets(), acks: map[string]int{}}
+	producer, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleProducer), regions.Options{})
+	require.NoError(t, err)
+	operator, err := regions.New(context.Background(), env.ConfigAs(&cfg, iam.RoleOperator), regions.Options{})
+	require.NoError(t, err)
+	s := &suite{t: t, env: env, cfg: &cfg, cfgPath: path, topo: topo, producer: producer, operator: operator,
+		dir: dir, secrets: newSecrets(), acks: map[string]int{}}
 	t.Cleanup(s.finish)
 	return s
 }
@@ -603,7 +612,7 @@ func (g recordingGen) GenerateDataKey(ctx context.Context, ec envelope.Context) 
 // processes under test are the daemons) and registers their DEKs and plaintexts as secrets.
 func (s *suite) sealN(n int, user map[string]string) []*sealed {
 	s.t.Helper()
-	home, err := s.topo.HomeRegion()
+	home, err := s.producer.HomeRegion()
 	require.NoError(s.t, err)
 	out := make([]*sealed, n)
 	var wg sync.WaitGroup
@@ -695,7 +704,7 @@ func (s *suite) recordProblem(e *sealed) (lost bool, problem string) {
 		if !w.Verified() {
 			return true, fmt.Sprintf("region %s: no verified wrap (%+v)", region, w)
 		}
-		r, err := s.topo.Region(region)
+		r, err := s.operator.Region(region)
 		if err != nil {
 			return false, err.Error()
 		}

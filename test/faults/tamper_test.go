@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/localaws/iam"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )
@@ -51,7 +52,7 @@ func (s *suite) sealCLI(id string, user map[string]string) *cliSealed {
 	require.NoError(s.t, err)
 	hdr, n, err := envelope.ParseHeader(file)
 	require.NoError(s.t, err)
-	home, err := s.topo.HomeRegion()
+	home, err := s.operator.HomeRegion()
 	require.NoError(s.t, err)
 	dek, err := home.DecryptRaw(context.Background(), hdr.WrappedDEK, hdr.KeyARN, hdr.Context.Map())
 	require.NoError(s.t, err)
@@ -208,7 +209,10 @@ func TestTamper(t *testing.T) {
 	require.NoError(t, err)
 	recB, err := store.Get(context.Background(), b.id)
 	require.NoError(t, err)
-	eu, err := s.topo.Region("eu-west-1")
+	// The forged wrap is made by a principal allowed to Encrypt under the key: the daemon.
+	daemon, err := regions.New(context.Background(), s.env.ConfigAs(s.cfg, iam.RoleDaemon), regions.Options{})
+	require.NoError(t, err)
+	eu, err := daemon.Region("eu-west-1")
 	require.NoError(t, err)
 	foreign := make([]byte, 32)
 	_, _ = rand.Read(foreign)

@@ -11,13 +11,17 @@ package iam
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +50,10 @@ const (
 	RoleOperator = "envdr-operator"
 	RoleRewrap   = "envdr-rewrap"
 	RoleNobody   = "envdr-nobody"
+	// The roles policy render adds (each rendered iam-NAME.json becomes role envdr-NAME).
+	RoleDrill    = "envdr-drill"
+	RoleFailover = "envdr-failover"
+	RoleGameday  = "envdr-gameday"
 )
 
 // Identity is one principal: a role with its access key.
@@ -65,16 +73,48 @@ func (i Identity) SessionARN() string {
 
 // DefaultIdentities are the stand-in's roles. The keys are fixed, like the admin's: the stand-in
 // guards nothing worth a secret, and fixed keys keep local/credentials the same on every run.
+// AddRole adds more (the roles `envdr policy render` renders policies for).
 func DefaultIdentities() []Identity {
 	out := []Identity{{Role: RoleAdmin, AccessKey: AdminAccessKey, SecretKey: AdminSecretKey}}
-	for _, r := range []struct{ role, tag string }{
-		{RoleDaemon, "DAEMON"}, {RoleProducer, "PRODUCER"}, {RoleOperator, "OPERATOR"}, {RoleRewrap, "REWRAP"}, {RoleNobody, "NOBODY"},
-	} {
-		ak := "AKIAENVDR" + r.tag
-		ak += strings.Repeat("0", 20-len(ak))
-		out = append(out, Identity{Role: r.role, AccessKey: ak, SecretKey: "envdr-local-" + strings.ToLower(r.tag) + "-secret"})
+	for _, r := range []string{RoleDaemon, RoleProducer, RoleOperator, RoleRewrap, RoleNobody} {
+		out = append(out, NewIdentity(r))
 	}
 	return out
+}
+
+// NewIdentity is the identity of a role with its fixed keys, derived from the role name:
+// envdr-daemon signs with AKIAENVDRDAEMON00000. Access keys are 20 letters and digits (DynamoDB
+// Local accepts nothing else); a long name is shortened with a hash so keys stay distinct.
+func NewIdentity(role string) Identity {
+	tag := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z':
+			return r - 'a' + 'A'
+		case r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			return r
+		}
+		return -1
+	}, strings.TrimPrefix(role, "envdr-"))
+	const room = 20 - len("AKIAENVDR")
+	if len(tag) > room {
+		h := sha256.Sum256([]byte(role))
+		tag = tag[:room-4] + strings.ToUpper(hex.EncodeToString(h[:2]))
+	}
+	ak := "AKIAENVDR" + tag + strings.Repeat("0", room-len(tag))
+	return Identity{Role: role, AccessKey: ak, SecretKey: "envdr-local-" + strings.ToLower(tag) + "-secret"}
+}
+
+// AddRole adds a role (NewIdentity) unless it exists; it has no policy until SetPolicy.
+func (m *IAM) AddRole(role string) Identity {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id, ok := m.byRole[role]; ok {
+		return id
+	}
+	id := NewIdentity(role)
+	m.byKey[id.AccessKey] = id
+	m.byRole[role] = id
+	return id
 }
 
 // AdminPolicy allows everything.
@@ -123,8 +163,14 @@ func (m *IAM) Identity(role string) (Identity, bool) {
 	return id, ok
 }
 
-// SetPolicy replaces a role's identity policies (none: the role may do nothing).
+// SetPolicy replaces a role's identity policies (none: the role may do nothing). A document the
+// stand-in cannot evaluate exactly (iampolicy.Validate) is refused, naming what it cannot.
 func (m *IAM) SetPolicy(role string, docs ...*policy.Document) error {
+	for i, d := range docs {
+		if err := iampolicy.Validate(d, iampolicy.Identity); err != nil {
+			return fmt.Errorf("iam: role %s: policy document %d: %w", role, i, err)
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.byRole[role]; !ok {
@@ -219,16 +265,27 @@ type Check struct {
 	Context map[string][]string
 	// KeyPolicy is the KMS key policy; nil for identity-only services.
 	KeyPolicy *string
+	// SourceIP is the caller's address (aws:SourceIp); empty when unknown.
+	SourceIP string
 }
 
 // Decide evaluates c for id in region. The message, for a denial, is AWS's:
 // "User: ARN is not authorized to perform: ACTION on resource: RESOURCE because ...".
 func (m *IAM) Decide(id Identity, region string, c Check) (iampolicy.Result, string) {
+	now := m.now().UTC()
 	ctx := map[string][]string{
 		"aws:PrincipalArn":     {id.ARN()},
 		"aws:PrincipalAccount": {Account},
+		"aws:PrincipalType":    {"AssumedRole"},
 		"aws:RequestedRegion":  {region},
 		"aws:SecureTransport":  {"false"},
+		// The request time, which Date conditions compare (aws:CurrentTime in ISO 8601,
+		// aws:EpochTime in seconds: reference_policies_condition-keys.html).
+		"aws:CurrentTime": {now.Format(time.RFC3339)},
+		"aws:EpochTime":   {strconv.FormatInt(now.Unix(), 10)},
+	}
+	if c.SourceIP != "" {
+		ctx["aws:SourceIp"] = []string{c.SourceIP}
 	}
 	if strings.HasPrefix(c.Action, "kms:") {
 		ctx["kms:CallerAccount"] = []string{Account}
@@ -236,13 +293,13 @@ func (m *IAM) Decide(id Identity, region string, c Check) (iampolicy.Result, str
 	for k, v := range c.Context {
 		ctx[k] = v
 	}
-	req := iampolicy.Request{Principal: id.ARN(), Account: Account, Action: c.Action, Resource: c.Resource, Context: ctx}
+	req := iampolicy.Request{Principal: id.ARN(), Session: id.SessionARN(), Account: Account, Action: c.Action, Resource: c.Resource, Context: ctx}
 	docs, _ := m.Policy(id.Role)
 	var res iampolicy.Result
 	if c.KeyPolicy != nil {
-		kp, err := policy.Parse([]byte(*c.KeyPolicy))
+		kp, err := ParseKeyPolicy(*c.KeyPolicy)
 		if err != nil {
-			kp = nil // unparseable: it allows nothing
+			kp = nil // unparseable: it allows nothing (PutKeyPolicy refuses such a policy)
 		}
 		res = iampolicy.EvaluateKMS(req, kp, docs)
 	} else {
@@ -261,7 +318,7 @@ func (m *IAM) Authorize(r *http.Request, region, action, resource string, keyPol
 	if !found {
 		return "", false, false
 	}
-	res, msg := m.Decide(id, region, Check{Action: action, Resource: resource, KeyPolicy: keyPolicy, Context: ctx})
+	res, msg := m.Decide(id, region, Check{Action: action, Resource: resource, KeyPolicy: keyPolicy, Context: ctx, SourceIP: sourceIP(r)})
 	return msg, res.Decision == iampolicy.ExplicitDeny, true
 }
 
@@ -279,8 +336,33 @@ func (m *IAM) AuthorizeRequest(r *http.Request, region string, c Check) (denied 
 	if !found {
 		return "", false
 	}
+	if c.SourceIP == "" {
+		c.SourceIP = sourceIP(r)
+	}
 	_, msg := m.Decide(id, region, c)
 	return msg, true
+}
+
+// sourceIP is the caller's address, as aws:SourceIp has it.
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// ParseKeyPolicy parses a KMS key policy and checks the stand-in can evaluate it
+// (iampolicy.Validate): the KMS stand-in refuses any other with MalformedPolicyDocumentException.
+func ParseKeyPolicy(s string) (*policy.Document, error) {
+	d, err := policy.Parse([]byte(s))
+	if err != nil {
+		return nil, err
+	}
+	if err := iampolicy.Validate(d, iampolicy.Resource); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // SimulateRequest is the body of POST /iam/simulate (the stand-in serves it; `envdr doctor`
@@ -350,6 +432,12 @@ func (m *IAM) Register(mux *http.ServeMux) {
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
+		}
+		for i, d := range docs {
+			if err := iampolicy.Validate(d, iampolicy.Identity); err != nil {
+				http.Error(w, fmt.Sprintf("document %d: %v", i, err), http.StatusBadRequest)
+				return
+			}
 		}
 		if err := m.SetPolicy(r.PathValue("role"), docs...); err != nil {
 			http.Error(w, err.Error(), http.StatusNotFound)

@@ -83,3 +83,20 @@ func TestAuthenticate(t *testing.T) {
 	require.Equal(t, `{"KeyId":"k"}`, string(body))
 	require.Equal(t, http.StatusTeapot, post(iam.RoleDaemon, "wrong"))
 }
+
+// SetPolicy refuses a document the stand-in cannot evaluate exactly, naming the operator, and
+// keeps the role's policy; AddRole adds a rendered role once, with derived keys.
+func TestSetPolicyRefusesAndAddRole(t *testing.T) {
+	m := iam.New()
+	bad, err := iam.ParseDocuments([]byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":"*","Resource":"*","Condition":{"NumericLessThen":{"aws:MultiFactorAuthAge":"1"}}}]}`))
+	require.NoError(t, err)
+	require.ErrorContains(t, m.SetPolicy(iam.RoleDaemon, bad...), `condition operator "NumericLessThen" is not supported`)
+	docs, ok := m.Policy(iam.RoleDaemon)
+	require.True(t, ok)
+	require.Empty(t, docs)
+
+	id := m.AddRole("envdr-gameday")
+	require.Equal(t, "AKIAENVDRGAMEDAY0000", id.AccessKey)
+	require.Equal(t, id, m.AddRole("envdr-gameday"))
+	require.Len(t, m.Identities(), 7)
+}

@@ -16,19 +16,27 @@
 //     delegates to IAM, so the principal's identity policy must also allow the action; without
 //     either, nothing allows it (no IAM policy alone can grant use of a key).
 //
-// Statements support Principal (AWS ARNs, account IDs, "*"), Action and NotAction (wildcards,
-// case-insensitive), Resource and NotResource (wildcards), and the condition operators String*
-// (Equals, NotEquals, EqualsIgnoreCase, NotEqualsIgnoreCase, Like, NotLike), Arn* (Equals, Like,
-// NotEquals, NotLike), Bool and Null, each with the IfExists suffix and the ForAnyValue: and
+// Statements support Principal and, with Deny, NotPrincipal (AWS ARNs, account IDs, "*"),
+// Action and NotAction (wildcards, case-insensitive), Resource and NotResource (wildcards), and
+// the condition operators String* (Equals, NotEquals, EqualsIgnoreCase, NotEqualsIgnoreCase,
+// Like, NotLike), Arn* (Equals, Like, NotEquals, NotLike), Numeric* and Date* (Equals,
+// NotEquals, LessThan, LessThanEquals, GreaterThan, GreaterThanEquals), Bool, IpAddress,
+// NotIpAddress and Null, each (but Null) with the IfExists suffix and the ForAnyValue: and
 // ForAllValues: set qualifiers
 // (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html,
 // https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-single-vs-multi-valued-context-keys.html).
-// Numeric and date operators are not supported: a condition using one never matches.
+// Validate refuses, when a policy is loaded, any element or operator outside that set (Binary,
+// say), naming it: a condition the stand-in cannot evaluate must never be silently ignored, since
+// a Deny that never matches allows what AWS would refuse.
 package iampolicy
 
 import (
+	"errors"
 	"fmt"
+	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/envdr/envdr/policy"
 )
@@ -37,6 +45,9 @@ import (
 type Request struct {
 	// Principal is the caller's ARN as aws:PrincipalArn has it (a role ARN for roles).
 	Principal string
+	// Session is the caller's assumed-role session ARN
+	// (arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION), if it has one; a policy may name it.
+	Session string
 	// Account is the caller's account ID.
 	Account string
 	// Action, e.g. "kms:Decrypt".
@@ -131,11 +142,36 @@ func principalApplies(req Request, values []string) bool {
 // principalNamed: "*" or the caller's own ARN.
 func principalNamed(req Request, values []string) bool {
 	for _, v := range values {
-		if v == "*" || v == req.Principal {
+		if v == "*" || v == req.Principal || (req.Session != "" && v == req.Session) {
 			return true
 		}
 	}
 	return false
+}
+
+// notPrincipalExcepts reports whether a NotPrincipal list spares the caller. AWS checks a role
+// session's account first, then its role, then the session, so the list must name the account
+// and the role (or the session): naming only the role leaves the Deny on the whole account
+// (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notprincipal.html,
+// "Key points").
+func notPrincipalExcepts(req Request, values []string) bool {
+	for _, v := range values {
+		if v == "*" {
+			return true
+		}
+	}
+	if !principalAccount(req, values) {
+		return false
+	}
+	if strings.Contains(req.Principal, ":role/") || req.Session != "" {
+		for _, v := range values {
+			if v == req.Principal || (req.Session != "" && v == req.Session) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
 }
 
 // principalAccount: the caller's account, as arn:PARTITION:iam::ACCOUNT:root or the bare ID.
@@ -146,6 +182,19 @@ func principalAccount(req Request, values []string) bool {
 		}
 	}
 	return false
+}
+
+// principalMatches: a statement with Principal applies when pm accepts it; one with NotPrincipal
+// applies to everyone NotPrincipal does not spare.
+func principalMatches(req Request, s policy.Statement, pm principalMatch) bool {
+	if s.NotPrincipal != nil {
+		np := s.NotPrincipal.ByType["AWS"]
+		if s.NotPrincipal.Any {
+			np = []string{"*"}
+		}
+		return !notPrincipalExcepts(req, np)
+	}
+	return pm(req, principalValues(s))
 }
 
 func principalValues(s policy.Statement) []string {
@@ -169,7 +218,7 @@ func match(req Request, docs []*policy.Document, effect string, pm principalMatc
 			if s.Effect != effect {
 				continue
 			}
-			if pm != nil && (s.NotPrincipal != nil || !pm(req, principalValues(s))) {
+			if pm != nil && !principalMatches(req, s, pm) {
 				continue
 			}
 			if !actionMatches(s, req.Action) || !resourceMatches(s, req.Resource) || !conditionsMatch(s.Condition, req.Context) {
@@ -341,20 +390,194 @@ func equal(w, g string) bool     { return w == g }
 func equalFold(w, g string) bool { return strings.EqualFold(w, g) }
 func like(w, g string) bool      { return Glob(w, g, false) }
 
-// comparators are the supported condition operators (without IfExists and the set qualifiers).
-var comparators = map[string]struct {
+// numeric compares as numbers; a value that is not a number matches nothing.
+func numeric(cmp func(w, g float64) bool) func(w, g string) bool {
+	return func(w, g string) bool {
+		wf, err1 := strconv.ParseFloat(strings.TrimSpace(w), 64)
+		gf, err2 := strconv.ParseFloat(strings.TrimSpace(g), 64)
+		return err1 == nil && err2 == nil && cmp(wf, gf)
+	}
+}
+
+// date compares instants; a value that is not a date matches nothing.
+func date(cmp func(w, g float64) bool) func(w, g string) bool {
+	return func(w, g string) bool {
+		wt, ok1 := ParseDate(w)
+		gt, ok2 := ParseDate(g)
+		return ok1 && ok2 && cmp(float64(wt.UnixNano()), float64(gt.UnixNano()))
+	}
+}
+
+// dateLayouts are the ISO 8601 forms IAM accepts in Date conditions ("W3C implementations of
+// the ISO 8601 date format", reference_policies_elements_condition_operators.html#Conditions_Date).
+var dateLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04Z07:00", "2006-01-02T15Z07:00", "2006-01-02", "2006-01", "2006"}
+
+// ParseDate reads a Date condition value: epoch seconds (aws:EpochTime) or ISO 8601 (aws:CurrentTime).
+func ParseDate(v string) (time.Time, bool) {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil && len(v) > 4 {
+		return time.Unix(n, 0), true
+	}
+	for _, l := range dateLayouts {
+		if t, err := time.Parse(l, v); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// ipAddress: the request's address lies in the policy's CIDR block (or is the policy's address).
+func ipAddress(w, g string) bool {
+	p, ok := parsePrefix(w)
+	a, err := netip.ParseAddr(strings.TrimSpace(g))
+	return ok && err == nil && p.Contains(a.Unmap())
+}
+
+func parsePrefix(v string) (netip.Prefix, bool) {
+	v = strings.TrimSpace(v)
+	if p, err := netip.ParsePrefix(v); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(v); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
+	}
+	return netip.Prefix{}, false
+}
+
+func eq(w, g float64) bool { return g == w }
+func lt(w, g float64) bool { return g < w }
+func le(w, g float64) bool { return g <= w }
+func gt(w, g float64) bool { return g > w }
+func ge(w, g float64) bool { return g >= w }
+
+type operator struct {
 	cmp     func(want, got string) bool
 	negated bool
-}{
-	"StringEquals":              {equal, false},
-	"ArnEquals":                 {equal, false},
-	"StringNotEquals":           {equal, true},
-	"ArnNotEquals":              {equal, true},
-	"StringEqualsIgnoreCase":    {equalFold, false},
-	"StringNotEqualsIgnoreCase": {equalFold, true},
-	"StringLike":                {like, false},
-	"ArnLike":                   {like, false},
-	"StringNotLike":             {like, true},
-	"ArnNotLike":                {like, true},
-	"Bool":                      {equalFold, false},
+	// valid checks a policy value when the policy is loaded.
+	valid func(string) bool
+}
+
+func anyValue(string) bool { return true }
+func isNumber(v string) bool {
+	_, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	return err == nil
+}
+func isDate(v string) bool { _, ok := ParseDate(v); return ok }
+func isBool(v string) bool { return strings.EqualFold(v, "true") || strings.EqualFold(v, "false") }
+func isIP(v string) bool   { _, ok := parsePrefix(v); return ok }
+
+// comparators are the supported condition operators (without IfExists and the set qualifiers;
+// Null is handled apart), from the IAM JSON policy reference's "Condition operators" page: the
+// request's value is compared with each policy value ("the value in the request is less than
+// the value in the policy" for NumericLessThan, and so on).
+var comparators = map[string]operator{
+	"StringEquals":              {equal, false, anyValue},
+	"ArnEquals":                 {equal, false, anyValue},
+	"StringNotEquals":           {equal, true, anyValue},
+	"ArnNotEquals":              {equal, true, anyValue},
+	"StringEqualsIgnoreCase":    {equalFold, false, anyValue},
+	"StringNotEqualsIgnoreCase": {equalFold, true, anyValue},
+	"StringLike":                {like, false, anyValue},
+	"ArnLike":                   {like, false, anyValue},
+	"StringNotLike":             {like, true, anyValue},
+	"ArnNotLike":                {like, true, anyValue},
+	"Bool":                      {equalFold, false, isBool},
+	"NumericEquals":             {numeric(eq), false, isNumber},
+	"NumericNotEquals":          {numeric(eq), true, isNumber},
+	"NumericLessThan":           {numeric(lt), false, isNumber},
+	"NumericLessThanEquals":     {numeric(le), false, isNumber},
+	"NumericGreaterThan":        {numeric(gt), false, isNumber},
+	"NumericGreaterThanEquals":  {numeric(ge), false, isNumber},
+	"DateEquals":                {date(eq), false, isDate},
+	"DateNotEquals":             {date(eq), true, isDate},
+	"DateLessThan":              {date(lt), false, isDate},
+	"DateLessThanEquals":        {date(le), false, isDate},
+	"DateGreaterThan":           {date(gt), false, isDate},
+	"DateGreaterThanEquals":     {date(ge), false, isDate},
+	"IpAddress":                 {ipAddress, false, isIP},
+	"NotIpAddress":              {ipAddress, true, isIP},
+}
+
+// Kind says where a policy document is used: the elements allowed differ.
+type Kind int
+
+// Kinds of policy.
+const (
+	// Identity policies (attached to a role) have no Principal or NotPrincipal.
+	Identity Kind = iota + 1
+	// Resource policies (KMS key policies) need Principal or, with Deny only, NotPrincipal.
+	Resource
+)
+
+// Validate refuses a policy the stand-in cannot evaluate exactly as AWS would: an unknown or
+// unsupported condition operator or set qualifier (the error names it), IfExists on Null, a
+// value the operator cannot read, a Principal in an identity policy, and NotPrincipal with Allow
+// (reference_policies_elements_notprincipal.html: "Using it with Allow is not supported").
+func Validate(d *policy.Document, kind Kind) error {
+	if d == nil {
+		return errors.New("no policy document")
+	}
+	for i, s := range d.Statement {
+		sid := s.Sid
+		if sid == "" {
+			sid = fmt.Sprintf("#%d", i)
+		}
+		switch kind {
+		case Identity:
+			if s.Principal != nil || s.NotPrincipal != nil {
+				return fmt.Errorf("statement %s: an identity policy cannot name a Principal or NotPrincipal", sid)
+			}
+		case Resource:
+			if s.Principal == nil && s.NotPrincipal == nil {
+				return fmt.Errorf("statement %s: a key policy statement needs a Principal", sid)
+			}
+			if s.NotPrincipal != nil && s.Effect != "Deny" {
+				return fmt.Errorf("statement %s: NotPrincipal is supported only with \"Effect\": \"Deny\"", sid)
+			}
+		}
+		if len(s.Action) > 0 && len(s.NotAction) > 0 {
+			return fmt.Errorf("statement %s: both Action and NotAction", sid)
+		}
+		if len(s.Action) == 0 && len(s.NotAction) == 0 {
+			return fmt.Errorf("statement %s: no Action or NotAction", sid)
+		}
+		for op, keys := range s.Condition {
+			if err := validOperator(op, keys); err != nil {
+				return fmt.Errorf("statement %s: %w", sid, err)
+			}
+		}
+	}
+	return nil
+}
+
+func validOperator(op string, keys map[string]policy.Strings) error {
+	base := op
+	if q, rest, ok := strings.Cut(op, ":"); ok {
+		if q != "ForAnyValue" && q != "ForAllValues" {
+			return fmt.Errorf("condition operator %q: unknown set qualifier %q (want ForAnyValue or ForAllValues)", op, q)
+		}
+		base = rest
+	}
+	if base == "Null" {
+		for k, vs := range keys {
+			for _, v := range vs {
+				if !isBool(v) {
+					return fmt.Errorf("condition operator %q: key %s: value %q is not true or false", op, k, v)
+				}
+			}
+		}
+		return nil
+	}
+	c, ok := comparators[strings.TrimSuffix(base, "IfExists")]
+	if !ok {
+		return fmt.Errorf("condition operator %q is not supported by the local stand-in", op)
+	}
+	for k, vs := range keys {
+		for _, v := range vs {
+			if !c.valid(v) {
+				return fmt.Errorf("condition operator %q: key %s: value %q cannot be read by this operator", op, k, v)
+			}
+		}
+	}
+	return nil
 }

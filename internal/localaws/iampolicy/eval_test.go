@@ -66,7 +66,7 @@ func TestConditions(t *testing.T) {
 		{"negated values NOR", `{"StringNotEquals":{"aws:RequestedRegion":["eu-west-1","us-east-1"]}}`, nil, false},
 		{"Bool", `{"Bool":{"aws:SecureTransport":"true"}}`, map[string][]string{"aws:SecureTransport": {"true"}}, true},
 		{"case-insensitive key names", `{"StringEquals":{"KMS:CALLERACCOUNT":"111122223333"}}`, nil, true},
-		{"unsupported operator never matches", `{"NumericLessThan":{"kms:CallerAccount":"1"}}`, nil, false},
+		{"NumericLessThan compares numbers", `{"NumericLessThan":{"kms:CallerAccount":"1"}}`, nil, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -144,5 +144,145 @@ func TestGlob(t *testing.T) {
 		{"*a*b", "xaxbxb", true}, {"*a*b", "xaxbxc", false},
 	} {
 		require.Equal(t, c.want, iampolicy.Glob(c.p, c.v, false), "%s ~ %s", c.p, c.v)
+	}
+}
+
+// The Numeric, Date, Bool, IpAddress and Null operators, as the IAM JSON policy reference's
+// "Condition operators" page defines them
+// (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_condition_operators.html:
+// #Conditions_Numeric, #Conditions_Date, #Conditions_Boolean, #Conditions_IPAddress,
+// #Conditions_Null, #Conditions_IfExists), and the set qualifiers on them
+// (reference_policies_condition-single-vs-multi-valued-context-keys.html).
+func TestTypedOperators(t *testing.T) {
+	now := map[string][]string{
+		"aws:CurrentTime":           {"2026-12-07T16:00:00Z"},
+		"aws:EpochTime":             {"1796659200"}, // 2026-12-07T16:00:00Z
+		"aws:SourceIp":              {"127.0.0.1"},
+		"aws:SecureTransport":       {"false"},
+		"aws:MultiFactorAuthAge":    {"300"},
+		"kms:EncryptionContextKeys": {"envdr:id"},
+	}
+	cases := []struct {
+		name, cond string
+		want       bool
+	}{
+		{"NumericEquals", `{"NumericEquals":{"aws:MultiFactorAuthAge":"300"}}`, true},
+		{"NumericNotEquals", `{"NumericNotEquals":{"aws:MultiFactorAuthAge":["300","1"]}}`, false},
+		{"NumericLessThan: the request's value is less than the policy's", `{"NumericLessThan":{"aws:MultiFactorAuthAge":"3600"}}`, true},
+		{"NumericLessThan false", `{"NumericLessThan":{"aws:MultiFactorAuthAge":"300"}}`, false},
+		{"NumericLessThanEquals", `{"NumericLessThanEquals":{"aws:MultiFactorAuthAge":"300"}}`, true},
+		{"NumericGreaterThan", `{"NumericGreaterThan":{"aws:MultiFactorAuthAge":"299.5"}}`, true},
+		{"NumericGreaterThanEquals", `{"NumericGreaterThanEquals":{"aws:MultiFactorAuthAge":"301"}}`, false},
+		{"Numeric on a missing key", `{"NumericLessThan":{"aws:TokenIssueTime":"1"}}`, false},
+		{"NumericLessThanIfExists on a missing key", `{"NumericLessThanIfExists":{"aws:TokenIssueTime":"1"}}`, true},
+		{"DateLessThan with ISO 8601", `{"DateLessThan":{"aws:CurrentTime":"2027-01-01T00:00:00Z"}}`, true},
+		{"DateLessThan in the past", `{"DateLessThan":{"aws:CurrentTime":"2020-01-01T00:00:00Z"}}`, false},
+		{"DateGreaterThan with a date only", `{"DateGreaterThan":{"aws:CurrentTime":"2026-12-07"}}`, true},
+		{"DateGreaterThan with an offset", `{"DateGreaterThan":{"aws:CurrentTime":"2026-12-07T17:30:00+02:00"}}`, true},
+		{"DateGreaterThanEquals with epoch seconds", `{"DateGreaterThanEquals":{"aws:EpochTime":"1796659200"}}`, true},
+		{"DateEquals mixes epoch and ISO 8601", `{"DateEquals":{"aws:EpochTime":"2026-12-07T16:00:00Z"}}`, true},
+		{"DateNotEquals", `{"DateNotEquals":{"aws:CurrentTime":"2026-12-07T16:00:00Z"}}`, false},
+		{"DateLessThanEquals", `{"DateLessThanEquals":{"aws:CurrentTime":"2026-12-07T16:00:00Z"}}`, true},
+		{"Bool false", `{"Bool":{"aws:SecureTransport":"false"}}`, true},
+		{"Bool true", `{"Bool":{"aws:SecureTransport":"true"}}`, false},
+		{"BoolIfExists on a missing key", `{"BoolIfExists":{"aws:MultiFactorAuthPresent":"false"}}`, true},
+		{"IpAddress in a CIDR block", `{"IpAddress":{"aws:SourceIp":"127.0.0.0/8"}}`, true},
+		{"IpAddress of a single address", `{"IpAddress":{"aws:SourceIp":"127.0.0.1"}}`, true},
+		{"IpAddress outside", `{"IpAddress":{"aws:SourceIp":["10.0.0.0/8","192.0.2.0/24"]}}`, false},
+		{"NotIpAddress outside every block", `{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","192.0.2.0/24"]}}`, true},
+		{"NotIpAddress inside one block", `{"NotIpAddress":{"aws:SourceIp":["10.0.0.0/8","127.0.0.0/8"]}}`, false},
+		{"IpAddress IPv6", `{"IpAddress":{"aws:SourceIp":"2001:db8::/32"}}`, false},
+		{"Null false: present", `{"Null":{"aws:SourceIp":"false"}}`, true},
+		{"Null true: absent", `{"Null":{"aws:SourceVpc":"true"}}`, true},
+		{"Null true on a present key", `{"Null":{"aws:SourceIp":"true"}}`, false},
+		{"ForAnyValue with a typed operator", `{"ForAnyValue:NumericGreaterThan":{"aws:MultiFactorAuthAge":"100"}}`, true},
+		{"ForAllValues with a typed operator on an absent key", `{"ForAllValues:DateLessThan":{"aws:TokenIssueTime":"2020-01-01"}}`, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := doc(t, `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:Decrypt","Resource":"*","Condition":`+c.cond+`}]}`)
+			require.NoError(t, iampolicy.Validate(p, iampolicy.Identity))
+			ctx := map[string][]string{}
+			for k, v := range now {
+				ctx[k] = v
+			}
+			got := iampolicy.EvaluateIdentity(req("kms:Decrypt", ctx), []*policy.Document{p})
+			require.Equal(t, c.want, got.Allowed(), got)
+		})
+	}
+}
+
+// A policy the stand-in cannot evaluate exactly is refused when it is loaded, naming what it
+// cannot evaluate, instead of a condition that silently never matches.
+func TestValidate(t *testing.T) {
+	id := func(cond string) string {
+		return `{"Version":"2012-10-17","Statement":[{"Sid":"S","Effect":"Deny","Action":"kms:Decrypt","Resource":"*","Condition":` + cond + `}]}`
+	}
+	cases := []struct {
+		name, doc string
+		kind      iampolicy.Kind
+		err       string
+	}{
+		{"Binary operators are not supported", id(`{"BinaryEquals":{"aws:SourceIp":"QmluYXJ5"}}`), iampolicy.Identity, `condition operator "BinaryEquals" is not supported`},
+		{"a typo in an operator", id(`{"StringEqual":{"aws:SourceIp":"x"}}`), iampolicy.Identity, `"StringEqual"`},
+		{"unknown set qualifier", id(`{"ForSomeValues:StringEquals":{"aws:SourceIp":"x"}}`), iampolicy.Identity, `unknown set qualifier "ForSomeValues"`},
+		{"NullIfExists does not exist", id(`{"NullIfExists":{"aws:SourceIp":"true"}}`), iampolicy.Identity, `"NullIfExists"`},
+		{"Null takes true or false", id(`{"Null":{"aws:SourceIp":"yes"}}`), iampolicy.Identity, `not true or false`},
+		{"a date that is not a date", id(`{"DateLessThan":{"aws:CurrentTime":"tomorrow"}}`), iampolicy.Identity, `"tomorrow"`},
+		{"a number that is not a number", id(`{"NumericLessThan":{"aws:MultiFactorAuthAge":"ten"}}`), iampolicy.Identity, `"ten"`},
+		{"an address that is not an address", id(`{"IpAddress":{"aws:SourceIp":"10.0.0.0/99"}}`), iampolicy.Identity, `"10.0.0.0/99"`},
+		{"Bool takes true or false", id(`{"Bool":{"aws:SecureTransport":"1"}}`), iampolicy.Identity, `"1"`},
+		{"no Principal in an identity policy", `{"Version":"2012-10-17","Statement":[{"Sid":"S","Effect":"Allow","Principal":"*","Action":"kms:Decrypt","Resource":"*"}]}`, iampolicy.Identity, "cannot name a Principal"},
+		{"a key policy statement needs a Principal", `{"Version":"2012-10-17","Statement":[{"Sid":"S","Effect":"Allow","Action":"kms:Decrypt","Resource":"*"}]}`, iampolicy.Resource, "needs a Principal"},
+		{"NotPrincipal only with Deny", `{"Version":"2012-10-17","Statement":[{"Sid":"S","Effect":"Allow","NotPrincipal":{"AWS":"` + daemon + `"},"Action":"kms:Decrypt","Resource":"*"}]}`, iampolicy.Resource, "NotPrincipal is supported only with"},
+		{"supported operators pass", id(`{"DateGreaterThan":{"aws:CurrentTime":"2026-01-01T00:00:00Z"},"ForAnyValue:StringLike":{"kms:EncryptionContextKeys":"envdr:*"},"NotIpAddress":{"aws:SourceIp":"10.0.0.0/8"},"Null":{"kms:EncryptionContextKeys":"true"},"NumericGreaterThanEqualsIfExists":{"aws:MultiFactorAuthAge":"1"}}`), iampolicy.Identity, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := iampolicy.Validate(doc(t, c.doc), c.kind)
+			if c.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, c.err)
+			require.ErrorContains(t, err, "statement S")
+		})
+	}
+}
+
+// A key policy Deny with NotPrincipal applies to every principal it does not spare; sparing a
+// role session takes the account and the role (or the session)
+// (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_notprincipal.html).
+func TestNotPrincipal(t *testing.T) {
+	const session = "arn:aws:sts::111122223333:assumed-role/envdr-daemon/envdr-local"
+	const operator = "arn:aws:iam::111122223333:role/envdr-operator"
+	kp := func(notPrincipal string) string {
+		return `{"Version":"2012-10-17","Statement":[
+			{"Sid":"Use","Effect":"Allow","Principal":{"AWS":"` + daemon + `"},"Action":"kms:Decrypt","Resource":"*"},
+			{"Sid":"OnlyOperator","Effect":"Deny","NotPrincipal":{"AWS":` + notPrincipal + `},"Action":"kms:Decrypt","Resource":"*"}]}`
+	}
+	cases := []struct {
+		name, notPrincipal string
+		want               iampolicy.Decision
+	}{
+		{"another role: the caller is denied", `["arn:aws:iam::111122223333:root","` + operator + `"]`, iampolicy.ExplicitDeny},
+		{"the caller's role and account: spared", `["arn:aws:iam::111122223333:root","` + daemon + `"]`, iampolicy.Allow},
+		{"the caller's session and account: spared", `["111122223333","` + session + `"]`, iampolicy.Allow},
+		{"the caller's role without its account: denied", `["` + daemon + `"]`, iampolicy.ExplicitDeny},
+		{"the account without the role: denied", `"arn:aws:iam::111122223333:root"`, iampolicy.ExplicitDeny},
+		{"another account: denied", `["arn:aws:iam::999999999999:root","` + daemon + `"]`, iampolicy.ExplicitDeny},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := doc(t, kp(c.notPrincipal))
+			require.NoError(t, iampolicy.Validate(d, iampolicy.Resource))
+			r := req("kms:Decrypt", nil)
+			r.Session = session
+			got := iampolicy.EvaluateKMS(r, d, nil)
+			require.Equal(t, c.want, got.Decision, got)
+			if c.want == iampolicy.ExplicitDeny {
+				require.Equal(t, "OnlyOperator", got.Statement)
+			}
+		})
 	}
 }

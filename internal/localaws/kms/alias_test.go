@@ -133,7 +133,8 @@ func TestListPaging(t *testing.T) {
 // Policy a key gets the default key policy (account root, kms:*); policies
 // are stored per key and returned as given; the only policy name is
 // "default"; a document that is not a JSON policy is
-// MalformedPolicyDocumentException. The stand-in does not evaluate policies.
+// MalformedPolicyDocumentException, and so is one the stand-in could not evaluate exactly (an
+// unsupported condition operator, NotPrincipal with Allow, a statement without Principal).
 func TestKeyPolicies(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -151,9 +152,17 @@ func TestKeyPolicies(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, policy, *gp.Policy)
 
-	for _, bad := range []string{"not json", `{"Version":"2012-10-17"}`, `[]`} {
+	for bad, says := range map[string]string{
+		"not json":                 "policy document",
+		`{"Version":"2012-10-17"}`: "no Statement",
+		`[]`:                       "policy document",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*","Action":"kms:*","Resource":"*","Condition":{"BinaryEquals":{"aws:SourceIp":"AA=="}}}]}`: `condition operator "BinaryEquals" is not supported`,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","NotPrincipal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}`:             "NotPrincipal is supported only with",
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"kms:*","Resource":"*"}]}`:                                                                     "needs a Principal",
+	} {
 		_, err = c.PutKeyPolicy(ctx(t), &awskms.PutKeyPolicyInput{KeyId: k.KeyId, Policy: aws.String(bad)})
 		requireAPIError[*types.MalformedPolicyDocumentException](t, err)
+		require.ErrorContains(t, err, says)
 	}
 	_, err = c.GetKeyPolicy(ctx(t), &awskms.GetKeyPolicyInput{KeyId: k.KeyId, PolicyName: aws.String("other")})
 	requireAPIError[*types.NotFoundException](t, err)

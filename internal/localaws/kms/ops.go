@@ -8,6 +8,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/envdr/envdr/internal/localaws/iampolicy"
+	"github.com/envdr/envdr/policy"
 )
 
 type opFunc func(s *Service, region string, body []byte) (any, *apiError)
@@ -1076,15 +1079,24 @@ func validateDescription(d *string) *apiError {
 	return nil
 }
 
-// validatePolicy checks a key policy is a JSON object with statements; the
-// stand-in stores policies but does not evaluate them.
+// validatePolicy checks a key policy is a policy document (at most 32 KiB, as the PutKeyPolicy
+// reference allows) that the stand-in can evaluate exactly as AWS would (iampolicy.Validate):
+// every statement has a Principal (NotPrincipal only with Deny) and no condition operator it
+// cannot evaluate. Anything else is MalformedPolicyDocumentException naming the problem, never
+// a policy stored and then half ignored.
 func validatePolicy(p *string) *apiError {
 	if p == nil {
 		return nil
 	}
-	var doc map[string]json.RawMessage
-	if len(*p) > 32768 || json.Unmarshal([]byte(*p), &doc) != nil || doc["Statement"] == nil {
-		return clientErr("MalformedPolicyDocumentException", "The new key policy is not a valid JSON policy document with a Statement.")
+	if len(*p) > 32768 {
+		return clientErr("MalformedPolicyDocumentException", "The new key policy is longer than 32768 characters.")
+	}
+	doc, err := policy.Parse([]byte(*p))
+	if err == nil {
+		err = iampolicy.Validate(doc, iampolicy.Resource)
+	}
+	if err != nil {
+		return clientErr("MalformedPolicyDocumentException", "The new key policy is not a policy document the stand-in can evaluate: "+err.Error())
 	}
 	return nil
 }

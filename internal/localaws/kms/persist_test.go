@@ -45,7 +45,7 @@ func TestRestartPersistence(t *testing.T) {
 	require.NoError(t, err)
 	_, err = b1.c("ap-southeast-2").DisableKey(ctx(t), &awskms.DisableKeyInput{KeyId: p.KeyId})
 	require.NoError(t, err)
-	_, err = b1.c("eu-west-1").PutKeyPolicy(ctx(t), &awskms.PutKeyPolicyInput{KeyId: single.KeyId, Policy: aws.String(`{"Statement":[]}`)})
+	_, err = b1.c("eu-west-1").PutKeyPolicy(ctx(t), &awskms.PutKeyPolicyInput{KeyId: single.KeyId, Policy: aws.String(persistedPolicy)})
 	require.NoError(t, err)
 	require.NoError(t, svc1.Close())
 
@@ -79,7 +79,7 @@ func TestRestartPersistence(t *testing.T) {
 	require.Equal(t, *p.CreationDate, *d.KeyMetadata.CreationDate)
 	gp, err := b2.c("eu-west-1").GetKeyPolicy(ctx(t), &awskms.GetKeyPolicyInput{KeyId: single.KeyId})
 	require.NoError(t, err)
-	require.Equal(t, `{"Statement":[]}`, *gp.Policy)
+	require.Equal(t, persistedPolicy, *gp.Policy)
 
 	// The restarted service keeps persisting.
 	_, err = b2.c("us-east-1").CreateKey(ctx(t), &awskms.CreateKeyInput{})
@@ -166,3 +166,6 @@ func TestConcurrentMutationsPersist(t *testing.T) {
 	require.Equal(t, 40, keys)
 	require.Equal(t, 40, aliases)
 }
+
+// persistedPolicy is a key policy that survives a restart as written.
+const persistedPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:role/envdr-operator"},"Action":"kms:DescribeKey","Resource":"*"}]}`

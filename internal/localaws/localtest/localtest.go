@@ -85,6 +85,12 @@ type Options struct {
 	// ExtraRegions are served too (their own KMS, SQS and DynamoDB endpoints, and a replica of
 	// every table) but are not in Config: a region a test adds later (a backfill).
 	ExtraRegions []string
+	// DefaultKeyPolicies leaves the keys with KMS's default key policy (the account root,
+	// delegating every action to IAM, so the admin may use them) instead of the key policies
+	// `envdr policy render` generates, which every Env's keys carry otherwise. Only for a test
+	// whose subject is not authorization and which cannot yet run each call as the role that
+	// makes it.
+	DefaultKeyPolicies bool
 	// Jitter is the replication jitter between every pair of regions; 0: ENVDR_LOCAL_JITTER's,
 	// or none.
 	Jitter time.Duration
@@ -122,7 +128,7 @@ func NewWith(t testing.TB, o Options) *Env {
 	suffix := uniqueSuffix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	prov, err := localaws.ProvisionIsolated(ctx, stack, suffix)
+	prov, err := localaws.ProvisionIsolated(ctx, stack, suffix, o.DefaultKeyPolicies)
 	if err != nil {
 		t.Fatalf("localtest: provision: %v", err)
 	}
@@ -357,6 +363,40 @@ func (e *Env) Endpoints(region string) config.Endpoints {
 		e.t.Fatalf("localtest: %v", err)
 	}
 	return ep
+}
+
+// ConfigAs is a copy of cfg (nil: Config) whose own credentials (the local section's, used when
+// no AWS_PROFILE is set) are role's: in-process envdr code then calls AWS as that role, as the
+// deployed workload does (iam.RoleProducer for seal, iam.RoleDaemon for run, ...).
+func (e *Env) ConfigAs(cfg *config.Config, role string) *config.Config {
+	e.t.Helper()
+	if cfg == nil {
+		cfg = e.Config
+	}
+	id, ok := e.IAM.Identity(role)
+	if !ok {
+		e.t.Fatalf("localtest: no role %q", role)
+	}
+	c := *cfg
+	c.Regions = append([]config.Region(nil), cfg.Regions...)
+	local := config.Local{}
+	if cfg.Local != nil {
+		local = *cfg.Local
+	}
+	local.AccessKey, local.SecretKey = id.AccessKey, id.SecretKey
+	c.Local = &local
+	return &c
+}
+
+// ConfigPathAs writes ConfigAs(cfg, role) to a file of the test's and returns its path, for
+// --config of a CLI run as role.
+func (e *Env) ConfigPathAs(cfg *config.Config, role string) string {
+	e.t.Helper()
+	path := filepath.Join(e.t.TempDir(), role+".yaml")
+	if err := localaws.WriteConfig(path, e.ConfigAs(cfg, role)); err != nil {
+		e.t.Fatalf("localtest: %v", err)
+	}
+	return path
 }
 
 // AWSConfigAs is AWSConfig signed as one of the stand-in's roles (iam.RoleDaemon, ...).

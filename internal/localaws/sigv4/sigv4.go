@@ -8,6 +8,19 @@
 // region, service and "aws4_request", and the HMAC-SHA256 signature. Only the headers the client
 // lists in SignedHeaders take part, so headers a transport adds after signing (Accept-Encoding,
 // say) do not break verification. Pure: no AWS SDK, no I/O.
+//
+// What a request must sign, from the same page ("Canonical headers") and each service's
+// behaviour:
+//   - host, and the date the signature is made for (x-amz-date, or date when the request uses
+//     the Date header), must be among the signed headers; so must x-amz-target when the request
+//     carries it (the JSON protocols of KMS, SQS and DynamoDB name the operation there: an
+//     unsigned one could be swapped, Decrypt for GenerateDataKey, under a valid signature);
+//   - the payload is always hashed: only S3 accepts "UNSIGNED-PAYLOAD" in x-amz-content-sha256
+//     (https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html); any other
+//     service signs the body's SHA-256, so a request signed over "UNSIGNED-PAYLOAD", or over a
+//     body altered after signing, fails as a signature mismatch;
+//   - for S3, a body whose SHA-256 is not the x-amz-content-sha256 sent is
+//     XAmzContentSHA256Mismatch (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
 package sigv4
 
 import (
@@ -49,6 +62,9 @@ const (
 	Expired
 	// Mismatch: the signature does not match the one recomputed with the known secret.
 	Mismatch
+	// PayloadMismatch: S3 only, the body's SHA-256 is not x-amz-content-sha256
+	// (XAmzContentSHA256Mismatch).
+	PayloadMismatch
 )
 
 // Error is a verification failure. Message is the text AWS gives for the case.
@@ -134,13 +150,22 @@ func Verify(r *http.Request, body []byte, region, service string, secret func(ac
 	if !ok {
 		return nil, &Error{UnknownKey, UnknownKeyMessage}
 	}
-	amzDate := r.Header.Get("X-Amz-Date")
-	if amzDate == "" {
-		return nil, &Error{Incomplete, "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."}
+	if e := requireSigned(r, a.SignedHeaders); e != nil {
+		return nil, e
 	}
-	t, err := time.Parse(TimeFormat, amzDate)
-	if err != nil {
-		return nil, &Error{Incomplete, fmt.Sprintf("X-Amz-Date %q is not in the format %s.", amzDate, TimeFormat)}
+	amzDate := r.Header.Get("X-Amz-Date")
+	var t time.Time
+	if amzDate != "" {
+		var err error
+		if t, err = time.Parse(TimeFormat, amzDate); err != nil {
+			return nil, &Error{Incomplete, fmt.Sprintf("X-Amz-Date %q is not in the format %s.", amzDate, TimeFormat)}
+		}
+	} else {
+		d, err := http.ParseTime(r.Header.Get("Date"))
+		if err != nil {
+			return nil, &Error{Incomplete, "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."}
+		}
+		t, amzDate = d.UTC(), d.UTC().Format(TimeFormat)
 	}
 	if t.Before(now.Add(-MaxSkew)) {
 		return nil, &Error{Expired, fmt.Sprintf("Signature expired: %s is now earlier than %s (%s - 15 min.)",
@@ -153,16 +178,80 @@ func Verify(r *http.Request, body []byte, region, service string, secret func(ac
 	if a.Date != amzDate[:8] {
 		return nil, &Error{Mismatch, fmt.Sprintf("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '%s' != '%s'", a.Date, amzDate[:8])}
 	}
-	sig := Sign(key, a, StringToSign(amzDate, a.Scope(), CanonicalRequest(r, body, a.SignedHeaders)))
+	if e := checkPayload(r, body, service); e != nil {
+		return nil, e
+	}
+	sig := Sign(key, a, StringToSign(amzDate, a.Scope(), canonicalRequest(r, body, a.SignedHeaders, service == "s3")))
 	if !hmac.Equal([]byte(sig), []byte(a.Signature)) {
 		return nil, &Error{Mismatch, MismatchMessage}
 	}
 	return &Verified{Auth: a, Time: t}, nil
 }
 
+// requireSigned refuses a signature that leaves out a header it must cover: host, the date
+// header in use, and x-amz-target when sent.
+func requireSigned(r *http.Request, signed []string) *Error {
+	has := func(h string) bool {
+		for _, s := range signed {
+			if s == h {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("host") {
+		return &Error{Incomplete, "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."}
+	}
+	switch {
+	case r.Header.Get("X-Amz-Date") != "":
+		if !has("x-amz-date") {
+			return &Error{Incomplete, "'X-Amz-Date' must be a 'SignedHeader' in the AWS Authorization."}
+		}
+	case r.Header.Get("Date") != "":
+		if !has("date") {
+			return &Error{Incomplete, "'Date' must be a 'SignedHeader' in the AWS Authorization."}
+		}
+	}
+	if r.Header.Get("X-Amz-Target") != "" && !has("x-amz-target") {
+		return &Error{Incomplete, "'X-Amz-Target' must be a 'SignedHeader' in the AWS Authorization."}
+	}
+	return nil
+}
+
+// checkPayload applies S3's x-amz-content-sha256 rule: the header is required and, unless
+// UNSIGNED-PAYLOAD, must be the body's SHA-256. Other services ignore what the header claims and
+// hash the body (canonicalRequest), so a wrong claim surfaces as a signature mismatch, as on AWS.
+func checkPayload(r *http.Request, body []byte, service string) *Error {
+	if service != "s3" {
+		return nil
+	}
+	claim := r.Header.Get("X-Amz-Content-Sha256")
+	switch {
+	case claim == "":
+		return &Error{Incomplete, "Missing required header for this request: x-amz-content-sha256"}
+	case claim == UnsignedPayload:
+		return nil
+	case strings.HasPrefix(claim, "STREAMING-"):
+		return &Error{Incomplete, "The stand-in does not verify chunked (" + claim + ") payloads."}
+	}
+	if h := sha256.Sum256(body); claim != hex.EncodeToString(h[:]) {
+		return &Error{PayloadMismatch, "The provided 'x-amz-content-sha256' header does not match what was computed."}
+	}
+	return nil
+}
+
+// UnsignedPayload is the x-amz-content-sha256 value that leaves the body unsigned (S3 only).
+const UnsignedPayload = "UNSIGNED-PAYLOAD"
+
 // CanonicalRequest builds the canonical request of r over the headers in signed (lower case, in
-// the order given, which the client sorted).
+// the order given, which the client sorted), with the SHA-256 of body as the payload hash.
 func CanonicalRequest(r *http.Request, body []byte, signed []string) string {
+	return canonicalRequest(r, body, signed, false)
+}
+
+// canonicalRequest is CanonicalRequest; unsignedOK (S3) takes "UNSIGNED-PAYLOAD" from
+// x-amz-content-sha256 as the payload hash.
+func canonicalRequest(r *http.Request, body []byte, signed []string, unsignedOK bool) string {
 	var b strings.Builder
 	b.WriteString(r.Method)
 	b.WriteByte('\n')
@@ -179,7 +268,7 @@ func CanonicalRequest(r *http.Request, body []byte, signed []string) string {
 	b.WriteByte('\n')
 	b.WriteString(strings.Join(signed, ";"))
 	b.WriteByte('\n')
-	b.WriteString(payloadHash(r, body))
+	b.WriteString(payloadHash(r, body, unsignedOK))
 	return b.String()
 }
 
@@ -204,8 +293,8 @@ func hmacSHA256(key []byte, data string) []byte {
 	return m.Sum(nil)
 }
 
-func payloadHash(r *http.Request, body []byte) string {
-	if v := r.Header.Get("X-Amz-Content-Sha256"); v == "UNSIGNED-PAYLOAD" {
+func payloadHash(r *http.Request, body []byte, unsignedOK bool) string {
+	if v := r.Header.Get("X-Amz-Content-Sha256"); unsignedOK && v == UnsignedPayload {
 		return v
 	}
 	h := sha256.Sum256(body)

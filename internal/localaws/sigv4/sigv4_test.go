@@ -108,3 +108,104 @@ func TestVerify(t *testing.T) {
 		})
 	}
 }
+
+// handSigned is a request signed over exactly the headers in signedHeaders (lower case, sorted),
+// with the package's own canonical request: a correct signature, whatever it leaves out.
+func handSigned(t *testing.T, service string, at time.Time, body []byte, signedHeaders []string, mutate func(*http.Request)) *http.Request {
+	t.Helper()
+	r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:24670/", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/x-amz-json-1.1")
+	r.Header.Set("X-Amz-Target", "TrentService.Decrypt")
+	r.Header.Set("X-Amz-Date", at.UTC().Format(sigv4.TimeFormat))
+	if mutate != nil {
+		mutate(r)
+	}
+	a := sigv4.Auth{AccessKey: akid, Date: at.UTC().Format("20060102"), Region: "us-east-1", Service: service, SignedHeaders: signedHeaders}
+	date := r.Header.Get("X-Amz-Date")
+	if date == "" {
+		d, err := http.ParseTime(r.Header.Get("Date"))
+		require.NoError(t, err)
+		date = d.UTC().Format(sigv4.TimeFormat)
+	}
+	sig := sigv4.Sign(secret, a, sigv4.StringToSign(date, a.Scope(), sigv4.CanonicalRequest(r, body, signedHeaders)))
+	r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential="+akid+"/"+a.Scope()+", SignedHeaders="+strings.Join(signedHeaders, ";")+", Signature="+sig)
+	return r
+}
+
+// sdkSigned is signed by the SDK's signer over payloadHash (which it takes as given, as for
+// UNSIGNED-PAYLOAD), with x-amz-content-sha256 sent and signed.
+func sdkSigned(t *testing.T, service string, at time.Time, body []byte, payloadHash string) *http.Request {
+	t.Helper()
+	r, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:24670/", bytes.NewReader(body))
+	require.NoError(t, err)
+	r.Header.Set("X-Amz-Target", "TrentService.Decrypt")
+	r.Header.Set("X-Amz-Content-Sha256", payloadHash)
+	require.NoError(t, v4.NewSigner().SignHTTP(context.Background(), aws.Credentials{AccessKeyID: akid, SecretAccessKey: secret},
+		r, payloadHash, service, "us-east-1", at))
+	in := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:24670/", bytes.NewReader(body))
+	in.Header = r.Header.Clone()
+	return in
+}
+
+// What a signature must cover, from "Elements of an AWS API request signature" and "Create a
+// signed AWS API request" (https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_sigv-create-signed-request.html:
+// "The host header must be included as a signed header. If you include a date or x-amz-date
+// header, you must also include that header in the list of signed headers"), and where an
+// unsigned payload is allowed: "UNSIGNED-PAYLOAD" is S3's
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html); every other
+// service hashes the body, so such a request, or a body changed after signing, is a signature
+// mismatch (InvalidSignatureException for KMS and DynamoDB, SignatureDoesNotMatch for SQS), and
+// S3's x-amz-content-sha256 that is not the body's hash is XAmzContentSHA256Mismatch
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+func TestSignedHeadersAndPayload(t *testing.T) {
+	now := time.Now()
+	body := []byte(`{"CiphertextBlob":"AAAA"}`)
+	sum := sha256.Sum256(body)
+	bodyHash := hex.EncodeToString(sum[:])
+	all := []string{"content-type", "host", "x-amz-date", "x-amz-target"}
+	noDate := handSigned(t, "kms", now, body, all, nil)
+	noDate.Header.Del("X-Amz-Date")
+	cases := []struct {
+		name    string
+		service string
+		req     *http.Request
+		body    []byte
+		kind    sigv4.Kind
+		message string
+	}{
+		{"every required header signed", "kms", handSigned(t, "kms", now, body, all, nil), body, 0, ""},
+		{"host not signed", "kms", handSigned(t, "kms", now, body, []string{"content-type", "x-amz-date", "x-amz-target"}, nil), body, sigv4.Incomplete, "'Host' or ':authority' must be a 'SignedHeader'"},
+		{"x-amz-date not signed", "kms", handSigned(t, "kms", now, body, []string{"content-type", "host", "x-amz-target"}, nil), body, sigv4.Incomplete, "'X-Amz-Date' must be a 'SignedHeader'"},
+		{"x-amz-target not signed", "kms", handSigned(t, "kms", now, body, []string{"content-type", "host", "x-amz-date"}, nil), body, sigv4.Incomplete, "'X-Amz-Target' must be a 'SignedHeader'"},
+		{"Date instead of X-Amz-Date, signed", "kms", handSigned(t, "kms", now, body, []string{"date", "host", "x-amz-target"}, func(r *http.Request) {
+			r.Header.Del("X-Amz-Date")
+			r.Header.Set("Date", now.UTC().Format(http.TimeFormat))
+		}), body, 0, ""},
+		{"Date not signed", "kms", handSigned(t, "kms", now, body, []string{"host", "x-amz-target"}, func(r *http.Request) {
+			r.Header.Del("X-Amz-Date")
+			r.Header.Set("Date", now.UTC().Format(http.TimeFormat))
+		}), body, sigv4.Incomplete, "'Date' must be a 'SignedHeader'"},
+		{"no date at all", "kms", noDate, body, sigv4.Incomplete, "requires existence of either a 'X-Amz-Date' or a 'Date' header"},
+		{"KMS: UNSIGNED-PAYLOAD is not accepted", "kms", sdkSigned(t, "kms", now, body, sigv4.UnsignedPayload), body, sigv4.Mismatch, "does not match"},
+		{"DynamoDB: UNSIGNED-PAYLOAD is not accepted", "dynamodb", sdkSigned(t, "dynamodb", now, body, sigv4.UnsignedPayload), body, sigv4.Mismatch, "does not match"},
+		{"SQS: UNSIGNED-PAYLOAD is not accepted", "sqs", sdkSigned(t, "sqs", now, body, sigv4.UnsignedPayload), body, sigv4.Mismatch, "does not match"},
+		{"KMS: the body's hash signed", "kms", sdkSigned(t, "kms", now, body, bodyHash), body, 0, ""},
+		{"KMS: body altered after signing, hash header kept", "kms", sdkSigned(t, "kms", now, body, bodyHash), []byte(`{"CiphertextBlob":"BBBB"}`), sigv4.Mismatch, "does not match"},
+		{"S3: UNSIGNED-PAYLOAD is accepted", "s3", sdkSigned(t, "s3", now, body, sigv4.UnsignedPayload), body, 0, ""},
+		{"S3: the body's hash", "s3", sdkSigned(t, "s3", now, body, bodyHash), body, 0, ""},
+		{"S3: body not the hash sent", "s3", sdkSigned(t, "s3", now, body, bodyHash), []byte("other"), sigv4.PayloadMismatch, "x-amz-content-sha256"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v, err := sigv4.Verify(c.req, c.body, "us-east-1", c.service, secrets, now)
+			if c.kind == 0 {
+				require.Nil(t, err, "%v", err)
+				require.Equal(t, akid, v.AccessKey)
+				return
+			}
+			require.NotNil(t, err)
+			require.Equal(t, c.kind, err.Kind, err.Message)
+			require.Contains(t, err.Message, c.message)
+		})
+	}
+}

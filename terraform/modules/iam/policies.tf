@@ -42,7 +42,9 @@ locals {
   queue_arns = distinct(concat([var.queue_arn], var.region_queue_arns))
   dlq_arns   = distinct(concat(compact([var.dlq_arn]), var.region_dlq_arns))
 
-  daemon_table_actions = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"]
+  # With scrubbing on (scrub.budget in envdr's config), the daemon also scans the table.
+  daemon_table_actions = concat(["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
+  var.daemon_scrub ? ["dynamodb:Scan"] : [])
   # GetQueueAttributes (redrive maxReceiveCount, retention, depth) and SendMessage (the re-send
   # just before SQS would redrive a still-valid event to the DLQ) on the events queue.
   daemon_queue_actions = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessage"]
@@ -214,7 +216,7 @@ locals {
       local.key_use.drill,
       local.key_describe.drill,
       [
-        { Sid = "ScanRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:GetItem", "dynamodb:Scan"], Resource = local.table_arns },
+        { Sid = "ScanRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"], Resource = local.table_arns },
         { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
       ],
       local.previous.drill,

@@ -50,6 +50,12 @@ variable "table_name" {
   type        = string
 }
 
+variable "daemon_scrub" {
+  description = "Whether envdr run scrubs (scrub.budget in its config): then the daemon role may also Scan the records table."
+  type        = bool
+  default     = false
+}
+
 variable "queue_arn" {
   description = "ARN of the event queue."
   type        = string

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/envdr/envdr/recovery"
+)
+
+func init() {
+	register(func() *cobra.Command {
+		cmd := &cobra.Command{
+			Use:   "report",
+			Short: "Work with drill and verify reports (merge shards)",
+			Args:  noArgs,
+		}
+		cmd.AddCommand(reportMergeCmd())
+		return cmd
+	})
+}
+
+// mergeResult is report merge's --output json result.
+type mergeResult struct {
+	Out    string   `json:"out"`
+	Files  []string `json:"files"`
+	Kind   string   `json:"kind"`
+	Shards int      `json:"shards"`
+	SHA256 string   `json:"sha256"`
+	Passed bool     `json:"passed"`
+}
+
+func reportMergeCmd() *cobra.Command {
+	var (
+		out    string
+		force  bool
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "merge --out PATH FILE.json...",
+		Short: "Combine the reports of the shards of one verify or drill into the report of the whole table",
+		Long: `merge reads the JSON reports of envdr verify --shard i/N (or drill --lose R --shard i/N),
+i = 1 ... N, checks each one's SHA-256 digest, and writes the report of the whole scan: counts,
+per-region tallies and failures added up, the shards' earliest start and latest end, judged again
+(drill: by the first shard's thresholds), with a digest of its own and the shards' digests under
+"merged_from". envdr drill verify-report checks it like any report.
+
+The files must be exactly the shards 1/N ... N/N of one scan (one table, the same regions; for a
+drill, the same lost region): a missing, repeated or foreign shard is refused.
+
+--out PATH writes PATH.json (a drill also PATH.md and PATH.html); an existing file is never
+overwritten without --force.
+
+Exit status: 0 merged and the whole scan passed, 1 merged and it failed (the report is still
+written), or a report's digest did not match, 2 bad usage or not one scan's shards.`,
+		Example: `  # four shards of one verify, e.g. a Kubernetes Indexed Job with completions: 4
+  for i in 1 2 3 4; do envdr verify --shard $i/4 --segments 8 --report shards/verify-$i & done; wait
+  envdr report merge --out reports/verify shards/verify-*.json
+  envdr drill verify-report reports/verify.json`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError("name the shards' report files")
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usageError("--out PATH is required")
+			}
+			md, html, js := recovery.ReportPaths(out)
+			var kinds []string
+			var bodies [][]byte
+			for _, f := range args {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return withCode(exitFailure, err)
+				}
+				bodies = append(bodies, b)
+				kinds = append(kinds, recovery.ReportKind(b))
+			}
+			for i, k := range kinds {
+				if k != kinds[0] {
+					return usageError("%s is a %s report and %s a %s report: merge one kind at a time", args[0], kinds[0], args[i], k)
+				}
+			}
+			targets := []string{js}
+			if kinds[0] == "drill" {
+				targets = []string{md, html, js}
+			}
+			if !force {
+				for _, p := range targets {
+					if exists(p) {
+						return usageError("report file %s exists: refusing to overwrite it; choose another --out PATH, or --force", p)
+					}
+				}
+			}
+			res := mergeResult{Out: js, Files: args, Kind: kinds[0], Shards: len(args)}
+			switch kinds[0] {
+			case "verify":
+				var parts []*recovery.VerifyResult
+				for i, b := range bodies {
+					r, err := recovery.VerifyVerifyReport(b)
+					if err != nil {
+						return withCode(exitFailure, fmt.Errorf("%s: %w", args[i], err))
+					}
+					parts = append(parts, r)
+				}
+				m, err := recovery.MergeVerify(parts)
+				if err != nil {
+					return usageError("%v", err)
+				}
+				b, err := m.JSON()
+				if err != nil {
+					return withCode(exitFailure, err)
+				}
+				if _, err := recovery.WriteVerifyReport(out, b); err != nil {
+					return withCode(exitFailure, err)
+				}
+				res.SHA256, res.Passed = m.SHA256, m.Passed
+				if !asJSON {
+					writeVerifySummary(c.OutOrStdout(), m.VerifyReport)
+				}
+			default:
+				var parts []*recovery.DrillReport
+				for i, b := range bodies {
+					r, err := recovery.VerifyDrillReport(b)
+					if err != nil {
+						return withCode(exitFailure, fmt.Errorf("%s: %w", args[i], err))
+					}
+					parts = append(parts, r)
+				}
+				m, err := recovery.MergeDrill(parts)
+				if err != nil {
+					return usageError("%v", err)
+				}
+				if _, err := m.WriteFiles(out); err != nil {
+					return withCode(exitFailure, err)
+				}
+				res.SHA256, res.Passed = m.SHA256, m.Passed
+				if !asJSON {
+					writeDrillSummary(c.OutOrStdout(), m)
+				}
+			}
+			fmt.Fprintf(c.ErrOrStderr(), "report: %s (merged from %d shards, sha256 %s)\n", js, len(args), res.SHA256)
+			if asJSON {
+				if err := writeJSON(c.OutOrStdout(), res); err != nil {
+					return withCode(exitFailure, err)
+				}
+			}
+			if !res.Passed {
+				return withCode(exitFindings, fmt.Errorf("report merge: the whole %s FAILED (see %s)", res.Kind, js))
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&out, "out", "", "write the merged report to PATH.json (a drill also PATH.md, PATH.html)")
+	f.BoolVar(&force, "force", false, "overwrite existing --out files")
+	addOutputFlag(cmd, &asJSON)
+	return cmd
+}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/envdr/envdr/internal/config"
-	"github.com/envdr/envdr/internal/localaws"
+	"github.com/envdr/envdr/localaws"
 )
 
 // `envdr open --region R` is the CLI's own code (package main): the simulation runs the envdr

@@ -20,7 +20,7 @@ import (
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
-	kmssvc "github.com/envdr/envdr/internal/localaws/kms"
+	kmssvc "github.com/envdr/envdr/localaws/kms"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
 )

@@ -17,6 +17,15 @@ import (
 // ErrShardSet: the reports are not exactly the shards of one scan.
 var ErrShardSet = errors.New("not the shards of one scan")
 
+// shardsOf checks that parts' shards (shard) are exactly "1/N" ... "N/N".
+func shardsOf[T any](parts []T, shard func(T) string) error {
+	shards := make([]string, 0, len(parts))
+	for _, p := range parts {
+		shards = append(shards, shard(p))
+	}
+	return shardSet(shards)
+}
+
 // shardSet checks that shards are "1/N" ... "N/N", each once.
 func shardSet(shards []string) error {
 	if len(shards) == 0 {
@@ -103,11 +112,7 @@ func (s *span) add(start time.Time, seconds float64) {
 
 // MergeVerify combines the reports of `verify --shard i/N`, i = 1..N, into one.
 func MergeVerify(parts []*VerifyResult) (*VerifyResult, error) {
-	var shards []string
-	for _, p := range parts {
-		shards = append(shards, p.Shard)
-	}
-	if err := shardSet(shards); err != nil {
+	if err := shardsOf(parts, func(p *VerifyResult) string { return p.Shard }); err != nil {
 		return nil, err
 	}
 	first := parts[0].VerifyReport
@@ -168,11 +173,7 @@ func sortMerged(ms []MergedShard) {
 // again by the first shard's thresholds. The recovery point's queued events are the largest
 // any shard counted (every shard counts the same queues); its age is the oldest.
 func MergeDrill(parts []*DrillReport) (*DrillReport, error) {
-	var shards []string
-	for _, p := range parts {
-		shards = append(shards, p.Shard)
-	}
-	if err := shardSet(shards); err != nil {
+	if err := shardsOf(parts, func(p *DrillReport) string { return p.Shard }); err != nil {
 		return nil, err
 	}
 	first := parts[0]

@@ -707,16 +707,8 @@ func (p *Pipeline) verifyIn(ctx context.Context, r *regions.Region, want *envelo
 	if proven != nil && proven.KeyARN == w.KeyARN && bytes.Equal(proven.Wrapped, w.Wrapped) {
 		return w, readAt, nil
 	}
-	dek, err := r.DecryptRaw(ctx, w.Wrapped, w.KeyARN, rec.Context.Map())
-	if err != nil {
-		if errors.Is(err, regions.ErrInvalidCiphertext) {
-			return nil, readAt, fmt.Errorf("%w: %w", errBadWrap, err)
-		}
+	if err := checkWrap(ctx, r, w, rec); err != nil {
 		return nil, readAt, err
-	}
-	defer envelope.Wipe(dek)
-	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return nil, readAt, fmt.Errorf("region %s: record %s: key %s: %w: %w", r.Name, want.ID, w.KeyARN, errBadWrap, err)
 	}
 	return w, readAt, nil
 }

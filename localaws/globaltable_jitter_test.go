@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -161,25 +160,7 @@ func TestGlobalTableJitterKeepsLagCatchUpAndConflicts(t *testing.T) {
 		}
 		require.Equal(t, before+1, pairStats(t, env, "us-east-1", "eu-west-1").Conflicts)
 
-		var wg sync.WaitGroup
-		for _, r := range env.Regions {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for j := range 3 {
-					batchPut(ctx, t, db[r], table, ids("race", 0, 25), fmt.Sprintf("%s-%d", r, j))
-				}
-			}()
-		}
-		wg.Wait()
-		env.Settle()
-		for _, id := range ids("race", 0, 25) {
-			v := getV(ctx, t, db["us-east-1"], table, id)
-			require.NotEmpty(t, v, id)
-			for _, r := range env.Regions[1:] {
-				require.Equal(t, v, getV(ctx, t, db[r], table, id), "%s in %s", id, r)
-			}
-		}
+		raceAndConverge(ctx, t, env, db, table, 3)
 	})
 }
 

@@ -370,12 +370,19 @@ func TestGlobalTableBatchedConflictsLastWriterWins(t *testing.T) {
 	require.EqualValues(t, 1, pairStats(t, env, "us-east-1", "eu-west-1").Conflicts)
 
 	// Every region writes the same 25 items at once, five times over: every replica converges.
+	raceAndConverge(ctx, t, env, db, table, 5)
+}
+
+// raceAndConverge has every region write the same 25 items at once, rounds times over, then
+// requires every replica to hold the same value of each once replication settles.
+func raceAndConverge(ctx context.Context, t *testing.T, env *localtest.Env, db map[string]*dynamodb.Client, table string, rounds int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for _, r := range env.Regions {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range 5 {
+			for j := range rounds {
 				batchPut(ctx, t, db[r], table, ids("race", 0, 25), fmt.Sprintf("%s-%d", r, j))
 			}
 		}()

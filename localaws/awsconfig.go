@@ -27,6 +27,8 @@ func (e EndpointSource) GetServiceBaseEndpoint(_ context.Context, sdkID string) 
 		v = e.DynamoDB
 	case "STS":
 		v = e.STS
+	case "S3":
+		v = e.S3
 	}
 	return v, v != "", nil
 }

@@ -99,6 +99,10 @@ type Region struct {
 	// queue_url and dlq_url, the home region's).
 	QueueURL string `yaml:"queue_url,omitempty" env:"QUEUE_URL"`
 	DLQURL   string `yaml:"dlq_url,omitempty" env:"DLQ_URL"`
+	// Bucket is this region's S3 bucket of sealed envelopes (the S3 data path): the bucket
+	// producers write to when this region seals, and this region's replica of the others'
+	// objects (S3 Cross-Region Replication). Empty when the region has no data path.
+	Bucket string `yaml:"bucket,omitempty" env:"BUCKET"`
 	// Endpoints overrides the AWS endpoints (the local stand-in); empty means the AWS defaults.
 	Endpoints Endpoints `yaml:"endpoints,omitempty" envPrefix:"ENDPOINTS_"`
 }
@@ -111,6 +115,8 @@ type Endpoints struct {
 	// STS answers GetCallerIdentity (the caller recorded in drill reports); the stand-in serves
 	// it on the region's KMS port.
 	STS string `yaml:"sts,omitempty" env:"STS"`
+	// S3 is the region's S3 endpoint (the stand-in serves it path-style).
+	S3 string `yaml:"s3,omitempty" env:"S3"`
 }
 
 // Policy is the replication policy.

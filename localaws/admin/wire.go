@@ -29,6 +29,7 @@ type EndpointsJSON struct {
 	SQS      string `json:"sqs"`
 	DynamoDB string `json:"dynamodb"`
 	STS      string `json:"sts"`
+	S3       string `json:"s3,omitempty"`
 }
 
 // PairStats are one replication direction's counters.

@@ -36,8 +36,12 @@ type RewrapOptions struct {
 	// DryRun counts what would change without any KMS call or write.
 	DryRun bool
 	// Checkpoint is the file that records each scan segment's progress, so an interrupted run
-	// resumes where it stopped; empty: DefaultCheckpoint.
+	// resumes where it stopped; empty: DefaultCheckpoint (one file per region and shard).
 	Checkpoint string
+	// Shard, when Count > 1, re-makes the wraps of this process's part of one scan split Count
+	// ways (--shard i/N; every shard given the same Segments): N processes rewrap a region
+	// together, each keeping its own checkpoint and resuming on its own.
+	Shard Shard
 	// Rate caps records rewrapped per second (0: only the region's KMS limiter, kms_rate).
 	Rate float64
 	// Segments, Workers, MaxFailures, Progress, Total, Regions: as in VerifyOptions.
@@ -53,6 +57,7 @@ type RewrapOptions struct {
 // RewrapReport counts what a rewrap run did.
 type RewrapReport struct {
 	Region          string    `json:"region"`
+	Shard           string    `json:"shard,omitempty"`
 	TargetKey       string    `json:"target_key"`
 	Since           time.Time `json:"since,omitzero"`
 	DryRun          bool      `json:"dry_run,omitempty"`
@@ -72,27 +77,36 @@ type RewrapReport struct {
 // ErrCheckpointMismatch: the checkpoint file belongs to another rewrap.
 var ErrCheckpointMismatch = errors.New("checkpoint belongs to another rewrap")
 
-// DefaultCheckpoint is where a rewrap of region keeps its checkpoint: the user's state
-// directory ($XDG_STATE_HOME/envdr, else ~/.local/state/envdr), else the working directory.
-func DefaultCheckpoint(table, region string) string {
-	name := fmt.Sprintf("rewrap-%s-%s.json", table, region)
+// DefaultCheckpoint is where a rewrap of region (shard s of it, when s.Count > 1) keeps its
+// checkpoint: the user's state directory ($XDG_STATE_HOME/envdr, else ~/.local/state/envdr),
+// else the working directory. Each shard has its own file, so N processes sharing a state
+// directory never write each other's progress.
+func DefaultCheckpoint(table, region string, s Shard) string {
+	part := ""
+	if s.Count > 1 {
+		part = fmt.Sprintf("-shard-%d-of-%d", s.Index+1, s.Count)
+	}
+	name := fmt.Sprintf("rewrap-%s-%s%s.json", table, region, part)
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
 		return filepath.Join(d, "envdr", name)
 	}
 	if h, err := os.UserHomeDir(); err == nil && h != "" {
 		return filepath.Join(h, ".local", "state", "envdr", name)
 	}
-	return ".envdr-rewrap-" + region + ".json"
+	return ".envdr-rewrap-" + region + part + ".json"
 }
 
 // checkpoint is the persisted progress of one rewrap. Its parameters (table, region, target,
 // since) pin the run: a resumed run re-makes exactly the wraps the first one would have.
 type checkpoint struct {
-	Version   int            `json:"version"`
-	Table     string         `json:"table"`
-	Region    string         `json:"region"`
-	TargetKey string         `json:"target_key"`
-	Since     time.Time      `json:"since"`
+	Version   int       `json:"version"`
+	Table     string    `json:"table"`
+	Region    string    `json:"region"`
+	TargetKey string    `json:"target_key"`
+	Since     time.Time `json:"since"`
+	// Shard is the --shard i/N the checkpoint belongs to ("" for a whole scan): a shard resumes
+	// only its own segments.
+	Shard     string         `json:"shard,omitempty"`
 	StartedAt time.Time      `json:"started_at"`
 	Segments  []segmentState `json:"segments"`
 	// Changed counts the wraps re-made by every run of this rewrap so far (information only).
@@ -228,26 +242,26 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 	if segments < 1 {
 		segments = DefaultSegments
 	}
-	rep := &RewrapReport{Region: rc.Name, TargetKey: x.target, Since: x.since, DryRun: opts.DryRun}
+	rep := &RewrapReport{Region: rc.Name, Shard: opts.Shard.String(), TargetKey: x.target, Since: x.since, DryRun: opts.DryRun}
 	var cp *checkpoint
 	if !opts.DryRun {
 		path := opts.Checkpoint
 		if path == "" {
-			path = DefaultCheckpoint(cfg.Table, rc.Name)
+			path = DefaultCheckpoint(cfg.Table, rc.Name, opts.Shard)
 		}
 		rep.Checkpoint = path
 		if cp, err = loadCheckpoint(path); err != nil {
 			return nil, err
 		}
 		if cp != nil {
-			if cp.Table != cfg.Table || cp.Region != rc.Name || cp.TargetKey != x.target || !cp.Since.Equal(x.since) {
-				return nil, fmt.Errorf("%w: %s is for table %s region %s key %s since %s; finish that rewrap or delete the file",
-					ErrCheckpointMismatch, path, cp.Table, cp.Region, cp.TargetKey, cp.Since.UTC().Format(time.RFC3339))
+			if cp.Table != cfg.Table || cp.Region != rc.Name || cp.TargetKey != x.target || !cp.Since.Equal(x.since) || cp.Shard != opts.Shard.String() {
+				return nil, fmt.Errorf("%w: %s is for table %s region %s key %s since %s%s; finish that rewrap or delete the file",
+					ErrCheckpointMismatch, path, cp.Table, cp.Region, cp.TargetKey, cp.Since.UTC().Format(time.RFC3339), shardNote(cp.Shard))
 			}
 			segments = len(cp.Segments)
 			rep.Resumed = true
 		} else {
-			cp = &checkpoint{Version: 1, Table: cfg.Table, Region: rc.Name, TargetKey: x.target, Since: x.since,
+			cp = &checkpoint{Version: 1, Table: cfg.Table, Region: rc.Name, TargetKey: x.target, Since: x.since, Shard: opts.Shard.String(),
 				StartedAt: time.Now().UTC(), Segments: make([]segmentState, segments), path: path}
 			if err := cp.save(); err != nil {
 				return nil, err
@@ -303,6 +317,11 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 	if e.pageSize == 0 {
 		e.pageSize = 100
 	}
+	if opts.Shard.Count > 1 {
+		// Positions in the plan number the checkpoint's segments, so a resumed shard reads the
+		// same DynamoDB segments of the same TotalSegments.
+		e.plan = shardPlan(segments, opts.Shard)
+	}
 	if cp != nil {
 		baseChanged := cp.Changed
 		e.resume = func(seg int) (string, bool) {
@@ -320,7 +339,7 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 	}
 	if opts.Total != nil {
 		if n, err := ApproxRecords(ctx, x.home, homeR.DynamoDB(), len(cfg.RegionNames())); err == nil {
-			opts.Total(n)
+			opts.Total(n / int64(max(opts.Shard.Count, 1)))
 		}
 	}
 	start := time.Now()
@@ -344,6 +363,14 @@ func Rewrap(ctx context.Context, cfg *config.Config, opts RewrapOptions) (*Rewra
 		}
 	}
 	return rep, nil
+}
+
+// shardNote names a checkpoint's shard in an error, if it has one.
+func shardNote(shard string) string {
+	if shard == "" {
+		return " (a whole scan, no --shard)"
+	}
+	return " shard " + shard
 }
 
 // rewrapRecord re-makes rec's wrap in x.r and writes it; did is false when another writer got

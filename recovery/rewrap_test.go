@@ -114,6 +114,89 @@ func rewrapKillResume(t testing.TB, n int) (*recovery.RewrapReport, *recovery.Re
 	return rep1, rep2
 }
 
+// Two shards rewrap a region after a rotation (--shard 1/2 and 2/2), each with its own default
+// checkpoint: shard 1 is killed midway, shard 2 finishes meanwhile without touching shard 1's
+// checkpoint, shard 1 resumes on its own; every record is re-wrapped exactly once. A shard's
+// checkpoint is refused by another shard.
+func TestRewrapShardsResumeOnTheirOwn(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	const n = 160
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.seed(t, n, f.env.Regions...)
+	before := f.records(t, ids)
+	home, err := f.topo.HomeRegion()
+	require.NoError(t, err)
+	_, err = home.KMS().RotateKeyOnDemand(ctx, &kms.RotateKeyOnDemandInput{KeyId: aws.String(f.env.Keys["us-east-1"].MRK)})
+	require.NoError(t, err)
+	const region = "eu-west-1"
+	cfg := f.as(t, iam.RoleRewrap)
+	one, two := recovery.Shard{Index: 0, Count: 2}, recovery.Shard{Index: 1, Count: 2}
+	cp1, cp2 := recovery.DefaultCheckpoint(cfg.Table, region, one), recovery.DefaultCheckpoint(cfg.Table, region, two)
+	require.NotEqual(t, cp1, cp2, "each shard has its own checkpoint")
+	require.NotEqual(t, recovery.DefaultCheckpoint(cfg.Table, region, recovery.Shard{}), cp1)
+	opts := func(s recovery.Shard) recovery.RewrapOptions {
+		return recovery.RewrapOptions{Region: region, Shard: s, Segments: 3, Workers: 4, PageSize: 10, Regions: fastRegions}
+	}
+
+	killCtx, kill := context.WithCancel(ctx)
+	var done atomic.Int64
+	first := opts(one)
+	first.Progress = func(k int) {
+		if done.Add(int64(k)) >= n/6 {
+			kill()
+		}
+	}
+	rep1, err := recovery.Rewrap(killCtx, cfg, first)
+	kill()
+	require.NoError(t, err)
+	require.True(t, rep1.Interrupted)
+	require.Equal(t, "1/2", rep1.Shard)
+	require.Equal(t, cp1, rep1.Checkpoint)
+	require.Positive(t, rep1.Changed)
+	saved, err := os.ReadFile(cp1)
+	require.NoError(t, err, "shard 1's checkpoint survives the kill")
+	require.Contains(t, string(saved), `"shard": "1/2"`)
+
+	rep2, err := recovery.Rewrap(ctx, cfg, opts(two))
+	require.NoError(t, err)
+	require.False(t, rep2.Resumed)
+	require.Zero(t, rep2.Failed, "%+v", rep2.Failures)
+	_, err = os.Stat(cp2)
+	require.ErrorIs(t, err, os.ErrNotExist, "a finished shard removes its own checkpoint")
+	after, err := os.ReadFile(cp1)
+	require.NoError(t, err)
+	require.Equal(t, saved, after, "shard 2 leaves shard 1's checkpoint alone")
+
+	// Another shard, or a whole scan, refuses shard 1's checkpoint.
+	wrong := opts(two)
+	wrong.Checkpoint = cp1
+	_, err = recovery.Rewrap(ctx, cfg, wrong)
+	require.ErrorIs(t, err, recovery.ErrCheckpointMismatch)
+	require.ErrorContains(t, err, "shard 1/2")
+	whole := opts(recovery.Shard{})
+	whole.Checkpoint = cp1
+	_, err = recovery.Rewrap(ctx, cfg, whole)
+	require.ErrorIs(t, err, recovery.ErrCheckpointMismatch)
+
+	rep3, err := recovery.Rewrap(ctx, cfg, opts(one))
+	require.NoError(t, err)
+	require.True(t, rep3.Resumed)
+	require.Zero(t, rep3.Failed, "%+v", rep3.Failures)
+	_, err = os.Stat(cp1)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	// A write in flight when shard 1 was killed may land without being counted by it.
+	require.InDelta(t, n, rep1.Changed+rep2.Changed+rep3.Changed, 4)
+	require.Positive(t, rep2.Changed)
+	require.Positive(t, rep3.Changed)
+
+	for id, rec := range f.records(t, ids) {
+		require.Equal(t, before[id].Version+1, rec.Version, "record %s written exactly once", id)
+		require.Equal(t, f.env.Keys[region].MRK, rec.Regions[region].KeyARN)
+		require.False(t, rec.Regions[region].WrappedAt.Before(rep3.Since), "record %s not re-wrapped", id)
+	}
+}
+
 // A checkpoint of another rewrap is refused, naming the file.
 func TestRewrapCheckpointMismatch(t *testing.T) {
 	f := setup(t)

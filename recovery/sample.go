@@ -130,6 +130,14 @@ func (s Shard) String() string {
 	return fmt.Sprintf("%d/%d", s.Index+1, s.Count)
 }
 
+// Segments gives the DynamoDB parallel-scan segments of shard s when each shard reads perShard
+// of them: total is TotalSegments (perShard x Count), segments the Segment numbers this shard
+// reads. N processes given the same perShard read every item exactly once between them.
+func (s Shard) Segments(perShard int) (total int, segments []int) {
+	p := shardPlan(max(perShard, 1), s)
+	return p.total, p.segments
+}
+
 // plan is the set of scan segments a run reads: its positions map to DynamoDB segment numbers of
 // total (Segment/TotalSegments).
 type plan struct {

@@ -219,3 +219,71 @@ func TestShardedVerifyCLI(t *testing.T) {
 	require.Contains(t, out, "sample: a uniform random sample of 11 records")
 	require.Contains(t, out, "max defect 20%")
 }
+
+// status and rewrap split across processes (issue 25): two shards of status count every record
+// once between them; two shards of rewrap backfill a region, each in its own default checkpoint
+// (left behind by neither, as both finish), and read every record once between them. A bad
+// --shard is a usage error.
+func TestShardedStatusAndRewrapCLI(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	env := localtest.New(t)
+	cfg, operator := env.ConfigPathAs(nil, iam.RoleRewrap), env.ConfigPathAs(nil, iam.RoleOperator)
+	const full, partial = 9, 7
+	seedCLI(t, env, full, env.Regions...)
+	seedCLI(t, env, partial, "us-east-1", "ap-southeast-2") // eu-west-1 to backfill
+
+	var records, missingEU int
+	for i := 1; i <= 2; i++ {
+		stdout, stderr, code := runSplit(t, "--config", operator, "status", "--region", "us-east-1", "--quiet", "--json",
+			"--segments", "3", "--shard", fmt.Sprintf("%d/2", i))
+		require.Equal(t, exitOK, code, stderr)
+		var rep statusReport
+		require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+		require.Equal(t, fmt.Sprintf("%d/2", i), rep.Shard)
+		records += rep.Records
+		for _, rs := range rep.Regions {
+			if rs.Region == "eu-west-1" {
+				missingEU += rs.Missing
+			}
+		}
+	}
+	require.Equal(t, full+partial, records, "the shards count every record once")
+	require.Equal(t, partial, missingEU)
+	out, code, _ := runCLI(t, "--config", operator, "status", "--region", "us-east-1", "--quiet", "--shard", "2/2")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "region us-east-1 shard 2/2 (this part of the table only)")
+
+	var changed, seen int64
+	for i := 1; i <= 2; i++ {
+		out, code, _ := runCLI(t, "--config", cfg, "rewrap", "--region", "eu-west-1", "--quiet", "--json", "--segments", "3",
+			"--shard", fmt.Sprintf("%d/2", i))
+		require.Equal(t, exitOK, code, out)
+		var reps []struct {
+			Shard      string `json:"shard"`
+			Checkpoint string `json:"checkpoint"`
+			Records    int64  `json:"records"`
+			Changed    int64  `json:"changed"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &reps), out)
+		require.Len(t, reps, 1)
+		require.Equal(t, fmt.Sprintf("%d/2", i), reps[0].Shard)
+		require.Contains(t, reps[0].Checkpoint, fmt.Sprintf("-eu-west-1-shard-%d-of-2.json", i))
+		_, err := os.Stat(reps[0].Checkpoint)
+		require.ErrorIs(t, err, os.ErrNotExist, "a finished shard removes its checkpoint")
+		changed += reps[0].Changed
+		seen += reps[0].Records
+	}
+	require.Equal(t, int64(partial), changed, "the two shards backfill every record missing a wrap once")
+	require.Equal(t, int64(full+partial), seen, "the two shards read every record once")
+	out, code, _ = runCLI(t, "--config", cfg, "rewrap", "--region", "eu-west-1", "--check", "--quiet")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "would change 0")
+
+	for _, bad := range []string{"3/2", "0/2", "1of2"} {
+		_, code, msg := runCLI(t, "--config", cfg, "rewrap", "--region", "eu-west-1", "--shard", bad)
+		require.Equal(t, exitUsage, code, bad)
+		require.Contains(t, msg, "want i/N")
+		_, code, _ = runCLI(t, "--config", operator, "status", "--shard", bad)
+		require.Equal(t, exitUsage, code, bad)
+	}
+}

@@ -21,9 +21,10 @@ func init() {
 			quiet      bool
 			checkpoint string
 			check      bool
+			shard      string
 		)
 		cmd := &cobra.Command{
-			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run | --check]",
+			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run | --check] [--shard i/N]",
 			Short: "Re-wrap data keys after a key rotation, a key change, or a new region (backfill)",
 			Long: `rewrap re-makes region R's wrap of every record that needs it:
 
@@ -42,6 +43,13 @@ $XDG_STATE_HOME/envdr or ~/.local/state/envdr): an interrupted run resumes where
 because a re-made wrap no longer needs re-making, every record is re-wrapped exactly once. The
 checkpoint is removed when the run finishes. KMS calls obey the region's kms_rate; --rate caps
 records per second further.
+
+--shard i/N re-makes the wraps of this process's part of one parallel scan of --segments x N
+segments, so N processes (a Kubernetes Indexed Job, N ECS tasks) rewrap a region together and
+between them read every record once. Give every shard the same --segments. Each shard keeps its
+own checkpoint (default rewrap-TABLE-REGION-shard-i-of-N.json; a --checkpoint path must differ
+per shard), so each resumes on its own; a checkpoint of another shard, or of a whole scan, is
+refused. kms_rate and --rate are per process: N shards spend N times the rate.
 
 A wrap that opens to another data key than the record's commitment names (a bad wrap) counts
 as none: it is replaced from another region's good wrap, never re-wrapped.
@@ -63,7 +71,9 @@ found records to rewrap, 2 bad usage or config.`,
   # move a region to another key
   envdr rewrap --region eu-west-1 --to-key arn:aws:kms:eu-west-1:111122223333:key/1234abcd-...
   # backfill a region just added to the config
-  envdr rewrap --region us-west-2`,
+  envdr rewrap --region us-west-2
+  # the second of four processes rewrapping eu-west-1 together (each resumes on its own)
+  envdr rewrap --region eu-west-1 --shard 2/4 --segments 8`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
@@ -76,6 +86,13 @@ found records to rewrap, 2 bad usage or config.`,
 						return usageError("--since %q: want an RFC 3339 time, e.g. 2026-01-02T15:04:05Z", since)
 					}
 					opts.Since = t
+				}
+				if shard != "" {
+					s, err := recovery.ParseShard(shard)
+					if err != nil {
+						return usageError("%v", err)
+					}
+					opts.Shard = s
 				}
 				if check {
 					if opts.DryRun {
@@ -154,7 +171,8 @@ found records to rewrap, 2 bad usage or config.`,
 		f.StringVar(&since, "since", "", "re-make wraps made before this RFC 3339 time (default: the key's latest rotation)")
 		f.BoolVar(&opts.DryRun, "dry-run", false, "count what would change; no KMS call, no write")
 		f.BoolVar(&check, "check", false, "a dry run that exits 1 while any record still needs rewrapping (the key-retirement gate)")
-		f.StringVar(&checkpoint, "checkpoint", "", "checkpoint file (default: $XDG_STATE_HOME/envdr/rewrap-TABLE-REGION.json)")
+		f.StringVar(&checkpoint, "checkpoint", "", "checkpoint file (default: $XDG_STATE_HOME/envdr/rewrap-TABLE-REGION.json, or rewrap-TABLE-REGION-shard-i-of-N.json with --shard)")
+		f.StringVar(&shard, "shard", "", "i/N: rewrap this process's part of one scan split N ways (the same --segments in every shard; a checkpoint per shard)")
 		f.Float64Var(&opts.Rate, "rate", 0, "records per second at most (0: only the region's kms_rate)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments (a resumed run keeps the checkpoint's)")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records re-wrapped at once")
@@ -182,8 +200,12 @@ func writeRewrapSummary(w io.Writer, r *recovery.RewrapReport) {
 	if !r.Since.IsZero() {
 		since = r.Since.UTC().Format(time.RFC3339)
 	}
+	region := r.Region
+	if r.Shard != "" {
+		region += " shard " + r.Shard
+	}
 	fmt.Fprintf(w, "rewrap %s %s: %d records, %s %d, unchanged %d, failed %d in %.1fs (%.0f records/s); key %s, since %s\n",
-		r.Region, state, r.Records, verb, r.Changed, r.Unchanged, r.Failed, r.DurationSeconds, r.RecordsPerSec, r.TargetKey, since)
+		region, state, r.Records, verb, r.Changed, r.Unchanged, r.Failed, r.DurationSeconds, r.RecordsPerSec, r.TargetKey, since)
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  record %s: %s\n", f.ID, f.Reason)
 	}

@@ -53,6 +53,9 @@ func (u *unprotected) age() string {
 type statusReport struct {
 	// Region is the region whose replica, queue and DLQ were read.
 	Region string `json:"region"`
+	// Shard is the --shard i/N this run counted ("" for the whole table): the record counts are
+	// that part of the table's; the queue and DLQ depths are the region's.
+	Shard string `json:"shard,omitempty"`
 	// Skipped are the regions tried before it whose replica did not answer (without --region).
 	Skipped    []recovery.SkippedRegion `json:"skipped"`
 	Records    int                      `json:"records"`
@@ -73,9 +76,10 @@ func init() {
 			segments int
 			region   string
 			timeout  time.Duration
+			shardArg string
 		)
 		cmd := &cobra.Command{
-			Use:   "status",
+			Use:   "status [--region R] [--shard i/N]",
 			Short: "Summarise replication: records per region wrapped and verified, queue and DLQ depth",
 			Long: `status scans one region's replica of the records table (parallel scan segments, constant
 memory) and counts, per region, the records wrapped, verified, missing a wrap and failing (a last
@@ -91,9 +95,17 @@ reads the first replica that answers: the home region's, then the others in seal
 one that is unreachable, silent past --region-timeout, or answers 5xx; it says on stderr which
 region it read and why it skipped the others ("region" and "skipped" in the JSON).
 
+--shard i/N counts this process's part of one parallel scan of --segments x N segments: N
+processes given the same --segments count every record once between them, and their record
+counts add up to the table's (the queue and DLQ depths are the region's, the same in each; the
+table's oldest unprotected record is the oldest of the shards'). status only reads, so a shard
+keeps no checkpoint: a shard that stopped is simply run again.
+
 Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 bad usage.`,
 			Example: `  envdr --config local/envdr.yaml status
-  envdr status --region eu-west-1 --json | jq .dead_letter`,
+  envdr status --region eu-west-1 --json | jq .dead_letter
+  # one of four processes counting a large table
+  envdr status --shard 3/4 --segments 8 --json`,
 			Args: noArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				cfg, err := loadConfig()
@@ -103,6 +115,15 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 				ctx := cmd.Context()
 				if timeout <= 0 {
 					return usageError("--region-timeout %s: use a positive duration such as 5s", timeout)
+				}
+				if segments < 1 {
+					return usageError("--segments %d: want 1 or more", segments)
+				}
+				var shard recovery.Shard
+				if shardArg != "" {
+					if shard, err = recovery.ParseShard(shardArg); err != nil {
+						return usageError("%v", err)
+					}
 				}
 				skipped := []recovery.SkippedRegion{}
 				if region == "" {
@@ -141,7 +162,7 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 					return err
 				}
 				pol := replicationPolicy(cfg)
-				rep := statusReport{Region: region, Skipped: skipped}
+				rep := statusReport{Region: region, Shard: shard.String(), Skipped: skipped}
 				idx := map[string]int{}
 				for i, n := range cfg.RegionNames() {
 					idx[n] = i
@@ -151,12 +172,13 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 				store := replicate.NewStore(cfg.Table, home.Name, home.DynamoDB(), cfg.RegionNames())
 				progress := recovery.NewProgress(cmd.ErrOrStderr(), "status", quiet)
 				if n, err := recovery.ApproxRecords(ctx, store, home.DynamoDB(), len(cfg.RegionNames())); err == nil {
-					progress.SetTotal(n)
+					progress.SetTotal(n / int64(max(shard.Count, 1)))
 				}
 				g, gctx := errgroup.WithContext(ctx)
-				for seg := 0; seg < segments; seg++ {
+				total, segs := shard.Segments(segments)
+				for _, seg := range segs {
 					g.Go(func() error {
-						return store.Scan(gctx, seg, segments, func(r *envelope.Record) error {
+						return store.Scan(gctx, seg, total, func(r *envelope.Record) error {
 							ok, missing := pol.Met(r)
 							progress.Add(1)
 							mu.Lock()
@@ -222,8 +244,12 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 				if asJSON {
 					return writeJSON(out, rep)
 				}
+				where := rep.Region
+				if rep.Shard != "" {
+					where += " shard " + rep.Shard + " (this part of the table only)"
+				}
 				fmt.Fprintf(out, "region %s: records: %d, replicated per policy: %d, queued events: %d, dead-letter events: %d\n",
-					rep.Region, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
+					where, rep.Records, rep.Replicated, rep.Queued, rep.DeadLetter)
 				if u := rep.OldestUnprotected; u != nil {
 					fmt.Fprintf(out, "oldest not protected: %s, sealed in %s at %s (%s ago)\n",
 						u.ID, u.SourceRegion, u.CreatedAt.Format(time.RFC3339), u.age())
@@ -236,7 +262,8 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 			},
 		}
 		addOutputFlag(cmd, &asJSON)
-		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments")
+		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments (per shard with --shard)")
+		cmd.Flags().StringVar(&shardArg, "shard", "", "i/N: count this process's part of one scan split N ways (the same --segments in every shard)")
 		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default: the first that answers, home_region first)")
 		cmd.Flags().DurationVar(&timeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's replica may take to answer before status reads the next")
 		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")

@@ -23,8 +23,16 @@ rewrap-soak: local-up ## rotate a key and rewrap 10,000 records, killed midway a
 
 # Issue 25's figures: a statistical verify, and 1, 2 and 4 shards of a full verify side by side,
 # on SCALE_N records (default 100,000; SCALE_N=1000000 for a million: seeding alone is long).
-SCALE_N ?= 100000
+# SCALE_SHARDS: the shard counts of the full verify (1,2,4; none skips them: a full pass of a
+# million takes most of an hour here). SCALE_HOLD=FILE: at the end, write the bench's config path
+# to FILE and keep the table until FILE is removed (to run more commands against it by hand).
+SCALE_N      ?= 100000
+SCALE_SHARDS ?= 1,2,4
+SCALE_HOLD   ?=
+# SCALE_STEPS: sizes below SCALE_N to seed up to first, each followed by the statistical verify.
+SCALE_STEPS  ?=
 .PHONY: scale-bench
 scale-bench: build local-up ## statistical verify (99.9%, 0.1%) and 1/2/4-shard verify on SCALE_N (100,000) records; docs/BENCH.md
 	ENVDR_REQUIRE_LOCAL=1 ENVDR_BIN=$(abspath $(DRILL_BIN)) ENVDR_SCALE_N=$(SCALE_N) \
-		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 120m ./recovery/
+		ENVDR_SCALE_SHARDS=$(SCALE_SHARDS) ENVDR_SCALE_HOLD=$(SCALE_HOLD) ENVDR_SCALE_STEPS=$(SCALE_STEPS) \
+		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 300m ./recovery/

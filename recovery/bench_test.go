@@ -352,29 +352,31 @@ func BenchmarkScale(b *testing.B) {
 	n := envInt("ENVDR_SCALE_N", 100000)
 	f := setup(b)
 	cfgPath := benchConfig(b, f, 50000)
-	start := time.Now()
-	seedLoad(b, f, n)
-	fmt.Printf("\nseeded %d records in %s; load average %s\n", n, time.Since(start).Round(time.Millisecond), loadavg.String())
-	b.ResetTimer()
-
-	out, d, rss, _ := cliRun(b, bin, "--config", cfgPath, "verify", "--json", "--quiet", "--no-write", "--confidence", "99.9%", "--max-defect", "0.1%", "--workers", "32")
-	var sv struct {
-		Passed  bool  `json:"passed"`
-		Records int64 `json:"records"`
-		Sample  struct {
-			Drawn           int64   `json:"drawn"`
-			WorstUpperBound float64 `json:"worst_upper_bound"`
-		} `json:"sample"`
+	// The statistical verify runs at each size of ENVDR_SCALE_STEPS below n (e.g. 100000,250000),
+	// seeding up to it, and at n: a long seeding still yields figures if it is stopped.
+	var sizes []int
+	for _, v := range strings.Split(os.Getenv("ENVDR_SCALE_STEPS"), ",") {
+		if k, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && k > 0 && k < n {
+			sizes = append(sizes, k)
+		}
 	}
-	require.NoError(b, json.Unmarshal(out, &sv))
-	require.True(b, sv.Passed)
-	fmt.Printf("statistical verify (99.9%%, max defect 0.1%%): %d of %d records in %.1fs (peak RSS %.1f MiB); bound %.4f%%; load average %s\n",
-		sv.Records, n, d.Seconds(), rss, 100*sv.Sample.WorstUpperBound, loadavg.String())
-	b.ReportMetric(d.Seconds(), "sample-verify-s")
+	sizes = append(sizes, n)
+	seeded := 0
+	for _, size := range sizes {
+		start := time.Now()
+		seedLoad(b, f, size-seeded)
+		fmt.Printf("\nseeded %d records (%d in all) in %s (%.0f records/s); load average %s\n", size-seeded, size, time.Since(start).Round(time.Millisecond),
+			float64(size-seeded)/time.Since(start).Seconds(), loadavg.String())
+		seeded = size
+		d := sampleVerify(b, f, bin, cfgPath, size)
+		b.ReportMetric(d.Seconds(), fmt.Sprintf("sample-verify-s@%d", size))
+	}
+	b.ResetTimer()
 
 	dir := b.TempDir()
 	var one float64
-	for _, shards := range []int{1, 2, 4} {
+	shardRuns := scaleShards(b)
+	for _, shards := range shardRuns {
 		var wg sync.WaitGroup
 		times := make([]time.Duration, shards)
 		counts := make([]int64, shards)
@@ -407,12 +409,79 @@ func BenchmarkScale(b *testing.B) {
 			shards, wall.Seconds(), float64(n)/wall.Seconds(), one/wall.Seconds(), loadavg.String())
 		b.ReportMetric(wall.Seconds(), fmt.Sprintf("verify-%dshards-s", shards))
 	}
-	var files []string
-	for i := 1; i <= 4; i++ {
-		files = append(files, filepath.Join(dir, fmt.Sprintf("s4-%d.json", i)))
+	if last := shardRuns[len(shardRuns)-1:]; len(last) == 1 && last[0] > 1 {
+		var files []string
+		for i := 1; i <= last[0]; i++ {
+			files = append(files, filepath.Join(dir, fmt.Sprintf("s%d-%d.json", last[0], i)))
+		}
+		cliRun(b, bin, append([]string{"report", "merge", "--out", filepath.Join(dir, "merged")}, files...)...)
+		out, _, _, _ := cliRun(b, bin, "drill", "verify-report", filepath.Join(dir, "merged.json"))
+		require.Contains(b, string(out), "digest OK")
+		fmt.Printf("merged the %d shards' reports: %s", last[0], out)
 	}
-	cliRun(b, bin, append([]string{"report", "merge", "--out", filepath.Join(dir, "merged")}, files...)...)
-	out, _, _, _ = cliRun(b, bin, "drill", "verify-report", filepath.Join(dir, "merged.json"))
-	require.Contains(b, string(out), "digest OK")
-	fmt.Printf("merged the 4 shards' reports: %s", out)
+	holdTable(b, cfgPath)
+}
+
+// sampleVerify runs `envdr verify --confidence 99.9% --max-defect 0.1%` on the n records seeded
+// and prints its time, CPU, peak RSS, bound and the KMS Decrypts it made per region (the
+// stand-in's counters).
+func sampleVerify(b testing.TB, f *fixture, bin, cfgPath string, n int) time.Duration {
+	f.env.KMS.ResetCounters()
+	out, d, rss, cpu := cliRun(b, bin, "--config", cfgPath, "verify", "--json", "--quiet", "--no-write", "--confidence", "99.9%", "--max-defect", "0.1%", "--workers", "32")
+	var sv struct {
+		Passed  bool  `json:"passed"`
+		Records int64 `json:"records"`
+		Sample  struct {
+			Drawn           int64   `json:"drawn"`
+			WorstUpperBound float64 `json:"worst_upper_bound"`
+		} `json:"sample"`
+	}
+	require.NoError(b, json.Unmarshal(out, &sv))
+	require.True(b, sv.Passed)
+	decrypts := map[string]int64{}
+	for r, ops := range f.env.KMS.Counters() {
+		decrypts[r] = ops["Decrypt"]
+	}
+	fmt.Printf("statistical verify (99.9%%, max defect 0.1%%): %d of %d records in %.1fs (CPU %.1fs, peak RSS %.1f MiB); bound %.4f%%; KMS Decrypts per region %v; load average %s\n",
+		sv.Records, n, d.Seconds(), cpu.Seconds(), rss, 100*sv.Sample.WorstUpperBound, decrypts, loadavg.String())
+	return d
+}
+
+// scaleShards reads ENVDR_SCALE_SHARDS, the shard counts BenchmarkScale runs full verify at
+// ("1,2,4" by default; "none" for none: a million records take most of an hour per full pass
+// on the stand-in).
+func scaleShards(b testing.TB) []int {
+	v := os.Getenv("ENVDR_SCALE_SHARDS")
+	if v == "" {
+		return []int{1, 2, 4}
+	}
+	if v == "none" {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		require.NoError(b, err, "ENVDR_SCALE_SHARDS=%q: want shard counts like 1,2,4 or none", v)
+		require.Positive(b, n)
+		out = append(out, n)
+	}
+	return out
+}
+
+// holdTable, when ENVDR_SCALE_HOLD names a file, writes the bench config's path into it and
+// waits until the file is removed, so more commands can be run by hand against the seeded
+// table (seeding a million records is the slow part) before the bench deletes it.
+func holdTable(b testing.TB, cfgPath string) {
+	hold := os.Getenv("ENVDR_SCALE_HOLD")
+	if hold == "" {
+		return
+	}
+	require.NoError(b, os.WriteFile(hold, []byte(cfgPath+"\n"), 0o600))
+	fmt.Printf("holding the table: config %s; remove %s to end the bench and delete it\n", cfgPath, hold)
+	for {
+		if _, err := os.Stat(hold); err != nil {
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
 }

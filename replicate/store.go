@@ -84,6 +84,7 @@ const (
 	attrVersion = "version"
 	attrContext = "context"
 	attrSource  = "source_region"
+	attrRecord  = "record" // a region item's envelope ID; header items have none
 )
 
 // regionSep joins an envelope ID and a region name into a region item's id. Envelope IDs are

@@ -485,3 +485,38 @@ func holdTable(b testing.TB, cfgPath string) {
 		time.Sleep(2 * time.Second)
 	}
 }
+
+// BenchmarkVerifyCost compares envdr builds on one full read-only verify: it seeds ENVDR_COST_N
+// records (default 5,000) and runs `envdr verify --no-write --segments 8 --workers 32` with each
+// binary of ENVDR_COST_BINS (comma-separated; default ENVDR_BIN), alternating them
+// ENVDR_COST_ROUNDS times (default 2) so each sees the same machine load, and prints wall time
+// and the process's CPU per record. With ENVDR_COST_PROFILES=DIR each run writes a pprof CPU
+// profile there (verify --cpu-profile).
+func BenchmarkVerifyCost(b *testing.B) {
+	bins := strings.Split(os.Getenv("ENVDR_COST_BINS"), ",")
+	if bins[0] == "" {
+		bins = []string{os.Getenv("ENVDR_BIN")}
+	}
+	require.NotEmpty(b, bins[0], "set ENVDR_BIN or ENVDR_COST_BINS to envdr binaries")
+	n := envInt("ENVDR_COST_N", 5000)
+	f := setup(b)
+	cfgPath := benchConfig(b, f, 50000)
+	start := time.Now()
+	seedLoad(b, f, n)
+	fmt.Printf("\nseeded %d records in %s; load average %s\n", n, time.Since(start).Round(time.Millisecond), loadavg.String())
+	dir := os.Getenv("ENVDR_COST_PROFILES")
+	for round := range envInt("ENVDR_COST_ROUNDS", 2) {
+		for i, bin := range bins {
+			args := []string{"--config", cfgPath, "verify", "--json", "--quiet", "--no-write", "--segments", "8", "--workers", "32"}
+			if dir != "" {
+				args = append(args, "--cpu-profile", filepath.Join(dir, fmt.Sprintf("verify-%d-%d.pprof", i+1, round+1)))
+			}
+			out, d, rss, cpu := cliRun(b, bin, args...)
+			var vr verifyJSON
+			require.NoError(b, json.Unmarshal(out, &vr))
+			require.Equal(b, int64(n), vr.OK)
+			fmt.Printf("round %d, build %d (%s): %d records in %.1fs (%.0f records/s), CPU %.3f ms/record, peak RSS %.1f MiB; load average %s\n",
+				round+1, i+1, bin, n, d.Seconds(), float64(n)/d.Seconds(), float64(cpu.Microseconds())/1000/float64(n), rss, loadavg.String())
+		}
+	}
+}

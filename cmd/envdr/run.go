@@ -130,9 +130,10 @@ func checkRunFlags(waitTime, retryBase time.Duration) error {
 	return nil
 }
 
-// daemonGCPercent is the daemon's GOGC unless the environment sets GOGC: its live heap is a few
-// MiB, so letting the heap grow to five times that before a collection costs little memory and
-// halves the CPU the collector takes per event (docs/BENCH.md, "A lean daemon").
+// daemonGCPercent is the GOGC of the daemon and of the scanning commands (verify, drill, status,
+// rewrap) unless the environment sets GOGC: their live heap is a few MiB, so letting the heap
+// grow to five times that before a collection costs little memory and halves the CPU the
+// collector takes per event or record (docs/BENCH.md, "A lean daemon").
 const daemonGCPercent = 400
 
 // daemonMemoryLimit is its soft memory limit unless GOMEMLIMIT is set: the collector works

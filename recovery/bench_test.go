@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/envdr/envdr/envelope"
@@ -511,12 +515,168 @@ func BenchmarkVerifyCost(b *testing.B) {
 			if dir != "" {
 				args = append(args, "--cpu-profile", filepath.Join(dir, fmt.Sprintf("verify-%d-%d.pprof", i+1, round+1)))
 			}
+			f.env.Stack.ResetCalls()
 			out, d, rss, cpu := cliRun(b, bin, args...)
 			var vr verifyJSON
 			require.NoError(b, json.Unmarshal(out, &vr))
 			require.Equal(b, int64(n), vr.OK)
-			fmt.Printf("round %d, build %d (%s): %d records in %.1fs (%.0f records/s), CPU %.3f ms/record, peak RSS %.1f MiB; load average %s\n",
-				round+1, i+1, bin, n, d.Seconds(), float64(n)/d.Seconds(), float64(cpu.Microseconds())/1000/float64(n), rss, loadavg.String())
+			fmt.Printf("round %d, build %d (%s): %d records in %.1fs (%.0f records/s), CPU %.3f ms/record, peak RSS %.1f MiB; DynamoDB calls per record %s; load average %s\n",
+				round+1, i+1, bin, n, d.Seconds(), float64(n)/d.Seconds(), float64(cpu.Microseconds())/1000/float64(n), rss,
+				perRecord(f.env.Stack.Calls(), "dynamodb:", n), loadavg.String())
 		}
 	}
 }
+
+// perRecord sums calls of the operations with prefix over every region and renders each per
+// record ("Scan 0.02, BatchGetItem 0.14").
+func perRecord(calls map[string]map[string]int64, prefix string, n int) string {
+	sum := map[string]int64{}
+	for _, ops := range calls {
+		for op, c := range ops {
+			if strings.HasPrefix(op, prefix) {
+				sum[strings.TrimPrefix(op, prefix)] += c
+			}
+		}
+	}
+	var parts []string
+	for op, c := range sum {
+		parts = append(parts, fmt.Sprintf("%s %.3f", op, float64(c)/float64(n)))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// BenchmarkScrub is make scrub-bench (issue 25): ENVDR_SCRUB_N records (default 100,000) seeded
+// straight into every replica, never verified, one region's wrap of one record broken on
+// purpose (another record's wrap), then one daemon's scrubber per region with a budget of 5% of
+// kms_rate ENVDR_SCRUB_KMS_RATE (default 2,000 requests/s: 100 KMS calls/s of scrubbing per
+// region). The period is the one the budget needs to cover the table, N / (5% x kms_rate),
+// times 1.25, chosen so that a pass begins as the scrubbers start. It prints, per region, the
+// time to cover the table (every scan segment done in the pass) against the period, the KMS
+// calls the stand-in counted against what the budget allows in that time, and the outcomes;
+// the broken wrap must be repaired.
+func BenchmarkScrub(b *testing.B) {
+	n := envInt("ENVDR_SCRUB_N", 100000)
+	kmsRate := float64(envInt("ENVDR_SCRUB_KMS_RATE", 2000))
+	const budget = 0.05
+	f := setup(b)
+	start := time.Now()
+	seedLoad(b, f, n)
+	fmt.Printf("\nseeded %d records in %s; load average %s\n", n, time.Since(start).Round(time.Millisecond), loadavg.String())
+	ctx := context.Background()
+
+	// Break eu-west-1's wrap of one record: another record's wrap, which KMS refuses under this
+	// record's context (or which opens to another data key).
+	const broken = "eu-west-1"
+	var ids []string
+	require.NoError(b, f.home.Scan(ctx, 0, 64, func(r *envelope.Record) error {
+		if len(ids) < 2 {
+			ids = append(ids, r.ID)
+		}
+		return nil
+	}))
+	require.Len(b, ids, 2)
+	other, err := f.home.Get(ctx, ids[1])
+	require.NoError(b, err)
+	_, err = f.home.Update(ctx, ids[0], func(cur *envelope.Record) (*envelope.Record, error) {
+		next := cur.Clone()
+		next.Regions[broken].Wrapped = bytes.Clone(other.Regions[broken].Wrapped)
+		return next, nil
+	})
+	require.NoError(b, err)
+	f.env.Settle()
+
+	need := time.Duration(float64(n) / (budget * kmsRate) * float64(time.Second))
+	period := scrubPeriod(need*5/4, time.Now())
+	cfg := *f.as(b, iam.RoleDaemon)
+	cfg.Regions = append([]config.Region(nil), f.cfg.Regions...)
+	for i := range cfg.Regions {
+		cfg.Regions[i].KMSRate = kmsRate
+	}
+	cfg.Scrub.Budget, cfg.Scrub.Period = "5%", period.String()
+	require.NoError(b, cfg.Validate())
+	require.NoError(b, localaws.LoadRenderedPolicies(f.env.IAM, &cfg)) // the daemon may Scan
+	topo, err := regions.New(ctx, &cfg, regions.Options{})
+	require.NoError(b, err)
+	fmt.Printf("kms_rate %.0f/s, budget 5%% = %.0f KMS calls/s per region; %d records need %s; period %s\n",
+		kmsRate, budget*kmsRate, n, need.Round(time.Second), period)
+
+	type run struct {
+		s       *replicate.Scrubber
+		m       *replicate.Metrics
+		covered time.Duration
+	}
+	runs := map[string]*run{}
+	for _, r := range f.env.Regions {
+		m := replicate.NewMetrics()
+		s, err := replicate.NewScrubber(topo, r, zap.NewNop(), m)
+		require.NoError(b, err)
+		runs[r] = &run{s: s, m: m}
+	}
+	f.env.ResetCounters()
+	sctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	begin := time.Now()
+	for _, r := range runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.s.Run(sctx) }()
+	}
+	for left := len(runs); left > 0 && time.Since(begin) < 2*period; {
+		time.Sleep(time.Second)
+		for _, r := range runs {
+			if r.covered == 0 {
+				if c, err := r.s.Coverage(ctx); err == nil && c == 1 {
+					r.covered = time.Since(begin)
+					left--
+				}
+			}
+		}
+	}
+	elapsed := time.Since(begin)
+	cancel()
+	wg.Wait()
+	counters := f.env.Counters()
+	for _, name := range f.env.Regions {
+		r := runs[name]
+		var calls int64
+		for op, c := range counters[name] {
+			if op != "Throttled" {
+				calls += c
+			}
+		}
+		at := r.covered
+		if at == 0 {
+			at = elapsed
+		}
+		out := map[string]float64{}
+		for _, o := range []string{"verified", "recent", "no_wrap", "failed", "repaired"} {
+			out[o] = testutilValue(r.m.Scrub.Records.WithLabelValues(name, o))
+		}
+		fmt.Printf("%-15s covered in %s (period %s, %.0f%% of it); KMS calls %d (stand-in) / %.0f (scrubber) in %s, budget allows %.0f (%.2f of it); %v; load average %s\n",
+			name, r.covered.Round(time.Second), period, 100*r.covered.Seconds()/period.Seconds(), calls,
+			testutilValue(r.m.Scrub.KMSCalls.WithLabelValues(name)), elapsed.Round(time.Second),
+			budget*kmsRate*elapsed.Seconds()+1, float64(calls)/(budget*kmsRate*elapsed.Seconds()+1), out, loadavg.String())
+		require.NotZero(b, r.covered, "region %s: the table was not covered within two periods", name)
+	}
+	fixed, err := f.home.Get(ctx, ids[0])
+	require.NoError(b, err)
+	require.False(b, bytes.Equal(fixed.Regions[broken].Wrapped, other.Regions[broken].Wrapped), "the broken wrap was replaced")
+	require.Equal(b, 1.0, testutilValue(runs[broken].m.Scrub.Records.WithLabelValues(broken, "repaired")))
+	fmt.Printf("the broken %s wrap of record %s was repaired\n", broken, ids[0])
+}
+
+// scrubPeriod returns a whole-second period of at least least in which a pass (passes are aligned
+// to multiples of the period since the Unix epoch) begins within 2% of its length before now, so
+// a bench's scrubbers start at the beginning of a pass.
+func scrubPeriod(least time.Duration, now time.Time) time.Duration {
+	p0 := int64(max(least.Seconds(), 60))
+	for p := p0; p < 4*p0; p++ {
+		if into := now.Unix() % p; float64(into) < 0.02*float64(p) {
+			return time.Duration(p) * time.Second
+		}
+	}
+	return time.Duration(p0) * time.Second
+}
+
+// testutilValue is a counter's current value.
+func testutilValue(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }

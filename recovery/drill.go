@@ -375,9 +375,9 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	}
 
 	start := time.Now()
-	if opts.Total != nil {
+	if opts.Total != nil && opts.Sample <= 0 && opts.MaxDefect <= 0 {
 		if n, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), len(cfg.RegionNames())); err == nil {
-			opts.Total(n)
+			opts.Total(n / int64(max(opts.Shard.Count, 1)))
 		}
 	}
 	e := &engine{store: scan.store, segments: opts.Segments, workers: opts.Workers, pageSize: scanPageSize, handle: handle, progress: opts.Progress,

@@ -1,12 +1,15 @@
 package recovery
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+
+	"github.com/envdr/envdr/replicate"
 )
 
 // Statistical verify and drill (issue 25): a uniform random sample of records instead of every
@@ -157,6 +160,43 @@ func shardPlan(segments int, s Shard) plan {
 		p.segments = append(p.segments, s.Index*segments+i)
 	}
 	return p
+}
+
+// probeRecords estimates the table's record count for samplePlan from a few random scan segments,
+// finest first (TotalSegments 1,000,000, then 10,000, 100, 1): the first division whose probed
+// segments hold a record each on average gives records per segment x segments. It reads at most
+// probeSegments small segments per division instead of asking DescribeTable, whose item count
+// DynamoDB Local computes by counting the whole table (timing out at a million records on a
+// busy machine) and AWS refreshes only every six hours. The estimate only sizes the segments;
+// the sample stays uniform however far off it is.
+func probeRecords(ctx context.Context, store *replicate.Store, rng *rand.Rand) (int64, error) {
+	const probeSegments = 16
+	for _, total := range []int{1_000_000, 10_000, 100, 1} {
+		var found int64
+		for i := range min(probeSegments, total) {
+			seg := i
+			if total > probeSegments {
+				seg = rng.IntN(total)
+			}
+			p, err := store.ScanPage(ctx, seg, total, "", 0)
+			if err != nil {
+				return 0, err
+			}
+			found += int64(len(p.Records) + len(p.Bad))
+			if total == 1 {
+				for p.Next != "" { // a tiny table: count it
+					if p, err = store.ScanPage(ctx, 0, 1, p.Next, 0); err != nil {
+						return 0, err
+					}
+					found += int64(len(p.Records) + len(p.Bad))
+				}
+			}
+		}
+		if n := int64(min(probeSegments, total)); found >= n || total == 1 {
+			return found * int64(total) / n, nil
+		}
+	}
+	return 0, nil
 }
 
 // samplePlan draws the segments a sample of n records reads: the table's approximate record

@@ -175,3 +175,24 @@ func TestSampledDrill(t *testing.T) {
 	require.InDelta(t, recovery.UpperBound(0, 11, 0.9), rep.Sample.WorstUpperBound, 1e-12)
 	require.True(t, rep.Passed, "%+v", rep.FailedChecks())
 }
+
+// A sample sizes its scan segments from a few probed segments, not DescribeTable (which DynamoDB
+// Local answers by counting the table): an empty table is 0, a tiny one is counted exactly, a
+// larger one is estimated within a factor of two.
+func TestProbeRecordsEstimatesTheTable(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	n, err := recovery.ProbeRecords(ctx, f.home, 1)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	seedLoad(t, f, 5)
+	n, err = recovery.ProbeRecords(ctx, f.home, 2)
+	require.NoError(t, err)
+	require.Equal(t, int64(5), n, "a tiny table is counted")
+	seedLoad(t, f, 595)
+	for seed := range uint64(3) {
+		n, err = recovery.ProbeRecords(ctx, f.home, seed+3)
+		require.NoError(t, err)
+		require.InDelta(t, 600, n, 300, "seed %d", seed+3)
+	}
+}

@@ -342,9 +342,9 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 			opts.Progress(1)
 		}
 	} else {
-		if opts.Total != nil {
+		if opts.Total != nil && opts.Sample <= 0 && opts.MaxDefect <= 0 {
 			if n, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), len(cfg.RegionNames())); err == nil {
-				opts.Total(n)
+				opts.Total(n / int64(max(opts.Shard.Count, 1)))
 			}
 		}
 		e := &engine{store: scan.store, segments: opts.Segments, workers: opts.Workers, pageSize: scanPageSize, handle: handle, progress: opts.Progress,
@@ -356,6 +356,9 @@ func Verify(ctx context.Context, cfg *config.Config, opts VerifyOptions) (*Verif
 			return nil, err
 		}
 		rep.Shard = opts.Shard.String()
+		if opts.Total != nil && opts.Sample > 0 {
+			opts.Total(int64(opts.Sample))
+		}
 		if err := e.run(ctx); err != nil {
 			if ctx.Err() == nil || !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				return nil, err
@@ -406,11 +409,12 @@ func planScan(ctx context.Context, e *engine, opts *Sampling, scan *regionCheck,
 	if opts.Seed == 0 {
 		opts.Seed = rand.Uint64() | 1
 	}
-	records, err := ApproxRecords(ctx, scan.store, scan.r.DynamoDB(), regionCount)
+	rng := rand.New(rand.NewPCG(opts.Seed, 0x5eed))
+	records, err := probeRecords(ctx, scan.store, rng)
 	if err != nil {
 		return err
 	}
-	e.plan = samplePlan(records, rand.New(rand.NewPCG(opts.Seed, 0x5eed)))
+	e.plan = samplePlan(records, rng)
 	e.limit = int64(opts.Sample)
 	// Segments of a sample are small: read many at once.
 	e.segments = max(e.segments, sampleScanners)

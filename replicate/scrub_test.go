@@ -55,9 +55,11 @@ func TestScrubberCoversRepairsAndKeepsBudget(t *testing.T) {
 	require.NoError(t, localaws.LoadRenderedPolicies(b.env.IAM, &cfg))
 	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
 	require.NoError(t, err)
-	// Every record was verified moments ago: a pass that begins a period from now finds them all
-	// due (the scrubbers' clock runs a period ahead).
-	ahead := func() time.Time { return time.Now().Add(time.Minute) }
+	// Every record was verified moments ago: a pass that begins after now finds them all due.
+	// The scrubbers' clock starts at the next pass's beginning, so the run has a whole period
+	// (a pass ending mid-run, on a busy machine, would verify records twice).
+	base, t0 := time.Now().Add(time.Minute).Truncate(time.Minute), time.Now()
+	ahead := func() time.Time { return base.Add(time.Since(t0)) }
 	var scrubbers []*replicate.Scrubber
 	for range 2 {
 		s, err := replicate.NewScrubber(topo, "us-east-1", zaptest.NewLogger(t), nil)

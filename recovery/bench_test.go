@@ -421,7 +421,8 @@ func BenchmarkScale(b *testing.B) {
 			float64(envdrCPU.Microseconds())/1000/float64(n), float64(ddbCPU.Microseconds())/1000/float64(n), loadavg.String())
 		b.ReportMetric(wall.Seconds(), fmt.Sprintf("verify-%dshards-s", shards))
 	}
-	if last := shardRuns[len(shardRuns)-1:]; len(last) == 1 && last[0] > 1 {
+	if k := len(shardRuns); k > 0 && shardRuns[k-1] > 1 {
+		last := shardRuns[k-1:]
 		var files []string
 		for i := 1; i <= last[0]; i++ {
 			files = append(files, filepath.Join(dir, fmt.Sprintf("s%d-%d.json", last[0], i)))

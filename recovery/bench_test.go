@@ -630,8 +630,17 @@ func BenchmarkScrub(b *testing.B) {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.s.Run(sctx) }()
 	}
+	lastReport := time.Now()
 	for left := len(runs); left > 0 && time.Since(begin) < 2*period; {
 		time.Sleep(500 * time.Millisecond)
+		if time.Since(lastReport) >= time.Minute {
+			lastReport = time.Now()
+			fmt.Printf("  after %s:", time.Since(begin).Round(time.Second))
+			for _, name := range f.env.Regions {
+				fmt.Printf(" %s %.0f verified;", name, testutilValue(runs[name].m.Scrub.Records.WithLabelValues(name, "verified")))
+			}
+			fmt.Printf(" load average %s\n", loadavg.String())
+		}
 		for _, r := range runs {
 			if r.covered == 0 {
 				if c, err := r.s.Coverage(ctx); err == nil && c == 1 {

@@ -124,7 +124,9 @@ func (r *Region) Upload(ctx context.Context, bucket, key string, body io.Reader,
 }
 
 // s3Full is the client as the manager needs it (its own narrow interface).
-func (r *Region) s3Full() manager.UploadAPIClient { return unquotedETags{r.s3.(manager.UploadAPIClient)} }
+func (r *Region) s3Full() manager.UploadAPIClient {
+	return unquotedETags{r.s3.(manager.UploadAPIClient)}
+}
 
 // unquotedETags sends CompleteMultipartUpload's part ETags without their quotes. The SDK's XML
 // encoder writes a quote as &#34;, which some S3-compatible servers (fauxqs 2.4.1, our

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strings"
 
@@ -46,9 +45,6 @@ func ParseS3URI(s string) (S3URI, error) {
 	return S3URI{Bucket: bucket, Key: key}, nil
 }
 
-// DecodeNotificationKey decodes an object key as S3 event notifications carry it: URL-encoded,
-// with a space as '+'.
-func DecodeNotificationKey(k string) (string, error) { return url.QueryUnescape(k) }
 
 // BucketRegion is the configured region whose bucket (regions[].bucket) is bucket.
 func BucketRegion(cfg *config.Config, bucket string) (string, bool) {

@@ -82,7 +82,7 @@ func NewRegionMetrics(region string) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_events_total",
-			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired) and reason."}, []string{"outcome", "reason"}),
+			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired, ignored) and reason."}, []string{"outcome", "reason"}),
 		Wrap: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_wrap_seconds",
 			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt); successful wraps only.", Buckets: buckets}, []string{"region"}),
 		Verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_verify_seconds",

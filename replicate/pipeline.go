@@ -116,6 +116,9 @@ func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metr
 
 // Handle implements Handler.
 func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
+	if n, ok, err := envelope.ParseS3Notification([]byte(m.Body)); ok {
+		return p.handleS3(ctx, n, err)
+	}
 	res := Result{Regions: map[string]string{}}
 	ev, err := envelope.DecodeEvent([]byte(m.Body))
 	if err != nil {
@@ -128,7 +131,13 @@ func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
 		return res
 	}
 	res.EnvelopeID = ev.ID
-	err = p.process(ctx, ev, &res)
+	p.verdict(p.process(ctx, ev, &res), &res)
+	return res
+}
+
+// verdict sets res's verdict from process's error: none acks, poison dead-letters, anything else
+// retries.
+func (p *Pipeline) verdict(err error, res *Result) {
 	var pe *poisonError
 	switch {
 	case errors.As(err, &pe):
@@ -139,7 +148,6 @@ func (p *Pipeline) Handle(ctx context.Context, m Message) Result {
 			res.Reason = "error"
 		}
 	}
-	return res
 }
 
 // checkEvent refuses events whose source region or key this deployment does not know. The key

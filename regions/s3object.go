@@ -45,7 +45,6 @@ func ParseS3URI(s string) (S3URI, error) {
 	return S3URI{Bucket: bucket, Key: key}, nil
 }
 
-
 // BucketRegion is the configured region whose bucket (regions[].bucket) is bucket.
 func BucketRegion(cfg *config.Config, bucket string) (string, bool) {
 	for _, rc := range cfg.Regions {

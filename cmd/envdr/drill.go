@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,13 +19,14 @@ func init() {
 			opts             recovery.DrillOptions
 			conf, max, shard string
 			report           string
+			data             string
 			pushgw           string
 			asJSON           bool
 			quiet            bool
 			force            bool
 		)
 		cmd := &cobra.Command{
-			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--report PATH]",
+			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--data N|all] [--report PATH]",
 			Short: "Rehearse losing region R: prove every record opens in a surviving region",
 			Long: `drill behaves as if region R were gone. No client for R is built, and every request to R's
 endpoints is refused and counted: a drill that needed R reports it (isolation, must be 0).
@@ -48,6 +50,15 @@ surviving regions cannot open (at --confidence, default 99.9%); --confidence P -
 sizes the sample (n = ln(1-P)/ln(1-Q)) and passes only when that bound is at most Q.
 --shard i/N reads this process's part of one scan split N ways (see envdr verify --help).
 
+--data N|all opens objects of the S3 data path end to end from each surviving region's bucket
+replica (regions[].bucket), with that region's endpoints alone: every object, or a uniform random
+sample of N. The objects are every survivor's bucket listed, plus those the records name
+(data_uri) that no survivor holds. The report says, per surviving region, the objects opened, the
+objects missing from its replica (data RPO: not replicated there yet), the objects it holds but
+holds no wrap for (key RPO) and those that failed to open, the plaintext bytes authenticated, and
+names each object that was not opened. Its check "data" passes when no object failed to open and
+--min-recoverable of the envelope objects checked opened in some surviving region.
+
 --report PATH writes PATH.json, PATH.md and PATH.html (a page to hand an auditor: evidence,
 checks, region x outcome matrix, failures, timings, configuration). On the local stand-in, lose
 the region for real first: envdr local down R.
@@ -61,7 +72,8 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
   envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json
   envdr drill --lose eu-west-1 --max-rpo 15m --min-recoverable 99.99 --report drills/eu
   envdr drill verify-report drills/eu.json
-  envdr drill --lose us-east-1 --confidence 99.9% --max-defect 0.1% --report drills/sampled`,
+  envdr drill --lose us-east-1 --confidence 99.9% --max-defect 0.1% --report drills/sampled
+  envdr drill --lose us-east-1 --data all --report drills/with-data`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if opts.Lose == "" {
@@ -86,6 +98,9 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 					return usageError("--max-rpo %s: use a positive duration such as 15m (0: no limit)", opts.MaxRPO)
 				}
 				if err := sampleFlags(&opts.Sampling, "", conf, max, shard); err != nil {
+					return err
+				}
+				if opts.Data, err = dataFlag(data, opts.Sampling.Shard.String()); err != nil {
 					return err
 				}
 				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
@@ -131,6 +146,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.StringVar(&opts.Lose, "lose", "", "the region to behave as if it were gone (required)")
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
+		f.StringVar(&data, "data", "", "open N sampled objects, or all, from each surviving region's bucket replica (S3 data path)")
 		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
 		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
@@ -284,6 +300,22 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 			fmt.Fprintf(w, "  file %s: FAILED: %s\n", f.Path, f.Error)
 		}
 	}
+	if d := r.Data; d != nil {
+		fmt.Fprintf(w, "data: %d of %d objects checked (%s), %d opened in a surviving region, %d not; %d bytes authenticated; "+
+			"data RPO %d missing from a replica (oldest %.1fs), key RPO %d without a wrap, %d failed, %d not envelopes\n",
+			d.Checked, d.Objects, d.Requested, d.Recoverable, d.Unrecoverable, d.BytesChecked, d.MissingObjects, d.DataRPOSeconds,
+			d.MissingWraps, d.Failed, d.NotEnvelopes)
+		for _, dr := range d.Regions {
+			fmt.Fprintf(w, "  data %s (s3://%s): %d opened, %d missing objects, %d missing wraps, %d failed, %d bytes\n",
+				dr.Region, dr.Bucket, dr.Opened, dr.MissingObjects, dr.MissingWraps, dr.Failed, dr.Bytes)
+		}
+		for _, p := range d.Problems {
+			fmt.Fprintf(w, "  object %s in %s: %s: %s\n", p.Key, p.Region, p.Outcome, p.Reason)
+		}
+		if d.ProblemsOmit > 0 {
+			fmt.Fprintf(w, "  ... %d more objects not listed\n", d.ProblemsOmit)
+		}
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  unrecoverable record %s: %s: %s\n", f.ID, f.Outcome, f.Reason)
 	}
@@ -325,5 +357,31 @@ func drillCause(r *recovery.DrillReport) error {
 			return fmt.Errorf("drill lose %s: file %s: %s", r.Lost, f.Path, f.Error)
 		}
 	}
+	for _, c := range r.FailedChecks() {
+		if c.Name == "data" {
+			return errors.New("drill lose " + r.Lost + ": data: " + c.Detail)
+		}
+	}
 	return fmt.Errorf("drill lose %s failed", r.Lost)
+}
+
+// dataFlag parses --data N|all ("" is no data check).
+func dataFlag(v, shard string) (int, error) {
+	switch v {
+	case "":
+		return 0, nil
+	case "all":
+		if shard != "" {
+			return 0, usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
+		}
+		return recovery.DataAll, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return 0, usageError("--data %q: want a positive number of objects, or all", v)
+	}
+	if shard != "" {
+		return 0, usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
+	}
+	return n, nil
 }

@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,13 +19,17 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/internal/s3fixture"
 	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/localaws/localtest"
+	"github.com/envdr/envdr/recovery"
 	"github.com/envdr/envdr/regions"
+	"github.com/envdr/envdr/replicate"
+	"github.com/envdr/envdr/replicate/replicatetest"
 )
 
 // TestSealOpenS3 seals straight to s3://, refuses to overwrite, opens it back, falls over to
@@ -210,4 +217,166 @@ func (z *zeroCheck) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// TestS3DataPathDrill is issue 24's done-when at test scale: envelopes put by a plain S3 client
+// (boto3's managed upload, as `aws s3 cp` does) and sealed straight to s3:// are all wrapped and
+// verified in every region with no --enqueue (the S3 event source); with us-east-1 lost,
+// open reads each from another region's replica, and drill --data all opens every replicated
+// object and names the one not yet replicated. (make s3-demo runs it at 200+200.)
+func TestS3DataPathDrill(t *testing.T) {
+	env := localtest.New(t)
+	s3f := s3fixture.New(t, env)
+	roles := newRoleConfigs(t, env, nil)
+	envdr := func(args ...string) (string, string, int) {
+		return runSplit(t, append([]string{"--config", roles.path(args...)}, args...)...)
+	}
+	const perKind = 4
+	dir := t.TempDir()
+	bucket := s3f.Bucket("us-east-1")
+	var keys, files []string
+	plain := map[string][]byte{}
+	for i := 0; i < perKind; i++ {
+		p := []byte(strings.Repeat(fmt.Sprintf("object %d of the data path. ", i), 500+i))
+		in := filepath.Join(dir, fmt.Sprintf("in-%d", i))
+		require.NoError(t, os.WriteFile(in, p, 0o600))
+		// Sealed straight to S3.
+		k := fmt.Sprintf("sealed/%d.envdr", i)
+		_, stderr, code := envdr("seal", "--context", "app=data", in, "s3://"+bucket+"/"+k)
+		require.Equal(t, exitOK, code, stderr)
+		keys, plain[k] = append(keys, k), p
+		// Sealed to a file, uploaded by another client.
+		f := filepath.Join(dir, fmt.Sprintf("cp-%d.envdr", i))
+		_, stderr, code = envdr("seal", "--context", "app=data", in, f)
+		require.Equal(t, exitOK, code, stderr)
+		k = fmt.Sprintf("copied/%d.envdr", i)
+		files, keys, plain[k] = append(files, f, k), append(keys, k), p
+	}
+	s3cp(t, env, "us-east-1", bucket, files...)
+	for _, k := range keys {
+		body, ok := s3f.Get("us-east-1", k)
+		require.True(t, ok, k)
+		s3f.Notify("us-east-1", k, int64(len(body)))
+	}
+	// One more, uploaded and notified but never replicated to the other buckets.
+	late := filepath.Join(dir, "late.envdr")
+	_, stderr, code := envdr("seal", "--context", "app=data", filepath.Join(dir, "in-0"), late)
+	require.Equal(t, exitOK, code, stderr)
+	s3cp(t, env, "us-east-1", bucket, late, "late/only-in-us-east-1.envdr")
+	body, _ := s3f.Get("us-east-1", "late/only-in-us-east-1.envdr")
+	s3f.Notify("us-east-1", "late/only-in-us-east-1.envdr", int64(len(body)))
+
+	// The daemon protects them all from the notifications (no --enqueue anywhere).
+	d := replicatetest.StartDaemon(t, context.Background(), env.ConfigAs(nil, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
+		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second})
+	waitQueueEmpty(t, d, 60*time.Second)
+	stdout, stderr, code := envdr("verify", "--output", "json")
+	require.Equal(t, exitOK, code, stderr)
+	var vr struct {
+		Records int64 `json:"records"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &vr), stdout)
+	require.Equal(t, int64(2*perKind+1), vr.Records, "every object has a verified record")
+
+	for _, k := range keys {
+		s3f.Replicate("us-east-1", k)
+	}
+	env.Down("us-east-1")
+	lost := *env.Config
+	lost.Regions = append([]config.Region(nil), env.Config.Regions...)
+	if s3f.Own {
+		lost.Regions[0].Endpoints.S3 = "http://127.0.0.1:1"
+	}
+	lostRoles := newRoleConfigs(t, env, &lost)
+	envdrLost := func(args ...string) (string, string, int) {
+		return runSplit(t, append([]string{"--config", lostRoles.path(args...)}, args...)...)
+	}
+	for _, k := range keys {
+		out := filepath.Join(dir, "opened-"+strings.ReplaceAll(k, "/", "-"))
+		_, stderr, code := envdrLost("open", "--region-timeout", "2s", "s3://"+bucket+"/"+k, out)
+		require.Equal(t, exitOK, code, stderr)
+		require.Contains(t, stderr, "read from region eu-west-1's replica")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		require.Equal(t, plain[k], got, k)
+	}
+
+	report := filepath.Join(dir, "drill")
+	stdout, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--report", report)
+	require.Equal(t, exitFindings, code, "the object never replicated is not recoverable: %s%s", stdout, stderr)
+	require.Contains(t, stdout, "object late/only-in-us-east-1.envdr in eu-west-1: missing_object")
+	js, err := os.ReadFile(report + ".json")
+	require.NoError(t, err)
+	rep, err := recovery.VerifyDrillReport(js)
+	require.NoError(t, err)
+	require.NotNil(t, rep.Data)
+	d2 := rep.Data
+	require.Equal(t, int64(2*perKind+1), d2.Objects)
+	require.Equal(t, int64(2*perKind), d2.Recoverable, "every replicated object opened")
+	require.Equal(t, int64(1), d2.Unrecoverable)
+	require.Equal(t, int64(2), d2.MissingObjects, "the late object, missing from both survivors' replicas")
+	require.Zero(t, d2.Failed)
+	var want int64
+	for _, k := range keys {
+		want += int64(len(plain[k]))
+	}
+	require.Equal(t, 2*want, d2.BytesChecked, "each replicated object opened in both survivors")
+	for _, r := range d2.Regions {
+		require.Equal(t, int64(2*perKind), r.Opened, r.Region)
+	}
+	require.Greater(t, rep.Isolation.LostRegionRequests, int64(-1))
+	require.Zero(t, rep.Isolation.LostRegionRequests, "nothing reached the lost region")
+	md, err := os.ReadFile(report + ".md")
+	require.NoError(t, err)
+	require.Contains(t, string(md), "late/only-in-us-east-1.envdr")
+	html, err := os.ReadFile(report + ".html")
+	require.NoError(t, err)
+	require.Contains(t, string(html), `id="data-regions"`)
+	_, stderr, code = envdrLost("drill", "verify-report", report+".json")
+	require.Equal(t, exitOK, code, stderr)
+
+	// Sampled: 3 objects, each opened (or named) in both survivors.
+	stdout, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--data", "3", "--min-recoverable", "50", "--output", "json", "--quiet")
+	require.Equal(t, exitOK, code, stderr)
+	var sampled recovery.DrillReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &sampled))
+	require.Equal(t, int64(3), sampled.Data.Checked)
+	require.Equal(t, "3", sampled.Data.Requested)
+
+	_, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--data", "-1")
+	require.Equal(t, exitUsage, code, stderr)
+}
+
+// s3cp uploads FILE KEY pairs to region's bucket with boto3 (testdata/s3cp.py) as the producer.
+func s3cp(t *testing.T, env *localtest.Env, region, bucket string, pairs ...string) {
+	t.Helper()
+	id, ok := env.IAM.Identity(iam.RoleProducer)
+	require.True(t, ok)
+	rc, _ := env.Config.Region(region)
+	cmd := exec.Command("python3", append([]string{filepath.Join("testdata", "s3cp.py"), rc.Endpoints.S3, region, bucket}, pairs...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") { // this machine's AWS settings (a profile, a CA bundle) are not the stand-in's
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "AWS_ACCESS_KEY_ID="+id.AccessKey, "AWS_SECRET_ACCESS_KEY="+id.SecretKey)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "python3 with boto3 (preinstalled with the image's Python) uploads the files: %s", out)
+}
+
+// waitQueueEmpty waits until d's queue is empty twice in a row.
+func waitQueueEmpty(t *testing.T, d *replicate.Daemon, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for empty := 0; empty < 2; {
+		require.True(t, time.Now().Before(deadline), "queue not drained within %s", within)
+		n, err := d.QueueDepth(context.Background())
+		require.NoError(t, err)
+		if n == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -59,6 +59,10 @@ holds no wrap for (key RPO) and those that failed to open, the plaintext bytes a
 names each object that was not opened. Its check "data" passes when no object failed to open and
 --min-recoverable of the envelope objects checked opened in some surviving region.
 
+--report s3://bucket/prefix writes the three as objects prefix.json, prefix.md and prefix.html,
+through a surviving region's S3 endpoint (the bucket's own region unless it is R), each refused
+if it exists unless --force.
+
 --report PATH writes PATH.json, PATH.md and PATH.html (a page to hand an auditor: evidence,
 checks, region x outcome matrix, failures, timings, configuration). On the local stand-in, lose
 the region for real first: envdr local down R.
@@ -103,7 +107,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				if opts.Data, err = dataFlag(data, opts.Sampling.Shard.String()); err != nil {
 					return err
 				}
-				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
 					return err
 				}
 				v := buildVersion()
@@ -116,7 +120,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 					return withCode(exitFailure, err)
 				}
 				if report != "" {
-					paths, err := rep.WriteFiles(report)
+					paths, err := writeReport(c.Context(), cfg, report, force, opts.Lose, rep)
 					if err != nil {
 						return withCode(exitFailure, err)
 					}
@@ -147,7 +151,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
 		f.StringVar(&data, "data", "", "open N sampled objects, or all, from each surviving region's bucket replica (S3 data path)")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json, or to S3 with s3://bucket/prefix (never over existing files without --force)")
 		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
 		f.StringVar(&opts.ScanRegion, "scan-region", "", "surviving region whose table is read (default: home, else the first surviving)")

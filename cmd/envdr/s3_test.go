@@ -345,6 +345,22 @@ func TestS3DataPathDrill(t *testing.T) {
 
 	_, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--data", "-1")
 	require.Equal(t, exitUsage, code, stderr)
+
+	// The report straight to S3 (a surviving region's bucket; never through the lost region),
+	// refused over an existing one.
+	s3report := "s3://" + s3f.Bucket("eu-west-1") + "/drills/lose-us-east-1"
+	_, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--quiet", "--report", s3report)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, stderr, "report: "+s3report+".json")
+	js, ok := s3f.Get("eu-west-1", "drills/lose-us-east-1.json")
+	require.True(t, ok)
+	_, err = recovery.VerifyDrillReport(js)
+	require.NoError(t, err)
+	_, ok = s3f.Get("eu-west-1", "drills/lose-us-east-1.html")
+	require.True(t, ok)
+	_, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--quiet", "--report", s3report)
+	require.Equal(t, exitUsage, code, stderr)
+	require.Contains(t, stderr, "exists: refusing to overwrite it")
 }
 
 // s3cp uploads FILE KEY pairs to region's bucket with boto3 (testdata/s3cp.py) as the producer.

@@ -67,7 +67,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					}
 					opts.Control = admin.NewClient(cfg.Local.Admin)
 				}
-				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
 					return err
 				}
 				opts.Log = func(s string) { fmt.Fprintf(c.ErrOrStderr(), "gameday: %s\n", s) }
@@ -77,7 +77,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					return withCode(exitFailure, fmt.Errorf("gameday: %w", err))
 				}
 				if report != "" {
-					paths, err := rep.WriteFiles(report)
+					paths, err := writeReport(c.Context(), cfg, report, force, opts.Lose, rep)
 					if err != nil {
 						return err
 					}
@@ -111,7 +111,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 		f.DurationVar(&opts.During, "during", 20*time.Second, "how long to seal while the region is lost")
 		f.DurationVar(&opts.Within, "within", 2*time.Minute, "how long to wait for protection after sealing stops, and for the catch-up")
 		f.DurationVar(&opts.SealTimeout, "region-timeout", 5*time.Second, "how long one region may take to make a data key before seal falls over")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json, or to S3 with s3://bucket/prefix (never over existing files without --force)")
 		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&noControl, "no-control", false, "do not take the region down and back (AWS: you block its endpoints); R is never contacted")

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -231,8 +233,18 @@ func TestS3DataPathDrill(t *testing.T) {
 	envdr := func(args ...string) (string, string, int) {
 		return runSplit(t, append([]string{"--config", roles.path(args...)}, args...)...)
 	}
-	const perKind = 4
+	perKind := 4
+	if v := os.Getenv("ENVDR_S3_DEMO_N"); v != "" { // make s3-demo: the 200 + 200
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "ENVDR_S3_DEMO_N")
+		perKind = n
+	}
+	// The daemon runs from the start, as deployed: each object is protected as it lands.
+	started := time.Now()
+	d := replicatetest.StartDaemon(t, context.Background(), env.ConfigAs(nil, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
+		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second})
 	dir := t.TempDir()
+	var ids []string
 	bucket := s3f.Bucket("us-east-1")
 	var keys, files []string
 	plain := map[string][]byte{}
@@ -242,13 +254,14 @@ func TestS3DataPathDrill(t *testing.T) {
 		require.NoError(t, os.WriteFile(in, p, 0o600))
 		// Sealed straight to S3.
 		k := fmt.Sprintf("sealed/%d.envdr", i)
-		_, stderr, code := envdr("seal", "--context", "app=data", in, "s3://"+bucket+"/"+k)
+		stdout, stderr, code := envdr("seal", "--context", "app=data", in, "s3://"+bucket+"/"+k)
 		require.Equal(t, exitOK, code, stderr)
-		keys, plain[k] = append(keys, k), p
+		keys, plain[k], ids = append(keys, k), p, append(ids, strings.TrimSpace(stdout))
 		// Sealed to a file, uploaded by another client.
 		f := filepath.Join(dir, fmt.Sprintf("cp-%d.envdr", i))
-		_, stderr, code = envdr("seal", "--context", "app=data", in, f)
+		stdout, stderr, code = envdr("seal", "--context", "app=data", in, f)
 		require.Equal(t, exitOK, code, stderr)
+		ids = append(ids, strings.TrimSpace(stdout))
 		k = fmt.Sprintf("copied/%d.envdr", i)
 		files, keys, plain[k] = append(files, f, k), append(keys, k), p
 	}
@@ -267,9 +280,10 @@ func TestS3DataPathDrill(t *testing.T) {
 	s3f.Notify("us-east-1", "late/only-in-us-east-1.envdr", int64(len(body)))
 
 	// The daemon protects them all from the notifications (no --enqueue anywhere).
-	d := replicatetest.StartDaemon(t, context.Background(), env.ConfigAs(nil, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
-		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second})
-	waitQueueEmpty(t, d, 60*time.Second)
+	waitQueueEmpty(t, d, time.Duration(60+perKind)*time.Second)
+	t.Logf("%d objects (%d sealed to s3://, %d put by boto3) protected from their notifications, no --enqueue: uploads and protection took %.1fs",
+		2*perKind, perKind, perKind, time.Since(started).Seconds())
+	logProtection(t, env, ids)
 	stdout, stderr, code := envdr("verify", "--output", "json")
 	require.Equal(t, exitOK, code, stderr)
 	var vr struct {
@@ -291,6 +305,7 @@ func TestS3DataPathDrill(t *testing.T) {
 	envdrLost := func(args ...string) (string, string, int) {
 		return runSplit(t, append([]string{"--config", lostRoles.path(args...)}, args...)...)
 	}
+	openStart := time.Now()
 	for _, k := range keys {
 		out := filepath.Join(dir, "opened-"+strings.ReplaceAll(k, "/", "-"))
 		_, stderr, code := envdrLost("open", "--region-timeout", "2s", "s3://"+bucket+"/"+k, out)
@@ -301,10 +316,16 @@ func TestS3DataPathDrill(t *testing.T) {
 		require.Equal(t, plain[k], got, k)
 	}
 
+	t.Logf("%d objects opened from eu-west-1's replica with us-east-1 lost in %.1fs", len(keys), time.Since(openStart).Seconds())
 	report := filepath.Join(dir, "drill")
 	stdout, stderr, code = envdrLost("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--report", report)
 	require.Equal(t, exitFindings, code, "the object never replicated is not recoverable: %s%s", stdout, stderr)
 	require.Contains(t, stdout, "object late/only-in-us-east-1.envdr in eu-west-1: missing_object")
+	for _, line := range strings.Split(stdout, "\n") {
+		if strings.HasPrefix(line, "data") || strings.HasPrefix(line, "  data ") {
+			t.Log(line)
+		}
+	}
 	js, err := os.ReadFile(report + ".json")
 	require.NoError(t, err)
 	rep, err := recovery.VerifyDrillReport(js)
@@ -395,4 +416,32 @@ func waitQueueEmpty(t *testing.T, d *replicate.Daemon, within time.Duration) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// logProtection logs the protection time of the records (from the object's event time, their
+// created_at, to the last region's verification): p50, p95 and max.
+func logProtection(t *testing.T, env *localtest.Env, ids []string) {
+	t.Helper()
+	topo, err := regions.New(context.Background(), env.Config, regions.Options{})
+	require.NoError(t, err)
+	r, err := topo.Region("us-east-1")
+	require.NoError(t, err)
+	store := replicate.NewStore(env.Config.Table, "us-east-1", r.DynamoDB(), env.Config.RegionNames())
+	var secs []float64
+	for _, id := range ids {
+		rec, err := store.Get(context.Background(), id)
+		require.NoError(t, err, id)
+		var last time.Time
+		for _, n := range env.Regions {
+			w := rec.Regions[n]
+			require.True(t, w.Verified(), "record %s verified in %s", id, n)
+			if w.VerifiedAt.After(last) {
+				last = w.VerifiedAt
+			}
+		}
+		secs = append(secs, last.Sub(rec.CreatedAt).Seconds())
+	}
+	sort.Float64s(secs)
+	q := func(p float64) float64 { return secs[min(len(secs)-1, int(p*float64(len(secs))))] }
+	t.Logf("protection time (event time to verified in every region) over %d records: p50 %.2fs, p95 %.2fs, max %.2fs", len(secs), q(0.5), q(0.95), secs[len(secs)-1])
 }

@@ -19,7 +19,6 @@ func init() {
 			opts             recovery.DrillOptions
 			conf, max, shard string
 			report           string
-			data             string
 			pushgw           string
 			asJSON           bool
 			quiet            bool
@@ -104,8 +103,8 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				if err := sampleFlags(&opts.Sampling, "", conf, max, shard); err != nil {
 					return err
 				}
-				if opts.Data, err = dataFlag(data, opts.Sampling.Shard.String()); err != nil {
-					return err
+				if opts.Data != 0 && opts.Sampling.Shard.String() != "" {
+					return usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
 				}
 				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
 					return err
@@ -150,7 +149,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.StringVar(&opts.Lose, "lose", "", "the region to behave as if it were gone (required)")
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
-		f.StringVar(&data, "data", "", "open N sampled objects, or all, from each surviving region's bucket replica (S3 data path)")
+		f.Var((*dataFlag)(&opts.Data), "data", "open N sampled objects, or all, from each surviving region's bucket replica (S3 data path)")
 		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json, or to S3 with s3://bucket/prefix (never over existing files without --force)")
 		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
@@ -369,23 +368,30 @@ func drillCause(r *recovery.DrillReport) error {
 	return fmt.Errorf("drill lose %s failed", r.Lost)
 }
 
-// dataFlag parses --data N|all ("" is no data check).
-func dataFlag(v, shard string) (int, error) {
-	switch v {
-	case "":
-		return 0, nil
-	case "all":
-		if shard != "" {
-			return 0, usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
-		}
-		return recovery.DataAll, nil
+// dataFlag is --data N|all: a sample of N objects, or recovery.DataAll.
+type dataFlag int
+
+func (d *dataFlag) String() string {
+	switch {
+	case *d == recovery.DataAll:
+		return "all"
+	case *d > 0:
+		return strconv.Itoa(int(*d))
+	}
+	return ""
+}
+
+func (d *dataFlag) Set(v string) error {
+	if v == "all" {
+		*d = recovery.DataAll
+		return nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 {
-		return 0, usageError("--data %q: want a positive number of objects, or all", v)
+		return fmt.Errorf("want a positive number of objects, or all")
 	}
-	if shard != "" {
-		return 0, usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
-	}
-	return n, nil
+	*d = dataFlag(n)
+	return nil
 }
+
+func (d *dataFlag) Type() string { return "N|all" }

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/envdr/envdr/envelope"
@@ -101,32 +101,28 @@ func (r *Region) Upload(ctx context.Context, bucket, key string, body io.Reader,
 	if o.Concurrency == 0 {
 		o.Concurrency = DefaultConcurrency
 	}
-	in := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: body}
+	in := &transfermanager.UploadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: body}
 	if o.ContentType != "" {
 		in.ContentType = aws.String(o.ContentType)
 	}
 	if !o.Overwrite {
-		in.IfNoneMatch = aws.String("*") // copied onto CompleteMultipartUpload by the manager
+		in.IfNoneMatch = aws.String("*") // on the PUT, or on CompleteMultipartUpload
 	}
-	up := manager.NewUploader(r.s3Full(), func(u *manager.Uploader) {
-		u.PartSize, u.Concurrency = o.PartSize, o.Concurrency
-		u.LeavePartsOnError = false
+	tm := transfermanager.New(unquotedETags{r.s3}, func(t *transfermanager.Options) {
+		t.PartSizeBytes, t.Concurrency = o.PartSize, o.Concurrency
+		// Checksums only where S3 requires them, as the client itself is set (newS3).
+		t.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 	})
 	return r.S3Call(ctx, "upload", bucket, key, func(ctx context.Context, _ S3API) error {
-		_, err := up.Upload(ctx, in)
+		_, err := tm.UploadObject(ctx, in)
 		return err
 	})
-}
-
-// s3Full is the client as the manager needs it (its own narrow interface).
-func (r *Region) s3Full() manager.UploadAPIClient {
-	return unquotedETags{r.s3.(manager.UploadAPIClient)}
 }
 
 // unquotedETags sends CompleteMultipartUpload's part ETags without their quotes. The SDK's XML
 // encoder writes a quote as &#34;, which some S3-compatible servers (fauxqs 2.4.1, our
 // stand-in's) do not decode, so they find no such part; S3 accepts an ETag quoted or not.
-type unquotedETags struct{ manager.UploadAPIClient }
+type unquotedETags struct{ S3API }
 
 func (u unquotedETags) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
 	if in.MultipartUpload != nil {
@@ -141,7 +137,7 @@ func (u unquotedETags) CompleteMultipartUpload(ctx context.Context, in *s3.Compl
 		cp.MultipartUpload = &mu
 		in = &cp
 	}
-	return u.UploadAPIClient.CompleteMultipartUpload(ctx, in, opts...)
+	return u.S3API.CompleteMultipartUpload(ctx, in, opts...)
 }
 
 // Exists reports whether s3://bucket/key exists in this region (HEAD).

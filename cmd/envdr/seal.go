@@ -51,7 +51,7 @@ the seal, another region still has the event and can wrap and verify the data ke
 own replica key. seal prints the envelope ID on stdout (unless OUT is -).
 
 OUT s3://bucket/key streams the envelope up as an S3 multipart upload in constant memory (about
-40 MiB of parts in flight whatever the size), through the S3 endpoint of the region whose bucket
+60 MiB held whatever the size: 8 MiB parts, 4 in flight), through the S3 endpoint of the region whose bucket
 it is (regions[].bucket; else the home region's); a failed seal aborts the upload and leaves no
 object. An existing object is refused (HEAD first, and the upload is conditional: If-None-Match)
 unless --force. With --enqueue the event's data_uri is the s3:// URI. A bucket that notifies

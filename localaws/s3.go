@@ -267,7 +267,7 @@ func (s *S3) Handler(region string) http.Handler {
 		case "PutObject", "CopyObject", "CompleteMultipartUpload":
 			s.write(w, r, region, op, bucket, key)
 		case "GetObject", "HeadObject":
-			s.read(w, r, bucket, key)
+			s.read(w, r, region, bucket, key)
 		case "DeleteObject":
 			s.deleteObject(w, r, bucket, key)
 		case "DeleteObjects":
@@ -592,13 +592,23 @@ func newVersionID() string {
 // read forwards GetObject and HeadObject, adding the version and replication status the
 // stand-in keeps; a versionId other than the current one is NoSuchVersion (fauxqs keeps no
 // older versions).
-func (s *S3) read(w http.ResponseWriter, r *http.Request, bucket, key string) {
+func (s *S3) read(w http.ResponseWriter, r *http.Request, region, bucket, key string) {
 	// Under the key's lock: a write or a replication stores the object and records it
 	// together, so the record read here is that of the object fauxqs holds (unless a write
 	// comes between this and the read below, as a concurrent write may on S3 too).
 	unlock := s.lockKey(bucket, key)
 	o, known := s.Object(bucket, key)
 	unlock()
+	if !known {
+		// Every object of a stack's bucket is written through the stack, so it has none.
+		// S3 tells a missing key (404 NoSuchKey) only to callers that may list the bucket;
+		// the others get 403 AccessDenied
+		// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetObject.html, "Permissions").
+		if msg, ok := s.iam.AuthorizeRequest(r, region, iam.Check{Action: "s3:ListBucket", Resource: BucketARN(bucket)}); ok && msg != "" {
+			writeS3Error(w, r, http.StatusForbidden, "AccessDenied", msg)
+			return
+		}
+	}
 	if v := r.URL.Query().Get("versionId"); v != "" && (!known || v != o.Version) {
 		writeS3Error(w, r, http.StatusNotFound, "NoSuchVersion", "The specified version does not exist.", [2]string{"Key", key}, [2]string{"VersionId", v})
 		return

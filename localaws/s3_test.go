@@ -360,3 +360,78 @@ func TestS3AWSCLI(t *testing.T) {
 	got.Body.Close()
 	require.True(t, bytes.Equal(data, back), "the replica holds the uploaded bytes")
 }
+
+// TestS3RenderedRoles: the policies `envdr policy render` generates for a config with buckets,
+// as the stand-in attaches them, on every region's bucket: producers put but never read,
+// daemons read (the header range) but never write, operators, drills and game days read and
+// list, rewrap and nobody have no S3 at all; no role deletes.
+func TestS3RenderedRoles(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	ctx := ctxT(t)
+	for _, region := range env.Regions {
+		bucket := env.Bucket(region)
+		key := "roles/" + region + ".env"
+		obj := "arn:aws:s3:::" + bucket + "/" + key
+		as := func(role string) *s3.Client { return env.S3As(region, role) }
+		put := func(role string) error {
+			_, err := as(role).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader("ENVDR header and body")})
+			return err
+		}
+		get := func(role string, rng string) error {
+			in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
+			if rng != "" {
+				in.Range = aws.String(rng)
+			}
+			out, err := as(role).GetObject(ctx, in)
+			if err == nil {
+				out.Body.Close()
+			}
+			return err
+		}
+		list := func(role string) error {
+			_, err := as(role).ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("roles/")})
+			return err
+		}
+		// Producers upload (a multipart upload too, and abort it); they never read or list.
+		require.NoError(t, put(iam.RoleProducer), region)
+		mp, err := as(iam.RoleProducer).CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key + ".mp")})
+		require.NoError(t, err, region)
+		_, err = as(iam.RoleProducer).AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key + ".mp"), UploadId: mp.UploadId})
+		require.NoError(t, err, region)
+		requireDenied(t, get(iam.RoleProducer, ""), "AccessDenied", iam.RoleProducer, "s3:GetObject", obj)
+		requireDenied(t, list(iam.RoleProducer), "AccessDenied", iam.RoleProducer, "s3:ListBucket", "arn:aws:s3:::"+bucket)
+
+		// The daemon reads the header range (and a version the event names); it never writes.
+		require.NoError(t, get(iam.RoleDaemon, "bytes=0-5"), region)
+		h, err := as(iam.RoleAdmin).HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		require.NoError(t, err)
+		_, err = as(iam.RoleDaemon).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), VersionId: h.VersionId, Range: aws.String("bytes=0-5")})
+		require.NoError(t, err, "GetObject of the event's version")
+		requireDenied(t, put(iam.RoleDaemon), "AccessDenied", iam.RoleDaemon, "s3:PutObject", obj)
+
+		// Operators, drills and game days read and list; only game days also upload.
+		for _, role := range []string{iam.RoleOperator, iam.RoleDrill, iam.RoleGameday} {
+			require.NoError(t, get(role, ""), "%s %s", role, region)
+			require.NoError(t, list(role), "%s %s", role, region)
+		}
+		requireDenied(t, put(iam.RoleOperator), "AccessDenied", iam.RoleOperator, "s3:PutObject", obj)
+		requireDenied(t, put(iam.RoleDrill), "AccessDenied", iam.RoleDrill, "s3:PutObject", obj)
+		require.NoError(t, put(iam.RoleGameday), region)
+
+		// A missing key: 404 with ListBucket (operator), 403 without it (daemon), as S3 does.
+		_, err = as(iam.RoleOperator).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("roles/missing")})
+		requireCode(t, err, "NoSuchKey")
+		_, err = as(iam.RoleDaemon).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("roles/missing")})
+		requireDenied(t, err, "AccessDenied", iam.RoleDaemon, "s3:ListBucket", "arn:aws:s3:::"+bucket)
+
+		// No S3 at all for rewrap, failover and nobody; nobody deletes.
+		for _, role := range []string{iam.RoleRewrap, iam.RoleFailover, iam.RoleNobody} {
+			requireDenied(t, get(role, ""), "AccessDenied", role, "s3:GetObject", obj)
+		}
+		for _, role := range []string{iam.RoleProducer, iam.RoleDaemon, iam.RoleOperator, iam.RoleDrill, iam.RoleGameday} {
+			_, err := as(role).DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+			requireDenied(t, err, "AccessDenied", role, "s3:DeleteObject", obj)
+		}
+	}
+}

@@ -115,6 +115,17 @@ func IsPreconditionFailed(err error) bool {
 	return errors.As(err, &he) && he.HTTPStatusCode() == http.StatusPreconditionFailed
 }
 
+// IsAccessDenied reports S3's 403: the caller may not do this, or (without s3:ListBucket) the
+// object is not there.
+func IsAccessDenied(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && (ae.ErrorCode() == "AccessDenied" || ae.ErrorCode() == "Forbidden") {
+		return true
+	}
+	var he interface{ HTTPStatusCode() int }
+	return errors.As(err, &he) && he.HTTPStatusCode() == http.StatusForbidden
+}
+
 // S3Error names the region, bucket and key of a failed S3 call.
 type S3Error struct {
 	Region, Op, Bucket, Key string

@@ -41,6 +41,13 @@ func checkS3Output(ctx context.Context, r *regions.Region, uri regions.S3URI, fo
 		return nil
 	}
 	exists, err := r.Exists(ctx, uri.Bucket, uri.Key)
+	if err != nil && regions.IsAccessDenied(err) {
+		// A write-only producer (policy render's: s3:PutObject, no s3:GetObject or
+		// s3:ListBucket) cannot look; the conditional upload still refuses an existing object
+		// on S3, which honours If-None-Match.
+		cliLog.Debug("seal: cannot HEAD the output (access denied); relying on the conditional upload", zap.String("output", uri.String()), zap.Error(err))
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("output %s: %w", uri, err)
 	}

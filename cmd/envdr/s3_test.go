@@ -454,3 +454,77 @@ func logProtection(t *testing.T, env *localtest.Env, ids []string) {
 	q := func(p float64) float64 { return secs[min(len(secs)-1, int(p*float64(len(secs))))] }
 	t.Logf("protection time (event time to verified in every region) over %d records: p50 %.2fs, p95 %.2fs, max %.2fs", len(secs), q(0.5), q(0.95), secs[len(secs)-1])
 }
+
+// TestS3OnTheStandIn runs the data path on the stand-in's own S3 (localtest.Options.S3): SigV4
+// and IAM per role, the buckets' own ObjectCreated notifications and s3:TestEvent on the queues,
+// Cross-Region Replication with the replication lag, and S3 lost with its region. Envelopes
+// sealed to s3:// and put by boto3 are protected with no --enqueue, a non-envelope object is
+// dead-lettered, and with us-east-1 lost every object opens from a replica and drill --data all
+// opens them all.
+func TestS3OnTheStandIn(t *testing.T) {
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	roles := newRoleConfigs(t, env, nil)
+	envdr := func(args ...string) (string, string, int) {
+		return runSplit(t, append([]string{"--config", roles.path(args...)}, args...)...)
+	}
+	d := replicatetest.StartDaemon(t, context.Background(), env.ConfigAs(nil, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
+		AdminAddr: "127.0.0.1:0", WaitTime: time.Second, RetryBase: time.Second})
+	dir := t.TempDir()
+	bucket := env.Bucket("us-east-1")
+	plain := map[string][]byte{}
+	var files []string
+	for i := 0; i < 3; i++ {
+		p := []byte(strings.Repeat(fmt.Sprintf("stand-in object %d. ", i), 300))
+		in := filepath.Join(dir, fmt.Sprintf("in-%d", i))
+		require.NoError(t, os.WriteFile(in, p, 0o600))
+		k := fmt.Sprintf("sealed/%d.envdr", i)
+		_, stderr, code := envdr("seal", "--context", "app=standin", in, "s3://"+bucket+"/"+k)
+		require.Equal(t, exitOK, code, stderr)
+		plain[k] = p
+		f := filepath.Join(dir, fmt.Sprintf("cp-%d.envdr", i))
+		_, stderr, code = envdr("seal", "--context", "app=standin", in, f)
+		require.Equal(t, exitOK, code, stderr)
+		files = append(files, f, fmt.Sprintf("copied/%d.envdr", i))
+		plain[fmt.Sprintf("copied/%d.envdr", i)] = p
+	}
+	s3cp(t, env, "us-east-1", bucket, files...)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not an envelope"), 0o600))
+	s3cp(t, env, "us-east-1", bucket, filepath.Join(dir, "notes.txt"), "notes.txt")
+
+	waitQueueEmpty(t, d, 90*time.Second)
+	stdout, stderr, code := envdr("verify", "--output", "json")
+	require.Equal(t, exitOK, code, stderr)
+	var vr struct {
+		Records int64 `json:"records"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &vr), stdout)
+	require.Equal(t, int64(len(plain)), vr.Records, "every envelope object has a verified record, none for notes.txt")
+	_, dlq := env.Queues("us-east-1")
+	msgs, err := sqs.NewFromConfig(env.AWSConfig("us-east-1")).ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
+		QueueUrl: aws.String(dlq), MaxNumberOfMessages: 10, WaitTimeSeconds: 2, MessageAttributeNames: []string{"All"}})
+	require.NoError(t, err)
+	require.Len(t, msgs.Messages, 1, "notes.txt, dead-lettered")
+	require.Equal(t, envelope.ReasonNotEnvelope, aws.ToString(msgs.Messages[0].MessageAttributes["reason"].StringValue))
+	require.Contains(t, aws.ToString(msgs.Messages[0].Body), "notes.txt")
+
+	env.Settle() // the tables and the buckets replicated
+	env.Down("us-east-1")
+	for k, p := range plain {
+		out := filepath.Join(dir, "opened-"+strings.ReplaceAll(k, "/", "-"))
+		_, stderr, code := envdr("open", "--region-timeout", "2s", "s3://"+bucket+"/"+k, out)
+		require.Equal(t, exitOK, code, stderr)
+		require.Contains(t, stderr, "read from region eu-west-1's replica")
+		got, err := os.ReadFile(out)
+		require.NoError(t, err)
+		require.Equal(t, p, got, k)
+	}
+	stdout, stderr, code = envdr("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--output", "json")
+	require.Equal(t, exitOK, code, "%s%s", stdout, stderr)
+	var rep recovery.DrillReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	require.Equal(t, int64(len(plain)), rep.Data.Recoverable)
+	require.Equal(t, int64(1), rep.Data.NotEnvelopes, "notes.txt, replicated too")
+	require.Zero(t, rep.Data.MissingObjects)
+	require.Zero(t, rep.Data.Failed)
+	require.Zero(t, rep.Isolation.LostRegionRequests)
+}

@@ -729,9 +729,12 @@ func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope
 		return nil, err
 	}
 	lag := p.lags[region] // nil for the daemon's own replica: no wait
-	// A wrap written a while ago (a redelivery, a copy) has had time to replicate: only the
-	// part of the expected lag not yet past is waited for.
-	if d := lag.first() - start.Sub(lastChange(want.Regions[region])); d > 0 {
+	// A wrap written a while ago (a redelivery, a copy, the ack's re-read of a wrap verified
+	// moments ago) has had time to replicate: only the part of the expected lag not yet past
+	// since the wrap was made is waited for. What is waited for is the wrap (sameWrap), so a
+	// later stamp on the item (verified_at, an error) does not restart the wait: counting from
+	// it cost every ack a second full lag (envdr_protection_seconds, docs/BENCH.md).
+	if d := lag.first() - start.Sub(wrapMadeAt(want.Regions[region])); d > 0 {
 		if err := sleepCtx(ctx, min(d, p.replicaWait/2)); err != nil {
 			return nil, err
 		}
@@ -764,18 +767,13 @@ func (p *Pipeline) replicated(ctx context.Context, region string, want *envelope
 	}
 }
 
-// lastChange is the latest time a region's state records (its wrap, verification or error).
-func lastChange(w *envelope.RegionWrap) time.Time {
-	if w == nil {
+// wrapMadeAt is when a region's wrap was made (zero without a wrap): the moment from which
+// replication has been carrying it to the region's replica.
+func wrapMadeAt(w *envelope.RegionWrap) time.Time {
+	if !w.HasWrap() {
 		return time.Time{}
 	}
-	t := w.WrappedAt
-	for _, u := range []time.Time{w.VerifiedAt, w.LastErrorAt} {
-		if u.After(t) {
-			t = u
-		}
-	}
-	return t
+	return w.WrappedAt
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

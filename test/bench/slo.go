@@ -305,7 +305,10 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 	for i := range bcfg.Regions {
 		bcfg.Regions[i].KMSRate = 1e6
 	}
-	topo, err := regions.New(ctx, &bcfg, regions.Options{})
+	// Long per-attempt timeouts: after the run the checks scan the whole table (10,000 records
+	// and their region items), and on a loaded machine a DynamoDB Local Scan page took longer
+	// than the daemon's 5 s default.
+	topo, err := regions.New(ctx, &bcfg, regions.Options{DynamoDBTimeout: 2 * time.Minute, KMSTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}
@@ -417,7 +420,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 	for waiting := true; waiting; {
 		select {
 		case <-cctx.Done():
-			res.Problems = append(res.Problems, fmt.Sprintf("stopped after %s with %d of %d envelopes acknowledged", o.Timeout, countAcked(acks, hdrs), o.N))
+			res.Problems = append(res.Problems, fmt.Sprintf("stopped (%v; --timeout %s) with %d of %d envelopes acknowledged", context.Cause(cctx), o.Timeout, countAcked(acks, hdrs), o.N))
 			waiting = false
 			continue
 		case <-d.exited:

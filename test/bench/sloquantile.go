@@ -21,9 +21,6 @@ type SLOQuantiles struct {
 	Mean  float64 `json:"mean"`
 }
 
-// sloLevels are the quantiles the SLO figures report, in the order of the table's columns.
-var sloLevels = []float64{0.5, 0.99, 0.999, 0.9999}
-
 // exactQuantiles computes the nearest-rank quantiles of the times: the q-quantile is the
 // smallest time t such that at least q of all the times are <= t, i.e. the ceil(q*n)-th
 // smallest. No interpolation: with n = 10,000, p99.99 is the second largest time, the one the

@@ -79,7 +79,7 @@ func newLocalServeCmd() *cobra.Command {
 }
 
 func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
-	short := "Lose a region: close its KMS, SQS and DynamoDB endpoints (connections refused)"
+	short := "Lose a region: close its KMS, SQS, DynamoDB and S3 endpoints (connections refused)"
 	if action == "up" {
 		short = "Restore a lost region on the same ports"
 	}
@@ -164,14 +164,18 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 					Replication []admin.PairStats             `json:"replication"`
 				}{st, repl})
 			}
-			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS", "CLOCK")
+			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "S3", "FAULTS", "CLOCK")
 			for _, r := range sortedRegions(st) {
 				s := st[r]
 				state := "up"
 				if !s.Up {
 					state = "down"
 				}
-				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults), skewSummary(s.ClockSkew))
+				s3 := s.Endpoints.S3
+				if s3 == "" {
+					s3 = "-" // a stand-in from before S3
+				}
+				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, s3, faultsSummary(s.Faults), skewSummary(s.ClockSkew))
 			}
 			tw.row()
 			tw.row("REPLICATION", "LAG", "JITTER", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")

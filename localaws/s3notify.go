@@ -232,6 +232,9 @@ func newS3Notifier(backend *url.URL, regions []string, isUp func(string) bool) *
 		// Signed for the queue's region: fauxqs keeps each region's queues apart by it.
 		n.clients[r] = sqs.NewFromConfig(AWSConfig(r, config.Endpoints{SQS: n.backend}, AccessKey, SecretKey))
 		n.wake[r] = make(chan struct{}, 1)
+	}
+	// The maps are complete before any worker reads them.
+	for _, r := range regions {
 		n.wg.Add(1)
 		go n.run(r)
 	}

@@ -85,10 +85,15 @@ func (b *s3Bucket) destinations(key string) []string {
 
 // replication serves Get/Put/DeleteBucketReplication.
 func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) {
+	bk := s.getBucket(bucket)
+	if bk == nil {
+		writeS3Error(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", [2]string{"BucketName", bucket})
+		return
+	}
 	switch r.Method {
 	case http.MethodGet:
 		s.mu.Lock()
-		raw := s.buckets[bucket].replXML
+		raw := bk.replXML
 		s.mu.Unlock()
 		if raw == nil {
 			writeS3Error(w, r, http.StatusNotFound, "ReplicationConfigurationNotFoundError", "The replication configuration was not found", [2]string{"BucketName", bucket})
@@ -100,7 +105,7 @@ func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) 
 		return
 	case http.MethodDelete:
 		s.mu.Lock()
-		s.buckets[bucket].replication, s.buckets[bucket].replXML = nil, nil
+		bk.replication, bk.replXML = nil, nil
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -113,7 +118,7 @@ func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	src := s.buckets[bucket]
+	src := bk
 	if src.versioning != "Enabled" {
 		writeS3Error(w, r, http.StatusBadRequest, "InvalidRequest", "Versioning must be 'Enabled' on the bucket to apply a replication configuration")
 		return

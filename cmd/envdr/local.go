@@ -195,7 +195,7 @@ func newLocalLagCmd(client adminClientFunc) *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "lag [--from R1] [--to R2] [--jitter J [--seed N]] DURATION",
-		Short: "Set the global tables' replication lag (default 250ms) and jitter, for every pair of regions or one direction",
+		Short: "Set the replication lag (default 250ms) and jitter of global tables and S3, for every pair of regions or one direction",
 		Long: `Every DynamoDB write reaches the other regions' replicas DURATION after it was made (replication is
 asynchronous; conflicting writes are resolved by last writer wins, as DynamoDB global tables do).
 With --jitter J each item waits DURATION plus a random delay in [0, J] of its own, per
@@ -203,8 +203,9 @@ destination: the items of one transaction or batch then arrive at different time
 order, as on AWS, where items replicate individually (two writes of one item still arrive in
 write order). Without --jitter the jitter is left as it is (0 unless set). --seed N restarts
 the jitter's random source, so the same writes in the same order get the same delays.
+S3 Cross-Region Replication takes the same lag and jitter, per object and destination.
 The new lag applies to writes made from now on. "envdr local status" shows each direction's lag,
-jitter, measured replication latency and conflicts.
+jitter, measured replication latency and conflicts (S3's: the admin endpoint's GET /s3).
 
   envdr local lag 2s                                   every pair
   envdr local lag --from us-east-1 --to eu-west-1 5s    one direction

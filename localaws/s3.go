@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/localaws/iam"
 )
 
@@ -871,18 +872,8 @@ func (s *S3) deleteBucket(ctx context.Context, bucket string) error {
 	return nil
 }
 
-// S3Status is what GET /s3 of the admin endpoint reports.
-type S3Status struct {
-	// Buckets maps each bucket to its region.
-	Buckets map[string]string `json:"buckets"`
-	// Replication is every direction's counters.
-	Replication []S3ReplicationStats `json:"replication"`
-	// Notifications are the event messages sent to each region's queues, the batches that
-	// failed (and were retried), and those waiting.
-	NotificationsSent    map[string]int64 `json:"notifications_sent"`
-	NotificationsFailed  map[string]int64 `json:"notifications_failed"`
-	NotificationsPending map[string]int   `json:"notifications_pending"`
-}
+// S3Status is what GET /s3 of the admin endpoint reports (the admin wire type).
+type S3Status = admin.S3Status
 
 // Status reports buckets, replication and notification delivery.
 func (s *S3) Status() S3Status {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/envdr/envdr/localaws/admin"
 )
 
 // S3 Cross-Region Replication, as S3 runs it
@@ -353,21 +355,8 @@ func (rp *s3Replicator) done(p *s3Pair, c s3Change, conflict, superseded bool) {
 	s.mu.Unlock()
 }
 
-// S3ReplicationStats are one S3 replication direction's counters.
-type S3ReplicationStats struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Replicated counts versions copied to To; Conflicts those discarded because To held a
-	// newer version; Superseded those skipped because the source had replaced them already.
-	Replicated int64 `json:"replicated"`
-	Conflicts  int64 `json:"conflicts"`
-	Superseded int64 `json:"superseded"`
-	// Pending versions wait for their lag or for a region to come back.
-	Pending int `json:"pending"`
-	// Latency from the write to the replica's arrival, last and largest, in milliseconds.
-	LastLatencyMs float64 `json:"replication_latency_last_ms"`
-	MaxLatencyMs  float64 `json:"replication_latency_max_ms"`
-}
+// S3ReplicationStats are one S3 replication direction's counters (the admin wire type).
+type S3ReplicationStats = admin.S3PairStats
 
 // ReplicationStats reports every direction, ordered by from and to.
 func (s *S3) ReplicationStats() []S3ReplicationStats {

@@ -158,11 +158,18 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A stand-in from before S3 has no GET /s3: then no S3 rows.
+			s3st, s3err := c.S3(cmd.Context())
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), struct {
+				out := struct {
 					Regions     map[string]admin.RegionStatus `json:"regions"`
 					Replication []admin.PairStats             `json:"replication"`
-				}{st, repl})
+					S3          *admin.S3Status               `json:"s3,omitempty"`
+				}{Regions: st, Replication: repl}
+				if s3err == nil {
+					out.S3 = &s3st
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "S3", "FAULTS", "CLOCK")
 			for _, r := range sortedRegions(st) {
@@ -181,6 +188,14 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			tw.row("REPLICATION", "LAG", "JITTER", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
 			for _, p := range repl {
 				tw.row(p.From+" -> "+p.To, p.Lag, p.Jitter, p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
+			}
+			if s3err == nil {
+				// S3 replication takes the global tables' lag and jitter (shown above).
+				tw.row()
+				tw.row("S3 REPLICATION", "SUPERSEDED", "", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
+				for _, p := range s3st.Replication {
+					tw.row(p.From+" -> "+p.To, p.Superseded, "", p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
+				}
 			}
 			return tw.flush()
 		},

@@ -34,8 +34,12 @@ func init() {
 	} {
 		prev := rootChecks[root]
 		rootChecks[root] = func(p *Plan) error {
-			return errors.Join(prev(p), checkBuckets(p, want), checkQueueNotifications(p, want.regions), checkConfigBuckets(p, want.regions))
+			return errors.Join(prev(p), checkBuckets(p, want), checkQueueNotifications(p, want.regions), checkConfigBuckets(p, want.regions), checkS3Access(p))
 		}
+	}
+	prevOps := rootChecks["modules/ecs-ops/examples/basic"]
+	rootChecks["modules/ecs-ops/examples/basic"] = func(p *Plan) error {
+		return errors.Join(prevOps(p), checkS3Alarms(p, "envdr-data-111122223333-us-east-1", []string{"eu-west-1", "ap-southeast-2"}))
 	}
 	roots["examples/three-region#one-cluster"] = append(roots["examples/three-region#one-cluster"],
 		`bucket_sse=aws:kms`, `object_lock={mode="COMPLIANCE",days=7}`, `noncurrent_version_expiration_days=30`)
@@ -390,6 +394,90 @@ func checkConfigBuckets(p *Plan, regions []string) error {
 	}
 	if len(cfg.Regions) != len(regions) {
 		return fmt.Errorf("envdr_config has %d regions, want %d", len(cfg.Regions), len(regions))
+	}
+	return nil
+}
+
+// checkS3Alarms: per replication rule of the source bucket, alarms on S3's ReplicationLatency,
+// OperationsPendingReplication and OperationsFailedReplication with the rule's dimensions.
+func checkS3Alarms(p *Plan, source string, destRegions []string) error {
+	want := map[string]bool{}
+	for _, r := range destRegions {
+		for _, m := range []string{"ReplicationLatency", "OperationsPendingReplication", "OperationsFailedReplication"} {
+			want[m+" envdr-data-111122223333-"+r+" envdr-to-"+r] = true
+		}
+	}
+	var errs []string
+	for _, a := range p.All("aws_cloudwatch_metric_alarm") {
+		if a.Name != "s3_replication" {
+			continue
+		}
+		v := a.Values
+		dims, _ := v["dimensions"].(map[string]any)
+		key := str(v["metric_name"]) + " " + str(dims["DestinationBucket"]) + " " + str(dims["RuleId"])
+		if !want[key] || str(v["namespace"]) != "AWS/S3" || str(dims["SourceBucket"]) != source {
+			errs = append(errs, fmt.Sprintf("unexpected S3 replication alarm %s: %s %v", a.Address, v["namespace"], v["dimensions"]))
+			continue
+		}
+		delete(want, key)
+		if str(v["metric_name"]) == "OperationsFailedReplication" && (v["threshold"] != 0.0 || str(v["statistic"]) != "Sum") {
+			errs = append(errs, fmt.Sprintf("%s: any failed replication must alarm (Sum > 0), got %v > %v", a.Address, v["statistic"], v["threshold"]))
+		}
+	}
+	for k := range want {
+		errs = append(errs, "no S3 replication alarm on "+k)
+	}
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkS3Access: envdr's roles reach the buckets as their commands need and no further:
+// producers write and cannot read, the daemon only reads, operators read, drills and game days
+// read and list, rewrap and failover have no S3 access at all.
+func checkS3Access(p *Plan) error {
+	want := map[string][]string{
+		"producer": {"s3:AbortMultipartUpload", "s3:PutObject"},
+		"daemon":   {"s3:GetObject"},
+		"operator": {"s3:GetObject"},
+		"drill":    {"s3:GetObject", "s3:ListBucket"},
+		"gameday":  {"s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject"},
+	}
+	got := map[string][]string{}
+	for _, rp := range p.All("aws_iam_role_policy") {
+		if !strings.HasPrefix(rp.Address, "module.iam.") {
+			continue // not an envdr role's (the replication role's, the execution role's)
+		}
+		// module.iam.aws_iam_role_policy.daemon, or module.iam.aws_iam_role_policy.s3["daemon"]
+		role := rp.Name
+		if _, key, ok := strings.Cut(rp.Address, `["`); ok {
+			role = strings.TrimSuffix(key, `"]`)
+		}
+		var doc policyDoc
+		if err := json.Unmarshal([]byte(str(rp.Values["policy"])), &doc); err != nil {
+			return fmt.Errorf("%s: %w", rp.Address, err)
+		}
+		for _, st := range doc.Statement {
+			for _, a := range st.Action {
+				if strings.HasPrefix(a, "s3:") {
+					got[role] = append(got[role], a)
+					for _, res := range st.Resource {
+						if !strings.HasPrefix(res, "arn:aws:s3:::envdr-data-111122223333-") {
+							return fmt.Errorf("role %s: %s on %s, outside envdr's buckets", role, a, res)
+						}
+					}
+				}
+			}
+		}
+	}
+	for role := range got {
+		got[role] = sorted(got[role])
+	}
+	for _, role := range []string{"producer", "daemon", "operator", "drill", "gameday", "rewrap", "failover"} {
+		if !slices.Equal(got[role], want[role]) {
+			return fmt.Errorf("role %s: S3 actions %v, want %v", role, got[role], want[role])
+		}
 	}
 	return nil
 }

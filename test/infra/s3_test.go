@@ -6,12 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
 	"github.com/envdr/envdr/internal/config"
 )
@@ -546,7 +549,7 @@ func TestS3ChecksRefuse(t *testing.T) {
 	plan := func(rtc, queuePolicy string) *Plan {
 		p := &Plan{}
 		p.PlannedValues.RootModule.Resources = []Resource{
-			{Type: "aws_s3_bucket_replication_configuration", Values: map[string]any{"region": "us-east-1", "rule": []any{rule(rtc)}}},
+			{Type: "aws_s3_bucket_replication_configuration", Name: "data", Values: map[string]any{"region": "us-east-1", "rule": []any{rule(rtc)}}},
 			{Type: "aws_iam_role", Values: map[string]any{"name": "envdr-s3-replication", "assume_role_policy": `{"Statement":[{"Principal":{"Service":"s3.amazonaws.com"}}]}`}},
 			{Type: "aws_sqs_queue_policy", Values: map[string]any{"region": "us-east-1", "policy": queuePolicy}},
 		}
@@ -562,4 +565,22 @@ func TestS3ChecksRefuse(t *testing.T) {
 	require.NotContains(t, strings.Join(checkReplication(plan("Enabled", good), want, names), "\n"), "Replication Time Control")
 	require.NoError(t, checkQueueNotifications(plan("Enabled", good), []string{"us-east-1"}))
 	require.ErrorContains(t, checkQueueNotifications(plan("Enabled", noSource), []string{"us-east-1"}), "aws:SourceArn")
+}
+
+// The Kubernetes manifests' config names each region's bucket as terraform/examples/three-region
+// creates it: the daemon learns the S3 data path from its config and needs nothing else.
+func TestDeployConfigNamesBuckets(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join(repo, "deploy", "kubernetes", "configmap.yaml"))
+	require.NoError(t, err)
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &cm))
+	cfg, err := config.Parse([]byte(cm.Data["envdr.yaml"]))
+	require.NoError(t, err)
+	require.NotEmpty(t, cfg.Regions)
+	for _, r := range cfg.Regions {
+		require.Equal(t, "envdr-data-111122223333-"+r.Name, r.Bucket, "region %s", r.Name)
+	}
 }

@@ -66,7 +66,7 @@ variable "bucket_sse" {
 }
 
 variable "object_lock" {
-  description = "Object Lock default retention of the buckets ({ mode = GOVERNANCE|COMPLIANCE, days = N }), or null. Only at bucket creation."
+  description = "Object Lock default retention of the buckets ({ mode = GOVERNANCE|COMPLIANCE, days = N }), or null. Can be turned on later, never off (S3 keeps Object Lock enabled)."
   type = object({
     mode = string
     days = number

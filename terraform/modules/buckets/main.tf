@@ -28,10 +28,11 @@ resource "aws_s3_bucket" "data" {
   for_each = local.by_region
   region   = each.key
   bucket   = each.value.name
-  # Only at creation: Object Lock cannot be switched on for an existing bucket.
-  object_lock_enabled = var.object_lock != null
-  force_destroy       = var.force_destroy
-  tags                = var.tags
+  # object_lock_enabled is left to aws_s3_bucket_object_lock_configuration, which turns Object
+  # Lock on for a new or an existing versioned bucket: set here, a change would replace the
+  # bucket and every envelope in it.
+  force_destroy = var.force_destroy
+  tags          = var.tags
 
   lifecycle {
     postcondition {
@@ -76,6 +77,9 @@ resource "aws_s3_bucket_object_lock_configuration" "data" {
   region     = each.key
   bucket     = each.value.id
   depends_on = [aws_s3_bucket_versioning.data]
+  # Once on, S3 keeps Object Lock on: removing object_lock later removes only the default
+  # retention.
+  object_lock_enabled = "Enabled"
   rule {
     default_retention {
       mode = var.object_lock.mode

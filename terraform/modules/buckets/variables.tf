@@ -63,7 +63,7 @@ variable "kms_key_admin_arns" {
 }
 
 variable "object_lock" {
-  description = "Object Lock default retention (null: off). Object Lock can only be enabled when a bucket is created: turning it on later replaces the buckets. mode is GOVERNANCE or COMPLIANCE (even the root user cannot shorten COMPLIANCE); days the retention of every new object version."
+  description = "Object Lock default retention (null: off). It can be turned on for the existing (versioned) buckets, never off: S3 keeps Object Lock enabled, and setting this back to null removes only the default retention. mode is GOVERNANCE or COMPLIANCE (even the root user cannot shorten COMPLIANCE); days the retention of every new object version."
   type = object({
     mode = string
     days = number

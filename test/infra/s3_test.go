@@ -40,6 +40,10 @@ func init() {
 			return errors.Join(prev(p), checkBuckets(p, want), checkQueueNotifications(p, want.regions), checkConfigBuckets(p, want.regions), checkS3Access(p))
 		}
 	}
+	prevQueue := rootChecks["modules/queue/examples/basic"]
+	rootChecks["modules/queue/examples/basic"] = func(p *Plan) error {
+		return errors.Join(prevQueue(p), checkQueueNotifications(p, []string{"us-east-1"}))
+	}
 	prevOps := rootChecks["modules/ecs-ops/examples/basic"]
 	rootChecks["modules/ecs-ops/examples/basic"] = func(p *Plan) error {
 		return errors.Join(prevOps(p), checkS3Alarms(p, "envdr-data-111122223333-us-east-1", []string{"eu-west-1", "ap-southeast-2"}))
@@ -344,6 +348,15 @@ func checkReplication(p *Plan, want bucketWant, names map[string]string) []strin
 		}
 		if !strings.Contains(str(k.Values["policy"]), `"kms:ViaService":"s3.`+str(k.Values["region"])+`.amazonaws.com"`) {
 			fail("bucket key %s: its users may use it only through S3 in its region: %s", k.Address, str(k.Values["policy"]))
+		}
+		var kp policyDoc
+		if err := json.Unmarshal([]byte(str(k.Values["policy"])), &kp); err != nil {
+			fail("bucket key %s: %v", k.Address, err)
+			continue
+		}
+		// Readers (the daemon, operators, drills) decrypt and never make data keys.
+		if r := kp.find("ReadThroughS3"); r == nil || !slices.Equal(sorted(r.Action), []string{"kms:Decrypt"}) {
+			fail("bucket key %s: ReadThroughS3 must allow kms:Decrypt only: %+v", k.Address, r)
 		}
 	}
 	return errs

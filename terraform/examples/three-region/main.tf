@@ -82,7 +82,8 @@ module "buckets" {
     queue_arn = module.queue[r].queue_arn
   }]
   sse                                = var.bucket_sse
-  kms_key_user_arns                  = [for r in ["producer", "daemon", "operator", "drill", "gameday"] : module.iam.role_arns[r]]
+  kms_key_writer_arns                = [for r in ["producer", "gameday"] : module.iam.role_arns[r]]
+  kms_key_reader_arns                = [for r in ["daemon", "operator", "drill"] : module.iam.role_arns[r]]
   object_lock                        = var.object_lock
   noncurrent_version_expiration_days = var.noncurrent_version_expiration_days
 }

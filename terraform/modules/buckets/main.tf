@@ -220,14 +220,17 @@ resource "aws_kms_key" "bucket" {
       }],
       # PutObject needs GenerateDataKey (and Decrypt for the parts of a multipart upload),
       # GetObject needs Decrypt; only S3 in this region calls KMS for them.
-      length(var.kms_key_user_arns) == 0 ? [] : [{
-        Sid       = "UseThroughS3"
+      [for st in [
+        { Sid = "WriteThroughS3", Principal = { AWS = var.kms_key_writer_arns }, Action = ["kms:Decrypt", "kms:GenerateDataKey"], n = length(var.kms_key_writer_arns) },
+        { Sid = "ReadThroughS3", Principal = { AWS = var.kms_key_reader_arns }, Action = ["kms:Decrypt"], n = length(var.kms_key_reader_arns) },
+        ] : {
+        Sid       = st.Sid
         Effect    = "Allow"
-        Principal = { AWS = var.kms_key_user_arns }
-        Action    = ["kms:Decrypt", "kms:GenerateDataKey"]
+        Principal = st.Principal
+        Action    = st.Action
         Resource  = "*"
         Condition = { StringEquals = { "kms:ViaService" = "s3.${each.key}.amazonaws.com", "kms:CallerAccount" = var.account_id } }
-      }],
+      } if st.n > 0],
       # Replication reads the source object (Decrypt in the source region) and writes the replica
       # (Encrypt, or GenerateDataKey with S3 Bucket Keys, in the destination region).
       local.replicate ? [{

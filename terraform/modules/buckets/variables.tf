@@ -50,8 +50,14 @@ variable "sse" {
   }
 }
 
-variable "kms_key_user_arns" {
-  description = "With sse = aws:kms: the roles that read or write objects (envdr's producer, daemon, operator, drill and gameday roles), granted the bucket key in each region's key policy, and only through S3 in that region."
+variable "kms_key_writer_arns" {
+  description = "With sse = aws:kms: the roles that write objects (envdr's producer and gameday roles), granted the bucket key's kms:GenerateDataKey and kms:Decrypt (multipart uploads) in each region's key policy, only through S3 in that region."
+  type        = list(string)
+  default     = []
+}
+
+variable "kms_key_reader_arns" {
+  description = "With sse = aws:kms: the roles that only read objects (envdr's daemon, operator and drill roles), granted the bucket key's kms:Decrypt, only through S3 in its region."
   type        = list(string)
   default     = []
 }

@@ -7,7 +7,7 @@ provider "aws" {
 
 locals {
   regions = ["us-east-1", "eu-west-1", "ap-southeast-2"]
-  roles   = [for r in ["producer", "daemon", "operator", "drill", "gameday"] : "arn:aws:iam::111122223333:role/envdr-${r}"]
+  role    = "arn:aws:iam::111122223333:role/envdr-"
 }
 
 module "buckets" {
@@ -18,9 +18,10 @@ module "buckets" {
     name      = "envdr-data-111122223333-${r}"
     queue_arn = "arn:aws:sqs:${r}:111122223333:envdr-events"
   }]
-  sse               = "aws:kms"
-  kms_key_user_arns = local.roles
-  object_lock       = { mode = "GOVERNANCE", days = 30 }
+  sse                 = "aws:kms"
+  kms_key_writer_arns = [for r in ["producer", "gameday"] : "${local.role}${r}"]
+  kms_key_reader_arns = [for r in ["daemon", "operator", "drill"] : "${local.role}${r}"]
+  object_lock         = { mode = "GOVERNANCE", days = 30 }
 }
 
 output "names" {

@@ -452,13 +452,14 @@ func checkS3Alarms(p *Plan, source string, destRegions []string) error {
 }
 
 // checkS3Access: envdr's roles reach the buckets as their commands need and no further:
-// producers write and cannot read, the daemon only reads, operators read, drills and game days
-// read and list, rewrap and failover have no S3 access at all.
+// producers write and cannot read, the daemon only reads (the version a notification names),
+// operators, drills and game days read and list, game days also write, rewrap and failover have
+// no S3 access at all.
 func checkS3Access(p *Plan) error {
 	want := map[string][]string{
 		"producer": {"s3:AbortMultipartUpload", "s3:PutObject"},
-		"daemon":   {"s3:GetObject"},
-		"operator": {"s3:GetObject"},
+		"daemon":   {"s3:GetObject", "s3:GetObjectVersion"},
+		"operator": {"s3:GetObject", "s3:ListBucket"},
 		"drill":    {"s3:GetObject", "s3:ListBucket"},
 		"gameday":  {"s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:PutObject"},
 	}

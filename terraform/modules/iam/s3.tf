@@ -11,18 +11,26 @@ locals {
   # A multipart upload (envdr seal to s3:// streams one) is authorized as s3:PutObject for
   # CreateMultipartUpload, UploadPart and CompleteMultipartUpload; AbortMultipartUpload is its own
   # action (seal aborts an upload it cannot finish).
-  s3_write = { Sid = "PutEnvelopes", Effect = "Allow", Action = ["s3:AbortMultipartUpload", "s3:PutObject"], Resource = local.bucket_object_arns }
-  s3_read  = { Sid = "GetEnvelopes", Effect = "Allow", Action = ["s3:GetObject"], Resource = local.bucket_object_arns }
-  # Listing tells "not replicated yet" (404) from "not allowed" (403 without s3:ListBucket) and
-  # lets a drill walk a replica.
-  s3_list = { Sid = "ListEnvelopes", Effect = "Allow", Action = ["s3:ListBucket"], Resource = local.bucket_arns }
+  s3_put = ["s3:AbortMultipartUpload", "s3:PutObject"]
+  # Without s3:ListBucket S3 answers a missing key 403, not 404: open's fall-over and the drill's
+  # data RPO must tell "not replicated yet" from "not allowed".
+  s3_objects = { for sid, a in {
+    PutEnvelopes        = local.s3_put
+    UploadTestEnvelopes = local.s3_put
+    # The S3 event source's ranged GET of the header, of the version the notification names
+    # (a GET with versionId is s3:GetObjectVersion).
+    ReadEnvelopeHeaders = ["s3:GetObject", "s3:GetObjectVersion"]
+    OpenEnvelopes       = ["s3:GetObject"]
+    OpenReplicas        = ["s3:GetObject"]
+  } : sid => { Sid = sid, Effect = "Allow", Action = a, Resource = local.bucket_object_arns } }
+  s3_buckets = { for sid in ["ListEnvelopes", "ListReplicas"] : sid => { Sid = sid, Effect = "Allow", Action = ["s3:ListBucket"], Resource = local.bucket_arns } }
 
   s3_statements = length(var.buckets) == 0 ? {} : {
-    producer = [local.s3_write]
-    daemon   = [merge(local.s3_read, { Sid = "GetEnvelopeHeaders" })] # a ranged GET of the header
-    operator = [local.s3_read]
-    drill    = [local.s3_read, local.s3_list]
-    gameday  = [local.s3_write, local.s3_read, local.s3_list]
+    producer = [local.s3_objects.PutEnvelopes]
+    daemon   = [local.s3_objects.ReadEnvelopeHeaders]
+    operator = [local.s3_objects.OpenEnvelopes, local.s3_buckets.ListEnvelopes]
+    drill    = [local.s3_objects.OpenReplicas, local.s3_buckets.ListReplicas]
+    gameday  = [local.s3_objects.UploadTestEnvelopes, local.s3_objects.OpenReplicas, local.s3_buckets.ListReplicas]
   }
   s3_role_ids = {
     producer = aws_iam_role.producer.id

@@ -583,20 +583,32 @@ func TestS3ChecksRefuse(t *testing.T) {
 	require.ErrorContains(t, checkQueueNotifications(plan("Enabled", noSource), []string{"us-east-1"}), "aws:SourceArn")
 }
 
-// The Kubernetes manifests' config names each region's bucket as terraform/examples/three-region
-// creates it: the daemon learns the S3 data path from its config and needs nothing else.
+// The Kubernetes manifests' and the Helm chart's default config name each region's bucket as
+// terraform/examples/three-region creates it: the daemon learns the S3 data path from its config
+// and needs nothing else.
 func TestDeployConfigNamesBuckets(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(filepath.Join(repo, "deploy", "kubernetes", "configmap.yaml"))
-	require.NoError(t, err)
+	read := func(path ...string) []byte {
+		b, err := os.ReadFile(filepath.Join(append([]string{repo}, path...)...))
+		require.NoError(t, err)
+		return b
+	}
 	var cm struct {
 		Data map[string]string `json:"data"`
 	}
-	require.NoError(t, yaml.Unmarshal(b, &cm))
-	cfg, err := config.Parse([]byte(cm.Data["envdr.yaml"]))
-	require.NoError(t, err)
-	require.NotEmpty(t, cfg.Regions)
-	for _, r := range cfg.Regions {
-		require.Equal(t, "envdr-data-111122223333-"+r.Name, r.Bucket, "region %s", r.Name)
+	require.NoError(t, yaml.Unmarshal(read("deploy", "kubernetes", "configmap.yaml"), &cm))
+	var values struct {
+		Config struct {
+			Content string `json:"content"`
+		} `json:"config"`
+	}
+	require.NoError(t, yaml.Unmarshal(read("deploy", "helm", "envdr", "values.yaml"), &values))
+	for name, text := range map[string]string{"deploy/kubernetes/configmap.yaml": cm.Data["envdr.yaml"], "deploy/helm/envdr/values.yaml": values.Config.Content} {
+		cfg, err := config.Parse([]byte(text))
+		require.NoError(t, err, name)
+		require.NotEmpty(t, cfg.Regions, name)
+		for _, r := range cfg.Regions {
+			require.Equal(t, "envdr-data-111122223333-"+r.Name, r.Bucket, "%s: region %s", name, r.Name)
+		}
 	}
 }

@@ -21,6 +21,6 @@ output "key_policies" {
 }
 
 output "s3_policies" {
-  description = "The roles' S3 policies (inline policy envdr-s3) by role; empty without buckets."
+  description = "The roles' S3 statements (part of each role's envdr policy) by role; empty without buckets."
   value       = { for r, st in local.s3_statements : r => jsonencode({ Version = "2012-10-17", Statement = st }) }
 }

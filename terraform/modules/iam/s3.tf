@@ -1,6 +1,6 @@
-# The S3 data path (issue 24): who may touch the buckets of envelopes. Kept beside the documents
-# `envdr policy render` generates, as a second inline policy (envdr-s3) per role, until render
-# carries the same statements; make validate compares only the envdr policy with render.
+# The S3 data path (issue 24): who may touch the buckets of envelopes, statement for statement as
+# `envdr policy render` gives them (policy/render.go); the role policies of policies.tf carry them
+# where render puts them.
 #
 # Every role reaches every region's bucket: seal falls over to the next region's bucket, open to
 # the next region's replica, and a drill or game day reads the survivors' replicas.
@@ -32,18 +32,4 @@ locals {
     drill    = [local.s3_objects.OpenReplicas, local.s3_buckets.ListReplicas]
     gameday  = [local.s3_objects.UploadTestEnvelopes, local.s3_objects.OpenReplicas, local.s3_buckets.ListReplicas]
   }
-  s3_role_ids = {
-    producer = aws_iam_role.producer.id
-    daemon   = aws_iam_role.daemon.id
-    operator = aws_iam_role.operator.id
-    drill    = aws_iam_role.drill.id
-    gameday  = aws_iam_role.gameday.id
-  }
-}
-
-resource "aws_iam_role_policy" "s3" {
-  for_each = local.s3_statements
-  name     = "envdr-s3"
-  role     = local.s3_role_ids[each.key]
-  policy   = jsonencode({ Version = "2012-10-17", Statement = each.value })
 }

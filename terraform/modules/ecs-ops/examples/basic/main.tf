@@ -25,6 +25,14 @@ module "ecs_ops" {
   replica_regions      = ["eu-west-1", "ap-southeast-2"]
   amp_workspace_id     = "ws-0123abcd-4567-89ef-0123-456789abcdef"
   daemon_task_role_arn = "arn:aws:iam::111122223333:role/envdr-daemon"
+
+  # The S3 data path: alarms on the replication of us-east-1's bucket to the other regions'
+  # (modules/buckets replication_rules whose source_region is us-east-1).
+  s3_replication = [for r in ["eu-west-1", "ap-southeast-2"] : {
+    source_bucket      = "envdr-data-111122223333-us-east-1"
+    destination_bucket = "envdr-data-111122223333-${r}"
+    rule_id            = "envdr-to-${r}"
+  }]
 }
 
 output "alarm_names" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -399,11 +400,11 @@ func newLocalFaultCmd(client adminClientFunc) *cobra.Command {
   --error-rate P    that share of requests (0.3 or 30%) gets a retryable server error, HTTP 500
                     or 503 in the service's own shape (KMSInternalException,
                     DependencyTimeoutException; InternalServerError, ServiceUnavailable;
-                    InternalFailure, ServiceUnavailable)
+                    InternalFailure, ServiceUnavailable; InternalError, SlowDown)
   --blackhole       requests are accepted and read but never answered, until the client gives up
                     (or the fault is cleared: held requests are then served)
 
-Without --service the fault applies to the region's KMS, SQS and DynamoDB; it replaces what the
+Without --service the fault applies to the region's KMS, SQS, DynamoDB and S3; it replaces what the
 service had. --clear removes the region's faults (all, or --service's). Faults stay across
 "local down"/"local up"; "local status" lists them.`,
 		Example: `  envdr local fault eu-west-1 --blackhole
@@ -413,8 +414,8 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			region := args[0]
-			if service != "" && service != admin.ServiceKMS && service != admin.ServiceSQS && service != admin.ServiceDynamoDB {
-				return usageError("--service %q: want kms, sqs or dynamodb (none: all three)", service)
+			if service != "" && !slices.Contains(admin.Services, service) {
+				return usageError("--service %q: want kms, sqs, dynamodb or s3 (none: all four)", service)
 			}
 			var f admin.Fault
 			var err error
@@ -466,7 +467,7 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&service, "service", "", "kms, sqs or dynamodb (default: all three)")
+	fl.StringVar(&service, "service", "", "kms, sqs, dynamodb or s3 (default: all four)")
 	fl.StringVar(&latency, "latency", "", "added latency D or D±J (D+-J), e.g. 1s, 200ms±50ms")
 	fl.StringVar(&errorRate, "error-rate", "", "share of requests answered with a retryable 500/503: 0.3 or 30%")
 	fl.BoolVar(&blackhole, "blackhole", false, "accept and read requests, never answer")

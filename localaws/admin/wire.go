@@ -7,10 +7,12 @@ const (
 	ServiceDynamoDB = "dynamodb"
 	// ServiceSTS is served on each region's KMS port (GetCallerIdentity only).
 	ServiceSTS = "sts"
+	// ServiceS3 is the region's S3 endpoint (path-style, over fauxqs' S3).
+	ServiceS3 = "s3"
 )
 
 // Services lists the per-region services in a fixed order.
-var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB}
+var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB, ServiceS3}
 
 // RegionStatus is one region's state, as the admin endpoint reports it.
 type RegionStatus struct {

@@ -1,5 +1,5 @@
-# Queue-depth autoscaling of the envdr ECS service in us-east-1, and weekly drills run there
-# losing each other region.
+# Queue-depth autoscaling of the envdr ECS service in us-east-1, weekly drills run there
+# losing each other region, and a monthly full verify in 4 shards.
 provider "aws" {
   region = "us-east-1"
 }
@@ -17,6 +17,11 @@ module "ecs_ops" {
   security_groups     = ["sg-0123456789abcdef0"]
   drill_lose          = ["eu-west-1", "ap-southeast-2"]
   pushgateway_url     = "http://pushgateway.internal:9091"
+
+  # A full verify on the first of each month, in 4 shards (4 tasks at kms_rate each).
+  scan_schedule = "cron(0 1 1 * ? *)"
+  scan_shards   = 4
+  scan_segments = 8
 
   # Monitoring: CloudWatch alarms to an SNS topic, envdr's metrics and alert rules in Amazon
   # Managed Service for Prometheus through the task's ADOT sidecar.
@@ -45,4 +50,8 @@ output "amp_remote_write_url" {
 
 output "drill_schedules" {
   value = module.ecs_ops.drill_schedules
+}
+
+output "scan_schedules" {
+  value = module.ecs_ops.scan_schedules
 }

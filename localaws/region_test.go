@@ -382,7 +382,7 @@ func TestGrayFailuresThroughAdmin(t *testing.T) {
 	require.NoError(t, ac.Up(ctx, sick))
 	all, err = ac.Faults(ctx)
 	require.NoError(t, err)
-	require.Len(t, all[sick], 3, "faults survive local down/up")
+	require.Len(t, all[sick], 4, "faults survive local down/up (kms, sqs, dynamodb, s3)")
 	require.NoError(t, ac.ClearFaults(ctx, sick, ""))
 	all, err = ac.Faults(ctx)
 	require.NoError(t, err)
@@ -394,7 +394,7 @@ func TestGrayFailuresThroughAdmin(t *testing.T) {
 	// Bad requests: unknown region (404), unknown service, nothing to inject, bad rate (400).
 	_, err = ac.SetFault(ctx, "mars-north-1", "", localaws.Fault{Blackhole: true})
 	require.ErrorContains(t, err, "404")
-	_, err = ac.SetFault(ctx, sick, "s3", localaws.Fault{Blackhole: true})
+	_, err = ac.SetFault(ctx, sick, "ec2", localaws.Fault{Blackhole: true})
 	require.ErrorContains(t, err, "unknown service")
 	_, err = ac.SetFault(ctx, sick, "", localaws.Fault{})
 	require.ErrorContains(t, err, "nothing to inject")

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envdr/envdr/localaws/admin"
 	"github.com/envdr/envdr/localaws/iam"
 )
 
@@ -182,6 +183,14 @@ func (s *S3) stripe(bucket, key string) int {
 }
 
 // lockKey serializes the writes of one object (the backend's write and the stand-in's record).
+// getBucket is a bucket's record, nil when there is none. The record stays valid (if detached)
+// should the bucket be deleted meanwhile.
+func (s *S3) getBucket(name string) *s3Bucket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buckets[name]
+}
+
 func (s *S3) lockKey(bucket, key string) func() {
 	m := &s.stripes[s.stripe(bucket, key)]
 	m.Lock()
@@ -427,13 +436,18 @@ func validBucketName(b string) bool {
 }
 
 func (s *S3) versioning(w http.ResponseWriter, r *http.Request, bucket string) {
+	bk := s.getBucket(bucket)
+	if bk == nil {
+		writeS3Error(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", [2]string{"BucketName", bucket})
+		return
+	}
 	type conf struct {
 		XMLName xml.Name `xml:"http://s3.amazonaws.com/doc/2006-03-01/ VersioningConfiguration"`
 		Status  string   `xml:"Status,omitempty"`
 	}
 	if r.Method == http.MethodGet {
 		s.mu.Lock()
-		st := s.buckets[bucket].versioning
+		st := bk.versioning
 		s.mu.Unlock()
 		s.writeXML(w, r, conf{Status: st})
 		return
@@ -444,7 +458,7 @@ func (s *S3) versioning(w http.ResponseWriter, r *http.Request, bucket string) {
 		return
 	}
 	s.mu.Lock()
-	b := s.buckets[bucket]
+	b := bk
 	if c.Status == "Suspended" && b.replication != nil {
 		s.mu.Unlock()
 		writeS3Error(w, r, http.StatusBadRequest, "InvalidBucketState", "A replication configuration is present on this bucket, so the versioning state cannot be changed.")
@@ -858,18 +872,8 @@ func (s *S3) deleteBucket(ctx context.Context, bucket string) error {
 	return nil
 }
 
-// S3Status is what GET /s3 of the admin endpoint reports.
-type S3Status struct {
-	// Buckets maps each bucket to its region.
-	Buckets map[string]string `json:"buckets"`
-	// Replication is every direction's counters.
-	Replication []S3ReplicationStats `json:"replication"`
-	// Notifications are the event messages sent to each region's queues, the batches that
-	// failed (and were retried), and those waiting.
-	NotificationsSent    map[string]int64 `json:"notifications_sent"`
-	NotificationsFailed  map[string]int64 `json:"notifications_failed"`
-	NotificationsPending map[string]int   `json:"notifications_pending"`
-}
+// S3Status is what GET /s3 of the admin endpoint reports (the admin wire type).
+type S3Status = admin.S3Status
 
 // Status reports buckets, replication and notification delivery.
 func (s *S3) Status() S3Status {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -434,4 +435,125 @@ func TestS3RenderedRoles(t *testing.T) {
 			requireDenied(t, err, "AccessDenied", role, "s3:DeleteObject", obj)
 		}
 	}
+}
+
+// TestS3ReplicationLastWriterWins: two regions write one key; every bucket converges on the
+// later write, the earlier one is discarded where it arrives late (a conflict); a version
+// replaced before its lag passed is skipped, not delivered over its successor.
+func TestS3ReplicationLastWriterWins(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	ctx := ctxT(t)
+	env.SetLag(300 * time.Millisecond)
+	put := func(region, key, body string) string {
+		out, err := env.S3As(region, iam.RoleAdmin).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.Bucket(region)), Key: aws.String(key), Body: strings.NewReader(body)})
+		require.NoError(t, err)
+		return aws.ToString(out.VersionId)
+	}
+	read := func(region, key string) (string, string) {
+		out, err := env.S3As(region, iam.RoleAdmin).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(env.Bucket(region)), Key: aws.String(key)})
+		require.NoError(t, err, "%s %s", region, key)
+		b, _ := io.ReadAll(out.Body)
+		out.Body.Close()
+		return string(b), aws.ToString(out.VersionId)
+	}
+
+	put("us-east-1", "k", "first")
+	time.Sleep(20 * time.Millisecond)
+	second := put("eu-west-1", "k", "second")
+	put("us-east-1", "twice", "v1")
+	v2 := put("us-east-1", "twice", "v2")
+	env.Settle()
+	for _, r := range env.Regions {
+		body, ver := read(r, "k")
+		require.Equal(t, "second", body, r)
+		require.Equal(t, second, ver, r)
+		if r != "us-east-1" {
+			body, ver = read(r, "twice")
+			require.Equal(t, "v2", body, r)
+			require.Equal(t, v2, ver, r)
+		}
+	}
+	var conflicts, superseded int64
+	for _, st := range env.Stack.S3().ReplicationStats() {
+		conflicts += st.Conflicts
+		superseded += st.Superseded
+	}
+	require.Positive(t, conflicts, "us-east-1's older write reached eu-west-1 after eu-west-1's own")
+	require.Equal(t, int64(2), superseded, "v1 of twice, once per destination")
+}
+
+// TestS3ReplicationJitterPerObject: with jitter each object leaves on its own, so a replica
+// shows some of a batch before the rest; the seeded schedule is the global tables'.
+func TestS3ReplicationJitterPerObject(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true, Jitter: 1500 * time.Millisecond, Seed: 7})
+	ctx := ctxT(t)
+	env.SetLag(100 * time.Millisecond)
+	src := env.S3As("us-east-1", iam.RoleAdmin)
+	const n = 20
+	for i := range n {
+		_, err := src.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.Bucket("us-east-1")), Key: aws.String(fmt.Sprintf("batch/%02d", i)), Body: strings.NewReader("x")})
+		require.NoError(t, err)
+	}
+	dst := env.S3As("eu-west-1", iam.RoleAdmin)
+	partial := false
+	require.Eventually(t, func() bool {
+		out, err := dst.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(env.Bucket("eu-west-1")), Prefix: aws.String("batch/")})
+		require.NoError(t, err)
+		k := len(out.Contents)
+		partial = partial || (k > 0 && k < n)
+		return k == n
+	}, 15*time.Second, 20*time.Millisecond)
+	require.True(t, partial, "objects arrived one by one, not all at once")
+	env.Settle() // the last copy may be listed before it is counted
+	for _, st := range env.Stack.S3().ReplicationStats() {
+		if st.From == "us-east-1" && st.To == "eu-west-1" {
+			require.Equal(t, int64(n), st.Replicated)
+			require.GreaterOrEqual(t, st.MaxLatencyMs, 100.0)
+			require.LessOrEqual(t, st.MaxLatencyMs, 1600.0+2000, "lag plus at most the jitter (and a loaded machine's slack)")
+		}
+	}
+}
+
+// TestS3NotificationConfiguration: filters choose the events, a queue of another region or one
+// that does not exist is refused, and the configuration reads back.
+func TestS3NotificationConfiguration(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	ctx := ctxT(t)
+	const region = "ap-southeast-2"
+	bucket := env.Bucket(region)
+	c := env.S3As(region, iam.RoleAdmin)
+	q, _ := env.Queues(region)
+	arn := localaws.QueueARN(region, q)
+	receiveEvents(t, env, region, 1, 10*time.Second) // provisioning's test event
+
+	set := func(queueARN string, filter *s3types.NotificationConfigurationFilter) error {
+		_, err := c.PutBucketNotificationConfiguration(ctx, &s3.PutBucketNotificationConfigurationInput{Bucket: aws.String(bucket),
+			NotificationConfiguration: &s3types.NotificationConfiguration{QueueConfigurations: []s3types.QueueConfiguration{{
+				Id: aws.String("only-envdr"), QueueArn: aws.String(queueARN), Events: []s3types.Event{"s3:ObjectCreated:Put"}, Filter: filter}}}})
+		return err
+	}
+	otherQ, _ := env.Queues("us-east-1")
+	requireCode(t, set(localaws.QueueARN("us-east-1", otherQ), nil), "InvalidArgument")
+	requireCode(t, set(strings.Replace(arn, "envdr-events", "no-such-queue", 1), nil), "InvalidArgument")
+	require.NoError(t, set(arn, &s3types.NotificationConfigurationFilter{Key: &s3types.S3KeyFilter{FilterRules: []s3types.FilterRule{
+		{Name: s3types.FilterRuleNamePrefix, Value: aws.String("in/")}, {Name: s3types.FilterRuleNameSuffix, Value: aws.String(".envdr")}}}}))
+	got, err := c.GetBucketNotificationConfiguration(ctx, &s3.GetBucketNotificationConfigurationInput{Bucket: aws.String(bucket)})
+	require.NoError(t, err)
+	require.Len(t, got.QueueConfigurations, 1)
+	require.Equal(t, arn, aws.ToString(got.QueueConfigurations[0].QueueArn))
+
+	for _, k := range []string{"in/a.envdr", "out/b.envdr", "in/c.txt"} {
+		_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(k), Body: strings.NewReader(k)})
+		require.NoError(t, err)
+	}
+	_, err = c.CopyObject(ctx, &s3.CopyObjectInput{Bucket: aws.String(bucket), Key: aws.String("in/d.envdr"), CopySource: aws.String(bucket + "/in/a.envdr")})
+	require.NoError(t, err) // ObjectCreated:Copy: not configured
+	evs := receiveEvents(t, env, region, 3, 3*time.Second)
+	require.Len(t, evs, 2, "the new configuration's test event and in/a.envdr's Put")
+	require.Equal(t, "s3:TestEvent", evs[0].Event)
+	require.Equal(t, "in/a.envdr", evs[1].Records[0].S3.Object.Key)
+	require.Equal(t, "only-envdr", evs[1].Records[0].S3.ConfigurationID)
 }

@@ -89,9 +89,14 @@ func (q s3QueueConfig) matches(event, key string) bool {
 
 // notification serves Get/PutBucketNotificationConfiguration.
 func (s *S3) notification(w http.ResponseWriter, r *http.Request, bucket string) {
+	bk := s.getBucket(bucket)
+	if bk == nil {
+		writeS3Error(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", [2]string{"BucketName", bucket})
+		return
+	}
 	if r.Method == http.MethodGet {
 		s.mu.Lock()
-		c := s.buckets[bucket].notification
+		c := bk.notification
 		s.mu.Unlock()
 		if c == nil {
 			c = &s3NotificationConfig{}
@@ -148,9 +153,9 @@ func (s *S3) notification(w http.ResponseWriter, r *http.Request, bucket string)
 	}
 	s.mu.Lock()
 	if len(c.Queues) == 0 {
-		s.buckets[bucket].notification = nil
+		bk.notification = nil
 	} else {
-		s.buckets[bucket].notification = &c
+		bk.notification = &c
 	}
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
@@ -232,6 +237,9 @@ func newS3Notifier(backend *url.URL, regions []string, isUp func(string) bool) *
 		// Signed for the queue's region: fauxqs keeps each region's queues apart by it.
 		n.clients[r] = sqs.NewFromConfig(AWSConfig(r, config.Endpoints{SQS: n.backend}, AccessKey, SecretKey))
 		n.wake[r] = make(chan struct{}, 1)
+	}
+	// The maps are complete before any worker reads them.
+	for _, r := range regions {
 		n.wg.Add(1)
 		go n.run(r)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/envdr/envdr/localaws/admin"
 )
 
 // S3 Cross-Region Replication, as S3 runs it
@@ -85,10 +87,15 @@ func (b *s3Bucket) destinations(key string) []string {
 
 // replication serves Get/Put/DeleteBucketReplication.
 func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) {
+	bk := s.getBucket(bucket)
+	if bk == nil {
+		writeS3Error(w, r, http.StatusNotFound, "NoSuchBucket", "The specified bucket does not exist", [2]string{"BucketName", bucket})
+		return
+	}
 	switch r.Method {
 	case http.MethodGet:
 		s.mu.Lock()
-		raw := s.buckets[bucket].replXML
+		raw := bk.replXML
 		s.mu.Unlock()
 		if raw == nil {
 			writeS3Error(w, r, http.StatusNotFound, "ReplicationConfigurationNotFoundError", "The replication configuration was not found", [2]string{"BucketName", bucket})
@@ -100,7 +107,7 @@ func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) 
 		return
 	case http.MethodDelete:
 		s.mu.Lock()
-		s.buckets[bucket].replication, s.buckets[bucket].replXML = nil, nil
+		bk.replication, bk.replXML = nil, nil
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -113,7 +120,7 @@ func (s *S3) replication(w http.ResponseWriter, r *http.Request, bucket string) 
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	src := s.buckets[bucket]
+	src := bk
 	if src.versioning != "Enabled" {
 		writeS3Error(w, r, http.StatusBadRequest, "InvalidRequest", "Versioning must be 'Enabled' on the bucket to apply a replication configuration")
 		return
@@ -348,21 +355,8 @@ func (rp *s3Replicator) done(p *s3Pair, c s3Change, conflict, superseded bool) {
 	s.mu.Unlock()
 }
 
-// S3ReplicationStats are one S3 replication direction's counters.
-type S3ReplicationStats struct {
-	From string `json:"from"`
-	To   string `json:"to"`
-	// Replicated counts versions copied to To; Conflicts those discarded because To held a
-	// newer version; Superseded those skipped because the source had replaced them already.
-	Replicated int64 `json:"replicated"`
-	Conflicts  int64 `json:"conflicts"`
-	Superseded int64 `json:"superseded"`
-	// Pending versions wait for their lag or for a region to come back.
-	Pending int `json:"pending"`
-	// Latency from the write to the replica's arrival, last and largest, in milliseconds.
-	LastLatencyMs float64 `json:"replication_latency_last_ms"`
-	MaxLatencyMs  float64 `json:"replication_latency_max_ms"`
-}
+// S3ReplicationStats are one S3 replication direction's counters (the admin wire type).
+type S3ReplicationStats = admin.S3PairStats
 
 // ReplicationStats reports every direction, ordered by from and to.
 func (s *S3) ReplicationStats() []S3ReplicationStats {

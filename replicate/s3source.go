@@ -29,7 +29,7 @@ const (
 // event its object's header makes. The message's verdict is the worst of its records' (S3 sends
 // one record per message; a batch of several is retried or dead-lettered as a whole, which is
 // harmless, as replicating is idempotent).
-func (p *Pipeline) handleS3(ctx context.Context, n *envelope.S3Notification, perr error) Result {
+func (p *Pipeline) handleS3(ctx context.Context, n *envelope.S3Notification, perr error, again bool) Result {
 	res := Result{Regions: map[string]string{}}
 	if perr != nil {
 		var ee *envelope.EventError
@@ -51,7 +51,7 @@ func (p *Pipeline) handleS3(ctx context.Context, n *envelope.S3Notification, per
 			continue
 		}
 		created++
-		r := p.handleS3Object(ctx, rec)
+		r := p.handleS3Object(ctx, rec, again)
 		for k, v := range r.Regions {
 			res.Regions[k] = v
 		}
@@ -77,7 +77,7 @@ func worse(a, b Verdict) bool {
 }
 
 // handleS3Object replicates one created object: header, event, then the usual phases.
-func (p *Pipeline) handleS3Object(ctx context.Context, o *envelope.S3ObjectEvent) Result {
+func (p *Pipeline) handleS3Object(ctx context.Context, o *envelope.S3ObjectEvent, again bool) Result {
 	res := Result{Regions: map[string]string{}}
 	ev, err := p.s3Event(ctx, o)
 	if err != nil {
@@ -92,7 +92,7 @@ func (p *Pipeline) handleS3Object(ctx context.Context, o *envelope.S3ObjectEvent
 	res.EnvelopeID = ev.ID
 	p.log.Debug("S3 object: envelope header read", zap.String("uri", o.URI()), zap.String("record", ev.ID),
 		zap.String("source_region", ev.SourceRegion), zap.String("key_arn", ev.KeyARN))
-	err = p.process(ctx, ev, &res)
+	err = p.process(ctx, ev, &res, again)
 	p.verdict(err, &res)
 	return res
 }

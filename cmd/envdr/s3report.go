@@ -55,6 +55,11 @@ func checkReportTarget(ctx context.Context, cfg *config.Config, report string, f
 	md, html, js := recovery.ReportPaths(u.Key)
 	for _, k := range []string{md, html, js} {
 		exists, err := r.Exists(ctx, u.Bucket, k)
+		if err != nil && regions.IsAccessDenied(err) {
+			// A role that may only write reports cannot look (S3 answers 403 without
+			// s3:ListBucket); the conditional PUTs still refuse an existing report on S3.
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("--report %s: %w", report, err)
 		}

@@ -557,3 +557,46 @@ func TestS3NotificationConfiguration(t *testing.T) {
 	require.Equal(t, "in/a.envdr", evs[1].Records[0].S3.Object.Key)
 	require.Equal(t, "only-envdr", evs[1].Records[0].S3.ConfigurationID)
 }
+
+// TestS3ConditionalWrites: If-None-Match: * refuses an existing key (PutObject and
+// CompleteMultipartUpload), If-Match writes only over the ETag named, as S3's conditional writes.
+func TestS3ConditionalWrites(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	ctx := ctxT(t)
+	bucket := env.Bucket("us-east-1")
+	c := env.S3As("us-east-1", iam.RoleProducer)
+	put := func(key, body string, opt func(*s3.PutObjectInput)) (*s3.PutObjectOutput, error) {
+		in := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(body)}
+		if opt != nil {
+			opt(in)
+		}
+		return c.PutObject(ctx, in)
+	}
+	first, err := put("once", "first", func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+	require.NoError(t, err)
+	_, err = put("once", "second", func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+	requireCode(t, err, "PreconditionFailed")
+
+	_, err = put("once", "third", func(in *s3.PutObjectInput) { in.IfMatch = aws.String(`"not-the-etag"`) })
+	requireCode(t, err, "PreconditionFailed")
+	_, err = put("once", "third", func(in *s3.PutObjectInput) { in.IfMatch = first.ETag })
+	require.NoError(t, err)
+	_, err = put("missing", "x", func(in *s3.PutObjectInput) { in.IfMatch = first.ETag })
+	requireCode(t, err, "NoSuchKey")
+
+	mp, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("once")})
+	require.NoError(t, err)
+	up, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String("once"), UploadId: mp.UploadId, PartNumber: aws.Int32(1), Body: strings.NewReader("mp")})
+	require.NoError(t, err)
+	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("once"), UploadId: mp.UploadId,
+		IfNoneMatch:     aws.String("*"),
+		MultipartUpload: &s3types.CompletedMultipartUpload{Parts: []s3types.CompletedPart{{ETag: up.ETag, PartNumber: aws.Int32(1)}}}})
+	requireCode(t, err, "PreconditionFailed")
+
+	got, err := env.S3As("us-east-1", iam.RoleAdmin).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("once")})
+	require.NoError(t, err)
+	b, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	require.Equal(t, "third", string(b), "only the unconditional-enough writes landed")
+}

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/localaws/admin"

@@ -135,6 +135,16 @@ func helmRows(t *testing.T) []row {
 		out = append(out, row{Workload: where + " KEDA ScaledObject (identityOwner: workload)", Identity: roleOfServiceAccount(r, r.deploy.Spec.Template.Spec.ServiceAccountName),
 			Args: []string{"sqs:GetQueueAttributes", str(field(trig, "metadata", "queueURL"))}})
 	}
+	// The sharded scans' shard pods (scan.enabled; the merge Job reads files only), verify and
+	// drill, run here as their first shard.
+	for _, scan := range []map[string]any{{"enabled": true}, {"enabled": true, "command": "drill", "lose": "eu-west-1"}} {
+		files, err := render(t, nil, map[string]any{"scan": scan})
+		require.NoError(t, err)
+		r := decode(t, files)
+		require.Len(t, r.jobs, 2)
+		ps := r.jobs[0].Spec.Template.Spec
+		out = append(out, row{Workload: "helm us-east-1 Indexed Job " + r.jobs[0].Name, Identity: roleOfServiceAccount(r, ps.ServiceAccountName), Args: ps.Containers[0].Args})
+	}
 	return out
 }
 
@@ -422,7 +432,8 @@ type fixture struct {
 func (f *fixture) concrete(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
-		a := args[i]
+		// An Indexed Job's pod: the first shard.
+		a := strings.ReplaceAll(args[i], "$(JOB_COMPLETION_INDEX)", "0")
 		switch {
 		case a == "/etc/envdr/envdr.yaml" || a == "envdr.yaml":
 			a = f.env.ConfigPath

@@ -480,7 +480,11 @@ func TestS3ReplicationLastWriterWins(t *testing.T) {
 		superseded += st.Superseded
 	}
 	require.Positive(t, conflicts, "us-east-1's older write reached eu-west-1 after eu-west-1's own")
-	require.Equal(t, int64(2), superseded, "v1 of twice, once per destination")
+	// v1 of "twice" is replaced at once, so it is skipped for both destinations. Under load,
+	// us-east-1's "first" may also still be queued for ap-southeast-2 when eu-west-1's "second"
+	// lands in us-east-1's bucket: skipped as superseded too (the source changed), not a bug.
+	require.GreaterOrEqual(t, superseded, int64(2), "v1 of twice, once per destination")
+	require.LessOrEqual(t, superseded, int64(3), "at most \"first\" for one more destination")
 }
 
 // TestS3ReplicationJitterPerObject: with jitter each object leaves on its own, so a replica

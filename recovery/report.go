@@ -52,6 +52,7 @@ var funcs = map[string]any{
 		}
 		return "FAILED"
 	},
+	"charts": drillCharts,
 	"files": func(fs []FileResult) (ok int) {
 		for _, f := range fs {
 			if f.OK {

@@ -630,9 +630,11 @@ func (g *gameday) settle(e *gdEnvelope) {
 	if e.protected.IsZero() {
 		if t, last, ok := g.policyMet(e); ok {
 			e.protected = t
-			miss, ok := e.lastMiss[last]
-			if !ok || miss.Before(e.sealedAt) {
-				miss = e.sealedAt
+			// The true moment lies after the last check that missed, after the seal, and, in
+			// the lost region, after its return: it could not open there while it was down.
+			miss := maxTime(e.lastMiss[last], e.sealedAt)
+			if last == g.o.Lose && !g.rep.RestoredAt.IsZero() && t.After(g.rep.RestoredAt.Local()) {
+				miss = maxTime(miss, g.rep.RestoredAt)
 			}
 			e.gap = t.Sub(miss)
 		}

@@ -27,7 +27,7 @@ func (c envControl) Down(_ context.Context, r string) error { return c.env.Stack
 func (c envControl) Up(_ context.Context, r string) error   { return c.env.Stack.Up(r) }
 
 // startDaemons runs `envdr run --region R` in process for every region.
-func (f *fixture) startDaemons(t *testing.T) {
+func (f *fixture) startDaemons(t testing.TB) {
 	t.Helper()
 	for _, r := range f.env.Regions {
 		replicatetest.StartDaemon(t, context.Background(), f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{

@@ -175,6 +175,8 @@ func fmtSecs(v float64) string {
 type plotArea struct {
 	left, top, right, bottom float64
 	x, y                     scale
+	// labelY, when set, places the markers' labels (by row) instead of inside the plot's top.
+	labelY func(row int) float64
 }
 
 func newPlot(s *svgDoc, left, top, right, bottom, xmax, ymax float64) *plotArea {
@@ -222,5 +224,9 @@ func (p *plotArea) marker(s *svgDoc, x float64, stroke, label string, row int) {
 	if xx > s.w-p.right-160 {
 		anchor, dx = "end", -4
 	}
-	s.text(xx+dx, p.top+28+14*float64(row), anchor, stroke, true, label)
+	y := p.top + 28 + 14*float64(row)
+	if p.labelY != nil {
+		y = p.labelY(row)
+	}
+	s.text(xx+dx, y, anchor, stroke, true, label)
 }

@@ -18,9 +18,9 @@ func drillCharts(r *DrillReport) DrillCharts {
 // drillTimeline: the drill's phases on one time axis, with the RTO (the surviving regions
 // opening everything) bracketed and the recovery point's age beside it.
 func drillTimeline(r *DrillReport) htmltemplate.HTML {
-	s := newSVG(chartWidth, 170, "Drill timeline: scan and decrypt, files opened, and the RTO")
+	s := newSVG(chartWidth, 190, "Drill timeline: scan and decrypt, files opened, and the RTO")
 	total := math.Max(r.DurationSeconds, r.RTOSeconds)
-	p := newPlot(s, 150, 50, 20, 50, math.Max(total, 0.001), 1)
+	p := newPlot(s, 150, 50, 20, 70, math.Max(total, 0.001), 1)
 	y := p.top + 10
 	scan, open := r.Timings.ScanSeconds, r.Timings.OpenSeconds
 	s.text(p.left-8, y+16, "end", colInk, false, "drill")
@@ -44,7 +44,7 @@ func drillTimeline(r *DrillReport) htmltemplate.HTML {
 	} else {
 		s.text(p.x.at(r.RTOSeconds)+8, by+4, "start", colPurple, true, label)
 	}
-	s.legend(p.left, 170-8, [2]string{colBlue, "scan and decrypt"}, [2]string{colPurple, "envelope files opened"}, [2]string{colGrid, "setup and report"})
+	s.legend(p.left, 190-8, [2]string{colBlue, "scan and decrypt"}, [2]string{colPurple, "envelope files opened"}, [2]string{colGrid, "setup and report"})
 	return s.html()
 }
 
@@ -61,7 +61,7 @@ func drillOutcomes(r *DrillReport) htmltemplate.HTML {
 		s.text(p.left-8, y+16, "end", colInk, m.Lost, m.Region)
 		if m.Lost {
 			s.rect(p.x.at(0), y, p.x.at(float64(m.WrapsHeld))-p.x.at(0), 22, colMuted, fmt.Sprintf("%s (lost): %d wraps went with it, not contacted", m.Region, m.WrapsHeld))
-			s.text(p.x.at(float64(m.WrapsHeld))+6, y+16, "start", colMuted, false, "lost: not contacted")
+			s.text(p.x.at(0)+6, y+16, "start", "#fff", true, fmt.Sprintf("lost: %d wraps went with it, not contacted", m.WrapsHeld))
 			continue
 		}
 		x := 0.0
@@ -103,7 +103,12 @@ func drillLatency(r *DrillReport) htmltemplate.HTML {
 		s.text(p.left-8, y+18, "end", colInk, false, m.Region)
 		s.rect(p.x.at(0), y, p.x.at(m.MeanMillis)-p.x.at(0), 13, colBlue, fmt.Sprintf("%s: mean %.1f ms over %d calls", m.Region, m.MeanMillis, m.Calls))
 		s.rect(p.x.at(0), y+15, p.x.at(m.MaxMillis)-p.x.at(0), 13, colWarn, fmt.Sprintf("%s: max %.1f ms", m.Region, m.MaxMillis))
-		s.text(p.x.at(m.MaxMillis)+6, y+26, "start", colMuted, false, fmt.Sprintf("%.1f ms mean · %.1f ms max · %d calls", m.MeanMillis, m.MaxMillis, m.Calls))
+		label := fmt.Sprintf("%.1f ms mean · %.1f ms max · %d calls", m.MeanMillis, m.MaxMillis, m.Calls)
+		if x := p.x.at(m.MaxMillis); x+300 < chartWidth-p.right {
+			s.text(x+6, y+26, "start", colMuted, false, label)
+		} else {
+			s.text(x-6, y+26, "end", "#fff", true, label) // no room after the bar: inside it
+		}
 	}
 	// The axis is in milliseconds: label it so (fmtSecs would say seconds).
 	for _, v := range niceTicks(p.x.d1, 10) {

@@ -34,8 +34,10 @@ func (r *GamedayReport) lossWindow() (float64, float64) {
 // make the figures: the loss, new envelopes protected again (RTO), the return, caught up.
 func gamedayTimeline(r *GamedayReport) htmltemplate.HTML {
 	lanes := len(r.Matrix) + 1
-	s := newSVG(chartWidth, 110+float64(lanes)*34, "Timeline of the game day: regions up and lost, sealing, RTO and catch-up")
-	p := newPlot(s, 130, 62, 20, 40, r.span(), 1)
+	s := newSVG(chartWidth, 140+float64(lanes)*34, "Timeline of the game day: regions up and lost, sealing, RTO and catch-up")
+	p := newPlot(s, 130, 92, 20, 40, r.span(), 1)
+	// The moments' labels sit above the lanes, one row each, under the RTO bracket.
+	p.labelY = func(row int) float64 { return 48 + 14*float64(row) }
 	lost, back := r.lossWindow()
 	row := func(i int) float64 { return p.top + 8 + float64(i)*34 }
 	for i, m := range r.Matrix {
@@ -79,13 +81,13 @@ func gamedayTimeline(r *GamedayReport) htmltemplate.HTML {
 	p.marker(s, lost, colBad, "lost", 0)
 	if r.RTOSeconds >= 0 {
 		rx := lost + r.RTOSeconds
-		y := p.top - 22.0
+		y := 22.0
 		s.line(p.x.at(lost), y, p.x.at(rx), y, colPurple, 3, "")
 		s.line(p.x.at(rx), y-6, p.x.at(rx), y+6, colPurple, 2, "")
 		s.line(p.x.at(lost), y-6, p.x.at(lost), y+6, colPurple, 2, "")
 		s.text(p.x.at(rx)+6, y+4, "start", colPurple, true, fmt.Sprintf("RTO %.2f s: new envelopes open in every surviving region alone", r.RTOSeconds))
 	} else {
-		s.text(p.x.at(lost)+6, p.top-18, "start", colBad, true, "RTO not reached: no envelope sealed during the loss was protected")
+		s.text(p.x.at(lost)+6, 26, "start", colBad, true, "RTO not reached: no envelope sealed during the loss was protected")
 	}
 	if !r.RestoredAt.IsZero() {
 		p.marker(s, back, colOK, "restored", 1)
@@ -161,9 +163,10 @@ func gamedayHistogram(r *GamedayReport) htmltemplate.HTML {
 			name string
 			v    float64
 		}{{"p50", pr.P50}, {"p99", pr.P99}, {"p99.9", pr.P999}, {"p99.99", pr.P9999}} {
+			// Percentiles often share a bucket: the lines carry no label, the values are listed.
 			x := pos(q.v)
 			s.line(x, top, x, y.at(0), colPurple, 1.2, "4 3")
-			s.text(x+3, top+10+12*float64(i), "start", colPurple, false, fmt.Sprintf("%s %s", q.name, fmtSecs(q.v)))
+			s.text(left+10, top+4+14*float64(i), "start", colPurple, false, fmt.Sprintf("%s %s", q.name, fmtSecs(q.v)))
 		}
 	}
 	s.legend(left, 330-12, [2]string{colBad, "every required region (the lost one included)"}, [2]string{colBlue, "every surviving region"},

@@ -633,7 +633,7 @@ func (g *gameday) settle(e *gdEnvelope) {
 			// The true moment lies after the last check that missed, after the seal, and, in
 			// the lost region, after its return: it could not open there while it was down.
 			miss := maxTime(e.lastMiss[last], e.sealedAt)
-			if last == g.o.Lose && !g.rep.RestoredAt.IsZero() && t.After(g.rep.RestoredAt.Local()) {
+			if last == g.o.Lose && !g.rep.RestoredAt.IsZero() && t.After(g.rep.RestoredAt) {
 				miss = maxTime(miss, g.rep.RestoredAt)
 			}
 			e.gap = t.Sub(miss)

@@ -85,7 +85,12 @@ func gamedayTimeline(r *GamedayReport) htmltemplate.HTML {
 		s.line(p.x.at(lost), y, p.x.at(rx), y, colPurple, 3, "")
 		s.line(p.x.at(rx), y-6, p.x.at(rx), y+6, colPurple, 2, "")
 		s.line(p.x.at(lost), y-6, p.x.at(lost), y+6, colPurple, 2, "")
-		s.text(p.x.at(rx)+6, y+4, "start", colPurple, true, fmt.Sprintf("RTO %.2f s: new envelopes open in every surviving region alone", r.RTOSeconds))
+		label := fmt.Sprintf("RTO %.2f s: new envelopes open in every surviving region alone", r.RTOSeconds)
+		if p.x.at(rx) < chartWidth-p.right-430 {
+			s.text(p.x.at(rx)+6, y+4, "start", colPurple, true, label)
+		} else {
+			s.text(p.x.at(lost)-6, y+4, "end", colPurple, true, label) // no room after the bracket
+		}
 	} else {
 		s.text(p.x.at(lost)+6, 26, "start", colBad, true, "RTO not reached: no envelope sealed during the loss was protected")
 	}

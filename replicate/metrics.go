@@ -51,8 +51,10 @@ type Metrics struct {
 	// Protection is the decryptability RPO per envelope: the time from its seal (the event's
 	// created_at) to the acknowledgement that found every required region's own replica holding
 	// its (verified) wrap, by sealing region. Observed once per envelope: by the pass that moved
-	// it from unprotected to protected in its replica (copies and redeliveries of a protected
-	// record are not; a duplicate worked at the same moment may add a second, later sample).
+	// it from unprotected to protected in its replica, or by the ack of a message whose earlier
+	// delivery left it unacked (copies of a protected record are not; a duplicate worked at the
+	// same moment, or a copy acked while this message waited for redelivery, may add a second,
+	// later sample).
 	Protection *prometheus.HistogramVec // source_region
 	// Scrub are the scrubber's metrics (envdr_scrub_*), zero while scrubbing is off.
 	Scrub     *ScrubMetrics

@@ -15,13 +15,14 @@ import (
 func init() {
 	register(func() *cobra.Command {
 		var (
-			opts             recovery.DrillOptions
-			conf, max, shard string
-			report           string
-			pushgw           string
-			asJSON           bool
-			quiet            bool
-			force            bool
+			opts      recovery.DrillOptions
+			conf, max string
+			shard     shardSpec
+			report    string
+			pushgw    string
+			asJSON    bool
+			quiet     bool
+			force     bool
 		)
 		cmd := &cobra.Command{
 			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--report PATH]",

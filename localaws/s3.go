@@ -473,6 +473,10 @@ func (s *S3) versioning(w http.ResponseWriter, r *http.Request, bucket string) {
 // succeeded, records the new version, queues its replication and sends its notifications.
 func (s *S3) write(w http.ResponseWriter, r *http.Request, region string, op s3Op, bucket, key string) {
 	unlock := s.lockKey(bucket, key)
+	if !s.preconditions(w, r, op, bucket, key) {
+		unlock()
+		return
+	}
 	if op.name == "CompleteMultipartUpload" {
 		// Go's encoding/xml (the Go SDK) writes the ETags' quotes as &#34;, which fauxqs
 		// does not decode (it knows &quot;): the same XML, spelled as fauxqs reads it.
@@ -503,6 +507,42 @@ func (s *S3) write(w http.ResponseWriter, r *http.Request, region string, op s3O
 		rec.Header().Set("X-Amz-Version-Id", o.Version)
 	}
 	copyRecorded(w, rec)
+}
+
+// preconditions applies S3's conditional writes, which fauxqs ignores: PutObject and
+// CompleteMultipartUpload with If-None-Match: * write only a key that does not exist, with
+// If-Match only over the current object of that ETag; else 412 PreconditionFailed (If-Match on a
+// missing key: 404 NoSuchKey)
+// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html). The key's
+// lock is held, so two conditional writes of one key cannot both succeed. false: answered.
+func (s *S3) preconditions(w http.ResponseWriter, r *http.Request, op s3Op, bucket, key string) bool {
+	if op.name != "PutObject" && op.name != "CompleteMultipartUpload" {
+		return true
+	}
+	cur, exists := s.Object(bucket, key)
+	failed := func(cond string) bool {
+		writeS3Error(w, r, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", [2]string{"Condition", cond})
+		return false
+	}
+	if v := r.Header.Get("If-None-Match"); v != "" {
+		if v != "*" {
+			writeS3Error(w, r, http.StatusNotImplemented, "NotImplemented", "A header you provided implies functionality that is not implemented", [2]string{"Header", "If-None-Match"})
+			return false
+		}
+		if exists {
+			return failed("If-None-Match")
+		}
+	}
+	if v := r.Header.Get("If-Match"); v != "" {
+		if !exists {
+			writeS3Error(w, r, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.", [2]string{"Key", key})
+			return false
+		}
+		if strings.Trim(v, `"`) != strings.Trim(cur.ETag, `"`) {
+			return failed("If-Match")
+		}
+	}
+	return true
 }
 
 // s3Principal is the principal ID S3 names in events: AWS:ROLE-ID:SESSION for an assumed role.

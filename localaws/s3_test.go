@@ -480,7 +480,11 @@ func TestS3ReplicationLastWriterWins(t *testing.T) {
 		superseded += st.Superseded
 	}
 	require.Positive(t, conflicts, "us-east-1's older write reached eu-west-1 after eu-west-1's own")
-	require.Equal(t, int64(2), superseded, "v1 of twice, once per destination")
+	// v1 of "twice" is replaced at once, so it is skipped for both destinations. Under load,
+	// us-east-1's "first" may also still be queued for ap-southeast-2 when eu-west-1's "second"
+	// lands in us-east-1's bucket: skipped as superseded too (the source changed), not a bug.
+	require.GreaterOrEqual(t, superseded, int64(2), "v1 of twice, once per destination")
+	require.LessOrEqual(t, superseded, int64(3), "at most \"first\" for one more destination")
 }
 
 // TestS3ReplicationJitterPerObject: with jitter each object leaves on its own, so a replica
@@ -556,4 +560,47 @@ func TestS3NotificationConfiguration(t *testing.T) {
 	require.Equal(t, "s3:TestEvent", evs[0].Event)
 	require.Equal(t, "in/a.envdr", evs[1].Records[0].S3.Object.Key)
 	require.Equal(t, "only-envdr", evs[1].Records[0].S3.ConfigurationID)
+}
+
+// TestS3ConditionalWrites: If-None-Match: * refuses an existing key (PutObject and
+// CompleteMultipartUpload), If-Match writes only over the ETag named, as S3's conditional writes.
+func TestS3ConditionalWrites(t *testing.T) {
+	t.Parallel()
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	ctx := ctxT(t)
+	bucket := env.Bucket("us-east-1")
+	c := env.S3As("us-east-1", iam.RoleProducer)
+	put := func(key, body string, opt func(*s3.PutObjectInput)) (*s3.PutObjectOutput, error) {
+		in := &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(body)}
+		if opt != nil {
+			opt(in)
+		}
+		return c.PutObject(ctx, in)
+	}
+	first, err := put("once", "first", func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+	require.NoError(t, err)
+	_, err = put("once", "second", func(in *s3.PutObjectInput) { in.IfNoneMatch = aws.String("*") })
+	requireCode(t, err, "PreconditionFailed")
+
+	_, err = put("once", "third", func(in *s3.PutObjectInput) { in.IfMatch = aws.String(`"not-the-etag"`) })
+	requireCode(t, err, "PreconditionFailed")
+	_, err = put("once", "third", func(in *s3.PutObjectInput) { in.IfMatch = first.ETag })
+	require.NoError(t, err)
+	_, err = put("missing", "x", func(in *s3.PutObjectInput) { in.IfMatch = first.ETag })
+	requireCode(t, err, "NoSuchKey")
+
+	mp, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("once")})
+	require.NoError(t, err)
+	up, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String("once"), UploadId: mp.UploadId, PartNumber: aws.Int32(1), Body: strings.NewReader("mp")})
+	require.NoError(t, err)
+	_, err = c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String("once"), UploadId: mp.UploadId,
+		IfNoneMatch:     aws.String("*"),
+		MultipartUpload: &s3types.CompletedMultipartUpload{Parts: []s3types.CompletedPart{{ETag: up.ETag, PartNumber: aws.Int32(1)}}}})
+	requireCode(t, err, "PreconditionFailed")
+
+	got, err := env.S3As("us-east-1", iam.RoleAdmin).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String("once")})
+	require.NoError(t, err)
+	b, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	require.Equal(t, "third", string(b), "only the unconditional-enough writes landed")
 }

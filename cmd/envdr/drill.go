@@ -174,7 +174,7 @@ type verifyReportResult struct {
 	File     string `json:"file"`
 	DigestOK bool   `json:"digest_ok"`
 	SHA256   string `json:"sha256,omitempty"`
-	Kind     string `json:"kind,omitempty"` // "drill" or "verify"
+	Kind     string `json:"kind,omitempty"` // "drill", "verify" or "gameday"
 	Lost     string `json:"lost,omitempty"`
 	// Passed is the verdict the report carries (its checks), not the digest's.
 	Passed    bool   `json:"passed"`
@@ -188,9 +188,9 @@ func verifyReportCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify-report FILE.json",
-		Short: "Check a drill or verify report's SHA-256 digest: was the JSON changed after envdr wrote it?",
-		Long: `verify-report recomputes the SHA-256 digest of a drill or verify report's JSON (drill --report,
-verify --report, or envdr report merge of either; the file with its own
+		Short: "Check a drill, verify or game day report's SHA-256 digest: was the JSON changed after envdr wrote it?",
+		Long: `verify-report recomputes the SHA-256 digest of a drill, verify or game day report's JSON (drill
+--report, verify --report, gameday --report, or envdr report merge; the file with its own
 "sha256" value left empty) and compares it with the digest the file carries. A single changed
 byte anywhere fails. The digest proves integrity, not origin: anyone who can run envdr can write
 a report with a matching digest, so keep reports where they cannot be rewritten (an S3 bucket
@@ -200,13 +200,29 @@ with Object Lock, for example).
 "envdr_version", "caller", "error"} (docs/OUTPUT.md), also when the digest does not match.
 
 Exit status: 0 the digest matches (the verdict and digest are printed), 1 it does not, or the
-file is not a drill report of this schema, 2 bad usage.`,
+file is not a report of this schema, 2 bad usage.`,
 		Example: `  envdr drill verify-report drills/eu-west-1.json`,
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			b, err := os.ReadFile(args[0])
 			if err != nil {
 				return withCode(exitFailure, err)
+			}
+			if recovery.ReportKind(b) == recovery.GamedayReportKind {
+				gr, err := recovery.VerifyGamedayReport(b)
+				if err != nil {
+					if asJSON {
+						_ = writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], Kind: recovery.GamedayReportKind, Error: err.Error()})
+					}
+					return withCode(exitFailure, fmt.Errorf("%s: %w", args[0], err))
+				}
+				if asJSON {
+					return writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], DigestOK: true, SHA256: gr.SHA256, Kind: recovery.GamedayReportKind, Lost: gr.Lost,
+						Passed: gr.Passed, StartedAt: gr.StartedAt.Format("2006-01-02T15:04:05Z"), Envdr: gr.Envdr.Version, Caller: callerName(gr.Caller)})
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s: digest OK (sha256 %s): game day lose %s %s, %d envelopes, %s, envdr %s, caller %s\n",
+					args[0], gr.SHA256, gr.Lost, verdict(gr.Passed), gr.Sealed, gr.StartedAt.Format("2006-01-02T15:04:05Z"), gr.Envdr.Version, callerName(gr.Caller))
+				return nil
 			}
 			if recovery.ReportKind(b) == "verify" {
 				vr, err := recovery.VerifyVerifyReport(b)

@@ -100,6 +100,9 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 				kinds = append(kinds, recovery.ReportKind(b))
 			}
 			for i, k := range kinds {
+				if k == recovery.GamedayReportKind {
+					return usageError("%s is a game day report: game days are not sharded, there is nothing to merge", args[i])
+				}
 				if k != kinds[0] {
 					return usageError("%s is a %s report and %s a %s report: merge one kind at a time", args[0], kinds[0], args[i], k)
 				}

@@ -8,6 +8,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // SLOQuantiles are the figures of one set of per-envelope protection times, in seconds.
@@ -77,7 +78,8 @@ func (b HistBucket) MarshalJSON() ([]byte, error) {
 // parseProtectionHistogram reads a Prometheus text exposition and sums the histogram name over
 // every label set (source_region, daemon_region). ok is false when the family is absent.
 func parseProtectionHistogram(r io.Reader, name string) (HistogramEstimate, bool, error) {
-	var p expfmt.TextParser
+	// prometheus/common v0.66+ panics on a zero TextParser: the name validation scheme is chosen.
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		return HistogramEstimate{}, false, err

@@ -42,6 +42,10 @@ type GamedayOptions struct {
 	// until its share is sealed, so on a machine that cannot keep that rate the phases (the
 	// loss included) last longer than asked; the report has the real times.
 	Envelopes int
+	// Objects: during the loss, each envelope is put as an object in its sealing region's
+	// bucket (regions[].bucket) and not enqueued: the S3 event source of that region's daemon
+	// must protect it from the bucket's notification alone (the S3 data path).
+	Objects bool
 	// Before and During are how long sealing goes on before the loss and during it; defaults
 	// 5s and 20s.
 	Before, During time.Duration
@@ -110,6 +114,9 @@ type GamedayReport struct {
 	SealedIn     map[string]int `json:"sealed_in"`
 	SealFailures int            `json:"seal_failures"`
 	EnqueueFails int            `json:"enqueue_failures"`
+	// ObjectsDuring: envelopes sealed during the loss put in a bucket with no enqueue
+	// (GamedayOptions.Objects); a failed put counts in EnqueueFails.
+	ObjectsDuring int `json:"objects_during_loss,omitempty"`
 	// RateAsked is the sealing rate asked for; RateAchieved the rate sealed, over both phases.
 	RateAsked    float64 `json:"rate_asked"`
 	RateAchieved float64 `json:"rate_achieved"`
@@ -377,9 +384,24 @@ func (g *gameday) sealOne(ctx context.Context, during bool) {
 		g.logf("seal failed: %v", err)
 		return
 	}
-	_, qerr := replicate.Enqueue(ctx, g.topo, hdr, "", func(string) {})
+	var qerr error
+	object := false
+	if rc, _ := g.cfg.Region(hdr.HomeRegion); during && g.o.Objects && rc.Bucket != "" {
+		// No enqueue: the bucket's notification is the only event.
+		var r *regions.Region
+		if r, qerr = g.topo.Region(hdr.HomeRegion); qerr == nil {
+			key := "envdr-gameday/" + rep.StartedAt.Format("20060102T150405Z") + "/" + hdr.RecordID() + ".envdr"
+			qerr = r.Upload(ctx, rc.Bucket, key, bytes.NewReader(sealed.Bytes()), regions.UploadOptions{})
+		}
+		object = qerr == nil
+	} else {
+		_, qerr = replicate.Enqueue(ctx, g.topo, hdr, "", func(string) {})
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if object {
+		rep.ObjectsDuring++
+	}
 	if qerr != nil {
 		rep.EnqueueFails++
 		g.logf("record %s: enqueue failed: %v", hdr.RecordID(), qerr)

@@ -142,3 +142,30 @@ func TestGamedayLoseHomeRegion(t *testing.T) {
 	t.Logf("game day: sealed %d (%d during), RPO %d, RTO %.1fs, catch-up %.1fs; protection p50/p99/p99.99/max %.2f/%.2f/%.2f/%.2f s (surviving regions %.2f/%.2f/%.2f/%.2f s)",
 		rep.Sealed, rep.SealedDuring, rep.RPOEnvelopes, rep.RTOSeconds, rep.CatchUpSeconds, pr.P50, pr.P99, pr.P9999, pr.Max, ps.P50, ps.P99, ps.P9999, ps.Max)
 }
+
+// TestGamedayObjects: with --objects the envelopes sealed during the loss go to the sealing
+// region's bucket with no enqueue, and the S3 event source protects them from the notifications
+// alone: the game day passes with RPO 0.
+func TestGamedayObjects(t *testing.T) {
+	t.Parallel()
+	f := setupWith(t, localtest.Options{S3: true})
+	f.env.SetLag(time.Second)
+	f.startDaemons(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	o := recovery.GamedayOptions{
+		Lose: "us-east-1", Envelopes: 12, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
+		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions, Objects: true,
+		Log: func(s string) { t.Log(s) },
+	}
+	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), o)
+	require.NoError(t, err)
+	require.True(t, rep.Passed, "%+v", rep)
+	require.Zero(t, rep.RPOEnvelopes)
+	require.Positive(t, rep.SealedDuring)
+	require.Equal(t, rep.SealedDuring, rep.ObjectsDuring, "every envelope sealed during the loss went to a bucket, none enqueued")
+	require.Zero(t, rep.EnqueueFails)
+	for _, row := range rep.Matrix {
+		require.Equalf(t, row.Of, row.Opened, "region %s", row.Region)
+	}
+}

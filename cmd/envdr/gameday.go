@@ -121,6 +121,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 		f := cmd.Flags()
 		f.StringVar(&opts.Lose, "lose", "", "the region to lose")
 		f.Float64Var(&opts.Rate, "rate", 2, "envelopes sealed and enqueued per second")
+		f.BoolVar(&opts.Objects, "objects", false, "during the loss, put each envelope in its sealing region's bucket (regions[].bucket) instead of enqueueing it: the S3 event source must protect it")
 		f.IntVar(&opts.Envelopes, "envelopes", 0, "seal this many envelopes in all (e.g. 10000), shared by --before and --during at the rate that takes; overrides --rate")
 		f.DurationVar(&opts.Before, "before", 5*time.Second, "how long to seal before the loss")
 		f.DurationVar(&opts.During, "during", 20*time.Second, "how long to seal while the region is lost")

@@ -473,7 +473,14 @@ func TestS3OnTheStandIn(t *testing.T) {
 	bucket := env.Bucket("us-east-1")
 	plain := map[string][]byte{}
 	var files []string
-	for i := 0; i < 3; i++ {
+	perKind := 3
+	if v := os.Getenv("ENVDR_S3_DEMO_N"); v != "" { // make s3-demo: the 200 + 200, on the stand-in's S3
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "ENVDR_S3_DEMO_N")
+		perKind = n
+	}
+	started := time.Now()
+	for i := 0; i < perKind; i++ {
 		p := []byte(strings.Repeat(fmt.Sprintf("stand-in object %d. ", i), 300))
 		in := filepath.Join(dir, fmt.Sprintf("in-%d", i))
 		require.NoError(t, os.WriteFile(in, p, 0o600))
@@ -491,7 +498,9 @@ func TestS3OnTheStandIn(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("not an envelope"), 0o600))
 	s3cp(t, env, "us-east-1", bucket, filepath.Join(dir, "notes.txt"), "notes.txt")
 
-	waitQueueEmpty(t, d, 90*time.Second)
+	waitQueueEmpty(t, d, time.Duration(90+perKind)*time.Second)
+	t.Logf("stand-in S3: %d objects (%d sealed to s3://, %d put by boto3) protected from the buckets' own notifications, no --enqueue, in %.1fs",
+		2*perKind, perKind, perKind, time.Since(started).Seconds())
 	stdout, stderr, code := envdr("verify", "--output", "json")
 	require.Equal(t, exitOK, code, stderr)
 	var vr struct {
@@ -509,6 +518,7 @@ func TestS3OnTheStandIn(t *testing.T) {
 
 	env.Settle() // the tables and the buckets replicated
 	env.Down("us-east-1")
+	openStart := time.Now()
 	for k, p := range plain {
 		out := filepath.Join(dir, "opened-"+strings.ReplaceAll(k, "/", "-"))
 		_, stderr, code := envdr("open", "--region-timeout", "2s", "s3://"+bucket+"/"+k, out)
@@ -518,6 +528,7 @@ func TestS3OnTheStandIn(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, p, got, k)
 	}
+	t.Logf("stand-in S3: %d objects opened from eu-west-1's replica with us-east-1 lost in %.1fs", len(plain), time.Since(openStart).Seconds())
 	stdout, stderr, code = envdr("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--output", "json")
 	require.Equal(t, exitOK, code, "%s%s", stdout, stderr)
 	var rep recovery.DrillReport
@@ -527,4 +538,6 @@ func TestS3OnTheStandIn(t *testing.T) {
 	require.Zero(t, rep.Data.MissingObjects)
 	require.Zero(t, rep.Data.Failed)
 	require.Zero(t, rep.Isolation.LostRegionRequests)
+	t.Logf("stand-in S3: drill --lose us-east-1 --data all: %d objects recoverable, %d bytes checked, %d missing from a replica, %d not envelopes",
+		rep.Data.Recoverable, rep.Data.BytesChecked, rep.Data.MissingObjects, rep.Data.NotEnvelopes)
 }

@@ -667,23 +667,8 @@ func openFile(ctx context.Context, cfg *config.Config, checks map[string]*region
 	var reasons []string
 	for _, n := range surviving {
 		c := checks[n]
-		// The region's wrap from its own table first, then the header's own wrap where the
-		// region opens it (a bad recorded wrap falls back to it: issue 20, finding 4).
-		var wraps []*envelope.Wrap
-		rec, recErr := c.store.Get(ctx, res.ID)
-		if recErr == nil && rec.Wrap(n) != nil {
-			w := rec.Wrap(n)
-			w.Source = "record"
-			wraps = append(wraps, w)
-		}
-		if hw := HeaderWrapIn(cfg, hdr, n); hw != nil {
-			wraps = append(wraps, hw)
-		}
+		wraps, why := wrapsIn(ctx, cfg, c, hdr, res.ID, n)
 		if len(wraps) == 0 {
-			why := "no wrap for this region in its table"
-			if recErr != nil {
-				why = trimErr(recErr)
-			}
 			reasons = append(reasons, n+": "+why)
 			continue
 		}

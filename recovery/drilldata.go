@@ -323,21 +323,8 @@ func openObject(ctx context.Context, cfg *config.Config, c *regionCheck, bucket,
 		return objectResult{outcome: DataFailed, reason: fmt.Sprintf("s3://%s/%s: %v", bucket, key, err)}
 	}
 	res := objectResult{id: hdr.RecordID()}
-	var wraps []*envelope.Wrap
-	rec, recErr := c.store.Get(ctx, res.id)
-	if recErr == nil && rec.Wrap(n) != nil {
-		w := rec.Wrap(n)
-		w.Source = "record"
-		wraps = append(wraps, w)
-	}
-	if hw := HeaderWrapIn(cfg, hdr, n); hw != nil {
-		wraps = append(wraps, hw)
-	}
+	wraps, why := wrapsIn(ctx, cfg, c, hdr, res.id, n)
 	if len(wraps) == 0 {
-		why := "no wrap for this region in its table"
-		if recErr != nil {
-			why = trimErr(recErr)
-		}
 		res.outcome, res.reason = DataMissingWrap, fmt.Sprintf("record %s: %s", res.id, why)
 		return res
 	}

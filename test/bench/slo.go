@@ -313,7 +313,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		return nil, err
 	}
 	t0 := time.Now()
-	all, err := sealOnly(ctx, topo, o.N+o.Warmup)
+	all, err := sealOnly(ctx, topo, o.N+o.Warmup, "slo")
 	if err != nil {
 		return nil, err
 	}
@@ -590,8 +590,9 @@ func sleepUntil(ctx context.Context, t time.Time) error {
 	}
 }
 
-// sealOnly seals n small envelopes in the home region (GenerateDataKey), without events.
-func sealOnly(ctx context.Context, topo *regions.Topology, n int) ([]*envelope.Header, error) {
+// sealOnly seals n small envelopes in the home region (GenerateDataKey), without events, 8 at
+// a time; their IDs are "bench-RUN-NNNNN" and their context bench=bench.
+func sealOnly(ctx context.Context, topo *regions.Topology, n int, bench string) ([]*envelope.Header, error) {
 	home, err := topo.HomeRegion()
 	if err != nil {
 		return nil, err
@@ -611,9 +612,9 @@ func sealOnly(ctx context.Context, topo *regions.Topology, n int) ([]*envelope.H
 				if i >= n {
 					return nil
 				}
-				id := fmt.Sprintf("slo-%s-%05d", run, i)
+				id := fmt.Sprintf("%s-%s-%05d", bench, run, i)
 				hdr, err := envelope.Seal(gctx, io.Discard, bytes.NewReader(payload), home,
-					envelope.SealOptions{ID: id, Context: map[string]string{"bench": "slo"}, HomeRegion: home.Name})
+					envelope.SealOptions{ID: id, Context: map[string]string{"bench": bench}, HomeRegion: home.Name})
 				if err != nil {
 					return fmt.Errorf("seal %s: %w", id, err)
 				}

@@ -65,6 +65,7 @@ func (e *Event) Record() *Record {
 		SourceRegion: e.SourceRegion,
 		SourceKeyARN: e.KeyARN,
 		CreatedAt:    e.CreatedAt,
+		DataURI:      e.DataURI,
 		Regions: map[string]*RegionWrap{e.SourceRegion: {
 			KeyARN:    e.KeyARN,
 			Wrapped:   append([]byte(nil), e.WrappedDEK...),

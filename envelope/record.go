@@ -28,7 +28,12 @@ type Record struct {
 	SourceRegion string
 	SourceKeyARN string
 	CreatedAt    time.Time
-	Regions      map[string]*RegionWrap // by region name
+	// DataURI is where the envelope's data lives (the creating event's data_uri: s3://bucket/key
+	// for an object of the S3 data path), "" when unknown. Informational, not part of the
+	// record's identity (Merge keeps the first one known): the drill's data check finds objects
+	// by it that only the lost region's bucket holds.
+	DataURI string
+	Regions map[string]*RegionWrap // by region name
 }
 
 // RegionWrap is one region's state in a record.
@@ -101,6 +106,9 @@ func (r *Record) Validate() error {
 	if !validTime(r.CreatedAt, false) {
 		return &RecordError{Field: "created_at", Detail: "missing or out of range"}
 	}
+	if err := validateDataURI(r.DataURI); err != nil {
+		return &RecordError{Field: "data_uri", Detail: err.Error()}
+	}
 	if len(r.Regions) > MaxRegions {
 		return &RecordError{Field: "regions", Detail: fmt.Sprintf("%d regions, at most %d allowed", len(r.Regions), MaxRegions)}
 	}
@@ -168,6 +176,9 @@ func (r *Record) Merge(other *Record) error {
 	r.Version = max(r.Version, other.Version)
 	if r.CreatedAt.IsZero() || !other.CreatedAt.IsZero() && other.CreatedAt.Before(r.CreatedAt) {
 		r.CreatedAt = other.CreatedAt
+	}
+	if r.DataURI == "" {
+		r.DataURI = other.DataURI
 	}
 	if r.Regions == nil {
 		r.Regions = map[string]*RegionWrap{}
@@ -275,6 +286,7 @@ type recordWire struct {
 	SourceRegion string                     `json:"source_region"`
 	SourceKeyARN string                     `json:"source_key_arn"`
 	CreatedAt    string                     `json:"created_at"`
+	DataURI      string                     `json:"data_uri,omitempty"`
 	Regions      map[string]regionWireEntry `json:"regions"`
 }
 
@@ -309,6 +321,7 @@ func EncodeRecord(r *Record) ([]byte, error) {
 		SourceRegion: r.SourceRegion,
 		SourceKeyARN: r.SourceKeyARN,
 		CreatedAt:    formatTime(r.CreatedAt),
+		DataURI:      r.DataURI,
 		Regions:      make(map[string]regionWireEntry, len(r.Regions)),
 	}
 	for name, rw := range r.Regions {
@@ -350,7 +363,7 @@ func DecodeRecord(data []byte) (*Record, error) {
 	if n, ok := jsonInt(f); !ok || n != RecordFormat {
 		return nil, &RecordError{Field: "format", Detail: "unknown record format", Err: ErrUnknownVersion}
 	}
-	if err := onlyFields(m, "format", "id", "version", "context", "commitment", "source_region", "source_key_arn", "created_at", "regions"); err != nil {
+	if err := onlyFields(m, "format", "id", "version", "context", "commitment", "source_region", "source_key_arn", "created_at", "data_uri", "regions"); err != nil {
 		return nil, err
 	}
 	r := &Record{}
@@ -418,6 +431,9 @@ func DecodeRecord(data []byte) (*Record, error) {
 		return nil, err
 	}
 	if r.CreatedAt, err = tm(m, "", "created_at", true); err != nil {
+		return nil, err
+	}
+	if r.DataURI, err = str(m, "", "data_uri", false); err != nil {
 		return nil, err
 	}
 	rr, ok := m["regions"]

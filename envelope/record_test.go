@@ -54,7 +54,7 @@ func TestRecordCodec(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, `{"format":1,"id":"rec-1","version":3,"context":{"app":"billing","envdr:id":"rec-1"},`+
 		`"commitment":"sf3z0w/cNxS/QWQrqozTjC5MOhqHuay21M/lUPL48Uw=","source_region":"us-east-1",`+
-		`"source_key_arn":"`+testARN+`","created_at":"2026-11-23T13:00:00.123456789Z",`+
+		`"source_key_arn":"`+testARN+`","created_at":"2026-11-23T13:00:00.123456789Z","data_uri":"s3://bucket/key",`+
 		`"regions":{"ap-southeast-2":{"last_error":"ThrottlingException: rate exceeded","last_error_at":"2026-11-23T13:00:03.123456789Z"},`+
 		`"eu-west-1":{"key_arn":"arn:aws:kms:eu-west-1:111122223333:key/mrk-1","wrapped_dek":"d3JhcHBlZCB1bmRlciBldS13ZXN0LTE=","wrapped_at":"2026-11-23T13:00:02.123456789Z"},`+
 		`"us-east-1":{"key_arn":"`+testARN+`","wrapped_dek":"d3JhcHBlZCB1bmRlciB1cy1lYXN0LTE=","wrapped_at":"2026-11-23T13:00:00.123456789Z","verified_at":"2026-11-23T13:00:01.123456789Z"}}}`,

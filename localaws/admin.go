@@ -43,7 +43,10 @@ type KMSHooks interface {
 //	                                      set the replication lag (all pairs by default), and the
 //	                                      jitter when given: each item waits D plus up to J;
 //	                                      seed restarts the jitter's random source
+//	                                      (S3 replication takes the same lag and jitter)
 //	PUT  /replication/skew/{region}?skew=D  offset the region's write clock (last writer wins)
+//	GET  /s3                              S3: buckets by region, replication per direction
+//	                                      (replicated, conflicts, pending, latency), notifications
 //	GET  /faults                          active gray failures: {region: {service: fault}}
 //	PUT  /faults/{region}?service=S&latency=D[±J]&error_rate=P&blackhole=true
 //	                                      inject a gray failure (replaces the service's fault;
@@ -139,6 +142,7 @@ func (a *Admin) Handler() http.Handler {
 		a.KMS.SetRateLimit(region, 0)
 		writeJSON(w, map[string]any{"region": region, "rps": 0})
 	})
+	mux.HandleFunc("GET /s3", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.S3().Status()) })
 	mux.HandleFunc("GET /replication", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, a.Stack.GlobalTables().Stats()) })
 	mux.HandleFunc("PUT /replication/lag", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -5,6 +5,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/envdr/envdr/internal/config"
 )
@@ -31,6 +32,12 @@ func (e EndpointSource) GetServiceBaseEndpoint(_ context.Context, sdkID string) 
 		v = e.S3
 	}
 	return v, v != "", nil
+}
+
+// NewS3Client builds an S3 client for the stand-in: path-style requests (the stand-in's
+// endpoints are addresses, not bucket host names).
+func NewS3Client(cfg aws.Config) *s3.Client {
+	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
 }
 
 // AWSConfig is an SDK config for one region of the stand-in: its endpoints, static fake

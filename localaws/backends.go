@@ -22,7 +22,9 @@ import (
 type Backends struct {
 	SQS      string `json:"sqs"`
 	DynamoDB string `json:"dynamodb"`
-	Admin    string `json:"admin,omitempty"`
+	// S3 is fauxqs' S3 (the same server as SQS); empty in files written before S3: then SQS.
+	S3    string `json:"s3,omitempty"`
+	Admin string `json:"admin,omitempty"`
 	// PID is the serve process.
 	PID int `json:"pid,omitempty"`
 	// File is where FindBackends read these from; the serve's envdr.yaml is next to it.

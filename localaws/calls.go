@@ -16,7 +16,7 @@ type callCounter struct {
 }
 
 func (c *callCounter) middleware(region, service string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return c.middlewareOp(region, service, func(r *http.Request) string {
 		op := r.Header.Get("X-Amz-Target")
 		if i := strings.LastIndexByte(op, '.'); i >= 0 {
 			op = op[i+1:]
@@ -24,6 +24,15 @@ func (c *callCounter) middleware(region, service string, next http.Handler) http
 		if op == "" {
 			op = r.URL.Query().Get("Action")
 		}
+		return op
+	}, next)
+}
+
+// middlewareOp counts requests by the operation opOf names (S3's REST requests name theirs by
+// method, path and query).
+func (c *callCounter) middlewareOp(region, service string, opOf func(*http.Request) string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := opOf(r)
 		c.mu.Lock()
 		if c.n == nil {
 			c.n = map[string]map[string]int64{}

@@ -178,6 +178,17 @@ func writeServerError(w http.ResponseWriter, service string, unavailable bool) {
 		if unavailable {
 			status, code = http.StatusServiceUnavailable, "com.amazonaws.dynamodb.v20120810#ServiceUnavailable"
 		}
+	case ServiceS3:
+		// S3's REST errors: InternalError (500) and SlowDown (503), both retried by the SDKs
+		// (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+		code := "InternalError"
+		status := http.StatusInternalServerError
+		if unavailable {
+			code, status = "SlowDown", http.StatusServiceUnavailable
+		}
+		writeS3Error(w, &http.Request{Method: http.MethodGet}, status, code,
+			"envdr local stand-in: injected fault (envdr local fault): the service failed on its side; retry the request")
+		return
 	default: // SQS
 		code = "InternalFailure"
 		if unavailable {

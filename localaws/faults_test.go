@@ -298,16 +298,16 @@ func TestStackFaultsSDKRetryableAndScoped(t *testing.T) {
 	ctx := context.Background()
 	const sick = "ap-southeast-2"
 	require.NoError(t, s.SetFault(sick, "", Fault{ErrorRate: 1}))
-	require.Len(t, s.Faults()[sick], 3)
-	require.ErrorIs(t, s.SetFault(sick, "s3", Fault{ErrorRate: 1}), ErrBadFault)
+	require.Len(t, s.Faults()[sick], len(Services))
+	require.ErrorIs(t, s.SetFault(sick, "ec2", Fault{ErrorRate: 1}), ErrBadFault)
 	require.ErrorIs(t, s.SetFault("mars-north-1", "", Fault{ErrorRate: 1}), ErrUnknownRegion)
 	require.ErrorIs(t, s.SetFault(sick, ServiceKMS, Fault{ErrorRate: 2}), ErrBadFault)
 
 	// Down/Up keeps them.
 	require.NoError(t, s.Down(sick))
 	require.NoError(t, s.Up(sick))
-	require.Len(t, s.Faults()[sick], 3)
-	require.Len(t, s.Status()[sick].Faults, 3)
+	require.Len(t, s.Faults()[sick], len(Services))
+	require.Len(t, s.Status()[sick].Faults, len(Services))
 	require.Empty(t, s.Status()["us-east-1"].Faults)
 
 	ep, err := s.Endpoints(sick)
@@ -346,7 +346,7 @@ func TestStackFaultsSDKRetryableAndScoped(t *testing.T) {
 	resp, body, err = signedPost(t, c, ep.KMS, sick, "kms")
 	require.NoError(t, err)
 	require.Equal(t, 200, resp.StatusCode, body)
-	require.Len(t, s.Faults()[sick], 2)
+	require.Len(t, s.Faults()[sick], len(Services)-1)
 	require.NoError(t, s.ClearFaults(sick, ""))
 	require.Empty(t, s.Faults())
 }
@@ -401,7 +401,7 @@ func TestAdminFaultRoutes(t *testing.T) {
 	require.Equal(t, Fault{ErrorRate: 0.3}, s.Faults()["ap-southeast-2"][ServiceDynamoDB])
 	code, body = do(http.MethodPut, "/faults/ap-southeast-2", `{"latency": "1s", "error_rate": 0.1}`)
 	require.Equal(t, 200, code, body)
-	require.Len(t, s.Faults()["ap-southeast-2"], 3)
+	require.Len(t, s.Faults()["ap-southeast-2"], len(Services), "every service of the region: kms, sqs, dynamodb, s3")
 	require.Equal(t, Fault{Latency: time.Second, ErrorRate: 0.1}, s.Faults()["ap-southeast-2"][ServiceSQS])
 
 	for _, bad := range []struct{ path, body string }{
@@ -425,7 +425,7 @@ func TestAdminFaultRoutes(t *testing.T) {
 
 	code, _ = do(http.MethodDelete, "/faults/ap-southeast-2?service=sqs", "")
 	require.Equal(t, 200, code)
-	require.Len(t, s.Faults()["ap-southeast-2"], 2)
+	require.Len(t, s.Faults()["ap-southeast-2"], len(Services)-1)
 	code, _ = do(http.MethodDelete, "/faults", "")
 	require.Equal(t, 200, code)
 	require.Empty(t, s.Faults())

@@ -196,6 +196,23 @@ func (g *GlobalTables) SetJitter(from, to string, jitter time.Duration) error {
 	return g.setPairs(from, to, "jitter", jitter, func(p *pair) { p.jitter = jitter })
 }
 
+// Delay is how long a change written now waits to replicate from one region to another: the
+// pair's lag plus a draw of its jitter. S3 replication (s3replication.go) takes its delays here,
+// so one lag setting and one seeded schedule cover both.
+func (g *GlobalTables) Delay(from, to string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.pairs[[2]string{from, to}]
+	if p == nil {
+		return 0
+	}
+	d := p.lag
+	if p.jitter > 0 {
+		d += time.Duration(g.rng.Int64N(int64(p.jitter) + 1))
+	}
+	return d
+}
+
 // SetSeed restarts the jitter's random source from seed: the same writes, made in the same
 // order with the same lags, then get the same delays, so a simulation can replay a schedule.
 func (g *GlobalTables) SetSeed(seed uint64) {

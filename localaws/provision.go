@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -12,10 +13,13 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/envdr/envdr/internal/config"
+	"github.com/envdr/envdr/localaws/iam"
 )
 
 // Default resource names of the stand-in.
@@ -25,6 +29,14 @@ const (
 	QueueName        = "envdr-events"
 	DLQName          = "envdr-events-dlq"
 	TableName        = "envdr-records"
+	// BucketPrefix names each region's bucket: envdr-data-REGION.
+	BucketPrefix = "envdr-data-"
+	// ReplicationRole is the IAM role S3 replication assumes in the stand-in's replication
+	// configurations (the stand-in does not check its permissions).
+	ReplicationRole = "envdr-s3-replication"
+	// NotificationID is the id of the notification configuration that sends each bucket's
+	// ObjectCreated events to its region's events queue.
+	NotificationID = "envdr-events"
 	// MaxReceiveCount is the redrive policy's receive limit before an event goes to the DLQ.
 	MaxReceiveCount = 5
 )
@@ -44,6 +56,12 @@ type ProvisionOptions struct {
 	// DefaultKeyPolicies leaves the keys with KMS's default key policy (the account root,
 	// delegating everything to IAM) instead of the key policies `envdr policy render` generates.
 	DefaultKeyPolicies bool
+	// S3 provisions the data path: in every region a versioned bucket, named BucketPrefix +
+	// REGION + BucketSuffix, whose ObjectCreated events go to the region's events queue
+	// (S3 sends s3:TestEvent there when that is set up), replicating to every other region's
+	// bucket. The config then names each region's bucket.
+	S3                         bool
+	BucketPrefix, BucketSuffix string
 }
 
 // RegionKeys are the keys provisioned in one region.
@@ -73,6 +91,7 @@ func (o *ProvisionOptions) defaults() {
 	def(&o.Queue, QueueName)
 	def(&o.DLQ, DLQName)
 	def(&o.Table, TableName)
+	def(&o.BucketPrefix, BucketPrefix)
 	if len(o.Regions) == 0 {
 		o.Regions = DefaultRegions
 	}
@@ -185,6 +204,16 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 		}
 	}
 
+	buckets := map[string]string{}
+	if o.S3 {
+		for _, r := range o.Regions {
+			buckets[r] = o.BucketPrefix + r + o.BucketSuffix
+		}
+		if err := provisionBuckets(ctx, cfgs, o.Regions, buckets, queues); err != nil {
+			return nil, err
+		}
+	}
+
 	c := &config.Config{
 		HomeRegion: home,
 		QueueURL:   queues[home][0],
@@ -196,7 +225,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*Provisioned, error) {
 	for _, r := range o.Regions {
 		c.Regions = append(c.Regions, config.Region{
 			Name: r, Key: keys[r].MRK, Mode: config.ModeMRK, KMSRate: 1000, Endpoints: o.Endpoints(r),
-			QueueURL: queues[r][0], DLQURL: queues[r][1],
+			QueueURL: queues[r][0], DLQURL: queues[r][1], Bucket: buckets[r],
 		})
 	}
 	c.WithDefaults()
@@ -322,6 +351,64 @@ func provisionQueues(ctx context.Context, c *sqs.Client, queue, dlq string) (que
 	return aws.ToString(q.QueueUrl), aws.ToString(d.QueueUrl), nil
 }
 
+// provisionBuckets creates (or reuses) every region's bucket with versioning, sends its
+// ObjectCreated events to the region's events queue, and replicates each bucket to every other.
+func provisionBuckets(ctx context.Context, cfgs map[string]aws.Config, regions []string, buckets map[string]string, queues map[string][2]string) error {
+	for _, r := range regions {
+		c := NewS3Client(cfgs[r])
+		b := buckets[r]
+		in := &s3.CreateBucketInput{Bucket: aws.String(b)}
+		if r != "us-east-1" {
+			in.CreateBucketConfiguration = &s3types.CreateBucketConfiguration{LocationConstraint: s3types.BucketLocationConstraint(r)}
+		}
+		_, err := c.CreateBucket(ctx, in)
+		var owned *s3types.BucketAlreadyOwnedByYou
+		if err != nil && !errors.As(err, &owned) {
+			return fmt.Errorf("provision %s: CreateBucket %s: %w", r, b, err)
+		}
+		if _, err := c.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: aws.String(b),
+			VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
+			return fmt.Errorf("provision %s: PutBucketVersioning %s: %w", r, b, err)
+		}
+		if _, err := c.PutBucketNotificationConfiguration(ctx, &s3.PutBucketNotificationConfigurationInput{Bucket: aws.String(b),
+			NotificationConfiguration: &s3types.NotificationConfiguration{QueueConfigurations: []s3types.QueueConfiguration{{
+				Id: aws.String(NotificationID), QueueArn: aws.String(QueueARN(r, queues[r][0])),
+				Events: []s3types.Event{"s3:ObjectCreated:*"},
+			}}}}); err != nil {
+			return fmt.Errorf("provision %s: PutBucketNotificationConfiguration %s: %w", r, b, err)
+		}
+	}
+	for _, r := range regions {
+		var rules []s3types.ReplicationRule
+		for i, d := range regions {
+			if d == r {
+				continue
+			}
+			rules = append(rules, s3types.ReplicationRule{
+				ID: aws.String("to-" + d), Priority: aws.Int32(int32(i + 1)), Status: s3types.ReplicationRuleStatusEnabled,
+				Filter:                  &s3types.ReplicationRuleFilter{Prefix: aws.String("")},
+				DeleteMarkerReplication: &s3types.DeleteMarkerReplication{Status: s3types.DeleteMarkerReplicationStatusDisabled},
+				Destination: &s3types.Destination{Bucket: aws.String(BucketARN(buckets[d])),
+					// Replication Time Control, as terraform/ configures it (not emulated:
+					// the stand-in's lag is `envdr local lag`).
+					ReplicationTime: &s3types.ReplicationTime{Status: s3types.ReplicationTimeStatusEnabled, Time: &s3types.ReplicationTimeValue{Minutes: aws.Int32(15)}},
+					Metrics:         &s3types.Metrics{Status: s3types.MetricsStatusEnabled, EventThreshold: &s3types.ReplicationTimeValue{Minutes: aws.Int32(15)}},
+				},
+			})
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		if _, err := NewS3Client(cfgs[r]).PutBucketReplication(ctx, &s3.PutBucketReplicationInput{Bucket: aws.String(buckets[r]),
+			ReplicationConfiguration: &s3types.ReplicationConfiguration{
+				Role: aws.String("arn:aws:iam::" + iam.Account + ":role/" + ReplicationRole), Rules: rules,
+			}}); err != nil {
+			return fmt.Errorf("provision %s: PutBucketReplication %s: %w", r, buckets[r], err)
+		}
+	}
+	return nil
+}
+
 // provisionTable creates the records table (partition key id) unless it exists, and waits
 // until it is ACTIVE.
 func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error {
@@ -355,8 +442,19 @@ func provisionTable(ctx context.Context, c *dynamodb.Client, table string) error
 // their own named with suffix: one test's or one benchmark's isolated three-region setup.
 // Unless defaultKeyPolicies, the keys carry the rendered key policies.
 func ProvisionIsolated(ctx context.Context, stack *Stack, suffix string, defaultKeyPolicies bool) (*Provisioned, error) {
+	return ProvisionIsolatedWith(ctx, stack, suffix, ProvisionOptions{DefaultKeyPolicies: defaultKeyPolicies})
+}
+
+// ProvisionIsolatedWith is ProvisionIsolated with options (DefaultKeyPolicies, S3); names and
+// endpoints are set here. Buckets are named envdr-data-REGION-HASH, HASH from suffix (bucket
+// names are at most 63 characters and global).
+func ProvisionIsolatedWith(ctx context.Context, stack *Stack, suffix string, o ProvisionOptions) (*Provisioned, error) {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(suffix))
 	return Provision(ctx, ProvisionOptions{
-		DefaultKeyPolicies: defaultKeyPolicies,
+		S3:                 o.S3,
+		BucketSuffix:       fmt.Sprintf("-%08x", h.Sum32()),
+		DefaultKeyPolicies: o.DefaultKeyPolicies,
 		Regions:            DefaultRegions,
 		Endpoints: func(r string) config.Endpoints {
 			ep, _ := stack.Endpoints(r)
@@ -395,6 +493,13 @@ func (s *Stack) DeleteProvisioned(ctx context.Context, b Backends, c *config.Con
 	for _, r := range s.regions {
 		if _, _, err := s.global.call(ctx, r, "DeleteTable", map[string]string{"TableName": c.Table}); err != nil {
 			errs = append(errs, fmt.Errorf("DeleteTable %s in %s: %w", c.Table, r, err))
+		}
+	}
+	for _, r := range c.Regions {
+		if r.Bucket != "" {
+			if err := s.s3.deleteBucket(ctx, r.Bucket); err != nil {
+				errs = append(errs, fmt.Errorf("delete bucket %s of %s: %w", r.Bucket, r.Name, err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/localaws/admin"
@@ -23,8 +23,8 @@ const DefaultBasePort = admin.DefaultBasePort
 
 // Ports is the fixed port layout of `envdr local serve` from a base port B:
 // B admin, B+1 fauxqs, B+2 DynamoDB Local, and for the i-th region B+10+10i (KMS), +1 (SQS),
-// +2 (DynamoDB): with B=24660, us-east-1 is 24670-24672, eu-west-1 24680-24682 and
-// ap-southeast-2 24690-24692.
+// +2 (DynamoDB), +3 (S3): with B=24660, us-east-1 is 24670-24673, eu-west-1 24680-24683 and
+// ap-southeast-2 24690-24693.
 type Ports struct {
 	Admin, Fauxqs, DynamoDB int
 	Regions                 map[string]RegionPorts
@@ -35,7 +35,7 @@ func PortLayout(base int, regions []string) Ports {
 	p := Ports{Admin: base, Fauxqs: base + 1, DynamoDB: base + 2, Regions: map[string]RegionPorts{}}
 	for i, r := range regions {
 		b := base + 10 + 10*i
-		p.Regions[r] = RegionPorts{KMS: b, SQS: b + 1, DynamoDB: b + 2}
+		p.Regions[r] = RegionPorts{KMS: b, SQS: b + 1, DynamoDB: b + 2, S3: b + 3}
 	}
 	return p
 }
@@ -153,6 +153,7 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 
 	backends := Backends{
 		SQS:      fmt.Sprintf("http://127.0.0.1:%d", ports.Fauxqs),
+		S3:       fmt.Sprintf("http://127.0.0.1:%d", ports.Fauxqs),
 		DynamoDB: fmt.Sprintf("http://127.0.0.1:%d", ports.DynamoDB),
 		Admin:    fmt.Sprintf("http://127.0.0.1:%d", ports.Admin),
 		PID:      os.Getpid(),
@@ -209,6 +210,7 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 			return ep
 		},
 		Admin: backends.Admin,
+		S3:    true,
 	})
 	if err != nil {
 		return err
@@ -230,7 +232,8 @@ func Serve(ctx context.Context, o ServeOptions) (err error) {
 	logf("ready in %s: %s (admin %s; profiles in %s)", time.Since(start).Round(time.Millisecond), cfgPath, backends.Admin, credPath)
 	for _, r := range o.Regions {
 		ep, _ := stack.Endpoints(r)
-		logf("  %-15s kms %s  sqs %s  dynamodb %s  mrk %s  independent %s", r, ep.KMS, ep.SQS, ep.DynamoDB, prov.Keys[r].MRK, prov.Keys[r].Independent)
+		rc, _ := prov.Config.Region(r)
+		logf("  %-15s kms %s  sqs %s  dynamodb %s  s3 %s (bucket %s)  mrk %s  independent %s", r, ep.KMS, ep.SQS, ep.DynamoDB, ep.S3, rc.Bucket, prov.Keys[r].MRK, prov.Keys[r].Independent)
 	}
 	if o.Ready != nil {
 		o.Ready(cfgPath)
@@ -262,7 +265,7 @@ func portsFree(p Ports) error {
 	all := []int{p.Admin, p.Fauxqs, p.DynamoDB}
 	for _, r := range sortedKeys(p.Regions) {
 		rp := p.Regions[r]
-		all = append(all, rp.KMS, rp.SQS, rp.DynamoDB)
+		all = append(all, rp.KMS, rp.SQS, rp.DynamoDB, rp.S3)
 	}
 	var errs []error
 	for _, port := range all {

@@ -55,6 +55,7 @@ const (
 	ServiceSQS      = admin.ServiceSQS
 	ServiceDynamoDB = admin.ServiceDynamoDB
 	ServiceSTS      = admin.ServiceSTS
+	ServiceS3       = admin.ServiceS3
 )
 
 // Services lists the per-region services in a fixed order.
@@ -65,6 +66,7 @@ type RegionPorts struct {
 	KMS      int `json:"kms"`
 	SQS      int `json:"sqs"`
 	DynamoDB int `json:"dynamodb"`
+	S3       int `json:"s3"`
 }
 
 // StackOptions configures NewStack.
@@ -91,7 +93,8 @@ type Stack struct {
 	global  *GlobalTables
 	faults  *faultTable // gray failures per region and service; kept across Down/Up
 	iam     *iam.IAM
-	calls   callCounter // SQS and DynamoDB requests by region and operation
+	calls   callCounter // SQS, DynamoDB and S3 requests by region and operation
+	s3      *S3
 }
 
 // NewStack listens on every region's endpoints (127.0.0.1 only).
@@ -120,6 +123,13 @@ func NewStack(opts StackOptions) (*Stack, error) {
 	}
 	s := &Stack{regions: append([]string(nil), regions...), eps: map[string]map[string]*endpoint{}, tr: tr, iam: m, faults: newFaultTable()}
 	s.global = NewGlobalTables(ddbURL, regions, s.IsUp, tr)
+	s3URL := sqsURL // fauxqs serves S3 on its SQS port
+	if opts.Backends.S3 != "" {
+		if s3URL, err = url.Parse(opts.Backends.S3); err != nil || s3URL.Host == "" {
+			return nil, fmt.Errorf("localaws: bad S3 backend URL %q", opts.Backends.S3)
+		}
+	}
+	s.s3 = newS3(s3URL, tr, m, s.IsUp, s.global.Delay, regions)
 	sqsProxy := newProxy(sqsURL, tr)
 	// Faults wrap outside authentication: a blackholed or slow endpoint is slow for every
 	// request, however it is signed.
@@ -132,6 +142,10 @@ func NewStack(opts StackOptions) (*Stack, error) {
 				handler: s.calls.middleware(r, ServiceSQS, s.faults.middleware(r, ServiceSQS, m.Authenticate(r, ServiceSQS, sqsAuthError, regionalQueues(r, authorizeSQS(m, r, sqsProxy)))))},
 			ServiceDynamoDB: {region: r, service: ServiceDynamoDB, port: p.DynamoDB, hold: -1,
 				handler: s.calls.middleware(r, ServiceDynamoDB, s.faults.middleware(r, ServiceDynamoDB, m.Authenticate(r, ServiceDynamoDB, ddbAuthError, authorizeDynamoDB(m, r, s.global.Handler(r)))))},
+			// The body limit comes before authentication, which buffers the body; a request
+			// signed for another region is answered in S3's words before the signature check.
+			ServiceS3: {region: r, service: ServiceS3, port: p.S3, hold: -1,
+				handler: s.calls.middlewareOp(r, ServiceS3, s3OperationName, s.faults.middleware(r, ServiceS3, s3LimitBody(s3WrongRegion(r, m.Authenticate(r, ServiceS3, s3AuthError(r), s.s3.Handler(r))))))},
 		}
 	}
 	for _, r := range regions {
@@ -157,6 +171,7 @@ func (s *Stack) Endpoints(region string) (config.Endpoints, error) {
 		SQS:      m[ServiceSQS].url(),
 		DynamoDB: m[ServiceDynamoDB].url(),
 		STS:      m[ServiceKMS].url(),
+		S3:       m[ServiceS3].url(),
 	}, nil
 }
 
@@ -199,8 +214,9 @@ func (s *Stack) IsUp(region string) bool {
 	return m[ServiceKMS].isUp()
 }
 
-// Calls returns the SQS and DynamoDB requests each region's endpoints received since the last
-// ResetCalls, by region and operation ("dynamodb:GetItem", "sqs:ReceiveMessage"). Benchmarks
+// Calls returns the SQS, DynamoDB and S3 requests each region's endpoints received since the
+// last ResetCalls, by region and operation ("dynamodb:GetItem", "sqs:ReceiveMessage",
+// "s3:PutObject"). Benchmarks
 // count the round trips of a run with it.
 func (s *Stack) Calls() map[string]map[string]int64 { return s.calls.snapshot() }
 
@@ -212,6 +228,9 @@ func (s *Stack) IAM() *iam.IAM { return s.iam }
 
 // GlobalTables is the replication between the regions' DynamoDB replicas (lag, counters).
 func (s *Stack) GlobalTables() *GlobalTables { return s.global }
+
+// S3 is the stand-in's S3: buckets by region, notifications, replication (counters).
+func (s *Stack) S3() *S3 { return s.s3 }
 
 // SetFault injects a gray failure into region's service ("" or "all": every service of the
 // region), replacing what that service had. A zero Fault clears it. Faults stay across Down/Up.
@@ -249,7 +268,7 @@ func (s *Stack) faultServices(region, service string) ([]string, error) {
 			return []string{svc}, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: unknown service %q (want kms, sqs or dynamodb)", ErrBadFault, service)
+	return nil, fmt.Errorf("%w: unknown service %q (want kms, sqs, dynamodb or s3)", ErrBadFault, service)
 }
 
 // Close takes every region down for good.
@@ -261,6 +280,7 @@ func (s *Stack) Close() error {
 		}
 	}
 	s.global.Close()
+	s.s3.Close()
 	s.tr.CloseIdleConnections()
 	return nil
 }

@@ -184,7 +184,7 @@ func TestPortLayout(t *testing.T) {
 	require.Equal(t, 24660, p.Admin)
 	require.Equal(t, 24661, p.Fauxqs)
 	require.Equal(t, 24662, p.DynamoDB)
-	require.Equal(t, RegionPorts{KMS: 24670, SQS: 24671, DynamoDB: 24672}, p.Regions["us-east-1"])
-	require.Equal(t, RegionPorts{KMS: 24680, SQS: 24681, DynamoDB: 24682}, p.Regions["eu-west-1"])
-	require.Equal(t, RegionPorts{KMS: 24690, SQS: 24691, DynamoDB: 24692}, p.Regions["ap-southeast-2"])
+	require.Equal(t, RegionPorts{KMS: 24670, SQS: 24671, DynamoDB: 24672, S3: 24673}, p.Regions["us-east-1"])
+	require.Equal(t, RegionPorts{KMS: 24680, SQS: 24681, DynamoDB: 24682, S3: 24683}, p.Regions["eu-west-1"])
+	require.Equal(t, RegionPorts{KMS: 24690, SQS: 24691, DynamoDB: 24692, S3: 24693}, p.Regions["ap-southeast-2"])
 }

@@ -24,9 +24,17 @@ $(STATICCHECK_STAMP):
 
 staticcheck-install: $(STATICCHECK_STAMP) ## install the pinned staticcheck into .tools/bin
 
-lint: $(STATICCHECK_STAMP) ## go vet and staticcheck (pinned) on every package
+# The test-only modules (their own go.mod, so Helm, Prometheus, Kubernetes and the ECS SDK stay
+# out of envdr's): ./... at the root does not reach them. test/infra builds with -tags infra.
+TEST_MODULES ?= test/deploycheck test/infra
+
+lint: $(STATICCHECK_STAMP) ## go vet and staticcheck (pinned) on every package of every module
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	@set -e; for m in $(TEST_MODULES); do \
+		echo "lint: $$m"; \
+		(cd $$m && $(GO) vet -tags infra ./... && $(CURDIR)/$(STATICCHECK) -tags infra ./...); \
+	done
 
 race: ## go test -race on the packages with concurrency
 	$(GO) test -race -count=1 -timeout 15m ./replicate/... ./regions/... ./localaws/...

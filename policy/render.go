@@ -100,6 +100,24 @@ var (
 	// gamedayKeyActions: a game day seals (GenerateDataKey) and opens each region's wrap alone
 	// (Decrypt), both with envdr:id in the context.
 	gamedayKeyActions = []string{"kms:Decrypt", "kms:GenerateDataKey"}
+	// The S3 data path (regions[].bucket). Every role that touches it does so in every region's
+	// bucket, as it uses every region's key: seal falls over to the next region's bucket, open
+	// and the drills read whichever region's replica survives.
+	//
+	// producerObjectActions: seal streams the envelope up as a multipart upload
+	// (CreateMultipartUpload, UploadPart and CompleteMultipartUpload are all s3:PutObject) and
+	// aborts it when the seal fails.
+	producerObjectActions = []string{"s3:AbortMultipartUpload", "s3:PutObject"}
+	// daemonObjectActions: the S3 event source reads the envelope's header with a ranged GET
+	// (IAM has no condition on the range: the role may read whole objects), of the version the
+	// event names (a GET with versionId is s3:GetObjectVersion).
+	daemonObjectActions = []string{"s3:GetObject", "s3:GetObjectVersion"}
+	// readObjectActions: open, drills and game days read envelopes whole.
+	readObjectActions = []string{"s3:GetObject"}
+	// listBucketActions: without s3:ListBucket S3 answers a missing key 403 AccessDenied, not
+	// 404 NoSuchKey; open's fall-over to the next replica and the drill's data RPO (objects not
+	// yet replicated) must tell "not there yet" from "not allowed".
+	listBucketActions = []string{"s3:ListBucket"}
 	// failoverKeyActions: failover --promote moves a multi-Region key's primary. KMS authorizes
 	// UpdatePrimaryRegion on the primary key and on the replica that becomes primary, so every
 	// MRK of the family grants it.
@@ -142,6 +160,9 @@ type env struct {
 	opts               Options
 	// scrub: envdr run scrubs (scrub.budget > 0), so the daemon also scans the table.
 	scrub bool
+	// buckets: every region's bucket of the S3 data path (regions[].bucket), in config order;
+	// none: the roles get no S3 statement.
+	buckets []string
 }
 
 // Render generates, for cfg, the key policy of every region's key and the IAM policies of the
@@ -213,6 +234,11 @@ func derive(cfg *config.Config, opts Options) (*env, error) {
 	}
 	if cfg.Table == "" {
 		return nil, errors.New("policy: config has no table")
+	}
+	for _, r := range cfg.Regions {
+		if r.Bucket != "" {
+			e.buckets = appendNew(e.buckets, r.Bucket)
+		}
 	}
 	for _, k := range e.keys {
 		e.tableARNs = append(e.tableARNs, fmt.Sprintf("arn:%s:dynamodb:%s:%s:table/%s", e.partition, k.region, e.account, cfg.Table))
@@ -390,7 +416,36 @@ func daemonKeyActions(mode string) []string {
 	return []string{"kms:Decrypt", "kms:Encrypt"}
 }
 
-// queues is the event queue and, when configured, its DLQ.
+// bucketARNs are the data path's buckets (ListBucket); objectARNs their objects.
+func (e *env) bucketARNs() Strings {
+	out := Strings{}
+	for _, b := range e.buckets {
+		out = append(out, fmt.Sprintf("arn:%s:s3:::%s", e.partition, b))
+	}
+	return out
+}
+
+func (e *env) objectARNs() Strings {
+	out := Strings{}
+	for _, b := range e.buckets {
+		out = append(out, fmt.Sprintf("arn:%s:s3:::%s/*", e.partition, b))
+	}
+	return out
+}
+
+// s3 is a statement on the data path's objects (or, with onBuckets, the buckets); none without
+// buckets.
+func (e *env) s3(sid string, actions []string, onBuckets bool) []Statement {
+	if len(e.buckets) == 0 {
+		return nil
+	}
+	res := e.objectARNs()
+	if onBuckets {
+		res = e.bucketARNs()
+	}
+	return []Statement{{Sid: sid, Effect: "Allow", Action: actions, Resource: res}}
+}
+
 // queues is every region's events queue and DLQ (queue depth: status, /metrics, the alerts).
 func (e *env) queues() Strings {
 	return append(append(Strings{}, e.queueARNs...), e.dlqARNs...)
@@ -419,6 +474,7 @@ func (e *env) daemon() *Document {
 	}
 	// envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
 	d.Statement = append(d.Statement, Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()})
+	d.Statement = append(d.Statement, e.s3("ReadEnvelopeHeaders", daemonObjectActions, false)...)
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt", "kms:ReEncryptFrom"})...)
 	// Receiving from (and dead-lettering to) an SSE-KMS queue needs its key, through SQS only.
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
@@ -461,6 +517,7 @@ func (e *env) producer() *Document {
 		d.Statement = append(d.Statement, keyUse("Seal"+sidRegion(k.region), k, []string{"kms:GenerateDataKey"}, true))
 	}
 	d.Statement = append(d.Statement, Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.queueARNs})
+	d.Statement = append(d.Statement, e.s3("PutEnvelopes", producerObjectActions, false)...)
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d
 }
@@ -477,6 +534,8 @@ func (e *env) operator() *Document {
 		Statement{Sid: "ReadRecords", Effect: "Allow", Action: operatorTableActions, Resource: e.tableARNs},
 		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()},
 	)
+	d.Statement = append(d.Statement, e.s3("OpenEnvelopes", readObjectActions, false)...)
+	d.Statement = append(d.Statement, e.s3("ListEnvelopes", listBucketActions, true)...)
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
 	return d
 }
@@ -529,6 +588,10 @@ func (e *env) drill() *Document {
 		Statement{Sid: "ScanRecords", Effect: "Allow", Action: drillTableActions, Resource: e.tableARNs},
 		Statement{Sid: "QueueDepth", Effect: "Allow", Action: Strings{"sqs:GetQueueAttributes"}, Resource: e.queues()},
 	)
+	// drill --data: open sampled objects from each survivor's replica, and list the replicas
+	// to count the objects not yet replicated (data RPO).
+	d.Statement = append(d.Statement, e.s3("OpenReplicas", readObjectActions, false)...)
+	d.Statement = append(d.Statement, e.s3("ListReplicas", listBucketActions, true)...)
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
 	return d
 }
@@ -563,6 +626,11 @@ func (e *env) gameday() *Document {
 		Statement{Sid: "ReadRecords", Effect: "Allow", Action: gamedayTableActions, Resource: e.tableARNs},
 		Statement{Sid: "Enqueue", Effect: "Allow", Action: Strings{"sqs:SendMessage"}, Resource: e.queueARNs},
 	)
+	// A game day uploads test envelopes during the loss and opens them from the survivors'
+	// replicas, as the drill does.
+	d.Statement = append(d.Statement, e.s3("UploadTestEnvelopes", producerObjectActions, false)...)
+	d.Statement = append(d.Statement, e.s3("OpenReplicas", readObjectActions, false)...)
+	d.Statement = append(d.Statement, e.s3("ListReplicas", listBucketActions, true)...)
 	d.Statement = append(d.Statement, e.previous([]string{"kms:Decrypt"})...)
 	d.Statement = append(d.Statement, e.queueKey([]string{"kms:Decrypt", "kms:GenerateDataKey"})...)
 	return d

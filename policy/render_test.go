@@ -305,3 +305,58 @@ func TestRenderPreviousAndTrustedKeys(t *testing.T) {
 	}
 	require.Empty(t, Lint(docs), "render's documents lint clean")
 }
+
+// TestRenderS3DataPath: with regions[].bucket, each role gets its S3 statements (stable Sids,
+// docs/POLICY.md) on every region's bucket; without buckets, none.
+func TestRenderS3DataPath(t *testing.T) {
+	t.Parallel()
+	cfg := loadCfg(t)
+	docs, err := Render(cfg, Options{})
+	require.NoError(t, err)
+	for _, d := range docs {
+		require.NotContains(t, string(d.Doc.JSON()), "s3:", "%s without buckets", d.Name)
+	}
+
+	for i := range cfg.Regions {
+		cfg.Regions[i].Bucket = "envdr-data-" + cfg.Regions[i].Name
+	}
+	docs, err = Render(cfg, Options{})
+	require.NoError(t, err)
+	by := map[string]*Document{}
+	for _, d := range docs {
+		by[d.Name] = d.Doc
+	}
+	objects := Strings{"arn:aws:s3:::envdr-data-us-east-1/*", "arn:aws:s3:::envdr-data-eu-west-1/*", "arn:aws:s3:::envdr-data-ap-southeast-2/*"}
+	buckets := Strings{"arn:aws:s3:::envdr-data-us-east-1", "arn:aws:s3:::envdr-data-eu-west-1", "arn:aws:s3:::envdr-data-ap-southeast-2"}
+	for _, c := range []struct {
+		doc, sid string
+		actions  Strings
+		resource Strings
+	}{
+		{ProducerPolicy, "PutEnvelopes", Strings{"s3:AbortMultipartUpload", "s3:PutObject"}, objects},
+		{DaemonPolicy, "ReadEnvelopeHeaders", Strings{"s3:GetObject", "s3:GetObjectVersion"}, objects},
+		{OperatorPolicy, "OpenEnvelopes", Strings{"s3:GetObject"}, objects},
+		{OperatorPolicy, "ListEnvelopes", Strings{"s3:ListBucket"}, buckets},
+		{DrillPolicy, "OpenReplicas", Strings{"s3:GetObject"}, objects},
+		{DrillPolicy, "ListReplicas", Strings{"s3:ListBucket"}, buckets},
+		{GamedayPolicy, "UploadTestEnvelopes", Strings{"s3:AbortMultipartUpload", "s3:PutObject"}, objects},
+		{GamedayPolicy, "OpenReplicas", Strings{"s3:GetObject"}, objects},
+		{GamedayPolicy, "ListReplicas", Strings{"s3:ListBucket"}, buckets},
+	} {
+		s := stmt(t, by[c.doc], c.sid)
+		require.Equal(t, "Allow", s.Effect, "%s %s", c.doc, c.sid)
+		require.Equal(t, c.actions, s.Action, "%s %s", c.doc, c.sid)
+		require.Equal(t, c.resource, s.Resource, "%s %s", c.doc, c.sid)
+		require.Nil(t, s.Condition, "%s %s", c.doc, c.sid)
+	}
+	// Roles with no part in the data path get none, and no role may delete an envelope.
+	for _, name := range []string{RewrapPolicy, FailoverPolicy} {
+		require.NotContains(t, string(by[name].JSON()), "s3:", name)
+	}
+	for name, d := range by {
+		for _, s := range d.Statement {
+			require.False(t, grantsAny(s, "s3:DeleteObject", "s3:DeleteObjectVersion", "s3:PutBucketPolicy"), "%s %s", name, s.Sid)
+		}
+	}
+	require.Empty(t, Lint(docs))
+}

@@ -188,6 +188,28 @@ func rate(n int64, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
+// wrapsIn are the wraps a drill opens record id's envelope with in region: the region's wrap from
+// its own table first, then the header's own wrap where the region opens it (a bad recorded wrap
+// falls back to it: issue 20, finding 4). With none, why says what was missing.
+func wrapsIn(ctx context.Context, cfg *config.Config, c *regionCheck, hdr *envelope.Header, id, region string) (wraps []*envelope.Wrap, why string) {
+	rec, recErr := c.store.Get(ctx, id)
+	if recErr == nil && rec.Wrap(region) != nil {
+		w := rec.Wrap(region)
+		w.Source = "record"
+		wraps = append(wraps, w)
+	}
+	if hw := HeaderWrapIn(cfg, hdr, region); hw != nil {
+		wraps = append(wraps, hw)
+	}
+	if len(wraps) == 0 {
+		why = "no wrap for this region in its table"
+		if recErr != nil {
+			why = trimErr(recErr)
+		}
+	}
+	return wraps, why
+}
+
 // HeaderWrapIn is the envelope's own wrap as region opens it: as it is in the home region, or
 // through the region's replica of a multi-Region key in an mrk region; nil otherwise. open and
 // drill fall back to it when the region's recorded wrap does not open (issue 20, finding 4).

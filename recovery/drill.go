@@ -50,6 +50,10 @@ type DrillOptions struct {
 	// Sampling: a sharded scan, or a statistical drill of a random sample whose report bounds
 	// the fraction of the table the surviving regions cannot open.
 	Sampling
+	// Data, when not 0, opens objects of the S3 data path end to end from each surviving
+	// region's bucket replica (regions[].bucket), through that region alone: DataAll for every
+	// object, N > 0 for a uniform random sample of N (DataReport).
+	Data int
 }
 
 // ReportSchemaVersion is the version of the drill report's JSON layout. 2 added schema_version,
@@ -149,6 +153,9 @@ type DrillReport struct {
 	// Sample, for a statistical drill: the sample, the method, and the bound on the fraction
 	// of the table the surviving regions cannot open (one entry, region "surviving").
 	Sample *SampleReport `json:"sample,omitempty"`
+	// Data is the data check (--data N|all): objects opened from the surviving bucket
+	// replicas, data RPO (objects missing from a replica) apart from key RPO (wraps missing).
+	Data *DataReport `json:"data,omitempty"`
 	// MergedFrom, for a report merged from shards (envdr report merge), names each shard's
 	// report by its shard and digest.
 	MergedFrom []MergedShard `json:"merged_from,omitempty"`
@@ -213,6 +220,7 @@ type FileResult struct {
 type Timings struct {
 	ScanSeconds   float64 `json:"scan_seconds"`
 	OpenSeconds   float64 `json:"open_seconds"`
+	DataSeconds   float64 `json:"data_seconds,omitempty"`
 	RecordsPerSec float64 `json:"records_per_second"`
 }
 
@@ -323,9 +331,18 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 		requiredList = cfg.RegionNames()
 	}
 
+	var namedMu sync.Mutex
+	named := map[string]namedObject{} // objects the records name (data_uri), for the data check
 	handle := func(ctx context.Context, rec *envelope.Record) {
 		if ctx.Err() != nil {
 			return
+		}
+		if opts.Data != 0 {
+			if key, ok := dataKey(cfg, rec.DataURI); ok {
+				namedMu.Lock()
+				named[key] = namedObject{id: rec.ID, created: rec.CreatedAt}
+				namedMu.Unlock()
+			}
 		}
 		heldMu.Lock()
 		for n, w := range rec.Regions {
@@ -402,6 +419,15 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 		rep.Files = append(rep.Files, openFile(ctx, cfg, checks, surviving, path))
 	}
 	openDur := time.Since(openStart)
+	var dataDur time.Duration
+	if opts.Data != 0 && ctx.Err() == nil {
+		maxProblems := opts.MaxFailures
+		if maxProblems <= 0 {
+			maxProblems = DefaultMaxFailures
+		}
+		rep.Data = dataCheck(ctx, cfg, checks, surviving, opts.Data, named, maxProblems, rep.StartedAt)
+		dataDur = time.Duration(rep.Data.Seconds * float64(time.Second))
+	}
 
 	// Recovery point: events still queued in the home region's queue, unless that is the region
 	// lost (then its queue is gone with it and cannot be counted).
@@ -434,7 +460,7 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 
 	rep.FinishedAt = time.Now().UTC()
 	rep.DurationSeconds = rep.FinishedAt.Sub(rep.StartedAt).Seconds()
-	rep.RTOSeconds = (scanDur + openDur).Seconds()
+	rep.RTOSeconds = (scanDur + openDur + dataDur).Seconds()
 	rep.Records, rep.Recoverable, rep.NotReplicated = records.Load(), recoverable.Load(), notReplicated.Load()
 	rep.NoSurvivingWrap, rep.DecryptFailed, rep.Unreadable = noSurviving.Load(), decryptFailed.Load(), unreadable.Load()
 	rep.Unrecoverable = rep.NoSurvivingWrap + rep.DecryptFailed
@@ -446,7 +472,7 @@ func Drill(ctx context.Context, cfg *config.Config, opts DrillOptions) (*DrillRe
 	if rep.Pending == nil {
 		rep.Pending = []Pending{}
 	}
-	rep.Timings = Timings{ScanSeconds: scanDur.Seconds(), OpenSeconds: openDur.Seconds(), RecordsPerSec: rate(rep.Records, scanDur)}
+	rep.Timings = Timings{ScanSeconds: scanDur.Seconds(), OpenSeconds: openDur.Seconds(), DataSeconds: dataDur.Seconds(), RecordsPerSec: rate(rep.Records, scanDur)}
 	for _, n := range cfg.RegionNames() {
 		row := MatrixRow{RegionTally: RegionTally{Region: n}, Lost: n == opts.Lose, WrapsHeld: held[n]}
 		if c, ok := checks[n]; ok {
@@ -514,6 +540,14 @@ func (r *DrillReport) judge(opts DrillOptions) {
 		// The sample's verdict replaces the whole-table percentage, which a sample cannot give.
 		r.Checks[0].Passed = true
 		r.Checks[0].Detail += "; judged by the sample's bound instead"
+	}
+	if d := r.Data; d != nil {
+		envelopes := d.Checked - d.NotEnvelopes
+		pct := percent(d.Recoverable, envelopes)
+		r.Checks = append(r.Checks, DrillCheck{Name: "data", Passed: d.Failed == 0 && pct >= minRec, Value: pct, Limit: minRec,
+			Detail: fmt.Sprintf("%d of %d envelope objects checked opened in a surviving region (%.2f%%, at least %.2f%% required), %d bytes; "+
+				"%d missing from a replica (data RPO), %d without a wrap (key RPO), %d failed to open", d.Recoverable, envelopes, pct, minRec,
+				d.BytesChecked, d.MissingObjects, d.MissingWraps, d.Failed)})
 	}
 	if opts.MaxRPO > 0 {
 		lim := opts.MaxRPO.Seconds()
@@ -633,23 +667,8 @@ func openFile(ctx context.Context, cfg *config.Config, checks map[string]*region
 	var reasons []string
 	for _, n := range surviving {
 		c := checks[n]
-		// The region's wrap from its own table first, then the header's own wrap where the
-		// region opens it (a bad recorded wrap falls back to it: issue 20, finding 4).
-		var wraps []*envelope.Wrap
-		rec, recErr := c.store.Get(ctx, res.ID)
-		if recErr == nil && rec.Wrap(n) != nil {
-			w := rec.Wrap(n)
-			w.Source = "record"
-			wraps = append(wraps, w)
-		}
-		if hw := HeaderWrapIn(cfg, hdr, n); hw != nil {
-			wraps = append(wraps, hw)
-		}
+		wraps, why := wrapsIn(ctx, cfg, c, hdr, res.ID, n)
 		if len(wraps) == 0 {
-			why := "no wrap for this region in its table"
-			if recErr != nil {
-				why = trimErr(recErr)
-			}
 			reasons = append(reasons, n+": "+why)
 			continue
 		}

@@ -1,8 +1,11 @@
 package recovery_test
 
 import (
-	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +27,7 @@ func (c envControl) Down(_ context.Context, r string) error { return c.env.Stack
 func (c envControl) Up(_ context.Context, r string) error   { return c.env.Stack.Up(r) }
 
 // startDaemons runs `envdr run --region R` in process for every region.
-func (f *fixture) startDaemons(t *testing.T) {
+func (f *fixture) startDaemons(t testing.TB) {
 	t.Helper()
 	for _, r := range f.env.Regions {
 		replicatetest.StartDaemon(t, context.Background(), f.as(t, iam.RoleDaemon), zap.NewNop(), replicate.DaemonOptions{
@@ -45,16 +48,19 @@ func TestGamedayLoseHomeRegion(t *testing.T) {
 	f.startDaemons(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), recovery.GamedayOptions{
-		Lose: "us-east-1", Rate: 4, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
-		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions,
+	build := recovery.Build{Version: "v9.9.9-gameday", Commit: "c0ffee"}
+	o := recovery.GamedayOptions{
+		Lose: "us-east-1", Envelopes: 24, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
+		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions, Envdr: build,
 		Log: func(s string) { t.Log(s) },
-	})
+	}
+	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), o)
 	require.NoError(t, err)
 	require.True(t, rep.Passed, "%+v", rep)
 	require.Zero(t, rep.RPOEnvelopes)
-	require.Positive(t, rep.SealedBefore)
-	require.Positive(t, rep.SealedDuring)
+	require.Equal(t, 24, rep.Sealed, "--envelopes: exactly that many")
+	require.Equal(t, 8, rep.SealedBefore, "shared by the phases' lengths")
+	require.Equal(t, 16, rep.SealedDuring)
 	require.Equal(t, rep.SealedBefore, rep.SealedIn["us-east-1"], "before the loss the home region seals")
 	require.Zero(t, rep.SealedIn["us-east-1"]-rep.SealedBefore, "during the loss nothing is sealed in the lost region")
 	require.GreaterOrEqual(t, rep.RTOSeconds, 0.0)
@@ -62,10 +68,104 @@ func TestGamedayLoseHomeRegion(t *testing.T) {
 	for _, row := range rep.Matrix {
 		require.Equalf(t, row.Of, row.Opened, "region %s", row.Region)
 	}
-	var md, html bytes.Buffer
-	require.NoError(t, rep.WriteMarkdown(&md))
-	require.NoError(t, rep.WriteHTML(&html))
-	require.Contains(t, md.String(), "losing us-east-1 — PASSED")
-	require.Contains(t, html.String(), "PASSED")
-	t.Logf("game day: sealed %d (%d during), RPO %d, RTO %.1fs, catch-up %.1fs", rep.Sealed, rep.SealedDuring, rep.RPOEnvelopes, rep.RTOSeconds, rep.CatchUpSeconds)
+
+	// Audit evidence, as in a drill report: schema, build, host, caller (the stand-in's STS).
+	require.Equal(t, recovery.GamedayReportKind, rep.Kind)
+	require.Equal(t, recovery.ReportSchemaVersion, rep.SchemaVersion)
+	require.Equal(t, build, rep.Envdr)
+	host, _ := os.Hostname()
+	require.Equal(t, host, rep.Host)
+	require.Empty(t, rep.Caller.Error)
+	require.Equal(t, "arn:aws:sts::111122223333:assumed-role/envdr-gameday/envdr-local", rep.Caller.ARN)
+	require.True(t, rep.Controlled)
+
+	// Every envelope was protected in the end, in the surviving regions and in all required
+	// ones; an envelope sealed during the loss waited for the return, so the slowest took at
+	// least until then, and the percentiles are ordered.
+	pr, ps := rep.Protection.RequiredRegions, rep.Protection.SurvivingRegions
+	require.Equal(t, rep.Sealed, pr.Envelopes)
+	require.Equal(t, rep.Sealed, ps.Envelopes)
+	require.Zero(t, pr.Never)
+	for _, p := range []recovery.Percentiles{pr, ps} {
+		require.Positive(t, p.P50)
+		require.LessOrEqual(t, p.P50, p.P99)
+		require.LessOrEqual(t, p.P99, p.P999)
+		require.LessOrEqual(t, p.P999, p.P9999)
+		require.LessOrEqual(t, p.P9999, p.Max)
+	}
+	require.GreaterOrEqual(t, pr.Max, ps.Max)
+	require.InDelta(t, rep.MaxProtectSeconds, ps.Max, ps.Max, "the longest wait during the loss is a surviving-region time")
+	require.Positive(t, rep.Protection.ResolutionMaxSeconds)
+	require.LessOrEqual(t, rep.Protection.ResolutionMedianSeconds, rep.Protection.ResolutionMaxSeconds)
+	hist := 0
+	for _, b := range rep.Protection.Histogram {
+		hist += b.Required
+	}
+	require.Equal(t, rep.Sealed, hist, "the histogram counts every envelope once")
+	sealed := 0
+	for _, b := range rep.Protection.BySealTime {
+		sealed += b.Sealed
+	}
+	require.Equal(t, rep.Sealed, sealed)
+	// The catch-up curve: the backlog grows during the loss and drains to zero.
+	require.NotEmpty(t, rep.Timeline)
+	last := rep.Timeline[len(rep.Timeline)-1]
+	require.Equal(t, rep.Sealed, last.Sealed)
+	require.Zero(t, last.Unprotected)
+	peak := 0
+	for _, s := range rep.Timeline {
+		peak = max(peak, s.Unprotected)
+	}
+	require.GreaterOrEqual(t, peak, rep.SealedDuring, "every envelope sealed during the loss waited for the return")
+
+	// The files: the JSON carries its digest and verifies; the Markdown and HTML show the same
+	// facts; the page is well-formed, self-contained and has its four charts.
+	paths, err := rep.WriteFiles(filepath.Join(t.TempDir(), "gameday"))
+	require.NoError(t, err)
+	js, err := os.ReadFile(paths[2])
+	require.NoError(t, err)
+	got, err := recovery.VerifyGamedayReport(js)
+	require.NoError(t, err)
+	require.Equal(t, rep.SHA256, got.SHA256)
+	require.Equal(t, rep.Protection.RequiredRegions, got.Protection.RequiredRegions)
+	require.Equal(t, recovery.GamedayReportKind, recovery.ReportKind(js))
+	for _, p := range paths[:2] {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		for _, fact := range []string{rep.SHA256, rep.Caller.ARN, build.Version, host, "losing us-east-1", "PASSED", fmt.Sprintf("%.3f s", pr.P9999)} {
+			require.Contains(t, strings.ReplaceAll(string(b), "lose us-east-1", "losing us-east-1"), fact, p)
+		}
+	}
+	page, err := os.ReadFile(paths[1])
+	require.NoError(t, err)
+	require.Equal(t, 4, requireReportPage(t, string(page)))
+	t.Logf("game day: sealed %d (%d during), RPO %d, RTO %.1fs, catch-up %.1fs; protection p50/p99/p99.99/max %.2f/%.2f/%.2f/%.2f s (surviving regions %.2f/%.2f/%.2f/%.2f s)",
+		rep.Sealed, rep.SealedDuring, rep.RPOEnvelopes, rep.RTOSeconds, rep.CatchUpSeconds, pr.P50, pr.P99, pr.P9999, pr.Max, ps.P50, ps.P99, ps.P9999, ps.Max)
+}
+
+// TestGamedayObjects: with --objects the envelopes sealed during the loss go to the sealing
+// region's bucket with no enqueue, and the S3 event source protects them from the notifications
+// alone: the game day passes with RPO 0.
+func TestGamedayObjects(t *testing.T) {
+	t.Parallel()
+	f := setupWith(t, localtest.Options{S3: true})
+	f.env.SetLag(time.Second)
+	f.startDaemons(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	o := recovery.GamedayOptions{
+		Lose: "us-east-1", Envelopes: 12, Before: 2 * time.Second, During: 4 * time.Second, Within: time.Minute,
+		SealTimeout: 2 * time.Second, Control: envControl{f.env}, Regions: fastRegions, Objects: true,
+		Log: func(s string) { t.Log(s) },
+	}
+	rep, err := recovery.Gameday(ctx, f.as(t, iam.RoleGameday), o)
+	require.NoError(t, err)
+	require.True(t, rep.Passed, "%+v", rep)
+	require.Zero(t, rep.RPOEnvelopes)
+	require.Positive(t, rep.SealedDuring)
+	require.Equal(t, rep.SealedDuring, rep.ObjectsDuring, "every envelope sealed during the loss went to a bucket, none enqueued")
+	require.Zero(t, rep.EnqueueFails)
+	for _, row := range rep.Matrix {
+		require.Equalf(t, row.Of, row.Opened, "region %s", row.Region)
+	}
 }

@@ -52,6 +52,7 @@ var funcs = map[string]any{
 		}
 		return "FAILED"
 	},
+	"charts": drillCharts,
 	"files": func(fs []FileResult) (ok int) {
 		for _, f := range fs {
 			if f.OK {
@@ -270,10 +271,4 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-func writeIndentedJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -182,10 +182,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Topology, erro
 		if opts.SDKLogger != nil {
 			awsCfg.Logger, awsCfg.ClientLogMode = *opts.SDKLogger, opts.SDKLogger.logMode()
 		}
+		s3HC := s3HTTPClient(awsCfg.HTTPClient)
 		if opts.WrapHTTPClient != nil {
 			awsCfg.HTTPClient = opts.WrapHTTPClient(awsCfg.HTTPClient)
+			if s3HC != nil {
+				s3HC = opts.WrapHTTPClient(s3HC)
+			}
 		}
 		r := newRegion(rc, awsCfg, opts)
+		s3Cfg := awsCfg.Copy()
+		if s3HC != nil {
+			s3Cfg.HTTPClient = s3HC
+		}
+		// Not through ownBodies: upload parts are megabytes, and an S3 part is safe to resend.
+		r.s3 = newS3(s3Cfg, rc.Endpoints.S3, opts)
 		t.order = append(t.order, rc.Name)
 		t.regions[rc.Name] = r
 	}
@@ -268,6 +278,8 @@ type Region struct {
 	ddb      *dynamodb.Client
 	sqs      *sqs.Client
 	sts      *sts.Client
+	s3       S3API
+	bucket   string
 	limiter  *kmsLimiter
 	opts     Options
 	observer Observer
@@ -324,7 +336,8 @@ func newRegion(rc config.Region, ac aws.Config, opts Options) *Region {
 	})
 	return &Region{
 		Name: rc.Name, KeyARN: rc.Key, Mode: rc.Mode,
-		kms: kc, kmsFull: kc, ddb: dc, sqs: sc, sts: stc,
+		kms: kc, kmsFull: kc, ddb: dc, sqs: sc, sts: stc, bucket: rc.Bucket,
+		s3:      newS3(ac, rc.Endpoints.S3, opts),
 		limiter: newKMSLimiter(rc.KMSRate, opts.Now, opts.Jitter), opts: opts, observer: opts.Observer,
 		trust: newKeyTrust(rc.Name, append([]string{rc.Key}, rc.PreviousKeys...), opts.TrustedKeys, opts.TrustAnyKey),
 	}

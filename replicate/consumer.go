@@ -98,6 +98,9 @@ type Result struct {
 	Err        error
 	EnvelopeID string
 	Regions    map[string]string // region -> state (wrapped, verified, failed: ..., deferred)
+	// Ignored, with Verdict Ack, says why the message was acknowledged with nothing to
+	// replicate (an S3 test event, an S3 event that is not an object creation); Err says more.
+	Ignored string
 }
 
 // Handler handles one message; it must be safe for concurrent use and idempotent.
@@ -432,6 +435,12 @@ func (c *Consumer) work(ctx context.Context, m Message) {
 	}
 	switch res.Verdict {
 	case Ack:
+		if res.Ignored != "" {
+			c.metrics.Events.WithLabelValues("ignored", res.Ignored).Inc()
+			log.Info("message acknowledged and ignored: nothing to replicate", append(fields, zap.String("ignored", res.Ignored))...)
+			c.deletes <- m.ReceiptHandle
+			return
+		}
 		c.metrics.Events.WithLabelValues("acked", "").Inc()
 		log.Info("event replicated", fields...)
 		c.deletes <- m.ReceiptHandle

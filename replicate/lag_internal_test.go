@@ -34,13 +34,16 @@ func TestReplicaLagFollowsObservations(t *testing.T) {
 	require.Zero(t, none.first())
 }
 
-func TestLastChange(t *testing.T) {
+// The wait before a read counts from when the wrap was made: a later verified_at or error
+// stamp on the item does not change whether the replica holds the wrap.
+func TestWrapMadeAt(t *testing.T) {
 	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
-	require.True(t, lastChange(nil).IsZero())
-	w := &envelope.RegionWrap{WrappedAt: t0, LastErrorAt: t0.Add(time.Second)}
-	require.Equal(t, t0.Add(time.Second), lastChange(w))
+	require.True(t, wrapMadeAt(nil).IsZero())
+	require.True(t, wrapMadeAt(&envelope.RegionWrap{WrappedAt: t0}).IsZero(), "no wrap: nothing replicating yet")
+	w := &envelope.RegionWrap{Wrapped: []byte{1}, WrappedAt: t0, LastErrorAt: t0.Add(time.Second)}
+	require.Equal(t, t0, wrapMadeAt(w))
 	w.VerifiedAt = t0.Add(time.Minute)
-	require.Equal(t, t0.Add(time.Minute), lastChange(w))
+	require.Equal(t, t0, wrapMadeAt(w), "a verification stamp does not restart the wait")
 }
 
 // failedIn reads a cancelled transaction's reasons item by item: only the writes whose items

@@ -51,8 +51,10 @@ type Metrics struct {
 	// Protection is the decryptability RPO per envelope: the time from its seal (the event's
 	// created_at) to the acknowledgement that found every required region's own replica holding
 	// its (verified) wrap, by sealing region. Observed once per envelope: by the pass that moved
-	// it from unprotected to protected in its replica (copies and redeliveries of a protected
-	// record are not; a duplicate worked at the same moment may add a second, later sample).
+	// it from unprotected to protected in its replica, or by the ack of a message whose earlier
+	// delivery left it unacked (copies of a protected record are not; a duplicate worked at the
+	// same moment, or a copy acked while this message waited for redelivery, may add a second,
+	// later sample).
 	Protection *prometheus.HistogramVec // source_region
 	// Scrub are the scrubber's metrics (envdr_scrub_*), zero while scrubbing is off.
 	Scrub     *ScrubMetrics
@@ -82,7 +84,7 @@ func NewRegionMetrics(region string) *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "envdr_events_total",
-			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired) and reason."}, []string{"outcome", "reason"}),
+			Help: "Events handled, by outcome (acked, retry, poison, requeued, expired, ignored) and reason."}, []string{"outcome", "reason"}),
 		Wrap: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_wrap_seconds",
 			Help: "Latency of wrapping one DEK in a region (ReEncrypt or Encrypt); successful wraps only.", Buckets: buckets}, []string{"region"}),
 		Verify: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "envdr_verify_seconds",

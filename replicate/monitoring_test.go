@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/envdr/envdr/recovery"
@@ -24,7 +25,8 @@ func metricFamilies(t *testing.T, url string) (names map[string]bool, text strin
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	var p expfmt.TextParser
+	// common v0.66+ panics on a zero TextParser: the name validation scheme must be chosen.
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(strings.NewReader(string(raw)))
 	require.NoError(t, err)
 	names = map[string]bool{}

@@ -835,3 +835,35 @@ func TestProtectionTimeObservedOncePerEnvelope(t *testing.T) {
 	require.Eventually(t, func() bool { return acked() >= 6 }, time.Minute, 50*time.Millisecond)
 	require.Equal(t, uint64(3), count(), "a copy of a protected envelope is no protection moment")
 }
+
+// A message delivered before whose record already looks protected was left by a pass that did
+// not ack (say, a region lost between its verification and the ack's re-read): its ack is the
+// envelope's first, and is observed; a fresh copy still is not.
+func TestProtectionTimeObservedOnRedelivery(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	_, body, _ := b.seal(t)
+	m := replicate.NewMetrics()
+	topo, err := regions.New(context.Background(), b.asDaemon(t), regions.Options{})
+	require.NoError(t, err)
+	p, err := replicate.NewPipeline(topo, "us-east-1", b.log, m, nil)
+	require.NoError(t, err)
+	count := func() uint64 {
+		var dm dto.Metric
+		require.NoError(t, m.Protection.WithLabelValues("us-east-1").(prometheus.Histogram).Write(&dm))
+		return dm.GetHistogram().GetSampleCount()
+	}
+	ctx := context.Background()
+	res := p.Handle(ctx, replicate.Message{ID: "m1", Body: body, ReceiveCount: 1})
+	require.Equal(t, replicate.Ack, res.Verdict, "first pass: %v", res.Err)
+	require.Equal(t, uint64(1), count())
+	res = p.Handle(ctx, replicate.Message{ID: "m2", Body: body, ReceiveCount: 1})
+	require.Equal(t, replicate.Ack, res.Verdict, "a copy: %v", res.Err)
+	require.Equal(t, uint64(1), count(), "a fresh copy of a protected envelope is no protection moment")
+	res = p.Handle(ctx, replicate.Message{ID: "m1", Body: body, ReceiveCount: 2})
+	require.Equal(t, replicate.Ack, res.Verdict, "redelivery: %v", res.Err)
+	require.Equal(t, uint64(2), count(), "a redelivered message's ack is observed: its earlier pass did not ack")
+	res = p.Handle(ctx, replicate.Message{ID: "m3", Body: body, ReceiveCount: 1, FirstSentAt: time.Now().Add(-time.Minute)})
+	require.Equal(t, replicate.Ack, res.Verdict, "re-sent: %v", res.Err)
+	require.Equal(t, uint64(3), count(), "a re-sent message (requeued before the redrive limit) counts as delivered before")
+}

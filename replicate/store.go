@@ -493,6 +493,7 @@ type headerItem struct {
 	SourceRegion string                 `dynamodbav:"source_region"`
 	SourceKeyARN string                 `dynamodbav:"source_key_arn,omitempty"`
 	CreatedAt    time.Time              `dynamodbav:"created_at"`
+	DataURI      string                 `dynamodbav:"data_uri,omitempty"`
 	Regions      map[string]regionState `dynamodbav:"regions,omitempty"`
 }
 
@@ -569,7 +570,7 @@ func (st regionState) wrap() *envelope.RegionWrap {
 func encodeHeader(r *envelope.Record) (map[string]ddbtypes.AttributeValue, error) {
 	one := int64(1)
 	return marshalItem(headerItem{ID: r.ID, Version: &one, Context: r.Context.Map(), Commitment: r.Commitment,
-		SourceRegion: r.SourceRegion, SourceKeyARN: r.SourceKeyARN, CreatedAt: r.CreatedAt})
+		SourceRegion: r.SourceRegion, SourceKeyARN: r.SourceKeyARN, CreatedAt: r.CreatedAt, DataURI: r.DataURI})
 }
 
 // encodeRegionItem is region's item of record id, at w.Version.
@@ -613,7 +614,7 @@ func decodeHeader(item map[string]ddbtypes.AttributeValue) (*envelope.Record, er
 		return nil, err
 	}
 	r := &envelope.Record{ID: h.ID, Version: *h.Version, Context: ctx, Commitment: h.Commitment,
-		SourceRegion: h.SourceRegion, SourceKeyARN: h.SourceKeyARN, CreatedAt: h.CreatedAt,
+		SourceRegion: h.SourceRegion, SourceKeyARN: h.SourceKeyARN, CreatedAt: h.CreatedAt, DataURI: h.DataURI,
 		Regions: make(map[string]*envelope.RegionWrap, len(h.Regions))}
 	for name, st := range h.Regions {
 		r.Regions[name] = st.wrap() // Version 0: the region has no item of its own yet

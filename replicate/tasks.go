@@ -3,45 +3,24 @@ package replicate
 import (
 	"context"
 	"sync"
-	"time"
-
-	"github.com/panjf2000/ants/v2"
 )
 
-// Events' work runs on long-lived goroutines (an ants pool) rather than a fresh goroutine per
-// event and per region task. An AWS SDK call runs through a deep middleware chain, so a fresh
-// goroutine grows (copies) its stack several times in its first call: a tenth of the daemon's CPU
-// per envelope went to that (issue 14, pprof). A pooled goroutine keeps the stack it grew.
-//
-// The pool never blocks: when every pooled goroutine is busy (or the pool cannot be made) a task
-// runs on a goroutine of its own, as before, so nested tasks cannot deadlock.
+// Events' work runs on fresh goroutines that grow their stacks once, while shallow, to what an
+// AWS SDK call needs. An SDK call runs through a deep middleware chain, so a fresh goroutine
+// otherwise grows (copies) its stack several times in its first call: a tenth of the daemon's
+// CPU per envelope went to that (issue 14, pprof). The goroutines used to come from an ants pool
+// so they kept a grown stack; with the stack grown in one step a pool no longer pays
+// (BenchmarkTaskPoolFanOut, docs/BENCH.md "ants or errgroup"), so there is none. A task never
+// waits for a free goroutine, so nested tasks cannot deadlock.
 
-// taskPoolSize bounds the pooled goroutines; idle ones exit after taskIdle.
-const (
-	taskPoolSize = 4096
-	taskIdle     = 30 * time.Second
-)
-
-var sharedTasks = sync.OnceValue(func() *ants.Pool {
-	p, err := ants.NewPool(taskPoolSize, ants.WithNonblocking(true), ants.WithExpiryDuration(taskIdle))
-	if err != nil {
-		return nil
-	}
-	return p
-})
-
-// goTask runs fn on a pooled goroutine, or on a new one when none is free.
+// goTask runs fn on a new goroutine whose stack is grown first.
 func goTask(fn func()) {
-	run := func() { growStack(); fn() }
-	if p := sharedTasks(); p == nil || p.Submit(run) != nil {
-		go run()
-	}
+	go func() { growStack(); fn() }()
 }
 
 // growStack grows the calling goroutine's stack once, while it is shallow, to what an AWS SDK
 // call needs. Growing it there copies one frame; growing it deep inside the SDK's middleware
-// chain copies and adjusts dozens, several times over. (The garbage collector shrinks an idle
-// pooled goroutine's stack again, so a long-lived goroutine would otherwise pay it again.)
+// chain copies and adjusts dozens, several times over.
 //
 //go:noinline
 func growStack() {
@@ -55,8 +34,10 @@ const stackHint = 16 << 10
 //go:noinline
 func keepStack([]byte) {}
 
-// taskGroup is errgroup.WithContext on pooled goroutines: Wait waits for every task and returns
-// the first error, which also cancels the group's context.
+// taskGroup is errgroup.WithContext whose tasks grow their stacks first: Wait waits for every
+// task and returns the first error, which also cancels the group's context. Its zero value is a
+// group without a context (pipeline.go makes one with &taskGroup{}), which a nil *errgroup.Group
+// is not, hence the few lines here instead of errgroup itself.
 type taskGroup struct {
 	wg     sync.WaitGroup
 	cancel context.CancelFunc

@@ -47,10 +47,9 @@ func deepCall(n int) byte {
 	return deepCall(n-1) + frame[n%len(frame)]
 }
 
-// BenchmarkTaskDeepStack compares a deep call on a fresh goroutine, on a pooled one whose stack
-// the garbage collector has shrunk back (a GC, untimed, between tasks), and on a
-// pooled one that grows its stack once, shallow, first (goTask). The ratios, not the times, are
-// the figure.
+// BenchmarkTaskDeepStack compares a deep call on a fresh goroutine with one on a fresh goroutine
+// that grows its stack once, shallow, first (goTask); a GC, untimed, between tasks as the daemon's
+// GCs do. The ratio, not the times, is the figure.
 func BenchmarkTaskDeepStack(b *testing.B) {
 	const depth = 40 // ~12 KiB of frames
 	run := func(b *testing.B, start func(func())) {
@@ -60,17 +59,10 @@ func BenchmarkTaskDeepStack(b *testing.B) {
 			start(func() { defer wg.Done(); deepCall(depth) })
 			wg.Wait()
 			b.StopTimer()
-			runtime.GC() // shrinks idle pooled goroutines' stacks, as the daemon's GCs do
+			runtime.GC()
 			b.StartTimer()
 		}
 	}
 	b.Run("go", func(b *testing.B) { run(b, func(fn func()) { go fn() }) })
-	b.Run("pool", func(b *testing.B) {
-		run(b, func(fn func()) {
-			if sharedTasks().Submit(fn) != nil {
-				go fn()
-			}
-		})
-	})
 	b.Run("goTask", func(b *testing.B) { run(b, goTask) })
 }

@@ -10,8 +10,14 @@
 #                                              (and 60) req/s, kms_rate left unset; KMS calls per
 #                                              envelope of each mode (mrk reencrypt / shared,
 #                                              independent, verify sample:10%)
-# then prints the summary table and writes it to $BENCH_DIR/summary.txt.
+#   4. the decryptability SLO                (10,000 envelopes sealed at a steady 25/s in each of three
+#                                              cases: 1 s replication lag with 500 ms jitter; KMS throttled
+#                                              below the offered load; a region lost and restored; exact
+#                                              per-envelope p50..p99.99 and max next to the daemon's
+#                                              envdr_protection_seconds; envdr-bench slo)
+# then prints the summary table and writes it to $BENCH_DIR/summary.txt (the SLO's to slo.txt).
 # BENCH_SHORT=1: tiny sizes (~1 minute), exercises the whole harness; figures are not meaningful.
+# BENCH_ONLY=slo (make slo-bench): section 4 alone. BENCH_SKIP_SLO=1: without section 4.
 # Orchestration only; the measuring is done by test/bench (bin/envdr-bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +37,8 @@ if [[ "$SHORT" == 1 ]]; then
   QUOTAS="${BENCH_QUOTA_Q:-300}"
   QUOTA_N="${BENCH_QUOTA_ENVELOPES:-$N}"
   MODES_N="${BENCH_MODES_ENVELOPES:-30}"
+  SLO_N="${BENCH_SLO_ENVELOPES:-300}"
+  SLO_LOSS_FOR="${BENCH_SLO_LOSS_FOR:-10s}"
 else
   DIR="${BENCH_DIR:-.bench}"
   FILE_MIB="${BENCH_FILE_MIB:-512}"
@@ -43,7 +51,14 @@ else
   QUOTAS="${BENCH_QUOTA_Q:-300} ${BENCH_QUOTA_LOW_Q-60}"
   QUOTA_N="${BENCH_QUOTA_ENVELOPES:-$N}"
   MODES_N="${BENCH_MODES_ENVELOPES:-300}"
+  SLO_N="${BENCH_SLO_ENVELOPES:-10000}"
+  SLO_LOSS_FOR="${BENCH_SLO_LOSS_FOR:-30s}"
 fi
+ONLY="${BENCH_ONLY:-}"
+case "$ONLY" in "" | slo) ;; *) echo "bench: BENCH_ONLY=$ONLY: use slo or leave it unset" >&2; exit 2 ;; esac
+SLO_RATE="${BENCH_SLO_RATE:-25}"
+SLO_CASES="${BENCH_SLO_CASES:-lag,quota,loss}"
+SLO_CONCURRENCY="${BENCH_SLO_CONCURRENCY:-128}"
 read -r -a QUOTA_LIST <<<"$QUOTAS"
 DATA=".bench/data-${FILE_MIB}MiB.bin" # shared by full and short runs; reused when present
 TOOLS="${BENCH_TOOLS:-.tools/bin}" # where the pinned age is installed
@@ -58,12 +73,12 @@ step "build"
 go build -buildvcs=auto -o "$ENVDR" ./cmd/envdr
 go build -buildvcs=auto -o bin/envdr-local ./cmd/envdr-local
 go build -o "$BENCH" ./test/bench
-if [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
+if [[ $ONLY != slo ]] && [[ ! -x $TOOLS/age || ! -x $TOOLS/age-keygen || "$($TOOLS/age --version 2>/dev/null)" != "$AGE_VERSION" ]]; then
   echo "installing filippo.io/age/cmd/...@$AGE_VERSION into $TOOLS"
   mkdir -p "$TOOLS"
   GOBIN="$(cd "$TOOLS" && pwd)" go install "filippo.io/age/cmd/...@$AGE_VERSION"
 fi
-echo "age $($TOOLS/age --version)"
+[[ $ONLY == slo ]] || echo "age $($TOOLS/age --version)"
 
 step "private stand-in (.bench/local, base port $LOCAL_PORT; stopped at exit)"
 # A stand-in of its own: the shared one (make local-up) is torn down and has regions lost by
@@ -111,7 +126,9 @@ echo "ready: $CONFIG"
 mkdir -p "$DIR"
 rm -f "$DIR"/{envelope-bench.txt,cli.jsonl,cli-check.txt,replicate.json,replicate.log,replicate-c16.json,replicate-c16.log,replicate.cpu.pprof,replicate-pprof.txt,replicate-throttled.json,replicate-throttled.log,summary.txt,summary.json}
 rm -f "$DIR"/quota-q*-p*.{json,log} "$DIR"/mode-*.{json,log}
+rm -f "$DIR"/slo.{json,txt} "$DIR"/slo-*.{json,log,csv}
 
+if [[ $ONLY != slo ]]; then
 # 1. Envelope library.
 step "1/3 envelope library: go test -run '^\$' -bench . -benchmem $GOBENCH_FLAGS ./envelope/"
 # shellcheck disable=SC2086 # GOBENCH_FLAGS is a flag list
@@ -218,10 +235,26 @@ for m in "${modes[@]}"; do
 done
 fi
 
-SUMMARY_FLAGS=(--quota "${QUOTA_LIST[0]}")
-[[ "$SHORT" == 1 ]] && SUMMARY_FLAGS+=(--short)
-"$BENCH" summary --dir "$DIR" "${SUMMARY_FLAGS[@]}"
-echo "(written to $DIR/summary.txt and $DIR/summary.json; daemon logs in $DIR/replicate*.log)"
+fi # sections 1-3
+
+# 4. The decryptability SLO (issue 23): per-envelope protection times, exact and as the daemon's
+# histogram says, in three cases, each on a fresh in-process stand-in.
+if [[ "${BENCH_SKIP_SLO:-0}" == 1 ]]; then
+  echo "BENCH_SKIP_SLO=1: section 4 left out" >&2
+else
+  step "4/4 decryptability SLO: $SLO_N envelopes at $SLO_RATE/s per case ($SLO_CASES), 1 s lag + 500 ms jitter, concurrency $SLO_CONCURRENCY; load $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+  slo_start=$SECONDS
+  "$BENCH" slo --envdr "$ENVDR" --n "$SLO_N" --rate "$SLO_RATE" --cases "$SLO_CASES" --concurrency "$SLO_CONCURRENCY" \
+    --loss-for "$SLO_LOSS_FOR" --dir "$DIR" || failed+=("decryptability SLO")
+  echo "(SLO: $((SECONDS - slo_start)) s; written to $DIR/slo.txt and $DIR/slo.json, per case slo-<case>.json, per envelope slo-<case>-envelopes.csv, daemon logs slo-<case>.log; load now $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null))"
+fi
+
+if [[ $ONLY != slo ]]; then
+  SUMMARY_FLAGS=(--quota "${QUOTA_LIST[0]}")
+  [[ "$SHORT" == 1 ]] && SUMMARY_FLAGS+=(--short)
+  "$BENCH" summary --dir "$DIR" "${SUMMARY_FLAGS[@]}"
+  echo "(written to $DIR/summary.txt and $DIR/summary.json; daemon logs in $DIR/replicate*.log)"
+fi
 if ((${#failed[@]})); then
   printf 'bench: FAILED: %s\n' "${failed[@]}" >&2
   exit 1

@@ -70,10 +70,14 @@ elif [[ $mode == registry ]]; then
 else
   echo "-- manifest, Dockerfile, policy and layout checks"
 fi
-"$GO" test -tags infra -count=1 -timeout 15m ./test/infra/
-# The Helm chart (rendered with the Helm Go SDK, every object decoded strictly) and the alert and
-# dashboard expressions (the PromQL parser): a module of its own, test/deploycheck, so Helm's and
-# Prometheus's dependencies stay out of envdr's go.mod. The first run downloads them.
+# test/infra is a module of its own (test/infra/go.mod) so the Kubernetes API types and the ECS
+# SDK it decodes the manifests with stay out of envdr's go.mod.
+(cd test/infra && "$GO" test -tags infra -count=1 -timeout 15m ./...)
+# The Helm chart (rendered with the Helm Go SDK, every object decoded strictly; and `helm lint
+# --strict` / `helm template` with the helm CLI pinned there, which scripts/helm.sh builds into
+# .tools/bin once) and the alert and dashboard expressions (the PromQL parser): a module of its
+# own, test/deploycheck, so Helm's and Prometheus's dependencies stay out of envdr's go.mod. The
+# first run downloads them.
 echo "-- helm chart and PromQL rules (test/deploycheck)"
 (cd test/deploycheck && "$GO" test -count=1 -timeout 10m -skip '^TestIdentityMatrix$' ./...)
 # The identity matrix (docs/DEPLOY.md section 7): every shipped workload's command under its

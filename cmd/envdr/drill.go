@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,16 +16,17 @@ import (
 func init() {
 	register(func() *cobra.Command {
 		var (
-			opts             recovery.DrillOptions
-			conf, max, shard string
-			report           string
-			pushgw           string
-			asJSON           bool
-			quiet            bool
-			force            bool
+			opts      recovery.DrillOptions
+			conf, max string
+			shard     shardSpec
+			report    string
+			pushgw    string
+			asJSON    bool
+			quiet     bool
+			force     bool
 		)
 		cmd := &cobra.Command{
-			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--report PATH]",
+			Use:   "drill --lose R [--all-surviving] [--open FILE...] [--data N|all] [--report PATH]",
 			Short: "Rehearse losing region R: prove every record opens in a surviving region",
 			Long: `drill behaves as if region R were gone. No client for R is built, and every request to R's
 endpoints is refused and counted: a drill that needed R reports it (isolation, must be 0).
@@ -48,6 +50,19 @@ surviving regions cannot open (at --confidence, default 99.9%); --confidence P -
 sizes the sample (n = ln(1-P)/ln(1-Q)) and passes only when that bound is at most Q.
 --shard i/N reads this process's part of one scan split N ways (see envdr verify --help).
 
+--data N|all opens objects of the S3 data path end to end from each surviving region's bucket
+replica (regions[].bucket), with that region's endpoints alone: every object, or a uniform random
+sample of N. The objects are every survivor's bucket listed, plus those the records name
+(data_uri) that no survivor holds. The report says, per surviving region, the objects opened, the
+objects missing from its replica (data RPO: not replicated there yet), the objects it holds but
+holds no wrap for (key RPO) and those that failed to open, the plaintext bytes authenticated, and
+names each object that was not opened. Its check "data" passes when no object failed to open and
+--min-recoverable of the envelope objects checked opened in some surviving region.
+
+--report s3://bucket/prefix writes the three as objects prefix.json, prefix.md and prefix.html,
+through a surviving region's S3 endpoint (the bucket's own region unless it is R), each refused
+if it exists unless --force.
+
 --report PATH writes PATH.json, PATH.md and PATH.html (a page to hand an auditor: evidence,
 checks, region x outcome matrix, failures, timings, configuration). On the local stand-in, lose
 the region for real first: envdr local down R.
@@ -61,7 +76,8 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
   envdr drill --lose us-east-1 --all-surviving --open backup.tar.envdr --json
   envdr drill --lose eu-west-1 --max-rpo 15m --min-recoverable 99.99 --report drills/eu
   envdr drill verify-report drills/eu.json
-  envdr drill --lose us-east-1 --confidence 99.9% --max-defect 0.1% --report drills/sampled`,
+  envdr drill --lose us-east-1 --confidence 99.9% --max-defect 0.1% --report drills/sampled
+  envdr drill --lose us-east-1 --data all --report drills/with-data`,
 			Args: noArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				if opts.Lose == "" {
@@ -90,7 +106,10 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				if err := sampleFlags(&opts.Sampling, "", conf, max, shard); err != nil {
 					return err
 				}
-				if err := checkReportPaths(report, force, c.CommandPath()); err != nil {
+				if opts.Data != 0 && opts.Sampling.Shard.String() != "" {
+					return usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
+				}
+				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
 					return err
 				}
 				v := buildVersion()
@@ -103,7 +122,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 					return withCode(exitFailure, err)
 				}
 				if report != "" {
-					paths, err := rep.WriteFiles(report)
+					paths, err := writeReport(c.Context(), cfg, report, force, opts.Lose, rep)
 					if err != nil {
 						return withCode(exitFailure, err)
 					}
@@ -133,7 +152,8 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 		f.StringVar(&opts.Lose, "lose", "", "the region to behave as if it were gone (required)")
 		f.BoolVar(&opts.AllSurviving, "all-surviving", false, "require every surviving region to open every record")
 		f.StringArrayVar(&opts.Open, "open", nil, "envelope file to open end to end through a surviving region (repeatable)")
-		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json (never over existing files without --force)")
+		f.Var((*dataFlag)(&opts.Data), "data", "open N sampled objects, or all, from each surviving region's bucket replica (S3 data path)")
+		f.StringVar(&report, "report", "", "write PATH.md, PATH.html and PATH.json, or to S3 with s3://bucket/prefix (never over existing files without --force)")
 		f.BoolVar(&force, "force", false, "overwrite existing --report files")
 		f.StringVar(&pushgw, "pushgateway", os.Getenv("ENVDR_PUSHGATEWAY"), "push envdr_drill_* metrics to this Prometheus Pushgateway URL (job envdr_drill, group lost_region); env ENVDR_PUSHGATEWAY")
 		f.StringVar(&opts.ScanRegion, "scan-region", "", "surviving region whose table is read (default: home, else the first surviving)")
@@ -156,7 +176,7 @@ type verifyReportResult struct {
 	File     string `json:"file"`
 	DigestOK bool   `json:"digest_ok"`
 	SHA256   string `json:"sha256,omitempty"`
-	Kind     string `json:"kind,omitempty"` // "drill" or "verify"
+	Kind     string `json:"kind,omitempty"` // "drill", "verify" or "gameday"
 	Lost     string `json:"lost,omitempty"`
 	// Passed is the verdict the report carries (its checks), not the digest's.
 	Passed    bool   `json:"passed"`
@@ -170,9 +190,9 @@ func verifyReportCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "verify-report FILE.json",
-		Short: "Check a drill or verify report's SHA-256 digest: was the JSON changed after envdr wrote it?",
-		Long: `verify-report recomputes the SHA-256 digest of a drill or verify report's JSON (drill --report,
-verify --report, or envdr report merge of either; the file with its own
+		Short: "Check a drill, verify or game day report's SHA-256 digest: was the JSON changed after envdr wrote it?",
+		Long: `verify-report recomputes the SHA-256 digest of a drill, verify or game day report's JSON (drill
+--report, verify --report, gameday --report, or envdr report merge; the file with its own
 "sha256" value left empty) and compares it with the digest the file carries. A single changed
 byte anywhere fails. The digest proves integrity, not origin: anyone who can run envdr can write
 a report with a matching digest, so keep reports where they cannot be rewritten (an S3 bucket
@@ -182,13 +202,29 @@ with Object Lock, for example).
 "envdr_version", "caller", "error"} (docs/OUTPUT.md), also when the digest does not match.
 
 Exit status: 0 the digest matches (the verdict and digest are printed), 1 it does not, or the
-file is not a drill report of this schema, 2 bad usage.`,
+file is not a report of this schema, 2 bad usage.`,
 		Example: `  envdr drill verify-report drills/eu-west-1.json`,
 		Args:    exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			b, err := os.ReadFile(args[0])
 			if err != nil {
 				return withCode(exitFailure, err)
+			}
+			if recovery.ReportKind(b) == recovery.GamedayReportKind {
+				gr, err := recovery.VerifyGamedayReport(b)
+				if err != nil {
+					if asJSON {
+						_ = writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], Kind: recovery.GamedayReportKind, Error: err.Error()})
+					}
+					return withCode(exitFailure, fmt.Errorf("%s: %w", args[0], err))
+				}
+				if asJSON {
+					return writeJSON(c.OutOrStdout(), verifyReportResult{File: args[0], DigestOK: true, SHA256: gr.SHA256, Kind: recovery.GamedayReportKind, Lost: gr.Lost,
+						Passed: gr.Passed, StartedAt: gr.StartedAt.Format("2006-01-02T15:04:05Z"), Envdr: gr.Envdr.Version, Caller: callerName(gr.Caller)})
+				}
+				fmt.Fprintf(c.OutOrStdout(), "%s: digest OK (sha256 %s): game day lose %s %s, %d envelopes, %s, envdr %s, caller %s\n",
+					args[0], gr.SHA256, gr.Lost, verdict(gr.Passed), gr.Sealed, gr.StartedAt.Format("2006-01-02T15:04:05Z"), gr.Envdr.Version, callerName(gr.Caller))
+				return nil
 			}
 			if recovery.ReportKind(b) == "verify" {
 				vr, err := recovery.VerifyVerifyReport(b)
@@ -286,6 +322,22 @@ func writeDrillSummary(w io.Writer, r *recovery.DrillReport) {
 			fmt.Fprintf(w, "  file %s: FAILED: %s\n", f.Path, f.Error)
 		}
 	}
+	if d := r.Data; d != nil {
+		fmt.Fprintf(w, "data: %d of %d objects checked (%s), %d opened in a surviving region, %d not; %d bytes authenticated; "+
+			"data RPO %d missing from a replica (oldest %.1fs), key RPO %d without a wrap, %d failed, %d not envelopes\n",
+			d.Checked, d.Objects, d.Requested, d.Recoverable, d.Unrecoverable, d.BytesChecked, d.MissingObjects, d.DataRPOSeconds,
+			d.MissingWraps, d.Failed, d.NotEnvelopes)
+		for _, dr := range d.Regions {
+			fmt.Fprintf(w, "  data %s (s3://%s): %d opened, %d missing objects, %d missing wraps, %d failed, %d bytes\n",
+				dr.Region, dr.Bucket, dr.Opened, dr.MissingObjects, dr.MissingWraps, dr.Failed, dr.Bytes)
+		}
+		for _, p := range d.Problems {
+			fmt.Fprintf(w, "  object %s in %s: %s: %s\n", p.Key, p.Region, p.Outcome, p.Reason)
+		}
+		if d.ProblemsOmit > 0 {
+			fmt.Fprintf(w, "  ... %d more objects not listed\n", d.ProblemsOmit)
+		}
+	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  unrecoverable record %s: %s: %s\n", f.ID, f.Outcome, f.Reason)
 	}
@@ -327,5 +379,38 @@ func drillCause(r *recovery.DrillReport) error {
 			return fmt.Errorf("drill lose %s: file %s: %s", r.Lost, f.Path, f.Error)
 		}
 	}
+	for _, c := range r.FailedChecks() {
+		if c.Name == "data" {
+			return errors.New("drill lose " + r.Lost + ": data: " + c.Detail)
+		}
+	}
 	return fmt.Errorf("drill lose %s failed", r.Lost)
 }
+
+// dataFlag is --data N|all: a sample of N objects, or recovery.DataAll.
+type dataFlag int
+
+func (d *dataFlag) String() string {
+	switch {
+	case *d == recovery.DataAll:
+		return "all"
+	case *d > 0:
+		return strconv.Itoa(int(*d))
+	}
+	return ""
+}
+
+func (d *dataFlag) Set(v string) error {
+	if v == "all" {
+		*d = recovery.DataAll
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a positive number of objects, or all")
+	}
+	*d = dataFlag(n)
+	return nil
+}
+
+func (d *dataFlag) Type() string { return "N|all" }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,7 +79,7 @@ func newLocalServeCmd() *cobra.Command {
 }
 
 func newLocalRegionCmd(action string, client adminClientFunc) *cobra.Command {
-	short := "Lose a region: close its KMS, SQS and DynamoDB endpoints (connections refused)"
+	short := "Lose a region: close its KMS, SQS, DynamoDB and S3 endpoints (connections refused)"
 	if action == "up" {
 		short = "Restore a lost region on the same ports"
 	}
@@ -157,25 +158,44 @@ func newLocalStatusCmd(client adminClientFunc) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A stand-in from before S3 has no GET /s3: then no S3 rows.
+			s3st, s3err := c.S3(cmd.Context())
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), struct {
+				out := struct {
 					Regions     map[string]admin.RegionStatus `json:"regions"`
 					Replication []admin.PairStats             `json:"replication"`
-				}{st, repl})
+					S3          *admin.S3Status               `json:"s3,omitempty"`
+				}{Regions: st, Replication: repl}
+				if s3err == nil {
+					out.S3 = &s3st
+				}
+				return printJSON(cmd.OutOrStdout(), out)
 			}
-			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "FAULTS", "CLOCK")
+			tw := newTable(cmd.OutOrStdout(), "REGION", "STATE", "KMS", "SQS", "DYNAMODB", "S3", "FAULTS", "CLOCK")
 			for _, r := range sortedRegions(st) {
 				s := st[r]
 				state := "up"
 				if !s.Up {
 					state = "down"
 				}
-				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, faultsSummary(s.Faults), skewSummary(s.ClockSkew))
+				s3 := s.Endpoints.S3
+				if s3 == "" {
+					s3 = "-" // a stand-in from before S3
+				}
+				tw.row(r, state, s.Endpoints.KMS, s.Endpoints.SQS, s.Endpoints.DynamoDB, s3, faultsSummary(s.Faults), skewSummary(s.ClockSkew))
 			}
 			tw.row()
 			tw.row("REPLICATION", "LAG", "JITTER", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
 			for _, p := range repl {
 				tw.row(p.From+" -> "+p.To, p.Lag, p.Jitter, p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
+			}
+			if s3err == nil {
+				// S3 replication takes the global tables' lag and jitter (shown above).
+				tw.row()
+				tw.row("S3 REPLICATION", "SUPERSEDED", "", "REPLICATED", "CONFLICTS", "PENDING", "LATENCY LAST/MAX")
+				for _, p := range s3st.Replication {
+					tw.row(p.From+" -> "+p.To, p.Superseded, "", p.Replicated, p.Conflicts, p.Pending, fmt.Sprintf("%.0fms / %.0fms", p.LastLatencyMs, p.MaxLatencyMs))
+				}
 			}
 			return tw.flush()
 		},
@@ -190,7 +210,7 @@ func newLocalLagCmd(client adminClientFunc) *cobra.Command {
 	var seed uint64
 	cmd := &cobra.Command{
 		Use:   "lag [--from R1] [--to R2] [--jitter J [--seed N]] DURATION",
-		Short: "Set the global tables' replication lag (default 250ms) and jitter, for every pair of regions or one direction",
+		Short: "Set the replication lag (default 250ms) and jitter of global tables and S3, for every pair of regions or one direction",
 		Long: `Every DynamoDB write reaches the other regions' replicas DURATION after it was made (replication is
 asynchronous; conflicting writes are resolved by last writer wins, as DynamoDB global tables do).
 With --jitter J each item waits DURATION plus a random delay in [0, J] of its own, per
@@ -198,8 +218,9 @@ destination: the items of one transaction or batch then arrive at different time
 order, as on AWS, where items replicate individually (two writes of one item still arrive in
 write order). Without --jitter the jitter is left as it is (0 unless set). --seed N restarts
 the jitter's random source, so the same writes in the same order get the same delays.
+S3 Cross-Region Replication takes the same lag and jitter, per object and destination.
 The new lag applies to writes made from now on. "envdr local status" shows each direction's lag,
-jitter, measured replication latency and conflicts.
+jitter, measured replication latency and conflicts (S3's: the admin endpoint's GET /s3).
 
   envdr local lag 2s                                   every pair
   envdr local lag --from us-east-1 --to eu-west-1 5s    one direction
@@ -399,11 +420,11 @@ func newLocalFaultCmd(client adminClientFunc) *cobra.Command {
   --error-rate P    that share of requests (0.3 or 30%) gets a retryable server error, HTTP 500
                     or 503 in the service's own shape (KMSInternalException,
                     DependencyTimeoutException; InternalServerError, ServiceUnavailable;
-                    InternalFailure, ServiceUnavailable)
+                    InternalFailure, ServiceUnavailable; InternalError, SlowDown)
   --blackhole       requests are accepted and read but never answered, until the client gives up
                     (or the fault is cleared: held requests are then served)
 
-Without --service the fault applies to the region's KMS, SQS and DynamoDB; it replaces what the
+Without --service the fault applies to the region's KMS, SQS, DynamoDB and S3; it replaces what the
 service had. --clear removes the region's faults (all, or --service's). Faults stay across
 "local down"/"local up"; "local status" lists them.`,
 		Example: `  envdr local fault eu-west-1 --blackhole
@@ -413,8 +434,8 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			region := args[0]
-			if service != "" && service != admin.ServiceKMS && service != admin.ServiceSQS && service != admin.ServiceDynamoDB {
-				return usageError("--service %q: want kms, sqs or dynamodb (none: all three)", service)
+			if service != "" && !slices.Contains(admin.Services, service) {
+				return usageError("--service %q: want kms, sqs, dynamodb or s3 (none: all four)", service)
 			}
 			var f admin.Fault
 			var err error
@@ -466,7 +487,7 @@ service had. --clear removes the region's faults (all, or --service's). Faults s
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&service, "service", "", "kms, sqs or dynamodb (default: all three)")
+	fl.StringVar(&service, "service", "", "kms, sqs, dynamodb or s3 (default: all four)")
 	fl.StringVar(&latency, "latency", "", "added latency D or D±J (D+-J), e.g. 1s, 200ms±50ms")
 	fl.StringVar(&errorRate, "error-rate", "", "share of requests answered with a retryable 500/503: 0.3 or 30%")
 	fl.BoolVar(&blackhole, "blackhole", false, "accept and read requests, never answer")

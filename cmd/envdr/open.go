@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"time"
 
@@ -30,7 +31,7 @@ func init() {
 			timeout  time.Duration
 		)
 		cmd := &cobra.Command{
-			Use:   "open [flags] IN|- OUT|-",
+			Use:   "open [flags] IN|-|s3://bucket/key OUT|-",
 			Short: "Decrypt an envelope, falling over between regions (through one region alone with --region)",
 			Long: `open reads the envelope header, unwraps the data key with KMS, checks the key commitment, and
 writes the plaintext. Each chunk is released only after it authenticates; truncation, reordering
@@ -50,6 +51,13 @@ R's wrap is taken from the record in R's table when it is there, else the header
 R holds a replica of the header's multi-Region key; otherwise open fails naming R and the
 missing wrap. This is how you prove a region can recover your data on its own.
 
+IN s3://bucket/key streams the object down. Without --region it is read from the bucket's own
+region first, then from each other region's bucket replica (regions[].bucket, the same key) in
+seal order, skipping a replica whose region is out or that does not hold the object yet, and
+stderr names the replica read; the data key then falls over as above. With --region R only R's
+bucket replica and R's endpoints are used. A bucket that is no region's is read as named
+(through --region's endpoint, else the home region's).
+
 The header is not authenticated before the data key is known, so open only unwraps under a key of
 the region in the config (the region's key, previous_keys, trusted_keys, or a multi-Region
 replica of one of them); an envelope naming any other key, or none, is refused before any KMS
@@ -68,7 +76,8 @@ region tried, the KMS call and any fall-over.
 Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 			Example: `  envdr --config local/envdr.yaml open report.pdf.envdr report.pdf
   envdr --config local/envdr.yaml open --region eu-west-1 --context app=billing report.pdf.envdr -
-  envdr open --output json --region-timeout 2s backup.tar.envdr backup.tar | jq -r .region`,
+  envdr open --output json --region-timeout 2s backup.tar.envdr backup.tar | jq -r .region
+  envdr open --region eu-west-1 s3://envdr-data-us-east-1/backups/2026-12-07.tar.envdr backup.tar`,
 			Args: exactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				want, err := parseContextFlags(ctxPairs)
@@ -101,9 +110,32 @@ Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 				if _, ok := cfg.Region(region); region != "" && !ok {
 					return usageError("--region %s is not configured (configured: %v)", region, cfg.RegionNames())
 				}
-				in, err := openInput(args[0])
-				if err != nil {
-					return fmt.Errorf("input: %w", err)
+				var (
+					in     io.ReadCloser
+					inSize int64 = -1
+					fromS3 *s3Read
+				)
+				if regions.IsS3URI(args[0]) {
+					uri, err := regions.ParseS3URI(args[0])
+					if err != nil {
+						return usageError("IN: %v", err)
+					}
+					fromS3, err = openS3Input(cmd.Context(), cfg, uri, region, anyKey, timeout, func(r, why string) {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: region %s's replica skipped: %s\n", r, why)
+					})
+					if err != nil {
+						return fmt.Errorf("open %s: %w", args[0], err)
+					}
+					in, inSize = fromS3.obj.Body, fromS3.obj.Size
+					if region == "" {
+						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: %s read from region %s's replica s3://%s/%s\n", uri, fromS3.from.Region, fromS3.from.Bucket, uri.Key)
+					}
+				} else {
+					f, err := openInput(args[0])
+					if err != nil {
+						return fmt.Errorf("input: %w", err)
+					}
+					in, inSize = f, inputSize(f)
 				}
 				defer in.Close()
 				hdr, src, err := readHeaderKeep(in)
@@ -138,7 +170,7 @@ Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 				if err != nil {
 					return err
 				}
-				out.preallocate(openedSize(hdr, inputSize(in)))
+				out.preallocate(openedSize(hdr, inSize))
 				if _, err := envelope.Open(ctx, out.w, src, heldDEK(got.dek), envelope.OpenOptions{Context: want, Wrap: got.wrap, Jobs: jobs}); err != nil {
 					out.abort()
 					return out.userError(fmt.Errorf("open %s (record %s) through region %s: %w", args[0], hdr.RecordID(), got.region, err))
@@ -151,8 +183,13 @@ Exit status: 0 opened, 1 failed (nothing is left at OUT), 2 bad usage.`,
 				}
 				cliLog.Debug("open: done", zap.String("record", hdr.RecordID()), zap.String("region", got.region), zap.Int64("bytes", out.bytes()))
 				if asJSON {
-					return writeJSON(cmd.OutOrStdout(), openResult{ID: hdr.ID, Region: got.region, Wrap: got.result(hdr),
-						Bytes: out.bytes(), Output: args[1], Skipped: append([]skippedRegion{}, got.skipped...)})
+					res := openResult{ID: hdr.ID, Region: got.region, Wrap: got.result(hdr),
+						Bytes: out.bytes(), Output: args[1], Skipped: append([]skippedRegion{}, got.skipped...)}
+					if fromS3 != nil {
+						res.Replica = &fromS3.from
+						res.ReplicaSkipped = append([]skippedRegion{}, fromS3.skipped...)
+					}
+					return writeJSON(cmd.OutOrStdout(), res)
 				}
 				return nil
 			},
@@ -176,6 +213,10 @@ type openResult struct {
 	Bytes   int64           `json:"bytes"`  // plaintext bytes written
 	Output  string          `json:"output"` // OUT as given ("-": stdout)
 	Skipped []skippedRegion `json:"skipped"`
+	// Replica is the bucket replica an s3:// IN was read from, and ReplicaSkipped the replicas
+	// fallen over from (absent for a file).
+	Replica        *s3Replica      `json:"replica,omitempty"`
+	ReplicaSkipped []skippedRegion `json:"replica_skipped,omitempty"`
 }
 
 // wrapUsed names the wrap of the data key that was unwrapped.

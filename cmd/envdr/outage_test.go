@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -235,8 +236,9 @@ func TestGamedayOpensWithoutRegion(t *testing.T) {
 	cfg, err := config.Load(cfgPath)
 	require.NoError(t, err)
 	startDaemons(t, env, cfg)
+	report := filepath.Join(t.TempDir(), "gd")
 	stdout, stderr, code := runSplit(t, "--config", cfgPath, "gameday", "--lose", "us-east-1", "--before", "2s", "--during", "3s",
-		"--rate", "4", "--within", "1m", "--region-timeout", "2s", "--output", "json")
+		"--rate", "4", "--within", "1m", "--region-timeout", "2s", "--output", "json", "--report", report)
 	require.Equal(t, exitOK, code, stderr)
 	var rep struct {
 		Passed bool `json:"passed"`
@@ -258,6 +260,52 @@ func TestGamedayOpensWithoutRegion(t *testing.T) {
 	require.Equal(t, "eu-west-1", rep.Opened[1].Region)
 	require.Empty(t, rep.Opened[1].Skipped)
 	require.Contains(t, stderr, "open without --region, us-east-1 lost: record "+rep.Opened[0].ID+" (sealed in us-east-1) opened through eu-west-1")
+	requireGamedayReportVerifies(t, report+".json")
+}
+
+// requireGamedayReportVerifies: drill verify-report accepts a game day report (text and JSON
+// output), and any edited byte fails it with exit 1; report merge refuses it.
+func requireGamedayReportVerifies(t *testing.T, path string) {
+	t.Helper()
+	js, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var rep struct {
+		Kind   string `json:"kind"`
+		SHA256 string `json:"sha256"`
+		Sealed int    `json:"sealed"`
+		Envdr  struct {
+			Version string `json:"version"`
+		} `json:"envdr"`
+	}
+	require.NoError(t, json.Unmarshal(js, &rep))
+	require.Equal(t, "gameday", rep.Kind)
+	require.Equal(t, buildVersion().Version, rep.Envdr.Version)
+	stdout, stderr, code := runSplit(t, "drill", "verify-report", path)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, stdout, "digest OK (sha256 "+rep.SHA256+"): game day lose us-east-1 PASSED, "+fmt.Sprint(rep.Sealed)+" envelopes")
+	require.Contains(t, stdout, "caller arn:aws:sts::111122223333:assumed-role/envdr-gameday/")
+	stdout, stderr, code = runSplit(t, "drill", "verify-report", "--output", "json", path)
+	require.Equal(t, exitOK, code, stderr)
+	var res verifyReportResult
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res), stdout)
+	require.True(t, res.DigestOK)
+	require.Equal(t, "gameday", res.Kind)
+	require.Equal(t, "us-east-1", res.Lost)
+	require.True(t, res.Passed)
+
+	// One edited byte, anywhere: a figure, the structure, the digest itself.
+	edited := filepath.Join(t.TempDir(), "edited.json")
+	for _, at := range []int{bytes.Index(js, []byte(`"p99_99_seconds": `)) + 18, bytes.Index(js, []byte(`"lost"`)), len(js) - 8} {
+		bad := bytes.Clone(js)
+		bad[at] ^= 0x01
+		require.NoError(t, os.WriteFile(edited, bad, 0o600))
+		_, stderr, code := runSplit(t, "drill", "verify-report", edited)
+		require.Equalf(t, exitFailure, code, "byte %d edited and still verified", at)
+		require.Contains(t, stderr, "report digest mismatch")
+	}
+	_, stderr, code = runSplit(t, "report", "merge", "--out", filepath.Join(t.TempDir(), "m"), path)
+	require.Equal(t, exitUsage, code, stderr)
+	require.Contains(t, stderr, "game days are not sharded")
 }
 
 // replicateAll runs a daemon per region until each record holds a wrap in every region.

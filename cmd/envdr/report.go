@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"strings"
+	"time"
 
+	"github.com/sethvargo/go-retry"
 	"github.com/spf13/cobra"
 
 	"github.com/envdr/envdr/recovery"
@@ -36,6 +42,7 @@ func reportMergeCmd() *cobra.Command {
 		out    string
 		force  bool
 		asJSON bool
+		wait   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "merge --out PATH FILE.json...",
@@ -51,6 +58,11 @@ drill, the same lost region): a missing, repeated or foreign shard is refused.
 
 --out PATH writes PATH.json (a drill also PATH.md and PATH.html); an existing file is never
 overwritten without --force.
+
+--wait DURATION first waits, up to DURATION, until every named file exists: the merge step of
+a sharded run that starts with the shards (the Helm chart's scan Job), so it needs nothing to
+run it after them. Each shard writes its report through a rename, so a file that exists is
+whole. A file still missing at the end is a failure that names it.
 
 Exit status: 0 merged and the whole scan passed, 1 merged and it failed (the report is still
 written), or a report's digest did not match, 2 bad usage or not one scan's shards.`,
@@ -68,7 +80,15 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 			if out == "" {
 				return usageError("--out PATH is required")
 			}
+			if wait < 0 {
+				return usageError("--wait %s: use a positive duration such as 24h", wait)
+			}
 			md, html, js := recovery.ReportPaths(out)
+			if wait > 0 {
+				if err := waitForFiles(c.Context(), args, wait); err != nil {
+					return withCode(exitFailure, err)
+				}
+			}
 			var kinds []string
 			var bodies [][]byte
 			for _, f := range args {
@@ -80,6 +100,9 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 				kinds = append(kinds, recovery.ReportKind(b))
 			}
 			for i, k := range kinds {
+				if k == recovery.GamedayReportKind {
+					return usageError("%s is a game day report: game days are not sharded, there is nothing to merge", args[i])
+				}
 				if k != kinds[0] {
 					return usageError("%s is a %s report and %s a %s report: merge one kind at a time", args[0], kinds[0], args[i], k)
 				}
@@ -157,6 +180,36 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "", "write the merged report to PATH.json (a drill also PATH.md, PATH.html)")
 	f.BoolVar(&force, "force", false, "overwrite existing --out files")
+	f.DurationVar(&wait, "wait", 0, "wait up to this long for every named file to exist (the shards still running), then merge")
 	addOutputFlag(cmd, &asJSON)
 	return cmd
+}
+
+// waitPoll is how often merge --wait looks for the shards' reports: a shard runs for minutes to
+// days, so a few seconds late is nothing, and a stat every few seconds costs nothing.
+var waitPoll = 5 * time.Second
+
+// waitForFiles returns when every file exists, or an error naming those still missing after
+// max (or when ctx ends: SIGTERM).
+func waitForFiles(ctx context.Context, files []string, max time.Duration) error {
+	var missing []string
+	check := func(context.Context) error {
+		missing = missing[:0]
+		for _, f := range files {
+			if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+				missing = append(missing, f)
+			} else if err != nil {
+				return err // unreadable, not absent: waiting would not help
+			}
+		}
+		if len(missing) > 0 {
+			return retry.RetryableError(fmt.Errorf("%d of %d reports missing", len(missing), len(files)))
+		}
+		return nil
+	}
+	err := retry.Do(ctx, retry.WithMaxDuration(max, retry.NewConstant(waitPoll)), check)
+	if err != nil && len(missing) > 0 {
+		return fmt.Errorf("report merge: after waiting %s, still no %s", max, strings.Join(missing, ", "))
+	}
+	return err
 }

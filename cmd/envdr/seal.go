@@ -30,7 +30,7 @@ func init() {
 			asJSON    bool
 		)
 		cmd := &cobra.Command{
-			Use:   "seal [flags] IN|- OUT|-",
+			Use:   "seal [flags] IN|- OUT|-|s3://bucket/key",
 			Short: "Encrypt a file or stream under a fresh data key from a region's KMS key (home first, falling over)",
 			Long: `seal asks a region's KMS key for a fresh 256-bit data key (GenerateDataKey), bound to the
 encryption context: your --context pairs plus the reserved envdr:id = the envelope ID. It writes
@@ -50,6 +50,13 @@ mrk mode it also sends a copy to the next region's queue in seal order (enqueue_
 the seal, another region still has the event and can wrap and verify the data key through its
 own replica key. seal prints the envelope ID on stdout (unless OUT is -).
 
+OUT s3://bucket/key streams the envelope up as an S3 multipart upload in constant memory (about
+60 MiB held whatever the size: 8 MiB parts, 4 in flight), through the S3 endpoint of the region whose bucket
+it is (regions[].bucket; else the home region's); a failed seal aborts the upload and leaves no
+object. An existing object is refused (HEAD first, and the upload is conditional: If-None-Match)
+unless --force. With --enqueue the event's data_uri is the s3:// URI. A bucket that notifies
+envdr run needs no --enqueue at all (docs/OPERATIONS.md, "Envelopes in S3").
+
 OUT is written to a temporary file and put in place only on success. An existing OUT, or OUT
 being IN itself (under any name or link), is refused before anything is read, and a binary
 envelope is never written to a terminal: --force overrides all three.
@@ -62,7 +69,8 @@ Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad u
 			Example: `  envdr --config local/envdr.yaml seal --context app=billing --context tenant=42 report.pdf report.pdf.envdr
   tar c data/ | envdr seal --enqueue - - > data.tar.envdr
   envdr seal --region eu-west-1 --enqueue invoice.json invoice.json.envdr   # eu-west-1's key only
-  envdr seal --id invoice-2026-11-001 --enqueue invoice.json invoice.json.envdr`,
+  envdr seal --id invoice-2026-11-001 --enqueue invoice.json invoice.json.envdr
+  envdr seal --context app=billing backup.tar s3://envdr-data-us-east-1/backups/2026-12-07.tar.envdr`,
 			Args: exactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				userCtx, err := parseContextFlags(ctxPairs)
@@ -78,7 +86,14 @@ Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad u
 					return err
 				}
 				rules := outputRules{force: force, in: args[0], binary: true, cmd: cmd.CommandPath()}
-				if err := checkOutput(args[1], rules); err != nil {
+				var s3Out *regions.S3URI
+				if regions.IsS3URI(args[1]) {
+					u, err := regions.ParseS3URI(args[1])
+					if err != nil {
+						return usageError("OUT: %v", err)
+					}
+					s3Out = &u
+				} else if err := checkOutput(args[1], rules); err != nil {
 					return err
 				}
 				if asJSON && args[1] == "-" {
@@ -112,37 +127,72 @@ Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad u
 						fmt.Fprintf(cmd.ErrOrStderr(), "envdr: region %s cannot seal now (%v); falling over to the next region\n", r, err)
 					}}
 				cliLog.Debug("seal: KMS GenerateDataKey, regions in this order", zap.Strings("order", order), zap.Duration("region_timeout", timeout))
+				if err := checkJobsFlag(jobs); err != nil {
+					return err
+				}
+				var upR *regions.Region
+				if s3Out != nil {
+					if upR, err = topo.Region(uploadRegion(cfg, s3Out.Bucket)); err != nil {
+						return err
+					}
+					if err := checkS3Output(ctx, upR, *s3Out, force, cmd.CommandPath()); err != nil {
+						return err
+					}
+				}
 				in, err := openInput(args[0])
 				if err != nil {
 					return fmt.Errorf("input: %w", err)
 				}
 				defer in.Close()
-				out, err := createOutput(args[1], rules)
-				if err != nil {
-					return err
-				}
-				if err := checkJobsFlag(jobs); err != nil {
-					return err
-				}
-				if n := inputSize(in); n >= 0 {
-					out.preallocateAfterFirst(sealedPayloadSize(n, chunkSize))
+				var (
+					out   *output
+					s3o   *s3Output
+					sink  io.Writer
+					abort func(error)
+				)
+				if s3Out != nil {
+					s3o = startS3Output(ctx, upR, *s3Out, force)
+					sink, abort = s3o.count, s3o.abort
+				} else {
+					if out, err = createOutput(args[1], rules); err != nil {
+						return err
+					}
+					if n := inputSize(in); n >= 0 {
+						out.preallocateAfterFirst(sealedPayloadSize(n, chunkSize))
+					}
+					sink, abort = out.w, func(error) { out.abort() }
 				}
 				counted := &countingReader{r: in}
 				started := time.Now()
-				hdr, err := envelope.Seal(ctx, out.w, counted, keys, envelope.SealOptions{
+				hdr, err := envelope.Seal(ctx, sink, counted, keys, envelope.SealOptions{
 					ID: id, Context: userCtx, ChunkSize: chunkSize, Jobs: jobs})
 				if err != nil {
-					out.abort()
-					return out.userError(fmt.Errorf("seal %s: %w", args[0], err))
+					abort(err)
+					if out != nil {
+						err = out.userError(err)
+					}
+					return fmt.Errorf("seal %s: %w", args[0], err)
 				}
 				cliLog.Debug("seal: data key made and data sealed", zap.String("record", hdr.RecordID()), zap.String("region", hdr.HomeRegion),
 					zap.String("key_arn", hdr.KeyARN), zap.Int64("plaintext_bytes", counted.n), zap.Duration("took", time.Since(started)))
-				if err := out.commit(); err != nil {
-					return fmt.Errorf("seal %s: output %s: %w", args[0], args[1], err)
+				var written int64
+				if s3o != nil {
+					if err := s3o.commit(); err != nil {
+						return fmt.Errorf("seal %s (record %s): output %s: %w", args[0], hdr.RecordID(), args[1], err)
+					}
+					written = s3o.count.n
+				} else {
+					if err := out.commit(); err != nil {
+						return fmt.Errorf("seal %s: output %s: %w", args[0], args[1], err)
+					}
+					written = out.bytes()
 				}
-				res := sealResult{ID: hdr.ID, Region: hdr.HomeRegion, KeyARN: hdr.KeyARN, Bytes: out.bytes(), PlaintextBytes: counted.n,
+				res := sealResult{ID: hdr.ID, Region: hdr.HomeRegion, KeyARN: hdr.KeyARN, Bytes: written, PlaintextBytes: counted.n,
 					Output: args[1], Queues: []replicate.Queued{}}
 				if enqueue {
+					if dataURI == "" && s3Out != nil {
+						dataURI = s3Out.String()
+					}
 					if dataURI == "" && args[1] != "-" {
 						if abs, err := filepath.Abs(args[1]); err == nil {
 							dataURI = "file://" + abs
@@ -178,7 +228,7 @@ Exit status: 0 sealed (and enqueued), 1 failed (nothing is left at OUT), 2 bad u
 		addJobsFlag(cmd, &jobs)
 		f.BoolVar(&force, "force", false, "overwrite an existing OUT (even IN itself), and write the envelope to a terminal")
 		addOutputFlag(cmd, &asJSON)
-		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: file:// of OUT)")
+		f.StringVar(&dataURI, "data-uri", "", "where the envelope will live, recorded in the event (default: OUT's s3:// URI, or file:// of OUT)")
 		return cmd
 	})
 }

@@ -20,7 +20,7 @@ func init() {
 			opts      recovery.VerifyOptions
 			asJSON    bool
 			quiet     bool
-			shard     string
+			shard     shardSpec
 			conf, max string
 			report    string
 			force     bool
@@ -176,19 +176,52 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 	})
 }
 
-// addSampleFlags adds --sample, --confidence, --max-defect, --shard and --seed (verify, drill).
-func addSampleFlags(cmd *cobra.Command, opts *recovery.Sampling, conf, maxDefect, shard *string) {
+// shardSpec is --shard i/N with --shard-base: where i counts from.
+type shardSpec struct {
+	spec string
+	base int
+}
+
+// parse turns the spec into a shard (the zero Shard without --shard). A base of 0 is for
+// schedulers that number their workers from 0, such as a Kubernetes Indexed Job's
+// JOB_COMPLETION_INDEX: "$(JOB_COMPLETION_INDEX)/N" with --shard-base 0 is shard index+1 of N, and
+// the reports name it as the 1-based i/N that envdr report merge expects.
+func (s shardSpec) parse() (recovery.Shard, error) {
+	spec := s.spec
+	switch s.base {
+	case 1:
+	case 0:
+		a, b, ok := strings.Cut(spec, "/")
+		i, err := strconv.Atoi(a)
+		if !ok || err != nil || i < 0 {
+			return recovery.Shard{}, fmt.Errorf("--shard %q with --shard-base 0: want i/N with 0 <= i < N, e.g. 1/4", s.spec)
+		}
+		spec = strconv.Itoa(i+1) + "/" + b
+	default:
+		return recovery.Shard{}, fmt.Errorf("--shard-base %d: want 1 (i counts 1 ... N) or 0 (0 ... N-1)", s.base)
+	}
+	sh, err := recovery.ParseShard(spec)
+	if err != nil && s.base == 0 {
+		return recovery.Shard{}, fmt.Errorf("--shard %q with --shard-base 0: want i/N with 0 <= i < N <= 1000, e.g. 1/4", s.spec)
+	}
+	return sh, err
+}
+
+// addSampleFlags adds --sample, --confidence, --max-defect, --shard, --shard-base and --seed
+// (verify, drill).
+func addSampleFlags(cmd *cobra.Command, opts *recovery.Sampling, conf, maxDefect *string, shard *shardSpec) {
 	f := cmd.Flags()
 	f.IntVar(&opts.Sample, "sample", 0, "check a uniform random sample of this many records and report the upper bound on the fraction that cannot be opened")
 	f.StringVar(conf, "confidence", "", "confidence of the sample's bound, e.g. 99.9% (default 99.9%); with --max-defect, sizes the sample")
 	f.StringVar(maxDefect, "max-defect", "", "with --confidence: the largest fraction of records that may fail to open, e.g. 0.1%")
-	f.StringVar(shard, "shard", "", "i/N: read this process's part of one scan split N ways (the same --segments in every shard)")
+	f.StringVar(&shard.spec, "shard", "", "i/N: read this process's part of one scan split N ways (the same --segments in every shard)")
+	f.IntVar(&shard.base, "shard-base", 1, "where --shard's i counts from: 1 (1/N ... N/N) or 0 (0/N ... N-1/N, a Kubernetes Indexed Job's $(JOB_COMPLETION_INDEX))")
 	f.Uint64Var(&opts.Seed, "seed", 0, "the sample's random seed (0: a fresh one; the report names it, to draw the same sample again)")
 }
 
 // sampleFlags checks --sample, --confidence, --max-defect and --shard into opts (id: --id, which
 // takes none of them).
-func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect, shard string) error {
+func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect string, shard shardSpec) error {
 	if opts.Sample < 0 {
 		return usageError("--sample %d: want a number of records, 1 or more", opts.Sample)
 	}
@@ -218,8 +251,8 @@ func sampleFlags(opts *recovery.Sampling, id, conf, maxDefect, shard string) err
 	if sampling && id != "" {
 		return usageError("--id checks one record; a sample takes no --id")
 	}
-	if shard != "" {
-		s, err := recovery.ParseShard(shard)
+	if shard.spec != "" {
+		s, err := shard.parse()
 		if err != nil {
 			return usageError("%v", err)
 		}

@@ -95,6 +95,13 @@ func (c *Client) Replication(ctx context.Context) ([]PairStats, error) {
 	return out, c.do(ctx, http.MethodGet, "/replication", &out)
 }
 
+// S3 returns the stand-in's S3: buckets, replication per direction, notifications. A stand-in
+// from before S3 answers 404: an error.
+func (c *Client) S3(ctx context.Context) (S3Status, error) {
+	var out S3Status
+	return out, c.do(ctx, http.MethodGet, "/s3", &out)
+}
+
 // SetLag sets the replication lag from one region to another ("" for every region).
 func (c *Client) SetLag(ctx context.Context, from, to string, lag time.Duration) error {
 	q := url.Values{"lag": {lag.String()}}

@@ -7,10 +7,12 @@ const (
 	ServiceDynamoDB = "dynamodb"
 	// ServiceSTS is served on each region's KMS port (GetCallerIdentity only).
 	ServiceSTS = "sts"
+	// ServiceS3 is the region's S3 endpoint (path-style, over fauxqs' S3).
+	ServiceS3 = "s3"
 )
 
 // Services lists the per-region services in a fixed order.
-var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB}
+var Services = []string{ServiceKMS, ServiceSQS, ServiceDynamoDB, ServiceS3}
 
 // RegionStatus is one region's state, as the admin endpoint reports it.
 type RegionStatus struct {
@@ -85,4 +87,33 @@ type SimulateResult struct {
 	Decision  string `json:"decision"`
 	Statement string `json:"statement,omitempty"`
 	Message   string `json:"message,omitempty"`
+}
+
+// S3PairStats are one S3 replication direction's counters.
+type S3PairStats struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Replicated counts versions copied to To; Conflicts those discarded because To held a
+	// newer version; Superseded those skipped because the source had replaced them already.
+	Replicated int64 `json:"replicated"`
+	Conflicts  int64 `json:"conflicts"`
+	Superseded int64 `json:"superseded"`
+	// Pending versions wait for their lag or for a region to come back.
+	Pending int `json:"pending"`
+	// Latency from the write to the replica's arrival, last and largest, in milliseconds.
+	LastLatencyMs float64 `json:"replication_latency_last_ms"`
+	MaxLatencyMs  float64 `json:"replication_latency_max_ms"`
+}
+
+// S3Status is what GET /s3 reports.
+type S3Status struct {
+	// Buckets maps each bucket to its region.
+	Buckets map[string]string `json:"buckets"`
+	// Replication is every direction's counters.
+	Replication []S3PairStats `json:"replication"`
+	// Notifications are the event messages sent to each region's queues, the batches that
+	// failed (and were retried), and those waiting.
+	NotificationsSent    map[string]int64 `json:"notifications_sent"`
+	NotificationsFailed  map[string]int64 `json:"notifications_failed"`
+	NotificationsPending map[string]int   `json:"notifications_pending"`
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/localaws"
@@ -99,6 +100,11 @@ type Options struct {
 	Seed uint64
 	// ClockSkew offsets regions' write clocks (last writer wins compares their times).
 	ClockSkew map[string]time.Duration
+	// S3 provisions the data path too: a versioned bucket per region (Config.Regions[].Bucket,
+	// envdr-data-REGION-HASH) whose ObjectCreated events go to the region's events queue, each
+	// replicating to every other region's. Setting the notifications puts one s3:TestEvent in
+	// each region's queue, as S3 does. Off by default, so other tests' queues hold only theirs.
+	S3 bool
 }
 
 // New starts an Env and registers its teardown with t.Cleanup. Without running backends it
@@ -128,7 +134,7 @@ func NewWith(t testing.TB, o Options) *Env {
 	suffix := uniqueSuffix(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	prov, err := localaws.ProvisionIsolated(ctx, stack, suffix, o.DefaultKeyPolicies)
+	prov, err := localaws.ProvisionIsolatedWith(ctx, stack, suffix, localaws.ProvisionOptions{DefaultKeyPolicies: o.DefaultKeyPolicies, S3: o.S3})
 	if err != nil {
 		t.Fatalf("localtest: provision: %v", err)
 	}
@@ -297,13 +303,14 @@ func (e *Env) SetSkew(region string, d time.Duration) {
 	}
 }
 
-// Settle waits until every replication direction has applied what was written so far (a region
-// that is down keeps its changes pending: Settle then fails the test after 30 s).
+// Settle waits until every replication direction (global tables and S3) has applied what was
+// written so far (a region that is down keeps its changes pending: Settle then fails the test
+// after 30 s).
 func (e *Env) Settle() {
 	e.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pending := 0
+		pending := e.Stack.S3().Pending()
 		for _, p := range e.Stack.GlobalTables().Stats() {
 			pending += p.Pending
 		}
@@ -329,7 +336,7 @@ func (e *Env) SettleIfUp() {
 	e.Settle()
 }
 
-// Down loses a region: its KMS, SQS and DynamoDB endpoints refuse connections.
+// Down loses a region: its KMS, SQS, DynamoDB and S3 endpoints refuse connections.
 func (e *Env) Down(region string) {
 	e.t.Helper()
 	if err := e.Stack.Down(region); err != nil {
@@ -409,7 +416,23 @@ func (e *Env) AWSConfigAs(region, role string) aws.Config {
 	return localaws.AWSConfig(region, e.Endpoints(region), id.AccessKey, id.SecretKey)
 }
 
-// AWSConfig is an SDK config for one region: its endpoints for KMS, SQS and DynamoDB (through
+// S3As is an S3 client for one region's endpoint (path-style), signed as role.
+func (e *Env) S3As(region, role string) *s3.Client {
+	e.t.Helper()
+	return localaws.NewS3Client(e.AWSConfigAs(region, role))
+}
+
+// Bucket is a region's bucket (Options.S3).
+func (e *Env) Bucket(region string) string {
+	e.t.Helper()
+	r, ok := e.Config.Region(region)
+	if !ok || r.Bucket == "" {
+		e.t.Fatalf("localtest: region %q has no bucket (localtest.Options.S3)", region)
+	}
+	return r.Bucket
+}
+
+// AWSConfig is an SDK config for one region: its endpoints for KMS, SQS, DynamoDB and S3 (through
 // aws.Config.ConfigSources) and the admin's credentials (allowed everything). Build clients with kms.NewFromConfig etc.;
 // for DynamoDB prefer localaws.NewDynamoDB (no CRC32 warnings from DynamoDB Local).
 func (e *Env) AWSConfig(region string) aws.Config {

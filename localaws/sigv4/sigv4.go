@@ -231,6 +231,10 @@ func checkPayload(r *http.Request, body []byte, service string) *Error {
 		return &Error{Incomplete, "Missing required header for this request: x-amz-content-sha256"}
 	case claim == UnsignedPayload:
 		return nil
+	case claim == StreamingUnsignedTrailer:
+		// The body is aws-chunked with a trailing checksum and no chunk signatures: the
+		// signature covers the headers only, as with UNSIGNED-PAYLOAD. The backend decodes it.
+		return nil
 	case strings.HasPrefix(claim, "STREAMING-"):
 		return &Error{Incomplete, "The stand-in does not verify chunked (" + claim + ") payloads."}
 	}
@@ -242,6 +246,11 @@ func checkPayload(r *http.Request, body []byte, service string) *Error {
 
 // UnsignedPayload is the x-amz-content-sha256 value that leaves the body unsigned (S3 only).
 const UnsignedPayload = "UNSIGNED-PAYLOAD"
+
+// StreamingUnsignedTrailer is the x-amz-content-sha256 of an aws-chunked body with a trailing
+// checksum and no chunk signatures (S3 only), which SDKs send for uploads of unknown length:
+// https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-streaming-trailers.html.
+const StreamingUnsignedTrailer = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
 // CanonicalRequest builds the canonical request of r over the headers in signed (lower case, in
 // the order given, which the client sorted), with the SHA-256 of body as the payload hash.
@@ -255,7 +264,7 @@ func canonicalRequest(r *http.Request, body []byte, signed []string, unsignedOK 
 	var b strings.Builder
 	b.WriteString(r.Method)
 	b.WriteByte('\n')
-	b.WriteString(canonicalURI(r.URL))
+	b.WriteString(canonicalURI(r.URL, unsignedOK))
 	b.WriteByte('\n')
 	b.WriteString(canonicalQuery(r.URL.RawQuery))
 	b.WriteByte('\n')
@@ -294,7 +303,7 @@ func hmacSHA256(key []byte, data string) []byte {
 }
 
 func payloadHash(r *http.Request, body []byte, unsignedOK bool) string {
-	if v := r.Header.Get("X-Amz-Content-Sha256"); unsignedOK && v == UnsignedPayload {
+	if v := r.Header.Get("X-Amz-Content-Sha256"); unsignedOK && (v == UnsignedPayload || v == StreamingUnsignedTrailer) {
 		return v
 	}
 	h := sha256.Sum256(body)
@@ -321,9 +330,14 @@ func headerValue(r *http.Request, name string) string {
 }
 
 // canonicalURI is the URI-encoded path; every service but S3 encodes each segment twice, i.e.
-// the already escaped path is escaped again.
-func canonicalURI(u *url.URL) string {
+// the already escaped path is escaped again. S3 (s3 true) encodes the decoded path once: an
+// object key "a b" is signed as /bucket/a%20b, not /bucket/a%2520b
+// (https://docs.aws.amazon.com/AmazonS3/latest/API/sig-v4-header-based-auth.html, "CanonicalURI").
+func canonicalURI(u *url.URL, s3 bool) string {
 	p := u.EscapedPath()
+	if s3 {
+		p = u.Path
+	}
 	if p == "" {
 		return "/"
 	}

@@ -13,6 +13,10 @@
 //	    record in every region and the DLQ.
 //	envdr-bench summary --dir .bench
 //	    read what the steps above wrote and print the summary table (also to DIR/summary.txt).
+//	envdr-bench slo --envdr bin/envdr --n 10000 --rate 25 --dir .bench
+//	    the decryptability SLO (make slo-bench): per-envelope protection times under a steady
+//	    offered load with 1 s of replication lag, with the KMS throttled below the load, and
+//	    with a region lost and restored; exact quantiles next to envdr_protection_seconds's.
 //
 // Timings live here, in a benchmark program, never in tests.
 package main
@@ -34,6 +38,8 @@ func main() {
 		err = runReplicate(os.Args[2:])
 	case "summary":
 		err = runSummary(os.Args[2:])
+	case "slo":
+		err = runSLO(os.Args[2:])
 	case "-h", "--help", "help":
 		usage()
 	default:
@@ -51,6 +57,7 @@ func usage() {
   envdr-bench measure --label L [--bytes N] --out FILE -- CMD ARGS...
   envdr-bench replicate --envdr bin/envdr [--n 2000] [--throttle RPS] [--concurrency C] --out FILE
   envdr-bench summary [--dir .bench] [--short] [--strict]
+  envdr-bench slo --envdr bin/envdr [--n 10000] [--rate 25] [--cases lag,quota,loss] [--dir .bench]
 `)
 	os.Exit(2)
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -539,51 +538,27 @@ func sealAndEnqueue(ctx context.Context, topo *regions.Topology, queueURL string
 	if err != nil {
 		return nil, err
 	}
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	run := hex.EncodeToString(rb[:])
-	payload := make([]byte, 1024)
-	_, _ = rand.Read(payload)
-
+	hdrs, err := sealOnly(ctx, topo, n, "bench")
+	if err != nil {
+		return nil, err
+	}
 	bodies := make([]string, n)
 	ids := make(map[string][]byte, n)
-	var mu sync.Mutex
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for w := 0; w < 8; w++ {
-		g.Go(func() error {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return nil
-				}
-				id := fmt.Sprintf("bench-%s-%05d", run, i)
-				hdr, err := envelope.Seal(gctx, io.Discard, bytes.NewReader(payload), home,
-					envelope.SealOptions{ID: id, Context: map[string]string{"bench": "replicate"}, HomeRegion: home.Name})
-				if err != nil {
-					return fmt.Errorf("seal %s: %w", id, err)
-				}
-				ev, err := envelope.NewEvent(hdr, time.Now(), "")
-				if err != nil {
-					return err
-				}
-				body, err := envelope.EncodeEvent(ev)
-				if err != nil {
-					return err
-				}
-				mu.Lock()
-				bodies[i] = string(body)
-				ids[hdr.RecordID()] = hdr.Commitment
-				mu.Unlock()
-			}
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	for i, hdr := range hdrs {
+		ev, err := envelope.NewEvent(hdr, time.Now(), "")
+		if err != nil {
+			return nil, err
+		}
+		body, err := envelope.EncodeEvent(ev)
+		if err != nil {
+			return nil, err
+		}
+		bodies[i] = string(body)
+		ids[hdr.RecordID()] = hdr.Commitment
 	}
 
 	var batch atomic.Int64
-	g, gctx = errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	for w := 0; w < 8; w++ {
 		g.Go(func() error {
 			for {

@@ -40,13 +40,31 @@ type rendered struct {
 	pdb      *policyv1.PodDisruptionBudget
 	netpol   *networkingv1.NetworkPolicy
 	cronJobs []*batchv1.CronJob
+	jobs     []*batchv1.Job
+	pvcs     map[string]*corev1.PersistentVolumeClaim
 	custom   map[string]map[string]any // kind -> object (KEDA, monitoring.coreos.com)
 	kinds    []string
 }
 
-// render renders the chart as `helm template` does, with the Helm Go SDK: the chart's values,
-// then each overlay file, then set.
+// crdAPIs are the APIs of the CRDs the chart can use: KEDA's and the Prometheus Operator's.
+var crdAPIs = []string{"keda.sh/v1alpha1", "monitoring.coreos.com/v1"}
+
+// render renders the chart as `helm template --api-versions ...` does on a cluster with KEDA
+// and the Prometheus Operator (crdAPIs), with the Helm Go SDK: the chart's values, then each
+// overlay file, then set (values.schema.json checked, as helm does).
 func render(t *testing.T, overlays []string, set map[string]any) (map[string]string, error) {
+	t.Helper()
+	return renderOn(t, cluster{apis: crdAPIs}, overlays, set)
+}
+
+// cluster is what a render knows of the cluster: the APIs beyond the built-in ones, and the
+// Kubernetes version (default 1.31).
+type cluster struct {
+	apis []string
+	kube string
+}
+
+func renderOn(t *testing.T, on cluster, overlays []string, set map[string]any) (map[string]string, error) {
 	t.Helper()
 	ch, err := loader.Load(chartDir)
 	require.NoError(t, err)
@@ -57,9 +75,18 @@ func render(t *testing.T, overlays []string, set map[string]any) (map[string]str
 		vals = chartutil.CoalesceTables(v.AsMap(), vals)
 	}
 	vals = chartutil.CoalesceTables(set, vals)
-	top, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{Name: "envdr", Namespace: "envdr", IsInstall: true, Revision: 1},
-		chartutil.DefaultCapabilities)
-	require.NoError(t, err)
+	caps := *chartutil.DefaultCapabilities
+	caps.APIVersions = append(slices.Clone(caps.APIVersions), on.apis...)
+	kube := on.kube
+	if kube == "" {
+		kube = "1.31"
+	}
+	major, minor, _ := strings.Cut(kube, ".")
+	caps.KubeVersion = chartutil.KubeVersion{Version: "v" + kube + ".0", Major: major, Minor: minor}
+	top, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{Name: "envdr", Namespace: "envdr", IsInstall: true, Revision: 1}, &caps)
+	if err != nil {
+		return nil, err // values.schema.json refused the values
+	}
 	return engine.Engine{Strict: true}.Render(ch, top)
 }
 
@@ -67,7 +94,8 @@ func render(t *testing.T, overlays []string, set map[string]any) (map[string]str
 // k8s.io/api type; the CRDs (KEDA, Prometheus Operator) are decoded into maps and checked below.
 func decode(t *testing.T, files map[string]string) *rendered {
 	t.Helper()
-	r := &rendered{cms: map[string]*corev1.ConfigMap{}, sas: map[string]*corev1.ServiceAccount{}, custom: map[string]map[string]any{}}
+	r := &rendered{cms: map[string]*corev1.ConfigMap{}, sas: map[string]*corev1.ServiceAccount{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
+		custom: map[string]map[string]any{}}
 	defer func() {
 		if r.deploy != nil {
 			r.sa = r.sas[r.deploy.Spec.Template.Spec.ServiceAccountName]
@@ -105,6 +133,14 @@ func decode(t *testing.T, files map[string]string) *rendered {
 				cj := &batchv1.CronJob{}
 				r.cronJobs = append(r.cronJobs, cj)
 				target = cj
+			case "batch/v1/Job":
+				j := &batchv1.Job{}
+				r.jobs = append(r.jobs, j)
+				target = j
+			case "v1/PersistentVolumeClaim":
+				pvc := &corev1.PersistentVolumeClaim{}
+				target = pvc
+				defer func() { r.pvcs[pvc.Name] = pvc }()
 			case "keda.sh/v1alpha1/ScaledObject", "keda.sh/v1alpha1/TriggerAuthentication",
 				"monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule":
 				m := map[string]any{}
@@ -180,7 +216,7 @@ func checkRelease(t *testing.T, r *rendered, region string) {
 	require.Len(t, pod.Spec.Containers, 1)
 	c := pod.Spec.Containers[0]
 	require.Equal(t, []string{"run", "--region", region, "--config", "/etc/envdr/envdr.yaml", "--admin-addr", ":9090"}, c.Args)
-	require.Equal(t, []corev1.EnvVar{{Name: "AWS_REGION", Value: region}}, c.Env)
+	require.Equal(t, corev1.EnvVar{Name: "AWS_REGION", Value: region}, c.Env[0])
 	require.Len(t, pod.Annotations["checksum/config"], 64)
 	require.Equal(t, int64(35), *pod.Spec.TerminationGracePeriodSeconds)
 	require.True(t, *c.SecurityContext.ReadOnlyRootFilesystem)
@@ -270,6 +306,18 @@ func checkRelease(t *testing.T, r *rendered, region string) {
 	}
 }
 
+// regionValues are the chart's ci/*-values.yaml files (a release per region), relative to the chart.
+func regionValues(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	require.NoError(t, err)
+	require.Len(t, files, 2, "ci/eu-west-1-values.yaml and ci/ap-southeast-2-values.yaml")
+	for i, f := range files {
+		files[i], _ = filepath.Rel(chartDir, f)
+	}
+	return files
+}
+
 func indexOf(s []string, x string) int {
 	for i, v := range s {
 		if v == x {
@@ -341,11 +389,11 @@ func TestChartRefusesBadValues(t *testing.T) {
 		want string
 	}{
 		{map[string]any{"drill": map[string]any{"lose": []any{"us-east-1"}}}, "drill.lose \"us-east-1\" is this release's own region"},
-		{map[string]any{"aws": map[string]any{"identity": "kiam"}}, "aws.identity \"kiam\": use irsa or pod-identity"},
-		{map[string]any{"config": map[string]any{"create": false}}, "config.existingSecret is required"},
-		{map[string]any{"region": ""}, "region is required"},
+		{map[string]any{"aws": map[string]any{"identity": "kiam"}}, "at '/aws/identity': value must be one of 'irsa', 'pod-identity'"},
+		{map[string]any{"config": map[string]any{"create": false}, "keda": map[string]any{"enabled": false}}, "config.existingSecret is required"},
+		{map[string]any{"region": ""}, "at '/region': '' does not match pattern"},
 		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"thresholdSeconds": 12}}}, "monitoring.slo.thresholdSeconds 12 is not a bucket"},
-		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"objective": 99.99}}}, "monitoring.slo.objective 99.99 must be between 0 and 1"},
+		{map[string]any{"monitoring": map[string]any{"slo": map[string]any{"objective": 99.99}}}, "at '/monitoring/slo/objective': exclusiveMaximum: got 99.99, want 1"},
 	} {
 		_, err := render(t, nil, c.set)
 		require.ErrorContains(t, err, c.want, fmt.Sprint(c.set))
@@ -353,16 +401,18 @@ func TestChartRefusesBadValues(t *testing.T) {
 }
 
 // helm lint (the SDK's linter, as `helm lint --strict` runs it) finds nothing above info for
-// the default values and the second region's.
+// the default values and each region's (ci/*-values.yaml).
 func TestChartLint(t *testing.T) {
-	for _, overlay := range []string{"", "ci/eu-west-1-values.yaml"} {
+	for _, overlay := range append([]string{""}, regionValues(t)...) {
 		vals := map[string]any{}
 		if overlay != "" {
 			v, err := chartutil.ReadValuesFile(filepath.Join(chartDir, overlay))
 			require.NoError(t, err)
 			vals = v.AsMap()
 		}
-		l := lint.All(chartDir, vals, "envdr", false)
+		// As `helm lint` runs on a current cluster (the SDK alone assumes Kubernetes 1.20, below
+		// the chart's kubeVersion).
+		l := lint.AllWithKubeVersion(chartDir, vals, "envdr", &chartutil.KubeVersion{Version: "v1.31.0", Major: "1", Minor: "31"})
 		for _, m := range l.Messages {
 			require.LessOrEqual(t, m.Severity, support.InfoSev, "%s: %s: %v", overlay, m.Path, m.Err)
 		}

@@ -32,6 +32,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/require"
@@ -132,6 +134,16 @@ func helmRows(t *testing.T) []row {
 		trig := field(r.custom["ScaledObject"], "spec", "triggers").([]any)[0].(map[string]any)
 		out = append(out, row{Workload: where + " KEDA ScaledObject (identityOwner: workload)", Identity: roleOfServiceAccount(r, r.deploy.Spec.Template.Spec.ServiceAccountName),
 			Args: []string{"sqs:GetQueueAttributes", str(field(trig, "metadata", "queueURL"))}})
+	}
+	// The sharded scans' shard pods (scan.enabled; the merge Job reads files only), verify and
+	// drill, run here as their first shard.
+	for _, scan := range []map[string]any{{"enabled": true}, {"enabled": true, "command": "drill", "lose": "eu-west-1"}} {
+		files, err := render(t, nil, map[string]any{"scan": scan})
+		require.NoError(t, err)
+		r := decode(t, files)
+		require.Len(t, r.jobs, 2)
+		ps := r.jobs[0].Spec.Template.Spec
+		out = append(out, row{Workload: "helm us-east-1 Indexed Job " + r.jobs[0].Name, Identity: roleOfServiceAccount(r, ps.ServiceAccountName), Args: ps.Containers[0].Args})
 	}
 	return out
 }
@@ -298,6 +310,115 @@ func docRows(t *testing.T) []row {
 	return out
 }
 
+// s3Object is how the S3 rows name the object they touch: the test runs each on every region's
+// bucket of the stand-in.
+const s3Object = "s3://envdr-data-REGION/KEY"
+
+// s3Rows are the S3 data path's accesses each role must have (docs/POLICY.md, "S3 data path"),
+// until the envdr commands that make them (seal and open with s3://, run's S3 event source,
+// drill --data) are shipped lines of their own: the producer's first, so the readers find an
+// object.
+func s3Rows() []row {
+	const w = "S3 data path (docs/POLICY.md)"
+	return []row{
+		{Workload: w, Identity: "envdr-producer", Args: []string{"s3:PutObject", "(multipart upload, abort)", s3Object}},
+		{Workload: w, Identity: "envdr-daemon", Args: []string{"s3:GetObject", "(the header range, of the event's version)", s3Object}},
+		{Workload: w, Identity: "envdr-operator", Args: []string{"s3:GetObject", "s3:ListBucket", s3Object}},
+		{Workload: w, Identity: "envdr-drill", Args: []string{"s3:GetObject", "s3:ListBucket", s3Object}},
+		{Workload: w, Identity: "envdr-gameday", Args: []string{"s3:PutObject", "s3:GetObject", "s3:ListBucket", s3Object}},
+	}
+}
+
+// s3Key is the object the S3 rows write and read in each bucket.
+const s3Key = "matrix/envelope.envdr"
+
+// runS3 makes row r's S3 calls as r.Identity on every region's bucket.
+func runS3(t *testing.T, ctx context.Context, env *localtest.Env, r row) error {
+	as, _, restore := standIn(t, env, r.Identity)
+	defer restore()
+	for _, region := range env.Regions {
+		bucket := env.Bucket(region)
+		c := localaws.NewS3Client(env.AWSConfigAs(region, as))
+		for _, action := range r.Args {
+			if !strings.HasPrefix(action, "s3:") || action == s3Object {
+				continue
+			}
+			if err := s3Call(ctx, c, env, region, bucket, r.Identity, action); err != nil {
+				return fmt.Errorf("%s in %s (%s): %w", action, region, bucket, err)
+			}
+		}
+	}
+	return nil
+}
+
+func s3Call(ctx context.Context, c *s3.Client, env *localtest.Env, region, bucket, role, action string) error {
+	switch action {
+	case "s3:PutObject":
+		// A multipart upload, as seal streams one, and an aborted one.
+		mp, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(s3Key)})
+		if err != nil {
+			return err
+		}
+		up, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(bucket), Key: aws.String(s3Key), UploadId: mp.UploadId,
+			PartNumber: aws.Int32(1), Body: strings.NewReader("ENVDR" + strings.Repeat(".", 64))})
+		if err != nil {
+			return err
+		}
+		if _, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(s3Key), UploadId: mp.UploadId,
+			MultipartUpload: &s3types.CompletedMultipartUpload{Parts: []s3types.CompletedPart{{ETag: up.ETag, PartNumber: aws.Int32(1)}}}}); err != nil {
+			return err
+		}
+		ab, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(s3Key + ".aborted")})
+		if err != nil {
+			return err
+		}
+		_, err = c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(s3Key + ".aborted"), UploadId: ab.UploadId})
+		return err
+	case "s3:GetObject":
+		in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(s3Key)}
+		if role == "envdr-daemon" {
+			// The version an event names (read here as the admin), and only the header.
+			h, err := localaws.NewS3Client(env.AWSConfig(region)).HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(s3Key)})
+			if err != nil {
+				return fmt.Errorf("(as the admin) HeadObject: %w", err)
+			}
+			in.VersionId, in.Range = h.VersionId, aws.String("bytes=0-15")
+		}
+		out, err := c.GetObject(ctx, in)
+		if err != nil {
+			return err
+		}
+		return out.Body.Close()
+	case "s3:ListBucket":
+		_, err := c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("matrix/")})
+		return err
+	}
+	return fmt.Errorf("no S3 call for %s", action)
+}
+
+// drainTestEvents takes from each region's queue the s3:TestEvent that S3 sent when the bucket's
+// notifications were set up, so that the daemons of the matrix start on a queue of envdr events.
+func drainTestEvents(t *testing.T, env *localtest.Env) {
+	ctx := context.Background()
+	for _, region := range env.Regions {
+		q, _ := env.Queues(region)
+		c := sqs.NewFromConfig(env.AWSConfig(region))
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			out, err := c.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(q), MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+			require.NoError(t, err)
+			if len(out.Messages) > 0 {
+				require.Len(t, out.Messages, 1, "region %s: only the test event", region)
+				require.Contains(t, aws.ToString(out.Messages[0].Body), `"Event":"s3:TestEvent"`, "region %s", region)
+				_, err := c.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(q), ReceiptHandle: out.Messages[0].ReceiptHandle})
+				require.NoError(t, err)
+				break
+			}
+			require.True(t, time.Now().Before(deadline), "region %s: no s3:TestEvent in the queue", region)
+		}
+	}
+}
+
 // fixture is what the commands' placeholders become on the stand-in.
 type fixture struct {
 	env                 *localtest.Env
@@ -311,7 +432,8 @@ type fixture struct {
 func (f *fixture) concrete(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
-		a := args[i]
+		// An Indexed Job's pod: the first shard.
+		a := strings.ReplaceAll(args[i], "$(JOB_COMPLETION_INDEX)", "0")
 		switch {
 		case a == "/etc/envdr/envdr.yaml" || a == "envdr.yaml":
 			a = f.env.ConfigPath
@@ -376,8 +498,10 @@ func TestIdentityMatrix(t *testing.T) {
 	sched, why := schedulerRows(t)
 	rows = append(rows, sched...)
 	rows = append(rows, docRows(t)...)
+	rows = append(rows, s3Rows()...)
 
-	env := localtest.New(t)
+	env := localtest.NewWith(t, localtest.Options{S3: true})
+	drainTestEvents(t, env)
 	applyShipped(t, env)
 	f := &fixture{env: env, dir: t.TempDir(), missingProfileRoles: map[string]bool{}}
 	require.NoError(t, os.MkdirAll(filepath.Join(f.dir, "reports"), 0o755))
@@ -485,7 +609,7 @@ func TestIdentityMatrix(t *testing.T) {
 	// 3. Every other command, under its identity.
 	for i := range rows {
 		r := &rows[i]
-		if r.daemon || r.Args[0] == "seal" {
+		if r.daemon || r.Args[0] == "seal" || strings.HasPrefix(r.Args[0], "s3:") {
 			continue
 		}
 		if strings.HasPrefix(r.Args[0], "sqs:") {
@@ -530,6 +654,20 @@ func TestIdentityMatrix(t *testing.T) {
 			if d.r.Result == "" {
 				d.r.Result = "ok"
 			}
+		}
+	}
+
+	// 3b. The S3 data path, once the daemons have stopped (its object events are not theirs
+	// to consume yet).
+	for i := range rows {
+		r := &rows[i]
+		if !strings.HasPrefix(r.Args[0], "s3:") {
+			continue
+		}
+		if err := runS3(t, ctx, env, *r); err != nil {
+			r.Result = "FAIL: " + err.Error()
+		} else {
+			r.Result = "ok"
 		}
 	}
 
@@ -661,6 +799,31 @@ func mustNots(t *testing.T, env *localtest.Env) []mustNot {
 	for _, role := range []string{"envdr-daemon", "envdr-producer", "envdr-operator", "envdr-rewrap", "envdr-drill", "envdr-gameday"} {
 		add(role, "kms:UpdatePrimaryRegion", func(c aws.Config) error {
 			_, err := kms.NewFromConfig(c).UpdatePrimaryRegion(ctx, &kms.UpdatePrimaryRegionInput{KeyId: md.KeyMetadata.Arn, PrimaryRegion: aws.String(other)})
+			return err
+		})
+	}
+	// The S3 data path, on the home region's bucket and the object the S3 rows wrote: only
+	// producers and game days write, producers never read, rewrap has no S3, nobody deletes.
+	bucket := env.Bucket(home)
+	put := func(c aws.Config) error {
+		_, err := localaws.NewS3Client(c).PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(s3Key), Body: strings.NewReader("x")})
+		return err
+	}
+	get := func(c aws.Config) error {
+		o, err := localaws.NewS3Client(c).GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(s3Key)})
+		if err == nil {
+			o.Body.Close()
+		}
+		return err
+	}
+	for _, role := range []string{"envdr-daemon", "envdr-operator", "envdr-drill"} {
+		add(role, "s3:PutObject", put)
+	}
+	add("envdr-producer", "s3:GetObject", get)
+	add("envdr-rewrap", "s3:GetObject", get)
+	for _, role := range []string{"envdr-producer", "envdr-daemon", "envdr-operator", "envdr-drill", "envdr-gameday"} {
+		add(role, "s3:DeleteObject", func(c aws.Config) error {
+			_, err := localaws.NewS3Client(c).DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(s3Key)})
 			return err
 		})
 	}

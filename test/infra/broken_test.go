@@ -165,7 +165,7 @@ func TestValidateFailsOnBrokenManifests(t *testing.T) {
 		{"no irsa", "serviceaccount.yaml", "eks.amazonaws.com/role-arn:", "example.com/role-arn:", "IRSA"},
 		{"scaled target", "scaledobject.yaml", "    name: envdr\n  minReplicaCount", "    name: envdr-worker\n  minReplicaCount", "scaleTargetRef"},
 		{"scaled typo", "scaledobject.yaml", "  cooldownPeriod: 300", "  cooldownPeriods: 300", `unknown spec field "cooldownPeriods"`},
-		{"config", "configmap.yaml", "mode: mrk\n        kms_rate: 1000\n      - name: eu-west-1", "mode: mkr\n        kms_rate: 1000\n      - name: eu-west-1", "regions[0].mode"},
+		{"config", "configmap.yaml", "mode: mrk\n        kms_rate: 1000\n        bucket: envdr-data-111122223333-us-east-1", "mode: mkr\n        kms_rate: 1000\n        bucket: envdr-data-111122223333-us-east-1", "regions[0].mode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

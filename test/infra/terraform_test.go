@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -24,7 +26,8 @@ import (
 // repo is the repository root, relative to this package.
 const repo = "../.."
 
-// Terraform roots that make validate plans, and the variables each needs.
+// Terraform roots that make validate plans, and the variables each needs (s3_test.go adds the
+// S3 data path's).
 var roots = map[string][]string{
 	"modules/kms-mrk/examples/basic":         nil,
 	"modules/kms-independent/examples/basic": nil,
@@ -374,8 +377,8 @@ func checkPolicies(p *Plan) error {
 	keys := 0
 	for _, typ := range []string{"aws_kms_key", "aws_kms_replica_key"} {
 		for _, r := range p.All(typ) {
-			if _, ok := r.Values["policy"]; !ok {
-				continue
+			if _, ok := r.Values["policy"]; !ok || r.Name == "bucket" {
+				continue // not an envdr key: modules/buckets' SSE-KMS keys (s3_test.go checks them)
 			}
 			keys++
 			compare(r.Address, policy.KeyPolicyPrefix+str(r.Values["region"])+".json", str(r.Values["policy"]))
@@ -803,8 +806,9 @@ func checkPodIdentity(p *Plan) error {
 	return nil
 }
 
-// checkECSOps: the service scales on the queue's backlog per task, and one schedule per lost
-// region runs the envdr task as `envdr drill --lose R` with a role that may only do that.
+// checkECSOps: the service scales on the queue's backlog per task, one schedule per lost
+// region runs the envdr task as `envdr drill --lose R` with a role that may only do that, and
+// the sharded verify is one schedule per shard, all firing at once, shard i/N each.
 func checkECSOps(p *Plan) error {
 	var errs []string
 	targets := p.All("aws_appautoscaling_target")
@@ -823,6 +827,7 @@ func checkECSOps(p *Plan) error {
 		}
 	}
 	lost := map[string]bool{}
+	shards := map[string]bool{}
 	for _, s := range p.All("aws_scheduler_schedule") {
 		tg := blocks(s.Values["target"])
 		if len(tg) != 1 {
@@ -840,6 +845,17 @@ func checkECSOps(p *Plan) error {
 			continue
 		}
 		cmd := in.ContainerOverrides[0].Command
+		if s.Name == "scan" {
+			line := strings.Join(cmd, " ")
+			if err := checkScanSchedule(s, tg[0], line); err != nil {
+				errs = append(errs, err.Error())
+			}
+			i := slices.Index(cmd, "--shard")
+			if i > 0 && i+1 < len(cmd) {
+				shards[cmd[i+1]] = true
+			}
+			continue
+		}
 		if in.ContainerOverrides[0].Name != "envdr" || len(cmd) < 5 || cmd[0] != "drill" || cmd[3] != "--lose" {
 			errs = append(errs, fmt.Sprintf("schedule %s: command %v, want envdr drill --config ... --lose R", s.Address, cmd))
 			continue
@@ -865,8 +881,37 @@ func checkECSOps(p *Plan) error {
 	if len(lost) != 2 || !lost["eu-west-1"] || !lost["ap-southeast-2"] {
 		errs = append(errs, fmt.Sprintf("drills lose %v, want eu-west-1 and ap-southeast-2", lost))
 	}
+	if want := map[string]bool{"1/4": true, "2/4": true, "3/4": true, "4/4": true}; !maps.Equal(shards, want) {
+		errs = append(errs, fmt.Sprintf("scan schedules read shards %v, want 1/4 ... 4/4 (one each)", slices.Sorted(maps.Keys(shards))))
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// checkScanSchedule: a shard of the sharded verify starts one task, at the scan's time exactly
+// (no flexible window, so the N shards run together), as the drill role, read-only.
+func checkScanSchedule(s Resource, target map[string]any, line string) error {
+	var in struct {
+		TaskRoleArn string `json:"taskRoleArn"`
+	}
+	_ = json.Unmarshal([]byte(str(target["input"])), &in)
+	ecs := blocks(target["ecs_parameters"])
+	win := blocks(s.Values["flexible_time_window"])
+	switch {
+	case !strings.HasPrefix(line, "verify --config /etc/envdr/envdr.yaml --no-write --shard "):
+		return fmt.Errorf("scan schedule %s: command %q, want envdr verify --no-write --shard i/N", s.Address, line)
+	case !strings.Contains(line, "--segments 8 --json"):
+		return fmt.Errorf("scan schedule %s: command %q, want --segments 8 --json", s.Address, line)
+	case !strings.HasSuffix(in.TaskRoleArn, ":role/envdr-drill"):
+		return fmt.Errorf("scan schedule %s: taskRoleArn %q, want the drill role", s.Address, in.TaskRoleArn)
+	case len(ecs) != 1 || ecs[0]["task_count"] != float64(1):
+		return fmt.Errorf("scan schedule %s: want one task per shard", s.Address)
+	case len(win) != 1 || win[0]["mode"] != "OFF":
+		return fmt.Errorf("scan schedule %s: the shards must fire together (flexible_time_window OFF)", s.Address)
+	case str(s.Values["schedule_expression"]) != "cron(0 1 1 * ? *)":
+		return fmt.Errorf("scan schedule %s: expression %q", s.Address, str(s.Values["schedule_expression"]))
 	}
 	return nil
 }

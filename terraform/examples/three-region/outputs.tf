@@ -27,3 +27,13 @@ output "key_policies" {
   description = "Key policy per region, as applied to the MRK primary and replicas."
   value       = module.iam.key_policies
 }
+
+output "buckets" {
+  description = "The S3 data path: bucket name by region (the config's regions[].bucket)."
+  value       = module.buckets.names
+}
+
+output "s3_replication_rules" {
+  description = "The buckets' replication rules: the dimensions of S3's replication metrics (modules/ecs-ops s3_replication alarms on them)."
+  value       = module.buckets.replication_rules
+}

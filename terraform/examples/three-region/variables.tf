@@ -52,3 +52,30 @@ variable "deletion_protection" {
   type        = bool
   default     = true
 }
+
+variable "bucket_names" {
+  description = "The S3 data path: bucket name by region; a region not listed gets NAME-data-ACCOUNT-REGION."
+  type        = map(string)
+  default     = {}
+}
+
+variable "bucket_sse" {
+  description = "Bucket encryption: AES256 (SSE-S3) or aws:kms (SSE-KMS under a bucket key per region). Envelopes are encrypted client-side either way."
+  type        = string
+  default     = "AES256"
+}
+
+variable "object_lock" {
+  description = "Object Lock default retention of the buckets ({ mode = GOVERNANCE|COMPLIANCE, days = N }), or null. Can be turned on later, never off (S3 keeps Object Lock enabled)."
+  type = object({
+    mode = string
+    days = number
+  })
+  default = null
+}
+
+variable "noncurrent_version_expiration_days" {
+  description = "Delete an object's noncurrent versions after this many days (null: keep them)."
+  type        = number
+  default     = 90
+}

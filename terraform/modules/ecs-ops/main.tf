@@ -1,11 +1,15 @@
-# ECS counterpart of the Helm chart's KEDA scaling and drill CronJob: the envdr service's desired
-# count follows the queue depth per task, and EventBridge Scheduler runs `envdr drill` as a
-# one-off task of the same task definition on a schedule, with the drill's own task role
-# (envdr-drill: read-only) instead of the daemon's.
+# ECS counterpart of the Helm chart's KEDA scaling, drill CronJob and sharded scan Job: the envdr
+# service's desired count follows the queue depth per task, and EventBridge Scheduler runs
+# `envdr drill` (and, sharded, a full `envdr verify` or `drill`) as one-off tasks of the same
+# task definition on a schedule, with the drill's own task role (envdr-drill: read-only) instead
+# of the daemon's.
 
 locals {
   resource_id = "service/${var.cluster_name}/${var.service_name}"
   drill_lose  = var.drill_schedule == null ? [] : var.drill_lose
+  # Shard i of N (1-based, as --shard i/N takes it), by its number as a string.
+  scan_shards = var.scan_schedule == null ? {} : { for i in range(1, var.scan_shards + 1) : tostring(i) => i }
+  scheduler   = length(local.drill_lose) > 0 || length(local.scan_shards) > 0
 }
 
 resource "aws_appautoscaling_target" "service" {
@@ -127,13 +131,13 @@ data "aws_iam_policy_document" "scheduler" {
 }
 
 resource "aws_iam_role" "scheduler" {
-  count              = length(local.drill_lose) > 0 ? 1 : 0
+  count              = local.scheduler ? 1 : 0
   name               = "${var.name}-drill-scheduler-${var.region}"
   assume_role_policy = data.aws_iam_policy_document.scheduler_trust.json
 }
 
 resource "aws_iam_role_policy" "scheduler" {
-  count  = length(local.drill_lose) > 0 ? 1 : 0
+  count  = local.scheduler ? 1 : 0
   name   = "run-envdr-drill"
   role   = aws_iam_role.scheduler[0].id
   policy = data.aws_iam_policy_document.scheduler.json
@@ -190,6 +194,68 @@ resource "aws_scheduler_schedule" "drill" {
     precondition {
       condition     = each.value != var.region
       error_message = "drill_lose must not list the region the drill runs in (${var.region})."
+    }
+  }
+}
+
+# A sharded full scan (docs/DRILLS.md#sharded-scans-choosing-n): N schedules on one expression,
+# each starting one task that reads shard i of N (--shard i/N). ECS RunTask's count would start N
+# identical tasks, and a task cannot learn its own index, so each shard is its own target with its
+# own command. Flexible time window off: all N fire at the same scheduled time, which names the
+# run in the report path (<aws.scheduler.scheduled-time>, replaced by the scheduler). Each task's
+# report is printed in its logs (--json) and, with scan_report_prefix, written to S3; envdr report
+# merge combines the N reports (docs/DRILLS.md).
+resource "aws_scheduler_schedule" "scan" {
+  for_each                     = local.scan_shards
+  region                       = var.region
+  name                         = "${var.name}-${var.scan_command}-shard-${each.value}-of-${var.scan_shards}"
+  description                  = "envdr ${var.scan_command} --shard ${each.value}/${var.scan_shards}, run from ${var.region}"
+  schedule_expression          = var.scan_schedule
+  schedule_expression_timezone = "UTC"
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = var.cluster_arn
+    role_arn = aws_iam_role.scheduler[0].arn
+
+    ecs_parameters {
+      task_definition_arn = var.task_definition_arn
+      launch_type         = "FARGATE"
+      task_count          = 1
+      network_configuration {
+        subnets          = var.subnets
+        security_groups  = var.security_groups
+        assign_public_ip = false
+      }
+    }
+
+    # The drill role only reads: verify runs --no-write (the recording form writes verified_at
+    # and needs the rewrap role).
+    input = jsonencode({
+      taskRoleArn = var.drill_task_role_arn
+      containerOverrides = [{
+        name = "envdr"
+        command = concat(
+          [var.scan_command, "--config", "/etc/envdr/envdr.yaml"],
+          var.scan_command == "drill" ? ["--lose", var.scan_lose, "--max-rpo", var.drill_max_rpo, "--min-recoverable", tostring(var.drill_min_recoverable)] : ["--no-write"],
+          ["--shard", "${each.value}/${var.scan_shards}", "--segments", tostring(var.scan_segments), "--json", "--quiet"],
+          var.scan_report_prefix == "" ? [] : ["--report", "${trimsuffix(var.scan_report_prefix, "/")}/${var.scan_command}-<aws.scheduler.scheduled-time>/shard-${each.value}"],
+        )
+      }]
+    })
+
+    retry_policy {
+      maximum_retry_attempts = 0
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.scan_command != "drill" || (var.scan_lose != "" && var.scan_lose != var.region)
+      error_message = "scan_command drill needs scan_lose: a region other than the one the scan runs in (${var.region})."
     }
   }
 }

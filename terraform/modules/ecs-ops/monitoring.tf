@@ -48,6 +48,28 @@ variable "replication_latency_alarm_ms" {
   default     = 5000
 }
 
+variable "s3_replication" {
+  description = "The S3 data path: the replication rules whose source bucket is in this region (modules/buckets replication_rules, filtered by source_region); each gets alarms on S3's replication metrics. Empty: none."
+  type = list(object({
+    source_bucket      = string
+    destination_bucket = string
+    rule_id            = string
+  }))
+  default = []
+}
+
+variable "s3_replication_latency_alarm_seconds" {
+  description = "Alarm when S3's ReplicationLatency towards a destination exceeds this many seconds for 5 minutes (900: Replication Time Control's 15 minutes)."
+  type        = number
+  default     = 900
+}
+
+variable "s3_pending_operations_alarm" {
+  description = "Alarm when more than this many operations wait for replication to one destination for 15 minutes (OperationsPendingReplication)."
+  type        = number
+  default     = 1000
+}
+
 variable "amp_workspace_id" {
   description = "Amazon Managed Service for Prometheus workspace (in var.region) the ADOT sidecar remote-writes to; the alert rules are loaded there. null: none."
   type        = string
@@ -152,6 +174,47 @@ resource "aws_cloudwatch_metric_alarm" "replication_latency" {
   ok_actions          = var.alarm_actions
 }
 
+# S3 Cross-Region Replication (the S3 data path), per rule, from the replication metrics that
+# Replication Time Control turns on: an object not yet in a region's replica is data that region
+# cannot serve (the data RPO a drill with --data reports). A failed replication is never retried
+# by S3 live replication, so any is an alarm.
+locals {
+  s3_rules = { for r in var.s3_replication : "${r.source_bucket}/${r.rule_id}" => r }
+  s3_alarms = {
+    latency = {
+      metric = "ReplicationLatency", statistic = "Maximum", threshold = var.s3_replication_latency_alarm_seconds, periods = 5
+      what   = "replicates objects in over ${var.s3_replication_latency_alarm_seconds} s (Replication Time Control: 15 minutes)"
+    }
+    pending = {
+      metric = "OperationsPendingReplication", statistic = "Maximum", threshold = var.s3_pending_operations_alarm, periods = 15
+      what   = "has over ${var.s3_pending_operations_alarm} operations pending replication for 15 minutes"
+    }
+    failed = {
+      metric = "OperationsFailedReplication", statistic = "Sum", threshold = 0, periods = 1
+      what   = "failed to replicate objects: they are in one region only"
+    }
+  }
+  s3_rule_alarms = merge([for k, r in local.s3_rules : { for a, spec in local.s3_alarms : "${k}/${a}" => merge(spec, r, { kind = a }) }]...)
+}
+
+resource "aws_cloudwatch_metric_alarm" "s3_replication" {
+  for_each            = local.s3_rule_alarms
+  region              = var.region
+  alarm_name          = "${var.name}-${var.region}-s3-replication-${each.value.kind}-${each.value.destination_bucket}"
+  alarm_description   = "envdr: S3 replication from ${each.value.source_bucket} to ${each.value.destination_bucket} (rule ${each.value.rule_id}) ${each.value.what}. docs/RUNBOOK.md#envdrs3replication"
+  namespace           = "AWS/S3"
+  metric_name         = each.value.metric
+  dimensions          = { SourceBucket = each.value.source_bucket, DestinationBucket = each.value.destination_bucket, RuleId = each.value.rule_id }
+  statistic           = each.value.statistic
+  period              = 60
+  evaluation_periods  = each.value.periods
+  threshold           = each.value.threshold
+  comparison_operator = "GreaterThanThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_actions
+  ok_actions          = var.alarm_actions
+}
+
 # Every daemon gone: no running task, or no data at all (the service deleted, Container
 # Insights off) counts as breaching, so silence is an alarm.
 resource "aws_cloudwatch_metric_alarm" "no_running_tasks" {
@@ -213,5 +276,6 @@ output "alarm_names" {
     queue_age = aws_cloudwatch_metric_alarm.queue_age.alarm_name
     dlq       = aws_cloudwatch_metric_alarm.dlq.alarm_name
     no_daemon = aws_cloudwatch_metric_alarm.no_running_tasks.alarm_name
-  }, { for r, a in aws_cloudwatch_metric_alarm.replication_latency : "replication_latency_${r}" => a.alarm_name })
+    }, { for r, a in aws_cloudwatch_metric_alarm.replication_latency : "replication_latency_${r}" => a.alarm_name },
+  { for k, a in aws_cloudwatch_metric_alarm.s3_replication : "s3_replication_${local.s3_rule_alarms[k].kind}_${local.s3_rule_alarms[k].destination_bucket}" => a.alarm_name })
 }

@@ -8,7 +8,12 @@ output "drill_schedules" {
   value       = { for r, s in aws_scheduler_schedule.drill : r => s.name }
 }
 
+output "scan_schedules" {
+  description = "EventBridge Scheduler schedule names of the sharded scan, by shard number (1 ... N)."
+  value       = { for i, s in aws_scheduler_schedule.scan : i => s.name }
+}
+
 output "scheduler_role_arn" {
-  description = "Role the scheduler runs the drill task with (null without drills)."
+  description = "Role the scheduler runs the drill and scan tasks with (null without either)."
   value       = length(aws_iam_role.scheduler) > 0 ? aws_iam_role.scheduler[0].arn : null
 }

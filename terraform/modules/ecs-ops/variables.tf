@@ -114,3 +114,51 @@ variable "pushgateway_url" {
   type        = string
   default     = ""
 }
+
+variable "scan_schedule" {
+  description = "EventBridge Scheduler expression of a sharded full scan (UTC), e.g. cron(0 1 1 * ? *) monthly; null (the default) turns it off."
+  type        = string
+  default     = null
+}
+
+variable "scan_shards" {
+  description = "N: the scan's shards, one task each (--shard i/N). Each task spends up to the config's kms_rate per region: choose N from the KMS budget (docs/DRILLS.md#sharded-scans-choosing-n)."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.scan_shards >= 1 && var.scan_shards <= 1000 && floor(var.scan_shards) == var.scan_shards
+    error_message = "scan_shards must be a whole number from 1 to 1000 (envdr --shard's limit)."
+  }
+}
+
+variable "scan_command" {
+  description = "The sharded scan: verify (read-only, --no-write) or drill (losing scan_lose)."
+  type        = string
+  default     = "verify"
+  validation {
+    condition     = contains(["verify", "drill"], var.scan_command)
+    error_message = "scan_command must be verify or drill."
+  }
+}
+
+variable "scan_lose" {
+  description = "With scan_command drill: the region the drill loses (never var.region)."
+  type        = string
+  default     = ""
+}
+
+variable "scan_segments" {
+  description = "Parallel scan segments per shard (--segments, the same in every shard): the table is read in scan_shards x scan_segments segments."
+  type        = number
+  default     = 4
+}
+
+variable "scan_report_prefix" {
+  description = "s3://bucket/prefix the shards write their reports under (VERB-SCHEDULED_TIME/shard-i); empty: the reports are only in the tasks' logs (--json). The drill role needs s3:PutObject there."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.scan_report_prefix == "" || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", var.scan_report_prefix))
+    error_message = "scan_report_prefix must be s3://bucket/prefix or empty."
+  }
+}

@@ -19,3 +19,8 @@ output "key_policies" {
   value       = local.key_policies
   depends_on  = [aws_iam_role.daemon, aws_iam_role.producer, aws_iam_role.operator, aws_iam_role.rewrap, aws_iam_role.drill, aws_iam_role.failover, aws_iam_role.gameday]
 }
+
+output "s3_policies" {
+  description = "The roles' S3 statements (part of each role's envdr policy) by role; empty without buckets."
+  value       = { for r, st in local.s3_statements : r => jsonencode({ Version = "2012-10-17", Statement = st }) }
+}

@@ -163,6 +163,7 @@ locals {
       [for d in length(local.dlq_arns) > 0 ? [local.dlq_arns] : [] : { Sid = "DeadLetter", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = d }],
       # envdr_queue_messages on /metrics (the DLQ alert) and the retention check at start-up.
       [{ Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) }],
+      lookup(local.s3_statements, "daemon", []),
       local.previous.daemon,
       local.queue_key,
     )
@@ -173,6 +174,7 @@ locals {
     Statement = concat(
       local.key_use.producer,
       [{ Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.queue_arns }],
+      lookup(local.s3_statements, "producer", []),
       local.queue_key,
     )
   })
@@ -194,6 +196,7 @@ locals {
         },
         { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
       ],
+      lookup(local.s3_statements, "operator", []),
       local.previous.operator,
     )
   })
@@ -219,6 +222,7 @@ locals {
         { Sid = "ScanRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"], Resource = local.table_arns },
         { Sid = "QueueDepth", Effect = "Allow", Action = ["sqs:GetQueueAttributes"], Resource = concat(local.queue_arns, local.dlq_arns) },
       ],
+      lookup(local.s3_statements, "drill", []),
       local.previous.drill,
     )
   })
@@ -239,6 +243,7 @@ locals {
         { Sid = "ReadRecords", Effect = "Allow", Action = ["dynamodb:BatchGetItem", "dynamodb:GetItem"], Resource = local.table_arns },
         { Sid = "Enqueue", Effect = "Allow", Action = ["sqs:SendMessage"], Resource = local.queue_arns },
       ],
+      lookup(local.s3_statements, "gameday", []),
       local.previous.gameday,
       local.queue_key,
     )

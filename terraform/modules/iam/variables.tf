@@ -187,3 +187,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "buckets" {
+  description = "The S3 data path: every region's bucket of envelopes (the envdr config's regions[].bucket); empty: no S3 access. Producers and game days write (PutObject, multipart); the daemon, operators, drills and game days read (GetObject); drills and game days list (ListBucket)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for b in var.buckets : can(regex("^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", b))])
+    error_message = "buckets must be S3 bucket names."
+  }
+}

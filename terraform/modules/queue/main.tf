@@ -59,3 +59,37 @@ resource "aws_sqs_queue_redrive_allow_policy" "dlq" {
     sourceQueueArns   = [local.arn]
   })
 }
+
+# S3 event notifications (the S3 data path): the region's bucket sends ObjectCreated events here.
+# S3 publishes as the service principal; aws:SourceArn names the bucket and aws:SourceAccount
+# its owner, so no other account's bucket of the same name can send (the confused-deputy guard
+# of "Granting permissions to publish event notification messages to a destination").
+resource "aws_sqs_queue_policy" "events" {
+  count     = length(var.s3_bucket_arns) > 0 ? 1 : 0
+  region    = var.region
+  queue_url = aws_sqs_queue.events.url
+  policy = jsonencode({
+    Version = "2012-10-17"
+    Id      = "${local.arn}/envdr-s3-notifications"
+    Statement = [{
+      Sid       = "S3ObjectCreatedNotifications"
+      Effect    = "Allow"
+      Principal = { Service = "s3.amazonaws.com" }
+      Action    = "sqs:SendMessage"
+      Resource  = local.arn
+      Condition = {
+        ArnLike      = { "aws:SourceArn" = var.s3_bucket_arns }
+        StringEquals = { "aws:SourceAccount" = var.account_id }
+      }
+    }]
+  })
+
+  lifecycle {
+    precondition {
+      # S3 validates the destination when the notification is configured and refuses an
+      # SSE-KMS queue whose key it may not use; the AWS managed key aws/sqs never lets it.
+      condition     = var.kms_master_key_id == null || !can(regex("alias/aws/sqs$", var.kms_master_key_id))
+      error_message = "S3 cannot send notifications to a queue encrypted with the AWS managed key alias/aws/sqs: use SSE-SQS (kms_master_key_id = null) or a customer managed key whose policy has s3_kms_key_policy_statement."
+    }
+  }
+}

@@ -69,3 +69,13 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "s3_bucket_arns" {
+  description = "S3 buckets (the S3 data path: this region's bucket) whose event notifications may be sent to the events queue; empty: no queue policy."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for b in var.s3_bucket_arns : can(regex("^arn:[^:]+:s3:::[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", b))])
+    error_message = "s3_bucket_arns must be S3 bucket ARNs (arn:aws:s3:::NAME)."
+  }
+}

@@ -1,5 +1,5 @@
-# Queue-depth autoscaling of the envdr ECS service in us-east-1, and weekly drills run there
-# losing each other region.
+# Queue-depth autoscaling of the envdr ECS service in us-east-1, weekly drills run there
+# losing each other region, and a monthly full verify in 4 shards.
 provider "aws" {
   region = "us-east-1"
 }
@@ -18,6 +18,11 @@ module "ecs_ops" {
   drill_lose          = ["eu-west-1", "ap-southeast-2"]
   pushgateway_url     = "http://pushgateway.internal:9091"
 
+  # A full verify on the first of each month, in 4 shards (4 tasks at kms_rate each).
+  scan_schedule = "cron(0 1 1 * ? *)"
+  scan_shards   = 4
+  scan_segments = 8
+
   # Monitoring: CloudWatch alarms to an SNS topic, envdr's metrics and alert rules in Amazon
   # Managed Service for Prometheus through the task's ADOT sidecar.
   alarm_actions        = ["arn:aws:sns:us-east-1:111122223333:envdr-alerts"]
@@ -25,6 +30,14 @@ module "ecs_ops" {
   replica_regions      = ["eu-west-1", "ap-southeast-2"]
   amp_workspace_id     = "ws-0123abcd-4567-89ef-0123-456789abcdef"
   daemon_task_role_arn = "arn:aws:iam::111122223333:role/envdr-daemon"
+
+  # The S3 data path: alarms on the replication of us-east-1's bucket to the other regions'
+  # (modules/buckets replication_rules whose source_region is us-east-1).
+  s3_replication = [for r in ["eu-west-1", "ap-southeast-2"] : {
+    source_bucket      = "envdr-data-111122223333-us-east-1"
+    destination_bucket = "envdr-data-111122223333-${r}"
+    rule_id            = "envdr-to-${r}"
+  }]
 }
 
 output "alarm_names" {
@@ -37,4 +50,8 @@ output "amp_remote_write_url" {
 
 output "drill_schedules" {
   value = module.ecs_ops.drill_schedules
+}
+
+output "scan_schedules" {
+  value = module.ecs_ops.scan_schedules
 }

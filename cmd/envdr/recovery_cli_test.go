@@ -249,9 +249,9 @@ func TestShardedStatusAndRewrapCLI(t *testing.T) {
 	}
 	require.Equal(t, full+partial, records, "the shards count every record once")
 	require.Equal(t, partial, missingEU)
-	out, code, _ := runCLI(t, "--config", operator, "status", "--region", "us-east-1", "--quiet", "--shard", "2/2")
+	out, code, _ := runCLI(t, "--config", operator, "status", "--region", "us-east-1", "--quiet", "--shard", "1/2", "--shard-base", "0")
 	require.Equal(t, exitOK, code, out)
-	require.Contains(t, out, "region us-east-1 shard 2/2 (this part of the table only)")
+	require.Contains(t, out, "region us-east-1 shard 2/2 (this part of the table only)", "--shard-base 0 counts from 0")
 
 	var changed, seen int64
 	for i := 1; i <= 2; i++ {

@@ -21,7 +21,7 @@ func init() {
 			quiet      bool
 			checkpoint string
 			check      bool
-			shard      string
+			shard      shardSpec
 		)
 		cmd := &cobra.Command{
 			Use:   "rewrap [--region R] [--to-key ARN] [--dry-run | --check] [--shard i/N]",
@@ -89,8 +89,8 @@ found records to rewrap, 2 bad usage or config.`,
 					}
 					opts.Since = t
 				}
-				if shard != "" {
-					s, err := recovery.ParseShard(shard)
+				if shard.spec != "" {
+					s, err := shard.parse()
 					if err != nil {
 						return usageError("%v", err)
 					}
@@ -174,7 +174,8 @@ found records to rewrap, 2 bad usage or config.`,
 		f.BoolVar(&opts.DryRun, "dry-run", false, "count what would change; no KMS call, no write")
 		f.BoolVar(&check, "check", false, "a dry run that exits 1 while any record still needs rewrapping (the key-retirement gate)")
 		f.StringVar(&checkpoint, "checkpoint", "", "checkpoint file (default: $XDG_STATE_HOME/envdr/rewrap-TABLE-REGION.json, or rewrap-TABLE-REGION-shard-i-of-N.json with --shard)")
-		f.StringVar(&shard, "shard", "", "i/N: rewrap this process's part of one scan split N ways (the same --segments in every shard; a checkpoint per shard)")
+		f.StringVar(&shard.spec, "shard", "", "i/N: rewrap this process's part of one scan split N ways (the same --segments in every shard; a checkpoint per shard)")
+		f.IntVar(&shard.base, "shard-base", 1, "where --shard's i counts from: 1 (1/N ... N/N) or 0 (0/N ... N-1/N, a Kubernetes Indexed Job's $(JOB_COMPLETION_INDEX))")
 		f.Float64Var(&opts.Rate, "rate", 0, "records per second at most (0: only the region's kms_rate)")
 		f.IntVar(&opts.Segments, "segments", recovery.DefaultSegments, "parallel scan segments (a resumed run keeps the checkpoint's)")
 		f.IntVar(&opts.Workers, "workers", recovery.DefaultWorkers, "records re-wrapped at once")

@@ -76,7 +76,7 @@ func init() {
 			segments int
 			region   string
 			timeout  time.Duration
-			shardArg string
+			shardArg shardSpec
 		)
 		cmd := &cobra.Command{
 			Use:   "status [--region R] [--shard i/N]",
@@ -122,8 +122,8 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 					return usageError("--segments %d: want 1 or more", segments)
 				}
 				var shard recovery.Shard
-				if shardArg != "" {
-					if shard, err = recovery.ParseShard(shardArg); err != nil {
+				if shardArg.spec != "" {
+					if shard, err = shardArg.parse(); err != nil {
 						return usageError("%v", err)
 					}
 				}
@@ -265,7 +265,8 @@ Exit status: 0 counted, 1 failed (no replica answered, or the scan failed), 2 ba
 		}
 		addOutputFlag(cmd, &asJSON)
 		cmd.Flags().IntVar(&segments, "segments", 4, "parallel scan segments (per shard with --shard)")
-		cmd.Flags().StringVar(&shardArg, "shard", "", "i/N: count this process's part of one scan split N ways (the same --segments in every shard)")
+		cmd.Flags().StringVar(&shardArg.spec, "shard", "", "i/N: count this process's part of one scan split N ways (the same --segments in every shard)")
+		cmd.Flags().IntVar(&shardArg.base, "shard-base", 1, "where --shard's i counts from: 1 (1/N ... N/N) or 0 (0/N ... N-1/N, a Kubernetes Indexed Job's $(JOB_COMPLETION_INDEX))")
 		cmd.Flags().StringVar(&region, "region", "", "read this region's table replica, queue and DLQ, and no other region's (default: the first that answers, home_region first)")
 		cmd.Flags().DurationVar(&timeout, "region-timeout", recovery.DefaultRegionTimeout, "how long a region's replica may take to answer before status reads the next")
 		cmd.Flags().BoolVar(&quiet, "quiet", false, "no progress output on stderr")

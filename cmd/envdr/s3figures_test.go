@@ -32,7 +32,8 @@ func TestS3Figures(t *testing.T) {
 	}
 	aws, err := exec.LookPath("aws")
 	require.NoError(t, err, "the figures compare against the aws CLI (aws s3 cp)")
-	env := localtest.New(t)
+	// The stand-in's own S3 (SigV4, IAM, notifications, replication), as make s3-demo uses.
+	env := localtest.NewWith(t, localtest.Options{S3: true})
 	s3f := s3fixture.New(t, env)
 	roles := newRoleConfigs(t, env, nil)
 	envdr := func(args ...string) (string, string, int) {
@@ -48,10 +49,13 @@ func TestS3Figures(t *testing.T) {
 	bucket := s3f.Bucket("us-east-1")
 	rc, _ := env.Config.Region("us-east-1")
 	mbps := func(d time.Duration) float64 { return float64(mib) * (1 << 20) / 1e6 / d.Seconds() }
-	id, _ := env.IAM.Identity(iam.RoleProducer)
 	mbpsCPU := func(d time.Duration) float64 { return float64(mib) * (1 << 20) / 1e6 / d.Seconds() }
 	var awsCPU time.Duration
-	awsCp := func(args ...string) time.Duration {
+	// awsCp runs aws s3 cp as role: the producer uploads, the operator downloads (the rendered
+	// roles: a producer may not read).
+	awsCp := func(role string, args ...string) time.Duration {
+		id, ok := env.IAM.Identity(role)
+		require.True(t, ok, role)
 		cmd := exec.Command(aws, append([]string{"--endpoint-url", rc.Endpoints.S3, "--region", "us-east-1", "s3", "cp", "--only-show-errors"}, args...)...)
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "AWS_") {
@@ -82,9 +86,9 @@ func TestS3Figures(t *testing.T) {
 		require.Equal(t, exitOK, code, stderr)
 		open, openCPU := time.Since(start), selfCPU()-cpu0
 		env := filepath.Join(dir, fmt.Sprintf("env-%d", round))
-		down := awsCp("s3://"+bucket+"/"+key, env) // the same envelope bytes, down ...
+		down := awsCp(iam.RoleOperator, "s3://"+bucket+"/"+key, env) // the same envelope bytes, down ...
 		downCPU := awsCPU
-		up := awsCp(env, "s3://"+bucket+"/cp-"+key) // ... and up again
+		up := awsCp(iam.RoleProducer, env, "s3://"+bucket+"/cp-"+key) // ... and up again
 		t.Logf("round %d, %d MiB (%s): wall MB/s: envdr seal to s3:// %.0f, open from s3:// %.0f; aws s3 cp up %.0f, down %.0f. "+
 			"MB per CPU-second: envdr seal %.0f, open %.0f; aws s3 cp up %.0f, down %.0f",
 			round, mib, loadavg.String(), mbps(seal), mbps(open), mbps(up), mbps(down),

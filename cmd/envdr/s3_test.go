@@ -480,17 +480,20 @@ func TestS3OnTheStandIn(t *testing.T) {
 		perKind = n
 	}
 	started := time.Now()
+	var ids []string
 	for i := 0; i < perKind; i++ {
 		p := []byte(strings.Repeat(fmt.Sprintf("stand-in object %d. ", i), 300))
 		in := filepath.Join(dir, fmt.Sprintf("in-%d", i))
 		require.NoError(t, os.WriteFile(in, p, 0o600))
 		k := fmt.Sprintf("sealed/%d.envdr", i)
-		_, stderr, code := envdr("seal", "--context", "app=standin", in, "s3://"+bucket+"/"+k)
+		stdout, stderr, code := envdr("seal", "--context", "app=standin", in, "s3://"+bucket+"/"+k)
 		require.Equal(t, exitOK, code, stderr)
+		ids = append(ids, strings.TrimSpace(stdout))
 		plain[k] = p
 		f := filepath.Join(dir, fmt.Sprintf("cp-%d.envdr", i))
-		_, stderr, code = envdr("seal", "--context", "app=standin", in, f)
+		stdout, stderr, code = envdr("seal", "--context", "app=standin", in, f)
 		require.Equal(t, exitOK, code, stderr)
+		ids = append(ids, strings.TrimSpace(stdout))
 		files = append(files, f, fmt.Sprintf("copied/%d.envdr", i))
 		plain[fmt.Sprintf("copied/%d.envdr", i)] = p
 	}
@@ -501,6 +504,7 @@ func TestS3OnTheStandIn(t *testing.T) {
 	waitQueueEmpty(t, d, time.Duration(90+perKind)*time.Second)
 	t.Logf("stand-in S3: %d objects (%d sealed to s3://, %d put by boto3) protected from the buckets' own notifications, no --enqueue, in %.1fs",
 		2*perKind, perKind, perKind, time.Since(started).Seconds())
+	logProtection(t, env, ids)
 	stdout, stderr, code := envdr("verify", "--output", "json")
 	require.Equal(t, exitOK, code, stderr)
 	var vr struct {

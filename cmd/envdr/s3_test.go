@@ -505,13 +505,7 @@ func TestS3OnTheStandIn(t *testing.T) {
 	t.Logf("stand-in S3: %d objects (%d sealed to s3://, %d put by boto3) protected from the buckets' own notifications, no --enqueue, in %.1fs",
 		2*perKind, perKind, perKind, time.Since(started).Seconds())
 	logProtection(t, env, ids)
-	stdout, stderr, code := envdr("verify", "--output", "json")
-	require.Equal(t, exitOK, code, stderr)
-	var vr struct {
-		Records int64 `json:"records"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(stdout), &vr), stdout)
-	require.Equal(t, int64(len(plain)), vr.Records, "every envelope object has a verified record, none for notes.txt")
+	require.Equal(t, int64(len(plain)), verifiedRecords(t, envdr), "every envelope object has a verified record, none for notes.txt")
 	_, dlq := env.Queues("us-east-1")
 	msgs, err := sqs.NewFromConfig(env.AWSConfig("us-east-1")).ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
 		QueueUrl: aws.String(dlq), MaxNumberOfMessages: 10, WaitTimeSeconds: 2, MessageAttributeNames: []string{"All"}})
@@ -523,17 +517,9 @@ func TestS3OnTheStandIn(t *testing.T) {
 	env.Settle() // the tables and the buckets replicated
 	env.Down("us-east-1")
 	openStart := time.Now()
-	for k, p := range plain {
-		out := filepath.Join(dir, "opened-"+strings.ReplaceAll(k, "/", "-"))
-		_, stderr, code := envdr("open", "--region-timeout", "2s", "s3://"+bucket+"/"+k, out)
-		require.Equal(t, exitOK, code, stderr)
-		require.Contains(t, stderr, "read from region eu-west-1's replica")
-		got, err := os.ReadFile(out)
-		require.NoError(t, err)
-		require.Equal(t, p, got, k)
-	}
+	openAllFromReplica(t, envdr, dir, bucket, plain, "eu-west-1")
 	t.Logf("stand-in S3: %d objects opened from eu-west-1's replica with us-east-1 lost in %.1fs", len(plain), time.Since(openStart).Seconds())
-	stdout, stderr, code = envdr("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--output", "json")
+	stdout, stderr, code := envdr("drill", "--lose", "us-east-1", "--data", "all", "--quiet", "--output", "json")
 	require.Equal(t, exitOK, code, "%s%s", stdout, stderr)
 	var rep recovery.DrillReport
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))

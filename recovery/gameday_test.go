@@ -164,6 +164,9 @@ func TestGamedayObjects(t *testing.T) {
 	require.Zero(t, rep.RPOEnvelopes)
 	require.Positive(t, rep.SealedDuring)
 	require.Equal(t, rep.SealedDuring, rep.ObjectsDuring, "every envelope sealed during the loss went to a bucket, none enqueued")
+	var md strings.Builder
+	require.NoError(t, rep.WriteMarkdown(&md))
+	require.Contains(t, md.String(), fmt.Sprintf("protected by the S3 event source alone; counted in the RPO above) | %d |", rep.ObjectsDuring))
 	require.Zero(t, rep.EnqueueFails)
 	for _, row := range rep.Matrix {
 		require.Equalf(t, row.Of, row.Opened, "region %s", row.Region)

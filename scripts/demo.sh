@@ -143,5 +143,7 @@ echo "us-east-1 restored; every queue drained: the outage's files are wrapped an
 say "7. game day: keep sealing while us-east-1 is lost; measure RPO, RTO and the catch-up"
 # The game day seals (a producer's rights) and proves each region opens alone (an operator's):
 # it runs as its own role, envdr-gameday (the admin manages the keys but may not use them).
-env AWS_PROFILE=envdr-gameday $E gameday --lose us-east-1 --before 3s --during 8s --rate 4 --report "$DIR/gameday"
+# --objects: what it seals during the loss goes into the sealing region's bucket with no event
+# (the S3 data path): only the buckets' notifications and the S3 event source protect it.
+env AWS_PROFILE=envdr-gameday $E gameday --lose us-east-1 --before 3s --during 8s --rate 4 --objects --report "$DIR/gameday"
 say "demo complete"

@@ -393,18 +393,20 @@ func (a *attemptTimeout) Do(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	resp.Body = &CancelOnClose{ReadCloser: resp.Body, Cancel: cancel}
 	return resp, nil
 }
 
-type cancelOnClose struct {
+// CancelOnClose releases a read's context when its body is closed: the context bounds the
+// answer's arrival, and the body then streams for as long as its reader takes.
+type CancelOnClose struct {
 	io.ReadCloser
-	cancel context.CancelFunc
+	Cancel context.CancelFunc
 }
 
-func (c *cancelOnClose) Close() error {
+func (c *CancelOnClose) Close() error {
 	err := c.ReadCloser.Close()
-	c.cancel()
+	c.Cancel()
 	return err
 }
 

@@ -152,7 +152,7 @@ func openS3Input(ctx context.Context, cfg *config.Config, uri regions.S3URI, reg
 		timedOut := !timer.Stop() && ctx.Err() == nil
 		if err == nil {
 			cliLog.Debug("open: object found", zap.String("region", rep.Region), zap.String("bucket", rep.Bucket), zap.String("key", uri.Key))
-			obj.Body = &cancelBody{ReadCloser: obj.Body, cancel: cancel}
+			obj.Body = &regions.CancelOnClose{ReadCloser: obj.Body, Cancel: cancel}
 			return &s3Read{obj: obj, from: rep, skipped: skipped}, nil
 		}
 		cancel()
@@ -183,16 +183,4 @@ func openS3Input(ctx context.Context, cfg *config.Config, uri regions.S3URI, reg
 		whys[i] = "region " + s.Region + ": " + s.Reason
 	}
 	return nil, fmt.Errorf("%s: no replica could be read (%s): %w", uri, strings.Join(whys, "; "), errors.Join(errs...))
-}
-
-// cancelBody releases an object read's context when its body is closed.
-type cancelBody struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelBody) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
 }

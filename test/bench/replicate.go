@@ -341,6 +341,52 @@ func (w *sniffWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
+// envdrBinary is --envdr as an absolute path, which must exist.
+func envdrBinary(path string) (string, error) {
+	bin, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return "", fmt.Errorf("--envdr: %w (make build)", err)
+	}
+	return bin, nil
+}
+
+// writeDaemonConfig validates dcfg and writes it into a new temporary directory (prefix names
+// it) for the daemons to load. It returns the file, the config as the daemons load it (the
+// defaults filled in) and the directory's removal.
+func writeDaemonConfig(dcfg *config.Config, prefix string) (cfgPath string, applied config.Config, cleanup func(), err error) {
+	if err := dcfg.Validate(); err != nil {
+		return "", config.Config{}, nil, fmt.Errorf("daemon config: %w", err)
+	}
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", config.Config{}, nil, err
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	cfgPath = filepath.Join(dir, "envdr.yaml")
+	if err := localaws.WriteConfig(cfgPath, dcfg); err != nil {
+		cleanup()
+		return "", config.Config{}, nil, err
+	}
+	applied = *dcfg
+	applied.Regions = append([]config.Region(nil), dcfg.Regions...)
+	applied.WithDefaults()
+	return cfgPath, applied, cleanup, nil
+}
+
+// benchTopology is the bench's own clients (sealing, enqueueing, the checks) on the daemons'
+// config with a high kms_rate: the limiter under test is the daemons'.
+func benchTopology(ctx context.Context, applied config.Config, opts regions.Options) (*regions.Topology, error) {
+	bcfg := applied
+	bcfg.Regions = append([]config.Region(nil), applied.Regions...)
+	for i := range bcfg.Regions {
+		bcfg.Regions[i].KMSRate = 1e6
+	}
+	return regions.New(ctx, &bcfg, opts)
+}
+
 func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, error) {
 	if o.N < 1 {
 		return nil, errors.New("--n must be at least 1")
@@ -355,12 +401,9 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 	if err != nil {
 		return nil, err
 	}
-	bin, err := filepath.Abs(o.Bin)
+	bin, err := envdrBinary(o.Bin)
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("--envdr: %w (make build)", err)
 	}
 	s, err := newStandIn(ctx)
 	if err != nil {
@@ -388,35 +431,19 @@ func replicateBench(ctx context.Context, o replicateOptions) (*ReplicateResult, 
 	if o.Verify != "" {
 		dcfg.Policy.Verify = o.Verify
 	}
-	if err := dcfg.Validate(); err != nil {
-		return nil, fmt.Errorf("daemon config: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "envdr-bench-")
+	cfgPath, applied, cleanup, err := writeDaemonConfig(&dcfg, "envdr-bench-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "envdr.yaml")
-	if err := localaws.WriteConfig(cfgPath, &dcfg); err != nil {
-		return nil, err
-	}
-	applied := dcfg // what the daemons load: the defaults filled in
-	applied.Regions = append([]config.Region(nil), dcfg.Regions...)
-	applied.WithDefaults()
+	defer cleanup()
 
 	res := &ReplicateResult{
 		N: o.N, ThrottleRPS: o.Throttle, KMSRate: applied.Regions[0].KMSRate, KMSRateUnset: kmsRate == 0,
 		Procs: o.Procs, Concurrency: applied.Worker.Concurrency, Mode: o.Mode, MRKWrap: applied.MRKWrap, Verify: applied.Policy.Verify,
 	}
 
-	// Seal and enqueue (not timed as part of the rate). The bench's own clients get a high
-	// kms_rate: the limiter under test is the daemon's.
-	bcfg := applied
-	bcfg.Regions = append([]config.Region(nil), applied.Regions...)
-	for i := range bcfg.Regions {
-		bcfg.Regions[i].KMSRate = 1e6
-	}
-	topo, err := regions.New(ctx, &bcfg, regions.Options{})
+	// Seal and enqueue (not timed as part of the rate).
+	topo, err := benchTopology(ctx, applied, regions.Options{})
 	if err != nil {
 		return nil, err
 	}

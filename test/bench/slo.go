@@ -245,12 +245,9 @@ const mrkCallsPerRegion = 2
 // daemon's log until every envelope is acknowledged, scrape its histogram, stop it and check
 // every record in every region.
 func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
-	bin, err := filepath.Abs(o.Bin)
+	bin, err := envdrBinary(o.Bin)
 	if err != nil {
 		return nil, err
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("--envdr: %w (make build)", err)
 	}
 	s, err := newStandIn(ctx)
 	if err != nil {
@@ -282,33 +279,17 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		res.LossRegion = o.LossRegion
 		res.Description = fmt.Sprintf("lag as above; %s lost for %s at %.0f%% of the sending", o.LossRegion, o.LossFor, o.LossAt*100)
 	}
-	if err := dcfg.Validate(); err != nil {
-		return nil, fmt.Errorf("daemon config: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "envdr-slo-")
+	cfgPath, applied, cleanup, err := writeDaemonConfig(&dcfg, "envdr-slo-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "envdr.yaml")
-	if err := localaws.WriteConfig(cfgPath, &dcfg); err != nil {
-		return nil, err
-	}
-	applied := dcfg
-	applied.Regions = append([]config.Region(nil), dcfg.Regions...)
-	applied.WithDefaults()
+	defer cleanup()
 	res.Concurrency, res.KMSRate = applied.Worker.Concurrency, applied.Regions[0].KMSRate
 
-	// The producer's clients: a high kms_rate (the limiter under test is the daemon's).
-	bcfg := applied
-	bcfg.Regions = append([]config.Region(nil), applied.Regions...)
-	for i := range bcfg.Regions {
-		bcfg.Regions[i].KMSRate = 1e6
-	}
-	// Long per-attempt timeouts: after the run the checks scan the whole table (10,000 records
-	// and their region items), and on a loaded machine a DynamoDB Local Scan page took longer
-	// than the daemon's 5 s default.
-	topo, err := regions.New(ctx, &bcfg, regions.Options{DynamoDBTimeout: 2 * time.Minute, KMSTimeout: 30 * time.Second})
+	// The producer's clients. Long per-attempt timeouts: after the run the checks scan the whole
+	// table (10,000 records and their region items), and on a loaded machine a DynamoDB Local
+	// Scan page took longer than the daemon's 5 s default.
+	topo, err := benchTopology(ctx, applied, regions.Options{DynamoDBTimeout: 2 * time.Minute, KMSTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
 	}

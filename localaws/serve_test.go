@@ -21,31 +21,11 @@ import (
 	"github.com/envdr/envdr/localaws/localtest"
 )
 
-// toolsDir finds .tools/localaws above the working directory.
-func toolsDir(t *testing.T) string {
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		p := filepath.Join(dir, ".tools", "localaws")
-		if _, err := os.Stat(filepath.Join(p, "paths.json")); err == nil {
-			return p
-		}
-		if filepath.Dir(dir) == dir {
-			break
-		}
-		dir = filepath.Dir(dir)
-	}
-	// Same rule as the fixture: the tools come with make local-up.
-	localtest.RequireBackends(t)
-	t.Fatal("backends are running but .tools/localaws is not above the working directory")
-	return ""
-}
-
 // Serve starts its own backends, provisions, writes a loadable config, and leaves nothing
 // listening after it stops.
 func TestServeLifecycle(t *testing.T) {
 	t.Parallel()
-	tools := toolsDir(t)
+	tools := localtest.ToolsDir(t)
 	dir := t.TempDir()
 	svc, err := kms.NewService(kms.Options{Dir: filepath.Join(dir, "kms"), Regions: localaws.DefaultRegions})
 	require.NoError(t, err)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/envdr/envdr/localaws"
 	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/localaws/localtest"
 	"github.com/envdr/envdr/replicate"
@@ -122,22 +123,10 @@ func openAllFromReplica(t *testing.T, envdr func(...string) (string, string, int
 // (which hold the pinned AWS SDK for JavaScript v3, @aws-sdk/client-s3).
 func standInNode(t *testing.T) (node, nodePath string) {
 	t.Helper()
-	dir, err := filepath.Abs(".")
+	tools, err := localaws.LoadTools(localtest.ToolsDir(t))
 	require.NoError(t, err)
-	for {
-		tools := filepath.Join(dir, ".tools", "localaws")
-		if _, err := os.Stat(filepath.Join(tools, "paths.json")); err == nil {
-			var p struct{ Node string }
-			data, err := os.ReadFile(filepath.Join(tools, "paths.json"))
-			require.NoError(t, err)
-			require.NoError(t, json.Unmarshal(data, &p))
-			nodePath = filepath.Join(tools, "node_modules")
-			_, err = os.Stat(filepath.Join(nodePath, "@aws-sdk", "client-s3", "package.json"))
-			require.NoError(t, err, "the stand-in's tools carry the AWS SDK for JavaScript (make local-install)")
-			return filepath.Join(tools, p.Node), nodePath
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, dir, parent, ".tools/localaws not found above the working directory: run make local-up")
-		dir = parent
-	}
+	nodePath = filepath.Join(tools.Dir, "node_modules")
+	_, err = os.Stat(filepath.Join(nodePath, "@aws-sdk", "client-s3", "package.json"))
+	require.NoError(t, err, "the stand-in's tools carry the AWS SDK for JavaScript (make local-install)")
+	return tools.Node, nodePath
 }

@@ -224,6 +224,30 @@ func setSchedule(t testing.TB, g *localaws.GlobalTables, o Options) {
 	}
 }
 
+// ToolsDir is the .tools/localaws above the working directory, where `make local-up` installs
+// the stand-in's pinned tools (Node with fauxqs's node_modules, DynamoDB Local).
+func ToolsDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p := filepath.Join(dir, ".tools", "localaws")
+		if _, err := os.Stat(filepath.Join(p, "paths.json")); err == nil {
+			return p
+		}
+		if filepath.Dir(dir) == dir {
+			break
+		}
+		dir = filepath.Dir(dir)
+	}
+	// The tools come with make local-up, as the backends do.
+	RequireBackends(t)
+	t.Fatal("backends are running but .tools/localaws is not above the working directory")
+	return ""
+}
+
 // RequireBackends returns the shared backends that `make local-up` started. Without them it
 // fails the test when ENVDR_REQUIRE_LOCAL=1 and skips it otherwise.
 func RequireBackends(t testing.TB) localaws.Backends {

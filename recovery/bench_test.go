@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/envdr/envdr/envelope"
 	"github.com/envdr/envdr/internal/config"
@@ -255,58 +254,18 @@ func quotaRun(b testing.TB, f *fixture, records int, quota float64, run func() *
 }
 
 // seedLoad writes n fully replicated records straight into every region's replica with
-// BatchWriteItem (replicate.Store.Load through localaws.Backends.ReplicaDynamoDB), neither
+// BatchWriteItem (replicate.MintAndLoad through localaws.Backends.ReplicaDynamoDB), neither
 // through the replicator nor through the stand-in's replication: fast enough for a million.
-// Each record costs one KMS call, GenerateDataKey in the home region under the multi-Region
-// key; a multi-Region key's ciphertext opens under each of its replicas, so every region's wrap
-// is that ciphertext under the region's replica ARN. The data key is wiped at once.
+// Each record costs one KMS call, GenerateDataKey in the home region under the multi-Region key.
 func seedLoad(b testing.TB, f *fixture, n int) {
 	b.Helper()
-	const chunk = 250
 	home, err := f.producer.HomeRegion()
 	require.NoError(b, err)
 	stores := map[string]*replicate.Store{}
 	for _, r := range f.env.Regions {
 		stores[r] = replicate.NewStore(f.cfg.Table, r, f.env.Backends.ReplicaDynamoDB(r), f.cfg.RegionNames())
 	}
-	g, ctx := errgroup.WithContext(context.Background())
-	g.SetLimit(16)
-	for done := 0; done < n; done += chunk {
-		k := min(chunk, n-done)
-		g.Go(func() error {
-			recs := make([]*envelope.Record, 0, k)
-			for range k {
-				rec, err := loadRecord(ctx, home, f.env.Regions)
-				if err != nil {
-					return err
-				}
-				recs = append(recs, rec)
-			}
-			for _, r := range f.env.Regions {
-				if err := stores[r].Load(ctx, recs); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	require.NoError(b, g.Wait())
-}
-
-// loadRecord makes one record for seedLoad.
-func loadRecord(ctx context.Context, home *regions.Region, in []string) (*envelope.Record, error) {
-	rec, wrapped, arn, err := mintRecord(ctx, home, "drill-bench")
-	if err != nil {
-		return nil, err
-	}
-	for _, n := range in {
-		k, err := regions.ReplicaARN(arn, n)
-		if err != nil {
-			return nil, err
-		}
-		rec.Regions[n] = &envelope.RegionWrap{KeyARN: k, Wrapped: wrapped, WrappedAt: rec.CreatedAt}
-	}
-	return rec, nil
+	require.NoError(b, replicate.MintAndLoad(context.Background(), home, stores, n, "drill-bench"))
 }
 
 // BenchmarkRewrapSoak is make rewrap-soak: the rotation, kill and resume scenario on

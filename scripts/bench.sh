@@ -14,7 +14,9 @@
 #                                              cases: 1 s replication lag with 500 ms jitter; KMS throttled
 #                                              below the offered load; a region lost and restored; exact
 #                                              per-envelope p50..p99.99 and max next to the daemon's
-#                                              envdr_protection_seconds; envdr-bench slo)
+#                                              envdr_protection_seconds; envdr-bench slo; with
+#                                              BENCH_SLO_CASES=lag,scrub also the lag case with the
+#                                              daemon's scrubber at a 5% budget, and the ratio)
 # then prints the summary table and writes it to $BENCH_DIR/summary.txt (the SLO's to slo.txt).
 # BENCH_SHORT=1: tiny sizes (~1 minute), exercises the whole harness; figures are not meaningful.
 # BENCH_ONLY=slo (make slo-bench): section 4 alone. BENCH_SKIP_SLO=1: without section 4.

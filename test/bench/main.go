@@ -17,6 +17,8 @@
 //	    the decryptability SLO (make slo-bench): per-envelope protection times under a steady
 //	    offered load with 1 s of replication lag, with the KMS throttled below the load, and
 //	    with a region lost and restored; exact quantiles next to envdr_protection_seconds's.
+//	    --cases lag,scrub: the lag case with and without the daemon's scrubber spending its
+//	    budget (scrub: {budget: 5%}), and the ratio of their quantiles.
 //
 // Timings live here, in a benchmark program, never in tests.
 package main
@@ -57,7 +59,7 @@ func usage() {
   envdr-bench measure --label L [--bytes N] --out FILE -- CMD ARGS...
   envdr-bench replicate --envdr bin/envdr [--n 2000] [--throttle RPS] [--concurrency C] --out FILE
   envdr-bench summary [--dir .bench] [--short] [--strict]
-  envdr-bench slo --envdr bin/envdr [--n 10000] [--rate 25] [--cases lag,quota,loss] [--dir .bench]
+  envdr-bench slo --envdr bin/envdr [--n 10000] [--rate 25] [--cases lag,quota,loss,scrub] [--dir .bench]
 `)
 	os.Exit(2)
 }

@@ -11,12 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -42,7 +44,14 @@ const (
 	caseLag   = "lag"   // 1 s replication lag with jitter, nothing else wrong
 	caseQuota = "quota" // the same, with every region's KMS throttled below the offered load's need
 	caseLoss  = "loss"  // the same, with one region lost and restored during the run
+	// caseScrub is the lag case with the daemon's scrubber on (scrub: {budget, period}) over a
+	// table seeded with records it has not verified yet, so that it spends its budget for the
+	// whole case: the scrubber's effect on the protection time (issue 25).
+	caseScrub = "scrub"
 )
+
+// sloCases are the known cases, in the default order of --cases (scrub is asked for by name).
+var sloCases = []string{caseLag, caseQuota, caseLoss, caseScrub}
 
 // sloGoalS is the goal of issue 23: p99.99 of the protection time within 15 s under 1 s of lag.
 const sloGoalS = 15.0
@@ -53,6 +62,7 @@ const protectionMetric = "envdr_protection_seconds"
 // SLOCase is one case's result (the JSON written under .bench/).
 type SLOCase struct {
 	Case        string  `json:"case"`
+	Label       string  `json:"label"` // names the case's files: the case, suffixed -2, -3, ... when --cases repeats it
 	Description string  `json:"description"`
 	N           int     `json:"n"`
 	OfferedRate float64 `json:"offered_rate"` // events/s the producer aimed at
@@ -89,8 +99,9 @@ type SLOCase struct {
 	// Slowest are the five slowest envelopes, for the logs.
 	Slowest []SlowEnvelope `json:"slowest"`
 	GoalS   float64        `json:"goal_s"`
-	// Met: p99.99 (exact) within the goal. Judged only in the lag case; the others are
-	// there to show how far an overload or an outage moves it.
+	// Met: p99.99 (exact) within the goal. Judged in the lag case and in the scrub case (the
+	// lag case with the scrubber on, as a production daemon may run); the others are there to
+	// show how far an overload or an outage moves it.
 	Met *bool `json:"met,omitempty"`
 
 	RunS        float64        `json:"run_s"` // the first send to the last ack
@@ -107,6 +118,38 @@ type SLOCase struct {
 	DLQ         int            `json:"dlq"`
 	QueueLeft   int            `json:"queue_left"`
 	Problems    []string       `json:"problems,omitempty"`
+
+	// KMSByRegion is the stand-in's count of KMS calls per region (throttled ones excluded)
+	// from the warm-up's end to the last ack: the daemon's, and in the scrub case the
+	// scrubber's in its region.
+	KMSByRegion map[string]int64 `json:"kms_calls_by_region"`
+	// Scrub is the scrubber's side of the scrub case.
+	Scrub *ScrubFigures `json:"scrub,omitempty"`
+}
+
+// ScrubFigures are what the scrubber did in the scrub case, from its daemon's metrics
+// (envdr_scrub_*), scraped as the timed run starts and once every envelope is acknowledged.
+type ScrubFigures struct {
+	Budget string `json:"budget"` // scrub.budget
+	// Region is the daemon's: its scrubber re-verifies that region's wraps (replicate/scrub.go).
+	Region string `json:"region"`
+	// RatePerS = budget x kms_rate: the KMS calls per second the budget allows the scrubber.
+	RatePerS float64 `json:"rate_per_s"`
+	PeriodS  float64 `json:"period_s"` // scrub.period
+	// Records were seeded, wrapped in every region and verified in none, before the daemon
+	// started (replicate.MintAndLoad), in SeedS seconds.
+	Records int     `json:"records"`
+	SeedS   float64 `json:"seed_s"`
+	// WindowS is the time between the two scrapes: the timed run.
+	WindowS float64 `json:"window_s"`
+	// KMSCalls is envdr_scrub_kms_calls_total over the window; Allowed = RatePerS x WindowS + 1
+	// (the limiter's burst); OfBudget = KMSCalls / Allowed.
+	KMSCalls float64 `json:"kms_calls"`
+	Allowed  float64 `json:"allowed"`
+	OfBudget float64 `json:"of_budget"`
+	// Outcomes is envdr_scrub_records_total by outcome over the window (verified, recent,
+	// no_wrap, failed, repaired).
+	Outcomes map[string]float64 `json:"outcomes"`
 }
 
 // SlowEnvelope is one envelope's protection time.
@@ -137,6 +180,11 @@ type sloOptions struct {
 	LossFor     time.Duration
 	Timeout     time.Duration
 	Dir         string
+	// Case scrub: the daemon's scrub.budget, the records seeded for it (0: enough for the case)
+	// and scrub.period (0: the one the budget needs to cover them).
+	ScrubBudget  string
+	ScrubRecords int
+	ScrubPeriod  time.Duration
 }
 
 func runSLO(args []string) error {
@@ -154,15 +202,25 @@ func runSLO(args []string) error {
 	fs.StringVar(&o.LossRegion, "loss-region", "eu-west-1", "case loss: the region lost and restored")
 	fs.Float64Var(&o.LossAt, "loss-at", 0.3, "case loss: when the region is lost, as a fraction of the sending time")
 	fs.DurationVar(&o.LossFor, "loss-for", 30*time.Second, "case loss: how long it stays lost")
+	fs.StringVar(&o.ScrubBudget, "scrub-budget", "5%", "case scrub: the daemon's scrub.budget, its share of kms_rate")
+	fs.IntVar(&o.ScrubRecords, "scrub-records", 0, "case scrub: records seeded unverified before the daemon starts (0: enough to keep the scrubber at its budget for the whole case, 1.25 x budget x kms_rate x the case's expected length)")
+	fs.DurationVar(&o.ScrubPeriod, "scrub-period", 0, "case scrub: the daemon's scrub.period (0: the period the budget needs to cover the seeded records, in whole minutes)")
 	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up on a case after this long")
 	fs.StringVar(&o.Dir, "dir", ".bench", "write slo-<case>.json, slo.json, slo.txt and the daemon logs here")
-	cases := fs.String("cases", strings.Join([]string{caseLag, caseQuota, caseLoss}, ","), "the cases to run, in order")
+	cases := fs.String("cases", strings.Join([]string{caseLag, caseQuota, caseLoss}, ","), "the cases to run, in order ("+strings.Join(sloCases, ", ")+"); a case named again runs again (lag,scrub,lag,scrub shows the machine's drift), its files suffixed -2, -3, ...")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.Seed = uint64(*seed)
-	if o.N < 1 || o.Rate <= 0 || o.QuotaFrac <= 0 || o.LossAt < 0 || o.LossAt > 1 {
-		return errors.New("--n, --rate and --quota-frac must be positive, --loss-at within 0..1")
+	if o.N < 1 || o.Rate <= 0 || o.QuotaFrac <= 0 || o.LossAt < 0 || o.LossAt > 1 || o.ScrubRecords < 0 {
+		return errors.New("--n, --rate and --quota-frac must be positive, --loss-at within 0..1, --scrub-records not negative")
+	}
+	labels, err := caseLabels(*cases)
+	if err != nil {
+		return err
+	}
+	if b, err := (config.Scrub{Budget: o.ScrubBudget}).BudgetFraction(); err != nil || b == 0 {
+		return fmt.Errorf("--scrub-budget %q: use a share above 0%% (such as 5%%): %v", o.ScrubBudget, err)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return err
@@ -171,25 +229,20 @@ func runSLO(args []string) error {
 	defer stop()
 	rep := &SLOReport{Started: time.Now().UTC().Format(time.RFC3339), GoalS: sloGoalS}
 	var errs []error
-	for _, c := range strings.Split(*cases, ",") {
-		c = strings.TrimSpace(c)
-		switch c {
-		case caseLag, caseQuota, caseLoss:
-		default:
-			return fmt.Errorf("--cases: unknown case %q (use %s, %s, %s)", c, caseLag, caseQuota, caseLoss)
-		}
-		fmt.Fprintf(os.Stderr, "slo: case %s: %d envelopes at %.0f/s (load %s)\n", c, o.N, o.Rate, loadAvg())
-		res, err := sloCase(ctx, o, c)
+	for _, cl := range labels {
+		c, label := cl[0], cl[1]
+		fmt.Fprintf(os.Stderr, "slo: case %s: %d envelopes at %.0f/s (load %s)\n", label, o.N, o.Rate, loadAvg())
+		res, err := sloCase(ctx, o, c, label)
 		if res != nil {
 			rep.Cases = append(rep.Cases, res)
-			if werr := writeJSON(filepath.Join(o.Dir, "slo-"+c+".json"), res); werr != nil {
+			if werr := writeJSON(filepath.Join(o.Dir, "slo-"+label+".json"), res); werr != nil {
 				errs = append(errs, werr)
 			}
 			fmt.Fprintf(os.Stderr, "slo: case %s: p50 %.2fs p99 %.2fs p99.9 %.2fs p99.99 %.2fs max %.2fs (histogram p99.99 %s)\n",
-				c, res.Exact.P50, res.Exact.P99, res.Exact.P999, res.Exact.P9999, res.Exact.Max, histP9999(res))
+				label, res.Exact.P50, res.Exact.P99, res.Exact.P999, res.Exact.P9999, res.Exact.Max, histP9999(res))
 		}
 		if err != nil {
-			errs = append(errs, fmt.Errorf("case %s: %w", c, err))
+			errs = append(errs, fmt.Errorf("case %s: %w", label, err))
 		}
 		if ctx.Err() != nil {
 			break
@@ -205,6 +258,49 @@ func runSLO(args []string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// caseLabels checks --cases and names each run: [case, label] pairs, the label being the case
+// itself the first time and case-2, case-3, ... when it is named again.
+func caseLabels(list string) ([][2]string, error) {
+	var out [][2]string
+	seen := map[string]int{}
+	for _, c := range strings.Split(list, ",") {
+		c = strings.TrimSpace(c)
+		if !slices.Contains(sloCases, c) {
+			return nil, fmt.Errorf("--cases: unknown case %q (use %s)", c, strings.Join(sloCases, ", "))
+		}
+		seen[c]++
+		label := c
+		if seen[c] > 1 {
+			label = fmt.Sprintf("%s-%d", c, seen[c])
+		}
+		out = append(out, [2]string{c, label})
+	}
+	return out, nil
+}
+
+// scrubPlan sizes the scrub case. The scrubber may make budget x kmsRate KMS calls per second,
+// one per record it verifies; records keeps it at that rate for 1.25 times the case's
+// expected length (envelopes at rate, plus a minute for start-up, the last acks and the
+// scrapes), so it has work until the end even if a pass begins midway (passes are aligned to
+// the period, and a new one verifies everything again). period is the one that rate needs to
+// cover records, in whole minutes (scrub.period's least is 1m), which is what the daemon's
+// period means: the table covered once per period at the budget. A positive wantRecords or
+// wantPeriod is taken as given.
+func scrubPlan(budget, kmsRate float64, envelopes int, rate float64, wantRecords int, wantPeriod time.Duration) (records int, period time.Duration) {
+	perS := budget * kmsRate
+	records = wantRecords
+	if records <= 0 {
+		expect := float64(envelopes)/rate + 60
+		records = int(math.Ceil(1.25 * perS * expect))
+	}
+	period = wantPeriod
+	if period <= 0 {
+		minutes := math.Ceil(float64(records) / perS / 60)
+		period = time.Duration(max(minutes, 1)) * time.Minute
+	}
+	return records, period
 }
 
 func histP9999(c *SLOCase) string {
@@ -244,7 +340,7 @@ const mrkCallsPerRegion = 2
 // ready, send the events at the offered rate with created_at = the moment of sending, follow the
 // daemon's log until every envelope is acknowledged, scrape its histogram, stop it and check
 // every record in every region.
-func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
+func sloCase(ctx context.Context, o sloOptions, c, label string) (*SLOCase, error) {
 	bin, err := envdrBinary(o.Bin)
 	if err != nil {
 		return nil, err
@@ -254,7 +350,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		return nil, err
 	}
 	defer s.close()
-	res := &SLOCase{Case: c, N: o.N, OfferedRate: o.Rate, LagS: o.Lag.Seconds(), JitterS: o.Jitter.Seconds(), Seed: o.Seed,
+	res := &SLOCase{Case: c, Label: label, N: o.N, OfferedRate: o.Rate, LagS: o.Lag.Seconds(), JitterS: o.Jitter.Seconds(), Seed: o.Seed,
 		GoalS: sloGoalS, Outcomes: map[string]int{}}
 
 	dcfg := *s.cfg
@@ -278,6 +374,14 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		}
 		res.LossRegion = o.LossRegion
 		res.Description = fmt.Sprintf("lag as above; %s lost for %s at %.0f%% of the sending", o.LossRegion, o.LossFor, o.LossAt*100)
+	case caseScrub:
+		sf, err := planScrub(&dcfg, o)
+		if err != nil {
+			return nil, err
+		}
+		res.Scrub = sf
+		res.Description = fmt.Sprintf("lag as above; the daemon's scrubber at budget %s (%.0f KMS calls/s in %s), period %s, over %d records seeded unverified",
+			sf.Budget, sf.RatePerS, sf.Region, scrubPeriodString(sf.PeriodS), sf.Records)
 	}
 	cfgPath, applied, cleanup, err := writeDaemonConfig(&dcfg, "envdr-slo-")
 	if err != nil {
@@ -292,6 +396,16 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 	topo, err := benchTopology(ctx, applied, regions.Options{DynamoDBTimeout: 2 * time.Minute, KMSTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, err
+	}
+	var seeded func(*envelope.Record) bool // the scrub case's records, in no figure
+	if res.Scrub != nil {
+		fmt.Fprintf(os.Stderr, "slo: case %s: seeding %d records, wrapped in every region and verified in none (load %s)\n", label, res.Scrub.Records, loadAvg())
+		t0 := time.Now()
+		if seeded, err = seedUnverified(ctx, s, topo, &applied, res.Scrub.Records); err != nil {
+			return res, fmt.Errorf("seeding %d records for the scrubber: %w", res.Scrub.Records, err)
+		}
+		res.Scrub.SeedS = time.Since(t0).Seconds()
+		fmt.Fprintf(os.Stderr, "slo: case %s: seeded in %.0f s (load %s)\n", label, res.Scrub.SeedS, loadAvg())
 	}
 	t0 := time.Now()
 	all, err := sealOnly(ctx, topo, o.N+o.Warmup, "slo")
@@ -321,7 +435,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		}
 	}
 
-	logPath := filepath.Join(o.Dir, "slo-"+c+".log")
+	logPath := filepath.Join(o.Dir, "slo-"+label+".log")
 	d, err := startSLODaemon(ctx, bin, cfgPath, logPath)
 	if err != nil {
 		return nil, err
@@ -347,7 +461,10 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 			}
 		}
 		if err == nil {
-			hist0, err = d.scrape(wctx)
+			var sc *daemonScrape
+			if sc, err = d.scrape(wctx); err == nil {
+				hist0 = sc.hist
+			}
 		}
 		wcancel()
 		if err != nil {
@@ -362,6 +479,11 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		res.Acks = 0
 	}
 
+	// The scrubber's counters as the timed run starts (it has been running since start-up).
+	scrub0, err := d.scrape(ctx)
+	if err != nil {
+		return res, fmt.Errorf("scraping the daemon before the run: %w (log %s)", err, logPath)
+	}
 	res.LoadBefore = loadAvg()
 	ru0 := selfCPU()
 	cctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -423,14 +545,18 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 			continue
 		}
 		// Every envelope acked: the histogram holds every observation now.
-		h, err := d.scrape(ctx)
+		sc, err := d.scrape(ctx)
+		res.KMSByRegion = kmsByRegion(s.svc.Counters())
 		if err != nil {
 			res.Problems = append(res.Problems, "scraping "+protectionMetric+": "+err.Error())
 		} else {
 			if hist0 != nil {
-				*h = h.minus(*hist0)
+				*sc.hist = sc.hist.minus(*hist0)
 			}
-			hist = h
+			hist = sc.hist
+			if res.Scrub != nil {
+				res.Scrub.account(scrub0, sc)
+			}
 		}
 		waiting = false
 	}
@@ -474,7 +600,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 	}
 	sort.Slice(slow, func(i, j int) bool { return slow[i].S > slow[j].S })
 	res.Slowest = slow[:min(5, len(slow))]
-	if err := writeEnvelopeTimes(filepath.Join(o.Dir, "slo-"+c+"-envelopes.csv"), sent, acks, start); err != nil {
+	if err := writeEnvelopeTimes(filepath.Join(o.Dir, "slo-"+label+"-envelopes.csv"), sent, acks, start); err != nil {
 		res.Problems = append(res.Problems, err.Error())
 	}
 	res.Exact = exactQuantiles(times)
@@ -485,7 +611,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 			res.Problems = append(res.Problems, fmt.Sprintf("%s counted %d observations for %d envelopes", protectionMetric, hist.Count, res.Exact.Count))
 		}
 	}
-	if c == caseLag && res.Exact.Count == o.N {
+	if (c == caseLag || c == caseScrub) && res.Exact.Count == o.N {
 		met := res.Exact.P9999 <= sloGoalS
 		res.Met = &met
 	}
@@ -500,7 +626,7 @@ func sloCase(ctx context.Context, o sloOptions, c string) (*SLOCase, error) {
 		ids[h.RecordID()] = h.Commitment
 	}
 	rr := &ReplicateResult{N: o.N}
-	if err := checkResults(ctx, topo, &applied, ids, rr); err != nil {
+	if err := checkResults(ctx, topo, &applied, ids, seeded, rr); err != nil {
 		res.Problems = append(res.Problems, "checks: "+err.Error())
 	}
 	res.FailedEnv, res.DLQ, res.QueueLeft = rr.FailedEnvelopes, rr.DLQ, rr.QueueLeft
@@ -729,11 +855,20 @@ func (d *sloDaemon) waitReady(ctx context.Context, within time.Duration) error {
 	return fmt.Errorf("the daemon was not ready within %s (log %s)", within, d.logf.Name())
 }
 
-func (d *sloDaemon) scrape(ctx context.Context) (*HistogramEstimate, error) {
+// daemonScrape is one read of the daemon's /metrics: the protection histogram and the
+// scrubber's counters, and when it was taken.
+type daemonScrape struct {
+	at    time.Time
+	hist  *HistogramEstimate
+	scrub scrubCounters
+}
+
+func (d *sloDaemon) scrape(ctx context.Context) (*daemonScrape, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.admin+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
+	at := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
@@ -742,14 +877,15 @@ func (d *sloDaemon) scrape(ctx context.Context) (*HistogramEstimate, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
-	h, ok, err := parseProtectionHistogram(resp.Body, protectionMetric)
+	fams, err := parseMetrics(resp.Body)
 	if err != nil {
 		return nil, err
 	}
+	h, ok := histogramOf(fams, protectionMetric)
 	if !ok {
 		return nil, fmt.Errorf("no histogram %s in /metrics", protectionMetric)
 	}
-	return &h, nil
+	return &daemonScrape{at: at, hist: &h, scrub: scrubCountersOf(fams)}, nil
 }
 
 // stop sends SIGTERM, waits (SIGKILL after 45 s) and returns the daemon's rusage.

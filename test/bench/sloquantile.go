@@ -78,15 +78,26 @@ func (b HistBucket) MarshalJSON() ([]byte, error) {
 // parseProtectionHistogram reads a Prometheus text exposition and sums the histogram name over
 // every label set (source_region, daemon_region). ok is false when the family is absent.
 func parseProtectionHistogram(r io.Reader, name string) (HistogramEstimate, bool, error) {
-	// prometheus/common v0.66+ panics on a zero TextParser: the name validation scheme is chosen.
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(r)
+	fams, err := parseMetrics(r)
 	if err != nil {
 		return HistogramEstimate{}, false, err
 	}
+	h, ok := histogramOf(fams, name)
+	return h, ok, nil
+}
+
+// parseMetrics reads a Prometheus text exposition into its metric families.
+func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
+	// prometheus/common v0.66+ panics on a zero TextParser: the name validation scheme is chosen.
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	return p.TextToMetricFamilies(r)
+}
+
+// histogramOf is parseProtectionHistogram on parsed families.
+func histogramOf(fams map[string]*dto.MetricFamily, name string) (HistogramEstimate, bool) {
 	fam := fams[name]
 	if fam == nil || fam.GetType() != dto.MetricType_HISTOGRAM {
-		return HistogramEstimate{}, false, nil
+		return HistogramEstimate{}, false
 	}
 	var h HistogramEstimate
 	byLE := map[float64]uint64{}
@@ -108,7 +119,7 @@ func parseProtectionHistogram(r io.Reader, name string) (HistogramEstimate, bool
 	}
 	sort.Slice(h.Buckets, func(i, j int) bool { return h.Buckets[i].LE < h.Buckets[j].LE })
 	h.P50, h.P99, h.P999, h.P9999 = h.quantile(0.5), h.quantile(0.99), h.quantile(0.999), h.quantile(0.9999)
-	return h, true, nil
+	return h, true
 }
 
 // quantile is Prometheus's histogram_quantile on the cumulative buckets: find the bucket the

@@ -109,9 +109,10 @@ func TestScrubAccount(t *testing.T) {
 // scrubber's budget line and the ratios.
 func TestPrintScrubRatios(t *testing.T) {
 	lag := func(label string, p50 float64) *SLOCase {
-		return &SLOCase{Case: caseLag, Label: label, N: 100, Exact: SLOQuantiles{Count: 100, P50: p50, P99: 4, P999: 5, P9999: 5, Max: 5}}
+		return &SLOCase{Case: caseLag, Label: label, N: 100, Exact: SLOQuantiles{Count: 100, P50: p50, P99: 4, P999: 5, P9999: 5, Max: 5},
+			Daemon: Measurement{UserS: 0.8, SysS: 0.2}, StandInCPUS: 2}
 	}
-	scrub := &SLOCase{Case: caseScrub, Label: "scrub-2", N: 100, KMSRate: 1000,
+	scrub := &SLOCase{Case: caseScrub, Label: "scrub-2", N: 100, KMSRate: 1000, Daemon: Measurement{UserS: 1.2, SysS: 0.3}, StandInCPUS: 3,
 		Exact:       SLOQuantiles{Count: 100, P50: 3, P99: 5, P999: 6, P9999: 6, Max: 6},
 		KMSByRegion: map[string]int64{"us-east-1": 700, "eu-west-1": 200},
 		Scrub: &ScrubFigures{Budget: "5%", Region: "us-east-1", RatePerS: 50, PeriodS: 600, Records: 29250, SeedS: 80,
@@ -121,7 +122,7 @@ func TestPrintScrubRatios(t *testing.T) {
 	printSLOTable(&b, rep)
 	out := b.String()
 	for _, want := range []string{
-		"scrub-2 over lag-2 (exact): p50 1.50x, p99 1.25x, p99.9 1.20x, p99.99 1.20x",
+		"scrub-2 over lag-2 (exact): p50 1.50x, p99 1.25x, p99.9 1.20x, p99.99 1.20x, max 1.20x; CPU per envelope: daemon 1.50x, stand-in 1.50x",
 		"KMS calls by region (stand-in): eu-west-1 200, us-east-1 700",
 		"scrubber in us-east-1: budget 5% x kms_rate 1000 = 50 KMS calls/s, period 10m0s; 29250 records seeded unverified in 80 s; over the timed run (10 s) 480 KMS calls = 0.96 of the 501 the budget allowed; records verified 480",
 	} {

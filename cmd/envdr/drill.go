@@ -208,7 +208,7 @@ Exit status: 0 the digest matches (the verdict and digest are printed), 1 it doe
 file is not a report of this schema, 2 bad usage.`,
 		Example: `  envdr drill verify-report drills/eu-west-1.json
   envdr drill verify-report s3://acme-envdr-reports/scans/verify-2026-12-07T03:00:00Z/merged.json`,
-		Args:    exactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			b, err := (&reportFiles{}).read(c.Context(), args[0])
 			if err != nil {

@@ -434,23 +434,13 @@ func (s *Scrubber) wrapFrom(ctx context.Context, rec *envelope.Record, name stri
 	if err != nil {
 		return nil, "", err
 	}
-	if err := s.limiter.Wait(ctx); err != nil {
-		return nil, "", err
-	}
-	s.m.KMSCalls.WithLabelValues(s.r.Name).Inc()
-	dek, err := sr.DecryptRaw(ctx, src.Wrapped, src.KeyARN, ec)
-	if err != nil {
-		return nil, "", err
-	}
-	defer envelope.Wipe(dek)
-	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return nil, "", fmt.Errorf("region %s: record %s: %w", name, rec.ID, err)
-	}
-	if err := s.limiter.Wait(ctx); err != nil {
-		return nil, "", err
-	}
-	s.m.KMSCalls.WithLabelValues(s.r.Name).Inc()
-	return s.r.EncryptRaw(ctx, dek, ec)
+	return s.r.CopyWrap(ctx, sr, src.Wrapped, src.KeyARN, rec.Commitment, ec, rec.ID, func(ctx context.Context) error {
+		if err := s.limiter.Wait(ctx); err != nil {
+			return err
+		}
+		s.m.KMSCalls.WithLabelValues(s.r.Name).Inc()
+		return nil
+	})
 }
 
 // observe reads every segment's lease and sets the coverage of the current pass and the bound on

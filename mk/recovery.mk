@@ -31,10 +31,16 @@ SCALE_SHARDS ?= 1,2,4
 SCALE_HOLD   ?=
 # SCALE_STEPS: sizes below SCALE_N to seed up to first, each followed by the statistical verify.
 SCALE_STEPS  ?=
+# SCALE_LATENCY (e.g. 20ms or 20ms±5ms): added to every request of every region's services for the
+# shards' runs only, so one shard is bound by round trips as on AWS rather than by this machine's
+# two cores; SCALE_WORKERS: verify --workers per shard (32).
+SCALE_LATENCY ?=
+SCALE_WORKERS ?= 32
 .PHONY: scale-bench
 scale-bench: build local-up ## statistical verify (99.9%, 0.1%) and 1/2/4-shard verify on SCALE_N (100,000) records; docs/BENCH.md
 	ENVDR_REQUIRE_LOCAL=1 ENVDR_BIN=$(abspath $(DRILL_BIN)) ENVDR_SCALE_N=$(SCALE_N) \
 		ENVDR_SCALE_SHARDS=$(SCALE_SHARDS) ENVDR_SCALE_HOLD=$(SCALE_HOLD) ENVDR_SCALE_STEPS=$(SCALE_STEPS) \
+		ENVDR_SCALE_LATENCY='$(SCALE_LATENCY)' ENVDR_SCALE_WORKERS=$(SCALE_WORKERS) \
 		$(GO) test -count=1 -run '^$$' -bench '^BenchmarkScale$$' -benchtime 1x -timeout 300m ./recovery/
 
 # The scrubber at scale (issue 25): SCRUB_N records (100,000), one daemon's scrubber per region

@@ -167,6 +167,9 @@ func TestGamedayObjects(t *testing.T) {
 	var md strings.Builder
 	require.NoError(t, rep.WriteMarkdown(&md))
 	require.Contains(t, md.String(), fmt.Sprintf("protected by the S3 event source alone; counted in the RPO above) | %d |", rep.ObjectsDuring))
+	var page strings.Builder
+	require.NoError(t, rep.WriteHTML(&page))
+	require.Contains(t, page.String(), fmt.Sprintf(`<div class="k">Put in buckets during the loss</div><div class="v">%d</div>`, rep.ObjectsDuring))
 	require.Zero(t, rep.EnqueueFails)
 	for _, row := range rep.Matrix {
 		require.Equalf(t, row.Of, row.Opened, "region %s", row.Region)

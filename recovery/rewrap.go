@@ -500,15 +500,7 @@ func (x *rewrapper) backfillFrom(ctx context.Context, rec *envelope.Record, name
 	if err != nil {
 		return nil, "", err
 	}
-	dek, err := sr.DecryptRaw(ctx, w.Wrapped, w.KeyARN, ec)
-	if err != nil {
-		return nil, "", err
-	}
-	defer envelope.Wipe(dek)
-	if err := envelope.CheckCommitment(dek, rec.Commitment); err != nil {
-		return nil, "", fmt.Errorf("region %s: record %s: %w", name, rec.ID, err)
-	}
-	wrapped, keyARN, err := x.r.EncryptRaw(ctx, dek, ec)
+	wrapped, keyARN, err := x.r.CopyWrap(ctx, sr, w.Wrapped, w.KeyARN, rec.Commitment, ec, rec.ID, nil)
 	if err != nil {
 		return nil, "", err
 	}

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/envdr/envdr/envelope"
+	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/localaws"
 	"github.com/envdr/envdr/regions"
 	"github.com/envdr/envdr/replicate"
@@ -116,4 +117,66 @@ func TestScrubberCoversRepairsAndKeepsBudget(t *testing.T) {
 	require.False(t, bytes.Equal(fixed.Wrapped, bad.Wrapped), "the bad wrap was replaced")
 	require.True(t, fixed.Verified())
 	require.Equal(t, b.plain[0], b.openIn(t, "us-east-1", sealed[0]), "us-east-1 opens it alone again")
+}
+
+// A region with an independent key (no multi-Region replica to ReEncrypt through) repairs a
+// broken wrap by Decrypt in another region, the commitment checked, and Encrypt under its own
+// key (regions.CopyWrap), within the scrubber's budget.
+func TestScrubberRepairsAnIndependentKeysWrap(t *testing.T) {
+	t.Parallel()
+	const eu = "eu-west-1"
+	b := setup(t, map[string]string{eu: config.ModeIndependent})
+	const n = 6
+	ids, sealed := b.sealAndSend(t, n, 1)
+	d := b.daemon(t)
+	b.waitDrained(t, d, time.Minute)
+	d.Stop(context.Background())
+
+	r, err := b.topo.Region(eu)
+	require.NoError(t, err)
+	store := replicate.NewStore(b.cfg.Table, eu, r.DynamoDB(), b.cfg.RegionNames())
+	other := b.record(t, eu, ids[1])
+	_, err = store.Update(context.Background(), ids[0], func(cur *envelope.Record) (*envelope.Record, error) {
+		next := cur.Clone()
+		next.Regions[eu].Wrapped = bytes.Clone(other.Regions[eu].Wrapped)
+		return next, nil
+	})
+	require.NoError(t, err)
+	bad := b.record(t, eu, ids[0]).Regions[eu]
+	b.env.Settle()
+
+	cfg := *b.asDaemon(t)
+	cfg.Regions = append(cfg.Regions[:0:0], cfg.Regions...)
+	for i := range cfg.Regions {
+		cfg.Regions[i].KMSRate = 100
+	}
+	cfg.Scrub.Budget, cfg.Scrub.Period = "20%", "1m"
+	require.NoError(t, cfg.Validate())
+	require.NoError(t, localaws.LoadRenderedPolicies(b.env.IAM, &cfg))
+	topo, err := regions.New(context.Background(), &cfg, regions.Options{})
+	require.NoError(t, err)
+	s, err := replicate.NewScrubber(topo, eu, zaptest.NewLogger(t), nil)
+	require.NoError(t, err)
+	base, t0 := time.Now().Add(time.Minute).Truncate(time.Minute), time.Now()
+	replicate.SetScrubClock(s, func() time.Time { return base.Add(time.Since(t0)) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	require.Eventually(t, func() bool {
+		c, err := s.Coverage(context.Background())
+		return err == nil && c == 1
+	}, time.Minute, 200*time.Millisecond, "one pass covers the table")
+	cancel()
+	<-done
+
+	m := replicate.ScrubMetricsOf(s)
+	require.Equal(t, float64(n-1), testutil.ToFloat64(m.Records.WithLabelValues(eu, "verified")))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.Records.WithLabelValues(eu, "repaired")))
+	require.Zero(t, testutil.ToFloat64(m.Records.WithLabelValues(eu, "failed")))
+	// n checks, then the repair: Decrypt elsewhere, Encrypt here, and the check of the new wrap.
+	require.Equal(t, float64(n+3), testutil.ToFloat64(m.KMSCalls.WithLabelValues(eu)))
+	fixed := b.record(t, eu, ids[0]).Regions[eu]
+	require.False(t, bytes.Equal(fixed.Wrapped, bad.Wrapped), "the bad wrap was replaced")
+	require.Equal(t, cfg.Regions[1].Key, fixed.KeyARN, "under eu-west-1's own independent key")
+	require.Equal(t, b.plain[0], b.openIn(t, eu, sealed[0]), "eu-west-1 opens it alone again")
 }

@@ -109,7 +109,7 @@ contacted), 1 a check failed (named, with the unrecoverable records), 2 bad usag
 				if opts.Data != 0 && opts.Sampling.Shard.String() != "" {
 					return usageError("--data with --shard: the data check is not split between shards; run it in one drill without --shard")
 				}
-				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
+				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose, false); err != nil {
 					return err
 				}
 				v := buildVersion()
@@ -201,12 +201,16 @@ with Object Lock, for example).
 --output json prints {"file", "digest_ok", "sha256", "kind", "lost", "passed", "started_at",
 "envdr_version", "caller", "error"} (docs/OUTPUT.md), also when the digest does not match.
 
+FILE may be s3://bucket/key.json: the object is read through the bucket's region (the --config's
+regions[].bucket), which needs s3:GetObject there.
+
 Exit status: 0 the digest matches (the verdict and digest are printed), 1 it does not, or the
 file is not a report of this schema, 2 bad usage.`,
-		Example: `  envdr drill verify-report drills/eu-west-1.json`,
-		Args:    exactArgs(1),
+		Example: `  envdr drill verify-report drills/eu-west-1.json
+  envdr drill verify-report s3://acme-envdr-reports/scans/verify-2026-12-07T03:00:00Z/merged.json`,
+		Args: exactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			b, err := os.ReadFile(args[0])
+			b, err := (&reportFiles{}).read(c.Context(), args[0])
 			if err != nil {
 				return withCode(exitFailure, err)
 			}

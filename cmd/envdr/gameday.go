@@ -76,7 +76,7 @@ Exit status: 0 passed (RPO 0, every seal and enqueue succeeded, R caught up), 1 
 					}
 					opts.Control = admin.NewClient(cfg.Local.Admin)
 				}
-				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose); err != nil {
+				if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), opts.Lose, false); err != nil {
 					return err
 				}
 				if opts.Envelopes < 0 {

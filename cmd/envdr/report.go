@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/sethvargo/go-retry"
 	"github.com/spf13/cobra"
 
+	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/recovery"
+	"github.com/envdr/envdr/regions"
 )
 
 func init() {
@@ -59,17 +58,27 @@ drill, the same lost region): a missing, repeated or foreign shard is refused.
 --out PATH writes PATH.json (a drill also PATH.md and PATH.html); an existing file is never
 overwritten without --force.
 
+Reports on S3: a FILE may be s3://bucket/key.json (the shards of the ECS module's scheduled scan
+write theirs there with --report s3://...), and --out s3://bucket/prefix files the merged report
+as prefix.json (and .md, .html) with conditional PUTs. Each bucket is reached through its region
+in the --config (regions[].bucket; else the home region); merging needs s3:GetObject on the
+shards' reports and s3:PutObject on the merged one.
+
 --wait DURATION first waits, up to DURATION, until every named file exists: the merge step of
-a sharded run that starts with the shards (the Helm chart's scan Job), so it needs nothing to
-run it after them. Each shard writes its report through a rename, so a file that exists is
-whole. A file still missing at the end is a failure that names it.
+a sharded run that starts with the shards (the Helm chart's scan Job, the ECS module's merge
+task), so it needs nothing to run it after them. Each shard writes its report through a rename
+(on S3, one PUT), so a report that exists is whole. A report still missing at the end is a
+failure that names it.
 
 Exit status: 0 merged and the whole scan passed, 1 merged and it failed (the report is still
 written), or a report's digest did not match, 2 bad usage or not one scan's shards.`,
 		Example: `  # four shards of one verify, e.g. a Kubernetes Indexed Job with completions: 4
   for i in 1 2 3 4; do envdr verify --shard $i/4 --segments 8 --report shards/verify-$i & done; wait
   envdr report merge --out reports/verify shards/verify-*.json
-  envdr drill verify-report reports/verify.json`,
+  envdr drill verify-report reports/verify.json
+  # the ECS module's scan: four shards' reports on S3, merged beside them
+  P=s3://acme-envdr-reports/scans/verify-2026-12-07T03:00:00Z
+  envdr report merge --wait 12h --out $P/merged $P/shard-1.json $P/shard-2.json $P/shard-3.json $P/shard-4.json`,
 		Args: func(c *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError("name the shards' report files")
@@ -83,16 +92,18 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 			if wait < 0 {
 				return usageError("--wait %s: use a positive duration such as 24h", wait)
 			}
-			md, html, js := recovery.ReportPaths(out)
+			ctx := c.Context()
+			files := &reportFiles{}
+			_, _, js := recovery.ReportPaths(out)
 			if wait > 0 {
-				if err := waitForFiles(c.Context(), args, wait); err != nil {
+				if err := waitForFiles(ctx, files, args, wait); err != nil {
 					return withCode(exitFailure, err)
 				}
 			}
 			var kinds []string
 			var bodies [][]byte
 			for _, f := range args {
-				b, err := os.ReadFile(f)
+				b, err := files.read(ctx, f)
 				if err != nil {
 					return withCode(exitFailure, err)
 				}
@@ -107,16 +118,15 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 					return usageError("%s is a %s report and %s a %s report: merge one kind at a time", args[0], kinds[0], args[i], k)
 				}
 			}
-			targets := []string{js}
-			if kinds[0] == "drill" {
-				targets = []string{md, html, js}
-			}
-			if !force {
-				for _, p := range targets {
-					if exists(p) {
-						return usageError("report file %s exists: refusing to overwrite it; choose another --out PATH, or --force", p)
-					}
+			var cfg *config.Config
+			if regions.IsS3URI(out) {
+				var err error
+				if cfg, err = files.config(); err != nil {
+					return err
 				}
+			}
+			if err := checkReportTarget(ctx, cfg, out, force, c.CommandPath(), "", kinds[0] == "verify"); err != nil {
+				return err
 			}
 			res := mergeResult{Out: js, Files: args, Kind: kinds[0], Shards: len(args)}
 			switch kinds[0] {
@@ -137,7 +147,7 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 				if err != nil {
 					return withCode(exitFailure, err)
 				}
-				if _, err := recovery.WriteVerifyReport(out, b); err != nil {
+				if _, err := writeVerifyReport(ctx, cfg, out, force, b); err != nil {
 					return withCode(exitFailure, err)
 				}
 				res.SHA256, res.Passed = m.SHA256, m.Passed
@@ -157,7 +167,7 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 				if err != nil {
 					return usageError("%v", err)
 				}
-				if _, err := m.WriteFiles(out); err != nil {
+				if _, err := writeReport(ctx, cfg, out, force, "", m); err != nil {
 					return withCode(exitFailure, err)
 				}
 				res.SHA256, res.Passed = m.SHA256, m.Passed
@@ -189,17 +199,19 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 // days, so a few seconds late is nothing, and a stat every few seconds costs nothing.
 var waitPoll = 5 * time.Second
 
-// waitForFiles returns when every file exists, or an error naming those still missing after
-// max (or when ctx ends: SIGTERM).
-func waitForFiles(ctx context.Context, files []string, max time.Duration) error {
+// waitForFiles returns when every file (or s3:// object) exists, or an error naming those still
+// missing after max (or when ctx ends: SIGTERM).
+func waitForFiles(ctx context.Context, rf *reportFiles, files []string, max time.Duration) error {
 	var missing []string
-	check := func(context.Context) error {
+	check := func(ctx context.Context) error {
 		missing = missing[:0]
 		for _, f := range files {
-			if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
-				missing = append(missing, f)
-			} else if err != nil {
+			ok, err := rf.present(ctx, f)
+			if err != nil {
 				return err // unreadable, not absent: waiting would not help
+			}
+			if !ok {
+				missing = append(missing, f)
 			}
 		}
 		if len(missing) > 0 {

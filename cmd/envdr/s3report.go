@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 
 	"github.com/envdr/envdr/internal/config"
 	"github.com/envdr/envdr/recovery"
@@ -34,11 +37,34 @@ func reportRegion(cfg *config.Config, bucket, avoid string) string {
 	return cfg.HomeRegion
 }
 
+// reportPart is one object of a report filed on S3: its key, content type and body.
+type reportPart struct {
+	key, ctype string
+	write      func(io.Writer) error
+}
+
+// reportParts are the objects a --report s3://bucket/prefix writes for rep, JSON first (it sets
+// the digest the others show); for rep nil (verify, which writes JSON alone) the JSON js.
+func reportParts(prefix string, rep reportWriter, js []byte) []reportPart {
+	md, html, jsKey := recovery.ReportPaths(prefix)
+	if rep == nil {
+		return []reportPart{{jsKey, "application/json", func(w io.Writer) error { _, err := w.Write(js); return err }}}
+	}
+	return []reportPart{{jsKey, "application/json", rep.WriteJSON}, {md, "text/markdown; charset=utf-8", rep.WriteMarkdown}, {html, "text/html; charset=utf-8", rep.WriteHTML}}
+}
+
 // checkReportTarget refuses, before a drill or game day starts, a --report whose files exist:
 // PATH.md, PATH.html or PATH.json on disk, or, for --report s3://bucket/prefix, the objects
 // prefix.md, prefix.html and prefix.json (HEAD through reportRegion); --force lifts it.
-func checkReportTarget(ctx context.Context, cfg *config.Config, report string, force bool, cmd, avoid string) error {
+// jsonOnly (verify and merged verify reports) looks for PATH.json alone.
+func checkReportTarget(ctx context.Context, cfg *config.Config, report string, force bool, cmd, avoid string, jsonOnly bool) error {
 	if !regions.IsS3URI(report) {
+		if jsonOnly {
+			if _, _, js := recovery.ReportPaths(report); !force && exists(js) {
+				return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force (see %s --help)", js, cmd)
+			}
+			return nil
+		}
 		return checkReportPaths(report, force, cmd)
 	}
 	u, err := regions.ParseS3URI(report)
@@ -53,7 +79,11 @@ func checkReportTarget(ctx context.Context, cfg *config.Config, report string, f
 		return err
 	}
 	md, html, js := recovery.ReportPaths(u.Key)
-	for _, k := range []string{md, html, js} {
+	keys := []string{md, html, js}
+	if jsonOnly {
+		keys = []string{js}
+	}
+	for _, k := range keys {
 		exists, err := r.Exists(ctx, u.Bucket, k)
 		if err != nil && regions.IsAccessDenied(err) {
 			// A role that may only write reports cannot look (S3 answers 403 without
@@ -77,6 +107,25 @@ func writeReport(ctx context.Context, cfg *config.Config, report string, force b
 	if !regions.IsS3URI(report) {
 		return rep.WriteFiles(report)
 	}
+	return putReport(ctx, cfg, report, force, avoid, rep, nil)
+}
+
+// writeVerifyReport writes a verify report's JSON js to report: PATH.json, or the object
+// prefix.json under s3://bucket/prefix (a conditional PUT unless force). It returns where.
+func writeVerifyReport(ctx context.Context, cfg *config.Config, report string, force bool, js []byte) (string, error) {
+	if !regions.IsS3URI(report) {
+		return recovery.WriteVerifyReport(report, js)
+	}
+	out, err := putReport(ctx, cfg, report, force, "", nil, js)
+	if err != nil {
+		return "", err
+	}
+	return out[0], nil
+}
+
+// putReport files a report's parts (reportParts) under s3://bucket/prefix through the bucket's
+// region (reportRegion, never avoid).
+func putReport(ctx context.Context, cfg *config.Config, report string, force bool, avoid string, rep reportWriter, js []byte) ([]string, error) {
 	u, err := regions.ParseS3URI(report)
 	if err != nil {
 		return nil, usageError("--report: %v", err)
@@ -85,12 +134,8 @@ func writeReport(ctx context.Context, cfg *config.Config, report string, force b
 	if err != nil {
 		return nil, err
 	}
-	md, html, js := recovery.ReportPaths(u.Key)
 	var out []string
-	for _, f := range []struct {
-		key, ctype string
-		write      func(io.Writer) error
-	}{{js, "application/json", rep.WriteJSON}, {md, "text/markdown; charset=utf-8", rep.WriteMarkdown}, {html, "text/html; charset=utf-8", rep.WriteHTML}} {
+	for _, f := range reportParts(u.Key, rep, js) {
 		var buf bytes.Buffer
 		if err := f.write(&buf); err != nil {
 			return out, fmt.Errorf("report s3://%s/%s: %w", u.Bucket, f.key, err)
@@ -101,4 +146,91 @@ func writeReport(ctx context.Context, cfg *config.Config, report string, force b
 		out = append(out, "s3://"+u.Bucket+"/"+f.key)
 	}
 	return out, nil
+}
+
+// maxReportSize bounds what reportFiles.read reads: a report is kilobytes to megabytes (failures
+// are listed one by one); anything far larger is not a report.
+const maxReportSize = 256 << 20
+
+// reportFiles reads reports from files or s3:// objects; it opens a bucket's region once, from
+// the --config, when it first meets an s3:// path.
+type reportFiles struct {
+	cfg     *config.Config
+	regions map[string]*regions.Region // bucket -> the region that reads it
+}
+
+// read reads a report's JSON from a file or, for s3://bucket/key, from the bucket through its
+// region (the config's regions[].bucket; else the home region).
+func (f *reportFiles) read(ctx context.Context, path string) ([]byte, error) {
+	if !regions.IsS3URI(path) {
+		return os.ReadFile(path)
+	}
+	r, u, err := f.region(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	obj, err := r.GetObject(ctx, u.Bucket, u.Key, "")
+	if err != nil {
+		return nil, fmt.Errorf("report %s: %w", path, err)
+	}
+	defer obj.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(obj.Body, maxReportSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("report %s: %w", path, err)
+	}
+	if len(b) > maxReportSize {
+		return nil, fmt.Errorf("report %s: larger than %d MiB, not a report", path, maxReportSize>>20)
+	}
+	return b, nil
+}
+
+// present reports whether a report file or s3:// object exists (merge --wait).
+func (f *reportFiles) present(ctx context.Context, path string) (bool, error) {
+	if !regions.IsS3URI(path) {
+		_, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
+	r, u, err := f.region(ctx, path)
+	if err != nil {
+		return false, err
+	}
+	return r.Exists(ctx, u.Bucket, u.Key)
+}
+
+// config is the --config, loaded once.
+func (f *reportFiles) config() (*config.Config, error) {
+	if f.cfg == nil {
+		cfg, err := loadConfig()
+		if err != nil {
+			return nil, err
+		}
+		f.cfg = cfg
+	}
+	return f.cfg, nil
+}
+
+func (f *reportFiles) region(ctx context.Context, path string) (*regions.Region, regions.S3URI, error) {
+	u, err := regions.ParseS3URI(path)
+	if err != nil {
+		return nil, u, usageError("%v", err)
+	}
+	if r, ok := f.regions[u.Bucket]; ok {
+		return r, u, nil
+	}
+	cfg, err := f.config()
+	if err != nil {
+		return nil, u, err
+	}
+	r, err := onlyRegion(ctx, cfg, reportRegion(cfg, u.Bucket, ""), false)
+	if err != nil {
+		return nil, u, err
+	}
+	if f.regions == nil {
+		f.regions = map[string]*regions.Region{}
+	}
+	f.regions[u.Bucket] = r
+	return r, u, nil
 }

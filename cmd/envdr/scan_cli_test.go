@@ -9,8 +9,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/envdr/envdr/internal/s3fixture"
 	"github.com/envdr/envdr/localaws/iam"
 	"github.com/envdr/envdr/localaws/localtest"
+	"github.com/envdr/envdr/recovery"
 )
 
 // The Helm chart's sharded scan as the cluster runs it (deploy/helm/envdr/templates/scan-job.yaml):
@@ -78,4 +80,62 @@ func TestMergeWaitNamesTheMissingReport(t *testing.T) {
 	require.Less(t, time.Since(start), 30*time.Second)
 	_, code, _ = runCLI(t, "report", "merge", "--wait", "-1s", "--out", filepath.Join(dir, "merged"), present)
 	require.Equal(t, exitUsage, code)
+}
+
+// The ECS module's sharded scan (terraform/modules/ecs-ops, aws_scheduler_schedule.scan): each
+// shard is a task under the drill role that writes its report to S3 (--report
+// s3://bucket/prefix/verify-TIME/shard-i), and the merge task reads them there, waiting for the
+// last, and files the merged report beside them. verify-report accepts the merged report.
+func TestShardedScanAsECSRunsIt(t *testing.T) {
+	env := localtest.New(t)
+	s3f := s3fixture.New(t, env)
+	cfg := env.ConfigPathAs(nil, iam.RoleDrill)
+	seedCLI(t, env, 10, env.Regions...)
+	prefix := "s3://" + s3f.Bucket("us-east-1") + "/scans/verify-2026-12-07T03:00:00Z"
+	var reports []string
+	for i := 1; i <= 3; i++ {
+		reports = append(reports, fmt.Sprintf("%s/shard-%d.json", prefix, i))
+	}
+	type result struct {
+		out  string
+		code int
+	}
+	merged := make(chan result, 1)
+	go func() {
+		out, code, _ := runCLI(t, append([]string{"--config", cfg, "report", "merge", "--wait", "2m", "--out", prefix + "/merged"}, reports...)...)
+		merged <- result{out, code}
+	}()
+	for i := 1; i <= 3; i++ {
+		out, code, _ := runCLI(t, "--config", cfg, "verify", "--no-write", "--quiet", "--segments", "2",
+			"--shard", fmt.Sprintf("%d/3", i), "--report", fmt.Sprintf("%s/shard-%d", prefix, i))
+		require.Equal(t, exitOK, code, out)
+		require.Contains(t, out, fmt.Sprintf("report: %s/shard-%d.json", prefix, i))
+		body, ok := s3f.Get("us-east-1", fmt.Sprintf("scans/verify-2026-12-07T03:00:00Z/shard-%d.json", i))
+		require.True(t, ok, "shard %d's report is an object in the bucket, not a local file", i)
+		_, err := recovery.VerifyVerifyReport(body)
+		require.NoError(t, err)
+	}
+	_, err := os.Stat("s3:")
+	require.ErrorIs(t, err, os.ErrNotExist, "no local directory named after the URI")
+	var r result
+	select {
+	case r = <-merged:
+	case <-time.After(time.Minute):
+		t.Fatal("merge did not finish within a minute of the last shard")
+	}
+	require.Equal(t, exitOK, r.code, r.out)
+	require.Contains(t, r.out, "verify PASSED: 10 records, 10 ok")
+	body, ok := s3f.Get("us-east-1", "scans/verify-2026-12-07T03:00:00Z/merged.json")
+	require.True(t, ok, "the merged report is filed beside the shards'")
+	m, err := recovery.VerifyVerifyReport(body)
+	require.NoError(t, err)
+	require.Equal(t, 3, len(m.MergedFrom))
+
+	// verify-report reads it from S3 too; a second merge does not overwrite it.
+	out, code, _ := runCLI(t, "--config", cfg, "drill", "verify-report", prefix+"/merged.json")
+	require.Equal(t, exitOK, code, out)
+	require.Contains(t, out, "verify merged from 3 shards PASSED, 10 records")
+	_, code, msg := runCLI(t, append([]string{"--config", cfg, "report", "merge", "--out", prefix + "/merged"}, reports...)...)
+	require.Equal(t, exitUsage, code, msg)
+	require.Contains(t, msg, "report object "+prefix+"/merged.json exists: refusing to overwrite it")
 }

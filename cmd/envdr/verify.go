@@ -67,9 +67,10 @@ Kubernetes Indexed Job, N ECS tasks): each reads its own segments only, so the N
 read every record exactly once. Give every shard the same --segments.
 
 --output json prints the report with "passed" (true or false) first (docs/OUTPUT.md); it ends
-with a "sha256" digest of the JSON, as --report PATH writes it to PATH.json: envdr drill
-verify-report checks it, and envdr report merge combines the reports of --shard 1/N ... N/N into
-the report of the whole table.
+with a "sha256" digest of the JSON, as --report PATH writes it to PATH.json (--report
+s3://bucket/prefix: the object prefix.json, through the bucket's region, never over an existing
+one without --force): envdr drill verify-report checks it, and envdr report merge combines the
+reports of --shard 1/N ... N/N into the report of the whole table.
 
 Exit status: 0 every record opened in every required region (skipped regions aside), 1 some
 did not (the records are named, up to --max-failures), 2 bad usage or config.`,
@@ -102,9 +103,9 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 				if err := sampleFlags(&opts.Sampling, opts.ID, conf, max, shard); err != nil {
 					return err
 				}
-				if report != "" && !force {
-					if _, _, js := recovery.ReportPaths(report); exists(js) {
-						return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force", js)
+				if report != "" {
+					if err := checkReportTarget(c.Context(), cfg, report, force, c.CommandPath(), "", true); err != nil {
+						return err
 					}
 				}
 				if cpuProf != "" {
@@ -135,7 +136,7 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 					return withCode(exitFailure, err)
 				}
 				if report != "" {
-					path, err := recovery.WriteVerifyReport(report, js)
+					path, err := writeVerifyReport(c.Context(), cfg, report, force, js)
 					if err != nil {
 						return withCode(exitFailure, err)
 					}
@@ -166,7 +167,7 @@ did not (the records are named, up to --max-failures), 2 bad usage or config.`,
 		addOutputFlag(cmd, &asJSON)
 		f.BoolVar(&quiet, "quiet", false, "no progress output on stderr")
 		addSampleFlags(cmd, &opts.Sampling, &conf, &max, &shard)
-		f.StringVar(&report, "report", "", "also write the report, with its SHA-256 digest, to PATH.json (envdr drill verify-report checks it; envdr report merge combines shards')")
+		f.StringVar(&report, "report", "", "also write the report, with its SHA-256 digest, to PATH.json, or to the object prefix.json for s3://bucket/prefix (envdr drill verify-report checks it; envdr report merge combines shards')")
 		f.BoolVar(&force, "force", false, "overwrite an existing --report file")
 		f.StringVar(&cpuProf, "cpu-profile", "", "write a pprof CPU profile of the run to this file (go tool pprof; make scale-bench)")
 		f.BoolVar(&opts.Strict, "strict", false, "check a region that does not answer anyway: its records fail instead of it being skipped")

@@ -828,6 +828,7 @@ func checkECSOps(p *Plan) error {
 	}
 	lost := map[string]bool{}
 	shards := map[string]bool{}
+	merges := 0
 	for _, s := range p.All("aws_scheduler_schedule") {
 		tg := blocks(s.Values["target"])
 		if len(tg) != 1 {
@@ -845,6 +846,13 @@ func checkECSOps(p *Plan) error {
 			continue
 		}
 		cmd := in.ContainerOverrides[0].Command
+		if s.Name == "scan_merge" {
+			merges++
+			if err := checkScanMerge(s, tg[0], cmd); err != nil {
+				errs = append(errs, err.Error())
+			}
+			continue
+		}
 		if s.Name == "scan" {
 			line := strings.Join(cmd, " ")
 			if err := checkScanSchedule(s, tg[0], line); err != nil {
@@ -884,6 +892,9 @@ func checkECSOps(p *Plan) error {
 	if want := map[string]bool{"1/4": true, "2/4": true, "3/4": true, "4/4": true}; !maps.Equal(shards, want) {
 		errs = append(errs, fmt.Sprintf("scan schedules read shards %v, want 1/4 ... 4/4 (one each)", slices.Sorted(maps.Keys(shards))))
 	}
+	if merges != 1 {
+		errs = append(errs, fmt.Sprintf("want one schedule merging the scan's shard reports, found %d", merges))
+	}
 	if len(errs) > 0 {
 		return errors.New(strings.Join(errs, "\n"))
 	}
@@ -904,6 +915,8 @@ func checkScanSchedule(s Resource, target map[string]any, line string) error {
 		return fmt.Errorf("scan schedule %s: command %q, want envdr verify --no-write --shard i/N", s.Address, line)
 	case !strings.Contains(line, "--segments 8 --json"):
 		return fmt.Errorf("scan schedule %s: command %q, want --segments 8 --json", s.Address, line)
+	case !strings.Contains(line, " --report s3://acme-envdr-reports/scans/verify-<aws.scheduler.scheduled-time>/shard-"):
+		return fmt.Errorf("scan schedule %s: command %q, want --report under the run's prefix (the merge reads it there)", s.Address, line)
 	case !strings.HasSuffix(in.TaskRoleArn, ":role/envdr-drill"):
 		return fmt.Errorf("scan schedule %s: taskRoleArn %q, want the drill role", s.Address, in.TaskRoleArn)
 	case len(ecs) != 1 || ecs[0]["task_count"] != float64(1):
@@ -912,6 +925,33 @@ func checkScanSchedule(s Resource, target map[string]any, line string) error {
 		return fmt.Errorf("scan schedule %s: the shards must fire together (flexible_time_window OFF)", s.Address)
 	case str(s.Values["schedule_expression"]) != "cron(0 1 1 * ? *)":
 		return fmt.Errorf("scan schedule %s: expression %q", s.Address, str(s.Values["schedule_expression"]))
+	}
+	return nil
+}
+
+// checkScanMerge: the merge of the sharded scan fires with the shards, as the drill role, and
+// waits for exactly the reports the shards write (their --report PREFIX plus .json), filing the
+// merged report beside them.
+func checkScanMerge(s Resource, target map[string]any, cmd []string) error {
+	var in struct {
+		TaskRoleArn string `json:"taskRoleArn"`
+	}
+	_ = json.Unmarshal([]byte(str(target["input"])), &in)
+	const run = "s3://acme-envdr-reports/scans/verify-<aws.scheduler.scheduled-time>"
+	want := []string{"report", "merge", "--config", "/etc/envdr/envdr.yaml", "--wait", "24h", "--json", "--out", run + "/merged"}
+	for i := 1; i <= 4; i++ {
+		want = append(want, fmt.Sprintf("%s/shard-%d.json", run, i))
+	}
+	win := blocks(s.Values["flexible_time_window"])
+	switch {
+	case !slices.Equal(cmd, want):
+		return fmt.Errorf("scan merge schedule %s: command %q, want %q", s.Address, cmd, want)
+	case !strings.HasSuffix(in.TaskRoleArn, ":role/envdr-drill"):
+		return fmt.Errorf("scan merge schedule %s: taskRoleArn %q, want the drill role", s.Address, in.TaskRoleArn)
+	case len(win) != 1 || win[0]["mode"] != "OFF":
+		return fmt.Errorf("scan merge schedule %s: it must fire with the shards (flexible_time_window OFF)", s.Address)
+	case str(s.Values["schedule_expression"]) != "cron(0 1 1 * ? *)":
+		return fmt.Errorf("scan merge schedule %s: expression %q", s.Address, str(s.Values["schedule_expression"]))
 	}
 	return nil
 }

@@ -9,7 +9,12 @@ locals {
   drill_lose  = var.drill_schedule == null ? [] : var.drill_lose
   # Shard i of N (1-based, as --shard i/N takes it), by its number as a string.
   scan_shards = var.scan_schedule == null ? {} : { for i in range(1, var.scan_shards + 1) : tostring(i) => i }
-  scheduler   = length(local.drill_lose) > 0 || length(local.scan_shards) > 0
+  # Where one scheduled scan's reports go: PREFIX/VERB-<scheduled time>/shard-i (.json), and the
+  # merged report beside them. The scheduler replaces <aws.scheduler.scheduled-time> with the
+  # same time in every shard's and the merge's command (all fire at that time, window OFF).
+  scan_run_prefix = var.scan_report_prefix == "" ? "" : "${trimsuffix(var.scan_report_prefix, "/")}/${var.scan_command}-<aws.scheduler.scheduled-time>"
+  scan_merge      = length(local.scan_shards) > 1 && var.scan_report_prefix != ""
+  scheduler       = length(local.drill_lose) > 0 || length(local.scan_shards) > 0
 }
 
 resource "aws_appautoscaling_target" "service" {
@@ -203,8 +208,8 @@ resource "aws_scheduler_schedule" "drill" {
 # identical tasks, and a task cannot learn its own index, so each shard is its own target with its
 # own command. Flexible time window off: all N fire at the same scheduled time, which names the
 # run in the report path (<aws.scheduler.scheduled-time>, replaced by the scheduler). Each task's
-# report is printed in its logs (--json) and, with scan_report_prefix, written to S3; envdr report
-# merge combines the N reports (docs/DRILLS.md).
+# report is printed in its logs (--json) and, with scan_report_prefix, written to S3, where the
+# scan_merge schedule's task combines the N reports (envdr report merge, docs/DRILLS.md).
 resource "aws_scheduler_schedule" "scan" {
   for_each                     = local.scan_shards
   region                       = var.region
@@ -242,7 +247,7 @@ resource "aws_scheduler_schedule" "scan" {
           [var.scan_command, "--config", "/etc/envdr/envdr.yaml"],
           var.scan_command == "drill" ? ["--lose", var.scan_lose, "--max-rpo", var.drill_max_rpo, "--min-recoverable", tostring(var.drill_min_recoverable)] : ["--no-write"],
           ["--shard", "${each.value}/${var.scan_shards}", "--segments", tostring(var.scan_segments), "--json", "--quiet"],
-          var.scan_report_prefix == "" ? [] : ["--report", "${trimsuffix(var.scan_report_prefix, "/")}/${var.scan_command}-<aws.scheduler.scheduled-time>/shard-${each.value}"],
+          var.scan_report_prefix == "" ? [] : ["--report", "${local.scan_run_prefix}/shard-${each.value}"],
         )
       }]
     })
@@ -256,6 +261,56 @@ resource "aws_scheduler_schedule" "scan" {
     precondition {
       condition     = var.scan_command != "drill" || (var.scan_lose != "" && var.scan_lose != var.region)
       error_message = "scan_command drill needs scan_lose: a region other than the one the scan runs in (${var.region})."
+    }
+  }
+}
+
+# The merge of a sharded scan's reports (with scan_report_prefix and 2 shards or more): one more
+# task at the same scheduled time, under the drill role, that waits for the N shards' reports on
+# S3 (envdr report merge --wait: it reads nothing until they exist, and names the missing one if
+# a shard never finishes) and files the merged report, with its digest, beside them as
+# PREFIX/VERB-<scheduled time>/merged.json. It needs s3:GetObject on the shards' reports and
+# s3:PutObject on the merged one (the same prefix). Its exit status is the whole scan's verdict.
+resource "aws_scheduler_schedule" "scan_merge" {
+  count                        = local.scan_merge ? 1 : 0
+  region                       = var.region
+  name                         = "${var.name}-${var.scan_command}-merge-of-${var.scan_shards}"
+  description                  = "envdr report merge of the ${var.scan_shards} shards of ${var.scan_command}, run from ${var.region}"
+  schedule_expression          = var.scan_schedule
+  schedule_expression_timezone = "UTC"
+
+  flexible_time_window {
+    mode = "OFF"
+  }
+
+  target {
+    arn      = var.cluster_arn
+    role_arn = aws_iam_role.scheduler[0].arn
+
+    ecs_parameters {
+      task_definition_arn = var.task_definition_arn
+      launch_type         = "FARGATE"
+      task_count          = 1
+      network_configuration {
+        subnets          = var.subnets
+        security_groups  = var.security_groups
+        assign_public_ip = false
+      }
+    }
+
+    input = jsonencode({
+      taskRoleArn = var.drill_task_role_arn
+      containerOverrides = [{
+        name = "envdr"
+        command = concat(
+          ["report", "merge", "--config", "/etc/envdr/envdr.yaml", "--wait", var.scan_merge_wait, "--json", "--out", "${local.scan_run_prefix}/merged"],
+          [for i in sort(keys(local.scan_shards)) : "${local.scan_run_prefix}/shard-${i}.json"],
+        )
+      }]
+    })
+
+    retry_policy {
+      maximum_retry_attempts = 0
     }
   }
 }

@@ -154,11 +154,21 @@ variable "scan_segments" {
 }
 
 variable "scan_report_prefix" {
-  description = "s3://bucket/prefix the shards write their reports under (VERB-SCHEDULED_TIME/shard-i); empty: the reports are only in the tasks' logs (--json). The drill role needs s3:PutObject there."
+  description = "s3://bucket/prefix the shards write their reports under (VERB-SCHEDULED_TIME/shard-i.json), merged by one more task into VERB-SCHEDULED_TIME/merged.json; empty: the reports are only in the tasks' logs (--json) and nothing merges them. The drill role needs s3:PutObject and s3:GetObject there."
   type        = string
   default     = ""
   validation {
     condition     = var.scan_report_prefix == "" || can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", var.scan_report_prefix))
     error_message = "scan_report_prefix must be s3://bucket/prefix or empty."
+  }
+}
+
+variable "scan_merge_wait" {
+  description = "How long the merge task waits for the shards' reports (envdr report merge --wait): longer than the slowest shard takes, e.g. 24h."
+  type        = string
+  default     = "24h"
+  validation {
+    condition     = can(regex("^([0-9]+(h|m|s))+$", var.scan_merge_wait))
+    error_message = "scan_merge_wait must be a Go duration such as 24h or 90m."
   }
 }

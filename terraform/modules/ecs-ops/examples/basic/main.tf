@@ -22,6 +22,8 @@ module "ecs_ops" {
   scan_schedule = "cron(0 1 1 * ? *)"
   scan_shards   = 4
   scan_segments = 8
+  # The shards' reports and the merged one (written by one more task) on S3.
+  scan_report_prefix = "s3://acme-envdr-reports/scans"
 
   # Monitoring: CloudWatch alarms to an SNS topic, envdr's metrics and alert rules in Amazon
   # Managed Service for Prometheus through the task's ADOT sidecar.
@@ -54,4 +56,8 @@ output "drill_schedules" {
 
 output "scan_schedules" {
   value = module.ecs_ops.scan_schedules
+}
+
+output "scan_merge_schedule" {
+  value = module.ecs_ops.scan_merge_schedule
 }

@@ -15,7 +15,12 @@ import (
 // per record, not 1 + regions. Its own region's store reads whole records, which it merges and
 // writes (docs/BENCH.md, "The daemon's CPU as shipped").
 func TestPipelineReadsOnlyTheirOwnItemInOtherReplicas(t *testing.T) {
-	cfg := &config.Config{HomeRegion: "us-east-1", Table: "envdr-records"}
+	// Local credentials, and none chosen in the environment: regions.New then reads no AWS
+	// config of this machine.
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	cfg := &config.Config{HomeRegion: "us-east-1", Table: "envdr-records",
+		Local: &config.Local{AccessKey: "AKIDPIPELINETEST", SecretKey: "secret"}}
 	for _, n := range []string{"us-east-1", "eu-west-1", "ap-southeast-2"} {
 		cfg.Regions = append(cfg.Regions, config.Region{Name: n, Mode: config.ModeMRK,
 			Key:       "arn:aws:kms:" + n + ":111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab",

@@ -48,6 +48,8 @@ func (c cannedGetItem) Do(req *http.Request) (*http.Response, error) {
 func BenchmarkCallCPU(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400)) // the daemon's GOGC (cmd/envdr tuneGC)
 	backends := localtest.RequireBackends(b)
+	b.Setenv("AWS_PROFILE", "") // the config's local credentials sign, whatever the machine's AWS config
+	b.Setenv("AWS_ACCESS_KEY_ID", "")
 	const region = "us-east-1"
 	table := fmt.Sprintf("envdr-callcpu-%d", time.Now().UnixNano())
 	ctx := context.Background()

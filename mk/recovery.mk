@@ -31,9 +31,10 @@ SCALE_SHARDS ?= 1,2,4
 SCALE_HOLD   ?=
 # SCALE_STEPS: sizes below SCALE_N to seed up to first, each followed by the statistical verify.
 SCALE_STEPS  ?=
-# SCALE_LATENCY (e.g. 20ms or 20ms±5ms): added to every request of every region's services for the
-# shards' runs only, so one shard is bound by round trips as on AWS rather than by this machine's
-# two cores; SCALE_WORKERS: verify --workers per shard (32).
+# SCALE_LATENCY: added to every request of a region's services for the shards' runs only, so one
+# shard is bound by round trips as on AWS rather than by this machine's two cores: D for every
+# region (20ms, 20ms±5ms) or REGION=D,... (us-east-1=2ms,eu-west-1=70ms,ap-southeast-2=200ms:
+# the others as seen from us-east-1); SCALE_WORKERS: verify --workers per shard (32).
 SCALE_LATENCY ?=
 SCALE_WORKERS ?= 32
 .PHONY: scale-bench

@@ -342,16 +342,28 @@ func BenchmarkScale(b *testing.B) {
 	workers := strconv.Itoa(envInt("ENVDR_SCALE_WORKERS", 32))
 	if v := os.Getenv("ENVDR_SCALE_LATENCY"); v != "" && len(shardRuns) > 0 {
 		// Each shard is one process, and on this machine every process shares the same two cores
-		// with DynamoDB Local and the stand-in: a CPU-bound shard leaves nothing for another. An
-		// added service latency per request makes a shard bound by round trips instead (as a
-		// task on AWS is, with KMS and DynamoDB a few milliseconds away), so the shards' speed-up
-		// shows until the machine is the bound. Set after seeding, for the shards' runs only.
-		lat, jit, err := localaws.ParseLatency(v)
-		require.NoError(b, err, "ENVDR_SCALE_LATENCY=%q", v)
-		for _, r := range f.env.Regions {
+		// with DynamoDB Local and the stand-in: a CPU-bound shard leaves nothing for another. A
+		// service latency per request makes a shard bound by round trips instead, as a task on
+		// AWS is: verify reads every region's replica and KMS through that region's endpoints,
+		// so from one region the others are a cross-region round trip away (about 70 ms from
+		// us-east-1 to eu-west-1, 200 ms to ap-southeast-2). Set after seeding, for the shards'
+		// runs only. "D" for every region, or "REGION=D,REGION=D".
+		lats := map[string]string{}
+		for _, part := range strings.Split(v, ",") {
+			if r, d, ok := strings.Cut(part, "="); ok {
+				lats[strings.TrimSpace(r)] = strings.TrimSpace(d)
+				continue
+			}
+			for _, r := range f.env.Regions {
+				lats[r] = strings.TrimSpace(part)
+			}
+		}
+		for r, d := range lats {
+			lat, jit, err := localaws.ParseLatency(d)
+			require.NoError(b, err, "ENVDR_SCALE_LATENCY=%q", v)
 			require.NoError(b, f.env.Stack.SetFault(r, "", localaws.Fault{Latency: lat, Jitter: jit}))
 		}
-		fmt.Printf("every region's KMS, DynamoDB, SQS and S3 answer after %s; verify --workers %s per shard\n", v, workers)
+		fmt.Printf("each request to a region's KMS, DynamoDB, SQS and S3 is answered after %v; verify --workers %s per shard\n", lats, workers)
 	}
 	for _, shards := range shardRuns {
 		var wg sync.WaitGroup

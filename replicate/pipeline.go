@@ -49,7 +49,7 @@ type Pipeline struct {
 	topo    *regions.Topology
 	self    *regions.Region   // the region this daemon runs for
 	home    *Store            // writes go to this region's own replica of the table
-	stores  map[string]*Store // each region's replica, for verification reads
+	stores  map[string]*Store // each region's replica, for verification reads (another region's: its own item only)
 	policy  AckRule
 	log     *zap.Logger
 	metrics *Metrics
@@ -84,16 +84,25 @@ func NewPipeline(topo *regions.Topology, region string, log *zap.Logger, m *Metr
 	cfg := topo.Config()
 	p := &Pipeline{topo: topo, stores: map[string]*Store{}, policy: AckRuleFromConfig(cfg),
 		log: log, metrics: m, ready: ready, now: time.Now, replicaWait: DefaultReplicaWait, lags: map[string]*replicaLag{}}
+	if region == "" {
+		region = topo.Home
+	}
 	for _, name := range topo.Names() {
 		r, _ := topo.Region(name)
-		s := NewStore(cfg.Table, name, r.DynamoDB(), cfg.RegionNames())
+		// Another region's replica is read only to see that region's own item under the
+		// record's header (verifyIn, and the ack's survivingView, for I1): its reads fetch those
+		// 2 items, not 1 + regions, as verify's do. The other items there prove nothing about
+		// it, and decoding them was a third of the daemon's item reads (docs/BENCH.md, part 5).
+		// Only this region's store reads whole records (to merge) and writes.
+		names := cfg.RegionNames()
+		if name != region {
+			names = []string{name}
+		}
+		s := NewStore(cfg.Table, name, r.DynamoDB(), names)
 		if m != nil {
 			s.OnConflict = func() { m.RecordCASs.WithLabelValues("conflict").Inc() }
 		}
 		p.stores[name] = s
-	}
-	if region == "" {
-		region = topo.Home
 	}
 	own, ok := p.stores[region]
 	if !ok {

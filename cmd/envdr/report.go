@@ -221,7 +221,11 @@ func waitForFiles(ctx context.Context, rf *reportFiles, files []string, max time
 	}
 	err := retry.Do(ctx, retry.WithMaxDuration(max, retry.NewConstant(waitPoll)), check)
 	if err != nil && len(missing) > 0 {
-		return fmt.Errorf("report merge: after waiting %s, still no %s", max, strings.Join(missing, ", "))
+		hint := ""
+		if rf.denied {
+			hint = " (S3 answered 403 AccessDenied: a missing object without s3:ListBucket on the bucket, or one this identity may not s3:GetObject)"
+		}
+		return fmt.Errorf("report merge: after waiting %s, still no %s%s", max, strings.Join(missing, ", "), hint)
 	}
 	return err
 }

@@ -157,6 +157,8 @@ const maxReportSize = 256 << 20
 type reportFiles struct {
 	cfg     *config.Config
 	regions map[string]*regions.Region // bucket -> the region that reads it
+	// denied: S3 answered a presence check 403 AccessDenied (missing, or not readable).
+	denied bool
 }
 
 // read reads a report's JSON from a file or, for s3://bucket/key, from the bucket through its
@@ -197,7 +199,14 @@ func (f *reportFiles) present(ctx context.Context, path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return r.Exists(ctx, u.Bucket, u.Key)
+	ok, err := r.Exists(ctx, u.Bucket, u.Key)
+	if err != nil && regions.IsAccessDenied(err) {
+		// Without s3:ListBucket, S3 answers a missing object 403, not 404: a shard still
+		// running looks like that. Wait on; the message at the end says it was 403.
+		f.denied = true
+		return false, nil
+	}
+	return ok, err
 }
 
 // config is the --config, loaded once.

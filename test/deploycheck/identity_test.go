@@ -432,9 +432,15 @@ type fixture struct {
 func (f *fixture) concrete(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
-		// An Indexed Job's pod: the first shard.
+		// An Indexed Job's pod: the first shard. An ECS schedule's run: one scheduled time.
 		a := strings.ReplaceAll(args[i], "$(JOB_COMPLETION_INDEX)", "0")
+		a = strings.ReplaceAll(a, "<aws.scheduler.scheduled-time>", "2026-12-01T01:00:00Z")
 		switch {
+		case strings.HasPrefix(a, "s3://acme-envdr-reports/"):
+			// The ECS example's report bucket is the user's own, outside what policy render
+			// grants (the module asks for s3:PutObject and s3:GetObject on it): its objects are
+			// files here, so the shards' reports and their merge still meet by the same names.
+			a = filepath.Join(f.dir, "reports", "acme-envdr-reports", strings.TrimPrefix(a, "s3://acme-envdr-reports/"))
 		case a == "/etc/envdr/envdr.yaml" || a == "envdr.yaml":
 			a = f.env.ConfigPath
 		case a == ":9090":

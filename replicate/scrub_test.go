@@ -67,6 +67,7 @@ func TestScrubberCoversRepairsAndKeepsBudget(t *testing.T) {
 		require.NoError(t, err)
 		require.NotNil(t, s)
 		replicate.SetScrubClock(s, ahead)
+		replicate.SetScrubPage(s, 1) // every record its own page: segments of several pages
 		scrubbers = append(scrubbers, s)
 	}
 	off, err := replicate.NewScrubber(b.topo, "us-east-1", zap.NewNop(), nil)

@@ -282,7 +282,9 @@ func TestCutShortAtRedriveLimit(t *testing.T) {
 	require.Len(t, f.sent, 1)
 	require.Equal(t, "q", aws.ToString(f.sent[0].QueueUrl), "re-sent to the queue")
 	require.Equal(t, "1", aws.ToString(f.sent[0].MessageAttributes[AttrCutShort].StringValue))
-	require.Equal(t, "h1", <-c.deletes)
+	deleted := func() [][]string { f.mu.Lock(); defer f.mu.Unlock(); return append([][]string(nil), f.deletes...) }
+	// The copy at the limit is deleted at once, before work returns (not with a later batch).
+	require.Equal(t, [][]string{{"h1"}}, deleted())
 
 	// Below the limit it is worked as usual.
 	c.work(context.Background(), Message{ID: "m2", Body: body, ReceiptHandle: "h2", ReceiveCount: 4, CutShort: 1})
@@ -293,7 +295,7 @@ func TestCutShortAtRedriveLimit(t *testing.T) {
 	c.work(context.Background(), Message{ID: "m3", Body: body, ReceiptHandle: "h3", ReceiveCount: 5, CutShort: 1})
 	require.Len(t, f.sent, 2)
 	require.Equal(t, "2", aws.ToString(f.sent[1].MessageAttributes[AttrCutShort].StringValue))
-	require.Equal(t, "h3", <-c.deletes)
+	require.Equal(t, [][]string{{"h1"}, {"h3"}}, deleted())
 
 	// The third time: the DLQ, with a reason.
 	c.work(context.Background(), Message{ID: "m4", Body: body, ReceiptHandle: "h4", ReceiveCount: 5, CutShort: 2})
@@ -303,7 +305,7 @@ func TestCutShortAtRedriveLimit(t *testing.T) {
 	require.Equal(t, "0123456789abcdef0123456789abcdef", aws.ToString(f.sent[2].MessageAttributes["envelope_id"].StringValue))
 	require.Contains(t, aws.ToString(f.sent[2].MessageAttributes["error"].StringValue), "cut short 3 times")
 	require.Equal(t, 1.0, testutil.ToFloat64(m.DLQ.WithLabelValues(ReasonCutShort)))
-	require.Equal(t, "h4", <-c.deletes)
+	require.Equal(t, [][]string{{"h1"}, {"h3"}, {"h4"}}, deleted())
 	require.Equal(t, 1, h.n)
 }
 

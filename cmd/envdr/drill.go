@@ -212,7 +212,7 @@ file is not a report of this schema, 2 bad usage.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			b, err := (&reportFiles{}).read(c.Context(), args[0])
 			if err != nil {
-				return withCode(exitFailure, err)
+				return readFailure(err)
 			}
 			if recovery.ReportKind(b) == recovery.GamedayReportKind {
 				gr, err := recovery.VerifyGamedayReport(b)

@@ -97,7 +97,7 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 			_, _, js := recovery.ReportPaths(out)
 			if wait > 0 {
 				if err := waitForFiles(ctx, files, args, wait); err != nil {
-					return withCode(exitFailure, err)
+					return readFailure(err)
 				}
 			}
 			var kinds []string
@@ -105,7 +105,7 @@ written), or a report's digest did not match, 2 bad usage or not one scan's shar
 			for _, f := range args {
 				b, err := files.read(ctx, f)
 				if err != nil {
-					return withCode(exitFailure, err)
+					return readFailure(err)
 				}
 				bodies = append(bodies, b)
 				kinds = append(kinds, recovery.ReportKind(b))

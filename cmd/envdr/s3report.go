@@ -243,3 +243,13 @@ func (f *reportFiles) region(ctx context.Context, path string) (*regions.Region,
 	f.regions[u.Bucket] = r
 	return r, u, nil
 }
+
+// readFailure is err as a failure (exit 1), unless it already carries its exit code (a bad
+// s3:// URI or --config is a usage error, exit 2).
+func readFailure(err error) error {
+	var e *exitError
+	if errors.As(err, &e) {
+		return err
+	}
+	return withCode(exitFailure, err)
+}

@@ -30,34 +30,17 @@ func TestShardedScanAsTheChartRunsIt(t *testing.T) {
 		files = append(files, filepath.Join(dir, fmt.Sprintf("shard-%d.json", i)))
 	}
 
-	type result struct {
-		out  string
-		code int
-	}
-	merged := make(chan result, 1)
-	go func() {
-		out, code, _ := runCLI(t, append([]string{"report", "merge", "--wait", "2m", "--out", filepath.Join(dir, "merged")}, files...)...)
-		merged <- result{out, code}
-	}()
+	merged := startMerge(t, append([]string{"report", "merge", "--wait", "2m", "--out", filepath.Join(dir, "merged")}, files...)...)
 	for i := 0; i < 3; i++ {
 		out, code, _ := runCLI(t, "--config", cfg, "verify", "--no-write", "--quiet", "--segments", "2",
 			"--shard", fmt.Sprintf("%d/3", i), "--shard-base", "0", "--report", filepath.Join(dir, fmt.Sprintf("shard-%d", i)))
 		require.Equal(t, exitOK, code, out)
 		require.Contains(t, out, fmt.Sprintf("shard %d/3", i+1), "reports name the shard from 1, as report merge expects")
 		if i < 2 {
-			select {
-			case r := <-merged:
-				t.Fatalf("merge returned before every shard's report existed: %d %s", r.code, r.out)
-			default:
-			}
+			merged.notYet(t)
 		}
 	}
-	var r result
-	select {
-	case r = <-merged:
-	case <-time.After(time.Minute):
-		t.Fatal("merge did not finish within a minute of the last shard")
-	}
+	r := merged.wait(t)
 	require.Equal(t, exitOK, r.code, r.out)
 	require.Contains(t, r.out, "verify PASSED: 10 records, 10 ok")
 	out, code, _ := runCLI(t, "drill", "verify-report", filepath.Join(dir, "merged.json"))
@@ -96,15 +79,7 @@ func TestShardedScanAsECSRunsIt(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		reports = append(reports, fmt.Sprintf("%s/shard-%d.json", prefix, i))
 	}
-	type result struct {
-		out  string
-		code int
-	}
-	merged := make(chan result, 1)
-	go func() {
-		out, code, _ := runCLI(t, append([]string{"--config", cfg, "report", "merge", "--wait", "2m", "--out", prefix + "/merged"}, reports...)...)
-		merged <- result{out, code}
-	}()
+	merged := startMerge(t, append([]string{"--config", cfg, "report", "merge", "--wait", "2m", "--out", prefix + "/merged"}, reports...)...)
 	for i := 1; i <= 3; i++ {
 		out, code, _ := runCLI(t, "--config", cfg, "verify", "--no-write", "--quiet", "--segments", "2",
 			"--shard", fmt.Sprintf("%d/3", i), "--report", fmt.Sprintf("%s/shard-%d", prefix, i))
@@ -117,12 +92,7 @@ func TestShardedScanAsECSRunsIt(t *testing.T) {
 	}
 	_, err := os.Stat("s3:")
 	require.ErrorIs(t, err, os.ErrNotExist, "no local directory named after the URI")
-	var r result
-	select {
-	case r = <-merged:
-	case <-time.After(time.Minute):
-		t.Fatal("merge did not finish within a minute of the last shard")
-	}
+	r := merged.wait(t)
 	require.Equal(t, exitOK, r.code, r.out)
 	require.Contains(t, r.out, "verify PASSED: 10 records, 10 ok")
 	body, ok := s3f.Get("us-east-1", "scans/verify-2026-12-07T03:00:00Z/merged.json")
@@ -138,4 +108,43 @@ func TestShardedScanAsECSRunsIt(t *testing.T) {
 	_, code, msg := runCLI(t, append([]string{"--config", cfg, "report", "merge", "--out", prefix + "/merged"}, reports...)...)
 	require.Equal(t, exitUsage, code, msg)
 	require.Contains(t, msg, "report object "+prefix+"/merged.json exists: refusing to overwrite it")
+}
+
+// mergeRun is a background report merge's output and exit code.
+type mergeRun struct {
+	out  string
+	code int
+}
+
+// backgroundMerge is `envdr report merge --wait` started before the shards it waits for, as a
+// sharded scan's merge step runs.
+type backgroundMerge chan mergeRun
+
+func startMerge(t *testing.T, args ...string) backgroundMerge {
+	m := make(backgroundMerge, 1)
+	go func() {
+		out, code, _ := runCLI(t, args...)
+		m <- mergeRun{out, code}
+	}()
+	return m
+}
+
+// notYet fails if the merge has already returned (a shard's report is still missing).
+func (m backgroundMerge) notYet(t *testing.T) {
+	select {
+	case r := <-m:
+		t.Fatalf("merge returned before every shard's report existed: %d %s", r.code, r.out)
+	default:
+	}
+}
+
+// wait returns the merge's result, failing after a minute.
+func (m backgroundMerge) wait(t *testing.T) mergeRun {
+	select {
+	case r := <-m:
+		return r
+	case <-time.After(time.Minute):
+		t.Fatal("merge did not finish within a minute of the last shard")
+		return mergeRun{}
+	}
 }

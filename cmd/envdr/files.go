@@ -348,15 +348,19 @@ func addTrustAnyKeyFlag(cmd *cobra.Command, p *bool) {
 	}
 }
 
-// checkReportPaths refuses, before a drill or game day starts, a --report PATH whose PATH.md,
+// checkReportPaths refuses, before a drill, game day or verify starts, a --report PATH whose PATH.md,
 // PATH.html or PATH.json already exists, unless --force: a report is evidence, and yesterday's
 // is not to be replaced by accident.
-func checkReportPaths(path string, force bool, cmd string) error {
+func checkReportPaths(path string, force bool, cmd string, jsonOnly bool) error {
 	if path == "" || force {
 		return nil
 	}
 	md, html, js := recovery.ReportPaths(path)
-	for _, p := range []string{md, html, js} {
+	paths := []string{md, html, js}
+	if jsonOnly { // verify's reports are PATH.json alone
+		paths = []string{js}
+	}
+	for _, p := range paths {
 		if _, err := os.Lstat(p); err == nil {
 			return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force (see %s --help)", p, cmd)
 		}

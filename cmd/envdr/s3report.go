@@ -59,13 +59,7 @@ func reportParts(prefix string, rep reportWriter, js []byte) []reportPart {
 // jsonOnly (verify and merged verify reports) looks for PATH.json alone.
 func checkReportTarget(ctx context.Context, cfg *config.Config, report string, force bool, cmd, avoid string, jsonOnly bool) error {
 	if !regions.IsS3URI(report) {
-		if jsonOnly {
-			if _, _, js := recovery.ReportPaths(report); !force && exists(js) {
-				return usageError("report file %s exists: refusing to overwrite it; choose another --report PATH, or --force (see %s --help)", js, cmd)
-			}
-			return nil
-		}
-		return checkReportPaths(report, force, cmd)
+		return checkReportPaths(report, force, cmd, jsonOnly)
 	}
 	u, err := regions.ParseS3URI(report)
 	if err != nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 
@@ -349,10 +348,4 @@ func failureNames(fs []recovery.Failure, omitted int64) string {
 // pct renders a fraction as a percentage with enough digits for small bounds.
 func pct(f float64) string {
 	return strconv.FormatFloat(100*f, 'g', 4, 64) + "%"
-}
-
-// exists reports whether path names anything (a dangling link included).
-func exists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
 }
